@@ -1,0 +1,5 @@
+import sys
+
+from healforge.cli import main
+
+sys.exit(main())

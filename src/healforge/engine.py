@@ -1,0 +1,225 @@
+"""Dask client handling and per-stage progress reporting.
+
+An :class:`Engine` runs the units of work of a pipeline stage: on a local Dask cluster (default),
+on an existing scheduler given by address, or in-process one after the other (``synchronous``,
+for tests and debugging). Results come back in submission order; the first failure stops the
+stage and is re-raised with the task's label.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from tqdm.auto import tqdm
+
+
+class Progress:
+    """One progress bar per stage: tqdm on a terminal, a few plain lines otherwise, nothing when quiet."""
+
+    def __init__(self, total: int, desc: str, quiet: bool = False, unit: str = "task"):
+        self.total, self.desc, self.quiet, self.done = total, desc, quiet, 0
+        self._bar = None
+        self._t0 = time.perf_counter()
+        self._next_line = 0.0
+        if not quiet and sys.stderr.isatty():
+            self._bar = tqdm(total=total, desc=desc, unit=unit, leave=True, file=sys.stderr)
+        elif not quiet:
+            self._line()
+
+    def _line(self) -> None:
+        pct = 100 * self.done / self.total if self.total else 100
+        elapsed = time.perf_counter() - self._t0
+        print(f"{self.desc}: {self.done}/{self.total} ({pct:.0f}%) {elapsed:.1f}s", file=sys.stderr, flush=True)
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(n)
+        elif not self.quiet:
+            pct = self.done / self.total if self.total else 1
+            if pct >= self._next_line or self.done == self.total:
+                self._line()
+                self._next_line = pct + 0.25
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class TaskError(RuntimeError):
+    """A unit of work failed; the message names the task."""
+
+
+class Engine:
+    """Runs pipeline tasks through Dask.
+
+    Parameters
+    ----------
+    workers
+        Number of worker processes for a local cluster (default: CPU count, at most 4).
+    scheduler
+        Address of an existing Dask scheduler (``tcp://host:port``) or a ``distributed.Client``;
+        when given, no local cluster is started.
+    synchronous
+        Run tasks in this process, one after the other (tests, debugging).
+    threads_per_worker
+        Threads per local worker process.
+    memory_limit
+        Per-worker memory limit for a local cluster (dask syntax, e.g. ``"4GB"``; ``"auto"`` default).
+    quiet
+        Silence progress bars.
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        scheduler: Any = None,
+        synchronous: bool = False,
+        threads_per_worker: int = 1,
+        memory_limit: str | None = "auto",
+        quiet: bool = False,
+    ):
+        self.workers = workers or min(os.cpu_count() or 1, 4)
+        self.scheduler = scheduler
+        self.synchronous = synchronous
+        self.threads_per_worker = threads_per_worker
+        self.memory_limit = memory_limit
+        self.quiet = quiet
+        self.client = None
+        self._own_cluster = None
+        self._own_client = False
+
+    def __enter__(self) -> Engine:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def start(self) -> None:
+        if self.synchronous or self.client is not None:
+            return
+        from distributed import Client, LocalCluster
+
+        if isinstance(self.scheduler, Client):
+            self.client = self.scheduler
+            return
+        if self.scheduler:
+            self.client = Client(self.scheduler)
+        else:
+            self._own_cluster = LocalCluster(
+                n_workers=self.workers,
+                threads_per_worker=self.threads_per_worker,
+                processes=True,
+                memory_limit=self.memory_limit,
+                dashboard_address=None,
+                silence_logs=50,
+            )
+            self.client = Client(self._own_cluster)
+        self._own_client = True
+
+    def close(self) -> None:
+        if self._own_client and self.client is not None:
+            self.client.close()
+        if self._own_cluster is not None:
+            self._own_cluster.close()
+        self.client = self._own_cluster = None
+        self._own_client = False
+
+    def map(
+        self,
+        func: Callable,
+        items: Sequence[Any],
+        desc: str,
+        labels: Sequence[str] | None = None,
+        on_result: Callable[[int, Any], None] | None = None,
+        **kwargs,
+    ) -> list[Any]:
+        """Run ``func(item, **kwargs)`` for every item; results in item order.
+
+        ``on_result(i, result)`` is called in this process as each task finishes (in completion
+        order), e.g. to record progress for resuming.
+        """
+        items = list(items)
+        labels = list(labels) if labels is not None else [str(i) for i in items]
+        results: list[Any] = [None] * len(items)
+        with Progress(len(items), desc, quiet=self.quiet) as bar:
+            if not items:
+                return results
+            if self.synchronous:
+                for i, item in enumerate(items):
+                    try:
+                        results[i] = func(item, **kwargs)
+                    except Exception as exc:
+                        raise _task_error(desc, labels[i], exc) from exc
+                    if on_result:
+                        on_result(i, results[i])
+                    bar.update()
+                return results
+            from distributed import as_completed
+
+            self.start()
+            futures = [
+                self.client.submit(func, item, key=f"{desc}-{i}-{time.time_ns()}", pure=False, **kwargs)
+                for i, item in enumerate(items)
+            ]
+            index = {f.key: i for i, f in enumerate(futures)}
+            try:
+                for fut in as_completed(futures):
+                    i = index[fut.key]
+                    try:
+                        results[i] = fut.result()
+                    except Exception as exc:
+                        raise _task_error(desc, labels[i], exc) from exc
+                    if on_result:
+                        on_result(i, results[i])
+                    bar.update()
+                    fut.release()
+            finally:
+                for f in futures:
+                    if not f.done():
+                        f.cancel()
+        return results
+
+
+def _task_error(desc: str, label: str, exc: Exception) -> Exception:
+    from healforge.errors import HealforgeError
+
+    if isinstance(exc, HealforgeError):
+        return exc
+    return TaskError(f"{desc} failed for {label}: {type(exc).__name__}: {exc}")
+
+
+def engine_from_args(
+    workers: int | None = None,
+    scheduler: str | None = None,
+    synchronous: bool = False,
+    quiet: bool = False,
+    engine: Engine | None = None,
+) -> Engine:
+    """The engine to use: the one given, or a new one from the usual options."""
+    if engine is not None:
+        return engine
+    return Engine(workers=workers, scheduler=scheduler, synchronous=synchronous, quiet=quiet)
+
+
+def iter_chunks(seq: Iterable[Any], size: int) -> Iterable[list[Any]]:
+    """Consecutive lists of at most ``size`` items."""
+    chunk: list[Any] = []
+    for x in seq:
+        chunk.append(x)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

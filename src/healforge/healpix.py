@@ -1,0 +1,150 @@
+"""HEALPix pixel math (nested scheme) on top of cdshealpix.
+
+Everything here is vectorised over numpy arrays. Orders run from 0 to 29; ``nside = 2**order``.
+The order-29 spatial index is bit-identical to ``hats.pixel_math.compute_spatial_index``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cdshealpix.nested as cdsn
+import numpy as np
+from astropy.coordinates import Latitude, Longitude
+
+MAX_ORDER = 29
+SPATIAL_INDEX_COLUMN = "_healpix_29"
+SPATIAL_INDEX_ORDER = 29
+
+
+def check_order(order: int) -> int:
+    """Return ``order`` as an int, raising ``ValueError`` unless ``0 <= order <= 29``."""
+    if int(order) != order or not 0 <= int(order) <= MAX_ORDER:
+        raise ValueError(f"HEALPix order must be an integer in [0, {MAX_ORDER}], got {order!r}")
+    return int(order)
+
+
+def order_to_nside(order: int) -> int:
+    """Nside of a HEALPix order."""
+    return 1 << check_order(order)
+
+
+def nside_to_order(nside: int) -> int:
+    """Order of a power-of-two nside; ``ValueError`` otherwise."""
+    nside = int(nside)
+    if nside < 1 or nside & (nside - 1):
+        raise ValueError(f"nside must be a power of two, got {nside}")
+    return check_order(nside.bit_length() - 1)
+
+
+def order_to_npix(order: int) -> int:
+    """Number of pixels covering the sphere at ``order``."""
+    return 12 * (1 << (2 * check_order(order)))
+
+
+def npix_to_order(npix: int) -> int:
+    """Order whose full-sky pixel count is ``npix``."""
+    order = int(math.log2(max(npix, 1) / 12)) >> 1
+    if order_to_npix(order) != npix:
+        raise ValueError(f"{npix} is not a full-sky HEALPix pixel count")
+    return order
+
+
+def pixel_area_deg2(order: int) -> float:
+    """Area of one pixel at ``order`` in square degrees."""
+    return 4 * math.pi * (180 / math.pi) ** 2 / order_to_npix(order)
+
+
+def wrap_lon(lon: np.ndarray) -> np.ndarray:
+    """Wrap longitudes (degrees) into [0, 360)."""
+    lon = np.asarray(lon, dtype=np.float64)
+    out = np.mod(lon, 360.0)
+    out[out >= 360.0] = 0.0  # mod can round up to 360 for tiny negative inputs
+    return out
+
+
+def lonlat_to_pixel(lon: np.ndarray, lat: np.ndarray, order: int) -> np.ndarray:
+    """Nested pixel index (int64) of each lon/lat pair (degrees) at ``order``.
+
+    Coordinates must already be valid (see :func:`bad_coordinate_mask`).
+    """
+    order = check_order(order)
+    lon = np.ascontiguousarray(lon, dtype=np.float64)
+    lat = np.ascontiguousarray(lat, dtype=np.float64)
+    if lon.size == 0:
+        return np.empty(0, dtype=np.int64)
+    ipix = cdsn.lonlat_to_healpix(
+        Longitude(lon, unit="deg", copy=False), Latitude(lat, unit="deg", copy=False), order
+    )
+    return ipix.astype(np.int64, copy=False)
+
+
+def spatial_index(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """The ``_healpix_29`` index (order-29 nested pixel) of each position."""
+    return lonlat_to_pixel(lon, lat, SPATIAL_INDEX_ORDER)
+
+
+def index_to_order(index29: np.ndarray, order: int) -> np.ndarray:
+    """Pixel at ``order`` of order-29 indices."""
+    return np.asarray(index29, dtype=np.int64) >> (2 * (SPATIAL_INDEX_ORDER - check_order(order)))
+
+
+def to_parent(pixels: np.ndarray, order: int, parent_order: int) -> np.ndarray:
+    """Parent pixels at ``parent_order`` (<= ``order``) of pixels at ``order``."""
+    if parent_order > order:
+        raise ValueError(f"parent order {parent_order} is finer than order {order}")
+    return np.asarray(pixels, dtype=np.int64) >> (2 * (order - parent_order))
+
+
+def children_range(pixel: int | np.ndarray, order: int, child_order: int) -> tuple[np.ndarray, np.ndarray]:
+    """Half-open range ``[start, stop)`` of descendants at ``child_order`` of pixels at ``order``."""
+    if child_order < order:
+        raise ValueError(f"child order {child_order} is coarser than order {order}")
+    shift = 2 * (child_order - order)
+    pixel = np.asarray(pixel, dtype=np.int64)
+    return pixel << shift, (pixel + 1) << shift
+
+
+def pixel_index29_range(order: int, pixel: int) -> tuple[int, int]:
+    """Half-open range of ``_healpix_29`` values inside one pixel."""
+    start, stop = children_range(pixel, order, SPATIAL_INDEX_ORDER)
+    return int(start), int(stop)
+
+
+def pixel_centers(pixels: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
+    """Centre lon (in [0, 360)) and lat (degrees) of nested pixels at ``order``."""
+    pixels = np.asarray(pixels, dtype=np.uint64)
+    if pixels.size == 0:
+        return np.empty(0), np.empty(0)
+    lon, lat = cdsn.healpix_to_lonlat(pixels, check_order(order))
+    return np.asarray(lon.deg, dtype=np.float64), np.asarray(lat.deg, dtype=np.float64)
+
+
+def pixel_vertices(pixels: np.ndarray, order: int, step: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Boundary vertices (lon, lat in degrees), shape ``(n, 4*step)``, counter-clockwise."""
+    pixels = np.asarray(pixels, dtype=np.uint64)
+    lon, lat = cdsn.vertices(pixels, check_order(order), step=step)
+    return np.asarray(lon.deg, dtype=np.float64), np.asarray(lat.deg, dtype=np.float64)
+
+
+def neighbours(pixels: np.ndarray, order: int) -> np.ndarray:
+    """The 8 neighbours of each pixel, shape ``(n, 8)``; -1 where a neighbour does not exist."""
+    pixels = np.asarray(pixels, dtype=np.uint64)
+    nb = cdsn.neighbours(pixels, check_order(order)).astype(np.int64)
+    return np.delete(nb, 4, axis=1)  # column 4 is the pixel itself
+
+
+def bad_coordinate_mask(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """True where a position is bad input: NaN/inf, lon outside [-180, 360], lat outside [-90, 90]."""
+    lon = np.asarray(lon, dtype=np.float64)
+    lat = np.asarray(lat, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        good = np.isfinite(lon) & np.isfinite(lat) & (lon >= -180) & (lon <= 360) & (lat >= -90) & (lat <= 90)
+    return ~good
+
+
+def describe_bad_coordinate(lon: float, lat: float, lon_name: str, lat_name: str) -> tuple[str, float]:
+    """Name the column and value that make one position bad (for error messages)."""
+    if not np.isfinite(lon) or not -180 <= lon <= 360:
+        return lon_name, lon
+    return lat_name, lat

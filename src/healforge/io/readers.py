@@ -1,0 +1,274 @@
+"""Streaming table readers (CSV, Parquet, FITS, HDF5) yielding pyarrow tables.
+
+Every reader takes a path or URL (through fsspec), an optional column projection and a batch size,
+and yields ``(first_row, table)`` pairs so that an input larger than memory is read in bounded
+memory and any row can be named in an error message by its 0-based index in the file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from healforge.errors import BadInputError
+
+FORMATS = ("csv", "parquet", "fits", "hdf5")
+_SUFFIXES = {
+    ".csv": "csv",
+    ".csv.gz": "csv",
+    ".txt": "csv",
+    ".tsv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".fits": "fits",
+    ".fit": "fits",
+    ".fits.gz": "fits",
+    ".h5": "hdf5",
+    ".hdf5": "hdf5",
+    ".he5": "hdf5",
+}
+DEFAULT_BATCH_ROWS = 1_000_000
+
+
+def detect_format(path: str, fmt: str | None = None) -> str:
+    """Input format from an explicit name or the file suffix."""
+    if fmt:
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown input format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        return fmt
+    name = str(path).lower()
+    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return _SUFFIXES[suffix]
+    raise BadInputError(
+        f"cannot tell the format from the file name; use one of {', '.join(sorted(_SUFFIXES))} "
+        "or pass the format explicitly",
+        path=path,
+    )
+
+
+def _open(path: str):
+    fs, fs_path = fsspec.core.url_to_fs(str(path))
+    return fs, fs_path
+
+
+def _check_exists_and_nonempty(path: str) -> None:
+    fs, fs_path = _open(path)
+    try:
+        info = fs.info(fs_path)
+    except FileNotFoundError:
+        raise BadInputError("input file not found", path=path) from None
+    if info.get("type") == "directory":
+        raise BadInputError("input path is a directory, not a file", path=path)
+    if info.get("size") == 0:
+        raise BadInputError("input file is empty (0 bytes)", path=path)
+
+
+def _check_columns(path: str, available: Sequence[str], wanted: Sequence[str] | None) -> None:
+    if not wanted:
+        return
+    missing = [c for c in wanted if c not in available]
+    if missing:
+        raise BadInputError(
+            f"column(s) {', '.join(map(repr, missing))} not found; available columns: "
+            f"{', '.join(available)}",
+            path=path,
+            column=missing[0],
+        )
+
+
+def read_schema(path: str, fmt: str | None = None, **options) -> pa.Schema:
+    """Schema (all columns) of an input file, without reading its data."""
+    fmt = detect_format(path, fmt)
+    _check_exists_and_nonempty(path)
+    try:
+        if fmt == "parquet":
+            fs, fs_path = _open(path)
+            with fs.open(fs_path, "rb") as f:
+                return _strip_pandas(pq.read_schema(f))
+        for _, table in iter_batches(path, fmt=fmt, batch_rows=1024, **options):
+            return table.schema
+    except BadInputError:
+        raise
+    except Exception as exc:
+        raise BadInputError(f"cannot read input file: {exc}", path=path) from exc
+    raise BadInputError("input file has no rows", path=path)
+
+
+def iter_batches(
+    path: str,
+    columns: Sequence[str] | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    fmt: str | None = None,
+    **options,
+) -> Iterator[tuple[int, pa.Table]]:
+    """Yield ``(first_row, table)`` batches of an input file.
+
+    Parameters
+    ----------
+    path
+        Local path or fsspec URL.
+    columns
+        Columns to read (all when ``None``); a missing one is a :class:`BadInputError` listing
+        the columns the file has.
+    batch_rows
+        Upper bound on rows per batch (CSV batches follow the parser's block size instead).
+    fmt
+        ``csv``, ``parquet``, ``fits`` or ``hdf5``; guessed from the suffix when omitted.
+    options
+        Format options: ``hdu`` (FITS extension), ``group`` (HDF5 group holding 1-D column
+        datasets), ``delimiter`` (CSV).
+
+    Raises
+    ------
+    BadInputError
+        For a missing, empty, unreadable or column-less file. A file with no rows is an error:
+        importing nothing from a file is never silent.
+    """
+    fmt = detect_format(path, fmt)
+    _check_exists_and_nonempty(path)
+    reader = {"csv": _iter_csv, "parquet": _iter_parquet, "fits": _iter_fits, "hdf5": _iter_hdf5}[fmt]
+    total = 0
+    gen = reader(path, list(columns) if columns else None, batch_rows, **options)
+    while True:
+        try:
+            table = next(gen)
+        except StopIteration:
+            break
+        except BadInputError:
+            raise
+        except Exception as exc:
+            raise BadInputError(f"cannot read {fmt} input at row {total}: {exc}", path=path) from exc
+        if table.num_rows:
+            yield total, table
+            total += table.num_rows
+    if total == 0:
+        raise BadInputError("input file has no rows", path=path)
+
+
+def _strip_pandas(schema: pa.Schema) -> pa.Schema:
+    meta = {k: v for k, v in (schema.metadata or {}).items() if k != b"pandas"}
+    return schema.with_metadata(meta or None)
+
+
+def _iter_parquet(path, columns, batch_rows, **_):
+    fs, fs_path = _open(path)
+    with fs.open(fs_path, "rb") as f:
+        try:
+            pf = pq.ParquetFile(f)
+        except Exception as exc:
+            raise BadInputError(f"not a readable parquet file: {exc}", path=path) from exc
+        schema = _strip_pandas(pf.schema_arrow)
+        _check_columns(path, schema.names, columns)
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=columns, use_pandas_metadata=False):
+            table = pa.Table.from_batches([batch])
+            yield table.replace_schema_metadata(None)
+
+
+def _iter_csv(path, columns, batch_rows, delimiter=None, **_):
+    fs, fs_path = _open(path)
+    compression = "gzip" if str(path).endswith(".gz") else None
+    with fs.open(fs_path, "rb", compression=compression) as f:
+        parse = pacsv.ParseOptions(delimiter=delimiter or ("\t" if str(path).endswith(".tsv") else ","))
+        read = pacsv.ReadOptions(block_size=64 << 20)
+        # Read the header first so that a missing column is reported with the full list.
+        reader = pacsv.open_csv(f, read_options=read, parse_options=parse)
+        names = reader.schema.names
+        _check_columns(path, names, columns)
+        for batch in reader:
+            table = pa.Table.from_batches([batch])
+            if columns:
+                table = table.select(columns)
+            for start in range(0, table.num_rows, batch_rows):
+                yield table.slice(start, batch_rows)
+
+
+def _fits_column(col: np.ndarray) -> pa.Array:
+    arr = np.asarray(col)
+    if arr.dtype.kind == "S":
+        return pa.array(np.char.rstrip(np.char.decode(arr, "ascii")).astype(object), type=pa.string())
+    if arr.dtype.kind == "U":
+        return pa.array(arr.astype(object), type=pa.string())
+    if arr.ndim > 1:
+        native = arr.astype(arr.dtype.newbyteorder("="))
+        return pa.array(list(native))
+    return pa.array(arr.astype(arr.dtype.newbyteorder("="), copy=False))
+
+
+def _iter_fits(path, columns, batch_rows, hdu=None, **_):
+    from astropy.io import fits
+
+    fs, fs_path = _open(path)
+    local = fs.protocol in ("file", ("file", "local")) or "file" in np.atleast_1d(fs.protocol)
+    target = fs_path if local else fs.open(fs_path, "rb")
+    with fits.open(target, memmap=local, lazy_load_hdus=True) as hdul:
+        ext = hdu
+        if ext is None:
+            ext = next((i for i, h in enumerate(hdul) if isinstance(h, fits.BinTableHDU | fits.TableHDU)), None)
+            if ext is None:
+                raise BadInputError("FITS file has no table extension", path=path)
+        data = hdul[ext].data
+        names = list(hdul[ext].columns.names)
+        _check_columns(path, names, columns)
+        wanted = columns or names
+        n = 0 if data is None else len(data)
+        for start in range(0, n, batch_rows):
+            chunk = data[start : start + batch_rows]
+            yield pa.table({c: _fits_column(chunk.field(c)) for c in wanted})
+
+
+def _iter_hdf5(path, columns, batch_rows, group="/", **_):
+    import h5py
+
+    fs, fs_path = _open(path)
+    with fs.open(fs_path, "rb") as f, h5py.File(f, "r") as h5:
+        if group not in h5:
+            raise BadInputError(f"HDF5 group {group!r} not found; top-level keys: {list(h5.keys())}", path=path)
+        node = h5[group]
+        if isinstance(node, h5py.Dataset) and node.dtype.names:
+            names = list(node.dtype.names)
+            _check_columns(path, names, columns)
+            wanted = columns or names
+            for start in range(0, node.shape[0], batch_rows):
+                rec = node[start : start + batch_rows]
+                yield pa.table({c: _fits_column(rec[c]) for c in wanted})
+            return
+        dsets = {k: v for k, v in node.items() if isinstance(v, h5py.Dataset) and v.ndim == 1}
+        names = list(dsets)
+        _check_columns(path, names, columns)
+        wanted = columns or names
+        lengths = {c: dsets[c].shape[0] for c in wanted}
+        if len(set(lengths.values())) > 1:
+            raise BadInputError(f"HDF5 columns have different lengths: {lengths}", path=path)
+        n = next(iter(lengths.values()), 0)
+        for start in range(0, n, batch_rows):
+            yield pa.table({c: _fits_column(dsets[c][start : start + batch_rows]) for c in wanted})
+
+
+def expand_inputs(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """Expand directories and glob patterns into a sorted, de-duplicated list of files."""
+    out: list[str] = []
+    for p in paths:
+        p = str(p)
+        fs, fs_path = fsspec.core.url_to_fs(p)
+        proto = fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol
+        prefix = "" if proto in ("file", "local") else f"{proto}://"
+        if any(ch in fs_path for ch in "*?["):
+            matches = sorted(fs.glob(fs_path))
+        elif fs.isdir(fs_path):
+            matches = sorted(
+                f for f in fs.find(fs_path) if not os.path.basename(f).startswith((".", "_"))
+            )
+        else:
+            matches = [fs_path]
+        if not matches:
+            raise BadInputError("no input files match", path=p)
+        out.extend(prefix + m for m in matches)
+    seen: set[str] = set()
+    return [x for x in out if not (x in seen or seen.add(x))]
