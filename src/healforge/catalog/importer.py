@@ -1,0 +1,405 @@
+"""``import_catalog``: point tables -> HATS catalog (map, binning, split, reduce, finish).
+
+The run keeps its state in ``OUTPUT/.healforge-import/``: the arguments (``plan.json``), one
+histogram per input file (map), the alignment (binning), one shard and index per input file
+(split) and a marker per written pixel (reduce). Rerunning with the same arguments picks up where
+a crashed or killed run stopped; the work directory is removed when the catalog is finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from healforge import __version__
+from healforge.catalog import format as fmt
+from healforge.catalog.alignment import Alignment, dense_histogram, generate_alignment, merge_histograms
+from healforge.catalog.stages import InputSpec, map_file, reduce_pixel, split_file
+from healforge.engine import Engine, engine_from_args
+from healforge.errors import BadInputError, CatalogError
+from healforge.healpix import SPATIAL_INDEX_COLUMN, check_order
+from healforge.io.readers import expand_inputs
+
+WORK_DIR = ".healforge-import"
+CATALOG_TYPES = ("object", "source")
+
+
+@dataclass
+class ImportResult:
+    """What an import produced."""
+
+    path: str
+    rows: int
+    rejected: int
+    pixels: list[tuple[int, int]]
+    rejected_path: str | None = None
+    resumed: bool = False
+    stage_seconds: dict = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        orders = sorted({o for o, _ in self.pixels})
+        text = f"{self.rows} rows in {len(self.pixels)} pixels (orders {orders}) at {self.path}"
+        if self.rejected:
+            text += f"; {self.rejected} rejected rows in {self.rejected_path}"
+        return text
+
+
+def rejected_path_for(output: str | Path) -> Path:
+    """Where quarantined rows of an import into ``output`` are written (beside the catalog)."""
+    output = Path(output)
+    return output.with_name(output.name + ".rejected.parquet")
+
+
+def import_catalog(
+    inputs: list[str] | str,
+    output: str | os.PathLike,
+    ra: str = "ra",
+    dec: str = "dec",
+    *,
+    id_column: str | None = None,
+    threshold: int = 1_000_000,
+    highest_order: int = 10,
+    lowest_order: int = 0,
+    name: str | None = None,
+    catalog_type: str = "object",
+    sort_columns: list[str] | tuple[str, ...] = (),
+    compression: str | None = "zstd:3",
+    drop_empty_siblings: bool = True,
+    input_format: str | None = None,
+    batch_rows: int = 1_000_000,
+    row_group_rows: int = 1_048_576,
+    on_bad_rows: str = "error",
+    resume: bool | None = None,
+    overwrite: bool = False,
+    engine: Engine | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    synchronous: bool = False,
+    quiet: bool = False,
+) -> ImportResult:
+    """Import point tables into a HATS catalog.
+
+    Parameters
+    ----------
+    inputs
+        Files, directories or glob patterns (CSV, Parquet, FITS, HDF5; local or fsspec URLs).
+    output
+        Catalog directory to create.
+    ra, dec
+        Coordinate columns, degrees.
+    id_column
+        Optional unique-id column; checked to exist and recorded in the properties.
+    threshold
+        Maximum rows per partition.
+    highest_order, lowest_order
+        Range of partition orders; equal values give a fixed-order catalog.
+    name
+        ``obs_collection`` (default: the output directory name).
+    catalog_type
+        ``object`` or ``source``.
+    sort_columns
+        Columns sorting rows after ``_healpix_29`` inside each file.
+    compression
+        Parquet codec and level, ``"zstd:3"`` style (codec[:level]).
+    on_bad_rows
+        ``"error"`` (default: stop at the first bad row, naming file, column, row, value) or
+        ``"quarantine"`` (write bad rows to ``OUTPUT.rejected.parquet`` and count them).
+    resume
+        ``None``: continue an unfinished run with the same arguments if there is one.
+        ``True``: there must be one. ``False``: start afresh (needs ``overwrite`` if output exists).
+    overwrite
+        Delete an existing output first.
+    engine, workers, scheduler, synchronous, quiet
+        Where tasks run (see :class:`healforge.engine.Engine`) and whether to show progress.
+
+    Returns
+    -------
+    ImportResult
+    """
+    import time
+
+    check_order(highest_order)
+    check_order(lowest_order)
+    if lowest_order > highest_order:
+        raise ValueError(f"lowest order {lowest_order} is above highest order {highest_order}")
+    if catalog_type not in CATALOG_TYPES:
+        raise ValueError(f"catalog type must be one of {CATALOG_TYPES}, got {catalog_type!r}")
+    if on_bad_rows not in ("error", "quarantine"):
+        raise ValueError("on_bad_rows must be 'error' or 'quarantine'")
+    if isinstance(inputs, str | os.PathLike):
+        inputs = [inputs]
+    files = expand_inputs(inputs)
+    output = Path(output).absolute()
+    work = output / WORK_DIR
+    args = {
+        "files": files,
+        "ra": ra,
+        "dec": dec,
+        "id_column": id_column,
+        "threshold": int(threshold),
+        "highest_order": int(highest_order),
+        "lowest_order": int(lowest_order),
+        "catalog_type": catalog_type,
+        "sort_columns": list(sort_columns),
+        "compression": compression,
+        "drop_empty_siblings": bool(drop_empty_siblings),
+        "input_format": input_format,
+        "on_bad_rows": on_bad_rows,
+        "version": __version__,
+    }
+    resumed = _prepare_output(output, work, args, resume, overwrite)
+    spec = InputSpec(ra, dec, input_format, batch_rows, on_bad_rows)
+    keys = [f"in{i:05d}" for i in range(len(files))]
+    timings: dict[str, float] = {}
+
+    eng = engine_from_args(workers, scheduler, synchronous, quiet, engine)
+    own_engine = engine is None
+    try:
+        # map
+        t0 = time.perf_counter()
+        (work / "map").mkdir(exist_ok=True)
+        todo = [
+            {"path": f, "order": highest_order, "spec": spec, "out": str(work / "map" / f"{k}.npz")}
+            for f, k in zip(files, keys, strict=True)
+        ]
+        schemas_file = work / "schemas.json"
+        done_schemas = json.loads(schemas_file.read_text()) if schemas_file.exists() else {}
+        todo = [t for t in todo if not (Path(t["out"]).exists() and t["path"] in done_schemas)]
+        if todo and own_engine:
+            eng.start()
+
+        def record_schema(i, res):
+            done_schemas[todo[i]["path"]] = res["schema"].serialize().to_pybytes().hex()
+            fmt.atomic_write_text(schemas_file, json.dumps(done_schemas))
+
+        eng.map(map_file, todo, "Mapping", labels=[t["path"] for t in todo], on_result=record_schema)
+        timings["map"] = time.perf_counter() - t0
+
+        # binning
+        t0 = time.perf_counter()
+        schema = _common_schema(files, done_schemas, ra, dec, id_column, sort_columns)
+        histos, n_rows, n_bad = [], 0, 0
+        for k in keys:
+            with np.load(work / "map" / f"{k}.npz") as z:
+                histos.append((z["pixels"], z["counts"]))
+                n_rows += int(z["n_rows"])
+                n_bad += int(z["n_bad"])
+        pixels, counts = merge_histograms(histos)
+        align_file = work / "alignment.npz"
+        if align_file.exists():
+            alignment = Alignment.load(align_file)
+        else:
+            alignment = generate_alignment(
+                pixels, counts, highest_order, lowest_order, threshold, drop_empty_siblings
+            )
+            tmp = work / f".alignment.{uuid.uuid4().hex}.npz"
+            alignment.save(tmp)
+            os.replace(tmp, align_file)
+        destinations = alignment.destinations()
+        timings["binning"] = time.perf_counter() - t0
+
+        # split
+        t0 = time.perf_counter()
+        split_dir = work / "split"
+        split_dir.mkdir(exist_ok=True)
+        todo = [
+            {
+                "path": f,
+                "key": k,
+                "spec": spec,
+                "work": str(split_dir),
+                "alignment": str(align_file),
+                "schema": schema,
+            }
+            for f, k in zip(files, keys, strict=True)
+            if not (split_dir / f"{k}.index.npz").exists()
+        ]
+        eng.map(split_file, todo, "Splitting", labels=[t["path"] for t in todo])
+        timings["split"] = time.perf_counter() - t0
+
+        # reduce
+        t0 = time.perf_counter()
+        slices: list[list] = [[] for _ in destinations]
+        n_rejected = 0
+        for k in keys:
+            with np.load(split_dir / f"{k}.index.npz") as z:
+                n_rejected += int(z["rejected"])
+                shard = str(split_dir / f"{k}.arrow")
+                for b, d, s, n in zip(z["batch"], z["dest"], z["start"], z["length"], strict=True):
+                    slices[int(d)].append((shard, int(b), int(s), int(n)))
+        if n_rejected != n_bad:
+            raise RuntimeError(f"split rejected {n_rejected} rows but mapping found {n_bad}: inputs changed?")
+        done_dir = work / "reduce"
+        done_dir.mkdir(exist_ok=True)
+        todo = []
+        for (order, pixel, rows), sl in zip(destinations, slices, strict=True):
+            done = done_dir / f"{order}_{pixel}.done"
+            if done.exists():
+                continue
+            todo.append(
+                {
+                    "root": str(output),
+                    "order": order,
+                    "pixel": pixel,
+                    "rows": rows,
+                    "slices": sl,
+                    "sort_columns": list(sort_columns),
+                    "compression": compression,
+                    "row_group_rows": row_group_rows,
+                    "done": str(done),
+                }
+            )
+        eng.map(
+            reduce_pixel, todo, "Reducing", labels=[f"Norder={t['order']}/Npix={t['pixel']}" for t in todo]
+        )
+        timings["reduce"] = time.perf_counter() - t0
+    finally:
+        if own_engine:
+            eng.close()
+
+    # finish
+    t0 = time.perf_counter()
+    pixels_out = [(o, p) for o, p, _ in destinations]
+    rejected_file = _finish_rejected(output, split_dir, keys) if n_rejected else None
+    written = finish_catalog(
+        output,
+        pixels_out,
+        dense_histogram(pixels, counts, highest_order),
+        name=name or output.name,
+        catalog_type=catalog_type,
+        ra=ra,
+        dec=dec,
+        threshold=threshold,
+        sort_columns=sort_columns,
+        extra={"hats_col_id": id_column} if id_column else None,
+    )
+    good = n_rows - n_bad
+    if written != good or good + n_rejected != n_rows:
+        raise RuntimeError(f"row count mismatch: read {n_rows}, rejected {n_rejected}, wrote {written}")
+    shutil.rmtree(work, ignore_errors=True)
+    timings["finish"] = time.perf_counter() - t0
+    result = ImportResult(
+        str(output), written, n_rejected, pixels_out, str(rejected_file) if rejected_file else None, resumed
+    )
+    result.stage_seconds = timings
+    return result
+
+
+def finish_catalog(
+    root: Path,
+    pixels: list[tuple[int, int]],
+    histogram: np.ndarray,
+    *,
+    name: str,
+    catalog_type: str,
+    ra: str,
+    dec: str,
+    threshold: int | None,
+    sort_columns=(),
+    npix_suffix: str = ".parquet",
+    extra: dict | None = None,
+) -> int:
+    """Write the catalog-level files of a catalog whose data files are in place; returns its rows."""
+    from hats.pixel_math import HealpixPixel
+
+    root = Path(root)
+    fmt.write_partition_info(root, pixels)
+    total = fmt.write_dataset_metadata(root)
+    fmt.write_skymaps(root, histogram)
+    max_order = max((o for o, _ in pixels), default=0)
+    from hats.catalog import PartitionInfo
+
+    sky = PartitionInfo.from_healpix([HealpixPixel(o, p) for o, p in pixels]).calculate_fractional_coverage()
+    props = {
+        "obs_collection": name,
+        "dataproduct_type": catalog_type,
+        "hats_nrows": total,
+        "hats_col_ra": ra,
+        "hats_col_dec": dec,
+        "hats_cols_sort": ",".join(sort_columns) or None,
+        "hats_max_rows": threshold,
+        "hats_order": max_order,
+        "moc_sky_fraction": f"{sky:0.5f}",
+        "hats_npix_suffix": npix_suffix,
+        "hats_skymap_order": int(np.log2(len(histogram) // 12) // 2),
+    }
+    props.update(extra or {})
+    fmt.write_properties(root, **props)
+    return total
+
+
+def _prepare_output(output: Path, work: Path, args: dict, resume: bool | None, overwrite: bool) -> bool:
+    plan = work / "plan.json"
+    if overwrite and output.exists():
+        shutil.rmtree(output)
+    if plan.exists():
+        previous = json.loads(plan.read_text())
+        if previous == args and resume is not False:
+            return True
+        if resume:
+            diff = sorted(k for k in args if previous.get(k) != args[k])
+            raise CatalogError(
+                f"cannot resume the unfinished import in {output}: arguments differ ({', '.join(diff)}); "
+                "use --overwrite to start again"
+            )
+        raise CatalogError(
+            f"{output} holds an unfinished import with other arguments; rerun with the same arguments "
+            "to resume it, or use --overwrite"
+        )
+    if resume:
+        raise CatalogError(f"nothing to resume: {output} has no unfinished import")
+    if output.exists() and any(output.iterdir()):
+        raise CatalogError(f"output {output} exists and is not empty; use --overwrite to replace it")
+    rejected = rejected_path_for(output)
+    if rejected.exists():
+        rejected.unlink()
+    work.mkdir(parents=True, exist_ok=True)
+    fmt.atomic_write_text(plan, json.dumps(args, indent=1))
+    return False
+
+
+def _common_schema(files, schemas_hex, ra, dec, id_column, sort_columns) -> pa.Schema:
+    """The one schema all inputs share; errors list differing columns and name the files."""
+    schemas = [pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(schemas_hex[f]))) for f in files]
+    first = schemas[0]
+    for f, s in zip(files[1:], schemas[1:], strict=True):
+        if not s.equals(first):
+            a = {fl.name: str(fl.type) for fl in first}
+            b = {fl.name: str(fl.type) for fl in s}
+            diffs = [
+                f"{c}: {a.get(c, 'missing')} vs {b.get(c, 'missing')}"
+                for c in list(a) + [c for c in b if c not in a]
+                if a.get(c) != b.get(c)
+            ] or ["column order differs"]
+            raise BadInputError(
+                f"input files have different schemas ({files[0]} vs {f}): {'; '.join(diffs)}", path=f
+            )
+    for col in [id_column, *sort_columns]:
+        if col and col not in first.names:
+            raise BadInputError(
+                f"column {col!r} not found; available columns: {', '.join(first.names)}", path=files[0]
+            )
+    if SPATIAL_INDEX_COLUMN in first.names:
+        raise BadInputError(f"inputs already have a {SPATIAL_INDEX_COLUMN} column", path=files[0])
+    return first
+
+
+def _finish_rejected(output: Path, split_dir: Path, keys: list[str]) -> Path:
+    parts = [split_dir / f"{k}.rejected.parquet" for k in keys]
+    tables = [pq.read_table(p) for p in parts if p.exists()]
+    target = rejected_path_for(output)
+    tmp = target.with_name(f".{target.name}.tmp")
+    pq.write_table(pa.concat_tables(tables), tmp)
+    os.replace(tmp, target)
+    return target
+
+
+__all__ = ["ImportResult", "finish_catalog", "import_catalog", "rejected_path_for"]
