@@ -43,7 +43,8 @@ class Alignment:
         uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
         rows = np.bincount(inverse, weights=self.counts, minlength=len(uniq)).astype(np.int64)
         return [
-            (int(self.dest_order[i]), int(self.dest_pixel[i]), int(r)) for i, r in zip(first, rows, strict=True)
+            (int(self.dest_order[i]), int(self.dest_pixel[i]), int(r))
+            for i, r in zip(first, rows, strict=True)
         ]
 
     def lookup(self, pixels_at_mapping_order: np.ndarray) -> np.ndarray:
@@ -91,7 +92,9 @@ def merge_histograms(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.nda
     return uniq, np.bincount(inverse, weights=cnt, minlength=len(uniq)).astype(np.int64)
 
 
-def coarsen_histogram(pixels: np.ndarray, counts: np.ndarray, levels: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def coarsen_histogram(
+    pixels: np.ndarray, counts: np.ndarray, levels: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """Sparse histogram ``levels`` orders coarser."""
     parents = pixels >> (2 * levels)
     starts = np.flatnonzero(np.r_[True, parents[1:] != parents[:-1]]) if len(parents) else np.empty(0, int)
@@ -215,7 +218,12 @@ def incremental_alignment(
     start = ex_pix << (2 * (highest_order - ex_order))
     stop = (ex_pix + 1) << (2 * (highest_order - ex_order))
     order_idx = np.argsort(start)
-    start, stop, ex_order_s, ex_pix_s = start[order_idx], stop[order_idx], ex_order[order_idx], ex_pix[order_idx]
+    start, stop, ex_order_s, ex_pix_s = (
+        start[order_idx],
+        stop[order_idx],
+        ex_order[order_idx],
+        ex_pix[order_idx],
+    )
     k = np.searchsorted(start, pixels, side="right") - 1
     inside = (k >= 0) & (pixels < np.where(k >= 0, stop[np.maximum(k, 0)], 0))
     dest_order = np.full(len(pixels), highest_order, dtype=np.int64)

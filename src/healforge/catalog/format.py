@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -170,7 +170,7 @@ def write_properties(root: str | Path, **fields) -> None:
     from hats.catalog.dataset.table_properties import TableProperties
 
     root = Path(root)
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M%Z")
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M%Z")
     fields = {k: v for k, v in fields.items() if v is not None}
     fields.setdefault("hats_builder", f"healforge v{__version__}")
     fields.setdefault("hats_creation_date", now)

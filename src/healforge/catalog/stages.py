@@ -53,7 +53,9 @@ def coordinates(table: pa.Table, spec: InputSpec, path: str, first_row: int) -> 
     cols = []
     for name in (spec.ra, spec.dec):
         col = table.column(name)
-        if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type) or pa.types.is_null(col.type)):
+        if not (
+            pa.types.is_floating(col.type) or pa.types.is_integer(col.type) or pa.types.is_null(col.type)
+        ):
             raise BadInputError(
                 f"coordinate column has type {col.type}, expected a number", path=path, column=name
             )

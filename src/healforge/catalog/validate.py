@@ -1,0 +1,181 @@
+"""``validate_catalog``: hats' strict checks plus the data checks hats skips."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from healforge.catalog import format as fmt
+from healforge.healpix import SPATIAL_INDEX_COLUMN, spatial_index, wrap_lon
+
+
+@dataclass
+class ValidationReport:
+    """Outcome of :func:`validate_catalog`: ``ok`` and one message per problem."""
+
+    path: str
+    problems: list[str] = field(default_factory=list)
+    rows: int = 0
+    files: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"{self.path}: valid ({self.rows} rows in {self.files} files)"
+        return f"{self.path}: {len(self.problems)} problem(s)\n" + "\n".join(
+            f"  - {p}" for p in self.problems
+        )
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def validate_catalog(
+    path: str | Path, id_column: str | None = None, check_index: bool = True
+) -> ValidationReport:
+    """Validate a HATS catalog.
+
+    Runs ``hats.io.validation.is_valid_catalog(strict=True)`` and then opens every data file:
+    each row lies inside its file's pixel, rows are sorted by ``_healpix_29``, ``_healpix_29``
+    matches ra/dec (``check_index``), the rows in ``_metadata`` equal the rows in the files and
+    ``hats_nrows``, partitions do not overlap, and ``id_column`` (if given) is unique.
+    """
+    from hats.io.validation import is_valid_catalog
+
+    root = Path(path)
+    report = ValidationReport(str(root))
+    problems = report.problems
+    handler = _Collect()
+    logging.getLogger().addHandler(handler)
+    try:
+        strict_ok = is_valid_catalog(str(root), strict=True)
+    except Exception as exc:  # hats raises on some malformed catalogs
+        strict_ok = False
+        handler.messages.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    if not strict_ok:
+        problems.append("hats strict validation failed: " + ("; ".join(handler.messages) or "no detail"))
+    if not (root / "hats.properties").exists():
+        return report
+    props = fmt.read_properties(root)
+    try:
+        pixels = fmt.read_partition_info(root)
+    except FileNotFoundError:
+        problems.append("partition_info.csv is missing")
+        return report
+    _check_disjoint(pixels, problems)
+
+    ra_col, dec_col = props.get("hats_col_ra"), props.get("hats_col_dec")
+    files = fmt.list_data_files(root)
+    report.files = len(files)
+    listed = set(pixels)
+    file_rows: dict[str, int] = {}
+    ids = []
+    for f in files:
+        order, pixel = fmt.pixel_of_path(f)
+        rel = str(f.relative_to(root / fmt.DATASET_DIR))
+        if (order, pixel) not in listed:
+            problems.append(f"{rel}: pixel ({order}, {pixel}) is not in partition_info.csv")
+        try:
+            pfile = pq.ParquetFile(f)
+        except Exception as exc:
+            problems.append(f"{rel}: unreadable parquet file ({exc})")
+            continue
+        names = pfile.schema_arrow.names
+        if not names or names[0] != SPATIAL_INDEX_COLUMN:
+            problems.append(f"{rel}: first column is {names[:1]}, expected {SPATIAL_INDEX_COLUMN}")
+        if b"pandas" in (pfile.schema_arrow.metadata or {}):
+            problems.append(f"{rel}: carries pandas metadata")
+        cols = [SPATIAL_INDEX_COLUMN] + [c for c in (ra_col, dec_col, id_column) if c and c in names]
+        missing = [c for c in (ra_col, dec_col, id_column) if c and c not in names]
+        if missing:
+            problems.append(f"{rel}: missing column(s) {missing}")
+        table = pfile.read(columns=[c for c in cols if c in names])
+        file_rows[rel] = table.num_rows
+        report.rows += table.num_rows
+        if SPATIAL_INDEX_COLUMN not in table.column_names:
+            continue
+        h29 = table.column(SPATIAL_INDEX_COLUMN).to_numpy()
+        outside = np.flatnonzero((h29 >> (2 * (29 - order))) != pixel)
+        if len(outside):
+            problems.append(
+                f"{rel}: {len(outside)} row(s) outside pixel ({order}, {pixel}), first at row {outside[0]}"
+            )
+        unsorted = np.flatnonzero(np.diff(h29) < 0)
+        if len(unsorted):
+            problems.append(f"{rel}: not sorted by {SPATIAL_INDEX_COLUMN} (first at row {unsorted[0] + 1})")
+        if check_index and ra_col in table.column_names and dec_col in table.column_names:
+            ra = table.column(ra_col).to_numpy(zero_copy_only=False).astype(np.float64)
+            dec = table.column(dec_col).to_numpy(zero_copy_only=False).astype(np.float64)
+            wrong = np.flatnonzero(spatial_index(wrap_lon(ra), dec) != h29)
+            if len(wrong):
+                problems.append(
+                    f"{rel}: {SPATIAL_INDEX_COLUMN} does not match {ra_col}/{dec_col} in {len(wrong)} row(s), "
+                    f"first at row {wrong[0]}"
+                )
+        if id_column and id_column in table.column_names:
+            ids.append(table.column(id_column))
+    present = {fmt.pixel_of_path(f) for f in files}
+    for pix in sorted(listed - present):
+        problems.append(f"pixel {pix} is in partition_info.csv but has no data file")
+    _check_metadata(root, file_rows, problems)
+    if "hats_nrows" in props and int(props["hats_nrows"]) != report.rows:
+        problems.append(f"hats_nrows is {props['hats_nrows']} but the data files hold {report.rows} rows")
+    if id_column and ids:
+        import pyarrow as pa
+
+        all_ids = pa.chunked_array([c for chunk in ids for c in chunk.chunks])
+        counts = pc.value_counts(all_ids)
+        dup = counts.filter(pc.greater(counts.field("counts"), 1))
+        if len(dup):
+            problems.append(
+                f"column {id_column!r} has {len(dup)} duplicated value(s), e.g. {dup[0]['values'].as_py()!r}"
+            )
+    return report
+
+
+def _check_disjoint(pixels, problems) -> None:
+    if not pixels:
+        return
+    orders = np.array([o for o, _ in pixels])
+    pix = np.array([p for _, p in pixels])
+    start = pix << (2 * (29 - orders))
+    stop = (pix + 1) << (2 * (29 - orders))
+    idx = np.argsort(start)
+    overlap = np.flatnonzero(start[idx][1:] < stop[idx][:-1])
+    for k in overlap[:5]:
+        a, b = idx[k], idx[k + 1]
+        problems.append(f"partitions {pixels[a]} and {pixels[b]} overlap")
+
+
+def _check_metadata(root: Path, file_rows: dict[str, int], problems: list[str]) -> None:
+    meta_path = root / fmt.DATASET_DIR / "_metadata"
+    if not meta_path.exists():
+        problems.append("dataset/_metadata is missing")
+        return
+    meta = pq.read_metadata(meta_path)
+    rows: dict[str, int] = defaultdict(int)
+    for i in range(meta.num_row_groups):
+        rg = meta.row_group(i)
+        rows[rg.column(0).file_path] += rg.num_rows
+    for rel, n in file_rows.items():
+        if rows.get(rel) != n:
+            problems.append(f"_metadata lists {rows.get(rel, 0)} rows for {rel}, the file holds {n}")
+    for rel in set(rows) - set(file_rows):
+        problems.append(f"_metadata lists {rel}, which does not exist")

@@ -1,0 +1,83 @@
+"""CLI: ``import``, ``info`` and ``validate`` for HATS catalogs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from healforge.commands import add_engine_args, engine_kwargs
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("import", help="import point tables into a HATS catalog")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, directories or glob patterns")
+    p.add_argument("-o", "--output", required=True, help="catalog directory to create")
+    p.add_argument("--ra", default="ra", help="right ascension / longitude column (degrees)")
+    p.add_argument("--dec", default="dec", help="declination / latitude column (degrees)")
+    p.add_argument("--id", dest="id_column", default=None, help="unique id column")
+    p.add_argument("--threshold", type=int, default=1_000_000, help="maximum rows per partition")
+    p.add_argument("--highest-order", type=int, default=10)
+    p.add_argument("--lowest-order", type=int, default=0)
+    p.add_argument("--name", default=None, help="catalog name (obs_collection)")
+    p.add_argument("--catalog-type", choices=["object", "source"], default="object")
+    p.add_argument("--sort-columns", nargs="*", default=[], help="secondary sort columns")
+    p.add_argument("--compression", default="zstd:3", help="parquet codec[:level] (default zstd:3)")
+    p.add_argument("--format", dest="input_format", choices=["csv", "parquet", "fits", "hdf5"], default=None)
+    p.add_argument("--no-drop-empty-siblings", action="store_true", help="hats' alternative alignment")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="require and continue an unfinished run")
+    mode.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--on-bad-rows", choices=["error", "quarantine"], default="error")
+    add_engine_args(p)
+    p.set_defaults(func=_import)
+
+    p = sub.add_parser("info", help="describe a HATS catalog")
+    p.add_argument("path")
+    p.set_defaults(func=_info)
+
+    p = sub.add_parser("validate", help="strict hats validation plus data checks")
+    p.add_argument("catalog")
+    p.add_argument("--id", dest="id_column", default=None, help="check this column is unique")
+    p.set_defaults(func=_validate)
+
+
+def _import(args: argparse.Namespace) -> int:
+    from healforge.catalog.importer import import_catalog
+
+    result = import_catalog(
+        args.inputs,
+        args.output,
+        args.ra,
+        args.dec,
+        id_column=args.id_column,
+        threshold=args.threshold,
+        highest_order=args.highest_order,
+        lowest_order=args.lowest_order,
+        name=args.name,
+        catalog_type=args.catalog_type,
+        sort_columns=args.sort_columns,
+        compression=args.compression,
+        drop_empty_siblings=not args.no_drop_empty_siblings,
+        input_format=args.input_format,
+        on_bad_rows=args.on_bad_rows,
+        resume=True if args.resume else None,
+        overwrite=args.overwrite,
+        **engine_kwargs(args),
+    )
+    print(("resumed and finished: " if result.resumed else "imported ") + str(result))
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from healforge.catalog.info import catalog_info
+
+    print(catalog_info(args.path))
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from healforge.catalog.validate import validate_catalog
+
+    report = validate_catalog(args.catalog, id_column=args.id_column)
+    print(report, file=sys.stdout if report.ok else sys.stderr)
+    return 0 if report.ok else 1

@@ -1,0 +1,85 @@
+"""Shared fixtures: synthetic inputs and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+os.environ["PYTHONPATH"] = SRC + os.pathsep + os.environ.get("PYTHONPATH", "")
+
+
+def run_cli(*args: str, check: bool = True, env: dict | None = None, timeout: float = 300):
+    """Run ``python -m healforge ARGS``; returns the CompletedProcess."""
+    full_env = dict(os.environ, **(env or {}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "healforge", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"healforge {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def make_points(kind: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """ra, dec (degrees) of ``n`` points: uniform, clustered, polar, seam."""
+    rng = np.random.default_rng(seed)
+    if kind == "uniform":
+        return rng.uniform(0, 360, n), np.degrees(np.arcsin(rng.uniform(-1, 1, n)))
+    if kind == "clustered":
+        k = n // 2
+        ra_u, dec_u = make_points("uniform", n - k, seed + 1)
+        ra_c = np.mod(200 + rng.normal(0, 0.5, k), 360)
+        dec_c = np.clip(-20 + rng.normal(0, 0.5, k), -90, 90)
+        return np.r_[ra_u, ra_c], np.r_[dec_u, dec_c]
+    if kind == "polar":
+        dec = np.r_[90 - np.abs(rng.normal(0, 1.0, n // 2)), -90 + np.abs(rng.normal(0, 1.0, n - n // 2))]
+        dec[:3] = [90.0, -90.0, 89.9999999]
+        return rng.uniform(0, 360, n), dec
+    if kind == "seam":
+        ra = np.mod(rng.normal(0, 0.3, n), 360)
+        ra[:4] = [0.0, 359.9999999, 1e-12, 360 - 1e-9]
+        return ra, rng.uniform(-2, 2, n)
+    raise ValueError(kind)
+
+
+def survey_table(ra: np.ndarray, dec: np.ndarray, start_id: int = 0, seed: int = 0) -> pa.Table:
+    """A table with the usual column types around the given positions."""
+    rng = np.random.default_rng(seed + 7)
+    n = len(ra)
+    return pa.table(
+        {
+            "id": np.arange(start_id, start_id + n, dtype=np.int64),
+            "ra": np.asarray(ra, dtype=np.float64),
+            "dec": np.asarray(dec, dtype=np.float64),
+            "mag": rng.normal(20, 1, n).astype(np.float32),
+            "flag": rng.integers(0, 5, n).astype(np.int16),
+            "name": pa.array([f"obj{i:07d}" for i in range(start_id, start_id + n)]),
+        }
+    )
+
+
+def write_parquet_files(folder: Path, table: pa.Table, n_files: int) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    bounds = np.linspace(0, table.num_rows, n_files + 1).astype(int)
+    paths = []
+    for i in range(n_files):
+        p = folder / f"part{i:02d}.parquet"
+        pq.write_table(table.slice(bounds[i], bounds[i + 1] - bounds[i]), p)
+        paths.append(str(p))
+    return paths
+
+
+@pytest.fixture
+def points():
+    return make_points
