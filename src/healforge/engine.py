@@ -58,6 +58,16 @@ class Progress:
         self.close()
 
 
+def _failpoint(desc: str, done: int) -> None:
+    """Crash testing: ``HEALFORGE_KILL_AFTER=Stage:N`` SIGKILLs this process once N tasks of
+    that stage have finished (used by the resume tests to kill a run at a chosen point)."""
+    spec = os.environ.get("HEALFORGE_KILL_AFTER")
+    if spec and spec == f"{desc}:{done}":
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 class TaskError(RuntimeError):
     """A unit of work failed; the message names the task."""
 
@@ -167,6 +177,7 @@ class Engine:
                     if on_result:
                         on_result(i, results[i])
                     bar.update()
+                    _failpoint(desc, bar.done)
                 return results
             from distributed import as_completed
 
@@ -186,6 +197,7 @@ class Engine:
                     if on_result:
                         on_result(i, results[i])
                     bar.update()
+                    _failpoint(desc, bar.done)
                     fut.release()
             finally:
                 for f in futures:

@@ -72,7 +72,7 @@ def coordinates(table: pa.Table, spec: InputSpec, path: str, first_row: int) -> 
             path=path,
             column=column,
             row=first_row + i,
-            value=None if is_null else float(value),
+            value="null" if is_null else float(value),
         )
     return wrap_lon(np.where(bad, 0.0, ra)), np.where(bad, 0.0, dec), bad
 
