@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +22,12 @@ import pyarrow.parquet as pq
 
 from healforge import __version__
 from healforge.catalog import format as fmt
-from healforge.catalog.alignment import Alignment, dense_histogram, generate_alignment, merge_histograms
-from healforge.catalog.stages import InputSpec, map_file, reduce_pixel, split_file
+from healforge.catalog.alignment import Alignment, dense_histogram, generate_alignment
+from healforge.catalog.pipeline import common_schema, map_stage, reduce_stage, rejected_tables, split_stage
+from healforge.catalog.stages import InputSpec
 from healforge.engine import Engine, engine_from_args
-from healforge.errors import BadInputError, CatalogError
-from healforge.healpix import SPATIAL_INDEX_COLUMN, check_order
+from healforge.errors import CatalogError
+from healforge.healpix import check_order
 from healforge.io.readers import expand_inputs
 
 WORK_DIR = ".healforge-import"
@@ -124,8 +126,6 @@ def import_catalog(
     -------
     ImportResult
     """
-    import time
-
     check_order(highest_order)
     check_order(lowest_order)
     if lowest_order > highest_order:
@@ -157,42 +157,19 @@ def import_catalog(
     }
     resumed = _prepare_output(output, work, args, resume, overwrite)
     spec = InputSpec(ra, dec, input_format, batch_rows, on_bad_rows)
-    keys = [f"in{i:05d}" for i in range(len(files))]
     timings: dict[str, float] = {}
+    _warm_up_hats()
 
     eng = engine_from_args(workers, scheduler, synchronous, quiet, engine)
     own_engine = engine is None
     try:
-        # map
         t0 = time.perf_counter()
-        (work / "map").mkdir(exist_ok=True)
-        todo = [
-            {"path": f, "order": highest_order, "spec": spec, "out": str(work / "map" / f"{k}.npz")}
-            for f, k in zip(files, keys, strict=True)
-        ]
-        schemas_file = work / "schemas.json"
-        done_schemas = json.loads(schemas_file.read_text()) if schemas_file.exists() else {}
-        todo = [t for t in todo if not (Path(t["out"]).exists() and t["path"] in done_schemas)]
-        if todo and own_engine:
-            eng.start()
-
-        def record_schema(i, res):
-            done_schemas[todo[i]["path"]] = res["schema"].serialize().to_pybytes().hex()
-            fmt.atomic_write_text(schemas_file, json.dumps(done_schemas))
-
-        eng.map(map_file, todo, "Mapping", labels=[t["path"] for t in todo], on_result=record_schema)
+        mapped = map_stage(eng, files, spec, highest_order, work)
         timings["map"] = time.perf_counter() - t0
 
-        # binning
         t0 = time.perf_counter()
-        schema = _common_schema(files, done_schemas, ra, dec, id_column, sort_columns)
-        histos, n_rows, n_bad = [], 0, 0
-        for k in keys:
-            with np.load(work / "map" / f"{k}.npz") as z:
-                histos.append((z["pixels"], z["counts"]))
-                n_rows += int(z["n_rows"])
-                n_bad += int(z["n_bad"])
-        pixels, counts = merge_histograms(histos)
+        schema = common_schema(files, mapped["schemas"], [id_column, *sort_columns])
+        pixels, counts = mapped["pixels"], mapped["counts"]
         align_file = work / "alignment.npz"
         if align_file.exists():
             alignment = Alignment.load(align_file)
@@ -206,59 +183,18 @@ def import_catalog(
         destinations = alignment.destinations()
         timings["binning"] = time.perf_counter() - t0
 
-        # split
         t0 = time.perf_counter()
-        split_dir = work / "split"
-        split_dir.mkdir(exist_ok=True)
-        todo = [
-            {
-                "path": f,
-                "key": k,
-                "spec": spec,
-                "work": str(split_dir),
-                "alignment": str(align_file),
-                "schema": schema,
-            }
-            for f, k in zip(files, keys, strict=True)
-            if not (split_dir / f"{k}.index.npz").exists()
-        ]
-        eng.map(split_file, todo, "Splitting", labels=[t["path"] for t in todo])
+        slices, n_rejected = split_stage(eng, files, spec, work, align_file, schema)
+        if n_rejected != mapped["bad"]:
+            raise RuntimeError(
+                f"split rejected {n_rejected} rows but mapping found {mapped['bad']}: did the inputs change?"
+            )
         timings["split"] = time.perf_counter() - t0
 
-        # reduce
         t0 = time.perf_counter()
-        slices: list[list] = [[] for _ in destinations]
-        n_rejected = 0
-        for k in keys:
-            with np.load(split_dir / f"{k}.index.npz") as z:
-                n_rejected += int(z["rejected"])
-                shard = str(split_dir / f"{k}.arrow")
-                for b, d, s, n in zip(z["batch"], z["dest"], z["start"], z["length"], strict=True):
-                    slices[int(d)].append((shard, int(b), int(s), int(n)))
-        if n_rejected != n_bad:
-            raise RuntimeError(f"split rejected {n_rejected} rows but mapping found {n_bad}: inputs changed?")
-        done_dir = work / "reduce"
-        done_dir.mkdir(exist_ok=True)
-        todo = []
-        for (order, pixel, rows), sl in zip(destinations, slices, strict=True):
-            done = done_dir / f"{order}_{pixel}.done"
-            if done.exists():
-                continue
-            todo.append(
-                {
-                    "root": str(output),
-                    "order": order,
-                    "pixel": pixel,
-                    "rows": rows,
-                    "slices": sl,
-                    "sort_columns": list(sort_columns),
-                    "compression": compression,
-                    "row_group_rows": row_group_rows,
-                    "done": str(done),
-                }
-            )
-        eng.map(
-            reduce_pixel, todo, "Reducing", labels=[f"Norder={t['order']}/Npix={t['pixel']}" for t in todo]
+        targets = [fmt.pixel_file(output, o, p) for o, p, _ in destinations]
+        reduce_stage(
+            eng, destinations, slices, targets, work / "reduce", sort_columns, compression, row_group_rows
         )
         timings["reduce"] = time.perf_counter() - t0
     finally:
@@ -268,7 +204,7 @@ def import_catalog(
     # finish
     t0 = time.perf_counter()
     pixels_out = [(o, p) for o, p, _ in destinations]
-    rejected_file = _finish_rejected(output, split_dir, keys) if n_rejected else None
+    rejected_file = _write_rejected(output, rejected_tables(work, files)) if n_rejected else None
     written = finish_catalog(
         output,
         pixels_out,
@@ -281,8 +217,8 @@ def import_catalog(
         sort_columns=sort_columns,
         extra={"hats_col_id": id_column} if id_column else None,
     )
-    good = n_rows - n_bad
-    if written != good or good + n_rejected != n_rows:
+    n_rows = mapped["rows"]
+    if written + n_rejected != n_rows:
         raise RuntimeError(f"row count mismatch: read {n_rows}, rejected {n_rejected}, wrote {written}")
     shutil.rmtree(work, ignore_errors=True)
     timings["finish"] = time.perf_counter() - t0
@@ -366,40 +302,23 @@ def _prepare_output(output: Path, work: Path, args: dict, resume: bool | None, o
     return False
 
 
-def _common_schema(files, schemas_hex, ra, dec, id_column, sort_columns) -> pa.Schema:
-    """The one schema all inputs share; errors list differing columns and name the files."""
-    schemas = [pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(schemas_hex[f]))) for f in files]
-    first = schemas[0]
-    for f, s in zip(files[1:], schemas[1:], strict=True):
-        if not s.equals(first):
-            a = {fl.name: str(fl.type) for fl in first}
-            b = {fl.name: str(fl.type) for fl in s}
-            diffs = [
-                f"{c}: {a.get(c, 'missing')} vs {b.get(c, 'missing')}"
-                for c in list(a) + [c for c in b if c not in a]
-                if a.get(c) != b.get(c)
-            ] or ["column order differs"]
-            raise BadInputError(
-                f"input files have different schemas ({files[0]} vs {f}): {'; '.join(diffs)}", path=f
-            )
-    for col in [id_column, *sort_columns]:
-        if col and col not in first.names:
-            raise BadInputError(
-                f"column {col!r} not found; available columns: {', '.join(first.names)}", path=files[0]
-            )
-    if SPATIAL_INDEX_COLUMN in first.names:
-        raise BadInputError(f"inputs already have a {SPATIAL_INDEX_COLUMN} column", path=files[0])
-    return first
-
-
-def _finish_rejected(output: Path, split_dir: Path, keys: list[str]) -> Path:
-    parts = [split_dir / f"{k}.rejected.parquet" for k in keys]
-    tables = [pq.read_table(p) for p in parts if p.exists()]
+def _write_rejected(output: Path, tables: list[pa.Table]) -> Path:
     target = rejected_path_for(output)
     tmp = target.with_name(f".{target.name}.tmp")
     pq.write_table(pa.concat_tables(tables), tmp)
     os.replace(tmp, target)
     return target
+
+
+def _warm_up_hats() -> None:
+    """Import hats (slow) in the background while the stages run; the finish step needs it."""
+    import threading
+
+    def _load():
+        import hats.catalog  # noqa: F401
+        import hats.io.parquet_metadata  # noqa: F401
+
+    threading.Thread(target=_load, daemon=True).start()
 
 
 __all__ = ["ImportResult", "finish_catalog", "import_catalog", "rejected_path_for"]

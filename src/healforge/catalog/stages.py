@@ -179,9 +179,7 @@ def reduce_pixel(task: dict) -> dict:
     sort_cols = [SPATIAL_INDEX_COLUMN, *task["sort_columns"]]
     indices = pc.sort_indices(table, sort_keys=[(c, "ascending") for c in sort_cols])
     table = table.take(indices)
-    target = pixel_file(task["root"], order, pixel, task.get("npix_suffix", ".parquet"))
-    if task.get("npix_suffix") == "/":
-        target = target / task.get("file_name", f"Npix={pixel}.parquet")
+    target = task.get("target") or pixel_file(task["root"], order, pixel)
     size = atomic_write_parquet(table, target, sort_cols, task["compression"], task["row_group_rows"])
     done = Path(task["done"])
     done.write_text(f"{table.num_rows}\n")
