@@ -13,6 +13,11 @@ _API = {
     "catalog_info": "healforge.catalog.info",
     "Engine": "healforge.engine",
     "BadInputError": "healforge.errors",
+    "write_zarr": "healforge.maps.zarr_store",
+    "open_map": "healforge.maps.zarr_store",
+    "write_parquet": "healforge.maps.parquet",
+    "read_map": "healforge.maps.parquet",
+    "make_map_table": "healforge.maps.table",
 }
 
 __all__ = sorted(_API) + ["__version__"]
