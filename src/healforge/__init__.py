@@ -18,6 +18,8 @@ _API = {
     "write_parquet": "healforge.maps.parquet",
     "read_map": "healforge.maps.parquet",
     "make_map_table": "healforge.maps.table",
+    "write_geoparquet": "healforge.maps.geoparquet",
+    "plot_map": "healforge.maps.plot",
 }
 
 __all__ = sorted(_API) + ["__version__"]
