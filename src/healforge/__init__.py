@@ -20,6 +20,7 @@ _API = {
     "make_map_table": "healforge.maps.table",
     "write_geoparquet": "healforge.maps.geoparquet",
     "plot_map": "healforge.maps.plot",
+    "load_pipeline": "healforge.config",
 }
 
 __all__ = sorted(_API) + ["__version__"]
