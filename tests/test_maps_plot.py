@@ -95,3 +95,8 @@ def test_lookup_matches_healpy():
     want_found = cells[pos] == pix
     np.testing.assert_array_equal(found, want_found)
     np.testing.assert_array_equal(got[found], values[pos[found]])
+    # full-sky maps take a shortcut (no search): same answer
+    dense = rng.normal(size=12 * 4**order)
+    got, found = lookup_values(np.arange(dense.size), dense, order, lon, lat)
+    assert found.all()
+    np.testing.assert_array_equal(got, dense[pix])

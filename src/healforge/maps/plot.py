@@ -118,8 +118,10 @@ def lookup_values(
     cells = lonlat_to_pixel(lon, lat, order)
     if cell_ids.size == 0:
         return np.full(cells.shape, np.nan), np.zeros(cells.shape, dtype=bool)
-    idx = np.searchsorted(cell_ids, cells)
-    idx = np.minimum(idx, cell_ids.size - 1)
+    if cell_ids.size == 12 * 4**order:  # full sky: cell_ids is 0..npix-1, no search needed
+        idx = cells
+    else:
+        idx = np.minimum(np.searchsorted(cell_ids, cells), cell_ids.size - 1)
     found = cell_ids[idx] == cells
     out = np.where(found, values[idx], np.nan)
     return out, found & np.isfinite(out)
