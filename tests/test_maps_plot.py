@@ -9,7 +9,7 @@ from healforge.commands.maps import PROJECTIONS as CLI_PROJECTIONS
 from healforge.healpix import pixel_centers
 from healforge.maps.plot import EMPTY_COLOUR, PROJECTIONS, lookup_values, plot_map, raster_lonlat
 from healforge.maps.table import make_map_table
-from healforge.maps.zarr_store import write_zarr
+from healforge.maps.zarr_store import open_map, write_zarr
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,9 @@ def test_plot_from_zarr_path_and_greys_cmap(tmp_path, half_sky_map):
         str(tmp_path / "m.zarr"), "h_mean", cmap="Greys", width=300, dpi=60, out=tmp_path / "g.png"
     )
     img = matplotlib.image.imread(out)[..., :3]
+    # an xarray Dataset of one order plots the same picture
+    plot_map(open_map(tmp_path / "m.zarr"), "h_mean", cmap="Greys", width=300, dpi=60, out=tmp_path / "d.png")
+    np.testing.assert_array_equal(matplotlib.image.imread(tmp_path / "d.png")[..., :3], img)
     # with a grey colour map, empty cells switch to a colour that is not grey
     assert (np.ptp(img, axis=2) > 0.1).sum() > 100
 

@@ -6,7 +6,7 @@ import xarray as xr
 import xdggs
 import zarr
 
-from healforge.maps import open_map, read_map, write_parquet, write_zarr
+from healforge.maps import map_to_dataset, open_map, read_map, write_parquet, write_zarr
 from healforge.maps.table import MapError, authalic_to_geodetic, geodetic_to_authalic, make_map_table
 from maps_util import point_map, pyramid, random_points
 
@@ -135,3 +135,40 @@ def test_bad_map_tables_are_refused(tmp_path):
         write_zarr(bad, tmp_path / "x.zarr")
     with pytest.raises(MapError, match="no 'healforge'"):
         write_zarr(good.replace_schema_metadata(None), tmp_path / "x.zarr")
+
+
+def test_chunked_write_memory_is_bounded(tmp_path):
+    """A map fed as an iterator is written chunk by chunk: peak memory ~ a few chunks, not the map."""
+    import tracemalloc
+
+    order, step, total = 10, 50_000, 3_000_000
+
+    def chunks():
+        rng = np.random.default_rng(0)
+        for start in range(0, total, step):
+            cells = np.arange(start, start + step, dtype=np.int64) * 3
+            yield make_map_table(
+                cells, {"x_mean": rng.normal(size=step), "x_count": np.ones(step, np.int64)}, order
+            )
+
+    tracemalloc.start()
+    write_zarr(chunks(), tmp_path / "big.zarr", chunk_cells=1 << 16)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    full = total * 3 * 8  # bytes of the whole map's three columns
+    assert peak < full / 4, (peak, full)
+    ds = open_map(tmp_path / "big.zarr")
+    assert ds.sizes["cells"] == total
+    np.testing.assert_array_equal(ds.cell_ids.values[-3:], np.arange(total - 3, total) * 3)
+
+
+def test_in_memory_dataset_matches_store(tmp_path):
+    table = pyramid((4,))[4]
+    write_zarr(table, tmp_path / "m.zarr")
+    mem = map_to_dataset(table)
+    disk = open_map(tmp_path / "m.zarr").load()
+    assert mem.cell_ids.attrs == disk.cell_ids.attrs
+    assert mem.attrs["dggs"] == disk.attrs["dggs"]
+    for name in ("value_count", "value_mean", "value_min"):
+        np.testing.assert_array_equal(mem[name].values, disk[name].values)
+    assert xdggs.decode(mem).dggs.grid_info.level == 4

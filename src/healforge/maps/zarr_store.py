@@ -167,6 +167,10 @@ class _OrderWriter:
                 col = part.column(name)
                 dtype = np.dtype(col.type.to_pandas_dtype())
                 fill = np.nan if dtype.kind == "f" else 0
+                if col.null_count and dtype.kind != "f":
+                    raise MapError(
+                        f"column {name!r} of order {self.order} has nulls (only float columns may be empty)"
+                    )
                 cols[name] = col.fill_null(fill).to_numpy() if col.null_count else col.to_numpy()
             self.buffer.append(cols)
             self.buffered += cells.size
@@ -289,6 +293,24 @@ def write_zarr(
     return product
 
 
+def map_to_dataset(table: pa.Table):
+    """An in-memory :class:`xarray.Dataset` of a map table, laid out and attributed as in the store."""
+    import xarray as xr
+
+    meta = validate_map_table(table)
+    order = int(meta["order"])
+    names = variables(table)
+    meta = {**meta, "variables": names, "n_cells": table.num_rows}
+    cells = xr.Variable(
+        DIMENSION, table.column(CELL_IDS).to_numpy(), coordinate_attrs(order, meta["latitude"])
+    )
+    data = {}
+    for name in names:
+        attrs = {k: v for k, v in _variable_attrs(name, meta).items() if k != "coordinates"}
+        data[name] = xr.Variable(DIMENSION, table.column(name).to_numpy(zero_copy_only=False), attrs)
+    return xr.Dataset(data, coords={CELL_IDS: cells}, attrs=group_attrs(order, meta))
+
+
 def _open_root(path: str, storage_options: dict[str, Any] | None):
     import zarr
 
@@ -383,4 +405,12 @@ def read_map_table(
     return with_metadata(pa.table(data), meta)
 
 
-__all__ = ["write_zarr", "open_map", "read_map_table", "map_orders", "coordinate_attrs", "group_attrs"]
+__all__ = [
+    "write_zarr",
+    "open_map",
+    "read_map_table",
+    "map_orders",
+    "map_to_dataset",
+    "coordinate_attrs",
+    "group_attrs",
+]
