@@ -78,9 +78,21 @@ def test_antimeridian_cells_are_split_and_polar_cells_reach_the_pole():
 
 
 def test_authalic_polygons_use_geodetic_latitude():
-    table = make_map_table(np.array([0, 100, 400]), {"x_mean": np.ones(3)}, 3, latitude="authalic")
-    sph = cell_polygons(np.array([0, 100, 400]), 3)
-    gdf = to_geodataframe(table)
-    assert not np.allclose(
-        shapely.get_coordinates(sph)[:, 1], shapely.get_coordinates(gdf.geometry.values)[:, 1]
+    healpix_geo = __import__("pytest").importorskip("healpix_geo")
+    order = 3
+    cells = np.arange(12 * 4**order)
+    table = make_map_table(cells, {"x_mean": np.ones(cells.size)}, order, latitude="authalic")
+    polys = to_geodataframe(table).geometry.values
+    lon, lat = healpix_geo.nested.vertices(cells.astype(np.uint64), depth=order, ellipsoid="WGS84")
+    plain = (shapely.get_type_id(polys) == 3) & (np.abs(lat).max(1) < 89.999)
+    coords = shapely.get_coordinates(polys[plain]).reshape(plain.sum(), 5, 2)[:, :4]
+    want_lon = np.mod(lon[plain], 360)
+    np.testing.assert_allclose(np.mod(coords[..., 0], 360) % 360, want_lon % 360, atol=1e-9)
+    np.testing.assert_allclose(coords[..., 1], lat[plain], atol=1e-9)
+    assert (
+        np.abs(
+            coords[..., 1]
+            - shapely.get_coordinates(cell_polygons(cells[plain], order)).reshape(-1, 5, 2)[:, :4, 1]
+        ).max()
+        > 0.1
     )

@@ -103,3 +103,17 @@ def test_lookup_matches_healpy():
     got, found = lookup_values(np.arange(dense.size), dense, order, lon, lat)
     assert found.all()
     np.testing.assert_array_equal(got, dense[pix])
+
+
+def test_lookup_authalic_matches_healpix_geo():
+    healpix_geo = pytest.importorskip("healpix_geo")
+    order = 7
+    rng = np.random.default_rng(1)
+    lon = rng.uniform(0, 360, 20000)
+    lat = rng.uniform(-90, 90, 20000)
+    cells = np.arange(12 * 4**order)
+    got, _ = lookup_values(cells, cells.astype(float), order, lon, lat, latitude="authalic")
+    want = healpix_geo.nested.lonlat_to_healpix(lon, lat, depth=order, ellipsoid="WGS84")
+    assert (got == want).mean() > 0.9999  # at most a rare point on a cell edge may differ
+    spherical, _ = lookup_values(cells, cells.astype(float), order, lon, lat)
+    assert (spherical != want).mean() > 0.01  # the conversion matters

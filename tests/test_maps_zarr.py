@@ -172,3 +172,11 @@ def test_in_memory_dataset_matches_store(tmp_path):
     for name in ("value_count", "value_mean", "value_min"):
         np.testing.assert_array_equal(mem[name].values, disk[name].values)
     assert xdggs.decode(mem).dggs.grid_info.level == 4
+
+
+def test_empty_map_and_file_url(tmp_path):
+    empty = make_map_table(np.empty(0, np.int64), {"x_mean": np.empty(0)}, 5)
+    write_zarr(empty, f"file://{tmp_path / 'e.zarr'}")
+    ds = open_map(tmp_path / "e.zarr")
+    assert ds.sizes["cells"] == 0 and ds.cell_ids.attrs["level"] == 5
+    assert read_map(tmp_path / "e.zarr").equals(empty)

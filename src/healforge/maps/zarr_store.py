@@ -238,8 +238,10 @@ def write_zarr(
     else:
         pyramid = {None: maps}
     path = str(path)
-    target = path
     local = _is_local(path)
+    if local:
+        path = path.removeprefix("file://")
+    target = path
     if local and mode == "w":
         target = f"{path.rstrip('/')}.tmp-{os.getpid()}"
         shutil.rmtree(target, ignore_errors=True)
