@@ -6,6 +6,7 @@ import shapely
 from pyproj import Geod
 
 from healforge.maps.geoparquet import cell_polygons, to_geodataframe, write_geoparquet
+from healforge.maps.parquet import read_map
 from healforge.maps.table import make_map_table
 from maps_util import point_map, random_points
 
@@ -25,6 +26,12 @@ def test_geoparquet_round_trip_through_geopandas(tmp_path):
     assert bounds[0] >= -180 and bounds[2] <= 180 and bounds[1] >= -90 and bounds[3] <= 90
     meta = pq.read_schema(path).metadata
     assert b"geo" in meta and b"healforge" in meta
+    # written in batches: same content
+    write_geoparquet(table, tmp_path / "b.geoparquet", batch_cells=100)
+    gdf_b = gpd.read_parquet(tmp_path / "b.geoparquet")
+    assert gdf_b.geometry.geom_equals_exact(gdf.geometry, tolerance=0).all()
+    np.testing.assert_array_equal(gdf_b["cell_ids"].to_numpy(), gdf["cell_ids"].to_numpy())
+    assert read_map(tmp_path / "b.geoparquet").equals(table)  # reads back as a map too
 
 
 def test_full_sky_area_is_4pi_and_polygons_valid():

@@ -70,6 +70,8 @@ def test_chunked_write_of_an_iterator_equals_whole_write(tmp_path):
     chunks = (table.slice(i, 7777) for i in range(0, table.num_rows, 7777))
     write_zarr(chunks, tmp_path / "c.zarr", chunk_cells=5000)
     write_zarr(table, tmp_path / "w.zarr")
+    write_parquet((table.slice(i, 7777) for i in range(0, table.num_rows, 7777)), tmp_path / "c.parquet")
+    assert read_map(tmp_path / "c.parquet").equals(table)
     a = read_map(tmp_path / "c.zarr")
     b = read_map(tmp_path / "w.zarr")
     assert a.equals(b) and a.equals(table)
@@ -82,6 +84,9 @@ def test_unsorted_chunks_are_refused(tmp_path):
     table = point_map(lon, lat, value, 4)
     with pytest.raises(MapError, match="increase strictly"):
         write_zarr([table.slice(100), table.slice(0, 100)], tmp_path / "bad.zarr")
+    with pytest.raises(MapError, match="increase strictly"):
+        write_parquet([table.slice(100), table.slice(0, 100)], tmp_path / "bad.parquet")
+    assert not (tmp_path / "bad.parquet").exists() and not list(tmp_path.glob("bad.parquet.tmp*"))
 
 
 def test_append_mode_adds_orders(tmp_path):

@@ -107,23 +107,32 @@ def _crs_projjson() -> dict[str, Any] | None:
     return _CRS.from_string(CRS).to_json_dict()
 
 
-def geoparquet_table(table: pa.Table, *, step: int = 1) -> pa.Table:
-    """The map table plus a WKB ``geometry`` column and GeoParquet 1.1 ``geo`` metadata."""
-    meta = map_metadata(table)
-    cells = table.column(CELL_IDS).to_numpy()
-    geoms = cell_polygons(cells, int(meta["order"]), step=step, latitude=meta.get("latitude", "spherical"))
-    types = sorted({"Polygon" if t == 3 else "MultiPolygon" for t in np.unique(shapely.get_type_id(geoms))})
-    bbox = [float(b) for b in shapely.total_bounds(geoms)] if geoms.size else []
+def _geo_metadata(types: list[str], bbox: list[float] | None) -> bytes:
     column: dict[str, Any] = {"encoding": "WKB", "geometry_types": types}
     if bbox:
         column["bbox"] = bbox
     crs = _crs_projjson()
     if crs is not None:
         column["crs"] = crs
-    geo = {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": column}}
-    out = table.append_column("geometry", pa.array(shapely.to_wkb(geoms), type=pa.binary()))
+    return json.dumps(
+        {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": column}}
+    ).encode()
+
+
+def _with_geometry(table: pa.Table, step: int) -> tuple[pa.Table, np.ndarray]:
+    meta = map_metadata(table)
+    cells = table.column(CELL_IDS).to_numpy()
+    geoms = cell_polygons(cells, int(meta["order"]), step=step, latitude=meta.get("latitude", "spherical"))
+    return table.append_column("geometry", pa.array(shapely.to_wkb(geoms), type=pa.binary())), geoms
+
+
+def geoparquet_table(table: pa.Table, *, step: int = 1) -> pa.Table:
+    """The map table plus a WKB ``geometry`` column and GeoParquet 1.1 ``geo`` metadata."""
+    out, geoms = _with_geometry(table, step)
+    types = sorted({"Polygon" if t == 3 else "MultiPolygon" for t in np.unique(shapely.get_type_id(geoms))})
+    bbox = [float(b) for b in shapely.total_bounds(geoms)] if geoms.size else None
     schema_meta = dict(table.schema.metadata or {})
-    schema_meta[b"geo"] = json.dumps(geo).encode()
+    schema_meta[b"geo"] = _geo_metadata(types, bbox)
     return out.replace_schema_metadata(schema_meta)
 
 
@@ -132,19 +141,30 @@ def write_geoparquet(
     path: str | os.PathLike,
     *,
     step: int = 1,
+    batch_cells: int = 500_000,
     storage_options: dict[str, Any] | None = None,
 ) -> str:
     """Write a map table with cell polygons as GeoParquet (CRS OGC:CRS84); returns ``path``.
 
     The ``healforge`` map metadata stays in the schema, so the file also reads back as a map.
+    Maps above ``batch_cells`` cells are converted and written in batches (bounded memory); their
+    ``geo`` metadata then lists both geometry types and no bbox.
     """
     import fsspec
     import pyarrow.parquet as pq
 
-    out = geoparquet_table(table, step=step)
     fs, fs_path = fsspec.core.url_to_fs(str(path), **(storage_options or {}))
     tmp = f"{fs_path}.tmp-{os.getpid()}"
     with fs.open(tmp, "wb") as f:
-        pq.write_table(out, f, compression="zstd")
+        if table.num_rows <= batch_cells:
+            pq.write_table(geoparquet_table(table, step=step), f, compression="zstd")
+        else:
+            schema_meta = dict(table.schema.metadata or {})
+            schema_meta[b"geo"] = _geo_metadata(["MultiPolygon", "Polygon"], None)
+            schema = table.schema.append(pa.field("geometry", pa.binary())).with_metadata(schema_meta)
+            with pq.ParquetWriter(f, schema, compression="zstd") as writer:
+                for start in range(0, table.num_rows, batch_cells):
+                    part, _ = _with_geometry(table.slice(start, batch_cells), step)
+                    writer.write_table(part.replace_schema_metadata(schema_meta))
     fs.mv(tmp, fs_path)
     return str(path)

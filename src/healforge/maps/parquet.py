@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -38,17 +39,60 @@ def _write_table(table: pa.Table, fs, fs_path: str) -> None:
     fs.mv(tmp, fs_path)
 
 
+def _write_chunks(chunks: Iterable[pa.Table], fs, fs_path: str) -> None:
+    tmp = f"{fs_path}.tmp-{os.getpid()}"
+    writer = None
+    last = -1
+    try:
+        with fs.open(tmp, "wb") as f:
+            try:
+                for chunk in chunks:
+                    if writer is None:
+                        validate_map_table(chunk)
+                        writer = pq.ParquetWriter(f, chunk.schema, compression="zstd")
+                    elif chunk.schema.names != writer.schema.names:
+                        raise MapError(
+                            f"map chunk columns {chunk.schema.names} differ from {writer.schema.names}"
+                        )
+                    cells = chunk.column(CELL_IDS).to_numpy()
+                    if cells.size and (cells[0] <= last or np.any(np.diff(cells) <= 0)):
+                        raise MapError(
+                            f"cell_ids must increase strictly across chunks (cell {int(cells[0])} follows {last})"
+                        )
+                    if cells.size:
+                        last = int(cells[-1])
+                    writer.write_table(chunk.replace_schema_metadata(writer.schema.metadata))
+                if writer is None:
+                    raise MapError("no map chunks given")
+            finally:
+                if writer is not None:
+                    writer.close()
+    except BaseException:
+        if fs.exists(tmp):
+            fs.rm(tmp)
+        raise
+    fs.mv(tmp, fs_path)
+
+
 def write_parquet(
-    maps: pa.Table | Mapping[int, pa.Table],
+    maps: pa.Table | Mapping[int, pa.Table] | Iterable[pa.Table],
     path: str | os.PathLike,
     *,
     storage_options: dict[str, Any] | None = None,
 ) -> list[str]:
     """Write a map table to a Parquet file, or a pyramid to a directory of ``order_KK.parquet``.
 
+    ``maps`` may also be an iterable of map-table chunks of one order (cells increasing across
+    chunks), written one row group after the other without holding the map in memory.
     Returns the paths written.
     """
     fs, fs_path = _fs(str(path), storage_options)
+    if not isinstance(maps, pa.Table | Mapping):
+        parent = posixpath.dirname(fs_path)
+        if parent:
+            fs.makedirs(parent, exist_ok=True)
+        _write_chunks(maps, fs, fs_path)
+        return [str(path)]
     if isinstance(maps, pa.Table):
         validate_map_table(maps)
         parent = posixpath.dirname(fs_path)
