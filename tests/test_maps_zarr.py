@@ -84,6 +84,7 @@ def test_unsorted_chunks_are_refused(tmp_path):
     table = point_map(lon, lat, value, 4)
     with pytest.raises(MapError, match="increase strictly"):
         write_zarr([table.slice(100), table.slice(0, 100)], tmp_path / "bad.zarr")
+    assert not list(tmp_path.glob("bad.zarr*"))  # the partial store was removed
     with pytest.raises(MapError, match="increase strictly"):
         write_parquet([table.slice(100), table.slice(0, 100)], tmp_path / "bad.parquet")
     assert not (tmp_path / "bad.parquet").exists() and not list(tmp_path.glob("bad.parquet.tmp*"))
@@ -96,6 +97,9 @@ def test_append_mode_adds_orders(tmp_path):
     ds2 = open_map(tmp_path / "m.zarr", order=2)
     np.testing.assert_array_equal(ds2.value_mean.values, maps[2].column("value_mean").to_numpy())
     assert xr.open_zarr(str(tmp_path / "m.zarr")).attrs["healforge"]["orders"] == [2, 4]
+    other = pyramid((3,), latitude="authalic")[3]
+    with pytest.raises(MapError, match="latitude 'authalic' but the store holds 'spherical'"):
+        write_zarr(other, tmp_path / "m.zarr", mode="a")
 
 
 def test_authalic_map_has_ellipsoid_and_geodetic_centres(tmp_path):

@@ -33,6 +33,7 @@ from healforge.maps.table import (
     MapError,
     as_pyramid,
     group_name,
+    map_metadata,
     validate_map_table,
     variables,
     with_metadata,
@@ -196,6 +197,32 @@ class _OrderWriter:
         return meta
 
 
+def _write_orders(
+    root, pyramid: dict, chunk_cells: int, previous: Mapping[str, Any]
+) -> dict[int, dict[str, Any]]:
+    written: dict[int, dict[str, Any]] = {}
+    for declared, source in pyramid.items():
+        chunks = _iter_chunks(source)
+        first = next(chunks, None)
+        if first is None:
+            raise MapError(f"no map table given for order {declared}")
+        writer = _OrderWriter(root, first, chunk_cells, {})
+        if declared is not None and writer.order != declared:
+            raise MapError(f"map given for order {declared} has order {writer.order} in its metadata")
+        for key in ("latitude", "lon_convention"):
+            if previous.get(key) not in (None, writer.meta.get(key)):
+                raise MapError(
+                    f"order {writer.order} has {key} {writer.meta.get(key)!r} but the store holds {previous[key]!r}"
+                )
+        writer.add(first)
+        for chunk in chunks:
+            if chunk.schema.metadata and int(map_metadata(chunk).get("order", writer.order)) != writer.order:
+                raise MapError(f"a chunk of order {writer.order} has order {map_metadata(chunk)['order']}")
+            writer.add(chunk)
+        written[writer.order] = writer.close()
+    return written
+
+
 def write_zarr(
     maps: pa.Table | Mapping[int, Any] | Iterable[pa.Table],
     path: str | os.PathLike,
@@ -246,25 +273,18 @@ def write_zarr(
         target = f"{path.rstrip('/')}.tmp-{os.getpid()}"
         shutil.rmtree(target, ignore_errors=True)
     open_mode = "w" if (mode == "w" or (local and not os.path.exists(path))) else "a"
-    root = zarr.open_group(
-        store=target, mode=open_mode, zarr_format=3, storage_options=None if local else storage_options
-    )
+    try:
+        root = zarr.open_group(
+            store=target, mode=open_mode, zarr_format=3, storage_options=None if local else storage_options
+        )
+        previous = dict(root.attrs.get("healforge", {})) if open_mode == "a" else {}
+        written = _write_orders(root, pyramid, chunk_cells, previous)
+    except BaseException:
+        if target != path:
+            shutil.rmtree(target, ignore_errors=True)
+        raise
     extra = dict(metadata or {})
-    written: dict[int, dict[str, Any]] = {}
-    for declared, source in pyramid.items():
-        chunks = _iter_chunks(source)
-        first = next(chunks, None)
-        if first is None:
-            raise MapError(f"no map table given for order {declared}")
-        writer = _OrderWriter(root, first, chunk_cells, {})
-        if declared is not None and writer.order != declared:
-            raise MapError(f"map given for order {declared} has order {writer.order} in its metadata")
-        writer.add(first)
-        for chunk in chunks:
-            writer.add(chunk)
-        written[writer.order] = writer.close()
-
-    product = dict(root.attrs.get("healforge", {})) if open_mode == "a" else {}
+    product = previous
     orders = sorted({*map(int, product.get("orders", [])), *written})
     any_meta = next(iter(written.values()))
     product.update(
@@ -277,7 +297,9 @@ def write_zarr(
             "latitude": any_meta.get("latitude"),
             "statistics": any_meta.get("statistics", []),
             "columns": any_meta.get("columns", []),
-            "variables": written[max(written)]["variables"],
+            "variables": written[max(written)]["variables"]
+            if max(written) == orders[-1]
+            else product.get("variables"),
             "inputs": extra.pop("inputs", any_meta.get("inputs", product.get("inputs", []))),
             "healforge_version": __version__,
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
