@@ -263,7 +263,8 @@ def plot_map(
         title = f"{name}: {var}" if name else var
         title += f" (HEALPix order {order}, {projection})"
     fig.suptitle(title)
-    fig.text(0.98, 0.01, "grey: no data", ha="right", va="bottom", fontsize=8, color="0.4")
+    fig.text(0.98, 0.01, "\u25a0", ha="right", va="bottom", fontsize=12, color=tuple(empty))
+    fig.text(0.955, 0.012, "no data", ha="right", va="bottom", fontsize=8, color="0.3")
     if out is not None:
         fig.savefig(str(out), dpi=dpi)
         plt.close(fig)
