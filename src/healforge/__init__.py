@@ -13,6 +13,14 @@ _API = {
     "catalog_info": "healforge.catalog.info",
     "Engine": "healforge.engine",
     "BadInputError": "healforge.errors",
+    "write_zarr": "healforge.maps.zarr_store",
+    "open_map": "healforge.maps.zarr_store",
+    "write_parquet": "healforge.maps.parquet",
+    "read_map": "healforge.maps.parquet",
+    "make_map_table": "healforge.maps.table",
+    "write_geoparquet": "healforge.maps.geoparquet",
+    "plot_map": "healforge.maps.plot",
+    "load_pipeline": "healforge.config",
 }
 
 __all__ = sorted(_API) + ["__version__"]
