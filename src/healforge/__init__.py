@@ -11,6 +11,8 @@ _API = {
     "import_catalog": "healforge.catalog.importer",
     "validate_catalog": "healforge.catalog.validate",
     "catalog_info": "healforge.catalog.info",
+    "append": "healforge.catalog.append",
+    "compact": "healforge.catalog.compact",
     "Engine": "healforge.engine",
     "BadInputError": "healforge.errors",
     "write_zarr": "healforge.maps.zarr_store",

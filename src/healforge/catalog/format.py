@@ -112,6 +112,12 @@ def list_data_files(root: str | Path) -> list[Path]:
     )
 
 
+def has_multi_file_pixels(root: str | Path) -> bool:
+    """Whether any pixel directory of the catalog holds more than one data file."""
+    base = Path(root) / DATASET_DIR
+    return any(len(list(d.glob("*.parquet"))) > 1 for d in base.glob("Norder=*/Dir=*/Npix=*") if d.is_dir())
+
+
 def pixel_of_path(path: str | Path) -> tuple[int, int]:
     """``(order, pixel)`` parsed from a data file path."""
     parts = Path(path).parts

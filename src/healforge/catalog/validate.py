@@ -167,7 +167,8 @@ def _check_disjoint(pixels, problems) -> None:
 def _check_metadata(root: Path, file_rows: dict[str, int], problems: list[str]) -> None:
     meta_path = root / fmt.DATASET_DIR / "_metadata"
     if not meta_path.exists():
-        problems.append("dataset/_metadata is missing")
+        if not fmt.has_multi_file_pixels(root):
+            problems.append("dataset/_metadata is missing")
         return
     meta = pq.read_metadata(meta_path)
     rows: dict[str, int] = defaultdict(int)

@@ -31,6 +31,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_engine_args(p)
     p.set_defaults(func=_import)
 
+    p = sub.add_parser("append", help="append a batch of rows to a catalog, keeping its partitioning")
+    p.add_argument("catalog")
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("--batch", default=None, help="batch label (file name in each pixel; default: UTC time)")
+    p.add_argument("--format", dest="input_format", choices=["csv", "parquet", "fits", "hdf5"], default=None)
+    p.add_argument("--on-bad-rows", choices=["error", "quarantine"], default="error")
+    p.add_argument("--margin", default=None, help="margin catalog to rebuild (default: the recorded ones)")
+    add_engine_args(p)
+    p.set_defaults(func=_append)
+
+    p = sub.add_parser("compact", help="merge appended files, de-duplicate, split pixels over the threshold")
+    p.add_argument("catalog")
+    p.add_argument("--dedupe-on", default=None, metavar="ID", help="keep one row per value of this column")
+    p.add_argument("--keep-latest-by", default=None, metavar="COL", help="keep the row with the greatest COL")
+    p.add_argument("--threshold", type=int, default=None, help="maximum rows per pixel")
+    p.add_argument("--margin", default=None, help="margin catalog to rebuild (default: the recorded ones)")
+    add_engine_args(p)
+    p.set_defaults(func=_compact)
+
     p = sub.add_parser("info", help="describe a HATS catalog")
     p.add_argument("path")
     p.set_defaults(func=_info)
@@ -65,6 +84,37 @@ def _import(args: argparse.Namespace) -> int:
         **engine_kwargs(args),
     )
     print(("resumed and finished: " if result.resumed else "imported ") + str(result))
+    return 0
+
+
+def _append(args: argparse.Namespace) -> int:
+    from healforge.catalog.append import append
+
+    result = append(
+        args.catalog,
+        args.inputs,
+        args.batch,
+        input_format=args.input_format,
+        on_bad_rows=args.on_bad_rows,
+        margin=args.margin,
+        **engine_kwargs(args),
+    )
+    print(result)
+    return 0
+
+
+def _compact(args: argparse.Namespace) -> int:
+    from healforge.catalog.compact import compact
+
+    result = compact(
+        args.catalog,
+        args.dedupe_on,
+        args.keep_latest_by,
+        args.threshold,
+        margin=args.margin,
+        **engine_kwargs(args),
+    )
+    print(result)
     return 0
 
 

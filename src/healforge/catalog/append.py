@@ -1,0 +1,280 @@
+"""``append``: add a batch of rows to an existing catalog, keeping its partitioning.
+
+Rows falling in an existing partition become a new file ``Npix=P/<batch>.parquet`` in that
+pixel's directory; rows outside the coverage get new partitions by the drop-empty-siblings rule.
+The change is a transaction (see :mod:`healforge.catalog.transaction`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from healforge.catalog import format as fmt
+from healforge.catalog import transaction as txn
+from healforge.catalog.alignment import coarsen_histogram, dense_histogram, incremental_alignment
+from healforge.catalog.pipeline import map_stage, reduce_stage, rejected_tables, schema_diff, split_stage
+from healforge.catalog.stages import InputSpec
+from healforge.engine import Engine, engine_from_args
+from healforge.errors import BadInputError, CatalogError
+from healforge.healpix import SPATIAL_INDEX_COLUMN
+from healforge.io.readers import expand_inputs
+
+
+@dataclass
+class AppendResult:
+    """What an append did."""
+
+    path: str
+    label: str
+    rows: int
+    rejected: int
+    touched_pixels: int
+    new_pixels: list[tuple[int, int]]
+    total_rows: int
+    skipped: bool = False
+    rejected_path: str | None = None
+
+    def __str__(self) -> str:
+        if self.skipped:
+            return f"batch {self.label!r} was already appended to {self.path}; nothing to do"
+        text = (
+            f"appended {self.rows} rows as batch {self.label!r}: {self.touched_pixels} existing pixels "
+            f"got a new file, {len(self.new_pixels)} new pixels; catalog now {self.total_rows} rows"
+        )
+        if self.rejected:
+            text += f"; {self.rejected} rejected rows in {self.rejected_path}"
+        return text
+
+
+def catalog_schema(root: Path):
+    """Data schema of a catalog (``_common_metadata`` without ``_healpix_29``)."""
+    schema = pq.read_schema(root / fmt.DATASET_DIR / "_common_metadata")
+    schema = schema.remove_metadata()
+    return (
+        schema.remove(schema.get_field_index(SPATIAL_INDEX_COLUMN))
+        if SPATIAL_INDEX_COLUMN in schema.names
+        else schema
+    )
+
+
+def read_histogram(root: Path) -> np.ndarray:
+    """The catalog's row-count map at its skymap order (``point_map.fits``)."""
+    from hats.io.file_io import read_fits_image
+
+    return np.asarray(read_fits_image(str(root / "point_map.fits")), dtype=np.int64)
+
+
+def _batch_id(files: list[str], label: str | None) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        try:
+            st = os.stat(f)
+            h.update(f"{os.path.abspath(f)}|{st.st_size}|{st.st_mtime_ns}".encode())
+        except OSError:
+            h.update(f.encode())
+    h.update(str(label).encode())
+    return h.hexdigest()[:24]
+
+
+def append(
+    catalog: str | os.PathLike,
+    inputs: list[str] | str,
+    batch: str | None = None,
+    *,
+    input_format: str | None = None,
+    on_bad_rows: str = "error",
+    batch_rows: int = 1_000_000,
+    compression: str | None = "zstd:3",
+    margin: str | os.PathLike | None = None,
+    engine: Engine | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    synchronous: bool = False,
+    quiet: bool = False,
+) -> AppendResult:
+    """Append input tables to an existing catalog.
+
+    Parameters
+    ----------
+    catalog
+        HATS catalog made by healforge (or any catalog with ``point_map.fits``).
+    inputs
+        Files, directories or globs with the catalog's columns and types.
+    batch
+        Label of the batch; its files are named ``<batch>.parquet`` (default: UTC timestamp).
+        Appending the same files with the same label twice is detected and skipped.
+    margin
+        Margin catalog of this catalog to rebuild after the append (default: the margins recorded
+        for the catalog by :func:`healforge.margin`).
+    on_bad_rows, input_format, batch_rows, compression, engine, workers, scheduler, synchronous, quiet
+        As for :func:`healforge.import_catalog`.
+
+    Raises
+    ------
+    BadInputError
+        When the inputs' schema differs from the catalog's (the message lists the columns).
+    CatalogError
+        When another writer holds the catalog.
+    """
+    root = Path(catalog).absolute()
+    if not (root / "hats.properties").exists():
+        raise CatalogError(f"{root} is not a HATS catalog (no hats.properties)")
+    files = expand_inputs([inputs] if isinstance(inputs, str | os.PathLike) else inputs)
+    with txn.CatalogLock(root, "append"):
+        work = txn.begin(root)
+        props = fmt.read_properties(root)
+        existing = fmt.read_partition_info(root)
+        label = batch or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        batch_id = _batch_id(files, batch)
+        if batch_id in txn.applied_batches(root):
+            shutil.rmtree(txn.txn_dir(root), ignore_errors=True)
+            total = int(fmt.read_properties(root)["hats_nrows"])
+            return AppendResult(str(root), label, 0, 0, 0, [], total, skipped=True)
+        ra, dec = props["hats_col_ra"], props["hats_col_dec"]
+        histogram = read_histogram(root)
+        skymap_order = int(np.log2(len(histogram) // 12) // 2)
+        mapping_order = max(skymap_order, max(o for o, _ in existing))
+        threshold = int(props.get("hats_max_rows", 1_000_000))
+        spec = InputSpec(ra, dec, input_format, batch_rows, on_bad_rows)
+
+        eng = engine_from_args(workers, scheduler, synchronous, quiet, engine)
+        try:
+            mapped = map_stage(eng, files, spec, mapping_order, work)
+            schema = catalog_schema(root)
+            for f, s in zip(files, mapped["schemas"], strict=True):
+                if not s.equals(schema):
+                    raise BadInputError(
+                        f"input does not match the catalog's schema (input vs catalog): {schema_diff(s, schema)}",
+                        path=f,
+                    )
+            alignment = incremental_alignment(
+                mapped["pixels"], mapped["counts"], existing, mapping_order, 0, threshold
+            )
+            align_file = work / "alignment.npz"
+            alignment.save(align_file)
+            destinations = alignment.destinations()
+            slices, n_rejected = split_stage(eng, files, spec, work, align_file, schema)
+            label = _free_label(root, label, destinations)
+            rels = [fmt.pixel_file(Path(), o, p, "/") / f"{label}.parquet" for o, p, _ in destinations]
+            staged = [f"{o}_{p}.parquet" for o, p, _ in destinations]
+            targets = [txn.staging_dir(root) / name for name in staged]
+            reduce_stage(eng, destinations, slices, targets, work / "reduce", (), compression)
+        finally:
+            if engine is None:
+                eng.close()
+
+        new_rows = sum(r for _, _, r in destinations)
+        existing_set = set(existing)
+        new_pixels = [(o, p) for o, p, _ in destinations if (o, p) not in existing_set]
+        all_pixels = existing + new_pixels
+        new_hist = dense_histogram(
+            *coarsen_histogram(mapped["pixels"], mapped["counts"], mapping_order - skymap_order), skymap_order
+        )
+        np.save(txn.txn_dir(root) / "point_map.npy", histogram + new_hist)
+        rejected_path = None
+        if n_rejected:
+            rejected_path = _write_rejected(root, label, rejected_tables(work, files))
+        from hats.catalog import PartitionInfo
+        from hats.pixel_math import HealpixPixel
+
+        sky = PartitionInfo.from_healpix(
+            [HealpixPixel(o, p) for o, p in all_pixels]
+        ).calculate_fractional_coverage()
+        properties = _carry_properties(props)
+        properties.update(
+            {
+                "hats_nrows": int(props["hats_nrows"]) + new_rows,
+                "hats_npix_suffix": "/",
+                "hats_order": max(o for o, _ in all_pixels),
+                "moc_sky_fraction": f"{sky:0.5f}",
+                "hats_skymap_order": skymap_order,
+            }
+        )
+        manifest = {
+            "kind": "append",
+            "batch_id": batch_id,
+            "label": label,
+            "convert": [list(p) for p in existing]
+            if props.get("hats_npix_suffix", ".parquet") != "/"
+            else [],
+            "move": [[name, str(rel)] for name, rel in zip(staged, rels, strict=True)],
+            "pixels": [list(p) for p in all_pixels],
+            "properties": properties,
+        }
+        txn.commit(root, manifest)
+        _rebuild_margins(
+            root,
+            margin,
+            engine=engine,
+            workers=workers,
+            scheduler=scheduler,
+            synchronous=synchronous,
+            quiet=quiet,
+        )
+    return AppendResult(
+        str(root),
+        label,
+        new_rows,
+        n_rejected,
+        len(destinations) - len(new_pixels),
+        new_pixels,
+        properties["hats_nrows"],
+        rejected_path=str(rejected_path) if rejected_path else None,
+    )
+
+
+def _free_label(root: Path, label: str, destinations) -> str:
+    """``label``, or ``label-2``, ``label-3``... if a pixel already has a file of that name."""
+    candidate, n = label, 1
+    while any(
+        (fmt.pixel_file(root, o, p, "/") / f"{candidate}.parquet").exists() for o, p, _ in destinations
+    ):
+        n += 1
+        candidate = f"{label}-{n}"
+    return candidate
+
+
+def _carry_properties(props: dict[str, str]) -> dict:
+    """Properties kept across a change (the writer fills dates, builder and size again)."""
+    skip = {"hats_estsize", "hats_creation_date", "hats_builder", "hats_version"}
+    return {k: v for k, v in props.items() if k not in skip}
+
+
+def _write_rejected(root: Path, label: str, tables) -> Path:
+    import pyarrow as pa
+
+    target = root.with_name(f"{root.name}.{label}.rejected.parquet")
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    pq.write_table(pa.concat_tables(tables), tmp)
+    os.replace(tmp, target)
+    return target
+
+
+def registered_margins(root: Path) -> list[dict]:
+    """Margins recorded for a catalog in ``.healforge/margins.json``."""
+    path = root / txn.STATE_DIR / "margins.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def _rebuild_margins(root: Path, margin, **engine_args) -> None:
+    entries = registered_margins(root)
+    if margin is not None:
+        entries = [e for e in entries if Path(e["path"]) == Path(margin).absolute()] or [
+            {"path": str(Path(margin).absolute()), "radius_arcsec": None}
+        ]
+    if not entries:
+        return
+    from healforge.catalog.margin import rebuild_margin
+
+    for entry in entries:
+        rebuild_margin(root, entry["path"], entry.get("radius_arcsec"), **engine_args)

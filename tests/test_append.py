@@ -1,0 +1,182 @@
+"""Append and compact: transactions, partitioning kept, judged by hats, lsdb and validate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hats.io.validation import is_valid_catalog
+
+import healforge
+from conftest import make_points, run_cli, survey_table
+from healforge.catalog import format as fmt
+
+
+def _write(path, table):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+    return path
+
+
+def _batch(tmp_path, name, kind, n, start_id, seed, ra_shift=0.0):
+    ra, dec = make_points(kind, n, seed=seed)
+    return _write(
+        tmp_path / "in" / f"{name}.parquet", survey_table(np.mod(ra + ra_shift, 360), dec, start_id, seed)
+    )
+
+
+def _read_all(path) -> pd.DataFrame:
+    import lsdb
+
+    return lsdb.open_catalog(str(path)).compute().reset_index(drop=True)
+
+
+def _assert_rows(path, tables: list[pa.Table]):
+    assert is_valid_catalog(str(path), strict=True)
+    report = healforge.validate_catalog(path, id_column="id")
+    assert report.ok, str(report)
+    df = _read_all(path).sort_values("id")
+    want = pa.concat_tables(tables).to_pandas().sort_values("id")
+    assert np.array_equal(df["id"].to_numpy(dtype=np.int64), want["id"].to_numpy())
+    assert np.array_equal(df["ra"].to_numpy(dtype=np.float64), want["ra"].to_numpy())
+    assert int(fmt.read_properties(path)["hats_nrows"]) == len(want)
+
+
+@pytest.fixture
+def base(tmp_path):
+    a = _batch(tmp_path, "A", "clustered", 8_000, 0, 1)
+    healforge.import_catalog(
+        [a], tmp_path / "cat", threshold=1_000, highest_order=7, synchronous=True, quiet=True
+    )
+    return tmp_path, a
+
+
+def test_append_b_then_c(base):
+    tmp_path, a = base
+    root = tmp_path / "cat"
+    before = fmt.read_partition_info(root)
+    b = _batch(tmp_path, "B", "clustered", 3_000, 100_000, 2)
+    # C lies partly outside the current coverage (new pixels) and partly inside
+    c_ra = np.r_[np.full(50, 300.0) + np.linspace(0, 0.1, 50), np.linspace(199.5, 200.5, 50)]
+    c_dec = np.r_[np.full(50, -60.0), np.full(50, -20.0)]
+    c = _write(tmp_path / "in" / "C.parquet", survey_table(c_ra, c_dec, 200_000, 3))
+    res_b = healforge.append(root, [b], "nightB", synchronous=True, quiet=True)
+    assert res_b.rows == 3_000
+    assert fmt.read_properties(root)["hats_npix_suffix"] == "/"
+    proc = run_cli("append", root, c, "--batch", "nightC", "--synchronous", "-q")
+    assert "appended 100 rows" in proc.stdout
+    after = fmt.read_partition_info(root)
+    # covered areas keep their partitioning: every old pixel is still there
+    assert set(before) <= set(after)
+    tables = [pq.read_table(p) for p in (a, b, c)]
+    _assert_rows(root, tables)
+    # files: Npix=P/Npix=P.parquet for A, nightB.parquet and nightC.parquet for the appends
+    names = {f.name for f in fmt.list_data_files(root)}
+    assert {"nightB.parquet", "nightC.parquet"} <= names
+    # appending the same batch again is detected
+    again = healforge.append(root, [c], "nightC", synchronous=True, quiet=True)
+    assert again.skipped
+    _assert_rows(root, tables)
+
+
+def test_schema_mismatch_lists_columns(base):
+    tmp_path, _ = base
+    ra, dec = make_points("uniform", 100, seed=5)
+    t = survey_table(ra, dec, 500_000).drop_columns(["flag"]).append_column("extra", pa.array(np.zeros(100)))
+    bad = _write(tmp_path / "in" / "bad.parquet", t)
+    with pytest.raises(healforge.BadInputError, match=r"extra: double vs missing; flag: missing vs int16"):
+        healforge.append(tmp_path / "cat", [bad], synchronous=True, quiet=True)
+    assert healforge.validate_catalog(tmp_path / "cat").ok
+
+
+def test_second_writer_is_refused(base):
+    tmp_path, _ = base
+    from healforge.catalog.transaction import CatalogLock
+
+    b = _batch(tmp_path, "B", "uniform", 100, 100_000, 2)
+    with CatalogLock(tmp_path / "cat", "test holder"):
+        proc = run_cli("append", tmp_path / "cat", b, "--synchronous", "-q", check=False)
+    assert proc.returncode == 2
+    assert "being changed by another writer" in proc.stderr and "test holder" in proc.stderr
+
+
+@pytest.mark.parametrize("kill_at", ["Mapping:1", "Reducing:2", "Commit:1", "Apply:2"])
+def test_killed_append_leaves_catalog_readable_and_rerun_completes(base, kill_at):
+    tmp_path, a = base
+    root = tmp_path / "cat"
+    b = _batch(tmp_path, "B", "clustered", 3_000, 100_000, 2)
+    c = _batch(tmp_path, "C", "uniform", 2_000, 200_000, 3)
+    healforge.append(root, [b], "nightB", synchronous=True, quiet=True)
+    ab = [pq.read_table(a), pq.read_table(b)]
+    proc = run_cli(
+        "append",
+        root,
+        c,
+        "--batch",
+        "nightC",
+        "--synchronous",
+        "-q",
+        env={"HEALFORGE_KILL_AFTER": kill_at},
+        check=False,
+    )
+    assert proc.returncode == -9, proc.stderr
+    if kill_at in ("Mapping:1", "Reducing:2"):
+        # before the commit: the catalog is exactly A+B and valid
+        _assert_rows(root, ab)
+    run_cli("append", root, c, "--batch", "nightC", "--synchronous", "-q")
+    _assert_rows(root, ab + [pq.read_table(c)])
+    assert not (root / ".healforge-txn").exists() and not (root / ".healforge.lock").exists()
+
+
+def test_compact_dedupes_keeps_latest_and_obeys_threshold(base):
+    tmp_path, a = base
+    root = tmp_path / "cat"
+    ta = pq.read_table(a)
+    # B re-observes 2,000 objects of A with a later mjd (new values), plus 3,000 new objects
+    rng = np.random.default_rng(8)
+    ids = rng.choice(ta["id"].to_numpy(), 2_000, replace=False)
+    old = ta.filter(pa.compute.is_in(ta["id"], pa.array(ids)))
+    upd = old.set_column(
+        old.schema.get_field_index("mag"), "mag", pa.array(np.full(old.num_rows, 99.0, np.float32))
+    )
+    ra, dec = make_points("clustered", 3_000, seed=9)
+    new = survey_table(ra, dec, 300_000, 9)
+    tb = pa.concat_tables([upd, new])
+    t_mjd = lambda t, v: t.append_column("mjd", pa.array(np.full(t.num_rows, v)))  # noqa: E731
+    # catalogs need a time column: rebuild A with one
+    healforge.import_catalog(
+        [_write(tmp_path / "in" / "A2.parquet", t_mjd(ta, 1.0))],
+        tmp_path / "cat2",
+        threshold=1_000,
+        highest_order=7,
+        synchronous=True,
+        quiet=True,
+    )
+    root = tmp_path / "cat2"
+    healforge.append(
+        root, [_write(tmp_path / "in" / "B2.parquet", t_mjd(tb, 2.0))], "b", synchronous=True, quiet=True
+    )
+    assert int(fmt.read_properties(root)["hats_nrows"]) == ta.num_rows + tb.num_rows
+    proc = run_cli(
+        "compact",
+        root,
+        "--dedupe-on",
+        "id",
+        "--keep-latest-by",
+        "mjd",
+        "--threshold",
+        "800",
+        "--synchronous",
+        "-q",
+    )
+    assert "2000 duplicates removed" in proc.stdout
+    df = _read_all(root)
+    assert df["id"].is_unique and len(df) == ta.num_rows + new.num_rows
+    assert (df.set_index("id").loc[ids, "mag"] == 99.0).all()
+    for f in fmt.list_data_files(root):
+        assert pq.read_metadata(f).num_rows <= 800
+        assert f.name == "compacted.parquet"
+    assert healforge.validate_catalog(root, id_column="id").ok
+    assert is_valid_catalog(str(root), strict=True)
