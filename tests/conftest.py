@@ -50,6 +50,9 @@ def make_points(kind: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarra
         ra = np.mod(rng.normal(0, 0.3, n), 360)
         ra[:4] = [0.0, 359.9999999, 1e-12, 360 - 1e-9]
         return ra, rng.uniform(-2, 2, n)
+    if kind == "negative_ra":
+        ra, dec = make_points("uniform", n, seed)
+        return ra - 180.0, dec
     raise ValueError(kind)
 
 

@@ -47,7 +47,7 @@ def check_catalog(path, source: pa.Table, threshold: int | None = None):
     return df
 
 
-@pytest.mark.parametrize("kind", ["uniform", "clustered", "polar", "seam"])
+@pytest.mark.parametrize("kind", ["uniform", "clustered", "polar", "seam", "negative_ra"])
 def test_import_point_sets(tmp_path, kind):
     ra, dec = make_points(kind, 30_000, seed=1)
     table = survey_table(ra, dec)
@@ -220,3 +220,25 @@ def test_validate_finds_broken_catalog(tmp_path):
     proc = run_cli("validate", tmp_path / "cat", "--id", "id", check=False)
     assert proc.returncode == 1
     assert "not sorted" in proc.stderr and "duplicated" in proc.stderr
+
+
+def test_hdf5_input(tmp_path):
+    import h5py
+
+    ra, dec = make_points("uniform", 3_000, seed=13)
+    table = survey_table(ra, dec).drop_columns(["name"])
+    with h5py.File(tmp_path / "obs.h5", "w") as h5:
+        grp = h5.create_group("catalog")
+        for name in table.column_names:
+            grp.create_dataset(name, data=table[name].to_numpy())
+    res = healforge.import_catalog(
+        [tmp_path / "obs.h5"],
+        tmp_path / "cat",
+        threshold=500,
+        highest_order=5,
+        synchronous=True,
+        quiet=True,
+        reader_options={"group": "catalog"},
+    )
+    assert res.rows == 3_000
+    check_catalog(tmp_path / "cat", table)

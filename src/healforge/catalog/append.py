@@ -92,8 +92,9 @@ def append(
     batch: str | None = None,
     *,
     input_format: str | None = None,
+    reader_options: dict | None = None,
     on_bad_rows: str = "error",
-    batch_rows: int = 1_000_000,
+    batch_rows: int = 500_000,
     compression: str | None = "zstd:3",
     margin: str | os.PathLike | None = None,
     engine: Engine | None = None,
@@ -116,7 +117,7 @@ def append(
     margin
         Margin catalog of this catalog to rebuild after the append (default: the margins recorded
         for the catalog by :func:`healforge.margin`).
-    on_bad_rows, input_format, batch_rows, compression, engine, workers, scheduler, synchronous, quiet
+    on_bad_rows, input_format, reader_options, batch_rows, compression, engine, workers, scheduler, synchronous, quiet
         As for :func:`healforge.import_catalog`.
 
     Raises
@@ -145,7 +146,7 @@ def append(
         skymap_order = int(np.log2(len(histogram) // 12) // 2)
         mapping_order = max(skymap_order, max(o for o, _ in existing))
         threshold = int(props.get("hats_max_rows", 1_000_000))
-        spec = InputSpec(ra, dec, input_format, batch_rows, on_bad_rows)
+        spec = InputSpec(ra, dec, input_format, batch_rows, on_bad_rows, dict(reader_options or {}))
 
         eng = engine_from_args(workers, scheduler, synchronous, quiet, engine)
         try:

@@ -76,7 +76,8 @@ def import_catalog(
     compression: str | None = "zstd:3",
     drop_empty_siblings: bool = True,
     input_format: str | None = None,
-    batch_rows: int = 1_000_000,
+    reader_options: dict | None = None,
+    batch_rows: int = 500_000,
     row_group_rows: int = 1_048_576,
     on_bad_rows: str = "error",
     resume: bool | None = None,
@@ -107,6 +108,9 @@ def import_catalog(
         ``obs_collection`` (default: the output directory name).
     catalog_type
         ``object`` or ``source``.
+    input_format, reader_options
+        Input format (guessed from the suffix by default) and reader options: ``hdu`` (FITS
+        extension), ``group`` (HDF5 group of column datasets), ``delimiter`` (CSV).
     sort_columns
         Columns sorting rows after ``_healpix_29`` inside each file.
     compression
@@ -152,11 +156,12 @@ def import_catalog(
         "compression": compression,
         "drop_empty_siblings": bool(drop_empty_siblings),
         "input_format": input_format,
+        "reader_options": reader_options or {},
         "on_bad_rows": on_bad_rows,
         "version": __version__,
     }
     resumed = _prepare_output(output, work, args, resume, overwrite)
-    spec = InputSpec(ra, dec, input_format, batch_rows, on_bad_rows)
+    spec = InputSpec(ra, dec, input_format, batch_rows, on_bad_rows, dict(reader_options or {}))
     timings: dict[str, float] = {}
     _warm_up_hats()
 

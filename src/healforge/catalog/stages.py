@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ class InputSpec:
     fmt: str | None = None
     batch_rows: int = 1_000_000
     on_bad_rows: str = "error"
+    options: dict = field(default_factory=dict)
 
 
 def _save_npz(path: Path, **arrays) -> None:
@@ -81,9 +82,9 @@ def map_file(task: dict) -> dict:
     """Map stage: histogram of one input file at the mapping order (coordinates only)."""
     spec: InputSpec = task["spec"]
     path, order, out = task["path"], task["order"], Path(task["out"])
-    schema = read_schema(path, spec.fmt)
+    schema = read_schema(path, spec.fmt, **spec.options)
     parts, n_rows, n_bad = [], 0, 0
-    for first, table in iter_batches(path, [spec.ra, spec.dec], spec.batch_rows, spec.fmt):
+    for first, table in iter_batches(path, [spec.ra, spec.dec], spec.batch_rows, spec.fmt, **spec.options):
         ra, dec, bad = coordinates(table, spec, path, first)
         good = ~bad
         pix = index_to_order(spatial_index(ra[good], dec[good]), order)
@@ -118,7 +119,7 @@ def split_file(task: dict) -> dict:
     shift = 2 * (29 - alignment.mapping_order)
     with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, out_schema) as writer:
         b = 0
-        for first, table in iter_batches(path, None, spec.batch_rows, spec.fmt):
+        for first, table in iter_batches(path, None, spec.batch_rows, spec.fmt, **spec.options):
             if table.schema.names != schema.names:
                 raise BadInputError("columns changed inside the file", path=path)
             ra, dec, bad = coordinates(table, spec, path, first)

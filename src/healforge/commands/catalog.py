@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sort-columns", nargs="*", default=[], help="secondary sort columns")
     p.add_argument("--compression", default="zstd:3", help="parquet codec[:level] (default zstd:3)")
     p.add_argument("--format", dest="input_format", choices=["csv", "parquet", "fits", "hdf5"], default=None)
+    p.add_argument("--hdf5-group", default=None, help="HDF5 group holding the column datasets")
+    p.add_argument("--fits-hdu", type=int, default=None, help="FITS table extension (default: the first)")
     p.add_argument("--no-drop-empty-siblings", action="store_true", help="hats' alternative alignment")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="require and continue an unfinished run")
@@ -37,6 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", default=None, help="batch label (file name in each pixel; default: UTC time)")
     p.add_argument("--format", dest="input_format", choices=["csv", "parquet", "fits", "hdf5"], default=None)
     p.add_argument("--on-bad-rows", choices=["error", "quarantine"], default="error")
+    p.add_argument("--hdf5-group", default=None, help="HDF5 group holding the column datasets")
+    p.add_argument("--fits-hdu", type=int, default=None, help="FITS table extension (default: the first)")
     p.add_argument("--margin", default=None, help="margin catalog to rebuild (default: the recorded ones)")
     add_engine_args(p)
     p.set_defaults(func=_append)
@@ -78,6 +82,7 @@ def _import(args: argparse.Namespace) -> int:
         compression=args.compression,
         drop_empty_siblings=not args.no_drop_empty_siblings,
         input_format=args.input_format,
+        reader_options=_reader_options(args),
         on_bad_rows=args.on_bad_rows,
         resume=True if args.resume else None,
         overwrite=args.overwrite,
@@ -95,6 +100,7 @@ def _append(args: argparse.Namespace) -> int:
         args.inputs,
         args.batch,
         input_format=args.input_format,
+        reader_options=_reader_options(args),
         on_bad_rows=args.on_bad_rows,
         margin=args.margin,
         **engine_kwargs(args),
@@ -116,6 +122,15 @@ def _compact(args: argparse.Namespace) -> int:
     )
     print(result)
     return 0
+
+
+def _reader_options(args: argparse.Namespace) -> dict:
+    options = {}
+    if getattr(args, "hdf5_group", None):
+        options["group"] = args.hdf5_group
+    if getattr(args, "fits_hdu", None) is not None:
+        options["hdu"] = args.fits_hdu
+    return options
 
 
 def _info(args: argparse.Namespace) -> int:
