@@ -25,7 +25,7 @@ from healforge.catalog import format as fmt
 from healforge.catalog.alignment import Alignment, dense_histogram, generate_alignment
 from healforge.catalog.pipeline import common_schema, map_stage, reduce_stage, rejected_tables, split_stage
 from healforge.catalog.stages import InputSpec
-from healforge.engine import Engine, engine_from_args
+from healforge.engine import Engine, Progress, engine_from_args
 from healforge.errors import CatalogError
 from healforge.healpix import check_order
 from healforge.io.readers import expand_inputs
@@ -173,6 +173,7 @@ def import_catalog(
         timings["map"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
+        binning = Progress(1, "Binning", quiet=quiet)
         schema = common_schema(files, mapped["schemas"], [id_column, *sort_columns])
         pixels, counts = mapped["pixels"], mapped["counts"]
         align_file = work / "alignment.npz"
@@ -186,6 +187,8 @@ def import_catalog(
             alignment.save(tmp)
             os.replace(tmp, align_file)
         destinations = alignment.destinations()
+        binning.update()
+        binning.close()
         timings["binning"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -206,8 +209,8 @@ def import_catalog(
         if own_engine:
             eng.close()
 
-    # finish
     t0 = time.perf_counter()
+    finishing = Progress(2, "Finishing", quiet=quiet)
     pixels_out = [(o, p) for o, p, _ in destinations]
     rejected_file = _write_rejected(output, rejected_tables(work, files)) if n_rejected else None
     written = finish_catalog(
@@ -222,10 +225,13 @@ def import_catalog(
         sort_columns=sort_columns,
         extra={"hats_col_id": id_column} if id_column else None,
     )
+    finishing.update()
     n_rows = mapped["rows"]
     if written + n_rejected != n_rows:
         raise RuntimeError(f"row count mismatch: read {n_rows}, rejected {n_rejected}, wrote {written}")
     shutil.rmtree(work, ignore_errors=True)
+    finishing.update()
+    finishing.close()
     timings["finish"] = time.perf_counter() - t0
     result = ImportResult(
         str(output), written, n_rejected, pixels_out, str(rejected_file) if rejected_file else None, resumed
