@@ -54,6 +54,7 @@ import numpy as np
 
 from healforge.errors import HealforgeError
 from healforge.healpix import MAX_ORDER
+from healforge.io.readers import SUFFIXES as READER_SUFFIXES
 
 INPUT_FORMATS = ("csv", "parquet", "geoparquet", "fits", "hdf5")
 ASSIGNMENT_MODES = ("points", "strict", "center", "fuzzy", "overlap")
@@ -79,20 +80,7 @@ FUNCTIONS: dict[str, tuple[set[str], set[str]]] = {
     "weighted_var": ({"weight", "ddof"}, set()),
     "weighted_std": ({"weight", "ddof"}, set()),
 }
-_SUFFIXES = {
-    ".csv": "csv",
-    ".csv.gz": "csv",
-    ".tsv": "csv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".geoparquet": "geoparquet",
-    ".fits": "fits",
-    ".fit": "fits",
-    ".fits.gz": "fits",
-    ".h5": "hdf5",
-    ".hdf5": "hdf5",
-    ".he5": "hdf5",
-}
+_SUFFIXES = {**READER_SUFFIXES, ".geoparquet": "geoparquet"}
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 

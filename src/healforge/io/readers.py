@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from healforge.errors import BadInputError
 
 FORMATS = ("csv", "parquet", "fits", "hdf5")
-_SUFFIXES = {
+SUFFIXES = {
     ".csv": "csv",
     ".csv.gz": "csv",
     ".txt": "csv",
@@ -43,11 +43,11 @@ def detect_format(path: str, fmt: str | None = None) -> str:
             raise ValueError(f"unknown input format {fmt!r}; expected one of {', '.join(FORMATS)}")
         return fmt
     name = str(path).lower()
-    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
+    for suffix in sorted(SUFFIXES, key=len, reverse=True):
         if name.endswith(suffix):
-            return _SUFFIXES[suffix]
+            return SUFFIXES[suffix]
     raise BadInputError(
-        f"cannot tell the format from the file name; use one of {', '.join(sorted(_SUFFIXES))} "
+        f"cannot tell the format from the file name; use one of {', '.join(sorted(SUFFIXES))} "
         "or pass the format explicitly",
         path=path,
     )
