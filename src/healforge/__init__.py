@@ -13,6 +13,15 @@ _API = {
     "catalog_info": "healforge.catalog.info",
     "Engine": "healforge.engine",
     "BadInputError": "healforge.errors",
+    "sidecar": "healforge.aggregate.sidecar",
+    "read_sidecar": "healforge.aggregate.sidecar",
+    "aggregate": "healforge.aggregate.api",
+    "accumulate": "healforge.aggregate.api",
+    "merge_states": "healforge.aggregate.api",
+    "finalize": "healforge.aggregate.api",
+    "State": "healforge.aggregate.state",
+    "read_map": "healforge.aggregate.maptable",
+    "write_map": "healforge.aggregate.maptable",
 }
 
 __all__ = sorted(_API) + ["__version__"]
