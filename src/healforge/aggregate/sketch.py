@@ -5,7 +5,8 @@ segment's centroids in the flat arrays ``means`` and ``weights`` (float64), sort
 a segment. Weights are point counts. Compression uses the arcsine scale function
 ``k(q) = delta / (2 pi) * asin(2 q - 1)``: a centroid may grow while it spans at most one unit of
 ``k``, so tails keep small centroids and a segment keeps about ``pi * delta / 2`` centroids at most.
-Segments with few points keep every point and give exact quantiles.
+Segments with at most ``2 * delta`` centroids are not compressed, so cells with few points keep
+every value and give exact quantiles.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import numba
 import numpy as np
 
 DEFAULT_DELTA = 200.0
+# Segments with at most KEEP_FACTOR * delta centroids are left as they are (small cells stay exact).
+KEEP_FACTOR = 2.0
 
 
 @numba.njit(cache=True)
@@ -27,7 +30,7 @@ def _k(q: float, delta: float) -> float:
 
 
 @numba.njit(cache=True)
-def _compress(offsets, means, weights, delta):
+def _compress(offsets, means, weights, delta, keep):
     nseg = offsets.size - 1
     out_m = np.empty(means.size, dtype=np.float64)
     out_w = np.empty(means.size, dtype=np.float64)
@@ -36,7 +39,12 @@ def _compress(offsets, means, weights, delta):
     for s in range(nseg):
         a = offsets[s]
         b = offsets[s + 1]
-        if b > a:
+        if b - a <= keep:
+            for i in range(a, b):
+                out_m[k] = means[i]
+                out_w[k] = weights[i]
+                k += 1
+        else:
             total = 0.0
             for i in range(a, b):
                 total += weights[i]
@@ -73,6 +81,7 @@ def compress(
         np.ascontiguousarray(means, dtype=np.float64),
         np.ascontiguousarray(weights, dtype=np.float64),
         float(delta),
+        int(KEEP_FACTOR * delta),
     )
 
 
