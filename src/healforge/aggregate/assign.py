@@ -131,6 +131,11 @@ def _footprints(table, spec, path, first_row, rejects):
     ok &= ~empty
     invalid = np.zeros(n, bool)
     invalid[ok] = ~shapely.is_valid(geoms[ok]) | (shapely.area(geoms[ok]) <= 0)
+    if invalid.any():
+        # planar lon/lat validity fails for valid footprints across the antimeridian: judge those
+        # in their own gnomonic plane
+        recheck = np.flatnonzero(invalid)
+        invalid[recheck[fp.valid_on_sphere(geoms[recheck])]] = False
     reason[invalid] = "invalid geometry"
     ok &= ~invalid
     idx = np.flatnonzero(ok)

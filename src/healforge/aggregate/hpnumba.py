@@ -114,3 +114,29 @@ def corner_vec(order, pix, k):
     dx = (0.0, 1.0, 1.0, 0.0)[k]
     dy = (0.0, 0.0, 1.0, 1.0)[k]
     return xyf2vec((ix + dx) / nside, (iy + dy) / nside, face)
+
+
+@numba.njit(cache=True)
+def boundary_vecs(order, pix, step, out):
+    """Fill ``out`` (``4 * step + 1`` x 3) with a pixel's boundary, counter-clockwise from its south
+    corner with ``step`` points per edge, then its centre in the last row."""
+    nside = np.int64(1) << order
+    face = pix >> (2 * order)
+    sub = pix & ((np.int64(1) << (2 * order)) - 1)
+    ix = _compress_bits(sub)
+    iy = _compress_bits(sub >> 1)
+    k = 0
+    for e in range(4):
+        for s in range(step):
+            t = s / step
+            if e == 0:
+                dx, dy = t, 0.0
+            elif e == 1:
+                dx, dy = 1.0, t
+            elif e == 2:
+                dx, dy = 1.0 - t, 1.0
+            else:
+                dx, dy = 0.0, 1.0 - t
+            out[k, 0], out[k, 1], out[k, 2] = xyf2vec((ix + dx) / nside, (iy + dy) / nside, face)
+            k += 1
+    out[k, 0], out[k, 1], out[k, 2] = xyf2vec((ix + 0.5) / nside, (iy + 0.5) / nside, face)
