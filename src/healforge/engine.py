@@ -33,7 +33,9 @@ class Progress:
     def _line(self) -> None:
         pct = 100 * self.done / self.total if self.total else 100
         elapsed = time.perf_counter() - self._t0
-        print(f"{self.desc}: {self.done}/{self.total} ({pct:.0f}%) {elapsed:.1f}s", file=sys.stderr, flush=True)
+        print(
+            f"{self.desc}: {self.done}/{self.total} ({pct:.0f}%) {elapsed:.1f}s", file=sys.stderr, flush=True
+        )
 
     def update(self, n: int = 1) -> None:
         self.done += n

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from healforge.aggregate import sketch as sk
+from healforge.aggregate.grouping import cell_index, group_sort
 from healforge.errors import BadInputError
 from healforge.healpix import check_order
 
@@ -86,19 +87,21 @@ class State:
         """Exact state of one batch: rows' cells, column values (NaN = missing) and weights."""
         cells = np.asarray(cells, dtype=np.int64)
         delta = conv.get("delta", sk.DEFAULT_DELTA)
-        cell_ids, inv = np.unique(cells, return_inverse=True)
+        cell_ids, inv = cell_index(cells)
         ncell = cell_ids.size
         moments, sketches = {}, {}
         for col, vals in values.items():
             vals = np.asarray(vals, dtype=np.float64)
-            idx = np.flatnonzero(~np.isnan(vals))
-            ci, v = inv[idx], vals[idx]
-            o = np.lexsort((v, ci))
-            ci, v = ci[o], v[o]
-            w = np.ones(v.size) if weights is None else np.asarray(weights, dtype=np.float64)[idx][o]
-            n = np.bincount(ci, minlength=ncell).astype(np.int64)
-            offsets = np.zeros(ncell + 1, dtype=np.int64)
-            np.cumsum(n, out=offsets[1:])
+            valid = ~np.isnan(vals)
+            idx = None if valid.all() else np.flatnonzero(valid)
+            ci, v = (inv, vals) if idx is None else (inv[idx], vals[idx])
+            o, offsets, v = group_sort(ci, v, ncell)
+            if weights is None:
+                w = np.ones(v.size)
+            else:
+                w = np.asarray(weights, dtype=np.float64)
+                w = (w if idx is None else w[idx])[o]
+            n = np.diff(offsets)
             m = _empty_moments(ncell)
             m["n"] = n
             has = n > 0
@@ -273,7 +276,7 @@ def _reduce(states: Sequence[State], keys: Sequence[np.ndarray], order: int) -> 
     """Combine rows of ``states`` grouped by ``keys`` (one key array per state, cells at ``order``)."""
     first = states[0]
     all_keys = np.concatenate(keys) if keys else np.empty(0, dtype=np.int64)
-    cell_ids, inv = np.unique(all_keys, return_inverse=True)
+    cell_ids, inv = cell_index(all_keys)
     ncell = cell_ids.size
     o = np.argsort(inv, kind="stable")
     seg = inv[o]

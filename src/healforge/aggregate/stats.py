@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from healforge.aggregate.grouping import cell_index, group_sort, segment_mad
+
 BUILTIN = ("count", "sum", "mean", "var", "std", "min", "max", "median", "mad", "robust_std")
 WEIGHTED = ("wsum", "wmean", "wvar", "wstd")
 QUANTILE_RE = re.compile(r"^q(\d{2,})$")
@@ -135,21 +137,22 @@ def cell_statistics(
     cells = np.asarray(cells, dtype=np.int64)
     if weights is not None:
         weights = np.asarray(weights, dtype=np.float64)
-    cell_ids, cell_index = np.unique(cells, return_inverse=True)
+    cell_ids, cidx = cell_index(cells)
     ncell = cell_ids.size
     out: dict[str, np.ndarray] = {}
     for col, vals in values.items():
         vals = np.asarray(vals, dtype=np.float64)
         valid = ~np.isnan(vals)
-        idx = np.flatnonzero(valid)
-        ci = cell_index[idx]
-        v = vals[idx]
-        order = np.lexsort((v, ci))
-        ci, v = ci[order], v[order]
-        w = weights[idx][order] if weights is not None else None
-        n = np.bincount(ci, minlength=ncell).astype(np.int64)
-        starts_all = np.zeros(ncell, dtype=np.int64)
-        np.cumsum(n[:-1], out=starts_all[1:])
+        all_valid = bool(valid.all())
+        idx = None if all_valid else np.flatnonzero(valid)
+        ci = cidx if all_valid else cidx[idx]
+        v = vals if all_valid else vals[idx]
+        order, starts_all, v = group_sort(ci, v, ncell)
+        w = None
+        if weights is not None:
+            w = (weights if all_valid else weights[idx])[order]
+        n = np.diff(starts_all)
+        starts_all = starts_all[:-1]
         has = n > 0
         starts = starts_all[has]
         nh = n[has]
@@ -192,10 +195,7 @@ def cell_statistics(
             elif s in ("mad", "robust_std"):
                 if med is None:
                     med = _segment_quantile(v, starts, nh, 0.5)
-                    seg = np.repeat(np.arange(nh.size), nh)
-                    ad = np.abs(v - med[seg])
-                    ad = ad[np.lexsort((ad, seg))]
-                    mad = _segment_quantile(ad, starts_sub(nh), nh, 0.5)
+                    mad = segment_mad(v, starts, nh, med)
                 res[s] = full(mad if s == "mad" else MAD_TO_STD * mad)
             elif s in WEIGHTED:
                 ww = w if w is not None else np.ones_like(v)

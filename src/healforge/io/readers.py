@@ -76,8 +76,7 @@ def _check_columns(path: str, available: Sequence[str], wanted: Sequence[str] | 
     missing = [c for c in wanted if c not in available]
     if missing:
         raise BadInputError(
-            f"column(s) {', '.join(map(repr, missing))} not found; available columns: "
-            f"{', '.join(available)}",
+            f"column(s) {', '.join(map(repr, missing))} not found; available columns: {', '.join(available)}",
             path=path,
             column=missing[0],
         )
@@ -210,7 +209,9 @@ def _iter_fits(path, columns, batch_rows, hdu=None, **_):
     with fits.open(target, memmap=local, lazy_load_hdus=True) as hdul:
         ext = hdu
         if ext is None:
-            ext = next((i for i, h in enumerate(hdul) if isinstance(h, fits.BinTableHDU | fits.TableHDU)), None)
+            ext = next(
+                (i for i, h in enumerate(hdul) if isinstance(h, fits.BinTableHDU | fits.TableHDU)), None
+            )
             if ext is None:
                 raise BadInputError("FITS file has no table extension", path=path)
         data = hdul[ext].data
@@ -229,7 +230,9 @@ def _iter_hdf5(path, columns, batch_rows, group="/", **_):
     fs, fs_path = _open(path)
     with fs.open(fs_path, "rb") as f, h5py.File(f, "r") as h5:
         if group not in h5:
-            raise BadInputError(f"HDF5 group {group!r} not found; top-level keys: {list(h5.keys())}", path=path)
+            raise BadInputError(
+                f"HDF5 group {group!r} not found; top-level keys: {list(h5.keys())}", path=path
+            )
         node = h5[group]
         if isinstance(node, h5py.Dataset) and node.dtype.names:
             names = list(node.dtype.names)
@@ -262,9 +265,7 @@ def expand_inputs(paths: Sequence[str | os.PathLike]) -> list[str]:
         if any(ch in fs_path for ch in "*?["):
             matches = sorted(fs.glob(fs_path))
         elif fs.isdir(fs_path):
-            matches = sorted(
-                f for f in fs.find(fs_path) if not os.path.basename(f).startswith((".", "_"))
-            )
+            matches = sorted(f for f in fs.find(fs_path) if not os.path.basename(f).startswith((".", "_")))
         else:
             matches = [fs_path]
         if not matches:
