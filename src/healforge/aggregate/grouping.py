@@ -112,3 +112,22 @@ def group_sort(inv: np.ndarray, values: np.ndarray, ncell: int) -> tuple[np.ndar
     return _group_sort(
         np.ascontiguousarray(inv, dtype=np.int64), np.ascontiguousarray(values, dtype=np.float64), int(ncell)
     )
+
+
+@numba.njit(cache=True)
+def _minmax(ci, v, ncell):
+    lo = np.full(ncell, np.nan)
+    hi = np.full(ncell, np.nan)
+    for i in range(ci.size):
+        c = ci[i]
+        x = v[i]
+        if not (lo[c] <= x):  # also true while lo[c] is NaN
+            lo[c] = x
+        if not (hi[c] >= x):
+            hi[c] = x
+    return lo, hi
+
+
+def minmax(ci: np.ndarray, v: np.ndarray, ncell: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cell minimum and maximum of non-NaN values (NaN for cells without values)."""
+    return _minmax(np.ascontiguousarray(ci, np.int64), np.ascontiguousarray(v, np.float64), int(ncell))

@@ -90,15 +90,56 @@ def from_sorted_values(offsets: np.ndarray, values: np.ndarray, delta: float = D
     return compress(offsets, values, np.ones(values.size), delta)
 
 
+@numba.njit(cache=True)
+def _group_centroids(segment, means, weights, nseg):
+    n = segment.size
+    offsets = np.zeros(nseg + 1, np.int64)
+    for i in range(n):
+        offsets[segment[i] + 1] += 1
+    for c in range(nseg):
+        offsets[c + 1] += offsets[c]
+    pos = offsets[:-1].copy()
+    m = np.empty(n)
+    w = np.empty(n)
+    for i in range(n):
+        c = segment[i]
+        m[pos[c]] = means[i]
+        w[pos[c]] = weights[i]
+        pos[c] += 1
+    for c in range(nseg):
+        a = offsets[c]
+        b = offsets[c + 1]
+        if b - a <= 1:
+            continue
+        if b - a <= 32:
+            for k in range(a + 1, b):
+                x = m[k]
+                y = w[k]
+                j = k - 1
+                while j >= a and m[j] > x:
+                    m[j + 1] = m[j]
+                    w[j + 1] = w[j]
+                    j -= 1
+                m[j + 1] = x
+                w[j + 1] = y
+        else:
+            o = np.argsort(m[a:b])
+            m[a:b] = m[a:b][o]
+            w[a:b] = w[a:b][o]
+    return offsets, m, w
+
+
 def merge(
     segment: np.ndarray, means: np.ndarray, weights: np.ndarray, nseg: int, delta: float = DEFAULT_DELTA
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Merge centroids labelled by output ``segment`` (any order) into ``nseg`` compressed sketches."""
-    order = np.lexsort((means, segment))
-    counts = np.bincount(segment, minlength=nseg)
-    offsets = np.zeros(nseg + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    return compress(offsets, means[order], weights[order], delta)
+    offsets, m, w = _group_centroids(
+        np.ascontiguousarray(segment, dtype=np.int64),
+        np.ascontiguousarray(means, dtype=np.float64),
+        np.ascontiguousarray(weights, dtype=np.float64),
+        int(nseg),
+    )
+    return compress(offsets, m, w, delta)
 
 
 @numba.njit(cache=True)

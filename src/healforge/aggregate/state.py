@@ -23,6 +23,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -317,8 +318,46 @@ def _reduce(states: Sequence[State], keys: Sequence[np.ndarray], order: int) -> 
     )
 
 
+@numba.njit(cache=True)
+def _combine_nb(starts, end, wt, shift, dmean, m2):
+    nseg = starts.size
+    W = np.zeros(nseg)
+    mean = np.full(nseg, np.nan)
+    M2 = np.zeros(nseg)
+    for s in range(nseg):
+        a = starts[s]
+        b = starts[s + 1] if s + 1 < nseg else end
+        tot = 0.0
+        acc = 0.0
+        for i in range(a, b):
+            if wt[i] > 0 and not np.isnan(dmean[i]):
+                tot += wt[i]
+                acc += wt[i] * (shift[i] + dmean[i])
+        if tot <= 0:
+            continue
+        mu = acc / tot
+        corr = 0.0
+        for i in range(a, b):
+            if wt[i] > 0 and not np.isnan(dmean[i]):
+                corr += wt[i] * (shift[i] + dmean[i] - mu)
+        mu += corr / tot
+        q = 0.0
+        for i in range(a, b):
+            if wt[i] > 0 and not np.isnan(dmean[i]):
+                d = shift[i] + dmean[i] - mu
+                q += m2[i] + wt[i] * d * d
+        W[s] = tot
+        mean[s] = mu
+        M2[s] = q
+    return W, mean, M2
+
+
 def _chan(cat: dict[str, np.ndarray], starts: np.ndarray, ncell: int) -> dict[str, np.ndarray]:
-    """Many-part Chan combination of moment rows already grouped into segments at ``starts``."""
+    """Many-part Chan combination of moment rows already grouped into segments at ``starts``.
+
+    Means are taken relative to the combined minimum (each part's mean is its own minimum plus
+    ``dmean``; minimum differences are differences of nearby data values), in two passes.
+    """
     out = _empty_moments(ncell)
     if starts.size == 0:
         return out
@@ -330,25 +369,13 @@ def _chan(cat: dict[str, np.ndarray], starts: np.ndarray, ncell: int) -> dict[st
     out["n"] = N.astype(np.int64)
     out["min"] = np.fmin.reduceat(cat["min"], starts)
     out["max"] = np.fmax.reduceat(cat["max"], starts)
-
-    ref = out["min"]
-    shift = np.where(nf > 0, cat["min"] - np.repeat(np.where(has, ref, 0.0), counts), 0.0)
-
-    def combine(wt, dmean, m2):
-        ok = (wt > 0) & ~np.isnan(dmean)
-        wt = np.where(ok, wt, 0.0)
-        x = np.where(ok, shift + dmean, 0.0)
-        W = np.add.reduceat(wt, starts)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(W > 0, np.add.reduceat(wt * x, starts) / W, 0.0)
-            d = np.where(ok, x - np.repeat(mean, counts), 0.0)
-            mean = mean + np.where(W > 0, np.add.reduceat(wt * d, starts) / W, 0.0)
-            d = np.where(ok, x - np.repeat(mean, counts), 0.0)
-            m2_out = np.add.reduceat(np.where(ok, m2, 0.0), starts) + np.add.reduceat(wt * d * d, starts)
-        return W, np.where(W > 0, mean, np.nan), m2_out
-
-    _, out["dmean"], out["m2"] = combine(nf, cat["dmean"], cat["m2"])
-    out["wsum"], out["wdmean"], out["wm2"] = combine(cat["wsum"], cat["wdmean"], cat["wm2"])
+    ref = np.repeat(np.where(has, out["min"], 0.0), counts)
+    shift = np.where(nf > 0, cat["min"] - ref, 0.0)
+    end = n.size
+    _, out["dmean"], out["m2"] = _combine_nb(starts, end, nf, shift, cat["dmean"], cat["m2"])
+    out["wsum"], out["wdmean"], out["wm2"] = _combine_nb(
+        starts, end, cat["wsum"], shift, cat["wdmean"], cat["wm2"]
+    )
     return out
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from healforge.aggregate.grouping import cell_index, group_sort, segment_mad
+from healforge.aggregate.grouping import cell_index, group_sort, minmax, segment_mad
 
 BUILTIN = ("count", "sum", "mean", "var", "std", "min", "max", "median", "mad", "robust_std")
 WEIGHTED = ("wsum", "wmean", "wvar", "wstd")
@@ -140,6 +140,7 @@ def cell_statistics(
     cell_ids, cidx = cell_index(cells)
     ncell = cell_ids.size
     out: dict[str, np.ndarray] = {}
+    moments_only = all(s in MOMENT_STATS for s in stats)
     for col, vals in values.items():
         vals = np.asarray(vals, dtype=np.float64)
         valid = ~np.isnan(vals)
@@ -147,6 +148,15 @@ def cell_statistics(
         idx = None if all_valid else np.flatnonzero(valid)
         ci = cidx if all_valid else cidx[idx]
         v = vals if all_valid else vals[idx]
+        if moments_only:
+            wv = None if weights is None else (weights if all_valid else weights[idx])
+            res = _moment_stats(ci, v, wv, ncell, stats, ddof)
+            for s in stats:
+                arr = res[s]
+                if s != "count" and min_count > 1:
+                    arr = np.where(res["count"] >= min_count, arr, np.nan)
+                out[f"{col}_{stat_label(s)}"] = arr
+            continue
         order, starts_all, v = group_sort(ci, v, ncell)
         w = None
         if weights is not None:
@@ -223,6 +233,33 @@ def cell_statistics(
                 arr = np.where(n >= min_count, arr, np.nan)
             out[f"{col}_{stat_label(s)}"] = arr
     return cell_ids, out
+
+
+MOMENT_STATS = ("count", "sum", "mean", "var", "std", "min", "max", "wsum", "wmean", "wvar", "wstd")
+
+
+def _moment_stats(ci, v, w, ncell, stats, ddof) -> dict[str, np.ndarray]:
+    """Moment statistics by bincount (no sorting): two passes, exact to rounding."""
+    n = np.bincount(ci, minlength=ncell)
+    res: dict[str, np.ndarray] = {"count": n.astype(np.int64)}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        s = np.bincount(ci, weights=v, minlength=ncell)
+        mean = s / n
+        mean = mean + np.bincount(ci, weights=v - mean[ci], minlength=ncell) / n
+        d = v - mean[ci]
+        m2 = np.bincount(ci, weights=d * d, minlength=ncell)
+        var = np.where(n - ddof > 0, m2 / np.maximum(n - ddof, 1), np.nan)
+        res.update(sum=s, mean=mean, var=var, std=np.sqrt(var))
+        if any(x in stats for x in ("min", "max")):
+            res["min"], res["max"] = minmax(ci, v, ncell)
+        if any(x in stats for x in WEIGHTED):
+            ww = np.ones_like(v) if w is None else w
+            wsum = np.bincount(ci, weights=ww, minlength=ncell)
+            wmean = mean + np.bincount(ci, weights=ww * d, minlength=ncell) / wsum
+            dw = v - wmean[ci]
+            wvar = np.bincount(ci, weights=ww * dw * dw, minlength=ncell) / wsum
+            res.update(wsum=wsum, wmean=wmean, wvar=wvar, wstd=np.sqrt(wvar))
+    return res
 
 
 def starts_sub(n: np.ndarray) -> np.ndarray:
