@@ -201,7 +201,7 @@ class State:
         """Write the state to a Parquet file (atomically: temporary name, then rename)."""
         path = os.fspath(path)
         tmp = f"{path}.tmp-{os.getpid()}"
-        pq.write_table(self.to_table(), tmp, compression="zstd")
+        pq.write_table(self.to_table(), tmp, compression="zstd", use_dictionary=False)
         os.replace(tmp, path)
         return path
 
