@@ -276,8 +276,7 @@ def aggregate(
 
 def _accumulate_task(source: Source, spec: Spec, order: int, vspec: ValueSpec, batch_rows: int, conv: dict):
     rejects = Rejects()
-    state = None
-    n = 0
+    pending: list[State] = []
     for first, table in source.batches(_read_columns(source, spec, vspec, []), batch_rows):
         _, assigned = assign_batch(table, spec, [order], path=source.label, first_row=first, rejects=rejects)
         a = assigned[order]
@@ -285,8 +284,10 @@ def _accumulate_task(source: Source, spec: Spec, order: int, vspec: ValueSpec, b
         w = a.weight * (uw[a.row] if uw is not None else 1.0)
         batch = State.from_batch(a.cell, {k: v[a.row] for k, v in vals.items()}, order, weights=w, **conv)
         batch.rows_in = table.num_rows
-        state = batch if state is None else _merge_states([state, batch])
-        n += table.num_rows
+        pending.append(batch)
+        if len(pending) == 8:  # bounded memory; merging in groups keeps the work near-linear
+            pending = [_merge_tree(pending)]
+    state = _merge_tree(pending)
     state.rows_rejected = rejects.count
     return state, rejects
 

@@ -123,9 +123,35 @@ def _group_centroids(segment, means, weights, nseg):
                 m[j + 1] = x
                 w[j + 1] = y
         else:
-            o = np.argsort(m[a:b])
-            m[a:b] = m[a:b][o]
-            w[a:b] = w[a:b][o]
+            # centroids arrive as sorted runs (one per merged state): merge two runs linearly
+            runs = 0
+            split = a
+            for k in range(a + 1, b):
+                if m[k] < m[k - 1]:
+                    runs += 1
+                    split = k
+            if runs == 0:
+                continue
+            if runs == 1:
+                tm = m[a:b].copy()
+                tw = w[a:b].copy()
+                i = 0
+                j = split - a
+                mid = split - a
+                end = b - a
+                for k in range(a, b):
+                    if j >= end or (i < mid and tm[i] <= tm[j]):
+                        m[k] = tm[i]
+                        w[k] = tw[i]
+                        i += 1
+                    else:
+                        m[k] = tm[j]
+                        w[k] = tw[j]
+                        j += 1
+            else:
+                o = np.argsort(m[a:b])
+                m[a:b] = m[a:b][o]
+                w[a:b] = w[a:b][o]
     return offsets, m, w
 
 

@@ -102,30 +102,11 @@ class State:
             else:
                 w = np.asarray(weights, dtype=np.float64)
                 w = (w if idx is None else w[idx])[o]
-            n = np.diff(offsets)
             m = _empty_moments(ncell)
-            m["n"] = n
-            has = n > 0
-            st = offsets[:-1][has]
-            nh = n[has]
-            if st.size:
-                mn = v[st]
-                d = v - np.repeat(mn, nh)
-                dmean = np.add.reduceat(d, st) / nh
-                e = d - np.repeat(dmean, nh)
-                dmean = dmean + np.add.reduceat(e, st) / nh  # second pass: exact to rounding
-                e = d - np.repeat(dmean, nh)
-                m["min"][has] = mn
-                m["max"][has] = v[st + nh - 1]
-                m["dmean"][has] = dmean
-                m["m2"][has] = np.add.reduceat(e * e, st)
-                wsum = np.add.reduceat(w, st)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    wd = dmean + np.add.reduceat(w * e, st) / wsum
-                    ew = d - np.repeat(wd, nh)
-                    m["wsum"][has] = wsum
-                    m["wdmean"][has] = wd
-                    m["wm2"][has] = np.add.reduceat(w * ew * ew, st)
+            m["n"] = np.diff(offsets)
+            _batch_moments(
+                offsets, v, w, m["min"], m["max"], m["dmean"], m["m2"], m["wsum"], m["wdmean"], m["wm2"]
+            )
             moments[col] = m
             sketches[col] = sk.from_sorted_values(offsets, v, delta)
         state = cls(check_order(order), list(values), cell_ids, moments, sketches, **conv)
@@ -316,6 +297,47 @@ def _reduce(states: Sequence[State], keys: Sequence[np.ndarray], order: int) -> 
         rows_rejected=sum(s.rows_rejected for s in states),
         extra=dict(first.extra),
     )
+
+
+@numba.njit(cache=True)
+def _batch_moments(offsets, v, w, mn, mx, dmean, m2, wsum, wdmean, wm2):
+    """Exact moments of each segment of values sorted within segments (two passes per segment)."""
+    for s in range(offsets.size - 1):
+        a = offsets[s]
+        b = offsets[s + 1]
+        if b == a:
+            continue
+        lo = v[a]
+        k = b - a
+        acc = 0.0
+        for i in range(a, b):
+            acc += v[i] - lo
+        mu = acc / k
+        corr = 0.0
+        for i in range(a, b):
+            corr += v[i] - lo - mu
+        mu += corr / k
+        q = 0.0
+        ws = 0.0
+        wacc = 0.0
+        for i in range(a, b):
+            e = v[i] - lo - mu
+            q += e * e
+            ws += w[i]
+            wacc += w[i] * e
+        mn[s] = lo
+        mx[s] = v[b - 1]
+        dmean[s] = mu
+        m2[s] = q
+        wsum[s] = ws
+        if ws > 0:
+            wmu = mu + wacc / ws
+            q = 0.0
+            for i in range(a, b):
+                e = v[i] - lo - wmu
+                q += w[i] * e * e
+            wdmean[s] = wmu
+            wm2[s] = q
 
 
 @numba.njit(cache=True)
