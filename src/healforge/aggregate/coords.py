@@ -164,6 +164,8 @@ def positions(
 
 def _float_column(table: pa.Table, col: str, path: str | None) -> np.ndarray:
     arr = table.column(col)
+    if pa.types.is_boolean(arr.type):
+        arr = arr.cast(pa.float64())
     if not (pa.types.is_floating(arr.type) or pa.types.is_integer(arr.type) or pa.types.is_decimal(arr.type)):
         raise BadInputError(f"column {col!r} must be numeric, found type {arr.type}", path=path, column=col)
     return (
@@ -181,7 +183,4 @@ def value_column(table: pa.Table, col: str, path: str | None = None) -> np.ndarr
             path=path,
             column=col,
         )
-    arr = table.column(col)
-    if pa.types.is_boolean(arr.type):
-        arr = arr.cast(pa.float64())
     return _float_column(table, col, path)

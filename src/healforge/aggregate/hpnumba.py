@@ -104,19 +104,6 @@ def xyf2vec(x, y, face):
 
 
 @numba.njit(cache=True)
-def corner_vec(order, pix, k):
-    """Unit vector of corner ``k`` (0: S, 1: E, 2: N, 3: W) of a nested pixel."""
-    nside = np.int64(1) << order
-    face = pix >> (2 * order)
-    sub = pix & ((np.int64(1) << (2 * order)) - 1)
-    ix = _compress_bits(sub)
-    iy = _compress_bits(sub >> 1)
-    dx = (0.0, 1.0, 1.0, 0.0)[k]
-    dy = (0.0, 0.0, 1.0, 1.0)[k]
-    return xyf2vec((ix + dx) / nside, (iy + dy) / nside, face)
-
-
-@numba.njit(cache=True)
 def boundary_vecs(order, pix, step, out):
     """Fill ``out`` (``4 * step + 1`` x 3) with a pixel's boundary, counter-clockwise from its south
     corner with ``step`` points per edge, then its centre in the last row."""

@@ -260,10 +260,3 @@ def _moment_stats(ci, v, w, ncell, stats, ddof) -> dict[str, np.ndarray]:
             wvar = np.bincount(ci, weights=ww * dw * dw, minlength=ncell) / wsum
             res.update(wsum=wsum, wmean=wmean, wvar=wvar, wstd=np.sqrt(wvar))
     return res
-
-
-def starts_sub(n: np.ndarray) -> np.ndarray:
-    """Segment starts of consecutive segments of lengths ``n``."""
-    s = np.zeros(n.size, dtype=np.int64)
-    np.cumsum(n[:-1], out=s[1:])
-    return s
