@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -290,3 +291,44 @@ def test_write_map_read_map_roundtrip(tmp_path):
     pd.DataFrame({"x": [1]}).to_parquet(tmp_path / "plain.parquet")
     with pytest.raises(healforge.BadInputError, match="not a healforge map"):
         healforge.read_map(tmp_path / "plain.parquet")
+
+
+def test_geoparquet_file_id_column_and_all_rows_rejected(tmp_path):
+    gpd = pytest.importorskip("geopandas")
+    import shapely
+
+    gdf = gpd.GeoDataFrame(
+        {"obs": np.array([10, 20, 30], dtype=np.int64), "v": [1.0, 2.0, 4.0]},
+        geometry=[
+            shapely.box(10, 10, 10.5, 10.5),
+            shapely.box(179.8, 0, 180.3, 0.5),
+            shapely.box(10.2, 10.2, 10.4, 10.4),
+        ],
+    )
+    gdf.to_parquet(tmp_path / "fp.parquet")  # GeoParquet: WKB geometry column + geo metadata
+    sc = healforge.sidecar(tmp_path / "fp.parquet", 7, geometry="geometry", mode="fuzzy", id_column="obs")
+    assert set(sc.column("source_id").to_numpy()) == {10, 20, 30}
+    m = healforge.aggregate(tmp_path / "fp.parquet", ["v"], ["count", "wmean"], sidecar=sc, id_column="obs")
+    direct = healforge.aggregate(
+        tmp_path / "fp.parquet", ["v"], ["count", "wmean"], order=7, geometry="geometry", mode="fuzzy"
+    )
+    pd.testing.assert_frame_equal(m.to_pandas(), direct.to_pandas())
+    # a sidecar id without an input row is an error, not a silent drop
+    bad = sc.set_column(0, "source_id", pa.array(sc.column("source_id").to_numpy() + 1))
+    with pytest.raises(healforge.BadInputError, match="has no matching input row"):
+        healforge.aggregate(tmp_path / "fp.parquet", ["v"], ["count"], sidecar=bad, id_column="obs")
+    # every row rejected: an empty (but valid) state and map, all rows accounted for
+    pd.DataFrame({"lon": [np.nan, 500.0], "lat": [0.0, 0.0], "v": [1.0, 2.0]}).to_parquet(
+        tmp_path / "allbad.parquet"
+    )
+    st = healforge.accumulate(
+        tmp_path / "allbad.parquet",
+        ["v"],
+        order=3,
+        lon="lon",
+        lat="lat",
+        on_bad_rows="quarantine",
+        output=tmp_path / "st.parquet",
+    )
+    assert st.cell_ids.size == 0 and st.rows_in == 2 and st.rows_rejected == 2
+    assert healforge.finalize(tmp_path / "st.parquet").num_rows == 0

@@ -99,7 +99,9 @@ def test_exact_points_match_pandas(ddof):
         np.testing.assert_allclose(got[f"v_{s}"], ref[s].loc[got.index], rtol=1e-10, atol=1e-12, err_msg=s)
     # moment-only statistics take a sort-free path: same numbers
     mom = ["count", "sum", "mean", "var", "std", "min", "max", "wsum", "wmean", "wvar"]
-    fast = healforge.aggregate(df, ["v"], mom, order=order, lon="lon", lat="lat", weight="1 / sigma**2", ddof=ddof)
+    fast = healforge.aggregate(
+        df, ["v"], mom, order=order, lon="lon", lat="lat", weight="1 / sigma**2", ddof=ddof
+    )
     fast = fast.to_pandas().set_index("cell_ids")
     for s in mom:
         np.testing.assert_allclose(fast[f"v_{s}"], ref[s].loc[got.index], rtol=1e-10, atol=1e-12, err_msg=s)
