@@ -31,6 +31,10 @@ def _points(seed=0, n=20000):
     return pd.concat([df, extra], ignore_index=True)
 
 
+def cell_of(df, order):
+    return lonlat_to_pixel(np.mod(df.lon.to_numpy(), 360), df.lat.to_numpy(), order)
+
+
 def _reference(df, order, ddof=1):
     cell = lonlat_to_pixel(np.mod(df.lon.to_numpy(), 360), df.lat.to_numpy(), order)
     d = df.assign(cell=cell, w=1 / df.sigma**2)
@@ -105,6 +109,13 @@ def test_exact_points_match_pandas(ddof):
     fast = fast.to_pandas().set_index("cell_ids")
     for s in mom:
         np.testing.assert_allclose(fast[f"v_{s}"], ref[s].loc[got.index], rtol=1e-10, atol=1e-12, err_msg=s)
+    # without weighted statistics the values are sorted per cell after one shared grouping
+    plain = [s for s in STATS if not s.startswith("w")]
+    unw = healforge.aggregate(df, ["v", "sigma"], plain, order=order, lon="lon", lat="lat", ddof=ddof)
+    unw = unw.to_pandas().set_index("cell_ids")
+    for s in plain:
+        np.testing.assert_allclose(unw[f"v_{s}"], ref[s].loc[got.index], rtol=1e-10, atol=1e-12, err_msg=s)
+    np.testing.assert_allclose(unw["sigma_median"], df.groupby(cell_of(df, order)).sigma.median(), rtol=1e-12)
     # the special cells
     cell = lambda lon: int(lonlat_to_pixel(np.array([lon]), np.array([80.0]), order)[0])  # noqa: E731
     assert got.loc[cell(45.0), "v_count"] == 1 and got.loc[cell(45.0), "v_median"] == 3.5

@@ -131,3 +131,54 @@ def _minmax(ci, v, ncell):
 def minmax(ci: np.ndarray, v: np.ndarray, ncell: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-cell minimum and maximum of non-NaN values (NaN for cells without values)."""
     return _minmax(np.ascontiguousarray(ci, np.int64), np.ascontiguousarray(v, np.float64), int(ncell))
+
+
+@numba.njit(cache=True)
+def _group_cells(inv, ncell):
+    n = inv.size
+    offsets = np.zeros(ncell + 1, np.int64)
+    for i in range(n):
+        offsets[inv[i] + 1] += 1
+    for c in range(ncell):
+        offsets[c + 1] += offsets[c]
+    pos = offsets[:-1].copy()
+    perm = np.empty(n, np.int64)
+    for i in range(n):
+        c = inv[i]
+        perm[pos[c]] = i
+        pos[c] += 1
+    return perm, offsets
+
+
+def group_cells(inv: np.ndarray, ncell: int) -> tuple[np.ndarray, np.ndarray]:
+    """Counting sort of rows by cell index: permutation and ``ncell + 1`` offsets."""
+    return _group_cells(np.ascontiguousarray(inv, np.int64), int(ncell))
+
+
+@numba.njit(cache=True)
+def _sort_within(vs, offsets):
+    ncell = offsets.size - 1
+    out_off = np.zeros(ncell + 1, np.int64)
+    k = 0
+    for c in range(ncell):
+        a = offsets[c]
+        b = offsets[c + 1]
+        seg = vs[a:b]
+        seg.sort()  # NaNs last
+        for i in range(a, b):
+            x = vs[i]
+            if x != x:
+                break
+            vs[k] = x
+            k += 1
+        out_off[c + 1] = k
+    return vs[:k], out_off
+
+
+def sorted_by_cell(
+    values: np.ndarray, perm: np.ndarray, offsets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Non-NaN values ordered by (cell, value) using a cell grouping from :func:`group_cells`,
+    and the new ``ncell + 1`` offsets."""
+    vs = np.ascontiguousarray(np.asarray(values, np.float64)[perm])
+    return _sort_within(vs, np.ascontiguousarray(offsets, np.int64))

@@ -21,7 +21,14 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from healforge.aggregate.grouping import cell_index, group_sort, minmax, segment_mad
+from healforge.aggregate.grouping import (
+    cell_index,
+    group_cells,
+    group_sort,
+    minmax,
+    segment_mad,
+    sorted_by_cell,
+)
 
 BUILTIN = ("count", "sum", "mean", "var", "std", "min", "max", "median", "mad", "robust_std")
 WEIGHTED = ("wsum", "wmean", "wvar", "wstd")
@@ -141,6 +148,8 @@ def cell_statistics(
     ncell = cell_ids.size
     out: dict[str, np.ndarray] = {}
     moments_only = all(s in MOMENT_STATS for s in stats)
+    need_w = any(s in WEIGHTED for s in stats)
+    shared = None
     for col, vals in values.items():
         vals = np.asarray(vals, dtype=np.float64)
         valid = ~np.isnan(vals)
@@ -157,10 +166,15 @@ def cell_statistics(
                     arr = np.where(res["count"] >= min_count, arr, np.nan)
                 out[f"{col}_{stat_label(s)}"] = arr
             continue
-        order, starts_all, v = group_sort(ci, v, ncell)
         w = None
-        if weights is not None:
-            w = (weights if all_valid else weights[idx])[order]
+        if need_w:
+            order, starts_all, v = group_sort(ci, v, ncell)
+            if weights is not None:
+                w = (weights if all_valid else weights[idx])[order]
+        else:  # one grouping by cell shared by all columns, then in-place sorts per cell
+            if shared is None:
+                shared = group_cells(cidx, ncell)
+            v, starts_all = sorted_by_cell(vals, *shared)
         n = np.diff(starts_all)
         starts_all = starts_all[:-1]
         has = n > 0
