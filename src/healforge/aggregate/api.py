@@ -282,6 +282,8 @@ def _accumulate_task(source: Source, spec: Spec, order: int, vspec: ValueSpec, b
         a = assigned[order]
         vals, uw = vspec.values(table, source.label)
         w = a.weight * (uw[a.row] if uw is not None else 1.0)
+        if uw is None and spec.geometry is None:
+            w = None  # unit weights: lets the batch reduction skip carrying weights through the sort
         batch = State.from_batch(a.cell, {k: v[a.row] for k, v in vals.items()}, order, weights=w, **conv)
         batch.rows_in = table.num_rows
         pending.append(batch)

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from healforge.aggregate import sketch as sk
-from healforge.aggregate.grouping import cell_index, group_sort
+from healforge.aggregate.grouping import cell_index, group_cells, group_sort, sorted_by_cell
 from healforge.errors import BadInputError
 from healforge.healpix import check_order
 
@@ -91,15 +91,19 @@ class State:
         cell_ids, inv = cell_index(cells)
         ncell = cell_ids.size
         moments, sketches = {}, {}
+        shared = None
         for col, vals in values.items():
             vals = np.asarray(vals, dtype=np.float64)
-            valid = ~np.isnan(vals)
-            idx = None if valid.all() else np.flatnonzero(valid)
-            ci, v = (inv, vals) if idx is None else (inv[idx], vals[idx])
-            o, offsets, v = group_sort(ci, v, ncell)
-            if weights is None:
+            if weights is None:  # one grouping by cell for all columns, in-place sorts per cell
+                if shared is None:
+                    shared = group_cells(inv, ncell)
+                v, offsets = sorted_by_cell(vals, *shared)
                 w = np.ones(v.size)
             else:
+                valid = ~np.isnan(vals)
+                idx = None if valid.all() else np.flatnonzero(valid)
+                ci, v = (inv, vals) if idx is None else (inv[idx], vals[idx])
+                o, offsets, v = group_sort(ci, v, ncell)
                 w = np.asarray(weights, dtype=np.float64)
                 w = (w if idx is None else w[idx])[o]
             m = _empty_moments(ncell)

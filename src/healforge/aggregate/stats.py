@@ -144,10 +144,12 @@ def cell_statistics(
     cells = np.asarray(cells, dtype=np.int64)
     if weights is not None:
         weights = np.asarray(weights, dtype=np.float64)
+    moments_only = all(s in MOMENT_STATS for s in stats)
+    if moments_only and cells.size and cells.min() >= 0 and cells.max() < 64 * cells.size:
+        return _dense_moments(cells, values, weights, stats, ddof, min_count)
     cell_ids, cidx = cell_index(cells)
     ncell = cell_ids.size
     out: dict[str, np.ndarray] = {}
-    moments_only = all(s in MOMENT_STATS for s in stats)
     need_w = any(s in WEIGHTED for s in stats)
     shared = None
     for col, vals in values.items():
@@ -250,6 +252,29 @@ def cell_statistics(
 
 
 MOMENT_STATS = ("count", "sum", "mean", "var", "std", "min", "max", "wsum", "wmean", "wvar", "wstd")
+
+
+def _dense_moments(cells, values, weights, stats, ddof, min_count):
+    """Moment statistics indexed directly by cell number (no unique/rank pass), then compacted."""
+    ncell = int(cells.max()) + 1
+    present = np.bincount(cells, minlength=ncell) > 0
+    cell_ids = np.flatnonzero(present).astype(np.int64)
+    out = {}
+    for col, vals in values.items():
+        vals = np.asarray(vals, dtype=np.float64)
+        valid = ~np.isnan(vals)
+        if valid.all():
+            ci, v, w = cells, vals, weights
+        else:
+            ci, v = cells[valid], vals[valid]
+            w = None if weights is None else weights[valid]
+        res = _moment_stats(ci, v, w, ncell, stats, ddof)
+        for s in stats:
+            arr = res[s][present]
+            if s != "count" and min_count > 1:
+                arr = np.where(res["count"][present] >= min_count, arr, np.nan)
+            out[f"{col}_{stat_label(s)}"] = arr
+    return cell_ids, out
 
 
 def _moment_stats(ci, v, w, ncell, stats, ddof) -> dict[str, np.ndarray]:
