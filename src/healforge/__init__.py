@@ -23,6 +23,14 @@ _API = {
     "write_geoparquet": "healforge.maps.geoparquet",
     "plot_map": "healforge.maps.plot",
     "load_pipeline": "healforge.config",
+    "sidecar": "healforge.aggregate.sidecar",
+    "read_sidecar": "healforge.aggregate.sidecar",
+    "aggregate": "healforge.aggregate.api",
+    "accumulate": "healforge.aggregate.api",
+    "merge_states": "healforge.aggregate.api",
+    "finalize": "healforge.aggregate.api",
+    "State": "healforge.aggregate.state",
+    "write_map": "healforge.aggregate.maptable",
 }
 
 __all__ = sorted(_API) + ["__version__"]

@@ -1,0 +1,185 @@
+"""Grouping rows by cell and sorting values within cells (numba; one O(n) pass plus small sorts)."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_DENSE_LIMIT = 1 << 25
+
+
+def cell_index(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique cells and each row's index into them (like ``np.unique(..., return_inverse)``)."""
+    cells = np.asarray(cells, dtype=np.int64)
+    if cells.size == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    top = int(cells.max())
+    if cells.min() >= 0 and top < _DENSE_LIMIT and top < 64 * cells.size:
+        present = np.zeros(top + 1, dtype=np.int64)
+        present[cells] = 1
+        cell_ids = np.flatnonzero(present)
+        rank = np.cumsum(present) - 1
+        return cell_ids.astype(np.int64), rank[cells]
+    cell_ids, inv = np.unique(cells, return_inverse=True)
+    return cell_ids, inv.astype(np.int64)
+
+
+@numba.njit(cache=True)
+def _group_sort(inv, values, ncell):
+    n = inv.size
+    offsets = np.zeros(ncell + 1, np.int64)
+    for i in range(n):
+        offsets[inv[i] + 1] += 1
+    for c in range(ncell):
+        offsets[c + 1] += offsets[c]
+    pos = offsets[:-1].copy()
+    perm = np.empty(n, np.int64)
+    vs = np.empty(n, np.float64)
+    for i in range(n):
+        c = inv[i]
+        perm[pos[c]] = i
+        vs[pos[c]] = values[i]
+        pos[c] += 1
+    for c in range(ncell):
+        a = offsets[c]
+        b = offsets[c + 1]
+        if b - a <= 1:
+            continue
+        if b - a <= 32:  # insertion sort on contiguous values, no allocation
+            for k in range(a + 1, b):
+                p = perm[k]
+                x = vs[k]
+                j = k - 1
+                while j >= a and vs[j] > x:
+                    vs[j + 1] = vs[j]
+                    perm[j + 1] = perm[j]
+                    j -= 1
+                vs[j + 1] = x
+                perm[j + 1] = p
+        else:
+            o = np.argsort(vs[a:b])
+            seg = perm[a:b][o]
+            perm[a:b] = seg
+            vs[a:b] = vs[a:b][o]
+    return perm, offsets, vs
+
+
+@numba.njit(cache=True)
+def _segment_mad(v, starts, n, med):
+    out = np.full(starts.size, np.nan)
+    for s in range(starts.size):
+        a = starts[s]
+        m = n[s]
+        if m == 0:
+            continue
+        c = med[s]
+        # deviations below the median (read backwards) and above it are each ascending: merge
+        split = a
+        while split < a + m and v[split] < c:
+            split += 1
+        i = split - 1
+        j = split
+        lo_rank = (m - 1) // 2
+        hi_rank = m // 2
+        prev = 0.0
+        for r in range(hi_rank + 1):
+            if i >= a and (j >= a + m or c - v[i] <= v[j] - c):
+                d = c - v[i]
+                i -= 1
+            else:
+                d = v[j] - c
+                j += 1
+            if r == lo_rank:
+                prev = d
+            if r == hi_rank:
+                out[s] = 0.5 * (prev + d)
+    return out
+
+
+def segment_mad(v_sorted: np.ndarray, starts: np.ndarray, n: np.ndarray, median: np.ndarray) -> np.ndarray:
+    """Median absolute deviation from ``median`` of each segment of values sorted within segments."""
+    return _segment_mad(
+        np.ascontiguousarray(v_sorted, np.float64),
+        np.ascontiguousarray(starts, np.int64),
+        np.ascontiguousarray(n, np.int64),
+        np.ascontiguousarray(median, np.float64),
+    )
+
+
+def group_sort(inv: np.ndarray, values: np.ndarray, ncell: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Permutation ordering rows by (cell index, value), the ``ncell + 1`` segment offsets, and the
+    values in that order."""
+    return _group_sort(
+        np.ascontiguousarray(inv, dtype=np.int64), np.ascontiguousarray(values, dtype=np.float64), int(ncell)
+    )
+
+
+@numba.njit(cache=True)
+def _minmax(ci, v, ncell):
+    lo = np.full(ncell, np.nan)
+    hi = np.full(ncell, np.nan)
+    for i in range(ci.size):
+        c = ci[i]
+        x = v[i]
+        if not (lo[c] <= x):  # also true while lo[c] is NaN
+            lo[c] = x
+        if not (hi[c] >= x):
+            hi[c] = x
+    return lo, hi
+
+
+def minmax(ci: np.ndarray, v: np.ndarray, ncell: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cell minimum and maximum of non-NaN values (NaN for cells without values)."""
+    return _minmax(np.ascontiguousarray(ci, np.int64), np.ascontiguousarray(v, np.float64), int(ncell))
+
+
+@numba.njit(cache=True)
+def _group_cells(inv, ncell):
+    n = inv.size
+    offsets = np.zeros(ncell + 1, np.int64)
+    for i in range(n):
+        offsets[inv[i] + 1] += 1
+    for c in range(ncell):
+        offsets[c + 1] += offsets[c]
+    pos = offsets[:-1].copy()
+    perm = np.empty(n, np.int64)
+    for i in range(n):
+        c = inv[i]
+        perm[pos[c]] = i
+        pos[c] += 1
+    return perm, offsets
+
+
+def group_cells(inv: np.ndarray, ncell: int) -> tuple[np.ndarray, np.ndarray]:
+    """Counting sort of rows by cell index: permutation and ``ncell + 1`` offsets."""
+    return _group_cells(np.ascontiguousarray(inv, np.int64), int(ncell))
+
+
+@numba.njit(cache=True)
+def _sort_within(vs, offsets):
+    ncell = offsets.size - 1
+    out_off = np.zeros(ncell + 1, np.int64)
+    k = 0
+    for c in range(ncell):
+        a = offsets[c]
+        b = offsets[c + 1]
+        # np.sort on a copy, not ndarray.sort() on a view: the latter came back wrong when loaded
+        # from numba's on-disk cache (numba 0.68), fine when freshly compiled.
+        seg = np.sort(vs[a:b])  # NaNs last
+        for i in range(b - a):
+            x = seg[i]
+            if x != x:
+                break
+            vs[k] = x
+            k += 1
+        out_off[c + 1] = k
+    return vs[:k], out_off
+
+
+def sorted_by_cell(
+    values: np.ndarray, perm: np.ndarray, offsets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Non-NaN values ordered by (cell, value) using a cell grouping from :func:`group_cells`,
+    and the new ``ncell + 1`` offsets."""
+    vs = np.ascontiguousarray(np.asarray(values, np.float64)[perm])
+    return _sort_within(vs, np.ascontiguousarray(offsets, np.int64))

@@ -1,0 +1,252 @@
+"""Sidecar tables: which cell(s) each input row belongs to, with weights.
+
+A sidecar has columns ``source_id`` (int64), ``healpix_id`` (int64, nested, at the order in the
+metadata) and ``weight`` (float64), rows sorted by ``source_id`` then ``healpix_id``. Schema metadata
+key ``healforge_sidecar`` holds JSON: ``order``, ``indexing_scheme``, ``mode``, ``source_id``
+(``"row"`` or the id column), ``lon_convention``, ``latitude``, ``inputs``, ``rows_in``,
+``rows_rejected``, ``healforge_version``.
+
+Source ids are, unless an id column is given, row positions counted across the inputs in the order
+they are given (directories and globs expanded and sorted), starting at 0: stable across runs over
+the same inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from healforge.aggregate.assign import Spec, assign_batch
+from healforge.aggregate.coords import (
+    LATITUDES,
+    LON_CONVENTIONS,
+    ON_BAD_ROWS,
+    Rejects,
+    check_choice,
+    quarantine_path,
+)
+from healforge.aggregate.sources import Source, to_sources
+from healforge.engine import Engine
+from healforge.errors import BadInputError
+from healforge.healpix import check_order
+from healforge.io.readers import DEFAULT_BATCH_ROWS
+
+SIDECAR_KEY = b"healforge_sidecar"
+
+
+def _version() -> str:
+    from healforge import __version__
+
+    return __version__
+
+
+def _id_values(table: pa.Table, id_column: str, path: str | None) -> np.ndarray:
+    arr = table.column(id_column)
+    if not pa.types.is_integer(arr.type):
+        raise BadInputError(
+            f"id column {id_column!r} must be integer, found {arr.type}", path=path, column=id_column
+        )
+    if arr.null_count:
+        row = int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0])
+        raise BadInputError("null id", path=path, column=id_column, row=row, value=None)
+    return arr.to_numpy().astype(np.int64)
+
+
+def _sidecar_task(
+    source: Source, spec: Spec, orders: list[int], id_column: str | None, batch_rows: int
+) -> tuple[dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]], int, Rejects]:
+    rejects = Rejects()
+    parts: dict[int, list] = {o: [] for o in orders}
+    cols = spec.columns + ([id_column] if id_column and id_column not in spec.columns else [])
+    n = 0
+    all_cols = spec.on_bad_rows == "quarantine"
+    for first, table in source.batches(None if all_cols else cols, batch_rows):
+        _, assigned = assign_batch(table, spec, orders, path=source.label, first_row=first, rejects=rejects)
+        ids = _id_values(table, id_column, source.label) if id_column else None
+        for o, a in assigned.items():
+            sid = ids[a.row] if ids is not None else a.row.astype(np.int64) + first
+            parts[o].append((sid, a.cell, a.weight))
+        n += table.num_rows
+    out = {}
+    for o in orders:
+        if parts[o]:
+            out[o] = tuple(np.concatenate(x) for x in zip(*parts[o], strict=True))
+        else:
+            out[o] = (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0))
+    return out, n, rejects
+
+
+def sidecar(
+    inputs,
+    order: int | Sequence[int],
+    *,
+    lon: str | None = None,
+    lat: str | None = None,
+    geometry: str | None = None,
+    mode: str = "strict",
+    id_column: str | None = None,
+    output: str | os.PathLike | None = None,
+    lon_convention: str = "0_360",
+    latitude: str = "spherical",
+    on_bad_rows: str = "error",
+    quarantine: str | os.PathLike | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    engine: Engine | None = None,
+) -> pa.Table | dict[int, pa.Table]:
+    """Assign every input row (point or footprint) to HEALPix cells.
+
+    Parameters
+    ----------
+    inputs
+        File path(s), directories, globs, or a pyarrow Table / pandas or geopandas DataFrame.
+    order
+        One order, or several (one pass over the data computes them all).
+    lon, lat
+        Point coordinate columns (degrees; longitudes in [-180, 360]).
+    geometry
+        Footprint column (WKB or WKT polygons; GeoDataFrame geometry) instead of lon/lat.
+    mode
+        Footprints: ``strict`` / ``center`` (centroid cell, weight 1) or ``fuzzy`` / ``overlap``
+        (every overlapped cell, weight = area fraction, summing to 1 per footprint).
+    id_column
+        Integer column used as ``source_id``; default: row position across the inputs.
+    output
+        Parquet file to write (several orders: a directory with ``order=K.parquet`` files).
+    lon_convention, latitude
+        Conventions recorded in the metadata; ``latitude="authalic"`` converts geodetic WGS84
+        latitudes to authalic before indexing.
+    on_bad_rows
+        ``error`` (default) or ``quarantine``: bad rows are written to ``quarantine`` (default
+        ``<output>.rejected.parquet``) and counted in the metadata.
+    engine
+        :class:`~healforge.engine.Engine` to run on (default: synchronous, quiet).
+
+    Returns
+    -------
+    pyarrow.Table or dict
+        The sidecar table, or ``{order: table}`` when several orders were asked for.
+    """
+    check_choice("lon_convention", lon_convention, LON_CONVENTIONS)
+    check_choice("latitude", latitude, LATITUDES)
+    check_choice("on_bad_rows", on_bad_rows, ON_BAD_ROWS)
+    orders = [check_order(o) for o in ([order] if np.ndim(order) == 0 else list(order))]
+    spec = Spec(lon=lon, lat=lat, geometry=geometry, mode=mode, latitude=latitude, on_bad_rows=on_bad_rows)
+    qpath = _quarantine_target(on_bad_rows, quarantine, output)
+    sources = to_sources(inputs)
+    engine = engine or Engine(synchronous=True, quiet=True)
+    results = engine.map(
+        _sidecar_task,
+        sources,
+        desc="sidecar",
+        labels=[s.label for s in sources],
+        spec=spec,
+        orders=orders,
+        id_column=id_column,
+        batch_rows=batch_rows,
+    )
+    rows_in = sum(r[1] for r in results)
+    rejects = Rejects()
+    for r in results:
+        rejects.extend(r[2])
+    report_quarantine(rejects, qpath, engine.quiet)
+    tables = {}
+    offset = 0
+    offsets = []
+    for r in results:
+        offsets.append(offset)
+        offset += r[1]
+    for o in orders:
+        sid = np.concatenate(
+            [r[0][o][0] + (0 if id_column else off) for r, off in zip(results, offsets, strict=True)]
+        )
+        cell = np.concatenate([r[0][o][1] for r in results])
+        w = np.concatenate([r[0][o][2] for r in results])
+        srt = np.lexsort((cell, sid))
+        meta = {
+            "order": o,
+            "indexing_scheme": "nested",
+            "mode": spec.mode if geometry else "point",
+            "source_id": id_column or "row",
+            "lon_convention": lon_convention,
+            "latitude": latitude,
+            "inputs": [s.label for s in sources],
+            "rows_in": rows_in,
+            "rows_rejected": rejects.count,
+            "healforge_version": _version(),
+        }
+        table = pa.table(
+            {
+                "source_id": pa.array(sid[srt], type=pa.int64()),
+                "healpix_id": pa.array(cell[srt], type=pa.int64()),
+                "weight": pa.array(w[srt], type=pa.float64()),
+            }
+        ).replace_schema_metadata({SIDECAR_KEY: json.dumps(meta).encode()})
+        tables[o] = table
+    if output is not None:
+        write_sidecar(tables, output)
+    return tables[orders[0]] if np.ndim(order) == 0 else tables
+
+
+def _quarantine_target(on_bad_rows, quarantine, output) -> str | None:
+    if on_bad_rows != "quarantine":
+        return None
+    if quarantine is not None:
+        return os.fspath(quarantine)
+    if output is None:
+        raise ValueError("on_bad_rows='quarantine' needs an output path or a quarantine path")
+    return quarantine_path(output)
+
+
+def report_quarantine(rejects: Rejects, qpath: str | None, quiet: bool) -> None:
+    if qpath is None:
+        return
+    rejects.write(qpath)
+    if rejects.count and not quiet:
+        print(f"healforge: {rejects.count} bad row(s) quarantined to {qpath}", file=sys.stderr)
+
+
+def write_sidecar(tables: pa.Table | dict[int, pa.Table], output: str | os.PathLike) -> None:
+    """Write one sidecar table to ``output``, or several (by order) as ``output/order=K.parquet``."""
+    output = os.fspath(output)
+    if isinstance(tables, pa.Table):
+        tables = {sidecar_order(tables): tables}
+    if len(tables) == 1:
+        items = [(output, next(iter(tables.values())))]
+    else:
+        os.makedirs(output, exist_ok=True)
+        items = [(os.path.join(output, f"order={o}.parquet"), t) for o, t in tables.items()]
+    for path, table in items:
+        tmp = f"{path}.tmp-{os.getpid()}"
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+
+
+def sidecar_order(table: pa.Table) -> int:
+    return int(sidecar_metadata(table)["order"])
+
+
+def sidecar_metadata(table: pa.Table, path: str | None = None) -> dict:
+    raw = (table.schema.metadata or {}).get(SIDECAR_KEY)
+    if raw is None:
+        raise BadInputError("not a healforge sidecar (no 'healforge_sidecar' metadata)", path=path)
+    return json.loads(raw)
+
+
+def read_sidecar(path: str | os.PathLike, order: int | None = None) -> pa.Table:
+    """Read a sidecar file (or, from a multi-order directory, the one at ``order``)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        if order is None:
+            raise ValueError(f"{path} holds sidecars at several orders; give the order")
+        path = os.path.join(path, f"order={order}.parquet")
+    if not os.path.exists(path):
+        raise BadInputError("sidecar file not found", path=path)
+    table = pq.read_table(path)
+    sidecar_metadata(table, path)
+    return table

@@ -1,0 +1,230 @@
+"""``healforge sidecar | aggregate | accumulate | merge-states | finalize``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from healforge.commands import add_engine_args, engine_kwargs
+
+
+def _orders(args, many: bool):
+    if args.nside:
+        from healforge.healpix import nside_to_order
+
+        orders = [nside_to_order(n) for n in args.nside]
+    else:
+        orders = args.order
+    if orders is None:
+        return None
+    if not many:
+        if len(orders) != 1:
+            raise SystemExit(f"healforge {args.command}: error: give one order (or nside)")
+        return orders[0]
+    return orders
+
+
+def _add_order(p: argparse.ArgumentParser, many: bool, required: bool) -> None:
+    g = p.add_mutually_exclusive_group(required=required)
+    nargs = "+" if many else 1
+    g.add_argument("--order", type=int, nargs=nargs, help="HEALPix order(s) (nside = 2**order)")
+    g.add_argument("--nside", type=int, nargs=nargs, help="HEALPix nside(s), powers of two")
+
+
+def _add_position(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lon", help="longitude column (degrees)")
+    p.add_argument("--lat", help="latitude column (degrees)")
+    p.add_argument("--geometry", help="footprint column (WKB/WKT polygons, e.g. GeoParquet geometry)")
+    p.add_argument(
+        "--mode",
+        default="strict",
+        choices=["strict", "center", "fuzzy", "overlap"],
+        help="footprints: centroid cell (strict) or every overlapped cell with area weights (fuzzy)",
+    )
+    p.add_argument("--lon-convention", default="0_360", choices=["0_360", "-180_180"])
+    p.add_argument("--latitude", default="spherical", choices=["spherical", "authalic"])
+    p.add_argument("--on-bad-rows", default="error", choices=["error", "quarantine"])
+    p.add_argument("--quarantine", help="file for rejected rows (default: beside the output)")
+    p.add_argument("--batch-rows", type=int, default=1_000_000)
+
+
+def _position_kwargs(args) -> dict:
+    return {
+        "lon": args.lon,
+        "lat": args.lat,
+        "geometry": args.geometry,
+        "mode": args.mode,
+        "lon_convention": args.lon_convention,
+        "latitude": args.latitude,
+        "on_bad_rows": args.on_bad_rows,
+        "quarantine": args.quarantine,
+        "batch_rows": args.batch_rows,
+    }
+
+
+def _split(values):
+    out = []
+    for v in values or []:
+        if "=" in v:
+            out.append(v)
+        else:
+            out.extend(x for x in v.split(",") if x)
+    return out
+
+
+def register(sub) -> None:
+    p = sub.add_parser("sidecar", help="assign rows (points or footprints) to HEALPix cells")
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("-o", "--output", required=True, help="sidecar parquet (several orders: a directory)")
+    _add_order(p, many=True, required=True)
+    _add_position(p)
+    p.add_argument("--id-column", help="integer id column used as source_id (default: row position)")
+    add_engine_args(p)
+    p.set_defaults(func=_sidecar)
+
+    p = sub.add_parser("aggregate", help="exact per-cell statistics into a map (parquet)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("-o", "--output", required=True, help="map parquet file")
+    p.add_argument("--sidecar", help="sidecar file (else give --order and --lon/--lat or --geometry)")
+    _add_order(p, many=False, required=False)
+    _add_position(p)
+    p.add_argument("--columns", nargs="+", required=True, help="value columns; NAME=EXPR derives one")
+    p.add_argument("--stats", nargs="+", default=["count", "mean", "std", "min", "max", "median"])
+    p.add_argument("--weight", help="per-row weight expression, e.g. '1 / sigma**2'")
+    p.add_argument("--id-column", help="input id column matching the sidecar's source_id")
+    p.add_argument("--ddof", type=int, default=1)
+    p.add_argument("--min-count", type=int, default=1)
+    add_engine_args(p)
+    p.set_defaults(func=_aggregate)
+
+    p = sub.add_parser("accumulate", help="add inputs to a streaming state (created if missing)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("--state", required=True, help="state parquet file, updated in place")
+    p.add_argument("-o", "--output", help="write the new state here instead of over --state")
+    _add_order(p, many=False, required=False)
+    _add_position(p)
+    p.add_argument("--columns", nargs="+", required=True)
+    p.add_argument("--weight", help="per-row weight expression")
+    p.add_argument("--delta", type=float, default=200.0, help="sketch compression (centroids ~ 1.6 delta)")
+    add_engine_args(p)
+    p.set_defaults(func=_accumulate)
+
+    p = sub.add_parser("merge-states", help="merge states made by separate runs or workers")
+    p.add_argument("states", nargs="+", metavar="STATE")
+    p.add_argument("-o", "--output", required=True)
+    p.set_defaults(func=_merge)
+
+    p = sub.add_parser("finalize", help="turn a state into a map (parquet)")
+    p.add_argument("state", metavar="STATE")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--stats", nargs="+", default=["count", "mean", "std", "min", "max", "median"])
+    p.add_argument("--ddof", type=int, default=1)
+    p.add_argument("--min-count", type=int, default=1)
+    _add_order(p, many=False, required=False)
+    p.set_defaults(func=_finalize)
+
+
+def _engine(args):
+    from healforge.engine import Engine
+
+    return Engine(**engine_kwargs(args))
+
+
+def _sidecar(args) -> int:
+    from healforge.aggregate.sidecar import sidecar
+
+    orders = _orders(args, many=True)
+    with _engine(args) as engine:
+        out = sidecar(
+            args.inputs,
+            orders,
+            id_column=args.id_column,
+            output=args.output,
+            engine=engine,
+            **_position_kwargs(args),
+        )
+    tables = out if isinstance(out, dict) else {orders[0]: out}
+    if not args.quiet:
+        for o, t in tables.items():
+            print(f"sidecar order {o}: {t.num_rows} assignments -> {args.output}", file=sys.stderr)
+    return 0
+
+
+def _aggregate(args) -> int:
+    from healforge.aggregate.api import aggregate
+
+    order = _orders(args, many=False)
+    with _engine(args) as engine:
+        table = aggregate(
+            args.inputs,
+            _split(args.columns),
+            _split(args.stats),
+            sidecar=args.sidecar,
+            order=order,
+            weight=args.weight,
+            id_column=args.id_column,
+            ddof=args.ddof,
+            min_count=args.min_count,
+            output=args.output,
+            engine=engine,
+            **_position_kwargs(args),
+        )
+    if not args.quiet:
+        print(
+            f"map: {table.num_rows} cells x {table.num_columns - 1} variables -> {args.output}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _accumulate(args) -> int:
+    from healforge.aggregate.api import accumulate
+
+    order = _orders(args, many=False)
+    kw = _position_kwargs(args)
+    if args.on_bad_rows == "quarantine" and not args.quarantine:
+        from healforge.aggregate.coords import quarantine_path
+
+        kw["quarantine"] = quarantine_path(args.output or args.state)
+    with _engine(args) as engine:
+        state = accumulate(
+            args.inputs,
+            _split(args.columns),
+            order=order,
+            state=args.state,
+            output=args.output or args.state,
+            weight=args.weight,
+            delta=args.delta,
+            engine=engine,
+            **kw,
+        )
+    if not args.quiet:
+        print(
+            f"state: order {state.order}, {state.cell_ids.size} cells, {state.rows_in} rows "
+            f"-> {args.output or args.state}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _merge(args) -> int:
+    from healforge.aggregate.api import merge_states
+
+    state = merge_states(args.states, output=args.output)
+    print(f"merged {len(args.states)} states: {state.cell_ids.size} cells -> {args.output}", file=sys.stderr)
+    return 0
+
+
+def _finalize(args) -> int:
+    from healforge.aggregate.api import finalize
+
+    table = finalize(
+        args.state,
+        _split(args.stats),
+        ddof=args.ddof,
+        min_count=args.min_count,
+        order=_orders(args, many=False),
+        output=args.output,
+    )
+    print(f"map: {table.num_rows} cells -> {args.output}", file=sys.stderr)
+    return 0
