@@ -11,6 +11,9 @@ _API = {
     "import_catalog": "healforge.catalog.importer",
     "validate_catalog": "healforge.catalog.validate",
     "catalog_info": "healforge.catalog.info",
+    "margin": "healforge.catalog.margin",
+    "build_margin": "healforge.catalog.margin",
+    "nest": "healforge.catalog.nest",
     "Engine": "healforge.engine",
     "BadInputError": "healforge.errors",
 }
