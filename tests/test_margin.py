@@ -48,23 +48,26 @@ def boundary_distance(points: np.ndarray, order: int, pixel: int, max_arcsec: fl
     seg = np.max(np.linalg.norm(np.roll(verts, -1, 0) - verts, axis=1))
     tree = cKDTree(verts)
     out = np.full(len(points), np.inf)
-    near = tree.query_ball_point(points, r=max_arcsec * RAD + seg)
-    for i, idx in enumerate(near):
-        if not idx:
-            continue
-        idx = np.unique(np.concatenate([idx, (np.asarray(idx) - 1) % len(verts)]))
-        a, b = verts[idx], verts[(idx + 1) % len(verts)]
-        p = points[i]
-        n = np.cross(a, b)
-        n /= np.linalg.norm(n, axis=1, keepdims=True)
-        on_arc = (np.einsum("ij,ij->i", np.cross(a, p), n) >= 0) & (
-            np.einsum("ij,ij->i", np.cross(p, b), n) >= 0
-        )
-        d_line = np.arcsin(np.abs(n @ p))
-        d_end = np.minimum(
-            2 * np.arcsin(np.linalg.norm(a - p, axis=1) / 2), 2 * np.arcsin(np.linalg.norm(b - p, axis=1) / 2)
-        )
-        out[i] = np.where(on_arc, d_line, d_end).min() / RAD
+    reach = max_arcsec * RAD + seg
+    nearest, _ = tree.query(points, distance_upper_bound=reach)
+    cand = np.flatnonzero(np.isfinite(nearest))
+    near = tree.query_ball_point(points[cand], r=reach)
+    if len(cand) == 0:
+        return out
+    lens = np.array([len(x) for x in near])
+    owner = np.repeat(cand, lens)
+    seg0 = np.concatenate([np.asarray(x, dtype=np.int64) for x in near])
+    # both arcs at each vertex within reach
+    owner, seg0 = np.concatenate([owner, owner]), np.concatenate([seg0, (seg0 - 1) % len(verts)])
+    a, b, p = verts[seg0], verts[(seg0 + 1) % len(verts)], points[owner]
+    n = np.cross(a, b)
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    on_arc = (np.einsum("ij,ij->i", np.cross(a, p), n) >= 0) & (np.einsum("ij,ij->i", np.cross(p, b), n) >= 0)
+    d_line = np.arcsin(np.abs(np.einsum("ij,ij->i", n, p)))
+    d_end = np.minimum(
+        2 * np.arcsin(np.linalg.norm(a - p, axis=1) / 2), 2 * np.arcsin(np.linalg.norm(b - p, axis=1) / 2)
+    )
+    np.minimum.at(out, owner, np.where(on_arc, d_line, d_end) / RAD)
     return out
 
 
@@ -74,11 +77,17 @@ def check_margin(cat: Path, mrg: Path, radius: float) -> int:
     margin = read_all(mrg) if any(Path(mrg, "dataset").glob("Norder=*")) else primary.iloc[:0]
     pixels = pd.read_csv(cat / "partition_info.csv")
     pts = xyz(primary["ra"], primary["dec"])
+    points_tree = cKDTree(pts)
     total = 0
     for order, pixel in zip(pixels["Norder"], pixels["Npix"], strict=True):
         other = ~((primary["Norder"] == order) & (primary["Npix"] == pixel)).to_numpy()
+        centre = np.asarray(hp.pix2vec(2**order, pixel, nest=True))
+        reach = hp.max_pixrad(2**order) + (radius + 1) * RAD
+        close = np.zeros(len(primary), dtype=bool)
+        close[points_tree.query_ball_point(centre, 2 * np.sin(min(reach, np.pi) / 2))] = True
+        sel = other & close
         d = np.full(len(primary), np.inf)
-        d[other] = boundary_distance(pts[other], order, pixel, radius + 1)
+        d[sel] = boundary_distance(pts[sel], order, pixel, radius + 1)
         must = set(primary["id"][d < radius - TOL])
         may = set(primary["id"][d < radius + TOL])
         got = margin[(margin["Norder"] == order) & (margin["Npix"] == pixel)]
@@ -172,27 +181,26 @@ def test_seam_and_poles_dense(tmp_path):
 
 def test_margin_rows_near_radius_are_decided_exactly(tmp_path):
     """Points placed 0.01 arcsec inside and outside the radius from a pixel edge."""
-    order, radius = 3, 20.0
+    order, radius = 5, 20.0
     rng = np.random.default_rng(3)
-    pixels = rng.integers(0, 12 * 4**order, 25)
+    pixels = np.concatenate([rng.integers(0, 12 * 4**order, 25), [0, 3, 12 * 4**order - 1]])
     ra, dec = [], []
     for p in pixels:
         b = hp.boundaries(2**order, int(p), step=50, nest=True).T
         c = hp.pix2vec(2**order, int(p), nest=True)
         for k in rng.integers(0, len(b), 8):
-            v = b[k] - np.asarray(c)  # outward direction from the centre
-            v -= np.dot(v, b[k]) * b[k]
+            v = np.cross(b[k], b[(k + 1) % len(b)] - b[k - 1])  # normal to the edge at b[k]
             v /= np.linalg.norm(v)
-            for off in (radius - 0.01, radius + 0.01, 3.0):
+            v *= np.sign(np.dot(v, b[k] - np.asarray(c)))  # pointing outwards
+            for off in (radius - 0.01, radius + 0.01, 3.0, -3.0, -radius + 0.005, -radius - 0.005):
                 w = b[k] * np.cos(off * RAD) + v * np.sin(off * RAD)
                 lo, la = hp.vec2ang(w, lonlat=True)
                 ra.append(lo[0])
                 dec.append(la[0])
-    ra_bg, dec_bg = uniform(3000, rng)
     cat = build(
         tmp_path,
-        np.concatenate([ra, ra_bg]),
-        np.concatenate([dec, dec_bg]),
+        np.array(ra),
+        np.array(dec),
         threshold=10**6,
         highest_order=order,
         lowest_order=order,

@@ -22,6 +22,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_engine_args(p)
     p.set_defaults(func=_margin)
 
+    p = subparsers.add_parser(
+        "nest",
+        help="nest a source catalog into an object catalog",
+        description="Write the object catalog with a nested column holding each object's sources "
+        "(matched by key over the whole sky), sorted by --sort-by inside each object.",
+    )
+    p.add_argument("objects", help="object HATS catalog")
+    p.add_argument("sources", help="source HATS catalog")
+    p.add_argument("-o", "--output", required=True, help="nested catalog directory to create")
+    p.add_argument("--on", required=True, help="key column shared by objects and sources")
+    p.add_argument("--as", dest="as_name", required=True, help="name of the nested column")
+    p.add_argument("--sort-by", default=None, help="source column ordering sources inside an object")
+    p.add_argument("--name", default=None, help="catalog name (default: output directory name)")
+    p.add_argument(
+        "--drop-unmatched", action="store_true", help="leave out sources with no object instead of failing"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    add_engine_args(p)
+    p.set_defaults(func=_nest)
+
 
 def _margin(args: argparse.Namespace) -> int:
     from healforge.catalog.margin import margin
@@ -31,6 +51,25 @@ def _margin(args: argparse.Namespace) -> int:
         args.output,
         args.radius,
         name=args.name,
+        overwrite=args.overwrite,
+        **engine_kwargs(args),
+    )
+    print(result)
+    return 0
+
+
+def _nest(args: argparse.Namespace) -> int:
+    from healforge.catalog.nest import nest
+
+    result = nest(
+        args.objects,
+        args.sources,
+        args.output,
+        on=args.on,
+        as_name=args.as_name,
+        sort_by=args.sort_by,
+        name=args.name,
+        on_unmatched="drop" if args.drop_unmatched else "error",
         overwrite=args.overwrite,
         **engine_kwargs(args),
     )
