@@ -15,6 +15,7 @@ import pytest
 from scipy.spatial import cKDTree
 
 import healforge
+import healforge.errors
 from healforge.catalog.importer import import_catalog
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -27,12 +28,17 @@ def xyz(ra, dec):
 
 
 def read_all(root) -> pd.DataFrame:
-    files = sorted(Path(root, "dataset").glob("Norder=*/Dir=*/Npix=*.parquet"))
+    """Every row of a catalog with its Norder/Npix (single-file and directory pixels)."""
+    base = Path(root, "dataset")
+    files = sorted(base.glob("Norder=*/Dir=*/Npix=*.parquet")) + sorted(
+        base.glob("Norder=*/Dir=*/Npix=*/*.parquet")
+    )
     frames = []
     for f in files:
+        npix = next(p for p in f.parts if p.startswith("Npix="))
         df = pq.read_table(f).to_pandas()
-        df["Norder"] = int(f.parts[-3].split("=")[1])
-        df["Npix"] = int(f.stem.split("=")[1])
+        df["Norder"] = int(next(p for p in f.parts if p.startswith("Norder=")).split("=")[1])
+        df["Npix"] = int(npix.split("=")[1].split(".")[0])
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
 
@@ -309,6 +315,14 @@ def test_directory_pixels_are_read(tmp_path):
     assert res.rows == ref.rows
     a, b = read_all(tmp_path / "m1"), read_all(tmp_path / "m2")
     assert sorted(a["id"]) == sorted(b["id"])
+
+    # rebuilding over an existing margin replaces it (built aside, then swapped in)
+    with pytest.raises(healforge.errors.CatalogError, match="exists"):
+        healforge.margin(cat, tmp_path / "m1", 300, synchronous=True, quiet=True)
+    res = healforge.margin(cat, tmp_path / "m1", 300, overwrite=True, synchronous=True, quiet=True)
+    assert res.rows < ref.rows
+    assert check_margin(cat, tmp_path / "m1", 300.0) == res.rows
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
 def test_lsdb_crossmatch_with_margin_finds_straddling_pairs(tmp_path):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,7 +94,7 @@ def margin(
     radius_arcsec
         Margin threshold: rows of other partitions closer than this to a partition's boundary.
     name
-        ``obs_collection`` of the margin (default ``<catalog dir name>_<radius>arcs``).
+        ``obs_collection`` of the margin (default: the output directory name).
     overwrite
         Replace an existing output.
     engine, workers, scheduler, synchronous, quiet
@@ -123,7 +124,10 @@ def build_margin(
     """Build (or rebuild, with ``overwrite=True``) a margin with an existing engine.
 
     This is the entry point for pipelines that already hold an :class:`Engine` (import, append,
-    compact); :func:`margin` wraps it.
+    compact); :func:`margin` wraps it. The margin is built in a hidden sibling directory and moved
+    into place at the end, so an existing margin stays intact and readable until the new one is
+    complete (a killed run leaves the old margin and a stale ``.NAME.building-*`` directory, removed
+    by the next run).
     """
     catalog = Path(catalog).absolute()
     output = Path(output).absolute()
@@ -136,12 +140,14 @@ def build_margin(
     pixels = fmt.read_partition_info(catalog)
     if output == catalog:
         raise CatalogError("the margin cannot be written over its primary catalog")
-    if output.exists() and any(output.iterdir()):
-        if not overwrite:
-            raise CatalogError(f"output {output} exists and is not empty; use --overwrite to replace it")
-        shutil.rmtree(output)
+    if output.exists() and any(output.iterdir()) and not overwrite:
+        raise CatalogError(f"output {output} exists and is not empty; use --overwrite to replace it")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    for stale in output.parent.glob(f".{output.name}.building-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    final, output = output, output.parent / f".{output.name}.building-{uuid.uuid4().hex[:12]}"
     work = output / WORK_DIR
-    work.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True)
 
     orders = np.array([o for o, _ in pixels], dtype=np.int64)
     npix = np.array([p for _, p in pixels], dtype=np.int64)
@@ -190,9 +196,21 @@ def build_margin(
     engine.map(_reduce_partition, reduce_tasks, "Margin reduce", labels=[labels[d] for d in dests])
 
     out_pixels = [(int(table["orders"][d]), int(table["pixels"][d])) for d in dests]
-    total = _finish(output, catalog, out_pixels, int(per_dest.sum()), props, radius, name)
+    total = _finish(output, catalog, out_pixels, int(per_dest.sum()), props, radius, name or final.name)
     shutil.rmtree(work, ignore_errors=True)
-    return MarginResult(str(output), total, radius, m_order, out_pixels)
+    _swap_into_place(output, final)
+    return MarginResult(str(final), total, radius, m_order, out_pixels)
+
+
+def _swap_into_place(built: Path, final: Path) -> None:
+    """Replace ``final`` by ``built`` with renames; the old content is deleted afterwards."""
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:12]}"
+        os.replace(final, old)
+        os.replace(built, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(built, final)
 
 
 def pixel_data_files(root: str | os.PathLike, order: int, pixel: int) -> list[Path]:
@@ -346,7 +364,7 @@ def _finish(
     expected_rows: int,
     props: dict,
     radius: float,
-    name: str | None,
+    name: str,
 ) -> int:
     from hats.catalog import PartitionInfo
     from hats.pixel_math import HealpixPixel
@@ -366,7 +384,7 @@ def _finish(
     sky = PartitionInfo.from_healpix([HealpixPixel(o, p) for o, p in pixels]).calculate_fractional_coverage()
     fmt.write_properties(
         output,
-        obs_collection=name or f"{catalog.name}_{radius:g}arcs",
+        obs_collection=name,
         dataproduct_type="margin",
         hats_nrows=total,
         hats_col_ra=props["hats_col_ra"],
