@@ -43,33 +43,42 @@ def boundary_step(order: int, arc_arcsec: float) -> int:
     return max(1, math.ceil(max_edge_arcsec(order) / arc_arcsec))
 
 
-def _arc_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Angular distance (radians) from points ``p`` to great-circle arcs ``a``-``b``, all ``(..., 3)``."""
-    n = np.cross(a, b)
+def _arc_frames(verts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per arc ``a -> b`` of closed polylines ``verts`` ``(..., nv, 3)``: the unit normal ``n`` of
+    its great circle and the vectors ``n x a`` and ``b x n``; a point ``p`` projects inside the arc
+    when ``p . (n x a) >= 0`` and ``p . (b x n) >= 0``."""
+    nxt = np.roll(verts, -1, axis=-2)
+    n = np.cross(verts, nxt)
     norm = np.linalg.norm(n, axis=-1, keepdims=True)
-    n = n / np.where(norm == 0, 1.0, norm)
-    inside = (np.einsum("...i,...i->...", np.cross(a, p), n) >= 0) & (
-        np.einsum("...i,...i->...", np.cross(p, b), n) >= 0
-    )
-    to_circle = np.arcsin(np.clip(np.abs(np.einsum("...i,...i->...", p, n)), 0.0, 1.0))
-    to_a = 2 * np.arcsin(np.clip(np.linalg.norm(p - a, axis=-1) / 2, 0.0, 1.0))
-    to_b = 2 * np.arcsin(np.clip(np.linalg.norm(p - b, axis=-1) / 2, 0.0, 1.0))
-    return np.where(inside & (norm[..., 0] > 0), to_circle, np.minimum(to_a, to_b))
+    good = norm > 0
+    n = np.where(good, n / np.where(good, norm, 1.0), 0.0)
+    # a zero-length arc gets frames no point projects inside; its end vertex still counts
+    return n, np.where(good, np.cross(n, verts), -verts), np.where(good, np.cross(nxt, n), -verts)
 
 
 def _polyline_distance(points: np.ndarray, cells: np.ndarray, order: int, step: int) -> np.ndarray:
-    """Distance (arcsec) from each point to the boundary of the matching cell (same length arrays)."""
+    """Distance (arcsec) from each point to the boundary of the matching cell (same length arrays).
+
+    The distance to a polyline of great-circle arcs is the smaller of the distance to the nearest
+    vertex and the distance to the great circle of any arc the point projects inside.
+    """
     uniq, inv = np.unique(cells, return_inverse=True)
     lon, lat = cdsn.vertices(uniq.astype(np.uint64), order, step=step)
     verts = lonlat_to_xyz(lon.deg, lat.deg)  # (ncells, 4*step, 3)
+    normal, ea, eb = _arc_frames(verts)
     nv = verts.shape[1]
     out = np.empty(len(points))
     chunk = max(1, _CHUNK // nv)
     for s in range(0, len(points), chunk):
-        v = verts[inv[s : s + chunk]]
+        idx = inv[s : s + chunk]
         p = points[s : s + chunk, None, :]
-        d = _arc_distance(p, v, np.roll(v, -1, axis=1))
-        out[s : s + chunk] = d.min(axis=1)
+        chord = np.sqrt(np.einsum("pvk,pvk->pv", verts[idx] - p, verts[idx] - p).min(axis=1))
+        d_vertex = 2 * np.arcsin(np.minimum(chord / 2, 1.0))
+        p = p[:, 0, :]
+        inside = (np.einsum("pvk,pk->pv", ea[idx], p) >= 0) & (np.einsum("pvk,pk->pv", eb[idx], p) >= 0)
+        sine = np.where(inside, np.abs(np.einsum("pvk,pk->pv", normal[idx], p)), 2.0).min(axis=1)
+        d_line = np.where(sine <= 1.0, np.arcsin(np.minimum(sine, 1.0)), np.inf)
+        out[s : s + chunk] = np.minimum(d_vertex, d_line)
     return out * ARCSEC_PER_RAD
 
 
