@@ -82,13 +82,36 @@ def _polyline_distance(points: np.ndarray, cells: np.ndarray, order: int, step: 
     return out * ARCSEC_PER_RAD
 
 
+def _may_be_within(
+    points: np.ndarray, orders: np.ndarray, pixels: np.ndarray, radius_arcsec: float
+) -> np.ndarray:
+    """False where a point is certainly farther than the radius from its cell: its distance to the
+    cell centre exceeds the radius plus the centre-to-corner distance (corners are the boundary
+    points farthest from the centre)."""
+    keep = np.zeros(len(points), dtype=bool)
+    for order in np.unique(orders):
+        sel = np.flatnonzero(orders == order)
+        uniq, inv = np.unique(pixels[sel], return_inverse=True)
+        cells = uniq.astype(np.uint64)
+        lon, lat = cdsn.healpix_to_lonlat(cells, int(order))
+        centre = lonlat_to_xyz(lon.deg, lat.deg)
+        lon, lat = cdsn.vertices(cells, int(order))
+        corners = lonlat_to_xyz(lon.deg, lat.deg)
+        reach = 2 * np.arcsin(np.linalg.norm(corners - centre[:, None, :], axis=-1).max(axis=1) / 2)
+        reach = reach * 1.01 + radius_arcsec / ARCSEC_PER_RAD + 1e-9
+        d = 2 * np.arcsin(np.minimum(np.linalg.norm(points[sel] - centre[inv], axis=1) / 2, 1.0))
+        keep[sel] = d <= reach[inv]
+    return keep
+
+
 def within_radius(
     points: np.ndarray, orders: np.ndarray, pixels: np.ndarray, radius_arcsec: float
 ) -> np.ndarray:
     """Whether each unit vector in ``points`` is closer than ``radius_arcsec`` to the boundary of the
     matching nested pixel ``(orders[i], pixels[i])``.
 
-    Boundaries are first sampled with arcs about ``radius_arcsec`` long; a pair is decided as soon as
+    Pairs farther than the radius from the cell's circumscribed circle are dropped first.
+    Boundaries are then sampled with arcs about ``2 * radius_arcsec`` long; a pair is decided as soon as
     its polyline distance is farther from the radius than the sagitta bound of the current arcs, and
     the undecided pairs are re-measured with arcs 8 times shorter, down to ``FINE_ARC``.
     """
@@ -96,8 +119,8 @@ def within_radius(
     orders = np.asarray(orders, dtype=np.int64)
     pixels = np.asarray(pixels, dtype=np.int64)
     inside = np.zeros(len(points), dtype=bool)
-    todo = np.arange(len(points))
-    arc = max(float(radius_arcsec), FINE_ARC)
+    todo = np.flatnonzero(_may_be_within(points, orders, pixels, radius_arcsec))
+    arc = max(2.0 * radius_arcsec, FINE_ARC)
     while len(todo):
         final = arc <= FINE_ARC
         dist = np.empty(len(todo))
