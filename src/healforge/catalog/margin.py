@@ -231,25 +231,23 @@ def read_pixel(root: str | os.PathLike, order: int, pixel: int, columns: list[st
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
 
-def _compact_bits(v: np.ndarray) -> np.ndarray:
-    """Even bits of ``v`` packed together (the x or y coordinate of a nested index)."""
-    v = v & 0x5555555555555555
-    v = (v | (v >> 1)) & 0x3333333333333333
-    v = (v | (v >> 2)) & 0x0F0F0F0F0F0F0F0F
-    v = (v | (v >> 4)) & 0x00FF00FF00FF00FF
-    v = (v | (v >> 8)) & 0x0000FFFF0000FFFF
-    return (v | (v >> 16)) & 0x00000000FFFFFFFF
+_EVEN_BITS = 0x5555555555555555
 
 
-def _on_border(q: np.ndarray, m_order: int, order: int, pixel: int) -> np.ndarray:
-    """Which order-``m_order`` pixels ``q`` (inside pixel ``(order, pixel)``) touch its border."""
-    depth = m_order - order
-    if depth <= 0:
-        return np.ones(len(q), dtype=bool)
-    local = (q - (np.int64(pixel) << (2 * depth))).astype(np.uint64)
-    x, y = _compact_bits(local), _compact_bits(local >> np.uint64(1))
-    last = np.uint64((1 << depth) - 1)
-    return (x == 0) | (y == 0) | (x == last) | (y == last)
+def _on_border(hp29: np.ndarray, m_order: int, order: int, pixel: int) -> np.ndarray:
+    """Which rows (``_healpix_29`` inside pixel ``(order, pixel)``) have an order-``m_order`` pixel
+    on the border of that pixel: their face coordinate x or y, at ``m_order``, is 0 or maximal.
+
+    In a nested index x sits in the even bits and y in the odd bits, so only the bits between
+    ``2 * (29 - m_order)`` and ``2 * (29 - order)`` matter."""
+    low, high = 2 * (SPATIAL_INDEX_ORDER - m_order), 2 * (SPATIAL_INDEX_ORDER - order)
+    if high <= low:
+        return np.ones(len(hp29), dtype=bool)
+    span = ((1 << high) - 1) ^ ((1 << low) - 1)
+    mx, my = np.int64(span & _EVEN_BITS), np.int64(span & (_EVEN_BITS << 1))
+    local = hp29 & np.int64((1 << high) - 1)
+    x, y = local & mx, local & my
+    return (x == 0) | (x == mx) | (y == 0) | (y == my)
 
 
 def margin_candidates(
@@ -261,12 +259,11 @@ def margin_candidates(
     """
     empty = np.empty(0, dtype=np.int64)
     s_order, s_pixel = int(table["orders"][source]), int(table["pixels"][source])
-    q = hp29 >> (2 * (SPATIAL_INDEX_ORDER - m_order))
     if m_order >= s_order:
-        rows = np.flatnonzero(_on_border(q, m_order, s_order, s_pixel))
-        q = q[rows]
+        rows = np.flatnonzero(_on_border(hp29, m_order, s_order, s_pixel))
     else:  # the margin order is coarser than the partition: every row is a candidate
         rows = np.arange(len(hp29))
+    q = hp29[rows] >> (2 * (SPATIAL_INDEX_ORDER - m_order))
     if len(rows) == 0:
         return empty, empty, empty, empty
     uq, inv = np.unique(q, return_inverse=True)
@@ -308,7 +305,7 @@ def select_margin_rows(
     row, dest, c_order, c_pixel = margin_candidates(hp29, source, table, m_order)
     if len(row) == 0:
         return row, dest
-    xyz = lonlat_to_xyz(np.asarray(ra)[row], np.asarray(dec)[row])
+    xyz = lonlat_to_xyz(ra[row], dec[row])
     near = within_radius(xyz, c_order, c_pixel, radius)
     key = np.unique(dest[near] * np.int64(len(hp29)) + row[near])
     return key % len(hp29), key // len(hp29)
@@ -321,15 +318,14 @@ def _shard_path(work: str, dest: int, source: int) -> Path:
 def _map_partition(task: dict) -> dict[int, int]:
     table, source = task["table"], task["source"]
     order, pixel = int(table["orders"][source]), int(table["pixels"][source])
-    cols = [task["ra"], task["dec"], SPATIAL_INDEX_COLUMN]
-    pos = read_pixel(task["catalog"], order, pixel, columns=cols)
-    ra = pos.column(task["ra"]).to_numpy(zero_copy_only=False).astype(np.float64)
-    dec = pos.column(task["dec"]).to_numpy(zero_copy_only=False).astype(np.float64)
-    hp29 = pos.column(SPATIAL_INDEX_COLUMN).to_numpy(zero_copy_only=False).astype(np.int64)
+    # one read of the whole partition: nearly every partition has some margin rows
+    full = read_pixel(task["catalog"], order, pixel)
+    ra = np.asarray(full.column(task["ra"]).to_numpy(), dtype=np.float64)
+    dec = np.asarray(full.column(task["dec"]).to_numpy(), dtype=np.float64)
+    hp29 = np.asarray(full.column(SPATIAL_INDEX_COLUMN).to_numpy(), dtype=np.int64)
     rows, dests = select_margin_rows(ra, dec, hp29, source, table, task["radius"], task["margin_order"])
     if len(rows) == 0:
         return {}
-    full = read_pixel(task["catalog"], order, pixel)
     counts = {}
     for d in np.unique(dests):
         sel = rows[dests == d]
