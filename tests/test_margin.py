@@ -186,10 +186,14 @@ def test_seam_and_poles_dense(tmp_path):
 
 
 def test_margin_rows_near_radius_are_decided_exactly(tmp_path):
-    """Points placed 0.01 arcsec inside and outside the radius from a pixel edge."""
+    """Points placed 0.01 arcsec inside and outside the radius from pixel edges, poles included."""
     order, radius = 5, 20.0
     rng = np.random.default_rng(3)
-    pixels = np.concatenate([rng.integers(0, 12 * 4**order, 25), [0, 3, 12 * 4**order - 1]])
+    n = 4**order
+    # random pixels, base-pixel corners, and pixels touching the north and south poles
+    pixels = np.concatenate(
+        [rng.integers(0, 12 * n, 25), [0, 3, 12 * n - 1, n - 1, 3 * n - 1, 8 * n, 10 * n]]
+    )
     ra, dec = [], []
     for p in pixels:
         b = hp.boundaries(2**order, int(p), step=50, nest=True).T

@@ -3,10 +3,12 @@
 HEALPix pixel edges are not great circles. A boundary is sampled with ``cdshealpix.nested.vertices``
 (every sample lies exactly on the true edge) and the samples are joined by great-circle arcs; the
 distance to that polyline differs from the distance to the true edge by at most the sagitta of one
-arc, ``k L**2 / 8`` for an arc of length ``L`` on an edge of geodesic curvature ``k``.
-:func:`within_radius` measures against arcs about as long as the radius, keeps the pairs whose
+arc, ``k L**2 / 8`` for an arc of length ``L`` on an edge of geodesic curvature ``k`` (``k`` is
+below 3 except near the poles, where it grows as 1 / colatitude). :func:`within_radius` measures
+against a few arcs per edge, bounds the error from the samples themselves, keeps the pairs whose
 distance is within that bound of the radius, and re-measures those with arcs 8 times shorter, down
-to arcs of ``FINE_ARC`` (error below 1e-5 arcsec), so decisions are exact to far under 0.001 arcsec.
+to arcs of ``FINE_ARC``, so decisions are exact to far under 0.001 arcsec (except within about 8
+arcsec of a pole, where the last arcs' sagitta can reach 0.001 arcsec).
 """
 
 from __future__ import annotations
@@ -17,10 +19,9 @@ import cdshealpix.nested as cdsn
 import numpy as np
 
 ARCSEC_PER_RAD = 180 / math.pi * 3600
-FINE_ARC = 0.5  # arcsec: sagitta below 1e-5 arcsec
-# Bound on the geodesic curvature (per radian) of HEALPix edges used for the sagitta; measured
-# values stay below 1.
-CURVATURE = 4.0
+# arcsec: the last arcs. Their sagitta is below 1e-4 arcsec wherever edges curve less than 3000 per
+# radian, i.e. everywhere but within about 70 arcsec of a pole, where curvature grows as 1 / colatitude.
+FINE_ARC = 0.25
 _CHUNK = 2_000_000  # pair x vertex products per vectorised block
 
 
@@ -56,16 +57,26 @@ def _arc_frames(verts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return n, np.where(good, np.cross(n, verts), -verts), np.where(good, np.cross(nxt, n), -verts)
 
 
-def _polyline_distance(points: np.ndarray, cells: np.ndarray, order: int, step: int) -> np.ndarray:
-    """Distance (arcsec) from each point to the boundary of the matching cell (same length arrays).
+def _polyline_distance(
+    points: np.ndarray, cells: np.ndarray, order: int, step: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distance (arcsec) from each point to the boundary of the matching cell (same length arrays),
+    measured on the polyline of ``step`` arcs per edge, and an error bound (arcsec) per point.
 
     The distance to a polyline of great-circle arcs is the smaller of the distance to the nearest
-    vertex and the distance to the great circle of any arc the point projects inside.
+    vertex and the distance to the great circle of any arc the point projects inside. The bound is
+    the largest distance of the polyline's vertices from the great circles of the twice longer arcs
+    joining every other vertex: the sagitta of those arcs, about four times the polyline's own.
     """
     uniq, inv = np.unique(cells, return_inverse=True)
     lon, lat = cdsn.vertices(uniq.astype(np.uint64), order, step=step)
     verts = lonlat_to_xyz(lon.deg, lat.deg)  # (ncells, 4*step, 3)
     normal, ea, eb = _arc_frames(verts)
+    if step % 2 == 0:
+        coarse, _, _ = _arc_frames(verts[:, 0::2])
+        sagitta = np.abs(np.einsum("cvk,cvk->cv", coarse, verts[:, 1::2])).max(axis=1)
+    else:
+        sagitta = np.full(len(uniq), np.inf)
     nv = verts.shape[1]
     out = np.empty(len(points))
     chunk = max(1, _CHUNK // nv)
@@ -79,7 +90,7 @@ def _polyline_distance(points: np.ndarray, cells: np.ndarray, order: int, step: 
         sine = np.where(inside, np.abs(np.einsum("pvk,pk->pv", normal[idx], p)), 2.0).min(axis=1)
         d_line = np.where(sine <= 1.0, np.arcsin(np.minimum(sine, 1.0)), np.inf)
         out[s : s + chunk] = np.minimum(d_vertex, d_line)
-    return out * ARCSEC_PER_RAD
+    return out * ARCSEC_PER_RAD, sagitta[inv] * ARCSEC_PER_RAD
 
 
 def _may_be_within(
@@ -110,27 +121,28 @@ def within_radius(
     """Whether each unit vector in ``points`` is closer than ``radius_arcsec`` to the boundary of the
     matching nested pixel ``(orders[i], pixels[i])``.
 
-    Pairs farther than the radius from the cell's circumscribed circle are dropped first.
-    Boundaries are then sampled with arcs about ``2 * radius_arcsec`` long; a pair is decided as soon as
-    its polyline distance is farther from the radius than the sagitta bound of the current arcs, and
-    the undecided pairs are re-measured with arcs 8 times shorter, down to ``FINE_ARC``.
+    Pairs farther than the radius from the cell's circumscribed circle are dropped first. Boundaries
+    are then sampled with 2, 16, 128, ... arcs per edge: a pair is decided as soon as its polyline
+    distance is farther from the radius than the error bound measured on the current samples (see
+    :func:`_polyline_distance`); the last level has arcs of at most ``FINE_ARC`` and decides the
+    rest.
     """
     points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
     orders = np.asarray(orders, dtype=np.int64)
     pixels = np.asarray(pixels, dtype=np.int64)
     inside = np.zeros(len(points), dtype=bool)
     todo = np.flatnonzero(_may_be_within(points, orders, pixels, radius_arcsec))
-    arc = max(2.0 * radius_arcsec, FINE_ARC)
+    level = 0
     while len(todo):
-        final = arc <= FINE_ARC
         dist = np.empty(len(todo))
+        slack = np.empty(len(todo))
         for order in np.unique(orders[todo]):
             sel = np.flatnonzero(orders[todo] == order)
-            step = boundary_step(int(order), arc)
-            dist[sel] = _polyline_distance(points[todo[sel]], pixels[todo[sel]], int(order), step)
-        # the polyline is within CURVATURE * arc**2 / 8 of the true boundary
-        slack = 0.0 if final else CURVATURE * (arc / ARCSEC_PER_RAD) ** 2 / 8 * ARCSEC_PER_RAD + 1e-6
+            finest = boundary_step(int(order), FINE_ARC)
+            step = min(2 * 8**level, finest)
+            dist[sel], bound = _polyline_distance(points[todo[sel]], pixels[todo[sel]], int(order), step)
+            slack[sel] = 0.0 if step == finest else bound + 1e-6
         inside[todo[dist < radius_arcsec - slack]] = True
         todo = todo[np.abs(dist - radius_arcsec) <= slack]
-        arc = max(arc / 8, FINE_ARC)
+        level += 1
     return inside
