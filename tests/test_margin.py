@@ -370,3 +370,14 @@ def test_lsdb_crossmatch_with_margin_finds_straddling_pairs(tmp_path):
         lsdb.open_catalog(right), radius_arcsec=3, n_neighbors=1, suffixes=("_l", "_r")
     ).compute()
     assert len(bare) == len(truth) - straddle
+
+
+def test_dask_workers_give_the_same_margin(tmp_path):
+    rng = np.random.default_rng(8)
+    ra, dec = clustered(rng)
+    cat = build(tmp_path, ra, dec, threshold=1500, highest_order=6)
+    a = healforge.margin(cat, tmp_path / "sync", 120, synchronous=True, quiet=True)
+    b = healforge.margin(cat, tmp_path / "dask", 120, workers=2, quiet=True)
+    assert a.rows == b.rows > 0 and a.pixels == b.pixels
+    x, y = read_all(tmp_path / "sync"), read_all(tmp_path / "dask")
+    pd.testing.assert_frame_equal(x, y)
