@@ -180,3 +180,29 @@ def test_compact_dedupes_keeps_latest_and_obeys_threshold(base):
         assert f.name == "compacted.parquet"
     assert healforge.validate_catalog(root, id_column="id").ok
     assert is_valid_catalog(str(root), strict=True)
+
+
+def _margin_ids(path) -> list[int]:
+    return sorted(pq.read_table(f, columns=["id"])["id"].to_pylist() for f in fmt.list_data_files(path))
+
+
+def test_import_margin_kept_current_by_append_and_compact(tmp_path):
+    import lsdb
+
+    a = _batch(tmp_path, "A", "clustered", 6_000, 0, 1)
+    res = healforge.import_catalog(
+        [a], tmp_path / "cat", threshold=800, highest_order=7, margin_arcsec=600, synchronous=True, quiet=True
+    )
+    margin = tmp_path / "cat_margin"
+    assert res.margin is not None and is_valid_catalog(str(margin), strict=True)
+    b = _batch(tmp_path, "B", "clustered", 2_000, 100_000, 2)
+    run_cli("append", tmp_path / "cat", b, "--synchronous", "-q")
+    # the recorded margin was rebuilt: it equals a margin made from scratch on A+B
+    healforge.margin(tmp_path / "cat", tmp_path / "fresh", 600, synchronous=True, quiet=True)
+    assert _margin_ids(margin) == _margin_ids(tmp_path / "fresh")
+    assert len(_margin_ids(margin)) > 0
+    healforge.compact(tmp_path / "cat", "id", threshold=500, synchronous=True, quiet=True)
+    healforge.margin(tmp_path / "cat", tmp_path / "fresh2", 600, synchronous=True, quiet=True)
+    assert _margin_ids(margin) == _margin_ids(tmp_path / "fresh2")
+    df = lsdb.open_catalog(str(tmp_path / "cat"), margin_cache=str(margin)).compute()
+    assert len(df) == 8_000

@@ -13,6 +13,7 @@ from healforge.errors import HealforgeError
 # stored as ``func`` and returns the process exit code.
 COMMAND_MODULES = (
     "healforge.commands.catalog",
+    "healforge.commands.lifecycle",
     "healforge.commands.aggregate",
     "healforge.commands.maps",
     "healforge.commands.demo",

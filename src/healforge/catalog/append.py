@@ -268,14 +268,15 @@ def registered_margins(root: Path) -> list[dict]:
 
 
 def _rebuild_margins(root: Path, margin, **engine_args) -> None:
+    """Rebuild the margins recorded for the catalog (or the one given) after a change."""
     entries = registered_margins(root)
     if margin is not None:
-        entries = [e for e in entries if Path(e["path"]) == Path(margin).absolute()] or [
-            {"path": str(Path(margin).absolute()), "radius_arcsec": None}
-        ]
-    if not entries:
-        return
-    from healforge.catalog.margin import rebuild_margin
+        wanted = str(Path(margin).absolute())
+        entries = [e for e in entries if e["path"] == wanted]
+        if not entries:
+            props = fmt.read_properties(margin)
+            entries = [{"path": wanted, "radius_arcsec": float(props["hats_margin_threshold"])}]
+    from healforge.catalog.margin import margin as build
 
     for entry in entries:
-        rebuild_margin(root, entry["path"], entry.get("radius_arcsec"), **engine_args)
+        build(root, entry["path"], entry["radius_arcsec"], overwrite=True, **engine_args)

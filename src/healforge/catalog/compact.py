@@ -73,13 +73,13 @@ def _winners(tables: list[pa.Table], id_col: str, latest: str | None) -> list[np
         )
     codes = pc.dictionary_encode(ids).combine_chunks().indices
     columns = {"code": codes}
-    keys = [("code", "ascending")]
+    keys = [("code", "ascending", "at_start")]
     if latest:
         columns["latest"] = pa.chunked_array([t[latest] for t in tables]).combine_chunks()
-        keys.append(("latest", "ascending"))
+        keys.append(("latest", "ascending", "at_start"))
     columns["seq"] = pa.array(np.arange(sum(sizes), dtype=np.int64))
-    keys.append(("seq", "ascending"))
-    order = pc.sort_indices(pa.table(columns), sort_keys=keys, null_placement="at_start").to_numpy()
+    keys.append(("seq", "ascending", "at_start"))
+    order = pc.sort_indices(pa.table(columns), sort_keys=keys).to_numpy()
     code_sorted = codes.to_numpy(zero_copy_only=False)[order]
     last = np.flatnonzero(np.r_[code_sorted[1:] != code_sorted[:-1], True])
     keep = np.zeros(sum(sizes), dtype=bool)

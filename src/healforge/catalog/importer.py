@@ -45,12 +45,15 @@ class ImportResult:
     rejected_path: str | None = None
     resumed: bool = False
     stage_seconds: dict = field(default_factory=dict)
+    margin: object = None
 
     def __str__(self) -> str:
         orders = sorted({o for o, _ in self.pixels})
         text = f"{self.rows} rows in {len(self.pixels)} pixels (orders {orders}) at {self.path}"
         if self.rejected:
             text += f"; {self.rejected} rejected rows in {self.rejected_path}"
+        if self.margin is not None:
+            text += f"; margin: {self.margin}"
         return text
 
 
@@ -80,6 +83,8 @@ def import_catalog(
     batch_rows: int = 500_000,
     row_group_rows: int = 1_048_576,
     on_bad_rows: str = "error",
+    margin_arcsec: float | None = None,
+    margin_path: str | os.PathLike | None = None,
     resume: bool | None = None,
     overwrite: bool = False,
     engine: Engine | None = None,
@@ -118,6 +123,9 @@ def import_catalog(
     on_bad_rows
         ``"error"`` (default: stop at the first bad row, naming file, column, row, value) or
         ``"quarantine"`` (write bad rows to ``OUTPUT.rejected.parquet`` and count them).
+    margin_arcsec, margin_path
+        Also build a margin cache of this radius, at ``margin_path`` (default ``OUTPUT_margin``
+        beside the catalog); append and compact keep it up to date.
     resume
         ``None``: continue an unfinished run with the same arguments if there is one.
         ``True``: there must be one. ``False``: start afresh (needs ``overwrite`` if output exists).
@@ -237,6 +245,23 @@ def import_catalog(
         str(output), written, n_rejected, pixels_out, str(rejected_file) if rejected_file else None, resumed
     )
     result.stage_seconds = timings
+    if margin_arcsec:
+        from healforge.catalog.margin import margin
+
+        target = Path(margin_path) if margin_path else output.with_name(output.name + "_margin")
+        t0 = time.perf_counter()
+        result.margin = margin(
+            output,
+            target,
+            margin_arcsec,
+            overwrite=True,
+            engine=engine,
+            workers=workers,
+            scheduler=scheduler,
+            synchronous=synchronous,
+            quiet=quiet,
+        )
+        timings["margin"] = time.perf_counter() - t0
     return result
 
 

@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     mode.add_argument("--resume", action="store_true", help="require and continue an unfinished run")
     mode.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--on-bad-rows", choices=["error", "quarantine"], default="error")
+    p.add_argument("--margin", type=float, default=None, metavar="ARCSEC", help="also build a margin cache")
+    p.add_argument("--margin-path", default=None, help="where to write it (default: OUTPUT_margin)")
     add_engine_args(p)
     p.set_defaults(func=_import)
 
@@ -84,6 +86,8 @@ def _import(args: argparse.Namespace) -> int:
         input_format=args.input_format,
         reader_options=_reader_options(args),
         on_bad_rows=args.on_bad_rows,
+        margin_arcsec=args.margin,
+        margin_path=args.margin_path,
         resume=True if args.resume else None,
         overwrite=args.overwrite,
         **engine_kwargs(args),

@@ -1,0 +1,415 @@
+"""Margin caches: for every partition, the rows of other partitions within a radius of its boundary.
+
+Method. Let ``r`` be the radius and ``M`` the *margin order*, the finest order whose pixels are at
+least ``4 r`` across, so that the disk of radius ``r`` around a point always lies inside the point's
+order-``M`` pixel and its (up to 8) neighbours. For each source partition ``S``:
+
+1. rows whose order-``M`` pixel ``q`` lies strictly inside ``S`` (not on its order-``M`` border,
+   found from the pixel's face coordinates) cannot be near another partition and are skipped;
+2. for the remaining rows, the 9 pixels around ``q`` are intersected with the partition list
+   (sorted ``_healpix_29`` ranges): each overlapping partition ``D != S`` yields a *cell*, the
+   intersection of that pixel with ``D`` (the order-``M`` pixel itself, or ``D`` when ``D`` is
+   finer than ``M``);
+3. the exact angular distance from the row to each cell boundary is computed
+   (:func:`healforge.catalog.geometry.within_radius`); the row belongs to ``D``'s margin when
+   the distance to any of ``D``'s cells is below ``r``. Since the row is outside ``D``, this is
+   its distance to ``D``'s boundary.
+
+Map tasks (one per source partition) write the selected rows as Arrow shards per destination; reduce
+tasks (one per destination) sort them by ``_healpix_29`` into ``Norder=K/Dir=D/Npix=P.parquet``.
+As in hats-import, destinations with no margin rows get no file and are left out of
+``partition_info.csv``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import cdshealpix.nested as cdsn
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from healforge.catalog import format as fmt
+from healforge.catalog.geometry import ARCSEC_PER_RAD, lonlat_to_xyz, within_radius
+from healforge.engine import Engine, engine_from_args
+from healforge.errors import CatalogError
+from healforge.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER
+
+WORK_DIR = ".healforge-margin"
+MAX_RADIUS_ARCSEC = 3 * 3600.0
+
+
+@dataclass
+class MarginResult:
+    """What a margin build produced."""
+
+    path: str
+    rows: int
+    radius_arcsec: float
+    margin_order: int
+    pixels: list[tuple[int, int]]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.rows} margin rows within {self.radius_arcsec:g} arcsec in {len(self.pixels)} pixels "
+            f"at {self.path}"
+        )
+
+
+def margin_order_for(radius_arcsec: float) -> int:
+    """Finest order whose pixels (square root of the area) are at least ``4 * radius`` across."""
+    if not 0 < radius_arcsec <= MAX_RADIUS_ARCSEC:
+        raise ValueError(f"margin radius must be in (0, {MAX_RADIUS_ARCSEC:g}] arcsec, got {radius_arcsec}")
+    size0 = math.sqrt(4 * math.pi / 12) * ARCSEC_PER_RAD
+    return int(min(SPATIAL_INDEX_ORDER, max(0, math.floor(math.log2(size0 / (4 * radius_arcsec))))))
+
+
+def margin(
+    catalog: str | os.PathLike,
+    output: str | os.PathLike,
+    radius_arcsec: float,
+    name: str | None = None,
+    *,
+    overwrite: bool = False,
+    engine: Engine | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    synchronous: bool = False,
+    quiet: bool = False,
+) -> MarginResult:
+    """Build the margin cache of a HATS catalog.
+
+    Parameters
+    ----------
+    catalog
+        Primary catalog directory.
+    output
+        Margin catalog directory to create.
+    radius_arcsec
+        Margin threshold: rows of other partitions closer than this to a partition's boundary.
+    name
+        ``obs_collection`` of the margin (default: the output directory name).
+    overwrite
+        Replace an existing output.
+    engine, workers, scheduler, synchronous, quiet
+        Where tasks run (see :class:`healforge.engine.Engine`) and whether to show progress.
+
+    Returns
+    -------
+    MarginResult
+    """
+    eng = engine_from_args(workers, scheduler, synchronous, quiet, engine)
+    try:
+        result = build_margin(catalog, output, radius_arcsec, name=name, overwrite=overwrite, engine=eng)
+    finally:
+        if engine is None:
+            eng.close()
+    register_margin(catalog, output, radius_arcsec)
+    return result
+
+
+def register_margin(catalog: str | os.PathLike, output: str | os.PathLike, radius_arcsec: float) -> None:
+    """Record a margin in ``CATALOG/.healforge/margins.json`` so append and compact rebuild it."""
+    import json
+
+    from healforge.catalog.format import atomic_write_text
+    from healforge.catalog.transaction import STATE_DIR
+
+    path = Path(catalog) / STATE_DIR / "margins.json"
+    entries = json.loads(path.read_text()) if path.exists() else []
+    out = str(Path(output).absolute())
+    entries = [e for e in entries if e["path"] != out] + [
+        {"path": out, "radius_arcsec": float(radius_arcsec)}
+    ]
+    atomic_write_text(path, json.dumps(entries, indent=1))
+
+
+def build_margin(
+    catalog: str | os.PathLike,
+    output: str | os.PathLike,
+    radius_arcsec: float,
+    *,
+    name: str | None = None,
+    overwrite: bool = False,
+    engine: Engine,
+) -> MarginResult:
+    """Build (or rebuild, with ``overwrite=True``) a margin with an existing engine.
+
+    This is the entry point for pipelines that already hold an :class:`Engine` (import, append,
+    compact); :func:`margin` wraps it. The margin is built in a hidden sibling directory and moved
+    into place at the end, so an existing margin stays intact and readable until the new one is
+    complete (a killed run leaves the old margin and a stale ``.NAME.building-*`` directory, removed
+    by the next run).
+    """
+    catalog = Path(catalog).absolute()
+    output = Path(output).absolute()
+    radius = float(radius_arcsec)
+    m_order = margin_order_for(radius)
+    props = fmt.read_properties(catalog)
+    ra, dec = props.get("hats_col_ra"), props.get("hats_col_dec")
+    if not ra or not dec:
+        raise CatalogError(f"{catalog} has no hats_col_ra/hats_col_dec properties; cannot build a margin")
+    pixels = fmt.read_partition_info(catalog)
+    if output == catalog:
+        raise CatalogError("the margin cannot be written over its primary catalog")
+    if output.exists() and any(output.iterdir()) and not overwrite:
+        raise CatalogError(f"output {output} exists and is not empty; use --overwrite to replace it")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    for stale in output.parent.glob(f".{output.name}.building-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    final, output = output, output.parent / f".{output.name}.building-{uuid.uuid4().hex[:12]}"
+    work = output / WORK_DIR
+    work.mkdir(parents=True)
+
+    orders = np.array([o for o, _ in pixels], dtype=np.int64)
+    npix = np.array([p for _, p in pixels], dtype=np.int64)
+    shift = 2 * (SPATIAL_INDEX_ORDER - orders)
+    starts, stops = npix << shift, (npix + 1) << shift
+    order_idx = np.argsort(starts)
+    table = {
+        "orders": orders[order_idx],
+        "pixels": npix[order_idx],
+        "starts": starts[order_idx],
+        "stops": stops[order_idx],
+    }
+    if np.any(table["starts"][1:] < table["stops"][:-1]):
+        raise CatalogError(f"{catalog}: partitions overlap; cannot build a margin")
+    tasks = [
+        {
+            "catalog": str(catalog),
+            "source": int(i),
+            "table": table,
+            "ra": ra,
+            "dec": dec,
+            "radius": radius,
+            "margin_order": m_order,
+            "work": str(work),
+        }
+        for i in range(len(pixels))
+    ]
+    labels = [f"Norder={table['orders'][i]}/Npix={table['pixels'][i]}" for i in range(len(pixels))]
+    counts = engine.map(_map_partition, tasks, "Margin map", labels=labels)
+    per_dest = np.zeros(len(pixels), dtype=np.int64)
+    for c in counts:
+        for d, n in c.items():
+            per_dest[d] += n
+    dests = np.flatnonzero(per_dest)
+    reduce_tasks = [
+        {
+            "work": str(work),
+            "output": str(output),
+            "dest": int(d),
+            "order": int(table["orders"][d]),
+            "pixel": int(table["pixels"][d]),
+            "rows": int(per_dest[d]),
+        }
+        for d in dests
+    ]
+    engine.map(_reduce_partition, reduce_tasks, "Margin reduce", labels=[labels[d] for d in dests])
+
+    out_pixels = [(int(table["orders"][d]), int(table["pixels"][d])) for d in dests]
+    total = _finish(output, catalog, out_pixels, int(per_dest.sum()), props, radius, name or final.name)
+    shutil.rmtree(work, ignore_errors=True)
+    _swap_into_place(output, final)
+    return MarginResult(str(final), total, radius, m_order, out_pixels)
+
+
+def _swap_into_place(built: Path, final: Path) -> None:
+    """Replace ``final`` by ``built`` with renames; the old content is deleted afterwards."""
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:12]}"
+        os.replace(final, old)
+        os.replace(built, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(built, final)
+
+
+def pixel_data_files(root: str | os.PathLike, order: int, pixel: int) -> list[Path]:
+    """Data files of one pixel: ``Npix=P.parquet``, or the parquet files of directory ``Npix=P/``."""
+    single = fmt.pixel_file(root, order, pixel)
+    if single.is_file():
+        return [single]
+    directory = fmt.pixel_file(root, order, pixel, "/")
+    files = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
+    if not files:
+        raise CatalogError(f"no data file for pixel Norder={order}/Npix={pixel} in {root}")
+    return files
+
+
+def read_pixel(root: str | os.PathLike, order: int, pixel: int, columns: list[str] | None = None) -> pa.Table:
+    """All rows of one pixel (all its files, in file-name order)."""
+    tables = [pq.read_table(f, columns=columns) for f in pixel_data_files(root, order, pixel)]
+    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+
+_EVEN_BITS = 0x5555555555555555
+
+
+def _on_border(hp29: np.ndarray, m_order: int, order: int, pixel: int) -> np.ndarray:
+    """Which rows (``_healpix_29`` inside pixel ``(order, pixel)``) have an order-``m_order`` pixel
+    on the border of that pixel: their face coordinate x or y, at ``m_order``, is 0 or maximal.
+
+    In a nested index x sits in the even bits and y in the odd bits, so only the bits between
+    ``2 * (29 - m_order)`` and ``2 * (29 - order)`` matter."""
+    low, high = 2 * (SPATIAL_INDEX_ORDER - m_order), 2 * (SPATIAL_INDEX_ORDER - order)
+    if high <= low:
+        return np.ones(len(hp29), dtype=bool)
+    span = ((1 << high) - 1) ^ ((1 << low) - 1)
+    mx, my = np.int64(span & _EVEN_BITS), np.int64(span & (_EVEN_BITS << 1))
+    local = hp29 & np.int64((1 << high) - 1)
+    x, y = local & mx, local & my
+    return (x == 0) | (x == mx) | (y == 0) | (y == my)
+
+
+def margin_candidates(
+    hp29: np.ndarray, source: int, table: dict, m_order: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of partition ``source`` that may be near other partitions, with the cells to test.
+
+    Returns ``(row, dest, cell_order, cell_pixel)`` arrays, one entry per (row, cell) pair.
+    """
+    empty = np.empty(0, dtype=np.int64)
+    s_order, s_pixel = int(table["orders"][source]), int(table["pixels"][source])
+    if m_order >= s_order:
+        rows = np.flatnonzero(_on_border(hp29, m_order, s_order, s_pixel))
+    else:  # the margin order is coarser than the partition: every row is a candidate
+        rows = np.arange(len(hp29))
+    q = hp29[rows] >> (2 * (SPATIAL_INDEX_ORDER - m_order))
+    if len(rows) == 0:
+        return empty, empty, empty, empty
+    uq, inv = np.unique(q, return_inverse=True)
+    nb = cdsn.neighbours(uq.astype(np.uint64), m_order).astype(np.int64)  # (n, 9), includes uq itself
+    u_idx = np.repeat(np.arange(len(uq)), nb.shape[1])
+    cells = nb.ravel()
+    keep = cells >= 0
+    u_idx, cells = u_idx[keep], cells[keep]
+    shift = 2 * (SPATIAL_INDEX_ORDER - m_order)
+    lo = np.searchsorted(table["stops"], cells << shift, side="right")
+    hi = np.searchsorted(table["starts"], (cells + 1) << shift, side="left")
+    n_over = np.maximum(hi - lo, 0)
+    rep = np.repeat(np.arange(len(cells)), n_over)
+    first = np.cumsum(n_over) - n_over
+    dest = lo[rep] + (np.arange(len(rep)) - first[rep])
+    u_idx, cells = u_idx[rep], cells[rep]
+    other = dest != source
+    u_idx, cells, dest = u_idx[other], cells[other], dest[other]
+    d_order = table["orders"][dest]
+    finer = d_order > m_order
+    cell_order = np.where(finer, d_order, m_order)
+    cell_pixel = np.where(finer, table["pixels"][dest], cells)
+    # (unique q, cell) pairs -> (row, cell) pairs
+    by_u = np.argsort(u_idx, kind="stable")
+    u_idx, dest, cell_order, cell_pixel = u_idx[by_u], dest[by_u], cell_order[by_u], cell_pixel[by_u]
+    per_u = np.bincount(u_idx, minlength=len(uq))
+    u_first = np.cumsum(per_u) - per_u
+    n_pairs = per_u[inv]
+    pair_row = np.repeat(rows, n_pairs)
+    pair_first = np.cumsum(n_pairs) - n_pairs
+    pair_k = u_first[np.repeat(inv, n_pairs)] + (np.arange(len(pair_row)) - np.repeat(pair_first, n_pairs))
+    return pair_row, dest[pair_k], cell_order[pair_k], cell_pixel[pair_k]
+
+
+def select_margin_rows(
+    ra: np.ndarray, dec: np.ndarray, hp29: np.ndarray, source: int, table: dict, radius: float, m_order: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(row, dest)`` pairs: row of partition ``source`` within ``radius`` of partition ``dest``."""
+    row, dest, c_order, c_pixel = margin_candidates(hp29, source, table, m_order)
+    if len(row) == 0:
+        return row, dest
+    xyz = lonlat_to_xyz(ra[row], dec[row])
+    near = within_radius(xyz, c_order, c_pixel, radius)
+    key = np.unique(dest[near] * np.int64(len(hp29)) + row[near])
+    return key % len(hp29), key // len(hp29)
+
+
+def _shard_path(work: str, dest: int, source: int) -> Path:
+    return Path(work) / "shards" / f"{dest}" / f"{source}.arrow"
+
+
+def _map_partition(task: dict) -> dict[int, int]:
+    table, source = task["table"], task["source"]
+    order, pixel = int(table["orders"][source]), int(table["pixels"][source])
+    # one read of the whole partition: nearly every partition has some margin rows
+    full = read_pixel(task["catalog"], order, pixel)
+    ra = np.asarray(full.column(task["ra"]).to_numpy(), dtype=np.float64)
+    dec = np.asarray(full.column(task["dec"]).to_numpy(), dtype=np.float64)
+    hp29 = np.asarray(full.column(SPATIAL_INDEX_COLUMN).to_numpy(), dtype=np.int64)
+    rows, dests = select_margin_rows(ra, dec, hp29, source, table, task["radius"], task["margin_order"])
+    if len(rows) == 0:
+        return {}
+    counts = {}
+    for d in np.unique(dests):
+        sel = rows[dests == d]
+        path = _shard_path(task["work"], int(d), source)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        part = full.take(pa.array(sel))
+        with pa.ipc.new_file(tmp, part.schema) as writer:
+            writer.write_table(part)
+        os.replace(tmp, path)
+        counts[int(d)] = len(sel)
+    return counts
+
+
+def _reduce_partition(task: dict) -> int:
+    shard_dir = Path(task["work"]) / "shards" / str(task["dest"])
+    tables = []
+    for path in sorted(shard_dir.glob("*.arrow")):
+        with pa.memory_map(str(path)) as source:
+            tables.append(pa.ipc.open_file(source).read_all())
+    data = pa.concat_tables(tables).sort_by(SPATIAL_INDEX_COLUMN)
+    if len(data) != task["rows"]:
+        raise RuntimeError(f"margin shards hold {len(data)} rows, expected {task['rows']}")
+    fmt.atomic_write_parquet(data, fmt.pixel_file(task["output"], task["order"], task["pixel"]))
+    return len(data)
+
+
+def _finish(
+    output: Path,
+    catalog: Path,
+    pixels: list[tuple[int, int]],
+    expected_rows: int,
+    props: dict,
+    radius: float,
+    name: str,
+) -> int:
+    from hats.catalog import PartitionInfo
+    from hats.pixel_math import HealpixPixel
+
+    fmt.write_partition_info(output, pixels)
+    if pixels:
+        total = fmt.write_dataset_metadata(output)
+    else:
+        schema = pq.read_schema(catalog / fmt.DATASET_DIR / "_common_metadata")
+        (output / fmt.DATASET_DIR).mkdir(parents=True, exist_ok=True)
+        for leaf in ("_common_metadata", "_metadata"):
+            pq.write_metadata(schema, output / fmt.DATASET_DIR / leaf)
+        total = 0
+    if total != expected_rows:
+        raise RuntimeError(f"margin metadata counts {total} rows, expected {expected_rows}")
+    primary_orders = [o for o, _ in fmt.read_partition_info(catalog)]
+    sky = PartitionInfo.from_healpix([HealpixPixel(o, p) for o, p in pixels]).calculate_fractional_coverage()
+    fmt.write_properties(
+        output,
+        obs_collection=name,
+        dataproduct_type="margin",
+        hats_nrows=total,
+        hats_col_ra=props["hats_col_ra"],
+        hats_col_dec=props["hats_col_dec"],
+        hats_primary_table_url=catalog.name,
+        hats_margin_threshold=radius,
+        hats_order=max((o for o, _ in pixels), default=max(primary_orders, default=0)),
+        moc_sky_fraction=f"{sky:0.5f}",
+        hats_npix_suffix=".parquet",
+    )
+    return total
+
+
+__all__ = ["MarginResult", "build_margin", "margin", "margin_order_for", "pixel_data_files", "read_pixel"]

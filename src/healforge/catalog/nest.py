@@ -1,0 +1,318 @@
+"""Nested catalogs: the sources of each object as a ``list<struct>`` column of the object catalog.
+
+Sources are matched to objects by key over the whole sky, not pixel by pixel: a key -> object
+partition lookup is built from the object catalog, every source partition is split by the
+partition of its object (Arrow shards), and each object partition is then joined with its shards,
+sorted by ``(object, sort_by)`` and turned into one list per object (empty when it has none). This
+is the layout nested-pandas and lsdb read as a nested column.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from healforge.catalog import format as fmt
+from healforge.catalog.margin import read_pixel
+from healforge.engine import Engine, engine_from_args
+from healforge.errors import BadInputError, CatalogError
+from healforge.healpix import SPATIAL_INDEX_COLUMN
+
+WORK_DIR = ".healforge-nest"
+# properties of the object catalog carried over to the nested catalog
+_KEPT_PROPERTIES = (
+    "hats_col_ra",
+    "hats_col_dec",
+    "hats_col_id",
+    "hats_max_rows",
+    "hats_cols_sort",
+    "hats_skymap_order",
+    "hats_skymap_alt_orders",
+)
+
+
+@dataclass
+class NestResult:
+    """What a nest run produced."""
+
+    path: str
+    objects: int
+    sources: int
+    unmatched: int
+    pixels: list[tuple[int, int]]
+
+    def __str__(self) -> str:
+        text = f"{self.objects} objects with {self.sources} nested sources in {len(self.pixels)} pixels at {self.path}"
+        if self.unmatched:
+            text += f"; {self.unmatched} sources without an object were dropped"
+        return text
+
+
+def nest(
+    objects: str | os.PathLike,
+    sources: str | os.PathLike,
+    output: str | os.PathLike,
+    on: str,
+    as_name: str,
+    sort_by: str | None = None,
+    *,
+    name: str | None = None,
+    on_unmatched: str = "error",
+    overwrite: bool = False,
+    engine: Engine | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    synchronous: bool = False,
+    quiet: bool = False,
+) -> NestResult:
+    """Write a catalog of objects with their sources nested in a ``list<struct>`` column.
+
+    Parameters
+    ----------
+    objects, sources
+        HATS catalog directories; ``on`` must be unique among objects.
+    output
+        Nested catalog directory to create (same partitioning as ``objects``).
+    on
+        Key column present in both catalogs.
+    as_name
+        Name of the nested column.
+    sort_by
+        Source column ordering the sources inside each object (ties keep catalog order).
+    name
+        ``obs_collection`` of the output (default: the output directory name).
+    on_unmatched
+        Sources whose key matches no object: ``"error"`` (default) or ``"drop"`` (counted).
+    overwrite
+        Replace an existing output.
+    engine, workers, scheduler, synchronous, quiet
+        Where tasks run (see :class:`healforge.engine.Engine`) and whether to show progress.
+
+    Returns
+    -------
+    NestResult
+    """
+    if on_unmatched not in ("error", "drop"):
+        raise ValueError("on_unmatched must be 'error' or 'drop'")
+    objects, sources, output = Path(objects).absolute(), Path(sources).absolute(), Path(output).absolute()
+    obj_schema = _schema(objects)
+    src_schema = _schema(sources)
+    for cat, schema, cols in ((objects, obj_schema, [on]), (sources, src_schema, [on, sort_by])):
+        for col in cols:
+            if col and col not in schema.names:
+                raise BadInputError(
+                    f"column {col!r} not found in catalog {cat}; available columns: {', '.join(schema.names)}"
+                )
+    if as_name in obj_schema.names:
+        raise BadInputError(f"the object catalog {objects} already has a column {as_name!r}")
+    if output in (objects, sources):
+        raise CatalogError("the nested catalog cannot be written over one of its inputs")
+    if output.exists() and any(output.iterdir()):
+        if not overwrite:
+            raise CatalogError(f"output {output} exists and is not empty; use --overwrite to replace it")
+        shutil.rmtree(output)
+    work = output / WORK_DIR
+    work.mkdir(parents=True, exist_ok=True)
+
+    obj_pixels = fmt.read_partition_info(objects)
+    src_pixels = fmt.read_partition_info(sources)
+    eng = engine_from_args(workers, scheduler, synchronous, quiet, engine)
+    try:
+        keys = eng.map(
+            _read_keys,
+            [{"root": str(objects), "order": o, "pixel": p, "on": on} for o, p in obj_pixels],
+            "Nest keys",
+        )
+        lookup = _write_lookup(work, keys, objects, on)
+        tasks = [
+            {
+                "root": str(sources),
+                "order": o,
+                "pixel": p,
+                "source": i,
+                "on": on,
+                "lookup": str(lookup),
+                "work": str(work),
+                "drop": on_unmatched == "drop",
+            }
+            for i, (o, p) in enumerate(src_pixels)
+        ]
+        mapped = eng.map(
+            _map_sources, tasks, "Nest map", labels=[f"Norder={o}/Npix={p}" for o, p in src_pixels]
+        )
+        unmatched = sum(m["unmatched"] for m in mapped)
+        per_obj = np.zeros(len(obj_pixels), dtype=np.int64)
+        for m in mapped:
+            for d, n in m["counts"].items():
+                per_obj[d] += n
+        reduce_tasks = [
+            {
+                "objects": str(objects),
+                "output": str(output),
+                "order": o,
+                "pixel": p,
+                "index": i,
+                "on": on,
+                "as_name": as_name,
+                "sort_by": sort_by,
+                "work": str(work),
+                "expected": int(per_obj[i]),
+                "source_schema": src_schema,
+            }
+            for i, (o, p) in enumerate(obj_pixels)
+        ]
+        eng.map(
+            _reduce_objects,
+            reduce_tasks,
+            "Nest reduce",
+            labels=[f"Norder={o}/Npix={p}" for o, p in obj_pixels],
+        )
+    finally:
+        if engine is None:
+            eng.close()
+
+    total = _finish(output, objects, obj_pixels, name or output.name)
+    shutil.rmtree(work, ignore_errors=True)
+    return NestResult(str(output), total, int(per_obj.sum()), int(unmatched), obj_pixels)
+
+
+def _schema(root: Path) -> pa.Schema:
+    path = root / fmt.DATASET_DIR / "_common_metadata"
+    if not path.exists():
+        raise CatalogError(f"{root} is not a HATS catalog (no {path.relative_to(root)})")
+    return pq.read_schema(path).remove_metadata()
+
+
+def _read_keys(task: dict) -> pa.Array:
+    return (
+        read_pixel(task["root"], task["order"], task["pixel"], columns=[task["on"]])
+        .column(0)
+        .combine_chunks()
+    )
+
+
+def _write_lookup(work: Path, keys: list[pa.Array], objects: Path, on: str) -> Path:
+    """Arrow file ``key, part``: every object key and the index of its partition."""
+    part = np.repeat(np.arange(len(keys), dtype=np.int32), [len(k) for k in keys])
+    table = pa.table({"key": pa.concat_arrays(keys) if keys else pa.array([]), "part": part})
+    if table.column("key").null_count:
+        raise BadInputError(f"object catalog {objects} has null values in key column {on!r}")
+    counts = pc.value_counts(table.column("key"))
+    dup = pc.filter(counts, pc.greater(counts.field("counts"), 1))
+    if len(dup):
+        raise BadInputError(
+            f"key column {on!r} is not unique in object catalog {objects}: {len(dup)} repeated keys, "
+            f"e.g. {dup[0]['values'].as_py()!r}"
+        )
+    path = work / "lookup.arrow"
+    with pa.ipc.new_file(path, table.schema) as writer:
+        writer.write_table(table)
+    return path
+
+
+def _read_arrow(path: Path) -> pa.Table:
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_file(source).read_all()
+
+
+def _map_sources(task: dict) -> dict:
+    lookup = _read_arrow(Path(task["lookup"]))
+    table = read_pixel(task["root"], task["order"], task["pixel"])
+    key_set = lookup.column("key").combine_chunks()
+    pos = pc.index_in(table.column(task["on"]).cast(key_set.type), value_set=key_set)
+    found = pc.is_valid(pos).to_numpy(zero_copy_only=False)
+    unmatched = int(len(found) - found.sum())
+    if unmatched and not task["drop"]:
+        missing = table.column(task["on"]).filter(pa.array(~found))
+        raise BadInputError(
+            f"{unmatched} sources in Norder={task['order']}/Npix={task['pixel']} of {task['root']} have no "
+            f"object with the same {task['on']!r}, e.g. {missing[0].as_py()!r}; "
+            "use on_unmatched='drop' (--drop-unmatched) to leave them out"
+        )
+    rows = np.flatnonzero(found)
+    part = (
+        lookup.column("part")
+        .combine_chunks()
+        .to_numpy()[pos.to_numpy(zero_copy_only=False)[rows].astype(np.int64)]
+    )
+    counts = {}
+    order = np.argsort(part, kind="stable")
+    rows, part = rows[order], part[order]
+    bounds = np.flatnonzero(np.diff(part)) + 1
+    for sel in np.split(np.arange(len(rows)), bounds) if len(rows) else []:
+        d = int(part[sel[0]])
+        path = Path(task["work"]) / "shards" / str(d) / f"{task['source']}.arrow"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        shard = table.take(pa.array(rows[sel]))
+        with pa.ipc.new_file(tmp, shard.schema) as writer:
+            writer.write_table(shard)
+        os.replace(tmp, path)
+        counts[d] = len(sel)
+    return {"counts": counts, "unmatched": unmatched}
+
+
+def _reduce_objects(task: dict) -> int:
+    objects = read_pixel(task["objects"], task["order"], task["pixel"])
+    objects = objects.take(pc.sort_indices(objects, [(SPATIAL_INDEX_COLUMN, "ascending")]))
+    shard_dir = Path(task["work"]) / "shards" / str(task["index"])
+    shards = [_read_arrow(p) for p in sorted(shard_dir.glob("*.arrow"), key=lambda p: int(p.stem))]
+    schema = task["source_schema"]
+    srcs = pa.concat_tables([s.cast(schema) for s in shards]) if shards else schema.empty_table()
+    if len(srcs) != task["expected"]:
+        raise RuntimeError(f"nest shards hold {len(srcs)} sources, expected {task['expected']}")
+    obj_keys = objects.column(task["on"]).combine_chunks()
+    owner = pc.index_in(srcs.column(task["on"]).cast(obj_keys.type), value_set=obj_keys)
+    srcs = srcs.append_column("__owner", owner)
+    keys = [("__owner", "ascending")] + ([(task["sort_by"], "ascending")] if task["sort_by"] else [])
+    srcs = srcs.take(pc.sort_indices(srcs, keys)).combine_chunks()
+    owner = srcs.column("__owner").to_numpy(zero_copy_only=False)
+    srcs = srcs.drop_columns(["__owner"])
+    counts = np.bincount(owner.astype(np.int64), minlength=len(objects))
+    offsets = np.zeros(len(objects) + 1, dtype=np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    struct = pa.StructArray.from_arrays(
+        [c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in srcs.columns],
+        fields=list(srcs.schema),
+    )
+    nested = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), struct)
+    out = objects.append_column(task["as_name"], nested)
+    fmt.atomic_write_parquet(out, fmt.pixel_file(task["output"], task["order"], task["pixel"]))
+    return len(out)
+
+
+def _finish(output: Path, objects: Path, pixels: list[tuple[int, int]], name: str) -> int:
+    from hats.catalog import PartitionInfo
+    from hats.pixel_math import HealpixPixel
+
+    fmt.write_partition_info(output, pixels)
+    total = fmt.write_dataset_metadata(output)
+    for skymap in list(objects.glob("skymap*.fits")) + list(objects.glob("point_map.fits")):
+        shutil.copyfile(skymap, output / skymap.name)
+    props = fmt.read_properties(objects)
+    kept = {k: props[k] for k in _KEPT_PROPERTIES if k in props}
+    if not (output / "skymap.fits").exists():
+        kept.pop("hats_skymap_order", None)
+        kept.pop("hats_skymap_alt_orders", None)
+    sky = PartitionInfo.from_healpix([HealpixPixel(o, p) for o, p in pixels]).calculate_fractional_coverage()
+    fmt.write_properties(
+        output,
+        obs_collection=name,
+        dataproduct_type="object",
+        hats_nrows=total,
+        hats_order=max((o for o, _ in pixels), default=0),
+        moc_sky_fraction=f"{sky:0.5f}",
+        hats_npix_suffix=".parquet",
+        **kept,
+    )
+    return total
+
+
+__all__ = ["NestResult", "nest"]

@@ -1,0 +1,201 @@
+"""Nested catalogs: sources joined into objects by key, checked with lsdb against a pandas groupby."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+import healforge
+from healforge.catalog.importer import import_catalog
+from healforge.errors import BadInputError
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("nest")
+    rng = np.random.default_rng(7)
+    n_obj = 3000
+    obj = pd.DataFrame(
+        {
+            "object_id": rng.permutation(np.arange(10_000, 10_000 + n_obj)).astype(np.int64),
+            "ra": rng.uniform(100, 112, n_obj),
+            "dec": rng.uniform(-6, 6, n_obj),
+            "name": [f"obj{i}" for i in range(n_obj)],
+        }
+    )
+    n_src = rng.poisson(4, n_obj)
+    n_src[:200] = 0  # objects without sources
+    owner = np.repeat(np.arange(n_obj), n_src)
+    # most sources sit within 1 arcsec of their object; a quarter are 0.3-1 degree away, so they
+    # fall in other partitions than their object
+    far = rng.random(len(owner)) < 0.25
+    off = np.where(far, rng.uniform(0.3, 1.0, len(owner)), rng.uniform(0, 1 / 3600, len(owner)))
+    ang = rng.uniform(0, 2 * np.pi, len(owner))
+    src = pd.DataFrame(
+        {
+            "source_id": np.arange(len(owner), dtype=np.int64) + 1_000_000,
+            "object_id": obj["object_id"].to_numpy()[owner],
+            "ra": obj["ra"].to_numpy()[owner] + off * np.cos(ang),
+            "dec": obj["dec"].to_numpy()[owner] + off * np.sin(ang),
+            "mjd": rng.uniform(60000, 61000, len(owner)),
+            "flux": rng.normal(100, 10, len(owner)).astype(np.float32),
+        }
+    )
+    obj.to_parquet(tmp / "obj.parquet", index=False)
+    src.to_parquet(tmp / "src.parquet", index=False)
+    import_catalog(
+        [str(tmp / "obj.parquet")],
+        tmp / "objects",
+        threshold=400,
+        highest_order=7,
+        synchronous=True,
+        quiet=True,
+    )
+    import_catalog(
+        [str(tmp / "src.parquet")],
+        tmp / "sources",
+        threshold=900,
+        highest_order=7,
+        catalog_type="source",
+        synchronous=True,
+        quiet=True,
+    )
+    return tmp, obj, src
+
+
+def test_nest_matches_groupby_and_opens_in_lsdb(inputs, tmp_path):
+    import lsdb
+    from hats.io.validation import is_valid_catalog
+
+    tmp, obj, src = inputs
+    res = healforge.nest(
+        tmp / "objects",
+        tmp / "sources",
+        tmp_path / "nested",
+        on="object_id",
+        as_name="lc",
+        sort_by="mjd",
+        synchronous=True,
+        quiet=True,
+    )
+    assert res.objects == len(obj) and res.sources == len(src) and res.unmatched == 0
+    assert is_valid_catalog(tmp_path / "nested", strict=True)
+    assert pd.read_csv(tmp_path / "nested" / "partition_info.csv").equals(
+        pd.read_csv(tmp / "objects" / "partition_info.csv")
+    )
+
+    # sources whose object lies in another partition exist
+    opix = pd.read_csv(tmp / "objects" / "partition_info.csv")
+    assert len(opix) > 5
+    s_hp = pq.read_table(tmp / "sources" / "dataset", columns=["object_id", "_healpix_29"]).to_pandas()
+    o_hp = pq.read_table(tmp / "objects" / "dataset", columns=["object_id", "_healpix_29"]).to_pandas()
+    j = s_hp.merge(o_hp, on="object_id", suffixes=("_s", "_o"))
+    starts = opix["Npix"].to_numpy() << 2 * (29 - opix["Norder"].to_numpy())
+    order = np.argsort(starts)
+
+    def part(hp29):
+        return order[np.searchsorted(starts[order], hp29.to_numpy(), side="right") - 1]
+
+    assert (part(j["_healpix_29_s"]) != part(j["_healpix_29_o"])).sum() > 100
+
+    cat = lsdb.open_catalog(tmp_path / "nested")
+    df = cat.compute()
+    assert len(df) == len(obj)
+    assert "lc" in cat.columns and "lc" in df.nested_columns
+    flat = df["lc"].nest.to_flat()
+    flat["owner"] = np.repeat(df["object_id"].to_numpy(), df["lc"].nest.len())
+    # every source exactly once, under its own object
+    assert len(flat) == len(src)
+    assert flat["source_id"].is_unique
+    assert set(flat["source_id"]) == set(src["source_id"])
+    assert (flat["owner"].to_numpy() == flat["object_id"].to_numpy()).all()
+    # counts per object match a pandas groupby of the inputs (objects without sources: 0)
+    expected = src.groupby("object_id").size().reindex(obj["object_id"], fill_value=0)
+    got = pd.Series(df["lc"].nest.len(), index=df["object_id"].to_numpy())
+    pd.testing.assert_series_equal(
+        got.sort_index(), expected.sort_index(), check_names=False, check_dtype=False
+    )
+    assert (got == 0).sum() >= 200
+    # sorted by mjd inside each object
+    mjd = flat["mjd"].to_numpy()
+    same = flat["owner"].to_numpy()[1:] == flat["owner"].to_numpy()[:-1]
+    assert np.all(np.diff(mjd)[same] >= 0)
+    # nested values are the input values
+    m = flat.merge(src, on="source_id", suffixes=("", "_in"))
+    assert np.allclose(m["mjd"], m["mjd_in"]) and np.allclose(m["flux"], m["flux_in"])
+
+
+def test_nest_cli_and_errors(inputs, tmp_path):
+    tmp, obj, src = inputs
+    env = dict(os.environ, PYTHONPATH=SRC)
+    out = tmp_path / "nested_cli"
+    cmd = [
+        sys.executable,
+        "-m",
+        "healforge",
+        "nest",
+        str(tmp / "objects"),
+        str(tmp / "sources"),
+        "-o",
+        str(out),
+        "--on",
+        "object_id",
+        "--as",
+        "sources",
+        "--synchronous",
+        "--quiet",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    t = pq.read_table(out / "dataset")
+    assert t.schema.field("sources").type.value_type.num_fields == len(src.columns) + 1  # + _healpix_29
+    assert sum(len(x) for x in t.column("sources").to_pylist()) == len(src)
+
+    # sources without objects: an error naming the problem, or dropped and counted on request
+    few = obj.iloc[500:].to_parquet(tmp_path / "few.parquet", index=False)
+    del few
+    import_catalog(
+        [str(tmp_path / "few.parquet")], tmp_path / "few", threshold=500, synchronous=True, quiet=True
+    )
+    with pytest.raises(BadInputError, match="no object"):
+        healforge.nest(
+            tmp_path / "few",
+            tmp / "sources",
+            tmp_path / "x",
+            on="object_id",
+            as_name="lc",
+            synchronous=True,
+            quiet=True,
+        )
+    res = healforge.nest(
+        tmp_path / "few",
+        tmp / "sources",
+        tmp_path / "y",
+        on="object_id",
+        as_name="lc",
+        on_unmatched="drop",
+        synchronous=True,
+        quiet=True,
+    )
+    lost = src["object_id"].isin(obj["object_id"].iloc[:500]).sum()
+    assert res.unmatched == lost and res.sources == len(src) - lost
+    with pytest.raises(BadInputError, match="not found"):
+        healforge.nest(
+            tmp / "objects",
+            tmp / "sources",
+            tmp_path / "z",
+            on="object_id",
+            as_name="lc",
+            sort_by="nope",
+            synchronous=True,
+            quiet=True,
+        )
