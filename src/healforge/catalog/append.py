@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from healforge.catalog import format as fmt
 from healforge.catalog import transaction as txn
 from healforge.catalog.alignment import coarsen_histogram, dense_histogram, incremental_alignment
+from healforge.catalog.format import read_histogram
 from healforge.catalog.pipeline import map_stage, reduce_stage, rejected_tables, schema_diff, split_stage
 from healforge.catalog.stages import InputSpec
 from healforge.engine import Engine, engine_from_args
@@ -65,13 +66,6 @@ def catalog_schema(root: Path):
         if SPATIAL_INDEX_COLUMN in schema.names
         else schema
     )
-
-
-def read_histogram(root: Path) -> np.ndarray:
-    """The catalog's row-count map at its skymap order (``point_map.fits``)."""
-    from hats.io.file_io import read_fits_image
-
-    return np.asarray(read_fits_image(str(root / "point_map.fits")), dtype=np.int64)
 
 
 def _batch_id(files: list[str], label: str | None) -> str:

@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 from healforge.catalog import format as fmt
 from healforge.catalog import transaction as txn
 from healforge.catalog.alignment import generate_alignment, sparse_histogram
-from healforge.catalog.append import _carry_properties, _rebuild_margins, read_histogram
+from healforge.catalog.append import _carry_properties, _rebuild_margins
+from healforge.catalog.format import read_histogram
 from healforge.engine import Engine, engine_from_args
 from healforge.errors import BadInputError, CatalogError
 from healforge.healpix import SPATIAL_INDEX_COLUMN

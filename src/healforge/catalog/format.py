@@ -158,8 +158,30 @@ def write_skymaps(root: str | Path, histogram: np.ndarray) -> None:
     from hats.io.file_io import write_fits_image
     from hats.io.skymap import write_skymap
 
-    write_fits_image(np.asarray(histogram, dtype=np.int64), paths.get_point_map_file_pointer(str(root)))
-    write_skymap(histogram=np.asarray(histogram, dtype=np.int64), catalog_dir=str(root))
+    histogram = np.asarray(histogram, dtype=np.int64)
+    write_fits_image(histogram, paths.get_point_map_file_pointer(str(root)))
+    write_skymap(histogram=histogram, catalog_dir=str(root))
+    # A sparse copy that appends read back quickly (reading the FITS map takes seconds at order 10).
+    nz = np.flatnonzero(histogram)
+    cache = Path(root) / ".healforge" / "histogram.npz"
+    cache.parent.mkdir(exist_ok=True)
+    tmp = cache.with_name(f".histogram.{uuid.uuid4().hex}.npz")
+    np.savez(tmp, npix=len(histogram), pixels=nz, counts=histogram[nz])
+    os.replace(tmp, cache)
+
+
+def read_histogram(root: str | Path) -> np.ndarray:
+    """The catalog's row-count map at its skymap order (``point_map.fits``, or our sparse copy)."""
+    cache = Path(root) / ".healforge" / "histogram.npz"
+    point_map = Path(root) / "point_map.fits"
+    if cache.exists() and (not point_map.exists() or cache.stat().st_mtime >= point_map.stat().st_mtime):
+        with np.load(cache) as z:
+            out = np.zeros(int(z["npix"]), dtype=np.int64)
+            out[z["pixels"]] = z["counts"]
+            return out
+    from hats.io.file_io import read_fits_image
+
+    return np.asarray(read_fits_image(str(point_map)), dtype=np.int64)
 
 
 def dir_size(root: str | Path) -> int:
