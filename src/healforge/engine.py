@@ -168,7 +168,9 @@ class Engine:
         with Progress(len(items), desc, quiet=self.quiet) as bar:
             if not items:
                 return results
-            if self.synchronous:
+            # A lone task on a cluster not started yet runs here: starting one would cost more.
+            inline = self.client is None and not self.scheduler and len(items) == 1
+            if self.synchronous or inline:
                 for i, item in enumerate(items):
                     try:
                         results[i] = func(item, **kwargs)

@@ -171,7 +171,6 @@ def import_catalog(
     resumed = _prepare_output(output, work, args, resume, overwrite)
     spec = InputSpec(ra, dec, input_format, batch_rows, on_bad_rows, dict(reader_options or {}))
     timings: dict[str, float] = {}
-    _warm_up_hats()
 
     eng = engine_from_args(workers, scheduler, synchronous, quiet, engine)
     own_engine = engine is None
@@ -344,17 +343,6 @@ def _write_rejected(output: Path, tables: list[pa.Table]) -> Path:
     pq.write_table(pa.concat_tables(tables), tmp)
     os.replace(tmp, target)
     return target
-
-
-def _warm_up_hats() -> None:
-    """Import hats (slow) in the background while the stages run; the finish step needs it."""
-    import threading
-
-    def _load():
-        import hats.catalog  # noqa: F401
-        import hats.io.parquet_metadata  # noqa: F401
-
-    threading.Thread(target=_load, daemon=True).start()
 
 
 __all__ = ["ImportResult", "finish_catalog", "import_catalog", "rejected_path_for"]
