@@ -22,7 +22,7 @@ from healforge.aggregate.finalize import DEFAULT_STATE_STATS, finalize_state
 from healforge.aggregate.maptable import make_map_table, write_map
 from healforge.aggregate.sidecar import _quarantine_target, read_sidecar, report_quarantine, sidecar_metadata
 from healforge.aggregate.sketch import DEFAULT_DELTA
-from healforge.aggregate.sources import Source, catalog_position_columns, to_sources
+from healforge.aggregate.sources import Source, default_position, to_sources
 from healforge.aggregate.state import State
 from healforge.aggregate.state import merge_states as _merge_states
 from healforge.aggregate.stats import DEFAULT_STATS, cell_statistics, stat_label, validate_stats
@@ -78,16 +78,6 @@ def _conventions(lon_convention: str, latitude: str, on_bad_rows: str) -> None:
     check_choice("lon_convention", lon_convention, LON_CONVENTIONS)
     check_choice("latitude", latitude, LATITUDES)
     check_choice("on_bad_rows", on_bad_rows, ON_BAD_ROWS)
-
-
-def _default_position(inputs, lon: str | None, lat: str | None, geometry: str | None):
-    """lon/lat default to a HATS catalog's ``hats_col_ra`` / ``hats_col_dec``."""
-    if geometry is not None or (lon is not None and lat is not None):
-        return lon, lat
-    cols = catalog_position_columns(inputs)
-    if cols is None:
-        return lon, lat
-    return lon or cols[0], lat or cols[1]
 
 
 def _read_columns(source: Source, spec: Spec | None, vspec: ValueSpec, extra: list[str]) -> list[str] | None:
@@ -245,7 +235,7 @@ def aggregate(
         if order is None:
             raise ValueError("give a sidecar, or an order with lon/lat (or geometry) columns")
         order = check_order(order)
-        lon, lat = _default_position(inputs, lon, lat, geometry)
+        lon, lat = default_position(inputs, lon, lat, geometry)
         spec = Spec(
             lon=lon, lat=lat, geometry=geometry, mode=mode, latitude=latitude, on_bad_rows=on_bad_rows
         )
@@ -357,7 +347,7 @@ def accumulate(
             raise ValueError("give an order (or an existing state to add to)")
         order = base.order
     order = check_order(order)
-    lon, lat = _default_position(inputs, lon, lat, geometry)
+    lon, lat = default_position(inputs, lon, lat, geometry)
     spec = Spec(lon=lon, lat=lat, geometry=geometry, mode=mode, latitude=latitude, on_bad_rows=on_bad_rows)
     qpath = _quarantine_target(on_bad_rows, quarantine, output)
     sources = to_sources(inputs)

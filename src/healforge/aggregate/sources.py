@@ -157,3 +157,13 @@ def _table_source(obj, label: str) -> Source:
         for col, arr in geoms.items():
             table = table.append_column(col, pa.array(shapely.to_wkb(arr), type=pa.binary()))
     return Source(label=label, table=table)
+
+
+def default_position(inputs, lon: str | None, lat: str | None, geometry: str | None) -> tuple:
+    """lon/lat, defaulting to a HATS catalog's ``hats_col_ra`` / ``hats_col_dec``."""
+    if geometry is not None or (lon is not None and lat is not None):
+        return lon, lat
+    cols = catalog_position_columns(inputs)
+    if cols is None:
+        return lon, lat
+    return lon or cols[0], lat or cols[1]
