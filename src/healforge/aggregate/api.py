@@ -22,7 +22,7 @@ from healforge.aggregate.finalize import DEFAULT_STATE_STATS, finalize_state
 from healforge.aggregate.maptable import make_map_table, write_map
 from healforge.aggregate.sidecar import _quarantine_target, read_sidecar, report_quarantine, sidecar_metadata
 from healforge.aggregate.sketch import DEFAULT_DELTA
-from healforge.aggregate.sources import Source, to_sources
+from healforge.aggregate.sources import Source, default_position, to_sources
 from healforge.aggregate.state import State
 from healforge.aggregate.state import merge_states as _merge_states
 from healforge.aggregate.stats import DEFAULT_STATS, cell_statistics, stat_label, validate_stats
@@ -30,6 +30,7 @@ from healforge.engine import Engine
 from healforge.errors import BadInputError
 from healforge.healpix import check_order
 from healforge.io.readers import DEFAULT_BATCH_ROWS
+from healforge.maps.parquet import write_parquet
 
 
 class ValueSpec:
@@ -150,6 +151,9 @@ def aggregate(
 ) -> pa.Table:
     """Exact per-cell statistics of value columns, as a map table.
 
+    ``inputs`` are files, directories, globs, tables or HATS catalog directories (read partition by
+    partition; ``lon``/``lat`` default to the catalog's ``hats_col_ra``/``hats_col_dec``).
+
     Either ``sidecar`` (a sidecar table or file, from :func:`healforge.sidecar`) assigns rows to
     cells, or the rows are assigned here from ``lon``/``lat`` (or ``geometry`` and ``mode``) at
     ``order``.
@@ -231,6 +235,7 @@ def aggregate(
         if order is None:
             raise ValueError("give a sidecar, or an order with lon/lat (or geometry) columns")
         order = check_order(order)
+        lon, lat = default_position(inputs, lon, lat, geometry)
         spec = Spec(
             lon=lon, lat=lat, geometry=geometry, mode=mode, latitude=latitude, on_bad_rows=on_bad_rows
         )
@@ -316,7 +321,7 @@ def accumulate(
 ) -> State:
     """Accumulate inputs into a streaming state (moments + quantile sketches per cell and column).
 
-    Each input file is a task; within a file, batches are reduced exactly and merged; task states
+    Each input file (each partition of a HATS catalog) is a task; within a file, batches are reduced exactly and merged; task states
     are merged, then merged into ``state`` when one is given (a :class:`State` or a state file,
     which is then also the default ``output``). With footprints, ``fuzzy`` rows count in every cell
     they overlap and their area fraction weights the ``w*`` moments.
@@ -342,6 +347,7 @@ def accumulate(
             raise ValueError("give an order (or an existing state to add to)")
         order = base.order
     order = check_order(order)
+    lon, lat = default_position(inputs, lon, lat, geometry)
     spec = Spec(lon=lon, lat=lat, geometry=geometry, mode=mode, latitude=latitude, on_bad_rows=on_bad_rows)
     qpath = _quarantine_target(on_bad_rows, quarantine, output)
     sources = to_sources(inputs)
@@ -402,13 +408,56 @@ def finalize(
     ddof: int = 1,
     min_count: int = 1,
     order: int | None = None,
+    min_order: int | None = None,
     output: str | os.PathLike | None = None,
-) -> pa.Table:
-    """Map table of a state (optionally coarsened to ``order`` first); written to ``output``."""
+    metadata: dict | None = None,
+) -> pa.Table | dict[int, pa.Table]:
+    """Map table of a state, or a pyramid of map tables down to ``min_order``.
+
+    Parameters
+    ----------
+    order
+        Finalize at this (coarser) order instead of the state's own.
+    min_order
+        Also build every coarser order down to ``min_order``: each level is the state merged to
+        that order (:meth:`State.coarsen`, not an average of finer means), so every statistic,
+        quantiles included, exists at every level. Returns ``{order: map table}``.
+    output
+        Where to write: ``*.zarr`` a Zarr DGGS store (one group per order), anything else Parquet
+        (a pyramid: a directory of ``order_KK.parquet``).
+    metadata
+        Extra product metadata for a Zarr store's root attributes.
+    """
     st = state if isinstance(state, State) else State.load(state)
     if order is not None and order != st.order:
         st = st.coarsen(order)
-    table = finalize_state(st, stats, ddof, min_count)
+    if min_order is None:
+        result: pa.Table | dict[int, pa.Table] = finalize_state(st, stats, ddof, min_count)
+    else:
+        min_order = check_order(min_order)
+        if min_order > st.order:
+            raise ValueError(f"min_order {min_order} is finer than the state's order {st.order}")
+        result = {}
+        level = st
+        for k in range(st.order, min_order - 1, -1):
+            if k != level.order:
+                level = level.coarsen(k)  # merging children's states (associative) = state at k
+            result[k] = finalize_state(level, stats, ddof, min_count)
+        result = dict(sorted(result.items()))
     if output is not None:
-        write_map(table, output)
-    return table
+        write_output(result, output, metadata=metadata)
+    return result
+
+
+def write_output(
+    maps: pa.Table | dict[int, pa.Table], output: str | os.PathLike, metadata: dict | None = None
+):
+    """Write a map or pyramid in the format of ``output``'s suffix (``.zarr`` or Parquet)."""
+    if os.fspath(output).rstrip("/").endswith(".zarr"):
+        from healforge.maps.zarr_store import write_zarr
+
+        write_zarr(maps, output, metadata=metadata)
+    elif isinstance(maps, pa.Table):
+        write_map(maps, output)
+    else:
+        write_parquet(maps, output)

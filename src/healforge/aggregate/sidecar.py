@@ -31,7 +31,7 @@ from healforge.aggregate.coords import (
     check_choice,
     quarantine_path,
 )
-from healforge.aggregate.sources import Source, to_sources
+from healforge.aggregate.sources import Source, default_position, to_sources
 from healforge.engine import Engine
 from healforge.errors import BadInputError
 from healforge.healpix import check_order
@@ -104,7 +104,9 @@ def sidecar(
     Parameters
     ----------
     inputs
-        File path(s), directories, globs, or a pyarrow Table / pandas or geopandas DataFrame.
+        File path(s), directories, globs, HATS catalog directories (one task per partition; lon/lat
+        default to ``hats_col_ra``/``hats_col_dec``), or a pyarrow Table / pandas or geopandas
+        DataFrame.
     order
         One order, or several (one pass over the data computes them all).
     lon, lat
@@ -136,6 +138,7 @@ def sidecar(
     check_choice("latitude", latitude, LATITUDES)
     check_choice("on_bad_rows", on_bad_rows, ON_BAD_ROWS)
     orders = [check_order(o) for o in ([order] if np.ndim(order) == 0 else list(order))]
+    lon, lat = default_position(inputs, lon, lat, geometry)
     spec = Spec(lon=lon, lat=lat, geometry=geometry, mode=mode, latitude=latitude, on_bad_rows=on_bad_rows)
     qpath = _quarantine_target(on_bad_rows, quarantine, output)
     sources = to_sources(inputs)

@@ -1,4 +1,8 @@
-"""Inputs of the aggregation tools: files (any reader format) or in-memory tables."""
+"""Inputs of the aggregation tools: files (any reader format), HATS catalogs or in-memory tables.
+
+A HATS catalog directory (one holding ``hats.properties``) stands for its data files: each
+partition file is one source, hence one unit of work for the :class:`~healforge.engine.Engine`.
+"""
 
 from __future__ import annotations
 
@@ -55,7 +59,70 @@ def to_sources(inputs) -> list[Source]:
     items = list(inputs)
     if items and all(isinstance(x, pa.Table) or _is_frame(x) for x in items):
         return [_table_source(x, f"<table {i}>") for i, x in enumerate(items)]
-    return [Source(label=p, path=p) for p in expand_inputs([os.fspath(x) for x in items])]
+    out: list[Source] = []
+    plain: list[str] = []
+    for x in items:
+        x = os.fspath(x)
+        if is_hats_catalog(x):
+            if plain:  # keep the order of the inputs
+                out.extend(Source(label=p, path=p) for p in expand_inputs(plain))
+                plain = []
+            out.extend(Source(label=p, path=p) for p in catalog_files(x))
+        else:
+            plain.append(x)
+    if plain:
+        out.extend(Source(label=p, path=p) for p in expand_inputs(plain))
+    return out
+
+
+def is_hats_catalog(path) -> bool:
+    """Whether ``path`` is a local HATS catalog directory (it holds ``hats.properties``)."""
+    if not isinstance(path, str | os.PathLike):
+        return False
+    path = os.fspath(path)
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, "hats.properties"))
+
+
+def catalog_files(path: str) -> list[str]:
+    """The data files of a HATS catalog, one per partition (or several for a split pixel)."""
+    from healforge.catalog.format import list_data_files
+    from healforge.errors import BadInputError
+
+    files = [str(p) for p in list_data_files(path)]
+    if not files:
+        raise BadInputError("HATS catalog has no data files", path=path)
+    return files
+
+
+def catalog_position_columns(inputs) -> tuple[str, str] | None:
+    """``(hats_col_ra, hats_col_dec)`` of the HATS catalogs among ``inputs`` (None if there are none).
+
+    Raises when catalogs disagree or a catalog does not name its position columns.
+    """
+    from healforge.catalog.format import read_properties
+    from healforge.errors import BadInputError
+
+    if isinstance(inputs, str | os.PathLike):
+        inputs = [inputs]
+    elif isinstance(inputs, pa.Table | pa.RecordBatch) or _is_frame(inputs):
+        return None
+    found: set[tuple[str, str]] = set()
+    for x in inputs:
+        if is_hats_catalog(x):
+            props = read_properties(x)
+            ra, dec = props.get("hats_col_ra"), props.get("hats_col_dec")
+            if not ra or not dec:
+                raise BadInputError(
+                    "HATS catalog properties name no hats_col_ra/hats_col_dec: give lon and lat", path=x
+                )
+            found.add((ra, dec))
+    if not found:
+        return None
+    if len(found) > 1:
+        raise BadInputError(
+            f"HATS catalogs use different position columns {sorted(found)}: give lon and lat explicitly"
+        )
+    return found.pop()
 
 
 def _is_frame(x) -> bool:
@@ -90,3 +157,13 @@ def _table_source(obj, label: str) -> Source:
         for col, arr in geoms.items():
             table = table.append_column(col, pa.array(shapely.to_wkb(arr), type=pa.binary()))
     return Source(label=label, table=table)
+
+
+def default_position(inputs, lon: str | None, lat: str | None, geometry: str | None) -> tuple:
+    """lon/lat, defaulting to a HATS catalog's ``hats_col_ra`` / ``hats_col_dec``."""
+    if geometry is not None or (lon is not None and lat is not None):
+        return lon, lat
+    cols = catalog_position_columns(inputs)
+    if cols is None:
+        return lon, lat
+    return lon or cols[0], lat or cols[1]

@@ -114,9 +114,21 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(func=_merge)
 
-    p = sub.add_parser("finalize", help="turn a state into a map (parquet)")
+    p = sub.add_parser(
+        "finalize",
+        help="turn a state into a map or a pyramid of maps (.zarr or .parquet)",
+        description=(
+            "Finalize a streaming state into a map. The output format follows the suffix: MAP.zarr "
+            "is a Zarr DGGS store (one group per order), anything else Parquet (a pyramid: a "
+            "directory of order_KK.parquet). With --min-order every coarser order down to K is "
+            "made by merging states, so all statistics (quantiles too) exist at every level."
+        ),
+    )
     p.add_argument("state", metavar="STATE")
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("-o", "--output", required=True, help="MAP.zarr or MAP.parquet")
+    p.add_argument(
+        "--min-order", type=int, default=None, help="also write every coarser order down to this one"
+    )
     p.add_argument("--stats", nargs="+", default=["count", "mean", "std", "min", "max", "median"])
     p.add_argument("--ddof", type=int, default=1)
     p.add_argument("--min-count", type=int, default=1)
@@ -224,7 +236,13 @@ def _finalize(args) -> int:
         ddof=args.ddof,
         min_count=args.min_count,
         order=_orders(args, many=False),
+        min_order=args.min_order,
         output=args.output,
+        metadata={"inputs": [args.state]} if args.output.rstrip("/").endswith(".zarr") else None,
     )
-    print(f"map: {table.num_rows} cells -> {args.output}", file=sys.stderr)
+    if isinstance(table, dict):
+        for k, t in table.items():
+            print(f"map order {k}: {t.num_rows} cells -> {args.output}", file=sys.stderr)
+    else:
+        print(f"map: {table.num_rows} cells -> {args.output}", file=sys.stderr)
     return 0
