@@ -713,8 +713,9 @@ def run_pipeline(
                 )
 
     # pyramid: coarsen state order by order (merging), finalize each needed order
-    orders = sorted(set(out.orders) | {cfg.assignment.order}, reverse=True)
+    # one level at a time, so that a map at order k does not depend on which orders were asked for
     needed = set(out.orders)
+    orders = range(cfg.assignment.order, min(needed, default=cfg.assignment.order) - 1, -1)
     extra_meta = {
         "inputs": [p for _, p in items],
         "filter": cfg.filter.text if cfg.filter is not None else None,
