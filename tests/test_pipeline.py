@@ -6,11 +6,13 @@ import json
 import healpy as hp
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import yaml
 
 from conftest import BUCKET, run_cli
 from healforge.config import ConfigError
+from healforge.errors import BadInputError
 from healforge.maps import read_map
 from healforge.pipeline import PipelineStateError, run_pipeline
 from test_maps_config import BEAMS, FILL, TEMPLATES, make_atl06
@@ -306,3 +308,71 @@ def test_bad_config_fails_before_reading_data(tmp_path, capsys):
     assert main(["run", str(write_config(tmp_path)), "--synchronous", "-q"]) == 2
     err = capsys.readouterr().err
     assert "not a readable HDF5 file" in err and "broken.h5" in err
+
+
+def _points_pipeline(paths, out, **extra):
+    cfg = {
+        "inputs": [{"paths": paths, **extra.pop("input", {})}],
+        "filter": "flag != 4",
+        "coordinates": {"lon": "ra", "lat": "dec"},
+        "assignment": {"order": 3, **extra.pop("assignment", {})},
+        "statistics": {"n": {"function": "count"}, "mag_mean": {"function": "mean", "column": "mag"}},
+        "outputs": {"parquet": {"path": out, "orders": [3, 1]}, **extra.pop("outputs", {})},
+    }
+    return cfg
+
+
+def test_parquet_inputs_bad_rows_and_s3_parquet(tmp_path, s3_options):
+    import pyarrow.parquet as pq
+
+    from conftest import make_points, survey_table, write_parquet_files
+
+    table = survey_table(*make_points("uniform", 3000, seed=3))
+    dec = table.column("dec").to_numpy().copy()
+    flag = table.column("flag").to_numpy()
+    bad_kept = int(np.flatnonzero(flag != 4)[100])  # a bad row that passes the filter
+    bad_dropped = int(np.flatnonzero(flag == 4)[0])  # one the filter removes first
+    dec[[bad_kept, bad_dropped]] = 95.0
+    table = table.set_column(table.schema.get_field_index("dec"), "dec", pa.array(dec))
+    paths = write_parquet_files(tmp_path / "in", table, 2)
+    # default: stop, naming the file, column and the row index in the file (not in the filtered batch)
+    with pytest.raises(BadInputError, match=rf"part00.parquet.*row {bad_kept}\b"):
+        run_pipeline(_points_pipeline(paths, str(tmp_path / "a.parquet")), synchronous=True, quiet=True)
+    # quarantine: the row is set aside with its file row; counts in = counts out + quarantined
+    cfg = _points_pipeline(
+        paths,
+        str(tmp_path / "q.parquet"),
+        assignment={"on_bad_rows": "quarantine"},
+        outputs={"state": str(tmp_path / "q.state")},
+    )
+    summary = run_pipeline(cfg, synchronous=True, quiet=True)
+    rejected = pq.read_table(tmp_path / "q.state.quarantine.parquet")
+    assert rejected.column("_source_row").to_pylist() == [bad_kept]
+    kept = int((flag != 4).sum())
+    assert summary["rows_rejected"] == 1 and summary["rows_filtered"] == 3000 - kept
+    m3 = read_map(tmp_path / "q.parquet", 3)
+    assert m3.column("n").to_numpy().sum() == kept - 1 == summary["rows_assigned"]
+    ok = (flag != 4) & (dec <= 90)
+    cells = hp.ang2pix(8, table.column("ra").to_numpy()[ok], dec[ok], nest=True, lonlat=True)
+    mag = table.column("mag").to_numpy()[ok].astype(np.float64)
+    exp = pd.DataFrame({"c": cells, "m": mag}).groupby("c").m.mean()
+    np.testing.assert_array_equal(m3.column("cell_ids").to_numpy(), exp.index.to_numpy())
+    np.testing.assert_allclose(m3.column("mag_mean").to_numpy(), exp.to_numpy(), rtol=1e-12)
+    # parquet inputs read from S3 (storage options reach the parquet reader) give the same map
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**s3_options)
+    for p in paths:
+        fs.put(p, f"{BUCKET}/points/{p.rsplit('/', 1)[1]}")
+    cfg = _points_pipeline(
+        [f"s3://{BUCKET}/points/*.parquet"],
+        str(tmp_path / "s3.parquet"),
+        input={"storage_options": s3_options},
+        assignment={"on_bad_rows": "quarantine"},
+    )
+    run_pipeline(cfg, synchronous=True, quiet=True)
+    assert_same(
+        read_map(tmp_path / "s3.parquet", 1),
+        read_map(tmp_path / "q.parquet", 1),
+        ["cell_ids", "n", "mag_mean"],
+    )

@@ -307,7 +307,12 @@ class InputSpec:
         fmt = "parquet" if fmt == "geoparquet" else fmt
         sources = list(self.columns.values()) or None
         for first, table in iter_batches(
-            path, columns=sources, batch_rows=batch_rows, fmt=fmt, **self.options
+            path,
+            columns=sources,
+            batch_rows=batch_rows,
+            fmt=fmt,
+            storage_options=self.storage_options or None,
+            **self.options,
         ):
             if self.columns:
                 table = table.rename_columns(list(self.columns))
