@@ -304,7 +304,10 @@ def test_bad_config_fails_before_reading_data(tmp_path, capsys):
         bad["assignment"]["order"] = 40
         run_pipeline(write_config(tmp_path, bad), synchronous=True, quiet=True)
     assert not (tmp_path / "out").exists()
-    # the good config with the broken file fails on the data, naming the file (exit code 2)
+    # --check validates only; the good config with the broken file then fails on the data,
+    # naming the file (exit code 2)
+    assert main(["run", str(write_config(tmp_path)), "--check"]) == 0
+    assert "configuration is valid" in capsys.readouterr().out
     assert main(["run", str(write_config(tmp_path)), "--synchronous", "-q"]) == 2
     err = capsys.readouterr().err
     assert "not a readable HDF5 file" in err and "broken.h5" in err
