@@ -1,52 +1,15 @@
 """Map products and inputs on S3, against a local moto server bound to 127.0.0.1."""
 
-import socket
-
 import numpy as np
 import pyarrow as pa
-import pytest
 import xarray as xr
 import xdggs
 
+from conftest import BUCKET
 from healforge.io.hdf5 import iter_hdf5_template
 from healforge.maps import open_map, read_map, write_parquet, write_zarr
 from healforge.maps.geoparquet import write_geoparquet
 from maps_util import pyramid
-
-BUCKET = "healforge-test"
-
-
-@pytest.fixture(scope="module")
-def s3_options():
-    """Start moto's standalone S3 server on 127.0.0.1; yield s3fs storage options for it."""
-    moto_server = pytest.importorskip("moto.server")
-    s3fs = pytest.importorskip("s3fs")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    mp = pytest.MonkeyPatch()
-    for var, val in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        mp.setenv(var, val)
-    options = {
-        "key": "testing",
-        "secret": "testing",
-        "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}"},
-    }
-    fs = s3fs.S3FileSystem(**options)
-    fs.mkdir(BUCKET)
-    try:
-        yield options
-    finally:
-        s3fs.S3FileSystem.clear_instance_cache()
-        mp.undo()
-        server.stop()
 
 
 def test_zarr_and_parquet_round_trip_on_s3(tmp_path, s3_options):

@@ -26,6 +26,7 @@ _API = {
     "write_geoparquet": "healforge.maps.geoparquet",
     "plot_map": "healforge.maps.plot",
     "load_pipeline": "healforge.config",
+    "run_pipeline": "healforge.pipeline",
     "sidecar": "healforge.aggregate.sidecar",
     "read_sidecar": "healforge.aggregate.sidecar",
     "aggregate": "healforge.aggregate.api",

@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "healforge.commands.lifecycle",
     "healforge.commands.aggregate",
     "healforge.commands.maps",
+    "healforge.commands.run",
     "healforge.commands.demo",
 )
 

@@ -283,32 +283,40 @@ class InputSpec:
 
     def iter_tables(self, batch_rows: int = 1_000_000) -> Iterator[tuple[str, int, Any]]:
         """Yield ``(path, first_row, pyarrow table)`` for every input file, columns renamed as configured."""
+        for path in self.files():
+            for first, table in self.iter_file(path, batch_rows):
+                yield path, first, table
+
+    def iter_file(self, path: str, batch_rows: int = 1_000_000) -> Iterator[tuple[int, Any]]:
+        """Yield ``(first_row, pyarrow table)`` batches of one input file, columns renamed as configured."""
         from healforge.io.readers import iter_batches
 
-        for path in self.files():
-            fmt = self.format_of(path)
-            if fmt == "hdf5" and self.columns:
-                from healforge.io.hdf5 import iter_hdf5_template
+        fmt = self.format_of(path)
+        if fmt == "hdf5" and self.columns:
+            from healforge.io.hdf5 import iter_hdf5_template
 
-                batches = iter_hdf5_template(
-                    path,
-                    self.columns,
-                    list(self.groups) or None,
-                    batch_rows=batch_rows,
-                    storage_options=self.storage_options,
-                    **{k: v for k, v in self.options.items() if k in ("on_missing_group", "mask_fill")},
-                )
-                for first, table in batches:
-                    yield path, first, table
-                continue
-            fmt = "parquet" if fmt == "geoparquet" else fmt
-            sources = list(self.columns.values()) or None
-            for first, table in iter_batches(
-                path, columns=sources, batch_rows=batch_rows, fmt=fmt, **self.options
-            ):
-                if self.columns:
-                    table = table.rename_columns(list(self.columns))
-                yield path, first, table
+            yield from iter_hdf5_template(
+                path,
+                self.columns,
+                list(self.groups) or None,
+                batch_rows=batch_rows,
+                storage_options=self.storage_options,
+                **{k: v for k, v in self.options.items() if k in ("on_missing_group", "mask_fill")},
+            )
+            return
+        fmt = "parquet" if fmt == "geoparquet" else fmt
+        sources = list(self.columns.values()) or None
+        for first, table in iter_batches(
+            path,
+            columns=sources,
+            batch_rows=batch_rows,
+            fmt=fmt,
+            storage_options=self.storage_options or None,
+            **self.options,
+        ):
+            if self.columns:
+                table = table.rename_columns(list(self.columns))
+            yield first, table
 
 
 @dataclass(frozen=True)

@@ -53,13 +53,13 @@ def detect_format(path: str, fmt: str | None = None) -> str:
     )
 
 
-def _open(path: str):
-    fs, fs_path = fsspec.core.url_to_fs(str(path))
+def _open(path: str, storage_options: dict | None = None):
+    fs, fs_path = fsspec.core.url_to_fs(str(path), **(storage_options or {}))
     return fs, fs_path
 
 
-def _check_exists_and_nonempty(path: str) -> None:
-    fs, fs_path = _open(path)
+def _check_exists_and_nonempty(path: str, storage_options: dict | None = None) -> None:
+    fs, fs_path = _open(path, storage_options)
     try:
         info = fs.info(fs_path)
     except FileNotFoundError:
@@ -105,6 +105,7 @@ def iter_batches(
     columns: Sequence[str] | None = None,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     fmt: str | None = None,
+    storage_options: dict | None = None,
     **options,
 ) -> Iterator[tuple[int, pa.Table]]:
     """Yield ``(first_row, table)`` batches of an input file.
@@ -123,6 +124,8 @@ def iter_batches(
     options
         Format options: ``hdu`` (FITS extension), ``group`` (HDF5 group holding 1-D column
         datasets), ``delimiter`` (CSV).
+    storage_options
+        fsspec options for a URL (credentials, ``client_kwargs={"endpoint_url": ...}``).
 
     Raises
     ------
@@ -131,10 +134,12 @@ def iter_batches(
         importing nothing from a file is never silent.
     """
     fmt = detect_format(path, fmt)
-    _check_exists_and_nonempty(path)
+    _check_exists_and_nonempty(path, storage_options)
     reader = {"csv": _iter_csv, "parquet": _iter_parquet, "fits": _iter_fits, "hdf5": _iter_hdf5}[fmt]
     total = 0
-    gen = reader(path, list(columns) if columns else None, batch_rows, **options)
+    gen = reader(
+        path, list(columns) if columns else None, batch_rows, storage_options=storage_options, **options
+    )
     while True:
         try:
             table = next(gen)
@@ -156,8 +161,8 @@ def _strip_pandas(schema: pa.Schema) -> pa.Schema:
     return schema.with_metadata(meta or None)
 
 
-def _iter_parquet(path, columns, batch_rows, **_):
-    fs, fs_path = _open(path)
+def _iter_parquet(path, columns, batch_rows, storage_options=None, **_):
+    fs, fs_path = _open(path, storage_options)
     with fs.open(fs_path, "rb") as f:
         try:
             pf = pq.ParquetFile(f)
@@ -170,8 +175,8 @@ def _iter_parquet(path, columns, batch_rows, **_):
             yield table.replace_schema_metadata(None)
 
 
-def _iter_csv(path, columns, batch_rows, delimiter=None, **_):
-    fs, fs_path = _open(path)
+def _iter_csv(path, columns, batch_rows, delimiter=None, storage_options=None, **_):
+    fs, fs_path = _open(path, storage_options)
     compression = "gzip" if str(path).endswith(".gz") else None
     with fs.open(fs_path, "rb", compression=compression) as f:
         parse = pacsv.ParseOptions(delimiter=delimiter or ("\t" if str(path).endswith(".tsv") else ","))
@@ -200,10 +205,10 @@ def _fits_column(col: np.ndarray) -> pa.Array:
     return pa.array(arr.astype(arr.dtype.newbyteorder("="), copy=False))
 
 
-def _iter_fits(path, columns, batch_rows, hdu=None, **_):
+def _iter_fits(path, columns, batch_rows, hdu=None, storage_options=None, **_):
     from astropy.io import fits
 
-    fs, fs_path = _open(path)
+    fs, fs_path = _open(path, storage_options)
     local = fs.protocol in ("file", ("file", "local")) or "file" in np.atleast_1d(fs.protocol)
     target = fs_path if local else fs.open(fs_path, "rb")
     with fits.open(target, memmap=local, lazy_load_hdus=True) as hdul:
@@ -224,10 +229,10 @@ def _iter_fits(path, columns, batch_rows, hdu=None, **_):
             yield pa.table({c: _fits_column(chunk.field(c)) for c in wanted})
 
 
-def _iter_hdf5(path, columns, batch_rows, group="/", **_):
+def _iter_hdf5(path, columns, batch_rows, group="/", storage_options=None, **_):
     import h5py
 
-    fs, fs_path = _open(path)
+    fs, fs_path = _open(path, storage_options)
     with fs.open(fs_path, "rb") as f, h5py.File(f, "r") as h5:
         if group not in h5:
             raise BadInputError(
