@@ -163,15 +163,15 @@ def _sort_within(vs, offsets):
     for c in range(ncell):
         a = offsets[c]
         b = offsets[c + 1]
-        # drop NaNs, moving the segment down to position k (k <= a: reads stay ahead of writes)
-        k0 = k
-        for i in range(a, b):
-            x = vs[i]
-            if x == x:
-                vs[k] = x
-                k += 1
-        if k - k0 <= 32:
-            # small segment: insertion sort in place (indexing only, no views)
+        if b - a <= 32:
+            # small segment: drop NaNs, moving it down to position k (k <= a: reads stay ahead
+            # of writes), then insertion sort in place (indexing only, no views)
+            k0 = k
+            for i in range(a, b):
+                x = vs[i]
+                if x == x:
+                    vs[k] = x
+                    k += 1
             for i in range(k0 + 1, k):
                 x = vs[i]
                 j = i - 1
@@ -182,9 +182,13 @@ def _sort_within(vs, offsets):
         else:
             # np.sort on a copy, not ndarray.sort() on a view: the latter came back wrong when
             # loaded from numba's on-disk cache (numba 0.68), fine when freshly compiled.
-            seg = np.sort(vs[k0:k])
-            for i in range(k - k0):
-                vs[k0 + i] = seg[i]
+            seg = np.sort(vs[a:b])  # NaNs last
+            for i in range(b - a):
+                x = seg[i]
+                if x != x:
+                    break
+                vs[k] = x
+                k += 1
         out_off[c + 1] = k
     return vs[:k], out_off
 
