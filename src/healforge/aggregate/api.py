@@ -377,10 +377,15 @@ def accumulate(
     return out
 
 
+# States merged at once in the merge tree: one merge of k states costs about as much as one
+# pairwise merge of the same rows, so a wide tree does far less work than a binary one.
+MERGE_FAN_IN = 8
+
+
 def _merge_tree(states: list[State]) -> State:
-    """Merge states pairwise as a balanced tree (same result as one merge, bounded fan-in)."""
+    """Merge states as a balanced tree of fan-in ``MERGE_FAN_IN`` (same result as one merge)."""
     while len(states) > 1:
-        states = [_merge_states(states[i : i + 2]) for i in range(0, len(states), 2)]
+        states = [_merge_states(states[i : i + MERGE_FAN_IN]) for i in range(0, len(states), MERGE_FAN_IN)]
     return states[0]
 
 

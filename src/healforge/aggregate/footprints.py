@@ -19,6 +19,7 @@ Everything is vectorised over footprints; the clipping runs in numba.
 from __future__ import annotations
 
 import math
+import os
 
 import numba
 import numpy as np
@@ -292,13 +293,13 @@ def _cell_at(order, cx, cy, cz, e1x, e1y, e1z, e2x, e2y, e2z, u, v):
     return vec2pix_nest(order, cx + u * e1x + v * e2x, cy + u * e1y + v * e2y, cz + u * e1z + v * e2z)
 
 
-@numba.njit(cache=True)
-def _candidates(order, c, e1, e2, x, y, ring_off, poly_ring_off, h_in, min_area, eps):
+@numba.njit(cache=True, nogil=True)
+def _candidates(order, c, e1, e2, x, y, ring_off, poly_ring_off, h_in, min_area, eps, p_lo, p_hi):
     """Cells each footprint touches: interior grid samples (only for footprints larger than a
     cell), every vertex, and bisection of every edge piece whose ends lie in different cells down
     to pieces shorter than ``eps`` (radians). A piece with both ends in one cell lies in it
-    (cells are convex)."""
-    n = poly_ring_off.size - 1
+    (cells are convex). Footprints ``p_lo .. p_hi - 1`` only (threads take ranges)."""
+    n = p_hi - p_lo
     cap = 16 * n + 16
     out_p = np.empty(cap, np.int64)
     out_c = np.empty(cap, np.int64)
@@ -306,7 +307,7 @@ def _candidates(order, c, e1, e2, x, y, ring_off, poly_ring_off, h_in, min_area,
     local = np.empty(1 << 14, np.int64)
     stack = np.empty((256, 4))
     cstack = np.empty((256, 2), np.int64)
-    for p in range(n):
+    for p in range(p_lo, p_hi):
         cx, cy, cz = c[p, 0], c[p, 1], c[p, 2]
         ax, ay, az = e1[p, 0], e1[p, 1], e1[p, 2]
         bx, by, bz = e2[p, 0], e2[p, 1], e2[p, 2]
@@ -389,7 +390,7 @@ def _candidates(order, c, e1, e2, x, y, ring_off, poly_ring_off, h_in, min_area,
     return out_p[:k_out].copy(), out_c[:k_out].copy()
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _clip_areas(
     order, cand_poly, cand_cell, c, e1, e2, ring_off, ring_sign, poly_ring_off, x, y, convex, step, polar_step
 ):
@@ -476,6 +477,25 @@ CELL_EDGE_STEP_POLAR = 16
 BISECT_EPS_CELLS = 2.5e-5
 
 
+# Footprints per thread below which one thread does all the work.
+MIN_FOOTPRINTS_PER_THREAD = 2048
+
+
+def _threads(n: int) -> int:
+    """Threads for ``n`` footprints (the numba kernels release the GIL)."""
+    return max(1, min(os.cpu_count() or 1, 8, n // MIN_FOOTPRINTS_PER_THREAD))
+
+
+def _run_chunks(fn, nchunk: int) -> list:
+    """``[fn(0), ..., fn(nchunk - 1)]``, in threads when ``nchunk > 1`` (results in order)."""
+    if nchunk == 1:
+        return [fn(0)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=nchunk) as pool:
+        return list(pool.map(fn, range(nchunk)))
+
+
 def fuzzy_cells(r: Rings, order: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(footprint index, cell, weight)`` for every cell each footprint overlaps.
 
@@ -486,7 +506,10 @@ def fuzzy_cells(r: Rings, order: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     c, e1, e2, x, y, vpoly, _ = _geometry(r)
     x, y = np.ascontiguousarray(x), np.ascontiguousarray(y)
     cell_sr = 4 * math.pi / order_to_npix(order)
-    cand_poly, cand_cell = _candidates(
+    n = r.n
+    nchunk = _threads(n)
+    bounds = np.linspace(0, n, nchunk + 1).astype(np.int64)
+    args = (
         order,
         c,
         e1,
@@ -499,23 +522,32 @@ def fuzzy_cells(r: Rings, order: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
         0.9 * cell_sr,
         BISECT_EPS_CELLS * math.sqrt(cell_sr),
     )
+    parts = _run_chunks(lambda i: _candidates(*args, bounds[i], bounds[i + 1]), nchunk)
+    cand_poly = np.concatenate([p[0] for p in parts])
+    cand_cell = np.concatenate([p[1] for p in parts])
     convex = _convex_flags(x, y, r.ring_off, r.poly_ring_off)
     xo, yo = _orient(x, y, r.ring_off)
-    area = _clip_areas(
-        order,
-        cand_poly,
-        cand_cell,
-        c,
-        e1,
-        e2,
-        r.ring_off,
-        r.ring_sign,
-        r.poly_ring_off,
-        xo,
-        yo,
-        convex,
-        CELL_EDGE_STEP,
-        CELL_EDGE_STEP_POLAR,
+    cb = np.linspace(0, cand_poly.size, nchunk + 1).astype(np.int64)
+    area = np.concatenate(
+        _run_chunks(
+            lambda i: _clip_areas(
+                order,
+                cand_poly[cb[i] : cb[i + 1]],
+                cand_cell[cb[i] : cb[i + 1]],
+                c,
+                e1,
+                e2,
+                r.ring_off,
+                r.ring_sign,
+                r.poly_ring_off,
+                xo,
+                yo,
+                convex,
+                CELL_EDGE_STEP,
+                CELL_EDGE_STEP_POLAR,
+            ),
+            nchunk,
+        )
     )
     total = np.bincount(cand_poly, weights=area, minlength=r.n)
     with np.errstate(invalid="ignore", divide="ignore"):

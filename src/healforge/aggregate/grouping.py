@@ -163,15 +163,32 @@ def _sort_within(vs, offsets):
     for c in range(ncell):
         a = offsets[c]
         b = offsets[c + 1]
-        # np.sort on a copy, not ndarray.sort() on a view: the latter came back wrong when loaded
-        # from numba's on-disk cache (numba 0.68), fine when freshly compiled.
-        seg = np.sort(vs[a:b])  # NaNs last
-        for i in range(b - a):
-            x = seg[i]
-            if x != x:
-                break
-            vs[k] = x
-            k += 1
+        if b - a <= 32:
+            # small segment: drop NaNs, moving it down to position k (k <= a: reads stay ahead
+            # of writes), then insertion sort in place (indexing only, no views)
+            k0 = k
+            for i in range(a, b):
+                x = vs[i]
+                if x == x:
+                    vs[k] = x
+                    k += 1
+            for i in range(k0 + 1, k):
+                x = vs[i]
+                j = i - 1
+                while j >= k0 and vs[j] > x:
+                    vs[j + 1] = vs[j]
+                    j -= 1
+                vs[j + 1] = x
+        else:
+            # np.sort on a copy, not ndarray.sort() on a view: the latter came back wrong when
+            # loaded from numba's on-disk cache (numba 0.68), fine when freshly compiled.
+            seg = np.sort(vs[a:b])  # NaNs last
+            for i in range(b - a):
+                x = seg[i]
+                if x != x:
+                    break
+                vs[k] = x
+                k += 1
         out_off[c + 1] = k
     return vs[:k], out_off
 

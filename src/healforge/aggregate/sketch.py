@@ -85,9 +85,23 @@ def compress(
     )
 
 
+def _compress_fresh(offsets, means, weights, delta):
+    """:func:`compress` for arrays the caller has just made: when no segment is large enough to
+    be compressed, they are returned as they are (no copy)."""
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    keep = int(KEEP_FACTOR * delta)
+    if offsets.size < 2 or int(np.diff(offsets).max()) <= keep:
+        return (
+            offsets,
+            np.ascontiguousarray(means, dtype=np.float64),
+            np.ascontiguousarray(weights, dtype=np.float64),
+        )
+    return compress(offsets, means, weights, delta)
+
+
 def from_sorted_values(offsets: np.ndarray, values: np.ndarray, delta: float = DEFAULT_DELTA):
     """Sketches of segments of values already sorted within each segment."""
-    return compress(offsets, values, np.ones(values.size), delta)
+    return _compress_fresh(offsets, values, np.ones(values.size), delta)
 
 
 @numba.njit(cache=True)
@@ -165,7 +179,7 @@ def merge(
         np.ascontiguousarray(weights, dtype=np.float64),
         int(nseg),
     )
-    return compress(offsets, m, w, delta)
+    return _compress_fresh(offsets, m, w, delta)
 
 
 @numba.njit(cache=True)

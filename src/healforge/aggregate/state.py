@@ -186,7 +186,8 @@ class State:
         """Write the state to a Parquet file (atomically: temporary name, then rename)."""
         path = os.fspath(path)
         tmp = f"{path}.tmp-{os.getpid()}"
-        pq.write_table(self.to_table(), tmp, compression="zstd", use_dictionary=False)
+        table = self.to_table()
+        pq.write_table(table, tmp, compression=_compression(table), use_dictionary=False)
         os.replace(tmp, path)
         return path
 
@@ -247,6 +248,21 @@ class State:
         except Exception as exc:
             raise BadInputError(f"cannot read state file: {exc}", path=path) from exc
         return cls.from_table(table, path)
+
+
+def _compression(table: pa.Table) -> dict[str, str]:
+    """Parquet codec per column: none for moments and centroid means (float64 data that barely
+    compresses, so compressing only costs time), zstd for centroid weights (mostly 1.0: they
+    shrink to almost nothing, quickly)."""
+    out = {}
+    for name in table.column_names:
+        if name.endswith("::sketch_weight"):
+            out[f"{name}.list.element"] = "zstd"
+        elif name.endswith("::sketch_mean"):
+            out[f"{name}.list.element"] = "none"
+        else:
+            out[name] = "none"
+    return out
 
 
 def _empty_moments(n: int) -> dict[str, np.ndarray]:

@@ -19,6 +19,7 @@ import importlib
 import re
 from collections.abc import Callable, Sequence
 
+import numba
 import numpy as np
 
 from healforge.aggregate.grouping import (
@@ -277,22 +278,52 @@ def _dense_moments(cells, values, weights, stats, ddof, min_count):
     return cell_ids, out
 
 
+@numba.njit(cache=True)
+def _moments_nb(ci, v, ncell):
+    """Count, sum, mean and M2 per cell in two passes over the rows (the second pass takes
+    deviations from the first pass's mean and corrects both: exact to rounding with large
+    offsets). Cells without rows get NaN mean and M2."""
+    n = np.zeros(ncell, np.int64)
+    s = np.zeros(ncell)
+    for i in range(ci.size):
+        n[ci[i]] += 1
+        s[ci[i]] += v[i]
+    mean0 = np.empty(ncell)
+    for c in range(ncell):
+        mean0[c] = s[c] / n[c] if n[c] > 0 else np.nan
+    sd = np.zeros(ncell)
+    sdd = np.zeros(ncell)
+    for i in range(ci.size):
+        c = ci[i]
+        d = v[i] - mean0[c]
+        sd[c] += d
+        sdd[c] += d * d
+    mean = np.empty(ncell)
+    m2 = np.empty(ncell)
+    for c in range(ncell):
+        if n[c] > 0:
+            mean[c] = mean0[c] + sd[c] / n[c]
+            m2[c] = max(sdd[c] - sd[c] * sd[c] / n[c], 0.0)
+        else:
+            mean[c] = np.nan
+            m2[c] = np.nan
+    return n, s, mean, m2
+
+
 def _moment_stats(ci, v, w, ncell, stats, ddof) -> dict[str, np.ndarray]:
     """Moment statistics by bincount (no sorting): two passes, exact to rounding."""
-    n = np.bincount(ci, minlength=ncell)
-    res: dict[str, np.ndarray] = {"count": n.astype(np.int64)}
+    n, s, mean, m2 = _moments_nb(
+        np.ascontiguousarray(ci, np.int64), np.ascontiguousarray(v, np.float64), ncell
+    )
+    res: dict[str, np.ndarray] = {"count": n}
     with np.errstate(invalid="ignore", divide="ignore"):
-        s = np.bincount(ci, weights=v, minlength=ncell)
-        mean = s / n
-        mean = mean + np.bincount(ci, weights=v - mean[ci], minlength=ncell) / n
-        d = v - mean[ci]
-        m2 = np.bincount(ci, weights=d * d, minlength=ncell)
         var = np.where(n - ddof > 0, m2 / np.maximum(n - ddof, 1), np.nan)
         res.update(sum=s, mean=mean, var=var, std=np.sqrt(var))
         if any(x in stats for x in ("min", "max")):
             res["min"], res["max"] = minmax(ci, v, ncell)
         if any(x in stats for x in WEIGHTED):
             ww = np.ones_like(v) if w is None else w
+            d = v - mean[ci]
             wsum = np.bincount(ci, weights=ww, minlength=ncell)
             wmean = mean + np.bincount(ci, weights=ww * d, minlength=ncell) / wsum
             dw = v - wmean[ci]
