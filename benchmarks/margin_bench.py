@@ -25,37 +25,12 @@ from pathlib import Path
 import healpy as hp
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
+from import_bench import make_inputs  # same data as the import benchmark
 from scipy.spatial import cKDTree
 
 RAD = np.pi / 180 / 3600
 THRESHOLD = 1_000_000
-BLOBS = [(0.0, 10.0, 1.0), (80.0, 88.5, 0.8), (150.0, -30.0, 1.5), (260.0, 45.0, 0.5)]
-
-
-def make_inputs(folder: Path, kind: str, n_rows: int, n_files: int = 10, seed: int = 1) -> list[str]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"{kind}_{i:02d}.parquet" for i in range(n_files)]
-    if all(p.exists() for p in paths):
-        return [str(p) for p in paths]
-    rng = np.random.default_rng(seed)
-    per = n_rows // n_files
-    for i, path in enumerate(paths):
-        n = per if i < n_files - 1 else n_rows - per * (n_files - 1)
-        ra = rng.uniform(0, 360, n)
-        dec = np.degrees(np.arcsin(rng.uniform(-1, 1, n)))
-        if kind == "clustered":
-            k = n // 2
-            c = np.array(BLOBS)[rng.integers(0, len(BLOBS), k)]
-            d = np.clip(c[:, 1] + rng.normal(0, 1, k) * c[:, 2], -90, 90)
-            r = c[:, 0] + rng.normal(0, 1, k) * c[:, 2] / np.maximum(np.cos(np.radians(d)), 0.02)
-            ra[:k], dec[:k] = np.mod(r, 360), d
-        cols = {"id": np.arange(i * per, i * per + n, dtype=np.int64), "ra": ra, "dec": dec}
-        for j in range(8):
-            cols[f"f{j}"] = rng.normal(j, 1 + j, n).astype(np.float32)
-        pq.write_table(pa.table(cols), path)
-    return [str(p) for p in paths]
 
 
 def boundary_distance(points: np.ndarray, order: int, pixel: int, reach_arcsec: float) -> np.ndarray:
