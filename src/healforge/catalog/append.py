@@ -179,12 +179,8 @@ def append(
         rejected_path = None
         if n_rejected:
             rejected_path = _write_rejected(root, label, rejected_tables(work, files))
-        from hats.catalog import PartitionInfo
-        from hats.pixel_math import HealpixPixel
 
-        sky = PartitionInfo.from_healpix(
-            [HealpixPixel(o, p) for o, p in all_pixels]
-        ).calculate_fractional_coverage()
+        sky = fmt.sky_fraction(all_pixels)
         properties = _carry_properties(props)
         properties.update(
             {

@@ -217,12 +217,8 @@ def compact(
         new_pixels = [(o, p) for o, p, _, _ in written]
         if not new_pixels:
             raise CatalogError("compaction would leave an empty catalog")
-        from hats.catalog import PartitionInfo
-        from hats.pixel_math import HealpixPixel
 
-        sky = PartitionInfo.from_healpix(
-            [HealpixPixel(o, p) for o, p in new_pixels]
-        ).calculate_fractional_coverage()
+        sky = fmt.sky_fraction(new_pixels)
         properties = _carry_properties(props)
         properties.update(
             {

@@ -137,6 +137,11 @@ def write_partition_info(root: str | Path, pixels: Sequence[tuple[int, int]]) ->
     os.replace(tmp, Path(root) / "partition_info.csv")
 
 
+def sky_fraction(pixels: Sequence[tuple[int, int]]) -> float:
+    """Fraction of the sky the partitions cover (hats' ``moc_sky_fraction``)."""
+    return float(sum(1.0 / (12 * 4 ** int(order)) for order, _ in pixels))
+
+
 def read_partition_info(root: str | Path) -> list[tuple[int, int]]:
     """Pixels listed in ``partition_info.csv``."""
     import pandas as pd

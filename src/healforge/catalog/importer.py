@@ -279,16 +279,14 @@ def finish_catalog(
     extra: dict | None = None,
 ) -> int:
     """Write the catalog-level files of a catalog whose data files are in place; returns its rows."""
-    from hats.pixel_math import HealpixPixel
 
     root = Path(root)
     fmt.write_partition_info(root, pixels)
     total = fmt.write_dataset_metadata(root)
     fmt.write_skymaps(root, histogram)
     max_order = max((o for o, _ in pixels), default=0)
-    from hats.catalog import PartitionInfo
 
-    sky = PartitionInfo.from_healpix([HealpixPixel(o, p) for o, p in pixels]).calculate_fractional_coverage()
+    sky = fmt.sky_fraction(pixels)
     props = {
         "obs_collection": name,
         "dataproduct_type": catalog_type,

@@ -380,8 +380,6 @@ def _finish(
     radius: float,
     name: str,
 ) -> int:
-    from hats.catalog import PartitionInfo
-    from hats.pixel_math import HealpixPixel
 
     fmt.write_partition_info(output, pixels)
     if pixels:
@@ -395,7 +393,7 @@ def _finish(
     if total != expected_rows:
         raise RuntimeError(f"margin metadata counts {total} rows, expected {expected_rows}")
     primary_orders = [o for o, _ in fmt.read_partition_info(catalog)]
-    sky = PartitionInfo.from_healpix([HealpixPixel(o, p) for o, p in pixels]).calculate_fractional_coverage()
+    sky = fmt.sky_fraction(pixels)
     fmt.write_properties(
         output,
         obs_collection=name,

@@ -289,8 +289,6 @@ def _reduce_objects(task: dict) -> int:
 
 
 def _finish(output: Path, objects: Path, pixels: list[tuple[int, int]], name: str) -> int:
-    from hats.catalog import PartitionInfo
-    from hats.pixel_math import HealpixPixel
 
     fmt.write_partition_info(output, pixels)
     total = fmt.write_dataset_metadata(output)
@@ -301,7 +299,7 @@ def _finish(output: Path, objects: Path, pixels: list[tuple[int, int]], name: st
     if not (output / "skymap.fits").exists():
         kept.pop("hats_skymap_order", None)
         kept.pop("hats_skymap_alt_orders", None)
-    sky = PartitionInfo.from_healpix([HealpixPixel(o, p) for o, p in pixels]).calculate_fractional_coverage()
+    sky = fmt.sky_fraction(pixels)
     fmt.write_properties(
         output,
         obs_collection=name,

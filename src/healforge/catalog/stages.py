@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from healforge.catalog.alignment import Alignment, sparse_histogram
+from healforge.catalog.alignment import Alignment, merge_histograms, sparse_histogram
 from healforge.catalog.format import atomic_write_parquet, pixel_file
 from healforge.errors import BadInputError
 from healforge.healpix import (
@@ -91,8 +91,6 @@ def map_file(task: dict) -> dict:
         parts.append(sparse_histogram(pix))
         n_rows += table.num_rows
         n_bad += int(bad.sum())
-    from healforge.catalog.alignment import merge_histograms
-
     pixels, counts = merge_histograms(parts)
     _save_npz(out, pixels=pixels, counts=counts, n_rows=n_rows, n_bad=n_bad)
     return {"rows": n_rows, "bad": n_bad, "schema": schema}
