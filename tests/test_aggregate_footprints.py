@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import shapely
 from astropy import units as u
@@ -44,16 +45,17 @@ def _densify(lon, lat, n=64):
     return np.degrees(np.arctan2(q[:, 1], q[:, 0])), np.degrees(np.arcsin(q[:, 2]))
 
 
-def _reference(lon, lat, holes=()):
-    """Cells a polygon intersects and their area fractions, by shapely in an equal-area projection."""
+def _reference(lon, lat, holes=(), order=ORDER, radius=1.2):
+    """Cells a polygon intersects and their area fractions, by shapely in an equal-area projection
+    (candidate cells: a cone of ``radius`` degrees about the centre)."""
     c = _xyz(np.asarray(lon), np.asarray(lat)).mean(0)
     lon0, lat0 = np.degrees(np.arctan2(c[1], c[0])), np.degrees(np.arcsin(c[2] / np.linalg.norm(c)))
     dl, db = _densify(lon, lat)
     inner = [np.column_stack(_laea(*_densify(hl, hb), lon0, lat0)) for hl, hb in holes]
     quad = shapely.Polygon(np.column_stack(_laea(dl, db, lon0, lat0)), inner)
-    cand = cone_search(Longitude(lon0 * u.deg), Latitude(lat0 * u.deg), 1.2 * u.deg, ORDER, flat=True)[0]
+    cand = cone_search(Longitude(lon0 * u.deg), Latitude(lat0 * u.deg), radius * u.deg, order, flat=True)[0]
     cand = np.asarray(cand, dtype=np.int64)
-    vl, vb = pixel_vertices(cand, ORDER, step=32)
+    vl, vb = pixel_vertices(cand, order, step=32)
     fractions = {}
     for cell, clon, clat in zip(cand, vl, vb, strict=True):
         poly = shapely.Polygon(np.column_stack(_laea(clon, clat, lon0, lat0)))
@@ -208,3 +210,67 @@ def test_non_convex_and_holed_footprints():
         assert set(mine.index) == set(ref)
         f = np.array([ref[c] for c in mine.index])
         assert np.all(np.abs(mine.to_numpy() - f) <= 0.02 * f + 1e-6)
+
+
+def test_tiny_footprints_fall_in_the_cell_of_their_centre():
+    """Plane squares are the cells cdshealpix gives: tiny triangles all over the sphere (belt,
+    polar caps, every sector) land in the cell of their centre."""
+    rng = np.random.default_rng(7)
+    n = 20000
+    lon = rng.uniform(0, 360, n)
+    lat = np.degrees(np.arcsin(rng.uniform(-1, 1, n)))
+    d = 1e-6
+    tri = shapely.polygons(
+        np.stack(
+            [np.column_stack([lon, lat]), np.column_stack([lon + d, lat]), np.column_stack([lon, lat + d])], 1
+        )
+    )
+    for order in (3, 8, 14):
+        sc = healforge.sidecar(pa.table({"g": shapely.to_wkb(tri)}), order, geometry="g", mode="fuzzy")
+        sc = sc.to_pandas()
+        single = sc.groupby("source_id").size() == 1
+        ids = single.index[single.to_numpy()]
+        assert single.mean() > 0.99
+        got = sc.set_index("source_id").loc[ids].healpix_id.to_numpy()
+        c = shapely.centroid(tri[ids])
+        want = healforge.healpix.lonlat_to_pixel(shapely.get_x(c), shapely.get_y(c), order)
+        np.testing.assert_array_equal(got, want)
+
+
+def test_footprints_around_poles_and_cusps_and_large_ones_match_reference():
+    """Footprints that contain a pole, straddle one of the eight points where three base pixels
+    meet (they are cut along the polar sector meridians), or span many cells."""
+    shapes = [([0.0, 90, 180, 270], [89.5] * 4), ([45.0, 135, 225, 315], [-88.0] * 4)]
+    for lon0 in (0.0, 90, 180, 270):
+        shapes.append(([lon0 - 0.4, lon0 + 0.4, lon0 + 0.4, lon0 - 0.4], [41.5, 41.5, 42.2, 42.2]))
+        shapes.append(([lon0 - 0.3, lon0 + 0.3, lon0 + 0.3, lon0 - 0.3], [-42.2, -42.2, -41.5, -41.5]))
+    shapes += [([178.0, 182, 182, 178], [60.0, 60, 61, 61]), ([10.0, 13, 13, 10], [-20.0, -20, -17, -17])]
+    geoms = [shapely.Polygon(np.column_stack(sh)) for sh in shapes]
+    df = pd.DataFrame({"g": shapely.to_wkb(np.array(geoms, dtype=object))})
+    for order in (6, 8):
+        sc = healforge.sidecar(df, order, geometry="g", mode="fuzzy").to_pandas()
+        for i, (lon, lat) in enumerate(shapes):
+            ref = _reference(lon, lat, order=order, radius=3.0)
+            mine = sc[sc.source_id == i].set_index("healpix_id").weight
+            assert set(mine.index) == set(ref), (order, i, sorted(set(mine.index) ^ set(ref)))
+            f = np.array([ref[c] for c in mine.index])
+            assert np.all(np.abs(mine.to_numpy() - f) <= 0.002 * f + 1e-9), (order, i)
+
+
+def test_bad_and_oversized_footprints_in_one_batch_are_all_rejected(tmp_path):
+    geoms = [
+        shapely.box(10, 10, 10.5, 10.5),
+        shapely.box(10, 95, 11, 96),  # latitude out of range
+        shapely.box(-150, -70, 150, 70),  # vertices more than 60 degrees from the centre
+        shapely.box(20, 20, 20.5, 20.5),
+    ]
+    df = pd.DataFrame({"g": shapely.to_wkb(np.array(geoms, dtype=object))})
+    with pytest.raises(healforge.BadInputError, match="row 1"):
+        healforge.sidecar(df, ORDER, geometry="g", mode="fuzzy")
+    sc = healforge.sidecar(
+        df, ORDER, geometry="g", mode="fuzzy", on_bad_rows="quarantine", output=tmp_path / "s.parquet"
+    )
+    rej = pd.read_parquet(tmp_path / "s.rejected.parquet")
+    assert list(rej._source_row) == [1, 2]
+    assert rej._reason.iloc[1].startswith("footprint larger than 60")
+    assert set(sc.column("source_id").to_numpy()) == {0, 3}

@@ -117,7 +117,7 @@ def _footprints(table, spec, path, first_row, rejects):
             column=col,
         )
     reason = np.full(n, "", dtype=object)
-    isnull = np.array([g is None for g in geoms])
+    isnull = np.equal(geoms, None)
     reason[isnull] = "null or unparsable geometry"
     ok = ~isnull
     gt = np.full(n, -1)
@@ -129,32 +129,40 @@ def _footprints(table, spec, path, first_row, rejects):
     empty[ok] = shapely.is_empty(geoms[ok])
     reason[empty] = "empty geometry"
     ok &= ~empty
-    invalid = np.zeros(n, bool)
-    invalid[ok] = ~shapely.is_valid(geoms[ok]) | (shapely.area(geoms[ok]) <= 0)
-    if invalid.any():
-        # planar lon/lat validity fails for valid footprints across the antimeridian: judge those
-        # in their own gnomonic plane
-        recheck = np.flatnonzero(invalid)
-        invalid[recheck[fp.valid_on_sphere(geoms[recheck])]] = False
-    reason[invalid] = "invalid geometry"
-    ok &= ~invalid
     idx = np.flatnonzero(ok)
-    rings = fp.rings_from_shapely(geoms[idx]) if idx.size else None
-    if rings is not None:
-        vpoly = np.repeat(
-            np.repeat(np.arange(rings.n), np.diff(rings.poly_ring_off)), np.diff(rings.ring_off)
-        )
-        badv = bad_coordinate_mask(rings.lon, rings.lat)
-        if badv.any():
-            badp = np.unique(vpoly[badv])
-            reason[idx[badp]] = "vertex coordinate out of range"
-        else:
-            badp = np.empty(0, np.int64)
-        big = np.flatnonzero(~fp.footprint_sizes_ok(rings)) if not badv.any() else np.empty(0, np.int64)
-        reason[idx[big]] = f"footprint larger than {fp.MAX_FOOTPRINT_DEG:g} degrees from its centre"
-        drop = np.union1d(badp, big)
-        if drop.size:
-            ok[idx[drop]] = False
+    rings = fp.rings_from_shapely(geoms[idx]) if idx.size else _no_rings()
+    # validity in the lon/lat plane: strictly convex rings are valid; shapely judges the rest
+    invalid = np.zeros(idx.size, bool)
+    check = np.flatnonzero(~fp.simple_convex(rings))
+    if check.size:
+        g = geoms[idx[check]]
+        bad = ~shapely.is_valid(g) | (shapely.area(g) <= 0)
+        # planar lon/lat validity fails for valid footprints across the antimeridian: judge
+        # those in their own gnomonic plane
+        recheck = check[bad]
+        invalid[recheck[~fp.valid_on_sphere(g[bad])]] = True
+    reason[idx[invalid]] = "invalid geometry"
+    badv = np.zeros(idx.size, bool)
+    np.logical_or.at(badv, rings.vertex_poly, bad_coordinate_mask(rings.lon, rings.lat))
+    badv &= ~invalid
+    reason[idx[badv]] = "vertex coordinate out of range"
+    drop = invalid | badv
+    if drop.any():
+        rings = rings.subset(np.flatnonzero(~drop))
+    rings = fp.Rings(
+        wrap_lon(rings.lon),
+        geodetic_to_authalic(rings.lat) if spec.latitude == "authalic" else rings.lat,
+        rings.ring_off,
+        rings.ring_sign,
+        rings.poly_ring_off,
+    )
+    kept = idx[~drop]
+    big = ~fp.footprint_sizes_ok(rings)
+    reason[kept[big]] = f"footprint larger than {fp.MAX_FOOTPRINT_DEG:g} degrees from its centre"
+    if big.any():
+        rings = rings.subset(np.flatnonzero(~big))
+    ok[idx[drop]] = False
+    ok[kept[big]] = False
     bad_rows = np.flatnonzero(~ok)
     if bad_rows.size:
         if spec.on_bad_rows != "quarantine":
@@ -171,13 +179,8 @@ def _footprints(table, spec, path, first_row, rejects):
             )
         if rejects is not None:
             rejects.add(table, bad_rows, path, reason[bad_rows], first_row)
-    good = np.flatnonzero(ok)
-    if good.size == 0:
-        return good, fp.Rings(
-            np.empty(0), np.empty(0), np.zeros(1, np.int64), np.empty(0), np.zeros(1, np.int64)
-        )
-    if good.size != idx.size:
-        rings = fp.rings_from_shapely(geoms[good])
-    lon = wrap_lon(rings.lon)
-    lat = geodetic_to_authalic(rings.lat) if spec.latitude == "authalic" else rings.lat
-    return good, fp.Rings(lon, lat, rings.ring_off, rings.ring_sign, rings.poly_ring_off)
+    return np.flatnonzero(ok), rings
+
+
+def _no_rings() -> fp.Rings:
+    return fp.Rings(np.empty(0), np.empty(0), np.zeros(1, np.int64), np.empty(0), np.zeros(1, np.int64))

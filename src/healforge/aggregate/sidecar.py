@@ -170,7 +170,9 @@ def sidecar(
         )
         cell = np.concatenate([r[0][o][1] for r in results])
         w = np.concatenate([r[0][o][2] for r in results])
-        srt = np.lexsort((cell, sid))
+        if not _sorted_pairs(sid, cell):
+            srt = np.lexsort((cell, sid))
+            sid, cell, w = sid[srt], cell[srt], w[srt]
         meta = {
             "order": o,
             "indexing_scheme": "nested",
@@ -185,15 +187,21 @@ def sidecar(
         }
         table = pa.table(
             {
-                "source_id": pa.array(sid[srt], type=pa.int64()),
-                "healpix_id": pa.array(cell[srt], type=pa.int64()),
-                "weight": pa.array(w[srt], type=pa.float64()),
+                "source_id": pa.array(sid, type=pa.int64()),
+                "healpix_id": pa.array(cell, type=pa.int64()),
+                "weight": pa.array(w, type=pa.float64()),
             }
         ).replace_schema_metadata({SIDECAR_KEY: json.dumps(meta).encode()})
         tables[o] = table
     if output is not None:
         write_sidecar(tables, output)
     return tables[orders[0]] if np.ndim(order) == 0 else tables
+
+
+def _sorted_pairs(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether the pairs ``(a[i], b[i])`` are in strictly increasing order."""
+    da, db = np.diff(a), np.diff(b)
+    return bool(np.all((da > 0) | ((da == 0) & (db > 0))))
 
 
 def _quarantine_target(on_bad_rows, quarantine, output) -> str | None:
