@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -227,6 +228,36 @@ def engine_from_args(
     if engine is not None:
         return engine
     return Engine(workers=workers, scheduler=scheduler, synchronous=synchronous, quiet=quiet)
+
+
+@contextmanager
+def owned_engine(
+    engine: Engine | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    synchronous: bool = False,
+    quiet: bool = False,
+) -> Iterator[Engine]:
+    """The engine to run a pipeline on, closed on exit only when this made it.
+
+    Parameters
+    ----------
+    engine
+        An engine the caller owns: used as it is and left open.
+    workers, scheduler, synchronous, quiet
+        Options of the new :class:`Engine` made when ``engine`` is ``None``.
+
+    Yields
+    ------
+    Engine
+        ``engine``, or the new one (closed when the ``with`` block ends, also on an error).
+    """
+    eng = engine_from_args(workers, scheduler, synchronous, quiet, engine)
+    try:
+        yield eng
+    finally:
+        if engine is None:
+            eng.close()
 
 
 def iter_chunks(seq: Iterable[Any], size: int) -> Iterable[list[Any]]:
