@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -167,20 +168,25 @@ class Engine:
         labels = list(labels) if labels is not None else [str(i) for i in items]
         results: list[Any] = [None] * len(items)
         with Progress(len(items), desc, quiet=self.quiet) as bar:
+
+            def finished(i: int, result: Callable[[], Any]) -> None:
+                # task i is done: ``result()`` gives its value or raises its error
+                try:
+                    results[i] = result()
+                except Exception as exc:
+                    raise _task_error(desc, labels[i], exc) from exc
+                if on_result:
+                    on_result(i, results[i])
+                bar.update()
+                _failpoint(desc, bar.done)
+
             if not items:
                 return results
             # A lone task on a cluster not started yet runs here: starting one would cost more.
             inline = self.client is None and not self.scheduler and len(items) == 1
             if self.synchronous or inline:
                 for i, item in enumerate(items):
-                    try:
-                        results[i] = func(item, **kwargs)
-                    except Exception as exc:
-                        raise _task_error(desc, labels[i], exc) from exc
-                    if on_result:
-                        on_result(i, results[i])
-                    bar.update()
-                    _failpoint(desc, bar.done)
+                    finished(i, partial(func, item, **kwargs))
                 return results
             from distributed import as_completed
 
@@ -192,15 +198,7 @@ class Engine:
             index = {f.key: i for i, f in enumerate(futures)}
             try:
                 for fut in as_completed(futures):
-                    i = index[fut.key]
-                    try:
-                        results[i] = fut.result()
-                    except Exception as exc:
-                        raise _task_error(desc, labels[i], exc) from exc
-                    if on_result:
-                        on_result(i, results[i])
-                    bar.update()
-                    _failpoint(desc, bar.done)
+                    finished(index[fut.key], fut.result)
                     fut.release()
             finally:
                 for f in futures:
