@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+
+from healforge.demo import write_inputs
 
 BUCKET = "healforge-test"
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -75,14 +76,8 @@ def survey_table(ra: np.ndarray, dec: np.ndarray, start_id: int = 0, seed: int =
 
 
 def write_parquet_files(folder: Path, table: pa.Table, n_files: int) -> list[str]:
-    folder.mkdir(parents=True, exist_ok=True)
-    bounds = np.linspace(0, table.num_rows, n_files + 1).astype(int)
-    paths = []
-    for i in range(n_files):
-        p = folder / f"part{i:02d}.parquet"
-        pq.write_table(table.slice(bounds[i], bounds[i + 1] - bounds[i]), p)
-        paths.append(str(p))
-    return paths
+    """``table`` split into ``n_files`` files ``part00.parquet``... in ``folder``."""
+    return write_inputs(table, folder, n_files, prefix="part")
 
 
 @pytest.fixture

@@ -35,6 +35,19 @@ def point_map(lon, lat, value, order: int, **meta) -> pa.Table:
     )
 
 
+def xdggs_centres(ds) -> tuple[np.ndarray, np.ndarray]:
+    """lon, lat of the cells of a map dataset as xdggs decodes them (old and new xdggs APIs)."""
+    import xdggs
+
+    dec = xdggs.decode(ds)
+    acc = dec.dggs
+    if hasattr(acc, "cell_centers"):
+        centres = acc.cell_centers()
+        return np.asarray(centres["longitude"]), np.asarray(centres["latitude"])
+    lon, lat = acc.grid_info.cell_ids2geographic(dec.cell_ids.values)
+    return np.asarray(lon), np.asarray(lat)
+
+
 def pyramid(orders=(2, 4, 6), n: int = 50_000, seed: int = 0, **meta) -> dict[int, pa.Table]:
     lon, lat, value = random_points(n, seed)
     return {k: point_map(lon, lat, value, k, **meta) for k in orders}

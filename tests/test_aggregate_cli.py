@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -14,21 +9,23 @@ import pyarrow.parquet as pq
 import pytest
 
 import healforge
+from conftest import run_cli
 from healforge.aggregate.coords import geodetic_to_authalic
 from healforge.healpix import lonlat_to_pixel
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+POINTS = ("--lon", "ra", "--lat", "dec")  # the position columns of _write's tables
 
 
 def run(*args, check=True):
-    env = {**os.environ, "PYTHONPATH": SRC}
     args = [str(a) for a in args]
     if args[0] in ("sidecar", "aggregate", "accumulate"):
         args.append("--synchronous")  # no local cluster per command in tests
-    p = subprocess.run([sys.executable, "-m", "healforge", *args], capture_output=True, text=True, env=env)
-    if check and p.returncode != 0:
-        raise AssertionError(f"exit {p.returncode}: {p.stderr}")
-    return p
+    return run_cli(*args, check=check)
+
+
+def accumulate(source, state, *options):
+    """``healforge accumulate SOURCE --state STATE OPTIONS`` of the ``elev`` column."""
+    return run("accumulate", source, "--state", state, *options, *POINTS, "--columns", "elev", "-q")
 
 
 def _write(path, seed, n):
@@ -59,10 +56,7 @@ def test_cli_end_to_end(tmp_path):
         "--nside",
         4,
         8,
-        "--lon",
-        "ra",
-        "--lat",
-        "dec",
+        *POINTS,
         "-q",
     )
     sc = pq.read_table(tmp_path / "sc" / "order=3.parquet")
@@ -101,49 +95,9 @@ def test_cli_end_to_end(tmp_path):
     )
     # streaming: two accumulate runs into one state, a second state merged, finalized
     st = tmp_path / "state.parquet"
-    run(
-        "accumulate",
-        tmp_path / "a.parquet",
-        "--state",
-        st,
-        "--order",
-        3,
-        "--lon",
-        "ra",
-        "--lat",
-        "dec",
-        "--columns",
-        "elev",
-        "-q",
-    )
-    run(
-        "accumulate",
-        tmp_path / "b.parquet",
-        "--state",
-        st,
-        "--lon",
-        "ra",
-        "--lat",
-        "dec",
-        "--columns",
-        "elev",
-        "-q",
-    )
-    run(
-        "accumulate",
-        tmp_path / "b.parquet",
-        "--state",
-        tmp_path / "s2.parquet",
-        "--order",
-        3,
-        "--lon",
-        "ra",
-        "--lat",
-        "dec",
-        "--columns",
-        "elev",
-        "-q",
-    )
+    accumulate(tmp_path / "a.parquet", st, "--order", 3)
+    accumulate(tmp_path / "b.parquet", st)
+    accumulate(tmp_path / "b.parquet", tmp_path / "s2.parquet", "--order", 3)
     run("merge-states", st, tmp_path / "s2.parquet", "-o", tmp_path / "merged.parquet")
     run("finalize", st, "-o", tmp_path / "fmap.parquet", "--stats", "count", "mean", "std", "min", "max")
     f = healforge.read_map(tmp_path / "fmap.parquet").to_pandas()
@@ -162,21 +116,7 @@ def test_cli_end_to_end(tmp_path):
     c = healforge.read_map(tmp_path / "coarse.parquet")
     assert c.column("elev_count").to_numpy().sum() == 5000 and c.num_rows == 48
     # a state of another order cannot be merged
-    run(
-        "accumulate",
-        tmp_path / "b.parquet",
-        "--state",
-        tmp_path / "s4.parquet",
-        "--order",
-        4,
-        "--lon",
-        "ra",
-        "--lat",
-        "dec",
-        "--columns",
-        "elev",
-        "-q",
-    )
+    accumulate(tmp_path / "b.parquet", tmp_path / "s4.parquet", "--order", 4)
     p = run("merge-states", st, tmp_path / "s4.parquet", "-o", tmp_path / "bad.parquet", check=False)
     assert p.returncode == 2 and "different orders: 3 and 4" in p.stderr
     assert not (tmp_path / "bad.parquet").exists()
@@ -188,43 +128,30 @@ def test_bad_points_error_and_quarantine(tmp_path):
     df.loc[400, "ra"] = 361.0
     df.loc[401, "dec"] = -91.0
     df.to_parquet(tmp_path / "bad.parquet")
-    p = run(
-        "aggregate",
-        tmp_path / "bad.parquet",
-        "--order",
-        2,
-        "--lon",
-        "ra",
-        "--lat",
-        "dec",
-        "--columns",
-        "elev",
-        "-o",
-        tmp_path / "m.parquet",
-        check=False,
-    )
+
+    def aggregate_bad(*options, check=True):
+        return run(
+            "aggregate",
+            tmp_path / "bad.parquet",
+            "--order",
+            2,
+            *POINTS,
+            "--columns",
+            "elev",
+            *options,
+            "-o",
+            tmp_path / "m.parquet",
+            check=check,
+        )
+
+    p = aggregate_bad(check=False)
     assert p.returncode == 2
     assert (
         "bad coordinate" in p.stderr
         and "bad.parquet" in p.stderr
         and "column 'dec', row 17, value nan" in p.stderr
     )
-    run(
-        "aggregate",
-        tmp_path / "bad.parquet",
-        "--order",
-        2,
-        "--lon",
-        "ra",
-        "--lat",
-        "dec",
-        "--columns",
-        "elev",
-        "--on-bad-rows",
-        "quarantine",
-        "-o",
-        tmp_path / "m.parquet",
-    )
+    aggregate_bad("--on-bad-rows", "quarantine")
     rej = pd.read_parquet(tmp_path / "m.rejected.parquet")
     assert list(rej._source_row) == [17, 400, 401]
     assert list(rej.columns[:4]) == ["ra", "dec", "elev", "sigma"]  # whole rows kept

@@ -13,7 +13,7 @@ import pytest
 
 import healforge
 from conftest import make_points, run_cli, survey_table, write_parquet_files
-from healforge.engine import Engine, TaskError
+from healforge.engine import Engine, TaskError, owned_engine
 
 
 def _square(x):
@@ -29,6 +29,19 @@ def test_local_cluster_map_keeps_order_and_names_failures():
         assert eng.map(_square, list(range(20)), "Squaring") == [x * x for x in range(20)]
         with pytest.raises(TaskError, match="Failing failed for item-3: ZeroDivisionError: boom"):
             eng.map(_fail, [3], "Failing", labels=["item-3"])
+
+
+def test_owned_engine_closes_only_the_engine_it_made(monkeypatch):
+    closed = []
+    monkeypatch.setattr(Engine, "close", lambda self: closed.append(self))
+    given = Engine(synchronous=True, quiet=True)
+    with owned_engine(given, workers=3) as eng:
+        assert eng is given
+    assert closed == []
+    with pytest.raises(ZeroDivisionError), owned_engine(None, 3, None, True, True) as eng:
+        assert (eng.workers, eng.synchronous, eng.quiet) == (3, True, True)
+        _fail(0)
+    assert closed == [eng]
 
 
 def _free_port() -> int:

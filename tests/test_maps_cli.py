@@ -1,22 +1,15 @@
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import geopandas as gpd
 import matplotlib
 import matplotlib.image
 import numpy as np
 
+from conftest import run_cli
 from healforge.maps import read_map, write_zarr
 from maps_util import pyramid
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
-
 
 def _run(*args):
-    env = {**os.environ, "PYTHONPATH": SRC}
-    return subprocess.run([sys.executable, "-m", "healforge", *args], env=env, capture_output=True, text=True)
+    return run_cli(*args, check=False)
 
 
 def test_cli_plot_and_export(tmp_path):

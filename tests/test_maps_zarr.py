@@ -8,17 +8,7 @@ import zarr
 
 from healforge.maps import map_to_dataset, open_map, read_map, write_parquet, write_zarr
 from healforge.maps.table import MapError, authalic_to_geodetic, geodetic_to_authalic, make_map_table
-from maps_util import point_map, pyramid, random_points
-
-
-def _centres_xdggs(ds):
-    dec = xdggs.decode(ds)
-    acc = dec.dggs
-    if hasattr(acc, "cell_centers"):
-        centres = acc.cell_centers()
-        return np.asarray(centres["longitude"]), np.asarray(centres["latitude"])
-    lon, lat = acc.grid_info.cell_ids2geographic(dec.cell_ids.values)
-    return np.asarray(lon), np.asarray(lat)
+from maps_util import point_map, pyramid, random_points, xdggs_centres
 
 
 def test_pyramid_decodes_with_xdggs_and_round_trips(tmp_path):
@@ -42,7 +32,7 @@ def test_pyramid_decodes_with_xdggs_and_round_trips(tmp_path):
             assert got.dtype == want.dtype
             np.testing.assert_array_equal(got, want)
         # centres from xdggs equal healpy's centres of the same cells
-        lon, lat = _centres_xdggs(ds)
+        lon, lat = xdggs_centres(ds)
         hlon, hlat = hp.pix2ang(2**order, ds.cell_ids.values, nest=True, lonlat=True)
         np.testing.assert_allclose(np.mod(lon, 360), hlon, atol=1e-9)
         np.testing.assert_allclose(lat, hlat, atol=1e-9)
@@ -112,7 +102,7 @@ def test_authalic_map_has_ellipsoid_and_geodetic_centres(tmp_path):
         "inverse_flattening": 298.257223563,
     }
     assert set(ds.cell_ids.attrs) == {"grid_name", "level", "indexing_scheme", "ellipsoid"}
-    lon, lat = _centres_xdggs(ds)
+    lon, lat = xdggs_centres(ds)
     hlon, hlat = hp.pix2ang(16, cells, nest=True, lonlat=True)  # authalic sphere centres
     np.testing.assert_allclose(np.mod(lon, 360), hlon, atol=1e-9)
     np.testing.assert_allclose(lat, authalic_to_geodetic(hlat), atol=1e-9)

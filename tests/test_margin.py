@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import healpy as hp
@@ -16,9 +13,9 @@ from scipy.spatial import cKDTree
 
 import healforge
 import healforge.errors
+from conftest import run_cli
 from healforge.catalog.importer import import_catalog
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
 TOL = 0.001  # arcsec
 RAD = np.pi / 180 / 3600  # radians per arcsec
 
@@ -227,26 +224,11 @@ def test_hats_validation_lsdb_open_and_properties(tmp_path):
     ra, dec = uniform(8000, rng)
     cat = build(tmp_path, ra, dec, threshold=500, highest_order=4)
     out = tmp_path / "cat_margin"
-    env = dict(os.environ, PYTHONPATH=SRC)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "healforge",
-            "margin",
-            str(cat),
-            "-o",
-            str(out),
-            "--radius",
-            "300",
-            "--synchronous",
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+
+    def margin_cli(*options):
+        return run_cli("margin", cat, "-o", out, "--radius", "300", *options, check=False, timeout=120)
+
+    proc = margin_cli("--synchronous", "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert is_valid_catalog(out, strict=True)
     m = hats.read_hats(out)
@@ -266,24 +248,7 @@ def test_hats_validation_lsdb_open_and_properties(tmp_path):
     assert len(c.margin.compute()) == m.catalog_info.total_rows
 
     # an existing output is refused without --overwrite
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "healforge",
-            "margin",
-            str(cat),
-            "-o",
-            str(out),
-            "--radius",
-            "300",
-            "--synchronous",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    proc = margin_cli("--synchronous")
     assert proc.returncode == 2 and "exists" in proc.stderr
 
 

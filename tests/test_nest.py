@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
 import healforge
+from conftest import run_cli
 from healforge.catalog.importer import import_catalog
 from healforge.errors import BadInputError
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+def nest(objects, sources, output, **options):
+    """``healforge.nest`` on ``object_id`` as ``lc``, in-process and quiet."""
+    return healforge.nest(
+        objects, sources, output, on="object_id", as_name="lc", synchronous=True, quiet=True, **options
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,16 +78,7 @@ def test_nest_matches_groupby_and_opens_in_lsdb(inputs, tmp_path):
     from hats.io.validation import is_valid_catalog
 
     tmp, obj, src = inputs
-    res = healforge.nest(
-        tmp / "objects",
-        tmp / "sources",
-        tmp_path / "nested",
-        on="object_id",
-        as_name="lc",
-        sort_by="mjd",
-        synchronous=True,
-        quiet=True,
-    )
+    res = nest(tmp / "objects", tmp / "sources", tmp_path / "nested", sort_by="mjd")
     assert res.objects == len(obj) and res.sources == len(src) and res.unmatched == 0
     assert is_valid_catalog(tmp_path / "nested", strict=True)
     assert pd.read_csv(tmp_path / "nested" / "partition_info.csv").equals(
@@ -136,25 +128,22 @@ def test_nest_matches_groupby_and_opens_in_lsdb(inputs, tmp_path):
 
 def test_nest_cli_and_errors(inputs, tmp_path):
     tmp, obj, src = inputs
-    env = dict(os.environ, PYTHONPATH=SRC)
     out = tmp_path / "nested_cli"
-    cmd = [
-        sys.executable,
-        "-m",
-        "healforge",
+    proc = run_cli(
         "nest",
-        str(tmp / "objects"),
-        str(tmp / "sources"),
+        tmp / "objects",
+        tmp / "sources",
         "-o",
-        str(out),
+        out,
         "--on",
         "object_id",
         "--as",
         "sources",
         "--synchronous",
         "--quiet",
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+        check=False,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     t = pq.read_table(out / "dataset")
     assert t.schema.field("sources").type.value_type.num_fields == len(src.columns) + 1  # + _healpix_29
@@ -167,35 +156,9 @@ def test_nest_cli_and_errors(inputs, tmp_path):
         [str(tmp_path / "few.parquet")], tmp_path / "few", threshold=500, synchronous=True, quiet=True
     )
     with pytest.raises(BadInputError, match="no object"):
-        healforge.nest(
-            tmp_path / "few",
-            tmp / "sources",
-            tmp_path / "x",
-            on="object_id",
-            as_name="lc",
-            synchronous=True,
-            quiet=True,
-        )
-    res = healforge.nest(
-        tmp_path / "few",
-        tmp / "sources",
-        tmp_path / "y",
-        on="object_id",
-        as_name="lc",
-        on_unmatched="drop",
-        synchronous=True,
-        quiet=True,
-    )
+        nest(tmp_path / "few", tmp / "sources", tmp_path / "x")
+    res = nest(tmp_path / "few", tmp / "sources", tmp_path / "y", on_unmatched="drop")
     lost = src["object_id"].isin(obj["object_id"].iloc[:500]).sum()
     assert res.unmatched == lost and res.sources == len(src) - lost
     with pytest.raises(BadInputError, match="not found"):
-        healforge.nest(
-            tmp / "objects",
-            tmp / "sources",
-            tmp_path / "z",
-            on="object_id",
-            as_name="lc",
-            sort_by="nope",
-            synchronous=True,
-            quiet=True,
-        )
+        nest(tmp / "objects", tmp / "sources", tmp_path / "z", sort_by="nope")

@@ -11,6 +11,7 @@ import xdggs
 import healforge
 from conftest import run_cli
 from healforge.maps.zarr_store import map_orders
+from maps_util import xdggs_centres
 
 STATS = ["count", "mean", "std", "median"]
 
@@ -35,16 +36,6 @@ def state(survey, tmp_path_factory):
     return path
 
 
-def _centres(ds):
-    dec = xdggs.decode(ds)
-    acc = dec.dggs
-    if hasattr(acc, "cell_centers"):
-        c = acc.cell_centers()
-        return np.asarray(c["longitude"]), np.asarray(c["latitude"])
-    lon, lat = acc.grid_info.cell_ids2geographic(dec.cell_ids.values)
-    return np.asarray(lon), np.asarray(lat)
-
-
 def test_cli_zarr_pyramid_matches_exact_aggregation(survey, state, tmp_path):
     out = tmp_path / "map.zarr"
     proc = run_cli("finalize", state, "-o", out, "--stats", *STATS, "--min-order", 3)
@@ -57,7 +48,7 @@ def test_cli_zarr_pyramid_matches_exact_aggregation(survey, state, tmp_path):
         cells = ds.cell_ids.values
         assert np.all(np.diff(cells) > 0)
         # centres from xdggs equal healpy's (an independent HEALPix library)
-        lon, lat = _centres(ds)
+        lon, lat = xdggs_centres(ds)
         hlon, hlat = hp.pix2ang(2**order, cells, nest=True, lonlat=True)
         np.testing.assert_allclose(np.mod(lon, 360), hlon, atol=1e-9)
         np.testing.assert_allclose(lat, hlat, atol=1e-9)

@@ -530,6 +530,17 @@ class _Checker:
             return None
         return float(value)
 
+    def number_pair(self, value: Any, key: str, shape: str) -> tuple[float | None, float | None] | None:
+        """A ``[a, b]`` list of two numbers as a tuple (``None`` for an item that is no number);
+        ``None`` when the value is absent, or not such a list (an error naming ``shape``, e.g.
+        ``"[lon, lat]"``)."""
+        if value is None:
+            return None
+        if not isinstance(value, list) or len(value) != 2:
+            self.error(key, f"must be {shape}; got {_kind(value)}")
+            return None
+        return self.number(value[0], f"{key}[0]"), self.number(value[1], f"{key}[1]")
+
     def string_list(self, value: Any, key: str) -> list[str]:
         if isinstance(value, str):
             return [value]
@@ -860,26 +871,16 @@ def _check_outputs(
         what = " (at most the assignment order)" if finest is not None else ""
         order = c.integer(pl.get("order", default_order), f"{key}.order", 0, finest or MAX_ORDER, what)
         proj = c.string(pl.get("projection", "mollweide"), f"{key}.projection", PROJECTIONS)
-        center = pl.get("center")
+        center = c.number_pair(pl.get("center"), f"{key}.center", "[lon, lat]")
         if center is not None:
-            if not isinstance(center, list) or len(center) != 2:
-                c.error(f"{key}.center", f"must be [lon, lat]; got {_kind(center)}")
-                center = None
-            else:
-                lon, lat = c.number(center[0], f"{key}.center[0]"), c.number(center[1], f"{key}.center[1]")
-                if lat is not None and not -90 <= lat <= 90:
-                    c.error(f"{key}.center[1]", f"latitude must be in [-90, 90]; got {lat}")
-                center = (lon, lat)
-        vrange = pl.get("range")
+            lat = center[1]
+            if lat is not None and not -90 <= lat <= 90:
+                c.error(f"{key}.center[1]", f"latitude must be in [-90, 90]; got {lat}")
+        vrange = c.number_pair(pl.get("range"), f"{key}.range", "[low, high]")
         if vrange is not None:
-            if not isinstance(vrange, list) or len(vrange) != 2:
-                c.error(f"{key}.range", f"must be [low, high]; got {_kind(vrange)}")
-                vrange = None
-            else:
-                lo, hi = c.number(vrange[0], f"{key}.range[0]"), c.number(vrange[1], f"{key}.range[1]")
-                if lo is not None and hi is not None and not lo < hi:
-                    c.error(f"{key}.range", f"low must be below high; got [{lo}, {hi}]")
-                vrange = (lo, hi)
+            lo, hi = vrange
+            if lo is not None and hi is not None and not lo < hi:
+                c.error(f"{key}.range", f"low must be below high; got [{lo}, {hi}]")
         cmap = pl.get("cmap", "viridis")
         if c.string(cmap, f"{key}.cmap") is not None:
             import matplotlib

@@ -43,13 +43,13 @@ def synthetic_survey(n_rows: int, seed: int = 42) -> pa.Table:
     )
 
 
-def write_inputs(table: pa.Table, folder: Path, n_files: int) -> list[str]:
-    """Split ``table`` into ``n_files`` parquet files in ``folder``."""
+def write_inputs(table: pa.Table, folder: Path, n_files: int, prefix: str = "survey_") -> list[str]:
+    """Split ``table`` into ``n_files`` parquet files ``{prefix}00.parquet``... in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     bounds = np.linspace(0, table.num_rows, n_files + 1).astype(int)
     paths = []
     for i in range(n_files):
-        path = folder / f"survey_{i:02d}.parquet"
+        path = folder / f"{prefix}{i:02d}.parquet"
         pq.write_table(table.slice(bounds[i], bounds[i + 1] - bounds[i]), path)
         paths.append(str(path))
     return paths

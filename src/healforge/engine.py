@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -166,20 +168,25 @@ class Engine:
         labels = list(labels) if labels is not None else [str(i) for i in items]
         results: list[Any] = [None] * len(items)
         with Progress(len(items), desc, quiet=self.quiet) as bar:
+
+            def finished(i: int, result: Callable[[], Any]) -> None:
+                # task i is done: ``result()`` gives its value or raises its error
+                try:
+                    results[i] = result()
+                except Exception as exc:
+                    raise _task_error(desc, labels[i], exc) from exc
+                if on_result:
+                    on_result(i, results[i])
+                bar.update()
+                _failpoint(desc, bar.done)
+
             if not items:
                 return results
             # A lone task on a cluster not started yet runs here: starting one would cost more.
             inline = self.client is None and not self.scheduler and len(items) == 1
             if self.synchronous or inline:
                 for i, item in enumerate(items):
-                    try:
-                        results[i] = func(item, **kwargs)
-                    except Exception as exc:
-                        raise _task_error(desc, labels[i], exc) from exc
-                    if on_result:
-                        on_result(i, results[i])
-                    bar.update()
-                    _failpoint(desc, bar.done)
+                    finished(i, partial(func, item, **kwargs))
                 return results
             from distributed import as_completed
 
@@ -191,15 +198,7 @@ class Engine:
             index = {f.key: i for i, f in enumerate(futures)}
             try:
                 for fut in as_completed(futures):
-                    i = index[fut.key]
-                    try:
-                        results[i] = fut.result()
-                    except Exception as exc:
-                        raise _task_error(desc, labels[i], exc) from exc
-                    if on_result:
-                        on_result(i, results[i])
-                    bar.update()
-                    _failpoint(desc, bar.done)
+                    finished(index[fut.key], fut.result)
                     fut.release()
             finally:
                 for f in futures:
@@ -227,6 +226,36 @@ def engine_from_args(
     if engine is not None:
         return engine
     return Engine(workers=workers, scheduler=scheduler, synchronous=synchronous, quiet=quiet)
+
+
+@contextmanager
+def owned_engine(
+    engine: Engine | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    synchronous: bool = False,
+    quiet: bool = False,
+) -> Iterator[Engine]:
+    """The engine to run a pipeline on, closed on exit only when this made it.
+
+    Parameters
+    ----------
+    engine
+        An engine the caller owns: used as it is and left open.
+    workers, scheduler, synchronous, quiet
+        Options of the new :class:`Engine` made when ``engine`` is ``None``.
+
+    Yields
+    ------
+    Engine
+        ``engine``, or the new one (closed when the ``with`` block ends, also on an error).
+    """
+    eng = engine_from_args(workers, scheduler, synchronous, quiet, engine)
+    try:
+        yield eng
+    finally:
+        if engine is None:
+            eng.close()
 
 
 def iter_chunks(seq: Iterable[Any], size: int) -> Iterable[list[Any]]:

@@ -20,9 +20,16 @@ from healforge.aggregate.coords import (
 from healforge.aggregate.expr import evaluate, expression_names, parse_column_spec
 from healforge.aggregate.finalize import DEFAULT_STATE_STATS, finalize_state
 from healforge.aggregate.maptable import make_map_table, write_map
-from healforge.aggregate.sidecar import _quarantine_target, read_sidecar, report_quarantine, sidecar_metadata
+from healforge.aggregate.sidecar import (
+    _quarantine_target,
+    gather_rejects,
+    map_sources,
+    position_spec,
+    read_sidecar,
+    sidecar_metadata,
+)
 from healforge.aggregate.sketch import DEFAULT_DELTA
-from healforge.aggregate.sources import Source, default_position, to_sources
+from healforge.aggregate.sources import Source, to_sources
 from healforge.aggregate.state import State
 from healforge.aggregate.state import merge_states as _merge_states
 from healforge.aggregate.stats import DEFAULT_STATS, cell_statistics, stat_label, validate_stats
@@ -195,11 +202,11 @@ def aggregate(
         meta = sidecar_metadata(sc)
         order = int(meta["order"])
         latitude = meta.get("latitude", latitude)
-        results = engine.map(
+        results = map_sources(
+            engine,
             _source_values_task,
             sources,
-            desc="read",
-            labels=[s.label for s in sources],
+            "read",
             vspec=vspec,
             id_column=id_column,
             batch_rows=batch_rows,
@@ -235,16 +242,13 @@ def aggregate(
         if order is None:
             raise ValueError("give a sidecar, or an order with lon/lat (or geometry) columns")
         order = check_order(order)
-        lon, lat = default_position(inputs, lon, lat, geometry)
-        spec = Spec(
-            lon=lon, lat=lat, geometry=geometry, mode=mode, latitude=latitude, on_bad_rows=on_bad_rows
-        )
+        spec = position_spec(inputs, lon, lat, geometry, mode, latitude, on_bad_rows)
         qpath = _quarantine_target(on_bad_rows, quarantine, output)
-        results = engine.map(
+        results = map_sources(
+            engine,
             _collect_task,
             sources,
-            desc="aggregate",
-            labels=[s.label for s in sources],
+            "aggregate",
             spec=spec,
             order=order,
             vspec=vspec,
@@ -254,11 +258,7 @@ def aggregate(
         values = {k: np.concatenate([r[1][k] for r in results]) for k in vspec.names}
         w = np.concatenate([r[2] for r in results])
         rows_in = sum(r[3] for r in results)
-        rejects = Rejects()
-        for r in results:
-            rejects.extend(r[4])
-        report_quarantine(rejects, qpath, engine.quiet)
-        rows_rejected = rejects.count
+        rows_rejected = gather_rejects((r[4] for r in results), qpath, engine.quiet).count
     cell_ids, out = cell_statistics(cells, values, stats, weights=w, ddof=ddof, min_count=min_count)
     meta = {
         "order": order,
@@ -347,27 +347,23 @@ def accumulate(
             raise ValueError("give an order (or an existing state to add to)")
         order = base.order
     order = check_order(order)
-    lon, lat = default_position(inputs, lon, lat, geometry)
-    spec = Spec(lon=lon, lat=lat, geometry=geometry, mode=mode, latitude=latitude, on_bad_rows=on_bad_rows)
+    spec = position_spec(inputs, lon, lat, geometry, mode, latitude, on_bad_rows)
     qpath = _quarantine_target(on_bad_rows, quarantine, output)
     sources = to_sources(inputs)
     engine = engine or Engine(synchronous=True, quiet=True)
     conv = {"lon_convention": lon_convention, "latitude": latitude, "delta": delta}
-    results = engine.map(
+    results = map_sources(
+        engine,
         _accumulate_task,
         sources,
-        desc="accumulate",
-        labels=[s.label for s in sources],
+        "accumulate",
         spec=spec,
         order=order,
         vspec=vspec,
         batch_rows=batch_rows,
         conv=conv,
     )
-    rejects = Rejects()
-    for r in results:
-        rejects.extend(r[1])
-    report_quarantine(rejects, qpath, engine.quiet)
+    gather_rejects((r[1] for r in results), qpath, engine.quiet)
     parts = [r[0] for r in results]
     if base is not None:
         parts.insert(0, base)

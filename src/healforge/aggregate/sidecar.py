@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -138,26 +139,22 @@ def sidecar(
     check_choice("latitude", latitude, LATITUDES)
     check_choice("on_bad_rows", on_bad_rows, ON_BAD_ROWS)
     orders = [check_order(o) for o in ([order] if np.ndim(order) == 0 else list(order))]
-    lon, lat = default_position(inputs, lon, lat, geometry)
-    spec = Spec(lon=lon, lat=lat, geometry=geometry, mode=mode, latitude=latitude, on_bad_rows=on_bad_rows)
+    spec = position_spec(inputs, lon, lat, geometry, mode, latitude, on_bad_rows)
     qpath = _quarantine_target(on_bad_rows, quarantine, output)
     sources = to_sources(inputs)
     engine = engine or Engine(synchronous=True, quiet=True)
-    results = engine.map(
+    results = map_sources(
+        engine,
         _sidecar_task,
         sources,
-        desc="sidecar",
-        labels=[s.label for s in sources],
+        "sidecar",
         spec=spec,
         orders=orders,
         id_column=id_column,
         batch_rows=batch_rows,
     )
     rows_in = sum(r[1] for r in results)
-    rejects = Rejects()
-    for r in results:
-        rejects.extend(r[2])
-    report_quarantine(rejects, qpath, engine.quiet)
+    rejects = gather_rejects((r[2] for r in results), qpath, engine.quiet)
     tables = {}
     offset = 0
     offsets = []
@@ -202,6 +199,52 @@ def _sorted_pairs(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether the pairs ``(a[i], b[i])`` are in strictly increasing order."""
     da, db = np.diff(a), np.diff(b)
     return bool(np.all((da > 0) | ((da == 0) & (db > 0))))
+
+
+def position_spec(
+    inputs,
+    lon: str | None,
+    lat: str | None,
+    geometry: str | None,
+    mode: str,
+    latitude: str,
+    on_bad_rows: str,
+) -> Spec:
+    """The assignment :class:`Spec` of an aggregation call.
+
+    Parameters
+    ----------
+    inputs
+        The call's inputs; a HATS catalog gives the default ``lon`` / ``lat`` columns.
+    lon, lat, geometry, mode, latitude, on_bad_rows
+        As given to :func:`sidecar`, :func:`~healforge.aggregate.api.aggregate` or
+        :func:`~healforge.aggregate.api.accumulate`.
+    """
+    lon, lat = default_position(inputs, lon, lat, geometry)
+    return Spec(lon=lon, lat=lat, geometry=geometry, mode=mode, latitude=latitude, on_bad_rows=on_bad_rows)
+
+
+def map_sources(
+    engine: Engine, task: Callable[..., Any], sources: Sequence[Source], desc: str, **kwargs: Any
+) -> list[Any]:
+    """Run ``task(source, **kwargs)`` for every source on ``engine``, each task labelled by its source.
+
+    Returns
+    -------
+    list
+        The tasks' results, in the order of ``sources``.
+    """
+    return engine.map(task, sources, desc=desc, labels=[s.label for s in sources], **kwargs)
+
+
+def gather_rejects(parts: Iterable[Rejects], qpath: str | None, quiet: bool) -> Rejects:
+    """All tasks' rejected rows in one :class:`~healforge.aggregate.coords.Rejects`, written to the
+    quarantine file ``qpath`` when there is one (see :func:`report_quarantine`)."""
+    rejects = Rejects()
+    for part in parts:
+        rejects.extend(part)
+    report_quarantine(rejects, qpath, quiet)
+    return rejects
 
 
 def _quarantine_target(on_bad_rows, quarantine, output) -> str | None:

@@ -25,7 +25,7 @@ from healforge.catalog.alignment import coarsen_histogram, dense_histogram, incr
 from healforge.catalog.format import read_histogram
 from healforge.catalog.pipeline import map_stage, reduce_stage, rejected_tables, schema_diff, split_stage
 from healforge.catalog.stages import InputSpec
-from healforge.engine import Engine, engine_from_args
+from healforge.engine import Engine, owned_engine
 from healforge.errors import BadInputError, CatalogError
 from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io.readers import expand_inputs
@@ -142,8 +142,7 @@ def append(
         threshold = int(props.get("hats_max_rows", 1_000_000))
         spec = InputSpec(ra, dec, input_format, batch_rows, on_bad_rows, dict(reader_options or {}))
 
-        eng = engine_from_args(workers, scheduler, synchronous, quiet, engine)
-        try:
+        with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
             mapped = map_stage(eng, files, spec, mapping_order, work)
             schema = catalog_schema(root)
             for f, s in zip(files, mapped["schemas"], strict=True):
@@ -164,9 +163,6 @@ def append(
             staged = [f"{o}_{p}.parquet" for o, p, _ in destinations]
             targets = [txn.staging_dir(root) / name for name in staged]
             reduce_stage(eng, destinations, slices, targets, work / "reduce", (), compression)
-        finally:
-            if engine is None:
-                eng.close()
 
         new_rows = sum(r for _, _, r in destinations)
         existing_set = set(existing)

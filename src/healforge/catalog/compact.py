@@ -22,7 +22,7 @@ from healforge.catalog import transaction as txn
 from healforge.catalog.alignment import generate_alignment, sparse_histogram
 from healforge.catalog.append import _carry_properties, _rebuild_margins
 from healforge.catalog.format import read_histogram
-from healforge.engine import Engine, engine_from_args
+from healforge.engine import Engine, owned_engine
 from healforge.errors import BadInputError, CatalogError
 from healforge.healpix import SPATIAL_INDEX_COLUMN
 
@@ -166,8 +166,7 @@ def compact(
         rows_before = int(props["hats_nrows"])
         sort_columns = [c for c in props.get("hats_cols_sort", "").split(",") if c]
 
-        eng = engine_from_args(workers, scheduler, synchronous, quiet, engine)
-        try:
+        with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
             keep_files: list[str | None] = [None] * len(pixels)
             if dedupe_on:
                 keys = eng.map(
@@ -203,9 +202,6 @@ def compact(
                 "Compacting",
                 labels=[f"Norder={o}/Npix={p}" for o, p in pixels],
             )
-        finally:
-            if engine is None:
-                eng.close()
 
         written = [w for r in results for w in r["written"] if w[2] > 0]
         new_hist = np.zeros_like(histogram)

@@ -25,7 +25,7 @@ from healforge.catalog import format as fmt
 from healforge.catalog.alignment import Alignment, dense_histogram, generate_alignment
 from healforge.catalog.pipeline import common_schema, map_stage, reduce_stage, rejected_tables, split_stage
 from healforge.catalog.stages import InputSpec
-from healforge.engine import Engine, Progress, engine_from_args
+from healforge.engine import Engine, Progress, owned_engine
 from healforge.errors import CatalogError
 from healforge.healpix import check_order
 from healforge.io.readers import expand_inputs
@@ -172,9 +172,7 @@ def import_catalog(
     spec = InputSpec(ra, dec, input_format, batch_rows, on_bad_rows, dict(reader_options or {}))
     timings: dict[str, float] = {}
 
-    eng = engine_from_args(workers, scheduler, synchronous, quiet, engine)
-    own_engine = engine is None
-    try:
+    with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
         t0 = time.perf_counter()
         mapped = map_stage(eng, files, spec, highest_order, work)
         timings["map"] = time.perf_counter() - t0
@@ -212,9 +210,6 @@ def import_catalog(
             eng, destinations, slices, targets, work / "reduce", sort_columns, compression, row_group_rows
         )
         timings["reduce"] = time.perf_counter() - t0
-    finally:
-        if own_engine:
-            eng.close()
 
     t0 = time.perf_counter()
     finishing = Progress(2, "Finishing", quiet=quiet)

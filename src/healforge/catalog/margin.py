@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 
 from healforge.catalog import format as fmt
 from healforge.catalog.geometry import ARCSEC_PER_RAD, lonlat_to_xyz, within_radius
-from healforge.engine import Engine, engine_from_args
+from healforge.engine import Engine, owned_engine
 from healforge.errors import CatalogError
 from healforge.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER
 
@@ -104,12 +104,8 @@ def margin(
     -------
     MarginResult
     """
-    eng = engine_from_args(workers, scheduler, synchronous, quiet, engine)
-    try:
+    with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
         result = build_margin(catalog, output, radius_arcsec, name=name, overwrite=overwrite, engine=eng)
-    finally:
-        if engine is None:
-            eng.close()
     register_margin(catalog, output, radius_arcsec)
     return result
 

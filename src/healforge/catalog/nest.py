@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from healforge.catalog import format as fmt
 from healforge.catalog.margin import read_pixel
-from healforge.engine import Engine, engine_from_args
+from healforge.engine import Engine, owned_engine
 from healforge.errors import BadInputError, CatalogError
 from healforge.healpix import SPATIAL_INDEX_COLUMN
 
@@ -123,8 +123,7 @@ def nest(
 
     obj_pixels = fmt.read_partition_info(objects)
     src_pixels = fmt.read_partition_info(sources)
-    eng = engine_from_args(workers, scheduler, synchronous, quiet, engine)
-    try:
+    with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
         keys = eng.map(
             _read_keys,
             [{"root": str(objects), "order": o, "pixel": p, "on": on} for o, p in obj_pixels],
@@ -174,9 +173,6 @@ def nest(
             "Nest reduce",
             labels=[f"Norder={o}/Npix={p}" for o, p in obj_pixels],
         )
-    finally:
-        if engine is None:
-            eng.close()
 
     total = _finish(output, objects, obj_pixels, name or output.name)
     shutil.rmtree(work, ignore_errors=True)
