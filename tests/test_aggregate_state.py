@@ -165,3 +165,25 @@ def test_dask_cluster_matches_synchronous(tmp_path):
     got = healforge.finalize(st, MOMENT_STATS)
     _assert_moments(got, healforge.aggregate(df, ["v"], MOMENT_STATS, **kw), ["v"])
     assert st.rows_in == len(df)
+
+
+def test_unit_weight_columns_are_not_stored_twice(tmp_path):
+    """A column accumulated without weights saves only its unweighted moments and loads back
+    bit for bit; a weighted one keeps all of them."""
+    df = _data(5, 4000)
+    plain = healforge.accumulate(df, ["v", "u"], order=3, lon="lon", lat="lat", batch_rows=900)
+    weighted = healforge.accumulate(
+        df, ["v"], order=3, lon="lon", lat="lat", weight="1 / sigma**2", batch_rows=900
+    )
+    for st, name, stored in ((plain, "p", False), (weighted, "w", True)):
+        st.save(tmp_path / f"{name}.parquet")
+        names = pq.read_schema(tmp_path / f"{name}.parquet").names
+        assert ("v::wm2" in names) is stored and ("v::m2" in names)
+        back = State.load(tmp_path / f"{name}.parquet")
+        for c in st.columns:
+            for m, a in st.moments[c].items():
+                np.testing.assert_array_equal(back.moments[c][m], a, err_msg=f"{name} {c} {m}")
+    stats = ["wsum", "wmean", "wvar", "count", "mean", "var"]
+    got = healforge.finalize(State.load(tmp_path / "p.parquet"), stats).to_pandas()
+    np.testing.assert_array_equal(got.v_wmean, got.v_mean)
+    np.testing.assert_array_equal(got.v_wsum, got.v_count)

@@ -13,7 +13,9 @@ column ``{col}::n`` (int64), ``{col}::min``, ``{col}::max``, ``{col}::dmean``, `
 ``{col}::sketch_weight`` (list<float64>: the cell's t-digest centroids). Schema metadata key
 ``healforge_state`` holds JSON: ``format`` ("healforge-state"), ``format_version`` (1), ``order``,
 ``indexing_scheme`` ("nested"), ``columns``, ``lon_convention``, ``latitude``, ``delta``,
-``rows_in``, ``rows_rejected``, ``healforge_version``.
+``rows_in``, ``rows_rejected``, ``healforge_version``, and ``unit_weight_columns``: columns whose
+weights were all 1, for which the three weighted moments equal ``n``, ``dmean``, ``m2`` and are
+not stored.
 """
 
 from __future__ import annotations
@@ -167,9 +169,13 @@ class State:
 
     def to_table(self) -> pa.Table:
         arrays = {"cell_ids": pa.array(self.cell_ids, type=pa.int64())}
+        unit = []
         for c in self.columns:
-            for m in MOMENTS:
-                arrays[f"{c}::{m}"] = pa.array(self.moments[c][m])
+            m = self.moments[c]
+            if _unit_weights(m):
+                unit.append(c)
+            for name in MOMENTS if c not in unit else MOMENTS[:5]:
+                arrays[f"{c}::{name}"] = pa.array(m[name])
             off, means, weights = self.sketches[c]
             off32 = pa.array(off.astype(np.int32)) if off[-1] < 2**31 - 1 else None
             if off32 is not None:
@@ -180,14 +186,20 @@ class State:
                 arrays[f"{c}::sketch_mean"] = pa.LargeListArray.from_arrays(off64, pa.array(means))
                 arrays[f"{c}::sketch_weight"] = pa.LargeListArray.from_arrays(off64, pa.array(weights))
         table = pa.table(arrays)
-        return table.replace_schema_metadata({STATE_KEY: json.dumps(self.metadata()).encode()})
+        meta = self.metadata()
+        if unit:
+            meta["unit_weight_columns"] = unit
+        return table.replace_schema_metadata({STATE_KEY: json.dumps(meta).encode()})
 
     def save(self, path: str | os.PathLike) -> str:
         """Write the state to a Parquet file (atomically: temporary name, then rename)."""
         path = os.fspath(path)
         tmp = f"{path}.tmp-{os.getpid()}"
         table = self.to_table()
-        pq.write_table(table, tmp, compression=_compression(table), use_dictionary=False)
+        # statistics only where a reader can use them (row-group pruning by cell)
+        pq.write_table(
+            table, tmp, compression=_compression(table), use_dictionary=False, write_statistics=["cell_ids"]
+        )
         os.replace(tmp, path)
         return path
 
@@ -199,8 +211,14 @@ class State:
         info = json.loads(meta)
         columns = info["columns"]
         moments, sketches = {}, {}
+        unit = set(info.get("unit_weight_columns", ()))
         for c in columns:
-            moments[c] = {m: table.column(f"{c}::{m}").to_numpy() for m in MOMENTS}
+            if c in unit:
+                m = {name: table.column(f"{c}::{name}").to_numpy() for name in MOMENTS[:5]}
+                m.update(wsum=m["n"].astype(np.float64), wdmean=m["dmean"], wm2=m["m2"])
+            else:
+                m = {name: table.column(f"{c}::{name}").to_numpy() for name in MOMENTS}
+            moments[c] = m
             lm = table.column(f"{c}::sketch_mean").combine_chunks()
             lw = table.column(f"{c}::sketch_weight").combine_chunks()
             off = np.asarray(lm.offsets, dtype=np.int64)
@@ -222,6 +240,7 @@ class State:
             "rows_in",
             "rows_rejected",
             "healforge_version",
+            "unit_weight_columns",
         }
         return cls(
             order=int(info["order"]),
@@ -244,10 +263,20 @@ class State:
         if not os.path.exists(path):
             raise BadInputError("state file not found", path=path)
         try:
-            table = pq.read_table(path)
+            table = pq.ParquetFile(path).read()
         except Exception as exc:
             raise BadInputError(f"cannot read state file: {exc}", path=path) from exc
         return cls.from_table(table, path)
+
+
+def _unit_weights(m: dict[str, np.ndarray]) -> bool:
+    """Whether a column's weighted moments equal its unweighted ones (every weight was 1), so the
+    file need not hold them."""
+    return bool(
+        np.array_equal(m["wsum"], m["n"])
+        and np.array_equal(m["wdmean"], m["dmean"], equal_nan=True)
+        and np.array_equal(m["wm2"], m["m2"], equal_nan=True)
+    )
 
 
 def _compression(table: pa.Table) -> dict[str, str]:
@@ -340,17 +369,22 @@ def _batch_moments(offsets, v, w, mn, mx, dmean, m2, wsum, wdmean, wm2):
         q = 0.0
         ws = 0.0
         wacc = 0.0
+        unit = True
         for i in range(a, b):
             e = v[i] - lo - mu
             q += e * e
             ws += w[i]
             wacc += w[i] * e
+            unit = unit and w[i] == 1.0
         mn[s] = lo
         mx[s] = v[b - 1]
         dmean[s] = mu
         m2[s] = q
         wsum[s] = ws
-        if ws > 0:
+        if unit:  # the weighted moments are the unweighted ones, to the bit
+            wdmean[s] = mu
+            wm2[s] = q
+        elif ws > 0:
             wmu = mu + wacc / ws
             q = 0.0
             for i in range(a, b):
