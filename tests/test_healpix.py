@@ -46,3 +46,15 @@ def test_wrap_and_bad_coordinates():
     assert wrapped[0] == 180.0 and wrapped[3] == 0.0
     bad = hp.bad_coordinate_mask([10, np.nan, 400, 10, -181, 10], [0, 0, 0, 95, 0, np.inf])
     assert bad.tolist() == [False, True, True, True, True, True]
+
+
+@pytest.mark.parametrize(("order", "pixel", "border_order"), [(0, 4, 4), (0, 0, 3), (2, 37, 6), (5, 1000, 5)])
+def test_border_cells_are_children_with_a_neighbour_outside(order, pixel, border_order):
+    from cdshealpix.nested import neighbours
+
+    from healforge.healpix import border_cells
+
+    kids = np.arange(pixel << (2 * (border_order - order)), (pixel + 1) << (2 * (border_order - order)))
+    nb = neighbours(kids.astype(np.uint64), border_order).astype(np.int64)
+    outside = ((nb >= 0) & ((nb >> (2 * (border_order - order))) != pixel)).any(axis=1)
+    np.testing.assert_array_equal(border_cells(order, pixel, border_order), kids[outside])

@@ -105,6 +105,31 @@ def children_range(pixel: int | np.ndarray, order: int, child_order: int) -> tup
     return pixel << shift, (pixel + 1) << shift
 
 
+def _spread_bits(v: np.ndarray) -> np.ndarray:
+    """Bits of ``v`` moved to the even positions (nested indices interleave x and y this way)."""
+    v = np.asarray(v, dtype=np.int64) & 0xFFFFFFFF
+    for shift, mask in ((16, 0x0000FFFF0000FFFF), (8, 0x00FF00FF00FF00FF), (4, 0x0F0F0F0F0F0F0F0F)):
+        v = (v | (v << shift)) & mask
+    for shift, mask in ((2, 0x3333333333333333), (1, 0x5555555555555555)):
+        v = (v | (v << shift)) & mask
+    return v
+
+
+def border_cells(order: int, pixel: int, border_order: int) -> np.ndarray:
+    """Sorted descendants at ``border_order`` of one pixel that lie along its boundary (first or
+    last row or column of the pixel's sub-grid)."""
+    if border_order < order:
+        raise ValueError(f"border order {border_order} is coarser than order {order}")
+    side = 1 << (border_order - order)
+    i = np.arange(side, dtype=np.int64)
+    edge = np.full(side, side - 1, dtype=np.int64)
+    zero = np.zeros(side, dtype=np.int64)
+    x = np.concatenate([i, i, zero, edge])
+    y = np.concatenate([zero, edge, i, i])
+    local = _spread_bits(x) | (_spread_bits(y) << 1)
+    return np.unique((np.int64(pixel) << (2 * (border_order - order))) + local)
+
+
 def pixel_index29_range(order: int, pixel: int) -> tuple[int, int]:
     """Half-open range of ``_healpix_29`` values inside one pixel."""
     start, stop = children_range(pixel, order, SPATIAL_INDEX_ORDER)

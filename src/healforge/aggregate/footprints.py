@@ -29,6 +29,7 @@ import numba
 import numpy as np
 
 from healforge.aggregate.coverage import chart_cells
+from healforge.arrays import concat_ranges
 from healforge.healpix import lonlat_to_pixel, wrap_lon
 
 MODES = {"strict": "strict", "center": "strict", "fuzzy": "fuzzy", "overlap": "fuzzy"}
@@ -101,9 +102,9 @@ class Rings:
     def subset(self, idx: np.ndarray) -> Rings:
         """The footprints ``idx`` (in that order)."""
         nring = np.diff(self.poly_ring_off)[idx]
-        rings = _ranges(self.poly_ring_off[idx], nring)
+        rings = concat_ranges(self.poly_ring_off[idx], nring)
         nvert = np.diff(self.ring_off)[rings]
-        verts = _ranges(self.ring_off[rings], nvert)
+        verts = concat_ranges(self.ring_off[rings], nvert)
         return Rings(
             self.lon[verts],
             self.lat[verts],
@@ -111,12 +112,6 @@ class Rings:
             self.ring_sign[rings],
             np.concatenate([[0], np.cumsum(nring)]),
         )
-
-
-def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Concatenation of ``arange(s, s + c)`` for each start and count."""
-    first = np.cumsum(counts) - counts
-    return np.repeat(starts - first, counts) + np.arange(counts.sum())
 
 
 def rings_from_shapely(geoms: np.ndarray) -> Rings:

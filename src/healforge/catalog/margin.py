@@ -32,14 +32,17 @@ from pathlib import Path
 
 import cdshealpix.nested as cdsn
 import numpy as np
+import pandas  # noqa: F401  (pyarrow's conversions import it on first use; a task should not pay that)
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (Table.take and sort_by load it lazily, slowly, in each worker)
 import pyarrow.parquet as pq
 
+from healforge.arrays import concat_ranges
 from healforge.catalog import format as fmt
 from healforge.catalog.geometry import ARCSEC_PER_RAD, lonlat_to_xyz, within_radius
 from healforge.engine import Engine, owned_engine
 from healforge.errors import CatalogError
-from healforge.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER
+from healforge.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, border_cells
 
 WORK_DIR = ".healforge-margin"
 MAX_RADIUS_ARCSEC = 3 * 3600.0
@@ -241,7 +244,7 @@ def pixel_data_files(root: str | os.PathLike, order: int, pixel: int) -> list[Pa
 
 def read_pixel(root: str | os.PathLike, order: int, pixel: int, columns: list[str] | None = None) -> pa.Table:
     """All rows of one pixel (all its files, in file-name order)."""
-    tables = [pq.read_table(f, columns=columns) for f in pixel_data_files(root, order, pixel)]
+    tables = [pq.ParquetFile(f).read(columns=columns) for f in pixel_data_files(root, order, pixel)]
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
 
@@ -264,6 +267,19 @@ def _on_border(hp29: np.ndarray, m_order: int, order: int, pixel: int) -> np.nda
     return (x == 0) | (x == mx) | (y == 0) | (y == my)
 
 
+def _border_rows(hp29: np.ndarray, m_order: int, order: int, pixel: int) -> np.ndarray:
+    """Rows (of ``hp29`` inside pixel ``(order, pixel)``) whose order-``m_order`` pixel is on the
+    border of that pixel: found by binary search of the border cells' ranges when the rows are
+    sorted (a single data file), else by testing every row."""
+    cells = border_cells(order, pixel, m_order)
+    if cells.size > hp29.size or np.any(hp29[1:] < hp29[:-1]):
+        return np.flatnonzero(_on_border(hp29, m_order, order, pixel))
+    shift = 2 * (SPATIAL_INDEX_ORDER - m_order)
+    lo = np.searchsorted(hp29, cells << shift)
+    hi = np.searchsorted(hp29, (cells + 1) << shift)
+    return concat_ranges(lo, hi - lo)
+
+
 def margin_candidates(
     hp29: np.ndarray, source: int, table: dict, m_order: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -274,7 +290,7 @@ def margin_candidates(
     empty = np.empty(0, dtype=np.int64)
     s_order, s_pixel = int(table["orders"][source]), int(table["pixels"][source])
     if m_order >= s_order:
-        rows = np.flatnonzero(_on_border(hp29, m_order, s_order, s_pixel))
+        rows = _border_rows(hp29, m_order, s_order, s_pixel)
     else:  # the margin order is coarser than the partition: every row is a candidate
         rows = np.arange(len(hp29))
     q = hp29[rows] >> (2 * (SPATIAL_INDEX_ORDER - m_order))
@@ -340,17 +356,21 @@ def _map_partition(task: dict) -> dict[int, int]:
     rows, dests = select_margin_rows(ra, dec, hp29, source, table, task["radius"], task["margin_order"])
     if len(rows) == 0:
         return {}
+    # one take for all destinations (each take walks every chunk of every column), then slices
+    by_dest = np.argsort(dests, kind="stable")
+    rows, dests = rows[by_dest], dests[by_dest]
+    picked = full.take(pa.array(rows))
+    uniq, first, n = np.unique(dests, return_index=True, return_counts=True)
     counts = {}
-    for d in np.unique(dests):
-        sel = rows[dests == d]
-        path = _shard_path(task["work"], int(d), source)
+    for d, a, k in zip(uniq.tolist(), first.tolist(), n.tolist(), strict=True):
+        path = _shard_path(task["work"], d, source)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        part = full.take(pa.array(sel))
+        part = picked.slice(a, k)
         with pa.ipc.new_file(tmp, part.schema) as writer:
             writer.write_table(part)
         os.replace(tmp, path)
-        counts[int(d)] = len(sel)
+        counts[d] = k
     return counts
 
 
