@@ -263,7 +263,18 @@ def _polyline(p, ring_off, r0, r1, nside, phi_ref, mode, sector, tol, pu, pv, pt
 
 
 @numba.njit(cache=True)
-def _in_sector(p, ring_off, r0, r1, pt, pz, k, sector):
+def _polyline_grown(p, ring_off, r0, r1, nside, phi_ref, mode, sector, tol, pu, pv, pt, pz, pring):
+    """:func:`_polyline`, growing the point arrays until they hold it: ``(count, pu, pv, pt, pz)``."""
+    while True:
+        k = _polyline(p, ring_off, r0, r1, nside, phi_ref, mode, sector, tol, pu, pv, pt, pz, pring)
+        if k >= 0:
+            return k, pu, pv, pt, pz
+        pu, pv = _grow(pu, 2 * pu.size), _grow(pv, 2 * pv.size)
+        pt, pz = _grow(pt, 2 * pt.size), _grow(pz, 2 * pz.size)
+
+
+@numba.njit(cache=True)
+def _in_sector(pt, pz, k, sector):
     """Whether the polyline's points lie in polar sector ``sector`` (points at a pole do)."""
     for q in range(k):
         if pt[q] < sector - 1e-9 or pt[q] > sector + 1.0 + 1e-9:
@@ -486,22 +497,16 @@ def chart_cells(order, p, centres, ring_off, ring_sign, poly_ring_off, p_lo, p_h
         sector = math.floor(phi_ref * (2.0 / math.pi))
         if r1 - r0 + 1 > pring.size:
             pring = np.empty(2 * (r1 - r0 + 1), np.int64)
-        while True:
-            k = _polyline(p, ring_off, r0, r1, nside, phi_ref, mode, sector, tol, pu, pv, pt, pz, pring)
-            if k < 0:
-                pu, pv, pt, pz = (
-                    _grow(pu, 2 * pu.size),
-                    _grow(pv, 2 * pv.size),
-                    _grow(pt, 2 * pt.size),
-                    _grow(pz, 2 * pz.size),
-                )
-                continue
-            if mode == 0 and _max_abs(pz, k) > TWO_THIRDS - 0.5 * BELT_MARGIN:
-                mode = 1  # an edge bulges towards a pole: redo in one sector
-                continue
-            break
+        k, pu, pv, pt, pz = _polyline_grown(
+            p, ring_off, r0, r1, nside, phi_ref, mode, sector, tol, pu, pv, pt, pz, pring
+        )
+        if mode == 0 and _max_abs(pz, k) > TWO_THIRDS - 0.5 * BELT_MARGIN:
+            mode = 1  # an edge bulges towards a pole: redo in one sector
+            k, pu, pv, pt, pz = _polyline_grown(
+                p, ring_off, r0, r1, nside, phi_ref, mode, sector, tol, pu, pv, pt, pz, pring
+            )
         n = 0
-        if mode == 0 or _in_sector(p, ring_off, r0, r1, pt, pz, k, sector):
+        if mode == 0 or _in_sector(pt, pz, k, sector):
             box = _box_size(pu, pv, k)
             if box > area.size:
                 area, cover = np.zeros(2 * box), np.zeros(2 * box)
@@ -517,31 +522,22 @@ def chart_cells(order, p, centres, ring_off, ring_sign, poly_ring_off, p_lo, p_h
                     continue
                 if nq + 1 > pring.size:
                     pring = np.empty(2 * (nq + 1), np.int64)
-                while True:
-                    kq = _polyline(
-                        q,
-                        q_off,
-                        0,
-                        nq,
-                        nside,
-                        (ks + 0.5) * (math.pi / 2),
-                        1,
-                        float(ks),
-                        tol,
-                        pu,
-                        pv,
-                        pt,
-                        pz,
-                        pring,
-                    )
-                    if kq >= 0:
-                        break
-                    pu, pv, pt, pz = (
-                        _grow(pu, 2 * pu.size),
-                        _grow(pv, 2 * pv.size),
-                        _grow(pt, 2 * pt.size),
-                        _grow(pz, 2 * pz.size),
-                    )
+                kq, pu, pv, pt, pz = _polyline_grown(
+                    q,
+                    q_off,
+                    0,
+                    nq,
+                    nside,
+                    (ks + 0.5) * (math.pi / 2),
+                    1,
+                    float(ks),
+                    tol,
+                    pu,
+                    pv,
+                    pt,
+                    pz,
+                    pring,
+                )
                 box = _box_size(pu, pv, kq)
                 if box > area.size:
                     area, cover = np.zeros(2 * box), np.zeros(2 * box)
