@@ -95,26 +95,30 @@ def _grow(a, n):
 
 
 @numba.njit(cache=True, inline="always")
-def _arc(ax, ay, az, bx, by, bz, ua, va, ta, ub, vb, nside, phi_ref, mode, sector, tol, ou, ov, ot, oz, k):
-    """Write the polyline of a great-circle arc that is smooth in the plane (it does not cross
-    ``|z| = 2/3`` in polar mode) from position ``k``: its start point, then ``n - 1`` points in
-    between, with ``n`` such that chords are at most a cell long and, from the deviation of the
-    arc's midpoint, within ``tol`` of the arc (deviation falls as ``1 / n**2``; a factor 2 to
-    spare). Returns the new count, or ``-n`` (nothing written) when the arrays are too short."""
-    mx, my, mz = ax + bx, ay + by, az + bz
+def _arc(a, b, pa, pb, chart, out, k):
+    """Write the polyline of a great-circle arc from unit vector ``a`` to ``b`` (plane points
+    ``pa``, ``pb`` as ``(U, V, t)``), smooth in the plane (it does not cross ``|z| = 2/3`` in
+    polar mode), into ``out = (U, V, t, z)`` arrays from position ``k``: its start point, then
+    ``n - 1`` points in between, with ``n`` such that chords are at most a cell long and, from the
+    deviation of the arc's midpoint, within ``tol`` of the arc (deviation falls as ``1 / n**2``;
+    a factor 2 to spare). ``chart = (nside, phi_ref, mode, sector, tol)``. Returns the new count,
+    or ``-n`` (nothing written) when the arrays are too short."""
+    nside, phi_ref, mode, sector, tol = chart
+    ou, ov, ot, oz = out
+    mx, my, mz = a[0] + b[0], a[1] + b[1], a[2] + b[2]
     nm = math.sqrt(mx * mx + my * my + mz * mz)
     n = 1
     if nm > 1e-300:
         um, vm, _ = _chart(nside, mx / nm, my / nm, mz / nm, phi_ref, mode, sector)
-        dev = math.hypot(um - 0.5 * (ua + ub), vm - 0.5 * (va + vb))
-        n = max(math.ceil(math.hypot(ub - ua, vb - va)), math.ceil(math.sqrt(2.0 * dev / tol)), 1)
+        dev = math.hypot(um - 0.5 * (pa[0] + pb[0]), vm - 0.5 * (pa[1] + pb[1]))
+        n = max(math.ceil(math.hypot(pb[0] - pa[0], pb[1] - pa[1])), math.ceil(math.sqrt(2.0 * dev / tol)), 1)
     if k + n > ou.size:
         return -n
-    ou[k], ov[k], ot[k], oz[k] = ua, va, ta, az
-    dx, dy, dz = bx - ax, by - ay, bz - az
+    ou[k], ov[k], ot[k], oz[k] = pa[0], pa[1], pa[2], a[2]
+    dx, dy, dz = b[0] - a[0], b[1] - a[1], b[2] - a[2]
     for i in range(1, n):
         f = i / n
-        px, py, pz = ax + f * dx, ay + f * dy, az + f * dz
+        px, py, pz = a[0] + f * dx, a[1] + f * dy, a[2] + f * dz
         q = 1.0 / math.sqrt(px * px + py * py + pz * pz)
         px, py, pz = px * q, py * q, pz * q
         u, v, t = _chart(nside, px, py, pz, phi_ref, mode, sector)
@@ -123,21 +127,23 @@ def _arc(ax, ay, az, bx, by, bz, ua, va, ta, ub, vb, nside, phi_ref, mode, secto
 
 
 @numba.njit(cache=True)
-def _densify(p, a, b, nside, phi_ref, mode, sector, tol, ou, ov, ot, oz, k):
-    """Write the plane polyline of the edge from vertex ``a`` to vertex ``b`` (``a`` included,
-    ``b`` not) to ``ou, ov`` (with ``t`` and ``z`` in ``ot, oz``) from position ``k``. In polar
-    mode an edge crossing ``|z| = 2/3``, where the plane bends, is first split there. Returns the
-    new count, or a negative number when the arrays are too short (nothing to keep then)."""
-    ax, ay, az = p[a, 0], p[a, 1], p[a, 2]
-    bx, by, bz = p[b, 0], p[b, 1], p[b, 2]
-    ua, va, ta = _chart(nside, ax, ay, az, phi_ref, mode, sector)
-    ub, vb, _ = _chart(nside, bx, by, bz, phi_ref, mode, sector)
+def _densify(p, i, j, chart, out, k):
+    """Write the plane polyline of the edge from vertex ``i`` to vertex ``j`` of ``p`` (``i``
+    included, ``j`` not) into ``out`` from position ``k`` (see :func:`_arc`). In polar mode an
+    edge crossing ``|z| = 2/3``, where the plane bends, is first split there. Returns the new
+    count, or a negative number when the arrays are too short (nothing to keep then)."""
+    nside, phi_ref, mode, sector, _ = chart
+    a = (p[i, 0], p[i, 1], p[i, 2])
+    b = (p[j, 0], p[j, 1], p[j, 2])
+    pa = _chart(nside, a[0], a[1], a[2], phi_ref, mode, sector)
+    pb = _chart(nside, b[0], b[1], b[2], phi_ref, mode, sector)
+    az, bz = a[2], b[2]
     if mode == 1 and (abs(az) - TWO_THIRDS) * (abs(bz) - TWO_THIRDS) < 0:
         # point (A + f (B - A)) / |...| with z = +-2/3: (az + f dz)^2 = 4/9 |A + f D|^2
         zs = TWO_THIRDS if az + bz > 0 else -TWO_THIRDS
-        dx, dy, dz = bx - ax, by - ay, bz - az
+        dx, dy, dz = b[0] - a[0], b[1] - a[1], bz - az
         c2 = dz * dz - zs * zs * (dx * dx + dy * dy + dz * dz)
-        c1 = 2.0 * (az * dz - zs * zs * (ax * dx + ay * dy + az * dz))
+        c1 = 2.0 * (az * dz - zs * zs * (a[0] * dx + a[1] * dy + az * dz))
         c0 = az * az - zs * zs
         f = -1.0
         if c2 != 0.0:
@@ -148,61 +154,15 @@ def _densify(p, a, b, nside, phi_ref, mode, sector, tol, ou, ov, ot, oz, k):
         elif c1 != 0.0:
             f = -c0 / c1
         if 0.0 < f < 1.0:
-            mx, my, mz = ax + f * dx, ay + f * dy, az + f * dz
+            mx, my, mz = a[0] + f * dx, a[1] + f * dy, az + f * dz
             q = 1.0 / math.sqrt(mx * mx + my * my + mz * mz)
-            mx, my, mz = mx * q, my * q, mz * q
-            um, vm, tm = _chart(nside, mx, my, mz, phi_ref, mode, sector)
-            k = _arc(
-                ax,
-                ay,
-                az,
-                mx,
-                my,
-                mz,
-                ua,
-                va,
-                ta,
-                um,
-                vm,
-                nside,
-                phi_ref,
-                mode,
-                sector,
-                tol,
-                ou,
-                ov,
-                ot,
-                oz,
-                k,
-            )
+            m = (mx * q, my * q, mz * q)
+            pm = _chart(nside, m[0], m[1], m[2], phi_ref, mode, sector)
+            k = _arc(a, m, pa, pm, chart, out, k)
             if k < 0:
                 return k
-            return _arc(
-                mx,
-                my,
-                mz,
-                bx,
-                by,
-                bz,
-                um,
-                vm,
-                tm,
-                ub,
-                vb,
-                nside,
-                phi_ref,
-                mode,
-                sector,
-                tol,
-                ou,
-                ov,
-                ot,
-                oz,
-                k,
-            )
-    return _arc(
-        ax, ay, az, bx, by, bz, ua, va, ta, ub, vb, nside, phi_ref, mode, sector, tol, ou, ov, ot, oz, k
-    )
+            a, pa = m, pm  # the rest of the edge, from the bend on
+    return _arc(a, b, pa, pb, chart, out, k)
 
 
 @numba.njit(cache=True, inline="always")
@@ -245,17 +205,15 @@ def _add_segment(x0, y0, x1, y1, scale, area, cover, ncols, nrows, ts):
 
 
 @numba.njit(cache=True)
-def _polyline(p, ring_off, r0, r1, nside, phi_ref, mode, sector, tol, pu, pv, pt, pz, pring):
-    """Plane polylines of rings ``r0 .. r1 - 1`` into ``pu, pv`` (``t``, ``z`` in ``pt, pz``), ring
-    starts in ``pring``. Returns the point count, or -1 when the arrays are too short."""
+def _polyline(p, ring_off, r0, r1, chart, out, pring):
+    """Plane polylines of rings ``r0 .. r1 - 1`` into ``out = (U, V, t, z)``, ring starts in
+    ``pring``. Returns the point count, or -1 when the arrays are too short."""
     k = 0
     for r in range(r0, r1):
         pring[r - r0] = k
         a, b = ring_off[r], ring_off[r + 1]
         for i in range(a, b):
-            k = _densify(
-                p, i, i + 1 if i + 1 < b else a, nside, phi_ref, mode, sector, tol, pu, pv, pt, pz, k
-            )
+            k = _densify(p, i, i + 1 if i + 1 < b else a, chart, out, k)
             if k < 0:
                 return -1
     pring[r1 - r0] = k
@@ -263,14 +221,18 @@ def _polyline(p, ring_off, r0, r1, nside, phi_ref, mode, sector, tol, pu, pv, pt
 
 
 @numba.njit(cache=True)
-def _polyline_grown(p, ring_off, r0, r1, nside, phi_ref, mode, sector, tol, pu, pv, pt, pz, pring):
-    """:func:`_polyline`, growing the point arrays until they hold it: ``(count, pu, pv, pt, pz)``."""
+def _polyline_grown(p, ring_off, r0, r1, chart, out, pring):
+    """:func:`_polyline`, growing the point arrays until they hold it: ``(count, out)``."""
     while True:
-        k = _polyline(p, ring_off, r0, r1, nside, phi_ref, mode, sector, tol, pu, pv, pt, pz, pring)
+        k = _polyline(p, ring_off, r0, r1, chart, out, pring)
         if k >= 0:
-            return k, pu, pv, pt, pz
-        pu, pv = _grow(pu, 2 * pu.size), _grow(pv, 2 * pv.size)
-        pt, pz = _grow(pt, 2 * pt.size), _grow(pz, 2 * pz.size)
+            return k, out
+        out = (
+            _grow(out[0], 2 * out[0].size),
+            _grow(out[1], 2 * out[1].size),
+            _grow(out[2], 2 * out[2].size),
+            _grow(out[3], 2 * out[3].size),
+        )
 
 
 @numba.njit(cache=True)
@@ -477,7 +439,7 @@ def chart_cells(order, p, centres, ring_off, ring_sign, poly_ring_off, p_lo, p_h
     out_c = np.empty(cap, np.int64)
     out_w = np.empty(cap)
     k_out = 0
-    pu, pv, pt, pz = np.empty(256), np.empty(256), np.empty(256), np.empty(256)
+    out = (np.empty(256), np.empty(256), np.empty(256), np.empty(256))  # plane U, V, t, z
     pring = np.empty(64, np.int64)
     area = np.zeros(256)
     cover = np.zeros(256)
@@ -497,16 +459,13 @@ def chart_cells(order, p, centres, ring_off, ring_sign, poly_ring_off, p_lo, p_h
         sector = math.floor(phi_ref * (2.0 / math.pi))
         if r1 - r0 + 1 > pring.size:
             pring = np.empty(2 * (r1 - r0 + 1), np.int64)
-        k, pu, pv, pt, pz = _polyline_grown(
-            p, ring_off, r0, r1, nside, phi_ref, mode, sector, tol, pu, pv, pt, pz, pring
-        )
-        if mode == 0 and _max_abs(pz, k) > TWO_THIRDS - 0.5 * BELT_MARGIN:
+        k, out = _polyline_grown(p, ring_off, r0, r1, (nside, phi_ref, mode, sector, tol), out, pring)
+        if mode == 0 and _max_abs(out[3], k) > TWO_THIRDS - 0.5 * BELT_MARGIN:
             mode = 1  # an edge bulges towards a pole: redo in one sector
-            k, pu, pv, pt, pz = _polyline_grown(
-                p, ring_off, r0, r1, nside, phi_ref, mode, sector, tol, pu, pv, pt, pz, pring
-            )
+            k, out = _polyline_grown(p, ring_off, r0, r1, (nside, phi_ref, mode, sector, tol), out, pring)
+        pu, pv = out[0], out[1]
         n = 0
-        if mode == 0 or _in_sector(pt, pz, k, sector):
+        if mode == 0 or _in_sector(out[2], out[3], k, sector):
             box = _box_size(pu, pv, k)
             if box > area.size:
                 area, cover = np.zeros(2 * box), np.zeros(2 * box)
@@ -522,22 +481,9 @@ def chart_cells(order, p, centres, ring_off, ring_sign, poly_ring_off, p_lo, p_h
                     continue
                 if nq + 1 > pring.size:
                     pring = np.empty(2 * (nq + 1), np.int64)
-                kq, pu, pv, pt, pz = _polyline_grown(
-                    q,
-                    q_off,
-                    0,
-                    nq,
-                    nside,
-                    (ks + 0.5) * (math.pi / 2),
-                    1,
-                    float(ks),
-                    tol,
-                    pu,
-                    pv,
-                    pt,
-                    pz,
-                    pring,
-                )
+                lune = (nside, (ks + 0.5) * (math.pi / 2), 1, float(ks), tol)
+                kq, out = _polyline_grown(q, q_off, 0, nq, lune, out, pring)
+                pu, pv = out[0], out[1]
                 box = _box_size(pu, pv, kq)
                 if box > area.size:
                     area, cover = np.zeros(2 * box), np.zeros(2 * box)
