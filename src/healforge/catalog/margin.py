@@ -335,7 +335,9 @@ def select_margin_rows(
     row, dest, c_order, c_pixel = margin_candidates(hp29, source, table, m_order)
     if len(row) == 0:
         return row, dest
-    xyz = lonlat_to_xyz(ra[row], dec[row])
+    # rows come grouped (each with its cells): unit vectors once per row
+    first = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
+    xyz = lonlat_to_xyz(ra[row[first]], dec[row[first]])[np.cumsum(np.r_[True, row[1:] != row[:-1]]) - 1]
     near = within_radius(xyz, c_order, c_pixel, radius)
     key = np.unique(dest[near] * np.int64(len(hp29)) + row[near])
     return key % len(hp29), key // len(hp29)
