@@ -25,7 +25,9 @@ def _fail(x):
 
 
 def test_local_cluster_map_keeps_order_and_names_failures():
+    assert Engine(synchronous=True).parallelism == 1
     with Engine(workers=2, quiet=True) as eng:
+        assert eng.parallelism == 2
         assert eng.map(_square, list(range(20)), "Squaring") == [x * x for x in range(20)]
         with pytest.raises(TaskError, match="Failing failed for item-3: ZeroDivisionError: boom"):
             eng.map(_fail, [3], "Failing", labels=["item-3"])

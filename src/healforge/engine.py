@@ -117,6 +117,16 @@ class Engine:
         self.start()
         return self
 
+    @property
+    def parallelism(self) -> int:
+        """How many tasks can run at once: 1 when synchronous, the connected cluster's worker
+        count, else the local worker count."""
+        if self.synchronous:
+            return 1
+        if self.client is not None:
+            return max(1, len(self.client.scheduler_info(n_workers=-1)["workers"]))
+        return self.workers
+
     def __exit__(self, *exc) -> None:
         self.close()
 

@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 from healforge.arrays import concat_ranges
 from healforge.catalog import format as fmt
 from healforge.catalog.geometry import ARCSEC_PER_RAD, lonlat_to_xyz, within_radius
-from healforge.engine import Engine, owned_engine
+from healforge.engine import Engine, iter_chunks, owned_engine
 from healforge.errors import CatalogError
 from healforge.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, border_cells
 
@@ -190,10 +190,10 @@ def build_margin(
             "margin_order": m_order,
             "work": str(work),
         }
-        for i in range(len(pixels))
+        for i in _largest_first(catalog, table)
     ]
     labels = [f"Norder={table['orders'][i]}/Npix={table['pixels'][i]}" for i in range(len(pixels))]
-    counts = engine.map(_map_partition, tasks, "Margin map", labels=labels)
+    counts = engine.map(_map_partition, tasks, "Margin map", labels=[labels[t["source"]] for t in tasks])
     per_dest = np.zeros(len(pixels), dtype=np.int64)
     for c in counts:
         for d, n in c.items():
@@ -210,7 +210,16 @@ def build_margin(
         }
         for d in dests
     ]
-    engine.map(_reduce_partition, reduce_tasks, "Margin reduce", labels=[labels[d] for d in dests])
+    # destinations in a few groups per worker: most reduce tasks are small, so one task each
+    # would cost more in scheduling than in work
+    size = max(1, math.ceil(len(reduce_tasks) / (4 * engine.parallelism)))
+    groups = list(iter_chunks(reduce_tasks, size))
+    engine.map(
+        _reduce_group,
+        groups,
+        "Margin reduce",
+        labels=[", ".join(labels[t["dest"]] for t in g) for g in groups],
+    )
 
     out_pixels = [(int(table["orders"][d]), int(table["pixels"][d])) for d in dests]
     total = _finish(output, catalog, out_pixels, int(per_dest.sum()), props, radius, name or final.name)
@@ -374,6 +383,20 @@ def _map_partition(task: dict) -> dict[int, int]:
         os.replace(tmp, path)
         counts[d] = k
     return counts
+
+
+def _largest_first(catalog: Path, table: dict) -> list[int]:
+    """Source partitions ordered by data size, largest first, so that the last tasks to run are
+    short ones (the workers finish together)."""
+    sizes = [
+        sum(f.stat().st_size for f in pixel_data_files(catalog, int(o), int(p)))
+        for o, p in zip(table["orders"], table["pixels"], strict=True)
+    ]
+    return sorted(range(len(sizes)), key=lambda i: -sizes[i])
+
+
+def _reduce_group(tasks: list[dict]) -> list[int]:
+    return [_reduce_partition(t) for t in tasks]
 
 
 def _reduce_partition(task: dict) -> int:
