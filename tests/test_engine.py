@@ -33,6 +33,15 @@ def test_local_cluster_map_keeps_order_and_names_failures():
             eng.map(_fail, [3], "Failing", labels=["item-3"])
 
 
+def test_small_stage_runs_here_without_starting_a_cluster():
+    eng = Engine(workers=2, quiet=True)
+    assert eng.map(_square, [1, 2, 3], "Squaring", small=True) == [1, 4, 9]
+    assert eng.client is None
+    with pytest.raises(TaskError, match="Failing failed for item-3"):
+        eng.map(_fail, [3, 4], "Failing", labels=["item-3", "item-4"], small=True)
+    eng.close()
+
+
 def test_owned_engine_closes_only_the_engine_it_made(monkeypatch):
     closed = []
     monkeypatch.setattr(Engine, "close", lambda self: closed.append(self))

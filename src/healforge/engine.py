@@ -167,12 +167,15 @@ class Engine:
         desc: str,
         labels: Sequence[str] | None = None,
         on_result: Callable[[int, Any], None] | None = None,
+        small: bool = False,
         **kwargs,
     ) -> list[Any]:
         """Run ``func(item, **kwargs)`` for every item; results in item order.
 
         ``on_result(i, result)`` is called in this process as each task finishes (in completion
-        order), e.g. to record progress for resuming.
+        order), e.g. to record progress for resuming. ``small``: the tasks together are less work
+        than starting a local cluster, so they run in this process unless a cluster is already up
+        (a lone task always is treated so; an external scheduler always gets the tasks).
         """
         items = list(items)
         labels = list(labels) if labels is not None else [str(i) for i in items]
@@ -192,8 +195,9 @@ class Engine:
 
             if not items:
                 return results
-            # A lone task on a cluster not started yet runs here: starting one would cost more.
-            inline = self.client is None and not self.scheduler and len(items) == 1
+            # A lone task, or a stage its caller knows to be small, runs here when no cluster is
+            # up yet: starting one would cost more than the work.
+            inline = self.client is None and not self.scheduler and (len(items) == 1 or small)
             if self.synchronous or inline:
                 for i, item in enumerate(items):
                     finished(i, partial(func, item, **kwargs))

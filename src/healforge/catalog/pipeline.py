@@ -121,6 +121,11 @@ def rejected_tables(work: Path, files: list[str]) -> list[pa.Table]:
     return [pq.read_table(p) for p in parts if p.exists()]
 
 
+# A reduce stage writing at most this many rows runs in-process when no cluster is up yet (an
+# append of a nightly batch): starting a local cluster takes longer than writing them.
+SMALL_REDUCE_ROWS = 2_000_000
+
+
 def reduce_stage(
     eng: Engine,
     destinations: list[tuple[int, int, int]],
@@ -151,4 +156,10 @@ def reduce_stage(
                 "done": str(done),
             }
         )
-    eng.map(reduce_pixel, todo, "Reducing", labels=[f"Norder={t['order']}/Npix={t['pixel']}" for t in todo])
+    eng.map(
+        reduce_pixel,
+        todo,
+        "Reducing",
+        labels=[f"Norder={t['order']}/Npix={t['pixel']}" for t in todo],
+        small=sum(t["rows"] for t in todo) <= SMALL_REDUCE_ROWS,
+    )
