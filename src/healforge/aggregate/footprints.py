@@ -10,11 +10,9 @@ is the small polygon it means, and footprints near a pole need no special care.
   the footprint's area (summing to 1). Footprints are mapped to the HEALPix projection plane, which
   is equal-area and where cells are unit squares (:mod:`healforge.aggregate.coverage`): overlaps
   there are exact up to the subdivision of the curved edges (chords within 2.5e-5 of a cell of
-  the arcs). The few footprints that straddle two polar sectors (near the poles and the eight
-  points where three base pixels meet) are handled in their own gnomonic plane instead: cells
-  found by sampling the interior and bisecting every edge down to 2.5e-5 of a cell, overlap areas
-  by clipping against the cell boundary sampled with 4 points per edge (16 in the polar caps;
-  within 1% of the exact fractions).
+  the arcs). The few footprints that reach into a polar cap across its quarter boundaries
+  (around a pole, or one of the eight points where three base pixels meet) are first cut along
+  those meridians, exactly, in their own gnomonic plane.
 
 Everything is vectorised over footprints; the inner loops run in numba, in threads.
 """
