@@ -97,6 +97,14 @@ class Rings:
         ext_sum = cs[ext_start + ext_len] - cs[ext_start]
         return ext_sum / np.linalg.norm(ext_sum, axis=1, keepdims=True)
 
+    @cached_property
+    def far(self) -> np.ndarray:
+        """Footprints with a vertex more than ``MAX_FOOTPRINT_DEG`` from their centre."""
+        cosd = np.einsum("ij,ij->i", self.vectors, self.centres[self.vertex_poly])
+        out = np.zeros(self.n, bool)
+        np.logical_or.at(out, self.vertex_poly, cosd < math.cos(math.radians(MAX_FOOTPRINT_DEG)))
+        return out
+
     def subset(self, idx: np.ndarray) -> Rings:
         """The footprints ``idx`` (in that order)."""
         nring = np.diff(self.poly_ring_off)[idx]
@@ -164,15 +172,7 @@ def _geometry(r: Rings):
     p, c, vpoly = r.vectors, r.centres, r.vertex_poly
     e1, e2 = _frames(c)
     x, y = _project(p, c[vpoly], e1[vpoly], e2[vpoly])
-    return c, e1, e2, x, y, vpoly, _far(r)
-
-
-def _far(r: Rings) -> np.ndarray:
-    """Footprints with a vertex more than ``MAX_FOOTPRINT_DEG`` from their centre."""
-    cosd = np.einsum("ij,ij->i", r.vectors, r.centres[r.vertex_poly])
-    far = np.zeros(r.n, bool)
-    np.logical_or.at(far, r.vertex_poly, cosd < math.cos(math.radians(MAX_FOOTPRINT_DEG)))
-    return far
+    return c, e1, e2, x, y, vpoly, r.far
 
 
 def valid_on_sphere(geoms: np.ndarray) -> np.ndarray:
@@ -209,7 +209,7 @@ def valid_on_sphere(geoms: np.ndarray) -> np.ndarray:
 
 def footprint_sizes_ok(r: Rings) -> np.ndarray:
     """True for footprints whose vertices are all within 60 degrees of their centre."""
-    return ~_far(r)
+    return ~r.far
 
 
 def strict_cells(r: Rings, order: int) -> np.ndarray:

@@ -10,7 +10,8 @@ order-``M`` pixel and its (up to 8) neighbours. For each source partition ``S``:
    least one order-``M+1`` pixel width away, and HEALPix pixels are at least 0.65 of their
    square-root area wide (0.68 measured over all pixels at orders 3, 6 and 9), here
    ``0.65 * 2 r > r``;
-2. for the remaining rows, the 9 pixels around the row's order-``M`` pixel ``q`` are intersected with the partition list
+2. for the remaining rows, the 9 pixels around the row's order-``M`` pixel ``q`` are intersected
+   with the partition list
    (sorted ``_healpix_29`` ranges): each overlapping partition ``D != S`` yields a *cell*, the
    intersection of that pixel with ``D`` (the order-``M`` pixel itself, or ``D`` when ``D`` is
    finer than ``M``);
@@ -350,8 +351,8 @@ def select_margin_rows(
     if len(row) == 0:
         return row, dest
     # rows come grouped (each with its cells): unit vectors once per row
-    first = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
-    xyz = lonlat_to_xyz(ra[row[first]], dec[row[first]])[np.cumsum(np.r_[True, row[1:] != row[:-1]]) - 1]
+    new_row = np.r_[True, row[1:] != row[:-1]]
+    xyz = lonlat_to_xyz(ra[row[new_row]], dec[row[new_row]])[np.cumsum(new_row) - 1]
     near = within_radius(xyz, c_order, c_pixel, radius)
     key = np.unique(dest[near] * np.int64(len(hp29)) + row[near])
     return key % len(hp29), key // len(hp29)
@@ -373,8 +374,7 @@ def _map_partition(task: dict) -> dict[int, int]:
     if len(rows) == 0:
         return {}
     # one take for all destinations (each take walks every chunk of every column), then slices
-    by_dest = np.argsort(dests, kind="stable")
-    rows, dests = rows[by_dest], dests[by_dest]
+    # (select_margin_rows returns the pairs sorted by destination)
     picked = full.take(pa.array(rows))
     uniq, first, n = np.unique(dests, return_index=True, return_counts=True)
     counts = {}
