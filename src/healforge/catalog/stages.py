@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from healforge.catalog.alignment import Alignment, merge_histograms, sparse_histogram
+from healforge.catalog.casting import cast_table
 from healforge.catalog.format import atomic_write_parquet, pixel_file
 from healforge.errors import BadInputError
 from healforge.healpix import (
@@ -136,7 +137,7 @@ def split_file(task: dict) -> dict:
             dest_sorted = dest[order]
             starts = np.flatnonzero(np.r_[True, dest_sorted[1:] != dest_sorted[:-1]])
             lengths = np.diff(np.r_[starts, len(dest_sorted)])
-            table = table.cast(schema) if table.schema != schema else table
+            table = cast_table(table, schema, path, first)
             table = table.add_column(0, SPATIAL_INDEX_COLUMN, pa.array(h29))
             table = table.take(pa.array(order))
             for batch in table.combine_chunks().to_batches(max_chunksize=table.num_rows):

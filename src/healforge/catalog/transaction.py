@@ -202,6 +202,8 @@ def _phase_metadata(root: Path, tdir: Path, m: dict) -> None:
 
 
 def _phase_record(root: Path, tdir: Path, m: dict) -> None:
+    for name, content in m.get("state", {}).items():
+        fmt.atomic_write_text(Path(root) / STATE_DIR / name, json.dumps(content, indent=1))
     if m.get("batch_id"):
         record_batch(root, m["batch_id"], m.get("label"))
 
