@@ -24,7 +24,8 @@ def nested_columns(schema: pa.Schema) -> list[str]:
     return [
         f.name
         for f in schema
-        if (pa.types.is_list(f.type) or pa.types.is_large_list(f.type)) and pa.types.is_struct(f.type.value_type)
+        if (pa.types.is_list(f.type) or pa.types.is_large_list(f.type))
+        and pa.types.is_struct(f.type.value_type)
     ]
 
 
@@ -58,7 +59,8 @@ def build_lists(
         col = items.column(sort_by).combine_chunks()
         sort_keys = pa.table({"o": owner, "k": col, "s": np.arange(len(owner))})
         order = pc.sort_indices(
-            sort_keys, [("o", "ascending"), ("k", "ascending"), ("s", "ascending")], null_placement="at_end"
+            sort_keys,
+            [("o", "ascending", "at_end"), ("k", "ascending", "at_end"), ("s", "ascending", "at_end")],
         ).to_numpy()
     else:
         order = np.argsort(owner, kind="stable")
@@ -68,7 +70,9 @@ def build_lists(
     np.cumsum(counts, out=offsets[1:])
     fields = list(list_type.value_type)
     children = [items.column(f.name).combine_chunks().cast(f.type) for f in fields]
-    struct = pa.StructArray.from_arrays(children, fields=fields) if fields else pa.array([], list_type.value_type)
+    struct = (
+        pa.StructArray.from_arrays(children, fields=fields) if fields else pa.array([], list_type.value_type)
+    )
     offset_type = pa.int64() if pa.types.is_large_list(list_type) else pa.int32()
     cls = pa.LargeListArray if pa.types.is_large_list(list_type) else pa.ListArray
     return cls.from_arrays(pa.array(offsets, offset_type), struct, type=list_type)
