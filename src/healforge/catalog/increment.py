@@ -205,109 +205,118 @@ def increment(
             shutil.rmtree(txn.txn_dir(root), ignore_errors=True)
             total = int(fmt.read_properties(root)["hats_nrows"])
             return IncrementResult(str(root), label, total_rows=total, skipped=True)
-        result = IncrementResult(str(root), label)
+        try:
+            result = IncrementResult(str(root), label)
 
-        # objects: latest version per key
-        objs = _read_files(obj_files, input_format, options)
-        check_schema(objs.schema.remove_metadata(), top, cast, obj_files[0])
-        objs = cast_table(objs, top, obj_files[0])
-        if objs.column(on).null_count:
-            raise BadInputError(f"{objs.column(on).null_count} objects have a null key", column=on)
-        result.objects_in = objs.num_rows
-        rank = np.arange(objs.num_rows)
-        if latest_by:
-            rank = pc.sort_indices(
-                pa.table({"l": objs.column(latest_by), "s": rank}), [("l", "ascending"), ("s", "ascending")]
-            ).to_numpy()
-            inv = np.empty_like(rank)
-            inv[rank] = np.arange(len(rank))
-            rank = inv
-        objs = objs.filter(pa.array(nst.latest_per_key([objs.column(on).combine_chunks()], rank)))
-        result.superseded = result.objects_in - objs.num_rows
-        keys = objs.column(on).combine_chunks()
+            # objects: latest version per key
+            objs = _read_files(obj_files, input_format, options)
+            check_schema(objs.schema.remove_metadata(), top, cast, obj_files[0])
+            objs = cast_table(objs, top, obj_files[0])
+            if objs.column(on).null_count:
+                raise BadInputError(f"{objs.column(on).null_count} objects have a null key", column=on)
+            result.objects_in = objs.num_rows
+            rank = np.arange(objs.num_rows)
+            if latest_by:
+                rank = pc.sort_indices(
+                    pa.table({"l": objs.column(latest_by), "s": rank}),
+                    [("l", "ascending"), ("s", "ascending")],
+                ).to_numpy()
+                inv = np.empty_like(rank)
+                inv[rank] = np.arange(len(rank))
+                rank = inv
+            objs = objs.filter(pa.array(nst.latest_per_key([objs.column(on).combine_chunks()], rank)))
+            result.superseded = result.objects_in - objs.num_rows
+            keys = objs.column(on).combine_chunks()
 
-        # sources: find each one's object in the batch, else in the catalog, else an orphan
-        sources = {}
-        missing = []
-        for name, files in src_files.items():
-            items = nst.struct_schema(schema.field(name).type)
-            t = _read_files(files, input_format, options)
-            t = _with_spatial_index(t, items, root)
-            if on not in t.column_names:
-                raise BadInputError(f"source files of {name!r} have no key column {on!r}", path=files[0])
-            check_schema(t.schema.remove_metadata(), items, cast, files[0])
-            t = cast_table(t, items, files[0])
-            result.sources_in[name] = t.num_rows
-            if t.column(on).null_count:
-                raise BadInputError(f"{t.column(on).null_count} {name} sources have a null key", column=on)
-            sources[name] = t
-            missing.append(
-                t.column(on)
-                .cast(keys.type)
-                .filter(pc.is_null(pc.index_in(t.column(on).cast(keys.type), value_set=keys)))
-            )
-        wanted = pc.unique(pa.chunked_array(missing, keys.type).combine_chunks()) if missing else pa.array([])
-        carried = _carried_rows(
-            root, work, wanted, on, latest_by, top, engine, workers, scheduler, synchronous, quiet
-        )
-        result.carried = carried.num_rows
-        table = pa.concat_tables([objs, carried.cast(top)]).combine_chunks()
-        all_keys = table.column(on).combine_chunks()
-
-        for name in names:
-            list_type = schema.field(name).type
-            if name not in sources:
-                result.nested[name] = 0
-                table = table.append_column(name, nst.empty_lists(table.num_rows, list_type))
-                continue
-            t = sources[name]
-            index = pc.index_in(t.column(on).cast(keys.type), value_set=all_keys)
-            found = pc.is_valid(index).to_numpy(zero_copy_only=False)
-            pos = pc.fill_null(index, 0).to_numpy(zero_copy_only=False)
-            orphans = t.filter(pa.array(~found))
-            result.orphans[name] = orphans.num_rows
-            if orphans.num_rows:
-                if on_orphans == "error":
+            # sources: find each one's object in the batch, else in the catalog, else an orphan
+            sources = {}
+            missing = []
+            for name, files in src_files.items():
+                items = nst.struct_schema(schema.field(name).type)
+                t = _read_files(files, input_format, options)
+                t = _with_spatial_index(t, items, root)
+                if on not in t.column_names:
+                    raise BadInputError(f"source files of {name!r} have no key column {on!r}", path=files[0])
+                check_schema(t.schema.remove_metadata(), items, cast, files[0])
+                t = cast_table(t, items, files[0])
+                result.sources_in[name] = t.num_rows
+                if t.column(on).null_count:
                     raise BadInputError(
-                        f"{orphans.num_rows} {name} sources (of {t.num_rows}) belong to no object of the batch or "
-                        f"the catalog, e.g. {on}={orphans.column(on)[0].as_py()!r} "
-                        f"({pc.count_distinct(orphans.column(on)).as_py()} distinct objects); "
-                        "pass --on-orphans quarantine to write them aside",
-                        path=src_files[name][0],
-                        column=on,
+                        f"{t.column(on).null_count} {name} sources have a null key", column=on
                     )
-                result.orphans_path[name] = str(_write_orphans(root, label, name, orphans))
-            kept = t.filter(pa.array(found))
-            owner = pos[found].astype(np.int64)
-            result.nested[name] = kept.num_rows
-            table = table.append_column(
-                name, nst.build_lists(table.num_rows, owner, kept, sorts[name], list_type)
+                sources[name] = t
+                missing.append(
+                    t.column(on)
+                    .cast(keys.type)
+                    .filter(pc.is_null(pc.index_in(t.column(on).cast(keys.type), value_set=keys)))
+                )
+            wanted = (
+                pc.unique(pa.chunked_array(missing, keys.type).combine_chunks()) if missing else pa.array([])
             )
-        table = table.select(schema.names)
-        prepared = work / "prepared"
-        prepared.mkdir(exist_ok=True)
-        target = prepared / "objects.parquet"
-        if not target.exists():
-            fmt.atomic_write_parquet(table, target, (), None)
-        result.objects = table.num_rows
-        new_state = {n: {"on": on, "sort_by": sorts[n]} for n in names}
-        done = stage_and_commit(
-            root,
-            work,
-            [str(target)],
-            label,
-            batch_id,
-            kind="increment",
-            state={nst.STATE_FILE: {**state, **new_state}},
-            cast="none",
-            compression=compression,
-            margin=margin,
-            engine=engine,
-            workers=workers,
-            scheduler=scheduler,
-            synchronous=synchronous,
-            quiet=quiet,
-        )
+            carried = _carried_rows(
+                root, work, wanted, on, latest_by, top, engine, workers, scheduler, synchronous, quiet
+            )
+            result.carried = carried.num_rows
+            table = pa.concat_tables([objs, carried.cast(top)]).combine_chunks()
+            all_keys = table.column(on).combine_chunks()
+
+            for name in names:
+                list_type = schema.field(name).type
+                if name not in sources:
+                    result.nested[name] = 0
+                    table = table.append_column(name, nst.empty_lists(table.num_rows, list_type))
+                    continue
+                t = sources[name]
+                index = pc.index_in(t.column(on).cast(keys.type), value_set=all_keys)
+                found = pc.is_valid(index).to_numpy(zero_copy_only=False)
+                pos = pc.fill_null(index, 0).to_numpy(zero_copy_only=False)
+                orphans = t.filter(pa.array(~found))
+                result.orphans[name] = orphans.num_rows
+                if orphans.num_rows:
+                    if on_orphans == "error":
+                        raise BadInputError(
+                            f"{orphans.num_rows} {name} sources (of {t.num_rows}) belong to no object of the batch or "
+                            f"the catalog, e.g. {on}={orphans.column(on)[0].as_py()!r} "
+                            f"({pc.count_distinct(orphans.column(on)).as_py()} distinct objects); "
+                            "pass --on-orphans quarantine to write them aside",
+                            path=src_files[name][0],
+                            column=on,
+                        )
+                    result.orphans_path[name] = str(_write_orphans(root, label, name, orphans))
+                kept = t.filter(pa.array(found))
+                owner = pos[found].astype(np.int64)
+                result.nested[name] = kept.num_rows
+                table = table.append_column(
+                    name, nst.build_lists(table.num_rows, owner, kept, sorts[name], list_type)
+                )
+            table = table.select(schema.names)
+            prepared = work / "prepared"
+            prepared.mkdir(exist_ok=True)
+            target = prepared / "objects.parquet"
+            if not target.exists():
+                fmt.atomic_write_parquet(table, target, (), None)
+            result.objects = table.num_rows
+            new_state = {n: {"on": on, "sort_by": sorts[n]} for n in names}
+            done = stage_and_commit(
+                root,
+                work,
+                [str(target)],
+                label,
+                batch_id,
+                kind="increment",
+                state={nst.STATE_FILE: {**state, **new_state}},
+                cast="none",
+                compression=compression,
+                margin=margin,
+                engine=engine,
+                workers=workers,
+                scheduler=scheduler,
+                synchronous=synchronous,
+                quiet=quiet,
+            )
+        except BadInputError:
+            txn.recover(root)  # nothing was committed: drop the staged files
+            raise
     result.label = done.label
     result.touched_pixels = done.touched_pixels
     result.new_pixels = done.new_pixels

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from healforge.catalog import format as fmt
 from healforge.catalog.margin import read_pixel
-from healforge.catalog.nested import STATE_FILE
+from healforge.catalog.nested import STATE_FILE, read_state
 from healforge.catalog.transaction import STATE_DIR
 from healforge.engine import Engine, owned_engine
 from healforge.errors import BadInputError, CatalogError
@@ -178,7 +178,7 @@ def nest(
         )
 
     total = _finish(output, objects, obj_pixels, name or output.name)
-    state = {as_name: {"on": on, "sort_by": sort_by}}
+    state = {**read_state(objects), as_name: {"on": on, "sort_by": sort_by}}
     fmt.atomic_write_text(output / STATE_DIR / STATE_FILE, json.dumps(state, indent=1))
     shutil.rmtree(work, ignore_errors=True)
     return NestResult(str(output), total, int(per_obj.sum()), int(unmatched), obj_pixels)

@@ -1,0 +1,280 @@
+"""Nightly nested increments, weekly consolidation, withdrawals and safe casts, judged against pandas
+computations from the raw nightly inputs, through lsdb and through pyarrow on the files."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hats.io.validation import is_valid_catalog
+
+import healforge
+from conftest import make_points, run_cli, survey_table
+from healforge.catalog import format as fmt
+from healforge.demo import nightly_batches
+
+KW = {"synchronous": True, "quiet": True}
+ID = "diaObjectId"
+NESTED = {"sources": "diaSourceId", "forced": "diaForcedSourceId"}
+
+
+def _latest(df: pd.DataFrame) -> pd.DataFrame:
+    return df.sort_values("validityStart", kind="stable").drop_duplicates(ID, keep="last")
+
+
+@pytest.fixture(scope="module")
+def nights(tmp_path_factory):
+    """Night 0 built into a nested catalog (import + nest twice), and three nightly batches."""
+    tmp = tmp_path_factory.mktemp("nightly")
+    batches = nightly_batches(tmp / "in", 800, 3, seed=5, orphans=4)
+    _latest(pq.read_table(batches[0]["objects"]).to_pandas()).to_parquet(tmp / "o0.parquet", index=False)
+    healforge.import_catalog([str(tmp / "o0.parquet")], tmp / "obj", threshold=150, highest_order=7, **KW)
+    for kind in ("sources", "forced"):
+        healforge.import_catalog([batches[0][kind]], tmp / kind, threshold=5000, highest_order=7, **KW)
+    healforge.nest(
+        tmp / "obj", tmp / "sources", tmp / "n1", on=ID, as_name="sources", sort_by="midpointMjdTai", **KW
+    )
+    healforge.nest(
+        tmp / "n1", tmp / "forced", tmp / "base", on=ID, as_name="forced", sort_by="midpointMjdTai", **KW
+    )
+    return tmp, batches
+
+
+@pytest.fixture
+def catalog(nights, tmp_path):
+    tmp, batches = nights
+    shutil.copytree(tmp / "base", tmp_path / "cat")
+    return tmp_path / "cat", batches
+
+
+def _increment_cli(root, night: dict, label: str, check=True, env=None):
+    return run_cli(
+        "increment", root, "--objects", night["objects"],
+        "--nested", f"sources={night['sources']}", "--nested", f"forced={night['forced']}",
+        "--on", ID, "--latest-by", "validityStart", "--batch", label, "--on-orphans", "quarantine",
+        "--synchronous", "-q", check=check, env=env,
+    )  # fmt: skip
+
+
+def _increment(root, night, label):
+    return healforge.increment(
+        root, night["objects"], {"sources": night["sources"], "forced": night["forced"]}, on=ID,
+        latest_by="validityStart", batch=label, on_orphans="quarantine", **KW,
+    )  # fmt: skip
+
+
+def _expected(batches, upto: int):
+    """Latest object rows and every nested source set (orphans left out), from the raw inputs."""
+    objs = pd.concat([pq.read_table(b["objects"]).to_pandas() for b in batches[: upto + 1]])
+    objs = _latest(objs).set_index(ID).sort_index()
+    nested = {}
+    for name in NESTED:
+        src = pd.concat([pq.read_table(b[name]).to_pandas() for b in batches[: upto + 1]])
+        nested[name] = src[src[ID].isin(objs.index)]
+    return objs, nested
+
+
+def _flat_files(root, name) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Top-level rows and the exploded nested column, read with pyarrow from the data files."""
+    tables = [pq.read_table(f) for f in fmt.list_data_files(root)]
+    table = pa.concat_tables(tables)
+    lists = table.column(name).combine_chunks()
+    items = pa.Table.from_arrays(
+        pa.compute.list_flatten(lists).flatten(), schema=pa.schema(list(lists.type.value_type))
+    )
+    items = items.append_column("__owner", table.column(ID).take(pa.compute.list_parent_indices(lists)))
+    return table.drop_columns(list(NESTED)).to_pandas(), items.to_pandas()
+
+
+def _check_consolidated(root, batches, upto):
+    objs, nested = _expected(batches, upto)
+    assert is_valid_catalog(str(root), strict=True)
+    top, _ = _flat_files(root, "sources")
+    top = top.set_index(ID).sort_index()
+    assert top.index.is_unique and list(top.index) == list(objs.index)
+    for col in ("ra", "dec", "validityStart", "nDiaSources", "meanFlux"):
+        assert np.array_equal(top[col].to_numpy(), objs[col].to_numpy()), col
+    for name, src_id in NESTED.items():
+        _, items = _flat_files(root, name)
+        assert (items["__owner"] == items[ID]).all()
+        want = nested[name].sort_values([ID, "midpointMjdTai"]).reset_index(drop=True)
+        got = (
+            items.drop(columns="__owner")
+            .sort_values([ID, "midpointMjdTai"], kind="stable")
+            .reset_index(drop=True)
+        )
+        assert len(got) == len(want) and got[src_id].is_unique
+        pd.testing.assert_frame_equal(got[want.columns.tolist()], want, check_dtype=False)
+        # each list is sorted by time
+        ordered = items.groupby("__owner", sort=False)["midpointMjdTai"].apply(
+            lambda s: s.is_monotonic_increasing
+        )
+        assert ordered.all()
+    # lsdb reads the same objects and light curves
+    import lsdb
+
+    df = lsdb.open_catalog(str(root)).compute()
+    assert len(df) == len(objs)
+    one = int(objs.index[len(objs) // 2])
+    lc = df[df[ID] == one]["sources"].iloc[0]
+    want_lc = nested["sources"][nested["sources"][ID] == one].sort_values("midpointMjdTai")
+    assert lc["diaSourceId"].tolist() == want_lc["diaSourceId"].tolist()
+    flat = df["forced"].nest.to_flat()
+    assert len(flat) == len(nested["forced"])
+
+
+def test_increments_then_consolidation_keep_every_source(catalog):
+    root, batches = catalog
+    rows_before = int(fmt.read_properties(root)["hats_nrows"])
+    orphans = {name: 0 for name in NESTED}
+    for night in (1, 2, 3):
+        if night == 2:
+            proc = _increment_cli(root, batches[night], f"night{night}")
+            assert "superseded versions" in proc.stdout
+        else:
+            res = _increment(root, batches[night], f"night{night}")
+            assert (
+                res.superseded
+                == pq.read_table(batches[night]["objects"]).num_rows - res.objects + res.carried
+            )
+            for name in NESTED:
+                assert res.sources_in[name] == res.nested[name] + res.orphans[name]
+        # each committed increment is visible to lsdb
+        import lsdb
+
+        df = lsdb.open_catalog(str(root)).compute()
+        assert len(df) == int(fmt.read_properties(root)["hats_nrows"]) > rows_before
+        assert set(pq.read_table(batches[night]["objects"])[ID].to_pylist()) <= set(df[ID])
+        for name in NESTED:
+            path = root.with_name(f"{root.name}.night{night}.orphans.{name}.parquet")
+            orphans[name] += pq.read_table(path).num_rows if path.exists() else 0
+    assert orphans["sources"] == 12
+    # again: skipped
+    assert _increment(root, batches[3], "night3").skipped
+    proc = run_cli(
+        "compact", root, "--dedupe-on", ID, "--keep-latest-by", "validityStart",
+        "--nested-dedupe-on", "diaSourceId", "--threshold", "120", "--synchronous", "-q",
+    )  # fmt: skip
+    assert "nested rows in" in proc.stdout and "superseded" in proc.stdout
+    _check_consolidated(root, batches, 3)
+    # counts in = counts out + orphans
+    for name in NESTED:
+        n_in = sum(pq.read_table(b[name]).num_rows for b in batches)
+        _, items = _flat_files(root, name)
+        assert n_in == len(items) + orphans[name]
+
+
+def test_orphans_are_an_error_by_default(catalog):
+    root, batches = catalog
+    night = batches[1]
+    with pytest.raises(healforge.BadInputError, match=r"4 sources .* belong to no object"):
+        healforge.increment(
+            root, night["objects"], {"sources": night["sources"]}, on=ID, latest_by="validityStart", **KW
+        )
+    assert is_valid_catalog(str(root), strict=True)
+    assert not (root / ".healforge-txn").exists()
+
+
+def test_compact_keeps_nested_history_regression(catalog):
+    """compact --dedupe-on used to keep only the latest row's list (36 sources -> 1)."""
+    root, batches = catalog
+    _increment(root, batches[1], "night1")
+    with pytest.raises(healforge.BadInputError, match="dropping history"):
+        healforge.compact(root, ID, "validityStart", merge_nested=["sources"], **KW)
+    res = healforge.compact(root, ID, "validityStart", **KW)
+    assert res.nested_before == res.nested_after
+    _check_consolidated(root, batches, 1)
+
+
+@pytest.mark.parametrize("kill_at", ["Finding objects:1", "Reducing:1", "Commit:1", "Apply:3"])
+def test_killed_increment_rolls_back_or_forward(catalog, kill_at):
+    root, batches = catalog
+    before = int(fmt.read_properties(root)["hats_nrows"])
+    proc = _increment_cli(root, batches[1], "night1", check=False, env={"HEALFORGE_KILL_AFTER": kill_at})
+    assert proc.returncode == -9, proc.stderr
+    if kill_at in ("Finding objects:1", "Reducing:1"):
+        assert int(fmt.read_properties(root)["hats_nrows"]) == before
+        assert is_valid_catalog(str(root), strict=True)
+    proc = _increment_cli(root, batches[1], "night1")
+    healforge.compact(root, ID, "validityStart", **KW)
+    _check_consolidated(root, batches, 1)
+
+
+@pytest.mark.parametrize("kill_at", ["Compacting:2", "Apply:2"])
+def test_killed_compact_rolls_back_or_forward(catalog, kill_at):
+    root, batches = catalog
+    _increment(root, batches[1], "night1")
+    _increment(root, batches[2], "night2")
+    args = ["compact", root, "--dedupe-on", ID, "--keep-latest-by", "validityStart", "--synchronous", "-q"]
+    proc = run_cli(*args, check=False, env={"HEALFORGE_KILL_AFTER": kill_at})
+    assert proc.returncode == -9, proc.stderr
+    if kill_at == "Compacting:2":
+        import lsdb
+
+        assert len(lsdb.open_catalog(str(root)).compute()) == int(fmt.read_properties(root)["hats_nrows"])
+    run_cli(*args)
+    _check_consolidated(root, batches, 2)
+
+
+def test_delete_objects_and_nested_sources(catalog, tmp_path):
+    root, batches = catalog
+    _increment(root, batches[1], "night1")
+    top, items = _flat_files(root, "sources")
+    gone = top[ID].drop_duplicates().to_numpy()[:5]
+    (tmp_path / "ids.txt").write_text("\n".join(map(str, gone)) + "\n999999999\n")
+    proc = run_cli("delete", root, "--ids", tmp_path / "ids.txt", "--on", ID, "--synchronous", "-q")
+    assert "1 ids not found: 999999999" in proc.stdout
+    n_rows = int((top[ID].isin(gone)).sum())
+    assert f"deleted {n_rows} rows" in proc.stdout
+    assert is_valid_catalog(str(root), strict=True)
+    left = items[~items["__owner"].isin(gone)]
+    drop = left["diaSourceId"].to_numpy()[::7]
+    pd.DataFrame({"diaSourceId": drop}).to_parquet(tmp_path / "src.parquet")
+    res = healforge.delete(
+        root, nested="sources", nested_ids=tmp_path / "src.parquet", nested_on="diaSourceId", **KW
+    )
+    assert res.nested_removed == len(drop) and not res.nested_missing
+    top2, items2 = _flat_files(root, "sources")
+    assert len(top2) == len(top) - n_rows and not top2[ID].isin(gone).any()
+    assert sorted(items2["diaSourceId"]) == sorted(set(left["diaSourceId"]) - set(drop))
+    assert int(fmt.read_properties(root)["hats_nrows"]) == len(top2)
+    assert is_valid_catalog(str(root), strict=True)
+
+
+def test_safe_casts_on_append(tmp_path):
+    ra, dec = make_points("uniform", 2000, seed=1)
+    (tmp_path / "in").mkdir()
+    pq.write_table(survey_table(ra, dec, 0, 1), tmp_path / "in" / "a.parquet")
+    healforge.import_catalog([str(tmp_path / "in" / "a.parquet")], tmp_path / "cat", threshold=500, **KW)
+    ra, dec = make_points("uniform", 300, seed=2)
+    b = survey_table(ra, dec, 10_000, 2)
+    widened = b.set_column(1, "ra", b["ra"].cast(pa.float32()).cast(pa.float64()))
+    castable = (
+        widened.set_column(1, "ra", widened["ra"].cast(pa.float32()))
+        .set_column(4, "flag", b["flag"].cast(pa.int64()))
+        .set_column(5, "name", b["name"].cast(pa.large_string()))
+    )
+    pq.write_table(castable, tmp_path / "in" / "b.parquet")
+    proc = run_cli(
+        "append", tmp_path / "cat", tmp_path / "in" / "b.parquet", "--cast", "none", "-q", check=False
+    )
+    assert proc.returncode == 2 and "ra: float vs double" in proc.stderr
+    res = healforge.append(tmp_path / "cat", [tmp_path / "in" / "b.parquet"], "b", **KW)
+    assert res.rows == 300
+    got = pa.concat_tables([pq.read_table(f) for f in fmt.list_data_files(tmp_path / "cat")])
+    got = got.filter(pa.compute.greater_equal(got["id"], 10_000)).sort_by("id")
+    assert got["ra"].to_pylist() == widened["ra"].to_pylist() and got["flag"].type == pa.int16()
+    # a value that would change: flag 40000 does not fit int16; a string column as number
+    lossy = castable.set_column(4, "flag", pa.array(np.full(300, 40_000, np.int64)))
+    pq.write_table(lossy, tmp_path / "in" / "c.parquet")
+    with pytest.raises(healforge.BadInputError, match=r"change values in column\(s\) flag"):
+        healforge.append(tmp_path / "cat", [tmp_path / "in" / "c.parquet"], "c", **KW)
+    pq.write_table(castable.set_column(5, "name", pa.array(np.arange(300))), tmp_path / "in" / "d.parquet")
+    with pytest.raises(healforge.BadInputError, match=r"cannot be cast .* name: int64 vs string"):
+        healforge.append(tmp_path / "cat", [tmp_path / "in" / "d.parquet"], "d", **KW)
+    assert is_valid_catalog(str(tmp_path / "cat"), strict=True)
+    assert int(fmt.read_properties(tmp_path / "cat")["hats_nrows"]) == 2300
