@@ -130,6 +130,8 @@ def _check_consolidated(root, batches, upto):
 def test_increments_then_consolidation_keep_every_source(catalog):
     root, batches = catalog
     rows_before = int(fmt.read_properties(root)["hats_nrows"])
+    margin = root.with_name("cat_margin")
+    healforge.margin(root, margin, 60.0, **KW)
     orphans = {name: 0 for name in NESTED}
     for night in (1, 2, 3):
         if night == 2:
@@ -149,6 +151,9 @@ def test_increments_then_consolidation_keep_every_source(catalog):
         df = lsdb.open_catalog(str(root)).compute()
         assert len(df) == int(fmt.read_properties(root)["hats_nrows"]) > rows_before
         assert set(pq.read_table(batches[night]["objects"])[ID].to_pylist()) <= set(df[ID])
+        # the recorded margin follows the catalog (its rows are rows of the catalog)
+        m = lsdb.read_hats(str(margin)).compute()
+        assert len(m) == int(fmt.read_properties(margin)["hats_nrows"]) and set(m[ID]) <= set(df[ID])
         for name in NESTED:
             path = root.with_name(f"{root.name}.night{night}.orphans.{name}.parquet")
             orphans[name] += pq.read_table(path).num_rows if path.exists() else 0
@@ -159,8 +164,13 @@ def test_increments_then_consolidation_keep_every_source(catalog):
         "compact", root, "--dedupe-on", ID, "--keep-latest-by", "validityStart",
         "--nested-dedupe-on", "diaSourceId", "--threshold", "120", "--synchronous", "-q",
     )  # fmt: skip
+    import lsdb
+
     assert "nested rows in" in proc.stdout and "superseded" in proc.stdout
     _check_consolidated(root, batches, 3)
+    assert is_valid_catalog(str(margin), strict=True)
+    m = lsdb.read_hats(str(margin)).compute()
+    assert m[ID].is_unique and len(m) and m["sources"].nest.to_flat()["diaSourceId"].is_unique
     # counts in = counts out + orphans
     for name in NESTED:
         n_in = sum(pq.read_table(b[name]).num_rows for b in batches)
@@ -278,3 +288,16 @@ def test_safe_casts_on_append(tmp_path):
         healforge.append(tmp_path / "cat", [tmp_path / "in" / "d.parquet"], "d", **KW)
     assert is_valid_catalog(str(tmp_path / "cat"), strict=True)
     assert int(fmt.read_properties(tmp_path / "cat")["hats_nrows"]) == 2300
+
+
+def test_nightly_lifecycle_example_runs(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "nightly_lifecycle.py"
+    spec = importlib.util.spec_from_file_location("nightly_lifecycle", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = module.main(["--size", "600", "--nights", "3", "--out", str(tmp_path / "run")])
+    assert out["nested_in"] == out["nested_out"] + out["orphans"] and out["orphans"] == 9
+    assert out["objects"] == 600

@@ -53,7 +53,7 @@ class CompactResult:
         text = (
             f"compacted {self.path}: {self.files_before} files in {self.pixels_before} pixels -> "
             f"{self.pixels_after} pixels, rows in {self.rows_before}, rows out {self.rows_after} "
-            f"({self.superseded} superseded)"
+            f"({self.superseded} duplicates removed: superseded rows)"
         )
         for name in self.nested_before:
             text += (
