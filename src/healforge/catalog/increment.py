@@ -38,6 +38,9 @@ from healforge.errors import BadInputError, CatalogError
 from healforge.healpix import SPATIAL_INDEX_COLUMN, spatial_index, wrap_lon
 from healforge.io.readers import expand_inputs, iter_batches
 
+# A catalog of at most this many rows is searched for the objects of carried sources in-process.
+SMALL_LOOKUP_ROWS = 50_000_000
+
 
 @dataclass
 class IncrementResult:
@@ -197,7 +200,10 @@ def increment(
     label = batch or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     all_files = obj_files + [f for n in sorted(src_files) for f in src_files[n]]
 
-    with txn.CatalogLock(root, "increment"):
+    with (
+        txn.CatalogLock(root, "increment"),
+        owned_engine(engine, workers, scheduler, synchronous, quiet) as eng,
+    ):
         work = txn.begin(root)
         batch_id = _batch_id(all_files, label)
         applied = txn.applied_batches(root)
@@ -253,9 +259,7 @@ def increment(
             wanted = (
                 pc.unique(pa.chunked_array(missing, keys.type).combine_chunks()) if missing else pa.array([])
             )
-            carried = _carried_rows(
-                root, work, wanted, on, latest_by, top, engine, workers, scheduler, synchronous, quiet
-            )
+            carried = _carried_rows(root, work, wanted, on, latest_by, top, eng)
             result.carried = carried.num_rows
             table = pa.concat_tables([objs, carried.cast(top)]).combine_chunks()
             all_keys = table.column(on).combine_chunks()
@@ -308,11 +312,7 @@ def increment(
                 cast="none",
                 compression=compression,
                 margin=margin,
-                engine=engine,
-                workers=workers,
-                scheduler=scheduler,
-                synchronous=synchronous,
-                quiet=quiet,
+                engine=eng,
             )
         except BadInputError:
             txn.recover(root)  # nothing was committed: drop the staged files
@@ -324,7 +324,7 @@ def increment(
     return result
 
 
-def _carried_rows(root, work, wanted, on, latest_by, top, engine, workers, scheduler, synchronous, quiet):
+def _carried_rows(root, work, wanted, on, latest_by, top, eng: Engine) -> pa.Table:
     """The catalog's latest row (top-level columns) of each wanted key present in the catalog."""
     if not len(wanted):
         return top.empty_table()
@@ -342,8 +342,9 @@ def _carried_rows(root, work, wanted, on, latest_by, top, engine, workers, sched
         {"files": [str(f) for f in fs], "seqs": s, "on": on, "latest": latest_by, "wanted": str(wanted_file)}
         for fs, s in zip(files, seqs, strict=True)
     ]
-    with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
-        found = [t for t in eng.map(_find_in_catalog, tasks, "Finding objects") if t is not None]
+    # two columns of every file: quicker in-process than starting a cluster, up to a large catalog
+    small = int(fmt.read_properties(root)["hats_nrows"]) <= SMALL_LOOKUP_ROWS
+    found = [t for t in eng.map(_find_in_catalog, tasks, "Finding objects", small=small) if t is not None]
     if not found:
         return top.empty_table()
     hits = pa.concat_tables(found)
