@@ -301,3 +301,22 @@ def test_nightly_lifecycle_example_runs(tmp_path):
     out = module.main(["--size", "600", "--nights", "3", "--out", str(tmp_path / "run")])
     assert out["nested_in"] == out["nested_out"] + out["orphans"] and out["orphans"] == 9
     assert out["objects"] == 600
+
+
+def test_increment_casts_value_keeping_types(catalog, tmp_path):
+    root, batches = catalog
+    objs = pq.read_table(batches[1]["objects"])
+    objs = objs.set_column(
+        objs.schema.get_field_index("meanFlux"), "meanFlux", objs["meanFlux"].cast(pa.float32())
+    )
+    pq.write_table(objs, tmp_path / "o.parquet")
+    with pytest.raises(healforge.BadInputError, match="meanFlux: float vs double"):
+        healforge.increment(root, tmp_path / "o.parquet", on=ID, latest_by="validityStart", cast="none", **KW)
+    res = healforge.increment(
+        root, tmp_path / "o.parquet", on=ID, latest_by="validityStart", batch="f32", **KW
+    )
+    assert res.objects == len(set(objs[ID].to_pylist()))
+    top, _ = _flat_files(root, "sources")
+    assert top["meanFlux"].dtype == np.float64
+    want = set(_latest(objs.to_pandas())["meanFlux"].astype(np.float64))
+    assert set(top["meanFlux"]) >= want
