@@ -145,6 +145,7 @@ def main() -> None:
     ap.add_argument("--nights", type=int, default=7)
     ap.add_argument("--threshold", type=int, default=250_000)
     ap.add_argument("--workdir", default="bench_data")
+    ap.add_argument("--no-week-rebuild", action="store_true", help="skip the rebuild after the last night")
     a = ap.parse_args()
     work = Path(a.workdir) / f"nested_{a.objects}"
     base, nights = make_data(work / "in", a.objects, a.night_objects, a.night_sources, a.nights)
