@@ -174,19 +174,22 @@ def main() -> None:
         [*HF, "compact", str(catalog), "--dedupe-on", ID, "--keep-latest-by", "validityStart",
          "--nested-dedupe-on", "diaSourceId", "--workers", "2", "-q"]
     )  # fmt: skip
-    rebuilt_week = rebuild(
-        work,
-        base["objects"] + [n["objects"] for n in nights],
-        base["sources"] + [n["sources"] for n in nights],
-        work / "rebuilt_week",
-        a.threshold,
-    )
-    # the consolidated catalog holds every source: compare with the week's rebuild
+    rebuilt_week, n_rebuilt = None, None
+    if not a.no_week_rebuild:
+        rebuilt_week = rebuild(
+            work,
+            base["objects"] + [n["objects"] for n in nights],
+            base["sources"] + [n["sources"] for n in nights],
+            work / "rebuilt_week",
+            a.threshold,
+        )
+        n_rebuilt = sum(
+            pq.ParquetFile(f).metadata.num_rows
+            for f in (work / "rebuilt_week" / "dataset").rglob("*.parquet")
+        )
+    # every object once after the consolidation: the same count as the week's rebuild
     n_consolidated = sum(
         pq.ParquetFile(f).metadata.num_rows for f in (catalog / "dataset").rglob("*.parquet")
-    )
-    n_rebuilt = sum(
-        pq.ParquetFile(f).metadata.num_rows for f in (work / "rebuilt_week" / "dataset").rglob("*.parquet")
     )
     first = increments[0]
     print(
