@@ -320,3 +320,18 @@ def test_increment_casts_value_keeping_types(catalog, tmp_path):
     assert top["meanFlux"].dtype == np.float64
     want = set(_latest(objs.to_pandas())["meanFlux"].astype(np.float64))
     assert set(top["meanFlux"]) >= want
+
+
+def test_consolidation_removes_redelivered_sources(catalog):
+    """Night 1's sources delivered twice: the consolidation keeps one copy of each, and says so."""
+    root, batches = catalog
+    _increment(root, batches[1], "night1")
+    night = dict(batches[1], forced=batches[0]["forced"])
+    again = _increment(root, night, "night1-again")
+    res = healforge.compact(root, ID, "validityStart", nested_dedupe_on="diaSourceId", **KW)
+    assert res.nested_duplicates["sources"] == again.nested["sources"]
+    assert res.nested_before["sources"] == res.nested_after["sources"] + again.nested["sources"]
+    # the forced sources have no dedupe field named diaSourceId: night 0's copies stay twice
+    assert res.nested_duplicates["forced"] == 0
+    _, items = _flat_files(root, "sources")
+    assert items["diaSourceId"].is_unique
