@@ -398,8 +398,9 @@ class _Checker:
         return _copy(node, ast.Call(ast.Name(name, ast.Load()), args, keywords))
 
     def keyword_constant(self, node: ast.AST, fname: str, int_only: bool) -> ast.Constant:
-        checked = self.check(node, MAX_DEPTH - 5)
-        if not _is_constant(checked):
+        names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} - set(CONSTANTS) - set(_MODULES)
+        checked = None if names else self.check(node, MAX_DEPTH - 5)
+        if checked is None or not _is_constant(checked):
             raise self.fail(f"keyword arguments of {fname}() must be numbers", node)
         value = _evaluate(checked, {}, self.source)
         if int_only:
