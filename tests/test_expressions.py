@@ -76,6 +76,10 @@ def test_row_expressions_equal_numpy(src, expected):
 
 def test_row_expression_names_constants_and_inputs():
     e = parse_row("np.sqrt(a) * pi + where(b > 0, b, nan) + k")
+    assert (
+        e == parse_row(" np.sqrt(a) * pi + where(b > 0, b, nan) + k") and len({e, parse_row(e.source)}) == 1
+    )
+    assert parse_filter("k > 0") != parse_row("k > 0")
     assert e.names == frozenset({"a", "b", "k"}) and e.source.startswith("np.sqrt")
     # a constant broadcasts to n_rows, or to the length of the columns
     np.testing.assert_array_equal(parse_row("2 * pi").evaluate({}, n_rows=3), [2 * np.pi] * 3)
@@ -111,7 +115,8 @@ def test_filters_must_be_boolean():
     ("src", "message", "column", "caret"),
     [
         ("a + open('x')", "function 'open' is not allowed", 5, "^^^^"),
-        ("a +* b", "not a valid expression", None, "^"),
+        ("a +* b", "not a valid expression (invalid syntax)", 4, "^"),
+        ("a +", "not a valid expression", 4, "^"),
         ("sqrt(a, b)", "sqrt() takes 1 positional argument(s), got 2", 1, "^"),
         ("a.real", "attribute access 'a.real' is not allowed", 1, "^^^^^^"),
         ("a + 'x'", "string literals are not allowed", 5, "^^^"),

@@ -212,10 +212,15 @@ def _parse_tree(src: Any) -> tuple[str, ast.expr]:
     try:
         tree = ast.parse(flat, mode="eval")
     except SyntaxError as exc:
-        col = (exc.offset or 1) - 1
-        line, col = _line_col(text, col)
+        index = (exc.offset or 0) - 1
+        index = index if 0 <= index < len(text) else len(text)  # 0: at the end of the text
+        width = max(1, (exc.end_offset or 0) - 1 - index) if exc.end_offset and exc.end_offset > 0 else 1
+        line, col = _line_col(text, index)
         raise ExpressionError(
-            f"not a valid expression ({exc.msg})", text, position=(line, col, line, col + 1), hint=SYNTAX_HINT
+            f"not a valid expression ({exc.msg})",
+            text,
+            position=(line, col, line, col + width),
+            hint=SYNTAX_HINT,
         ) from None
     except (RecursionError, MemoryError, ValueError) as exc:
         raise ExpressionError(f"cannot be parsed ({type(exc).__name__})", text) from None
@@ -595,13 +600,16 @@ def _as_array(value: Any) -> np.ndarray:
 # Public objects
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class RowExpression:
-    """A checked expression over the columns of a table, evaluated row by row."""
+    """A checked expression over the columns of a table, evaluated row by row.
+
+    Expressions with the same source (and kind) are equal and hash alike.
+    """
 
     source: str
     names: frozenset[str]
-    _tree: ast.expr = field(repr=False)
+    _tree: ast.expr = field(repr=False, compare=False)
     _filter: bool = field(default=False, repr=False)
 
     def evaluate(self, columns: Mapping[str, Any], n_rows: int | None = None) -> np.ndarray:
@@ -662,14 +670,14 @@ class Aggregate:
     ddof: int = 0  # var/std only
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class CellExpression:
     """A checked per-cell expression over aggregates of row expressions, constants and ``area``."""
 
     source: str
     aggregates: tuple[Aggregate, ...]
     uses_area: bool
-    _tree: ast.expr = field(repr=False)
+    _tree: ast.expr = field(repr=False, compare=False)
 
     def evaluate(self, values: Mapping[str, Any], area: np.ndarray | float | None = None) -> np.ndarray:
         """Combine per-cell aggregate arrays (``values[aggregate.key]``) into the per-cell result."""
