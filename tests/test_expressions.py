@@ -481,3 +481,24 @@ def test_expressions_in_api_and_pipeline_match_pandas(tmp_path):
 def test_function_table_is_elementwise_numpy():
     assert {"sqrt", "arctan2", "where", "clip", "nan_to_num", "isnan", "mod"} <= set(FUNCTIONS)
     assert not {"save", "load", "fromfile", "frombuffer", "loadtxt", "memmap", "vectorize"} & set(FUNCTIONS)
+
+
+@pytest.mark.parametrize(
+    ("src", "message"),
+    [
+        ("-" * 5000 + "a", "nested too deeply"),
+        ("+".join(["a"] * 6000), "longer than"),
+        ("sqrt(" * 120 + "a" + ")" * 120, ""),
+        ("9" * 400, "number is too large"),
+        ("2 ** 1024", "overflows"),
+    ],
+)
+def test_resource_limits(src, message):
+    t0 = time.perf_counter()
+    with pytest.raises(ExpressionError) as info:
+        parse_row(src)
+    assert message in str(info.value)
+    assert time.perf_counter() - t0 < 1.0
+    assert len(str(info.value)) < 2000
+    assert parse_row("2 ** 1000 + a").evaluate(COLS).shape == (50,)  # large but finite is fine
+    assert parse_row("(" * 150 + "a" + ")" * 150).names == {"a"}

@@ -55,7 +55,8 @@ class ExpressionError(HealforgeError, ValueError):
                 node.end_col_offset or 0,
             )
         self.line = self.column = None
-        text = f"expression {source!r}: {message}"
+        shown = source if len(source) <= 200 else source[:120] + " ... " + source[-40:]
+        text = f"expression {shown!r}: {message}"
         if position is not None:
             line, col, end_line, end_col = position
             lines = source.splitlines() or [""]
@@ -70,7 +71,9 @@ class ExpressionError(HealforgeError, ValueError):
             )
             self.line, self.column = line, col + 1
             where = f"line {line}, column {col + 1}" if len(lines) > 1 else f"column {col + 1}"
-            text += f" (at {where})\n    {src_line}\n    {' ' * col}{'^' * max(1, end - col)}"
+            text += f" (at {where})"
+            if len(src_line) <= 300:
+                text += f"\n    {src_line}\n    {' ' * col}{'^' * max(1, end - col)}"
         if hint:
             text += f"\n  {hint}"
         super().__init__(text)
@@ -201,7 +204,7 @@ def _parse_tree(src: Any) -> tuple[str, ast.expr]:
     if not text:
         raise ExpressionError("is empty", src)
     if len(text) > MAX_LENGTH:
-        raise ExpressionError(f"is longer than {MAX_LENGTH} characters", text[:60] + "...")
+        raise ExpressionError(f"is longer than {MAX_LENGTH} characters", text)
     if "#" in text:
         i = text.index("#")
         line = text.count("\n", 0, i) + 1
@@ -223,7 +226,8 @@ def _parse_tree(src: Any) -> tuple[str, ast.expr]:
             hint=SYNTAX_HINT,
         ) from None
     except (RecursionError, MemoryError, ValueError) as exc:
-        raise ExpressionError(f"cannot be parsed ({type(exc).__name__})", text) from None
+        what = "is nested too deeply to be parsed" if isinstance(exc, RecursionError) else "cannot be parsed"
+        raise ExpressionError(f"{what} ({type(exc).__name__})", text) from None
     body = tree.body
     for node in ast.walk(body):  # map positions back onto the original lines
         if getattr(node, "lineno", None) is not None:
