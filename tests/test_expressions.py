@@ -206,7 +206,7 @@ def test_cell_expressions_parse_and_share_aggregates():
     ],
 )
 def test_cell_expression_errors(src, message):
-    with pytest.raises(ExpressionError, match=None) as info:
+    with pytest.raises(ExpressionError) as info:
         parse_cell(src)
     assert message in str(info.value), str(info.value)
 
