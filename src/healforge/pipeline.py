@@ -71,15 +71,15 @@ class StateColumn:
 
     key: str
     column: str | None  # input column, or None with an expression / for row counts
-    expression: Any  # config.Expression or None
-    weight: Any  # config.Expression or None
+    expression: Any  # expressions.RowExpression or None
+    weight: Any  # expressions.RowExpression or None
 
     def describe(self) -> dict:
         return {
             "key": self.key,
             "column": self.column,
-            "expression": self.expression.text if self.expression is not None else None,
-            "weight": self.weight.text if self.weight is not None else None,
+            "expression": self.expression.source if self.expression is not None else None,
+            "weight": self.weight.source if self.weight is not None else None,
         }
 
 
@@ -90,7 +90,7 @@ def plan_state_columns(cfg: PipelineConfig) -> tuple[list[StateColumn], dict[str
     for stat in cfg.statistics:
         weight = stat.weight if stat.function.startswith("weighted_") else None
         expr = stat.expression
-        ident = (stat.column, expr.text if expr is not None else None, weight.text if weight else None)
+        ident = (stat.column, expr.source if expr is not None else None, weight.source if weight else None)
         if ident not in columns:
             if stat.column is not None:
                 base = stat.column
@@ -142,7 +142,7 @@ def config_sections(cfg: PipelineConfig, columns: list[StateColumn]) -> dict[str
             }
             for s in cfg.inputs
         ],
-        "filter": cfg.filter.text if cfg.filter is not None else None,
+        "filter": cfg.filter.source if cfg.filter is not None else None,
         "coordinates": {
             "lon": cfg.coordinates.lon,
             "lat": cfg.coordinates.lat,
@@ -211,7 +211,7 @@ def batch_state(
             vals = np.asarray(_as_numpy(columns[sc.column]), dtype=np.float64)
         else:
             vals = np.ones(n)
-        wkey = sc.weight.text if sc.weight is not None else None
+        wkey = sc.weight.source if sc.weight is not None else None
         if wkey not in weights:
             if sc.weight is None:
                 weights[wkey] = area_weight
@@ -718,7 +718,7 @@ def run_pipeline(
     orders = range(cfg.assignment.order, min(needed, default=cfg.assignment.order) - 1, -1)
     extra_meta = {
         "inputs": [p for _, p in items],
-        "filter": cfg.filter.text if cfg.filter is not None else None,
+        "filter": cfg.filter.source if cfg.filter is not None else None,
         **counts,
     }
     maps: dict[int, pa.Table] = {}

@@ -17,7 +17,6 @@ from healforge.aggregate.coords import (
     check_choice,
     value_column,
 )
-from healforge.aggregate.expr import evaluate, expression_names, parse_column_spec
 from healforge.aggregate.finalize import DEFAULT_STATE_STATS, finalize_state
 from healforge.aggregate.maptable import make_map_table, write_map
 from healforge.aggregate.sidecar import (
@@ -35,6 +34,7 @@ from healforge.aggregate.state import merge_states as _merge_states
 from healforge.aggregate.stats import DEFAULT_STATS, cell_statistics, stat_label, validate_stats
 from healforge.engine import Engine
 from healforge.errors import BadInputError
+from healforge.expressions import parse_column_spec, parse_row
 from healforge.healpix import check_order
 from healforge.io.readers import DEFAULT_BATCH_ROWS
 from healforge.maps.parquet import write_parquet
@@ -50,20 +50,26 @@ class ValueSpec:
             raise ValueError("give at least one value column")
         self.items = [parse_column_spec(c) for c in columns]
         self.weight = weight
+        self.weight_expr = parse_row(weight) if weight else None
         need: list[str] = []
         for name, expr in self.items:
-            need.extend(expression_names(expr) if expr else [name])
-        if weight:
-            need.extend(expression_names(weight))
+            need.extend(sorted(expr.names) if expr else [name])
+        if self.weight_expr is not None:
+            need.extend(sorted(self.weight_expr.names))
         self.inputs = list(dict.fromkeys(need))
         self.names = [n for n, _ in self.items]
 
     def values(self, table: pa.Table, path: str | None) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         raw = {c: value_column(table, c, path) for c in self.inputs}
-        vals = {name: (evaluate(expr, raw) if expr else raw[name]) for name, expr in self.items}
+        n = table.num_rows
+
+        def value(name, expr):
+            return np.asarray(expr.evaluate(raw, n), np.float64) if expr else raw[name]
+
+        vals = {name: value(name, expr) for name, expr in self.items}
         w = None
-        if self.weight:
-            w = evaluate(self.weight, raw)
+        if self.weight_expr is not None:
+            w = value(None, self.weight_expr)
             bad = ~np.isfinite(w) | (w < 0)
             # a weight is only needed where some value is present
             present = np.zeros(w.size, bool)
