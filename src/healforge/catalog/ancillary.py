@@ -33,6 +33,7 @@ from unittest import mock
 import numpy as np
 
 from healforge.catalog import format as fmt
+from healforge.engine import _failpoint
 from healforge.errors import BadInputError, HealforgeError
 from healforge.healpix import SPATIAL_INDEX_COLUMN
 
@@ -261,8 +262,6 @@ def refresh(root: str | Path, histogram: np.ndarray | None = None) -> list[str]:
     scratch = state / f".outputs-{uuid.uuid4().hex}"
     scratch.mkdir(parents=True)
     written: list[str] = []
-    from healforge.engine import _failpoint
-
     try:
         written += _skymaps(root, scratch, want.skymap_alt_orders, histogram, props)
         if want.thumbnail or want.per_partition_stats:
@@ -281,8 +280,8 @@ def refresh(root: str | Path, histogram: np.ndarray | None = None) -> list[str]:
                 if wanted:
                     (scratch / name).replace(root / name)
                     written.append(name)
+        _failpoint("Outputs", len(written))  # crash tests
         # the summaries and plots read the files above, so they come last
-        _failpoint("Outputs", len(written))
         for kind in want.summaries:
             _summary(root, scratch, kind)
             written.append(SUMMARIES[kind])
