@@ -13,6 +13,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from healforge import __version__
+from healforge.catalog import ancillary
 from healforge.catalog import format as fmt
 from healforge.catalog.alignment import Alignment, dense_histogram, generate_alignment
 from healforge.catalog.pipeline import common_schema, map_stage, reduce_stage, rejected_tables, split_stage
@@ -85,6 +87,12 @@ def import_catalog(
     on_bad_rows: str = "error",
     margin_arcsec: float | None = None,
     margin_path: str | os.PathLike | None = None,
+    skymap_alt_orders: Sequence[int] = (),
+    thumbnail: bool = False,
+    per_partition_stats: bool = False,
+    default_columns: Sequence[str] | None = None,
+    properties: dict[str, str] | None = None,
+    summary: bool = False,
     resume: bool | None = None,
     overwrite: bool = False,
     engine: Engine | None = None,
@@ -126,6 +134,11 @@ def import_catalog(
     margin_arcsec, margin_path
         Also build a margin cache of this radius, at ``margin_path`` (default ``OUTPUT_margin``
         beside the catalog); append and compact keep it up to date.
+    skymap_alt_orders, thumbnail, per_partition_stats, default_columns, properties, summary
+        hats-import's optional outputs: ``skymap.K.fits`` maps at these orders (at most
+        ``highest_order``), ``data_thumbnail.parquet``, ``per_partition_statistics.parquet``,
+        ``hats_cols_default``, extra ``hats.properties`` entries, and a ``README.md`` summary.
+        Append and compact keep them current (see :mod:`healforge.catalog.ancillary`).
     resume
         ``None``: continue an unfinished run with the same arguments if there is one.
         ``True``: there must be one. ``False``: start afresh (needs ``overwrite`` if output exists).
@@ -148,6 +161,15 @@ def import_catalog(
         raise ValueError("on_bad_rows must be 'error' or 'quarantine'")
     if isinstance(inputs, str | os.PathLike):
         inputs = [inputs]
+    outputs = ancillary.import_outputs(
+        skymap_order=highest_order,
+        skymap_alt_orders=skymap_alt_orders,
+        thumbnail=thumbnail,
+        per_partition_stats=per_partition_stats,
+        summary=summary,
+        default_columns=default_columns,
+        properties=properties,
+    )
     files = expand_inputs(inputs)
     output = Path(output).absolute()
     work = output / WORK_DIR
@@ -180,6 +202,7 @@ def import_catalog(
         t0 = time.perf_counter()
         binning = Progress(1, "Binning", quiet=quiet)
         schema = common_schema(files, mapped["schemas"], [id_column, *sort_columns])
+        ancillary.check_columns(outputs, schema.names)
         pixels, counts = mapped["pixels"], mapped["counts"]
         align_file = work / "alignment.npz"
         if align_file.exists():
@@ -225,8 +248,9 @@ def import_catalog(
         dec=dec,
         threshold=threshold,
         sort_columns=sort_columns,
-        extra={"hats_col_id": id_column} if id_column else None,
+        extra={**({"hats_col_id": id_column} if id_column else {}), **outputs.hats_properties()},
     )
+    ancillary.write_at_import(output, outputs)
     finishing.update()
     n_rows = mapped["rows"]
     if written + n_rejected != n_rows:

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from healforge.catalog import ancillary
 from healforge.catalog import format as fmt
 from healforge.errors import CatalogError
 
@@ -197,8 +198,10 @@ def _phase_metadata(root: Path, tdir: Path, m: dict) -> None:
         # files makes strict validation fail; like the HATS incremental layout, drop the stale file
         # until compaction leaves one file per pixel.
         (root / fmt.DATASET_DIR / "_metadata").unlink(missing_ok=True)
-    fmt.write_skymaps(root, np.load(tdir / "point_map.npy"))
+    histogram = np.load(tdir / "point_map.npy")
+    fmt.write_skymaps(root, histogram)
     fmt.write_properties(root, **m["properties"])
+    ancillary.refresh(root, histogram)
 
 
 def _phase_record(root: Path, tdir: Path, m: dict) -> None:

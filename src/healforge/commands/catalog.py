@@ -32,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--on-bad-rows", choices=["error", "quarantine"], default="error")
     p.add_argument("--margin", type=float, default=None, metavar="ARCSEC", help="also build a margin cache")
     p.add_argument("--margin-path", default=None, help="where to write it (default: OUTPUT_margin)")
+    _add_output_args(p)
     add_engine_args(p)
     p.set_defaults(func=_import)
 
@@ -88,6 +89,7 @@ def _import(args: argparse.Namespace) -> int:
         on_bad_rows=args.on_bad_rows,
         margin_arcsec=args.margin,
         margin_path=args.margin_path,
+        **_output_kwargs(args),
         resume=True if args.resume else None,
         overwrite=args.overwrite,
         **engine_kwargs(args),
@@ -126,6 +128,39 @@ def _compact(args: argparse.Namespace) -> int:
     )
     print(result)
     return 0
+
+
+def _add_output_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("optional outputs (kept current by append and compact)")
+    g.add_argument(
+        "--skymap-alt-orders", type=int, nargs="+", default=[], metavar="K", help="also write skymap.K.fits"
+    )
+    g.add_argument(
+        "--thumbnail", action="store_true", help="write data_thumbnail.parquet (a row per data file)"
+    )
+    g.add_argument(
+        "--per-partition-stats",
+        action="store_true",
+        help="write per_partition_statistics.parquet (footer stats)",
+    )
+    g.add_argument("--default-columns", nargs="+", default=None, metavar="COL", help="hats_cols_default")
+    g.add_argument(
+        "--property", action="append", default=[], metavar="KEY=VALUE", help="extra hats.properties entry"
+    )
+    g.add_argument("--summary", action="store_true", help="write a README.md summary of the catalog")
+
+
+def _output_kwargs(args: argparse.Namespace) -> dict:
+    from healforge.catalog.ancillary import parse_property
+
+    return {
+        "skymap_alt_orders": args.skymap_alt_orders,
+        "thumbnail": args.thumbnail,
+        "per_partition_stats": args.per_partition_stats,
+        "default_columns": args.default_columns,
+        "properties": dict(parse_property(text) for text in args.property),
+        "summary": args.summary,
+    }
 
 
 def _reader_options(args: argparse.Namespace) -> dict:
