@@ -12,15 +12,17 @@ import cdshealpix.nested as cdsn
 import numpy as np
 from astropy.coordinates import Latitude, Longitude
 
+from healforge.errors import OptionError
+
 MAX_ORDER = 29
 SPATIAL_INDEX_COLUMN = "_healpix_29"
 SPATIAL_INDEX_ORDER = 29
 
 
 def check_order(order: int) -> int:
-    """Return ``order`` as an int, raising ``ValueError`` unless ``0 <= order <= 29``."""
+    """Return ``order`` as an int, raising ``OptionError`` (a ``ValueError``) unless ``0 <= order <= 29``."""
     if int(order) != order or not 0 <= int(order) <= MAX_ORDER:
-        raise ValueError(f"HEALPix order must be an integer in [0, {MAX_ORDER}], got {order!r}")
+        raise OptionError(f"HEALPix order must be an integer in [0, {MAX_ORDER}], got {order!r}")
     return int(order)
 
 
