@@ -158,7 +158,7 @@ def test_dtype_and_schema_reconcile_files(tmp_path, survey):
         big = big.set_column(big.schema.get_field_index("flag"), "flag", pa.array(flag))
         pq.write_table(big, tmp_path / "in" / "b.parquet")
         healforge.import_catalog(files, tmp_path / "cat3", dtype={"id": "int64", "flag": "int8"}, **QUIET)
-    with pytest.raises(BadInputError, match="would round.*a\.parquet, column 'ra', row 0"):
+    with pytest.raises(BadInputError, match=r"would round.*a\.parquet, column 'ra', row 0"):
         healforge.import_catalog(files, tmp_path / "cat4", dtype=["id=int64", "ra=float32"], **QUIET)
     with pytest.raises(OptionError, match="unknown type 'int33'"):
         healforge.import_catalog(files, tmp_path / "cat5", dtype=["id=int33"], **QUIET)

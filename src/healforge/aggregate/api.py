@@ -34,7 +34,7 @@ from healforge.aggregate.state import State
 from healforge.aggregate.state import merge_states as _merge_states
 from healforge.aggregate.stats import DEFAULT_STATS, cell_statistics, stat_label, validate_stats
 from healforge.engine import Engine
-from healforge.errors import BadInputError
+from healforge.errors import BadInputError, OptionError
 from healforge.healpix import check_order
 from healforge.io.readers import DEFAULT_BATCH_ROWS
 from healforge.maps.parquet import write_parquet
@@ -47,7 +47,7 @@ class ValueSpec:
         if isinstance(columns, str):
             columns = [columns]
         if not columns:
-            raise ValueError("give at least one value column")
+            raise OptionError("give at least one value column")
         self.items = [parse_column_spec(c) for c in columns]
         self.weight = weight
         need: list[str] = []
@@ -240,7 +240,7 @@ def aggregate(
         rows_rejected = int(meta.get("rows_rejected", 0))
     else:
         if order is None:
-            raise ValueError("give a sidecar, or an order with lon/lat (or geometry) columns")
+            raise OptionError("give a sidecar, or an order with lon/lat (or geometry) columns")
         order = check_order(order)
         spec = position_spec(inputs, lon, lat, geometry, mode, latitude, on_bad_rows)
         qpath = _quarantine_target(on_bad_rows, quarantine, output)
@@ -344,7 +344,7 @@ def accumulate(
                 base = State.load(state)
     if order is None:
         if base is None:
-            raise ValueError("give an order (or an existing state to add to)")
+            raise OptionError("give an order (or an existing state to add to)")
         order = base.order
     order = check_order(order)
     spec = position_spec(inputs, lon, lat, geometry, mode, latitude, on_bad_rows)
@@ -437,7 +437,7 @@ def finalize(
     else:
         min_order = check_order(min_order)
         if min_order > st.order:
-            raise ValueError(f"min_order {min_order} is finer than the state's order {st.order}")
+            raise OptionError(f"min_order {min_order} is finer than the state's order {st.order}")
         result = {}
         level = st
         for k in range(st.order, min_order - 1, -1):

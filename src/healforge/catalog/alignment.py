@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from healforge.errors import HealforgeError
+from healforge.errors import HealforgeError, OptionError
 
 
 class ThresholdError(HealforgeError, ValueError):
@@ -139,11 +139,11 @@ def generate_alignment(
     unit = "rows" if weights is None else "bytes"
     weights = counts if weights is None else np.asarray(weights, dtype=np.int64)
     if lowest_order > highest_order:
-        raise ValueError(f"lowest order {lowest_order} is above highest order {highest_order}")
+        raise OptionError(f"lowest order {lowest_order} is above highest order {highest_order}")
     if lowest_order == highest_order:
         return Alignment(highest_order, pixels, counts, np.full(len(pixels), highest_order), pixels.copy())
     if threshold < 1:
-        raise ValueError(f"threshold must be a positive number of {unit}")
+        raise OptionError(f"threshold must be a positive number of {unit}")
     if len(weights) and weights.max() > threshold:
         worst = int(np.argmax(weights))
         extra = int(np.ceil(np.log(weights[worst] / threshold) / np.log(4))) if threshold else 0

@@ -224,6 +224,21 @@ def write_properties(root: str | Path, **fields) -> None:
     TableProperties(**fields).to_properties_file(str(root))
 
 
+def require_catalog(root: str | Path) -> Path:
+    """``root`` if it is a HATS catalog directory, else a one-line :class:`CatalogError`."""
+    from healforge.errors import CatalogError
+
+    root = Path(root)
+    if not root.exists():
+        raise CatalogError(f"catalog not found: {root}")
+    if not root.is_dir():
+        raise CatalogError(f"{root} is a file, not a HATS catalog directory")
+    for name in ("hats.properties", "partition_info.csv"):
+        if not (root / name).is_file():
+            raise CatalogError(f"{root} is not a HATS catalog (no {name})")
+    return root
+
+
 def read_properties(root: str | Path) -> dict[str, str]:
     """Raw ``hats.properties`` as a dict of strings."""
     out = {}

@@ -39,7 +39,7 @@ class CatalogInfo:
 
 def catalog_info(path: str | Path) -> CatalogInfo:
     """Describe the catalog at ``path`` from its metadata files (data files are not read)."""
-    root = Path(path)
+    root = fmt.require_catalog(path)
     props = fmt.read_properties(root)
     pixels = fmt.read_partition_info(root)
     schema = pq.read_schema(root / fmt.DATASET_DIR / "_common_metadata")

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from healforge.errors import BadInputError
+from healforge.errors import BadInputError, OptionError
 
 FORMATS = ("csv", "parquet", "fits", "hdf5", "ecsv")
 SUFFIXES = {
@@ -42,7 +42,7 @@ def detect_format(path: str, fmt: str | None = None) -> str:
     """Input format from an explicit name or the file suffix."""
     if fmt:
         if fmt not in FORMATS:
-            raise ValueError(f"unknown input format {fmt!r}; expected one of {', '.join(FORMATS)}")
+            raise OptionError(f"unknown input format {fmt!r}; expected one of {', '.join(FORMATS)}")
         return fmt
     name = str(path).lower()
     for suffix in sorted(SUFFIXES, key=len, reverse=True):
@@ -308,8 +308,10 @@ def expand_inputs(paths: Sequence[str | os.PathLike]) -> list[str]:
             matches = sorted(fs.glob(fs_path))
         elif fs.isdir(fs_path):
             matches = sorted(f for f in fs.find(fs_path) if not os.path.basename(f).startswith((".", "_")))
-        else:
+        elif fs.exists(fs_path):
             matches = [fs_path]
+        else:
+            raise BadInputError("input not found", path=p)
         if not matches:
             raise BadInputError("no input files match", path=p)
         out.extend(prefix + m for m in matches)
