@@ -45,6 +45,23 @@ def test_every_subcommand_is_covered():
     assert sorted(MISSING_PATH_ARGS) == subcommands()
 
 
+class Result:
+    def __init__(self, returncode: int, stderr: str):
+        self.returncode, self.stderr = returncode, stderr
+
+
+@pytest.fixture
+def cli_run(capfd):
+    """``healforge ARGS`` in this process (fast); returns the exit code and everything on stderr."""
+
+    def run(*args):
+        capfd.readouterr()
+        code = cli.main([str(a) for a in args])
+        return Result(code, capfd.readouterr().err)
+
+    return run
+
+
 def assert_one_line_error(proc, *needles: str) -> str:
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -63,7 +80,7 @@ def small_input(tmp_path):
 
 
 @pytest.mark.parametrize("command", sorted(MISSING_PATH_ARGS))
-def test_missing_path(tmp_path, small_input, command):
+def test_missing_path(tmp_path, small_input, command, cli_run):
     if command == "demo":
         # demo creates its folder: a path under an existing file cannot be created
         (tmp_path / "afile").write_text("x")
@@ -72,12 +89,12 @@ def test_missing_path(tmp_path, small_input, command):
     else:
         args = [a.format(tmp=tmp_path) for a in MISSING_PATH_ARGS[command]]
         needle = MISSING
-    line = assert_one_line_error(run_cli(*args, check=False), needle)
+    line = assert_one_line_error(cli_run(*args), needle)
     assert line.startswith(f"healforge {command}: error: ")
 
 
 @pytest.mark.parametrize("command", ["info", "validate", "margin", "append", "compact", "nest"])
-def test_directory_that_is_not_a_catalog(tmp_path, small_input, command):
+def test_directory_that_is_not_a_catalog(tmp_path, small_input, command, cli_run):
     folder = tmp_path / "plain"
     folder.mkdir()
     (folder / "notes.txt").write_text("not a catalog")
@@ -89,20 +106,26 @@ def test_directory_that_is_not_a_catalog(tmp_path, small_input, command):
         "compact": ["compact", folder, "-q"],
         "nest": ["nest", folder, folder, "-o", tmp_path / "n", "--on", "id", "--as", "s", "-q"],
     }[command]
-    assert_one_line_error(run_cli(*args, check=False), str(folder), "not a HATS catalog")
+    assert_one_line_error(cli_run(*args), str(folder), "not a HATS catalog")
 
 
-def test_bad_order_and_bad_options(tmp_path, small_input):
-    proc = run_cli("import", small_input, "-o", tmp_path / "c", "--highest-order", "40", "-q", check=False)
+def test_subprocess_missing_input(tmp_path):
+    proc = run_cli("import", MISSING, "-o", tmp_path / "out", check=False)
+    assert_one_line_error(proc, MISSING, "input not found")
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_order_and_bad_options(tmp_path, small_input, cli_run):
+    proc = cli_run("import", small_input, "-o", tmp_path / "c", "--highest-order", "40", "-q")
     assert_one_line_error(proc, "order", "40")
-    proc = run_cli("sidecar", small_input, "-o", tmp_path / "s.parquet", "--order", "30", "--lon", "ra",
-                   "--lat", "dec", "-q", check=False)  # fmt: skip
+    proc = cli_run("sidecar", small_input, "-o", tmp_path / "s.parquet", "--order", "30", "--lon", "ra",
+                   "--lat", "dec", "-q")  # fmt: skip
     assert_one_line_error(proc, "order", "30")
-    proc = run_cli("import", small_input, "-o", tmp_path / "c", "--max-bytes", "lots", "-q", check=False)
+    proc = cli_run("import", small_input, "-o", tmp_path / "c", "--max-bytes", "lots", "-q")
     assert_one_line_error(proc, "'lots'")
-    proc = run_cli("import", small_input, "-o", tmp_path / "c", "--dtype", "mag", "-q", check=False)
+    proc = cli_run("import", small_input, "-o", tmp_path / "c", "--dtype", "mag", "-q")
     assert_one_line_error(proc, "COLUMN=TYPE")
-    proc = run_cli("margin", tmp_path, "-o", tmp_path / "m", "--radius", "-1", "-q", check=False)
+    proc = cli_run("margin", tmp_path, "-o", tmp_path / "m", "--radius", "-1", "-q")
     assert_one_line_error(proc)
     assert not (tmp_path / "c").exists()
 
@@ -114,7 +137,9 @@ def test_corrupt_file_in_a_dask_worker(tmp_path, small_input):
     assert_one_line_error(proc, str(corrupt), "parquet")
     text = tmp_path / "notes.csv"
     text.write_text("ra,dec\n1,2\n3\n")
-    proc = run_cli("import", text, "-o", tmp_path / "c2", "-q", "--synchronous", check=False)
+    proc = run_cli(
+        "import", text, "-o", tmp_path / "c2", "-q", "--synchronous", check=False
+    )  # in a subprocess too
     assert_one_line_error(proc, str(text), "CSV parse error")
 
 
