@@ -175,3 +175,32 @@ def test_last_line_of_defence(monkeypatch, capsys):
     assert cli.main(["info", "x"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and "KeyError" in err and "a bug in healforge" in err
+
+
+CORRUPT_ARGS = {
+    "import": ["import", "{bad}", "-o", "{tmp}/out", "-q", "--synchronous"],
+    "sidecar": ["sidecar", "{bad}", "-o", "{tmp}/s.parquet", "--order", "5", "--lon", "ra", "--lat", "dec", "-q",
+                "--synchronous"],
+    "aggregate": ["aggregate", "{good}", "-o", "{tmp}/m.parquet", "--sidecar", "{bad}", "--columns", "mag", "-q"],
+    "accumulate": ["accumulate", "{good}", "--state", "{bad}", "--order", "3", "--lon", "ra", "--lat", "dec",
+                   "--columns", "mag", "-q"],
+    "merge-states": ["merge-states", "{bad}", "-o", "{tmp}/x.parquet"],
+    "finalize": ["finalize", "{bad}", "-o", "{tmp}/x.zarr"],
+    "plot": ["plot", "{bad}", "--var", "x", "-o", "{tmp}/p.png"],
+    "export": ["export", "{bad}", "-o", "{tmp}/x.zarr"],
+    "run": ["run", "{bad}"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("command", sorted(CORRUPT_ARGS))
+def test_corrupt_file(tmp_path, small_input, command, cli_run):
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"PAR1" + bytes(range(200)))
+    args = [a.format(tmp=tmp_path, bad=bad, good=small_input) for a in CORRUPT_ARGS[command]]
+    assert_one_line_error(cli_run(*args), "bad.parquet")
+
+
+def test_incomplete_catalog(tmp_path, small_input, cli_run):
+    assert cli_run("import", small_input, "-o", tmp_path / "cat", "-q", "--synchronous").returncode == 0
+    (tmp_path / "cat" / "dataset" / "_common_metadata").unlink()
+    assert_one_line_error(cli_run("info", tmp_path / "cat"), str(tmp_path / "cat"), "_common_metadata")

@@ -46,25 +46,31 @@ def test_parse_size():
             parse_size(bad)
 
 
-def test_max_bytes(tmp_path, survey):
+def test_max_bytes(tmp_path, survey, hats_import_catalogs):
     import lsdb
 
     table, files = survey
-    # every row is 52 bytes in memory: ids, ra, dec 8 each, mag 4, flag 2, a 10-character name
-    # (10 + 4 offset) and the int64 _healpix_29; so 100 kB is a threshold of 1923 rows
-    assert np.all(row_bytes(table) == 52)
+    # every row is 44 bytes in memory: id, ra, dec 8 each, mag 4, flag 2 and a 10-character name
+    # (10 + 4 offset); as read from parquet, validity bits of 4 columns too (hats' estimator)
+    assert np.all(row_bytes(table) == 44)
+    per_row = 44 + 4 * 0.125
+    assert np.all(row_bytes(pq.read_table(files[0])) == per_row)
     limit = 100_000
     res = healforge.import_catalog(files, tmp_path / "cat", max_bytes="100kB", highest_order=8, **QUIET)
     assert res.rows == table.num_rows
     for f in fmt.list_data_files(tmp_path / "cat"):
         assert f.stat().st_size <= 1.1 * limit
-        assert pq.read_metadata(f).num_rows * 52 <= limit
+        assert pq.read_metadata(f).num_rows * per_row <= limit
     props = fmt.read_properties(tmp_path / "cat")
     assert props["hats_max_bytes"] == str(limit) and "hats_max_rows" not in props
     assert strict_valid(tmp_path / "cat")
     assert len(lsdb.open_catalog(str(tmp_path / "cat")).compute()) == table.num_rows
-    healforge.import_catalog(files, tmp_path / "rows", threshold=limit // 52, highest_order=8, **QUIET)
+    rows = int(limit // per_row)
+    healforge.import_catalog(files, tmp_path / "rows", threshold=rows, highest_order=8, **QUIET)
     assert fmt.read_partition_info(tmp_path / "cat") == fmt.read_partition_info(tmp_path / "rows")
+    # the same partitions as hats-import's byte_pixel_threshold
+    theirs = hats_import_catalogs[2] / "partition_info.csv"
+    assert (tmp_path / "cat" / "partition_info.csv").read_text() == theirs.read_text()
     with pytest.raises(OptionError, match="not both"):
         healforge.import_catalog(files, tmp_path / "x", threshold=10, max_bytes="1MB", **QUIET)
 
@@ -205,7 +211,7 @@ def rows_by_id_col(path, col):
 
 @pytest.fixture(scope="module")
 def hats_import_catalogs(tmp_path_factory, survey):
-    """hats-import catalogs of the survey rows: at threshold 5000 (to re-import) and 1500."""
+    """hats-import catalogs of the survey rows: at thresholds 5000 (to re-import), 1500 and 100 kB."""
     from dask.distributed import Client
     from hats_import.catalog.arguments import ImportArguments
     from hats_import.pipeline import pipeline_with_client
@@ -213,7 +219,11 @@ def hats_import_catalogs(tmp_path_factory, survey):
     _, files = survey
     folder = tmp_path_factory.mktemp("hats_import")
     with Client(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as client:
-        for name, threshold in (("theirs5000", 5000), ("theirs1500", 1500)):
+        for name, threshold, max_bytes in (
+            ("theirs5000", 5000, None),
+            ("theirs1500", 1500, None),
+            ("theirs100kB", 1_000_000, 100_000),
+        ):
             args = ImportArguments(
                 output_artifact_name=name,
                 input_file_list=files,
@@ -221,6 +231,7 @@ def hats_import_catalogs(tmp_path_factory, survey):
                 ra_column="ra",
                 dec_column="dec",
                 pixel_threshold=threshold,
+                byte_pixel_threshold=max_bytes,
                 highest_healpix_order=8,
                 output_path=str(folder),
                 progress_bar=False,
@@ -228,14 +239,14 @@ def hats_import_catalogs(tmp_path_factory, survey):
                 addl_hats_properties={"obs_regime": "Optical", "hats_cols_default": "id ra dec"},
             )
             pipeline_with_client(args, client)
-    return folder / "theirs5000", folder / "theirs1500"
+    return folder / "theirs5000", folder / "theirs1500", folder / "theirs100kB"
 
 
 def test_reimport_hats_import_catalog(tmp_path, survey, hats_import_catalogs):
     import lsdb
 
     table, _ = survey
-    source, reference = hats_import_catalogs
+    source, reference, _ = hats_import_catalogs
     run_cli("import", source, "-o", tmp_path / "re", "--threshold", "1500", "--highest-order", "8",
             "--synchronous", "-q")  # fmt: skip
     assert (tmp_path / "re" / "partition_info.csv").read_text() == (
@@ -256,7 +267,7 @@ def test_reimport_hats_import_catalog(tmp_path, survey, hats_import_catalogs):
 
 def test_reimport_healforge_catalog_and_collection(tmp_path, survey, hats_import_catalogs):
     table, files = survey
-    _, reference = hats_import_catalogs
+    _, reference, _ = hats_import_catalogs
     healforge.import_catalog(files, tmp_path / "cat", threshold=5000, id_column="id", name="survey",
                              sort_columns=["mag"], **QUIET)  # fmt: skip
     res = healforge.import_catalog(

@@ -301,6 +301,9 @@ def read_sidecar(path: str | os.PathLike, order: int | None = None) -> pa.Table:
         path = os.path.join(path, f"order={order}.parquet")
     if not os.path.exists(path):
         raise BadInputError("sidecar file not found", path=path)
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise BadInputError(f"cannot read sidecar file: {exc}", path=path) from None
     sidecar_metadata(table, path)
     return table

@@ -195,6 +195,7 @@ def import_catalog(
         files, input_format = source.files, "parquet"
         ra, dec = ra or props.get("hats_col_ra"), dec or props.get("hats_col_dec")
         name = name or props.get("obs_collection")
+        id_column = id_column or props.get("hats_col_id")
         catalog_type = catalog_type or props.get("dataproduct_type")
         if sort_columns is None and props.get("hats_cols_sort"):
             sort_columns = [c for c in props["hats_cols_sort"].split(",") if c]

@@ -150,36 +150,9 @@ def _first_failing(col: pa.ChunkedArray, target: pa.DataType) -> tuple[int | Non
 
 
 def row_bytes(table: pa.Table) -> np.ndarray:
-    """Estimated in-memory bytes of each row plus its int64 ``_healpix_29`` (hats-import's measure).
+    """Estimated in-memory bytes of each row, with hats' estimator (hats-import's measure for
+    ``byte_pixel_threshold``): fixed-width values their width, strings their length plus an
+    offset, lists their elements, validity bitmaps where present."""
+    from hats.io.size_estimates import get_mem_size_per_row
 
-    Fixed-width columns count their width, strings and binaries their length plus a 4-byte offset,
-    lists of fixed-width values their length times the width plus an offset; other types share
-    their column's buffers evenly across the rows.
-    """
-    n = table.num_rows
-    sizes = np.full(n, 0 if SPATIAL_INDEX_COLUMN in table.column_names else 8, dtype=np.float64)
-    for col in table.columns:
-        t = col.type
-        if _fixed_width(t):
-            sizes += max(t.bit_width, 8) / 8
-        elif pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t):
-            sizes += pc.fill_null(pc.binary_length(col), 0).to_numpy().astype(np.float64) + 4
-        elif (pa.types.is_list(t) or pa.types.is_large_list(t)) and _fixed_width(t.value_type):
-            width = max(t.value_type.bit_width, 8) / 8
-            sizes += pc.fill_null(pc.list_value_length(col), 0).to_numpy().astype(np.float64) * width + 4
-        else:
-            sizes += col.nbytes / max(n, 1)
-        if col.null_count:
-            sizes += 1 / 8
-    return sizes
-
-
-def _fixed_width(t: pa.DataType) -> bool:
-    return (
-        pa.types.is_integer(t)
-        or pa.types.is_floating(t)
-        or pa.types.is_boolean(t)
-        or pa.types.is_temporal(t)
-        or pa.types.is_decimal(t)
-        or pa.types.is_fixed_size_binary(t)
-    )
+    return np.asarray(get_mem_size_per_row(table), dtype=np.float64)
