@@ -303,3 +303,18 @@ def test_reimport_healforge_catalog_and_collection(tmp_path, survey, hats_import
         healforge.import_catalog([coll, files[0]], tmp_path / "re3", **QUIET)
     with pytest.raises(OptionError, match="must not overlap"):
         healforge.import_catalog(coll / "cat", coll / "cat" / "sub", **QUIET)
+
+
+def test_reimport_appended_catalog_with_columns(tmp_path, survey):
+    # an appended catalog (Npix=P/ directories of several files) re-imported with fewer columns
+    table, files = survey
+    healforge.import_catalog(files[0], tmp_path / "cat", threshold=4000, id_column="id", **QUIET)
+    healforge.append(tmp_path / "cat", files[1], "night2", **QUIET)
+    assert fmt.read_properties(tmp_path / "cat")["hats_npix_suffix"] == "/"
+    healforge.import_catalog(tmp_path / "cat", tmp_path / "re", threshold=3000, columns=["mag"], **QUIET)
+    got = rows_by_id(tmp_path / "re")
+    assert got.schema.names == ["_healpix_29", "id", "ra", "dec", "mag"]
+    assert got.select(["id", "ra", "dec", "mag"]).equals(table.select(["id", "ra", "dec", "mag"]))
+    props = fmt.read_properties(tmp_path / "re")
+    assert props["hats_npix_suffix"] == ".parquet" and props["hats_col_id"] == "id"
+    assert strict_valid(tmp_path / "re")
