@@ -47,7 +47,7 @@ class ValueSpec:
         if isinstance(columns, str):
             columns = [columns]
         if not columns:
-            raise OptionError("give at least one value column")
+            raise ValueError("give at least one value column")
         self.items = [parse_column_spec(c) for c in columns]
         self.weight = weight
         need: list[str] = []
