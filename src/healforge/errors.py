@@ -34,3 +34,7 @@ class BadInputError(HealforgeError, ValueError):
 
 class CatalogError(HealforgeError):
     """A catalog on disk is missing, inconsistent or in use."""
+
+
+class OptionError(HealforgeError, ValueError):
+    """An option or argument value that cannot be used (out of range, malformed, conflicting)."""

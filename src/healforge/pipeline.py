@@ -50,7 +50,7 @@ from healforge.config import (
     validate_pipeline,
 )
 from healforge.engine import Engine, Progress
-from healforge.errors import BadInputError, HealforgeError
+from healforge.errors import BadInputError, HealforgeError, OptionError
 
 PROGRESS_FORMAT = "healforge-pipeline-progress"
 PROGRESS_VERSION = 1
@@ -529,7 +529,7 @@ def _stat_arrays(stat: Statistic, state, key: str) -> dict[str, np.ndarray]:
             v = np.where(m["wsum"] - ddof > 0, m["wm2"] / (m["wsum"] - ddof), np.nan)
             v = np.sqrt(v) if f == "weighted_std" else v
         else:  # pragma: no cover - refused by check_runnable
-            raise ValueError(f"statistic {f!r} is not available from a state")
+            raise OptionError(f"statistic {f!r} is not available from a state")
     return {stat.name: np.where(n > 0, v, np.nan)}
 
 

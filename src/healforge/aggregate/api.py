@@ -33,7 +33,7 @@ from healforge.aggregate.state import State
 from healforge.aggregate.state import merge_states as _merge_states
 from healforge.aggregate.stats import DEFAULT_STATS, cell_statistics, stat_label, validate_stats
 from healforge.engine import Engine
-from healforge.errors import BadInputError
+from healforge.errors import BadInputError, OptionError
 from healforge.expressions import parse_column_spec, parse_row
 from healforge.healpix import check_order
 from healforge.io.readers import DEFAULT_BATCH_ROWS
@@ -246,7 +246,7 @@ def aggregate(
         rows_rejected = int(meta.get("rows_rejected", 0))
     else:
         if order is None:
-            raise ValueError("give a sidecar, or an order with lon/lat (or geometry) columns")
+            raise OptionError("give a sidecar, or an order with lon/lat (or geometry) columns")
         order = check_order(order)
         spec = position_spec(inputs, lon, lat, geometry, mode, latitude, on_bad_rows)
         qpath = _quarantine_target(on_bad_rows, quarantine, output)
@@ -350,7 +350,7 @@ def accumulate(
                 base = State.load(state)
     if order is None:
         if base is None:
-            raise ValueError("give an order (or an existing state to add to)")
+            raise OptionError("give an order (or an existing state to add to)")
         order = base.order
     order = check_order(order)
     spec = position_spec(inputs, lon, lat, geometry, mode, latitude, on_bad_rows)
@@ -443,7 +443,7 @@ def finalize(
     else:
         min_order = check_order(min_order)
         if min_order > st.order:
-            raise ValueError(f"min_order {min_order} is finer than the state's order {st.order}")
+            raise OptionError(f"min_order {min_order} is finer than the state's order {st.order}")
         result = {}
         level = st
         for k in range(st.order, min_order - 1, -1):

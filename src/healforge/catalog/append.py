@@ -26,7 +26,7 @@ from healforge.catalog.format import read_histogram
 from healforge.catalog.pipeline import map_stage, reduce_stage, rejected_tables, schema_diff, split_stage
 from healforge.catalog.stages import InputSpec
 from healforge.engine import Engine, owned_engine
-from healforge.errors import BadInputError, CatalogError
+from healforge.errors import BadInputError
 from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io.readers import expand_inputs
 
@@ -121,9 +121,7 @@ def append(
     CatalogError
         When another writer holds the catalog.
     """
-    root = Path(catalog).absolute()
-    if not (root / "hats.properties").exists():
-        raise CatalogError(f"{root} is not a HATS catalog (no hats.properties)")
+    root = fmt.require_catalog(Path(catalog).absolute())
     files = expand_inputs([inputs] if isinstance(inputs, str | os.PathLike) else inputs)
     with txn.CatalogLock(root, "append"):
         work = txn.begin(root)

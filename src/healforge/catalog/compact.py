@@ -23,7 +23,7 @@ from healforge.catalog.alignment import generate_alignment, sparse_histogram
 from healforge.catalog.append import _carry_properties, _rebuild_margins
 from healforge.catalog.format import read_histogram
 from healforge.engine import Engine, owned_engine
-from healforge.errors import BadInputError, CatalogError
+from healforge.errors import BadInputError, CatalogError, OptionError
 from healforge.healpix import SPATIAL_INDEX_COLUMN
 
 COMPACTED_NAME = "compacted.parquet"
@@ -145,9 +145,11 @@ def compact(
     compression, margin, engine, workers, scheduler, synchronous, quiet
         As for :func:`healforge.append`.
     """
-    root = Path(catalog).absolute()
+    root = fmt.require_catalog(Path(catalog).absolute())
     if keep_latest_by and not dedupe_on:
-        raise ValueError("keep_latest_by needs dedupe_on")
+        raise OptionError("keep_latest_by needs dedupe_on")
+    if threshold is not None and threshold < 1:
+        raise OptionError(f"threshold must be a positive number of rows, got {threshold}")
     with txn.CatalogLock(root, "compact"):
         work = txn.begin(root)
         props = fmt.read_properties(root)

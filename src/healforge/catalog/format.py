@@ -78,8 +78,12 @@ def atomic_write_parquet(
     sort_columns: Sequence[str] = (SPATIAL_INDEX_COLUMN,),
     compression: str | None = None,
     row_group_rows: int = 500_000,
+    row_group_starts: Sequence[int] | None = None,
 ) -> int:
-    """Write ``table`` to ``path`` via a temporary file and a rename; returns bytes written."""
+    """Write ``table`` to ``path`` via a temporary file and a rename; returns bytes written.
+
+    ``row_group_starts``: first row of each row group (instead of ``row_group_rows`` per group).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
@@ -87,7 +91,12 @@ def atomic_write_parquet(
     kwargs = write_table_kwargs(table.schema, sort_columns, compression)
     try:
         with pq.ParquetWriter(tmp, table.schema, **kwargs) as writer:
-            writer.write_table(table, row_group_size=row_group_rows)
+            if row_group_starts is None:
+                writer.write_table(table, row_group_size=row_group_rows)
+            else:
+                bounds = [*row_group_starts, table.num_rows]
+                for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+                    writer.write_table(table.slice(start, stop - start), row_group_size=stop - start)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -213,6 +222,21 @@ def write_properties(root: str | Path, **fields) -> None:
         fields.setdefault("hats_col_healpix_order", SPATIAL_INDEX_ORDER)
     fields["hats_estsize"] = int(np.ceil(dir_size(root / DATASET_DIR) / 1024))
     TableProperties(**fields).to_properties_file(str(root))
+
+
+def require_catalog(root: str | Path) -> Path:
+    """``root`` if it is a HATS catalog directory, else a one-line :class:`CatalogError`."""
+    from healforge.errors import CatalogError
+
+    root = Path(root)
+    if not root.exists():
+        raise CatalogError(f"catalog not found: {root}")
+    if not root.is_dir():
+        raise CatalogError(f"{root} is a file, not a HATS catalog directory")
+    for name in ("hats.properties", "partition_info.csv"):
+        if not (root / name).is_file():
+            raise CatalogError(f"{root} is not a HATS catalog (no {name})")
+    return root
 
 
 def read_properties(root: str | Path) -> dict[str, str]:

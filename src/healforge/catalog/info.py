@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from healforge.catalog import format as fmt
+from healforge.errors import CatalogError
 
 
 @dataclass
@@ -39,10 +40,13 @@ class CatalogInfo:
 
 def catalog_info(path: str | Path) -> CatalogInfo:
     """Describe the catalog at ``path`` from its metadata files (data files are not read)."""
-    root = Path(path)
+    root = fmt.require_catalog(path)
     props = fmt.read_properties(root)
     pixels = fmt.read_partition_info(root)
-    schema = pq.read_schema(root / fmt.DATASET_DIR / "_common_metadata")
+    common = root / fmt.DATASET_DIR / "_common_metadata"
+    if not common.is_file():
+        raise CatalogError(f"{root} is not a complete HATS catalog (no {fmt.DATASET_DIR}/_common_metadata)")
+    schema = pq.read_schema(common)
     files = fmt.list_data_files(root)
     rows = (
         int(props["hats_nrows"])

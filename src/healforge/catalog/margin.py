@@ -46,7 +46,7 @@ from healforge.arrays import concat_ranges
 from healforge.catalog import format as fmt
 from healforge.catalog.geometry import ARCSEC_PER_RAD, lonlat_to_xyz, within_radius
 from healforge.engine import Engine, iter_chunks, owned_engine
-from healforge.errors import CatalogError
+from healforge.errors import CatalogError, OptionError
 from healforge.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, border_cells
 
 WORK_DIR = ".healforge-margin"
@@ -73,7 +73,7 @@ class MarginResult:
 def margin_order_for(radius_arcsec: float) -> int:
     """Finest order whose pixels (square root of the area) are at least ``4 * radius`` across."""
     if not 0 < radius_arcsec <= MAX_RADIUS_ARCSEC:
-        raise ValueError(f"margin radius must be in (0, {MAX_RADIUS_ARCSEC:g}] arcsec, got {radius_arcsec}")
+        raise OptionError(f"margin radius must be in (0, {MAX_RADIUS_ARCSEC:g}] arcsec, got {radius_arcsec}")
     size0 = math.sqrt(4 * math.pi / 12) * ARCSEC_PER_RAD
     return int(min(SPATIAL_INDEX_ORDER, max(0, math.floor(math.log2(size0 / (4 * radius_arcsec))))))
 
@@ -112,6 +112,7 @@ def margin(
     -------
     MarginResult
     """
+    fmt.require_catalog(catalog)
     with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
         result = build_margin(catalog, output, radius_arcsec, name=name, overwrite=overwrite, engine=eng)
     register_margin(catalog, output, radius_arcsec)

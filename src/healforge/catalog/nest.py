@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from healforge.catalog import format as fmt
 from healforge.catalog.margin import read_pixel
 from healforge.engine import Engine, owned_engine
-from healforge.errors import BadInputError, CatalogError
+from healforge.errors import BadInputError, CatalogError, OptionError
 from healforge.healpix import SPATIAL_INDEX_COLUMN
 
 WORK_DIR = ".healforge-nest"
@@ -100,7 +100,7 @@ def nest(
     NestResult
     """
     if on_unmatched not in ("error", "drop"):
-        raise ValueError("on_unmatched must be 'error' or 'drop'")
+        raise OptionError("on_unmatched must be 'error' or 'drop'")
     objects, sources, output = Path(objects).absolute(), Path(sources).absolute(), Path(output).absolute()
     obj_schema = _schema(objects)
     src_schema = _schema(sources)
@@ -180,6 +180,7 @@ def nest(
 
 
 def _schema(root: Path) -> pa.Schema:
+    fmt.require_catalog(root)
     path = root / fmt.DATASET_DIR / "_common_metadata"
     if not path.exists():
         raise CatalogError(f"{root} is not a HATS catalog (no {path.relative_to(root)})")

@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from healforge.catalog import format as fmt
+from healforge.errors import CatalogError
 from healforge.healpix import SPATIAL_INDEX_COLUMN, spatial_index, wrap_lon
 
 
@@ -58,6 +59,10 @@ def validate_catalog(
     from hats.io.validation import is_valid_catalog
 
     root = Path(path)
+    if not root.exists():
+        raise CatalogError(f"catalog not found: {root}")
+    if not root.is_dir() or not any((root / n).is_file() for n in ("hats.properties", "properties")):
+        raise CatalogError(f"{root} is not a HATS catalog (no hats.properties)")
     report = ValidationReport(str(root))
     problems = report.problems
     handler = _Collect()
