@@ -14,7 +14,6 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -28,7 +27,9 @@ from healforge.catalog.stages import InputSpec
 from healforge.engine import Engine, Progress, owned_engine
 from healforge.errors import CatalogError
 from healforge.healpix import check_order
+from healforge.io import storage
 from healforge.io.readers import expand_inputs
+from healforge.io.storage import AnyPath, as_path
 
 WORK_DIR = ".healforge-import"
 CATALOG_TYPES = ("object", "source")
@@ -57,9 +58,9 @@ class ImportResult:
         return text
 
 
-def rejected_path_for(output: str | Path) -> Path:
+def rejected_path_for(output: str | AnyPath) -> AnyPath:
     """Where quarantined rows of an import into ``output`` are written (beside the catalog)."""
-    output = Path(output)
+    output = as_path(output)
     return output.with_name(output.name + ".rejected.parquet")
 
 
@@ -87,6 +88,8 @@ def import_catalog(
     margin_path: str | os.PathLike | None = None,
     resume: bool | None = None,
     overwrite: bool = False,
+    storage_options: dict | None = None,
+    tmp_dir: str | os.PathLike | None = None,
     engine: Engine | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
@@ -100,7 +103,7 @@ def import_catalog(
     inputs
         Files, directories or glob patterns (CSV, Parquet, FITS, HDF5; local or fsspec URLs).
     output
-        Catalog directory to create.
+        Catalog directory to create: a local path or an fsspec URL (``s3://bucket/cat``).
     ra, dec
         Coordinate columns, degrees.
     id_column
@@ -131,6 +134,11 @@ def import_catalog(
         ``True``: there must be one. ``False``: start afresh (needs ``overwrite`` if output exists).
     overwrite
         Delete an existing output first.
+    storage_options
+        fsspec options for a URL ``output`` (and ``margin_path``): credentials, endpoint...
+    tmp_dir
+        Local directory for the intermediate files (default: inside a local output, the system
+        temp dir for a URL output). A rerun with the same output finds them there and resumes.
     engine, workers, scheduler, synchronous, quiet
         Where tasks run (see :class:`healforge.engine.Engine`) and whether to show progress.
 
@@ -149,8 +157,8 @@ def import_catalog(
     if isinstance(inputs, str | os.PathLike):
         inputs = [inputs]
     files = expand_inputs(inputs)
-    output = Path(output).absolute()
-    work = output / WORK_DIR
+    output = as_path(output, storage_options)
+    work = storage.scratch_dir(output, WORK_DIR, tmp_dir)
     args = {
         "files": files,
         "ra": ra,
@@ -242,13 +250,18 @@ def import_catalog(
     if margin_arcsec:
         from healforge.catalog.margin import margin
 
-        target = Path(margin_path) if margin_path else output.with_name(output.name + "_margin")
+        target = (
+            as_path(margin_path, storage_options)
+            if margin_path
+            else output.with_name(output.name + "_margin")
+        )
         t0 = time.perf_counter()
         result.margin = margin(
             output,
             target,
             margin_arcsec,
             overwrite=True,
+            tmp_dir=tmp_dir,
             engine=engine,
             workers=workers,
             scheduler=scheduler,
@@ -260,7 +273,7 @@ def import_catalog(
 
 
 def finish_catalog(
-    root: Path,
+    root: AnyPath,
     pixels: list[tuple[int, int]],
     histogram: np.ndarray,
     *,
@@ -275,7 +288,7 @@ def finish_catalog(
 ) -> int:
     """Write the catalog-level files of a catalog whose data files are in place; returns its rows."""
 
-    root = Path(root)
+    root = as_path(root)
     fmt.write_partition_info(root, pixels)
     total = fmt.write_dataset_metadata(root)
     fmt.write_skymaps(root, histogram)
@@ -300,10 +313,12 @@ def finish_catalog(
     return total
 
 
-def _prepare_output(output: Path, work: Path, args: dict, resume: bool | None, overwrite: bool) -> bool:
+def _prepare_output(output: AnyPath, work, args: dict, resume: bool | None, overwrite: bool) -> bool:
     plan = work / "plan.json"
     if overwrite and output.exists():
-        shutil.rmtree(output)
+        storage.rmtree(output)
+        if work.exists():  # intermediate files kept apart from the output (--tmp-dir, URL output)
+            shutil.rmtree(work)
     if plan.exists():
         previous = json.loads(plan.read_text())
         if previous == args and resume is not False:
@@ -320,21 +335,20 @@ def _prepare_output(output: Path, work: Path, args: dict, resume: bool | None, o
         )
     if resume:
         raise CatalogError(f"nothing to resume: {output} has no unfinished import")
-    if output.exists() and any(output.iterdir()):
+    if not storage.is_empty_dir(output):
         raise CatalogError(f"output {output} exists and is not empty; use --overwrite to replace it")
     rejected = rejected_path_for(output)
     if rejected.exists():
-        rejected.unlink()
+        storage.rmtree(rejected)
     work.mkdir(parents=True, exist_ok=True)
     fmt.atomic_write_text(plan, json.dumps(args, indent=1))
     return False
 
 
-def _write_rejected(output: Path, tables: list[pa.Table]) -> Path:
+def _write_rejected(output: AnyPath, tables: list[pa.Table]) -> AnyPath:
     target = rejected_path_for(output)
-    tmp = target.with_name(f".{target.name}.tmp")
-    pq.write_table(pa.concat_tables(tables), tmp)
-    os.replace(tmp, target)
+    with storage.atomic_output(target) as tmp:
+        pq.write_table(pa.concat_tables(tables), tmp)
     return target
 
 

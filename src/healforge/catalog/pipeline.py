@@ -130,13 +130,13 @@ def reduce_stage(
     eng: Engine,
     destinations: list[tuple[int, int, int]],
     slices: list[list],
-    targets: list[Path],
+    targets: list,
     done_dir: Path,
     sort_columns=(),
     compression: str | None = "zstd:3",
     row_group_rows: int = 1_048_576,
 ) -> None:
-    """Write every destination pixel from its slices to its target path."""
+    """Write every destination pixel from its slices to its target path (local or URL)."""
     done_dir.mkdir(parents=True, exist_ok=True)
     todo = []
     for i, ((order, pixel, rows), target) in enumerate(zip(destinations, targets, strict=True)):
@@ -152,7 +152,7 @@ def reduce_stage(
                 "sort_columns": list(sort_columns),
                 "compression": compression,
                 "row_group_rows": row_group_rows,
-                "target": str(target),
+                "target": target,  # a path object: keeps a URL's storage options
                 "done": str(done),
             }
         )
