@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -38,6 +39,8 @@ from upath import UPath
 from healforge.errors import HealforgeError
 
 AnyPath = Path | UPath
+# "s3:/bucket/key", "s3:bucket": a protocol with a missing slash would become a local directory "s3:"
+_BROKEN_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+:(?!//)")
 LOCAL_PROTOCOLS = ("", "file", "local")
 
 
@@ -86,6 +89,10 @@ def as_path(path: str | os.PathLike, storage_options: dict | None = None) -> Any
         if isinstance(path, UPath):
             return Path(path.path).absolute()
         text = os.fspath(path)
+        if not isinstance(path, Path) and _BROKEN_URL.match(text):
+            raise StorageError(
+                f"cannot use {text!r}: it looks like a URL without '//' (write {text.split(':', 1)[0]}://...)"
+            )
         if text.startswith("file://"):
             text = text[len("file://") :]
         elif text.startswith("local://"):
@@ -96,7 +103,7 @@ def as_path(path: str | os.PathLike, storage_options: dict | None = None) -> Any
     try:
         fsspec.get_filesystem_class(protocol)
     except (ImportError, ValueError) as exc:
-        raise StorageError(f"cannot use {os.fspath(path)!r}: {exc}") from None
+        raise StorageError(f"cannot use {str(path)!r}: {exc}") from None
     if isinstance(path, UPath):
         return UPath(path, **{**path.storage_options, **storage_options})
     return UPath(os.fspath(path), **(storage_options or {}))
@@ -304,7 +311,7 @@ def scratch_dir(output: AnyPath, name: str, tmp_dir: str | os.PathLike | None = 
     if tmp_dir is None and is_local(output):
         return Path(output) / name
     if tmp_dir is not None and not is_local(tmp_dir):
-        raise StorageError(f"--tmp-dir must be a local directory, got {os.fspath(tmp_dir)!r}")
+        raise StorageError(f"--tmp-dir must be a local directory, got {str(tmp_dir)!r}")
     base = Path(tmp_dir).absolute() if tmp_dir is not None else _local_scratch() / "healforge"
     digest = hashlib.sha256(str(output).encode()).hexdigest()[:16]
     return base / f"{name.lstrip('.')}-{digest}"
