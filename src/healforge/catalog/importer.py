@@ -315,8 +315,9 @@ def finish_catalog(
 
 def _prepare_output(output: AnyPath, work, args: dict, resume: bool | None, overwrite: bool) -> bool:
     plan = work / "plan.json"
-    if overwrite and output.exists():
-        storage.rmtree(output)
+    if overwrite:
+        if output.exists():
+            storage.rmtree(output)
         if work.exists():  # intermediate files kept apart from the output (--tmp-dir, URL output)
             shutil.rmtree(work)
     if plan.exists():

@@ -34,13 +34,15 @@ from pathlib import Path, PurePosixPath
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+from fsspec.registry import known_implementations
 from upath import UPath
 
 from healforge.errors import HealforgeError
 
 AnyPath = Path | UPath
-# "s3:/bucket/key", "s3:bucket": a protocol with a missing slash would become a local directory "s3:"
-_BROKEN_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+:(?!//)")
+# "s3:/bucket/key", "s3:bucket": a known protocol with a missing slash would become a local
+# directory "s3:"
+_BROKEN_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+):(?!//)")
 LOCAL_PROTOCOLS = ("", "file", "local")
 
 
@@ -89,7 +91,8 @@ def as_path(path: str | os.PathLike, storage_options: dict | None = None) -> Any
         if isinstance(path, UPath):
             return Path(path.path).absolute()
         text = os.fspath(path)
-        if not isinstance(path, Path) and _BROKEN_URL.match(text):
+        broken = _BROKEN_URL.match(text)
+        if not isinstance(path, Path) and broken and broken.group(1) in known_implementations:
             raise StorageError(
                 f"cannot use {text!r}: it looks like a URL without '//' (write {text.split(':', 1)[0]}://...)"
             )
