@@ -108,6 +108,16 @@ def test_cli_import_with_margin_to_s3_matches_local(tmp_path, s3_options):
     assert len(_read(url, s3_options, margin=f"{url}_margin")) == 5_000
     cat = lsdb.open_catalog(url, storage_options={**s3_options, "anon": False})
     assert len(cat.compute()) == 5_000
+    # margin and compact through the CLI on the URL: same rows as the local margin, valid after
+    run_cli(
+        "margin", url, "-o", f"{url}_m2", "--radius", "60", "--storage-options", opts, "--synchronous", "-q"
+    )
+    _same_rows(_read(f"{url}_m2", s3_options), _read(str(tmp_path / "local_margin")))
+    proc = run_cli("compact", url, "--dedupe-on", "id", "--storage-options", opts, "--synchronous", "-q")
+    assert "5000 -> 5000 rows" in proc.stdout
+    _same_rows(_read(url, s3_options), _read(str(tmp_path / "local")))
+    assert _strict_valid(url, s3_options)
+    _no_local_s3_dirs(tmp_path)
 
 
 def test_api_margin_append_compact_on_s3_match_local(tmp_path, s3_options):
@@ -127,6 +137,8 @@ def test_api_margin_append_compact_on_s3_match_local(tmp_path, s3_options):
         healforge.import_catalog(
             [a], root, threshold=1_200, highest_order=8, storage_options=so, **FAST, id_column="id"
         )
+        # without --tmp-dir the intermediate files of a URL output went to the local temp dir
+        assert not storage.scratch_dir(storage.as_path(root, so), ".healforge-import").exists()
         margin_path = f"{url}_margin" if kind == "s3" else tmp_path / "cat_margin"
         m = healforge.margin(root, margin_path, 30.0, storage_options=so, **FAST)
         assert m.rows > 0
