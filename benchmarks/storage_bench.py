@@ -128,7 +128,9 @@ def main() -> None:
                 r["moto_peak_rss_mb"] = moto_peak[0] / 2**20 if moto_peak else None
                 r["size_mb"] = sum(fs.du(f"{BUCKET}/cat/dataset", total=False).values()) / 2**20
             else:
-                r["size_mb"] = sum(p.stat().st_size for p in (local_out / "dataset").rglob("*") if p.is_file()) / 2**20
+                r["size_mb"] = (
+                    sum(p.stat().st_size for p in (local_out / "dataset").rglob("*") if p.is_file()) / 2**20
+                )
             results[target] = r
             print(target, json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()}))
     finally:

@@ -34,3 +34,7 @@ class BadInputError(HealforgeError, ValueError):
 
 class CatalogError(HealforgeError):
     """A catalog on disk is missing, inconsistent or in use."""
+
+
+class StorageError(HealforgeError):
+    """A path or URL that cannot be used (unknown protocol, missing fsspec backend)."""

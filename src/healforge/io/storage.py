@@ -37,17 +37,13 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.registry import known_implementations
 from upath import UPath
 
-from healforge.errors import HealforgeError
+from healforge.errors import StorageError
 
 AnyPath = Path | UPath
 # "s3:/bucket/key", "s3:bucket": a known protocol with a missing slash would become a local
 # directory "s3:"
 _BROKEN_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+):(?!//)")
 LOCAL_PROTOCOLS = ("", "file", "local")
-
-
-class StorageError(HealforgeError):
-    """A path or URL that cannot be used (unknown protocol, missing fsspec backend)."""
 
 
 def protocol_of(path: str | os.PathLike) -> str:
