@@ -38,3 +38,7 @@ class CatalogError(HealforgeError):
 
 class OptionError(HealforgeError, ValueError):
     """An option or argument value that cannot be used (out of range, malformed, conflicting)."""
+
+
+class StorageError(HealforgeError):
+    """A path or URL that cannot be used (unknown protocol, missing fsspec backend)."""

@@ -36,6 +36,8 @@ from healforge.catalog import format as fmt
 from healforge.engine import _failpoint
 from healforge.errors import BadInputError, HealforgeError
 from healforge.healpix import SPATIAL_INDEX_COLUMN
+from healforge.io import storage
+from healforge.io.storage import AnyPath, as_path
 
 STATE_DIR = ".healforge"
 RECORD = "outputs.json"
@@ -187,20 +189,20 @@ def check_columns(outputs: Outputs, names: Sequence[str]) -> None:
         )
 
 
-def record(root: str | Path, outputs: Outputs) -> None:
+def record(root: str | AnyPath, outputs: Outputs) -> None:
     """Keep the choices in ``.healforge/outputs.json`` for the changes to come."""
-    fmt.atomic_write_text(Path(root) / STATE_DIR / RECORD, json.dumps(asdict(outputs), indent=1))
+    fmt.atomic_write_text(as_path(root) / STATE_DIR / RECORD, json.dumps(asdict(outputs), indent=1))
 
 
-def recorded(root: str | Path) -> Outputs:
+def recorded(root: str | AnyPath) -> Outputs:
     """The choices recorded at import (none for a catalog made elsewhere)."""
-    path = Path(root) / STATE_DIR / RECORD
+    path = as_path(root) / STATE_DIR / RECORD
     return Outputs(**json.loads(path.read_text())) if path.exists() else Outputs()
 
 
-def present(root: str | Path) -> Outputs:
+def present(root: str | AnyPath) -> Outputs:
     """The optional outputs a catalog has: recorded ones plus those found on disk."""
-    root = Path(root)
+    root = as_path(root)
     out = recorded(root)
     props = fmt.read_properties(root)
     orders = set(out.skymap_alt_orders)
@@ -214,7 +216,7 @@ def present(root: str | Path) -> Outputs:
     return out
 
 
-def _is_generated_summary(path: Path) -> bool:
+def _is_generated_summary(path: AnyPath) -> bool:
     """Whether ``path`` is a summary written by hats (a hand-written README is left alone)."""
     if not path.is_file():
         return False
@@ -224,13 +226,13 @@ def _is_generated_summary(path: Path) -> bool:
     return bool(re.search(r"<title>.+ HATS Catalog</title>", text))
 
 
-def write_at_import(root: str | Path, outputs: Outputs) -> list[str]:
+def write_at_import(root: str | AnyPath, outputs: Outputs) -> list[str]:
     """Record the import's choices and write its optional outputs; returns the files written."""
     record(root, outputs)
     return refresh(root)
 
 
-def refresh(root: str | Path, histogram: np.ndarray | None = None) -> list[str]:
+def refresh(root: str | AnyPath, histogram: np.ndarray | None = None) -> list[str]:
     """Regenerate every optional output of a catalog from the data and metadata now in place.
 
     Called last when a catalog is written or changed (after the properties). Alt-order skymaps
@@ -249,7 +251,7 @@ def refresh(root: str | Path, histogram: np.ndarray | None = None) -> list[str]:
     list[str]
         Names of the files written, relative to ``root``.
     """
-    root = Path(root)
+    root = as_path(root)
     want = present(root)
     if not (
         want.skymap_alt_orders or want.thumbnail or want.per_partition_stats or want.summaries or want.plots
@@ -258,8 +260,8 @@ def refresh(root: str | Path, histogram: np.ndarray | None = None) -> list[str]:
     props = fmt.read_properties(root)
     state = root / STATE_DIR
     for old in state.glob(".outputs-*"):
-        shutil.rmtree(old, ignore_errors=True)
-    scratch = state / f".outputs-{uuid.uuid4().hex}"
+        storage.rmtree(old)
+    scratch = storage.scratch_dir(root, f"{STATE_DIR}/.outputs-{uuid.uuid4().hex}")
     scratch.mkdir(parents=True)
     written: list[str] = []
     try:
@@ -268,7 +270,7 @@ def refresh(root: str | Path, histogram: np.ndarray | None = None) -> list[str]:
             from hats.io.parquet_metadata import write_parquet_metadata
 
             write_parquet_metadata(
-                str(root),
+                root,
                 output_path=str(scratch),
                 order_by_healpix=False,
                 create_metadata=False,
@@ -278,7 +280,7 @@ def refresh(root: str | Path, histogram: np.ndarray | None = None) -> list[str]:
             )
             for name, wanted in ((THUMBNAIL, want.thumbnail), (STATISTICS, want.per_partition_stats)):
                 if wanted:
-                    (scratch / name).replace(root / name)
+                    storage.copy_file(scratch / name, root / name)
                     written.append(name)
         _failpoint("Outputs", len(written))  # crash tests
         # the summaries and plots read the files above, so they come last
@@ -294,7 +296,7 @@ def refresh(root: str | Path, histogram: np.ndarray | None = None) -> list[str]:
     return written
 
 
-def _skymaps(root: Path, scratch: Path, orders: list[int], histogram, props: dict) -> list[str]:
+def _skymaps(root: AnyPath, scratch: Path, orders: list[int], histogram, props: dict) -> list[str]:
     """Write ``skymap.K.fits`` for the valid orders, remove the others, fix the property."""
     if not orders and "hats_skymap_alt_orders" not in props:
         return []
@@ -307,7 +309,7 @@ def _skymaps(root: Path, scratch: Path, orders: list[int], histogram, props: dic
     for k in valid:
         name = f"skymap.{k}.fits"
         write_fits_image(histogram.reshape(12 * 4**k, -1).sum(axis=1), scratch / name)
-        (scratch / name).replace(root / name)
+        storage.copy_file(scratch / name, root / name)
         written.append(name)
     for p in root.iterdir():
         if (m := _ALT_SKYMAP.match(p.name)) and int(m.group(1)) not in valid:
@@ -320,18 +322,18 @@ def _skymaps(root: Path, scratch: Path, orders: list[int], histogram, props: dic
     return written
 
 
-def _summary(root: Path, scratch: Path, kind: str) -> None:
+def _summary(root: AnyPath, scratch: Path, kind: str) -> None:
     """hats' catalog summary (``generate_summary``), written atomically."""
     from hats import read_hats
     from hats.io.summary_file import generate_summary
 
-    catalog = read_hats(str(root))
+    catalog = read_hats(root)
     if not (root / fmt.DATASET_DIR / "_metadata").exists() and not (root / STATISTICS).exists():
         # hats takes the column statistics from _metadata, which a catalog with several files in
         # a pixel does not have: give it one written to the scratch directory instead.
         from hats.io.parquet_metadata import aggregate_column_statistics, write_parquet_metadata
 
-        write_parquet_metadata(str(root), output_path=str(scratch / "meta"))
+        write_parquet_metadata(root, output_path=str(scratch / "meta"))
         metadata = str(scratch / "meta" / fmt.DATASET_DIR / "_metadata")
         catalog.aggregate_column_statistics = partial(
             _column_statistics, aggregate_column_statistics, metadata
@@ -348,7 +350,7 @@ def _summary(root: Path, scratch: Path, kind: str) -> None:
         )
     target = scratch / SUMMARIES[kind]
     target.write_text(text)
-    target.replace(root / SUMMARIES[kind])
+    storage.copy_file(target, root / SUMMARIES[kind])
 
 
 @contextmanager
@@ -371,12 +373,12 @@ def _column_statistics(aggregate, metadata: str, warn_on_modified_catalog: bool 
     return aggregate(metadata, **kwargs)
 
 
-def _plot(root: Path, scratch: Path, name: str) -> None:
+def _plot(root: AnyPath, scratch: Path, name: str) -> None:
     """``skymap.png`` (density) or ``partition_info.png`` (partitions), as hats-import draws them."""
     import matplotlib.pyplot as plt
     from hats import read_hats
 
-    catalog = read_hats(str(root))
+    catalog = read_hats(root)
     if name == "skymap.png":
         from hats.inspection import visualize_catalog
         from matplotlib.colors import LogNorm
@@ -388,7 +390,7 @@ def _plot(root: Path, scratch: Path, name: str) -> None:
     target = scratch / name
     fig.savefig(target, format="png", bbox_inches="tight")
     plt.close(fig)
-    target.replace(root / name)
+    storage.copy_file(target, root / name)
 
 
 __all__ = [

@@ -15,7 +15,6 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -32,7 +31,9 @@ from healforge.catalog.stages import InputSpec
 from healforge.engine import Engine, Progress, owned_engine
 from healforge.errors import BadInputError, CatalogError, OptionError
 from healforge.healpix import check_order
+from healforge.io import storage
 from healforge.io.readers import expand_inputs
+from healforge.io.storage import AnyPath, as_path
 
 WORK_DIR = ".healforge-import"
 CATALOG_TYPES = ("object", "source")
@@ -61,9 +62,9 @@ class ImportResult:
         return text
 
 
-def rejected_path_for(output: str | Path) -> Path:
+def rejected_path_for(output: str | AnyPath) -> AnyPath:
     """Where quarantined rows of an import into ``output`` are written (beside the catalog)."""
-    output = Path(output)
+    output = as_path(output)
     return output.with_name(output.name + ".rejected.parquet")
 
 
@@ -102,6 +103,8 @@ def import_catalog(
     summary: bool = False,
     resume: bool | None = None,
     overwrite: bool = False,
+    storage_options: dict | None = None,
+    tmp_dir: str | os.PathLike | None = None,
     engine: Engine | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
@@ -117,7 +120,7 @@ def import_catalog(
         URLs), or one existing HATS catalog or collection directory to re-import (repartition):
         its rows, ``_healpix_29`` and properties are kept, sizes, orders and dates are new.
     output
-        Catalog directory to create.
+        Catalog directory to create: a local path or an fsspec URL (``s3://bucket/cat``).
     ra, dec
         Coordinate columns, degrees (default ``ra``/``dec``, or the re-imported catalog's).
     id_column
@@ -167,6 +170,11 @@ def import_catalog(
         ``True``: there must be one. ``False``: start afresh (needs ``overwrite`` if output exists).
     overwrite
         Delete an existing output first.
+    storage_options
+        fsspec options for a URL ``output`` (and ``margin_path``): credentials, endpoint...
+    tmp_dir
+        Local directory for the intermediate files (default: inside a local output, the system
+        temp dir for a URL output). A rerun with the same output finds them there and resumes.
     engine, workers, scheduler, synchronous, quiet
         Where tasks run (see :class:`healforge.engine.Engine`) and whether to show progress.
 
@@ -209,7 +217,7 @@ def import_catalog(
         default_columns=default_columns,
         properties=properties,
     )
-    output = Path(output).absolute()
+    output = as_path(output, storage_options)
     source = _source_catalog(inputs, output)
     extra: dict = {}
     if source is not None:
@@ -234,7 +242,7 @@ def import_catalog(
         columns = list(dict.fromkeys([*columns, *([id_column] if id_column else []), *sort_columns]))
     if id_column:
         extra["hats_col_id"] = id_column
-    work = output / WORK_DIR
+    work = storage.scratch_dir(output, WORK_DIR, tmp_dir)
     args = {
         "files": files,
         "ra": ra,
@@ -370,13 +378,18 @@ def import_catalog(
     if margin_arcsec:
         from healforge.catalog.margin import margin
 
-        target = Path(margin_path) if margin_path else output.with_name(output.name + "_margin")
+        target = (
+            as_path(margin_path, storage_options)
+            if margin_path
+            else output.with_name(output.name + "_margin")
+        )
         t0 = time.perf_counter()
         result.margin = margin(
             output,
             target,
             margin_arcsec,
             overwrite=True,
+            tmp_dir=tmp_dir,
             engine=engine,
             workers=workers,
             scheduler=scheduler,
@@ -387,17 +400,17 @@ def import_catalog(
     return result
 
 
-def check_file_sizes(files: list[Path], max_bytes: int, slack: float = 0.1) -> None:
+def check_file_sizes(files: list[AnyPath], max_bytes: int, slack: float = 0.1) -> None:
     """Every data file at most ``slack`` over ``max_bytes`` (the row-size estimate held)."""
-    for f in files:
-        if Path(f).exists() and (size := Path(f).stat().st_size) > max_bytes * (1 + slack):
+    for f in map(as_path, files):
+        if f.exists() and (size := f.stat().st_size) > max_bytes * (1 + slack):
             raise CatalogError(
                 f"data file {f} has {size} bytes, more than 10% over --max-bytes {max_bytes}: the "
                 "row sizes estimated from the input were too small; use a smaller --max-bytes"
             )
 
 
-def _source_catalog(inputs: list, output: Path) -> SourceCatalog | None:
+def _source_catalog(inputs: list, output: AnyPath) -> SourceCatalog | None:
     """The HATS catalog to re-import when the input is one (it must then be the only input)."""
     found = [(p, c) for p in inputs if (c := source_catalog(p)) is not None]
     if not found:
@@ -413,7 +426,7 @@ def _source_catalog(inputs: list, output: Path) -> SourceCatalog | None:
 
 
 def finish_catalog(
-    root: Path,
+    root: AnyPath,
     pixels: list[tuple[int, int]],
     histogram: np.ndarray,
     *,
@@ -428,7 +441,7 @@ def finish_catalog(
 ) -> int:
     """Write the catalog-level files of a catalog whose data files are in place; returns its rows."""
 
-    root = Path(root)
+    root = as_path(root)
     fmt.write_partition_info(root, pixels)
     total = fmt.write_dataset_metadata(root)
     fmt.write_skymaps(root, histogram)
@@ -453,10 +466,13 @@ def finish_catalog(
     return total
 
 
-def _prepare_output(output: Path, work: Path, args: dict, resume: bool | None, overwrite: bool) -> bool:
+def _prepare_output(output: AnyPath, work, args: dict, resume: bool | None, overwrite: bool) -> bool:
     plan = work / "plan.json"
-    if overwrite and output.exists():
-        shutil.rmtree(output)
+    if overwrite:
+        if output.exists():
+            storage.rmtree(output)
+        if work.exists():  # intermediate files kept apart from the output (--tmp-dir, URL output)
+            shutil.rmtree(work)
     if plan.exists():
         previous = json.loads(plan.read_text())
         if previous == args and resume is not False:
@@ -473,21 +489,20 @@ def _prepare_output(output: Path, work: Path, args: dict, resume: bool | None, o
         )
     if resume:
         raise CatalogError(f"nothing to resume: {output} has no unfinished import")
-    if output.exists() and any(output.iterdir()):
+    if not storage.is_empty_dir(output):
         raise CatalogError(f"output {output} exists and is not empty; use --overwrite to replace it")
     rejected = rejected_path_for(output)
     if rejected.exists():
-        rejected.unlink()
+        storage.rmtree(rejected)
     work.mkdir(parents=True, exist_ok=True)
     fmt.atomic_write_text(plan, json.dumps(args, indent=1))
     return False
 
 
-def _write_rejected(output: Path, tables: list[pa.Table]) -> Path:
+def _write_rejected(output: AnyPath, tables: list[pa.Table]) -> AnyPath:
     target = rejected_path_for(output)
-    tmp = target.with_name(f".{target.name}.tmp")
-    pq.write_table(pa.concat_tables(tables), tmp)
-    os.replace(tmp, target)
+    with storage.atomic_output(target) as tmp:
+        pq.write_table(pa.concat_tables(tables), tmp)
     return target
 
 

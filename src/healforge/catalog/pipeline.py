@@ -134,14 +134,14 @@ def reduce_stage(
     eng: Engine,
     destinations: list[tuple[int, int, int]],
     slices: list[list],
-    targets: list[Path],
+    targets: list,
     done_dir: Path,
     sort_columns=(),
     compression: str | None = "zstd:3",
     row_group_rows: int = 1_048_576,
     subtile_order_delta: int | None = None,
 ) -> None:
-    """Write every destination pixel from its slices to its target path.
+    """Write every destination pixel from its slices to its target path (local or URL).
 
     ``subtile_order_delta`` D: one row group per order K+D sub-pixel of an order-K pixel."""
     done_dir.mkdir(parents=True, exist_ok=True)
@@ -160,7 +160,7 @@ def reduce_stage(
                 "compression": compression,
                 "row_group_rows": row_group_rows,
                 "subtile_order_delta": subtile_order_delta,
-                "target": str(target),
+                "target": target,  # a path object: keeps a URL's storage options
                 "done": str(done),
             }
         )

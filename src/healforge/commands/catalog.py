@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from healforge.commands import add_engine_args, engine_kwargs
+from healforge.commands import add_engine_args, add_storage_args, engine_kwargs, storage_kwargs
 
 # Kept here (not imported from healforge.io.readers) so that ``healforge --help`` stays fast.
 FORMATS = ["csv", "parquet", "fits", "hdf5", "ecsv"]
@@ -68,6 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--margin", type=float, default=None, metavar="ARCSEC", help="also build a margin cache")
     p.add_argument("--margin-path", default=None, help="where to write it (default: OUTPUT_margin)")
     _add_output_args(p)
+    add_storage_args(p)
     add_engine_args(p)
     p.set_defaults(func=_import)
 
@@ -80,6 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hdf5-group", default=None, help="HDF5 group holding the column datasets")
     p.add_argument("--fits-hdu", type=int, default=None, help="FITS table extension (default: the first)")
     p.add_argument("--margin", default=None, help="margin catalog to rebuild (default: the recorded ones)")
+    add_storage_args(p)
     add_engine_args(p)
     p.set_defaults(func=_append)
 
@@ -89,16 +91,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-latest-by", default=None, metavar="COL", help="keep the row with the greatest COL")
     p.add_argument("--threshold", type=int, default=None, help="maximum rows per pixel")
     p.add_argument("--margin", default=None, help="margin catalog to rebuild (default: the recorded ones)")
+    add_storage_args(p)
     add_engine_args(p)
     p.set_defaults(func=_compact)
 
     p = sub.add_parser("info", help="describe a HATS catalog")
     p.add_argument("path")
+    add_storage_args(p, tmp_dir=False)
     p.set_defaults(func=_info)
 
     p = sub.add_parser("validate", help="strict hats validation plus data checks")
     p.add_argument("catalog")
     p.add_argument("--id", dest="id_column", default=None, help="check this column is unique")
+    add_storage_args(p, tmp_dir=False)
     p.set_defaults(func=_validate)
 
 
@@ -133,6 +138,7 @@ def _import(args: argparse.Namespace) -> int:
         **_output_kwargs(args),
         resume=True if args.resume else None,
         overwrite=args.overwrite,
+        **storage_kwargs(args),
         **engine_kwargs(args),
     )
     print(("resumed and finished: " if result.resumed else "imported ") + str(result))
@@ -150,6 +156,7 @@ def _append(args: argparse.Namespace) -> int:
         reader_options=_reader_options(args),
         on_bad_rows=args.on_bad_rows,
         margin=args.margin,
+        **storage_kwargs(args),
         **engine_kwargs(args),
     )
     print(result)
@@ -165,6 +172,7 @@ def _compact(args: argparse.Namespace) -> int:
         args.keep_latest_by,
         args.threshold,
         margin=args.margin,
+        **storage_kwargs(args),
         **engine_kwargs(args),
     )
     print(result)
@@ -216,13 +224,13 @@ def _reader_options(args: argparse.Namespace) -> dict:
 def _info(args: argparse.Namespace) -> int:
     from healforge.catalog.info import catalog_info
 
-    print(catalog_info(args.path))
+    print(catalog_info(args.path, **storage_kwargs(args)))
     return 0
 
 
 def _validate(args: argparse.Namespace) -> int:
     from healforge.catalog.validate import validate_catalog
 
-    report = validate_catalog(args.catalog, id_column=args.id_column)
+    report = validate_catalog(args.catalog, id_column=args.id_column, **storage_kwargs(args))
     print(report, file=sys.stdout if report.ok else sys.stderr)
     return 0 if report.ok else 1

@@ -299,8 +299,11 @@ def _iter_ecsv(path, columns, batch_rows, storage_options=None, **_):
 def expand_inputs(paths: Sequence[str | os.PathLike]) -> list[str]:
     """Expand directories and glob patterns into a sorted, de-duplicated list of files."""
     out: list[str] = []
+    from healforge.io.storage import as_path
+
     for p in paths:
         p = str(p)
+        as_path(p)  # an unknown protocol or a missing fsspec backend is a StorageError
         fs, fs_path = fsspec.core.url_to_fs(p)
         proto = fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol
         prefix = "" if proto in ("file", "local") else f"{proto}://"
