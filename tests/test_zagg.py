@@ -413,3 +413,74 @@ def test_filters_expression_and_level_config_run(tmp_path):
         assert ds["n"].values[i] == sel.sum()
         assert ds["dh"].values[i] == pytest.approx(np.mean((h[keep] - dem[keep])[sel]), rel=1e-12)
         assert ds["h_med"].values[i] == pytest.approx(np.median(h[keep][sel]), rel=1e-12)
+
+
+@pytest.mark.parametrize("exact", [False, True], ids=["streaming", "exact"])
+def test_numpy_meanings_nan_percentile_ddof_user_function(tmp_path, exact):
+    """numpy's NaN propagation (min vs nanmin), percentile q in [0, 100], ddof, dotted callables."""
+    rng = np.random.default_rng(9)
+    n = 600
+    lat, lon = rng.uniform(-75, -74.95, n), rng.uniform(10, 10.1, n)
+    h = rng.normal(50, 3, n)
+    h[::37] = np.nan
+    write_h5(tmp_path / "g.h5", {"/b/lat": lat, "/b/lon": lon, "/b/h": h})
+    variables = {
+        "n": {"function": "len", "source": "h", "dtype": "int64"},
+        "mn": {"function": "min", "source": "h", "dtype": "float64"},
+        "nmn": {"function": "nanmin", "source": "h", "dtype": "float64"},
+        "sd1": {"function": "std", "source": "h", "params": {"ddof": 1}, "dtype": "float64"},
+        "nsd": {"function": "nanstd", "source": "h", "dtype": "float64"},
+    }
+    if exact:
+        variables["p90"] = {
+            "function": "nanpercentile",
+            "source": "h",
+            "params": {"q": 90},
+            "dtype": "float64",
+        }
+        variables["span"] = {"function": "numpy.nanmax", "source": "h", "dtype": "float64"}
+        variables["rng"] = {"function": "np.ptp", "source": "h", "dtype": "float64"}
+    raw = {
+        "data_source": {
+            "groups": ["b"],
+            "coordinates": {"latitude": "/{group}/lat", "longitude": "/{group}/lon"},
+            "variables": {"h": "/{group}/h"},
+        },
+        "aggregation": {"variables": variables},
+        "output": {"grid": {"type": "healpix", "parent_order": 7, "child_order": 11}, "pyramid": False},
+    }
+    path = _zagg_yaml(tmp_path, raw)
+    run_zagg(
+        str(path),
+        inputs=[str(tmp_path / "g.h5")],
+        store=str(tmp_path / "o.zarr"),
+        exact=exact,
+        synchronous=True,
+        quiet=True,
+    )
+    ds, _ = open_level(tmp_path / "o.zarr", 11)
+    cells, _ = mortie.mort2healpix(mortie.geo2mort(lat, lon, order=11))
+    assert ds["cell_ids"].values.tolist() == np.unique(cells).tolist()
+    has_nan = 0
+    with np.errstate(all="ignore"):
+        for i, c in enumerate(ds["cell_ids"].values):
+            v = h[cells == c]
+            has_nan += int(np.isnan(v).any())
+            assert ds["n"].values[i] == v.size
+            np.testing.assert_equal(ds["mn"].values[i], np.min(v))  # NaN when the cell holds a NaN
+            assert ds["nmn"].values[i] == np.nanmin(v)
+            np.testing.assert_allclose(ds["nsd"].values[i], np.nanstd(v), rtol=1e-9)
+            np.testing.assert_allclose(ds["sd1"].values[i], np.std(v, ddof=1), rtol=1e-9)
+            if exact:
+                np.testing.assert_allclose(ds["p90"].values[i], np.nanpercentile(v, 90), rtol=1e-12)
+                assert ds["span"].values[i] == np.nanmax(v)
+                np.testing.assert_equal(ds["rng"].values[i], np.ptp(v))
+    assert has_nan > 3
+
+
+def test_user_function_needs_exact(tmp_path):
+    raw = yaml.safe_load(SHIPPED.read_text())
+    raw["aggregation"]["variables"]["h_span"] = {"function": "numpy.ptp", "source": "h_li"}
+    with pytest.raises(ConfigError, match=r"aggregation.variables.h_span.function: .*--exact"):
+        translate(raw, source="z.yaml", inputs=["x.h5"], store="o.zarr")
+    assert translate(raw, source="z.yaml", inputs=["x.h5"], store="o.zarr", exact=True).exact

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -188,9 +189,11 @@ def run_exact(
     from healforge.zagg.run import finish_map
 
     store = plan.store
-    if "://" in store and work_dir is None:
-        raise ValueError("exact mode with a remote store needs a local work directory (work_dir)")
-    work = Path(work_dir or f"{store.rstrip('/')}.work")
+    if work_dir is None:  # local scratch beside a local store, a temporary folder for a URL
+        work_dir = (
+            tempfile.mkdtemp(prefix="healforge-zagg-") if "://" in store else f"{store.rstrip('/')}.work"
+        )
+    work = Path(work_dir)
     (work / "prep").mkdir(parents=True, exist_ok=True)
     files = cfg.inputs[0].files()
     needed = sorted(cfg.needed_columns - {cfg.coordinates.lon, cfg.coordinates.lat})

@@ -494,6 +494,11 @@ def translate(
             if src is None:
                 e.add(f"{key}.source", f"is required for function {func}")
             stats[name] = {"function": func, "column": src}
+            if src is not None and "." not in func and not func.startswith("nan"):
+                guard = (f"_zagg_{name}_n", f"_zagg_{name}_rows")  # numpy's NaN propagation
+                stats[guard[0]] = {"function": "count", "column": src}
+                stats[guard[1]] = {"function": "count"}
+                o.nan_guard = guard
             if not exact_flag:
                 e.add(
                     f"{key}.function",
