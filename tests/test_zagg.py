@@ -20,7 +20,7 @@ import yaml
 
 from conftest import run_cli
 from healforge.config import ConfigError
-from healforge.zagg import load, run_zagg, translate
+from healforge.zagg import load, morton_of, run_zagg, translate
 from healforge.zagg.read import iter_granule
 
 DATA = Path(__file__).parent / "data"
@@ -30,7 +30,7 @@ FILL = np.float32(3.4028235e38)
 VARIABLES = ["count", "h_min", "h_max", "h_mean", "h_sigma", "h_variance", "h_q25", "h_q50", "h_q75"]
 
 
-def make_granule(path, n=250, seed=0, lat0=-75.0):
+def make_granule(path, n=250, seed=0, lat0=-75.0, lon0=10.0):
     """An ATL06-like granule: six beams, flagged rows (quality 1) carry fill values."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -38,7 +38,7 @@ def make_granule(path, n=250, seed=0, lat0=-75.0):
         for b in BEAMS:
             g = f.create_group(f"{b}/land_ice_segments")
             lat = rng.uniform(lat0, lat0 + 0.12, n)
-            lon = rng.uniform(10.0, 10.4, n)
+            lon = rng.uniform(lon0, lon0 + 0.4, n)
             h = rng.normal(2000, 30, n).astype(np.float32)
             sigma = rng.uniform(0.05, 2.0, n).astype(np.float32)
             q = (rng.uniform(size=n) < 0.2).astype(np.int8)
@@ -83,7 +83,7 @@ def expected(rows, order):
 @pytest.fixture(scope="module")
 def granules(tmp_path_factory):
     base = tmp_path_factory.mktemp("zagg")
-    parts = [make_granule(base / f"ATL06_{i}.h5", seed=i) for i in range(2)]
+    parts = [make_granule(base / f"ATL06_{i}.h5", seed=i, lon0=10.0 + i) for i in range(2)]  # two shards
     rows = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     return base, sorted(str(p) for p in base.glob("*.h5")), rows
 
@@ -271,10 +271,15 @@ def _zagg_yaml(tmp_path, raw, name="z.yaml"):
 
 def test_granule_catalog_json_is_the_input_list(granules, tmp_path):
     base, files, rows = granules
+    ok = rows["q"] == 0
+    shards = mortie.geo2mort(rows["lat"][ok], rows["lon"][ok], order=6)
+    keys, n_in = np.unique(shards, return_counts=True)
+    assert keys.size >= 2  # the data spans several shards; the catalog lists all but the last
     cat = {
         "metadata": {"short_name": "ATL06"},
         "grid_signature": {"type": "healpix", "parent_order": 6, "child_order": 12},
-        "shard_keys": [1, 2],
+        "shard_keys": [int(k) for k in keys[:-1]]
+        + [int(morton_of(np.array([5]), 6)[0])],  # + one without data
         "granules": [
             [{"id": "a", "s3": files[0], "https": "https://example.invalid/a.h5"}],
             [
@@ -302,7 +307,8 @@ def test_granule_catalog_json_is_the_input_list(granules, tmp_path):
         "-q",
     )
     ds, _ = open_level(tmp_path / "c.zarr", 12)
-    assert int(ds["count"].sum()) == int((rows["q"] == 0).sum())
+    assert int(ds["count"].sum()) == int(n_in[:-1].sum())  # zagg writes the listed shards only
+    assert "shards" in ds.attrs["healforge"]["zagg"]
 
 
 @pytest.mark.parametrize(

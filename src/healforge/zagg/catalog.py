@@ -11,6 +11,7 @@ import json
 import os
 
 import fsspec
+import numpy as np
 
 from healforge.config import ConfigError
 
@@ -20,7 +21,24 @@ REQUIRED = ("grid_signature", "shard_keys", "granules")
 def granules_of(
     path: str, driver: str = "s3", grid_orders: tuple[int | None, int | None] = (None, None)
 ) -> list[str]:
-    """Unique granule hrefs of a catalog, in catalog order.
+    """Unique granule hrefs of a catalog, in catalog order."""
+    return read_catalog(path, driver, grid_orders)[0]
+
+
+def shard_cells(keys: list[int]) -> tuple[int, list[int]]:
+    """Order and nested cells of zagg shard keys (mortie morton words)."""
+    import mortie
+
+    if not keys:
+        return 0, []
+    cells, order = mortie.mort2healpix(np.asarray(keys, dtype=np.uint64))
+    return int(order), sorted(int(c) for c in np.atleast_1d(cells))
+
+
+def read_catalog(
+    path: str, driver: str = "s3", grid_orders: tuple[int | None, int | None] = (None, None)
+) -> tuple[list[str], list[int]]:
+    """Unique granule hrefs of a catalog (in catalog order) and its shard keys.
 
     Raises
     ------
@@ -63,4 +81,4 @@ def granules_of(
             if href not in seen:
                 seen.add(href)
                 out.append(href)
-    return out
+    return out, [int(k) for k in doc["shard_keys"]]

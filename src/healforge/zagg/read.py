@@ -105,6 +105,21 @@ def _predicate(arr: np.ndarray, f: Mapping[str, Any], path: str, file: str) -> n
     return mask if f.get("keep", True) else ~mask
 
 
+def _in_shards(lon: np.ndarray, lat: np.ndarray, shards: Mapping[str, Any]) -> np.ndarray:
+    """Rows whose cell at the shard order is one of ``shards["cells"]`` (bad coordinates kept,
+    so that the pipeline reports them)."""
+    from healforge.aggregate.coords import geodetic_to_authalic
+    from healforge.healpix import bad_coordinate_mask, lonlat_to_pixel, wrap_lon
+
+    lon, lat = np.asarray(lon, np.float64), np.asarray(lat, np.float64)
+    bad = bad_coordinate_mask(lon, lat)
+    out = np.ones(lon.size, dtype=bool)
+    good = ~bad
+    pix = lonlat_to_pixel(wrap_lon(lon[good]), geodetic_to_authalic(lat[good]), int(shards["order"]))
+    out[good] = np.isin(pix, np.asarray(shards["cells"], dtype=np.int64))
+    return out
+
+
 def read_group(h5, group: str | None, layout: Mapping[str, Any], file: str) -> pa.Table | None:
     """Every column of one group as a table (``None`` when the group is absent)."""
     g = group or ""
@@ -155,6 +170,9 @@ def read_group(h5, group: str | None, layout: Mapping[str, Any], file: str) -> p
                     f"filter dataset {path!r} has {arr.shape[0]} rows, the base rate {n}", path=file
                 )
             keep &= _predicate(arr, f, path, file)
+    shards = layout.get("shards")
+    if shards:  # a catalog's shards (authalic cells at the shard order): zagg writes these only
+        keep &= _in_shards(data["longitude"], data["latitude"], shards)
     table = {name: pa.array(v) for name, v in data.items()}
     table[KEEP] = pa.array(keep)
     if group is not None:

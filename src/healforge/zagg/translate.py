@@ -201,7 +201,7 @@ def translate(
     ConfigError
         Listing every key that is wrong or cannot be honoured, naming the file.
     """
-    from healforge.zagg.catalog import granules_of
+    from healforge.zagg.catalog import read_catalog, shard_cells
 
     base = base_dir or os.getcwd()
     e = _Errors()
@@ -535,6 +535,7 @@ def translate(
 
     # inputs --------------------------------------------------------------------------------
     paths: list[str] = []
+    shard_keys: list[int] = []  # a catalog's shards: zagg writes these only
     given = list(inputs) if inputs else []
     if not given and top.get("catalog"):
         given = [_resolve(str(top["catalog"]), base)]
@@ -542,7 +543,9 @@ def translate(
         e.add("catalog", "no input granules: give --inputs FILES or a catalog JSON")
     for p in given:
         if str(p).lower().endswith(".json"):
-            paths.extend(granules_of(str(p), driver, grid_orders=(parent, child)))  # errors name the catalog
+            hrefs, keys = read_catalog(str(p), driver, grid_orders=(parent, child))  # errors name the catalog
+            paths.extend(h for h in hrefs if h not in paths)
+            shard_keys.extend(keys)
         else:
             paths.append(str(p))
     if e.items:
@@ -564,14 +567,25 @@ def translate(
                 "levels": {k: dict(v) for k, v in (levels or {}).items()},
                 "base_level": base_level,
                 "level_variables": level_vars,
+                "shards": None,
             },
         },
     }
+    if shard_keys:
+        try:
+            shard_order, cells = shard_cells(shard_keys)
+        except ImportError:
+            raise ConfigError(
+                [("catalog", "restricting to the catalog's shards needs mortie")], source
+            ) from None
+        input_spec["options"]["layout"]["shards"] = {"order": shard_order, "cells": cells}
+        conventions["shards"] = f"rows outside the catalog's {len(cells)} shards are filtered out (as zagg)"
+        columns.setdefault(KEEP, coords["latitude"])
     if groups:
         input_spec["groups"] = groups
     for vname, tmpl in ((n, t) for m in level_vars.values() for n, t in m.items()):
         input_spec["columns"][vname] = tmpl
-    filt = [KEEP] if filters else []
+    filt = [KEEP] if KEEP in columns else []
     filt += [f"({x})" for x in filter_exprs]
     pipeline = {
         "name": f"zagg:{os.path.basename(source)}",
