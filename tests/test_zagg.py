@@ -490,3 +490,40 @@ def test_user_function_needs_exact(tmp_path):
     with pytest.raises(ConfigError, match=r"aggregation.variables.h_span.function: .*--exact"):
         translate(raw, source="z.yaml", inputs=["x.h5"], store="o.zarr")
     assert translate(raw, source="z.yaml", inputs=["x.h5"], store="o.zarr", exact=True).exact
+
+
+def test_exact_run_resumes_after_a_crash_and_restarts_on_a_changed_config(granules, tmp_path, monkeypatch):
+    import healforge.zagg.exact as ex
+
+    base, files, rows = granules
+    raw = yaml.safe_load(SHIPPED.read_text())
+    raw["output"]["pyramid"] = False
+    work = tmp_path / "work"
+
+    def plan(r):
+        return translate(r, source=str(SHIPPED), inputs=files, store=str(tmp_path / "o.zarr"), exact=True)
+
+    real = ex.shard_statistics
+    monkeypatch.setattr(ex, "shard_statistics", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("killed")))
+    with pytest.raises(Exception, match="killed"):
+        run_zagg(plan(raw), synchronous=True, quiet=True, work_dir=str(work))
+    prepared = {p: p.stat().st_mtime_ns for p in (work / "prep").glob("*.parquet")}
+    assert len(prepared) == 2 and list((work / "shards").glob("*.parquet"))
+    monkeypatch.setattr(ex, "shard_statistics", real)
+    calls = []
+    real_prepare = ex.prepare_granule
+    monkeypatch.setattr(ex, "prepare_granule", lambda *a, **k: calls.append(a) or real_prepare(*a, **k))
+    run_zagg(plan(raw), synchronous=True, quiet=True, work_dir=str(work))
+    assert calls == []  # resumed: no granule prepared again
+    check(open_level(tmp_path / "o.zarr", 12)[0], expected(rows, 12), rtol=2e-7, quantiles_exact=True)
+    assert not work.exists()  # removed after the store is written
+    # a changed configuration does not reuse stale work files
+    monkeypatch.setattr(ex, "shard_statistics", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("killed")))
+    with pytest.raises(Exception, match="killed"):
+        run_zagg(plan(raw), synchronous=True, quiet=True, work_dir=str(work))
+    monkeypatch.setattr(ex, "shard_statistics", real)
+    raw2 = copy.deepcopy(raw)
+    raw2["data_source"]["quality_filter"]["value"] = 1
+    run_zagg(plan(raw2), synchronous=True, quiet=True, work_dir=str(work))
+    ds, _ = open_level(tmp_path / "o.zarr", 12)
+    assert int(ds["count"].sum()) == int((rows["q"] == 1).sum())

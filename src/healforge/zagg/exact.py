@@ -170,6 +170,22 @@ def shard_statistics(target: str, cfg: PipelineConfig, orders: list[int]) -> dic
     return out
 
 
+def _claim(work: Path, cfg: PipelineConfig, plan) -> None:
+    """Keep a work directory made by the same configuration (resume); start afresh otherwise."""
+    from healforge.pipeline import config_sections, plan_state_columns
+
+    sections = config_sections(cfg, plan_state_columns(cfg)[0])
+    sections["statistics"] = [repr(s) for s in cfg.statistics]
+    sections["orders"] = [int(k) for k in plan.orders]
+    stamp = json.dumps(sections, sort_keys=True, default=str)
+    marker = work / "config.json"
+    if marker.exists() and marker.read_text() != stamp:
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    if not marker.exists():
+        marker.write_text(stamp)
+
+
 def run_exact(
     plan,
     cfg: PipelineConfig,
@@ -194,6 +210,7 @@ def run_exact(
             tempfile.mkdtemp(prefix="healforge-zagg-") if "://" in store else f"{store.rstrip('/')}.work"
         )
     work = Path(work_dir)
+    _claim(work, cfg, plan)
     (work / "prep").mkdir(parents=True, exist_ok=True)
     files = cfg.inputs[0].files()
     needed = sorted(cfg.needed_columns - {cfg.coordinates.lon, cfg.coordinates.lat})

@@ -224,7 +224,7 @@ def translate(
     if reader not in ("h5coro", "h5py"):
         e.add("data_source.reader", f"must be h5coro or h5py; got {reader!r}")
     driver = ds.get("driver", "s3")
-    if driver not in ("s3", "https", "local"):
+    if driver not in ("s3", "https"):
         e.add("data_source.driver", f"must be s3 or https; got {driver!r}")
     conventions["reader"] = f"{reader} -> h5py over fsspec (driver {driver})"
     groups = ds.get("groups") or []
@@ -515,6 +515,8 @@ def translate(
     parent = e.order(grid.get("parent_order", child), "output.grid.parent_order")
     if child is not None and parent is not None and parent > child:
         e.add("output.grid.parent_order", f"must be at most child_order {child}; got {parent}")
+    if grid.get("layout", "fullsphere") not in ("fullsphere", "dense"):
+        e.add("output.grid.layout", f"must be fullsphere or dense; got {grid.get('layout')!r}")
     if grid.get("chunk_inner") is not None:
         e.add("output.grid.chunk_inner", "inner chunk orders are not supported")
     conventions["layout"] = "sparse cells (one group per order), not zagg's full-sphere arrays"
