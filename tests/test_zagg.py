@@ -527,3 +527,38 @@ def test_exact_run_resumes_after_a_crash_and_restarts_on_a_changed_config(granul
     run_zagg(plan(raw2), synchronous=True, quiet=True, work_dir=str(work))
     ds, _ = open_level(tmp_path / "o.zarr", 12)
     assert int(ds["count"].sum()) == int((rows["q"] == 1).sum())
+
+
+def test_granules_and_store_on_s3(granules, tmp_path, s3_options, monkeypatch):
+    """driver s3: catalog hrefs s3://..., output.store on S3 with output.endpoint_url."""
+    import s3fs
+
+    from conftest import BUCKET
+
+    base, files, rows = granules
+    endpoint = s3_options["client_kwargs"]["endpoint_url"]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)  # how an S3-compatible source is reached
+    fs = s3fs.S3FileSystem(**s3_options)
+    hrefs = []
+    for f in files:
+        fs.put(f, f"{BUCKET}/granules/{Path(f).name}")
+        hrefs.append(f"s3://{BUCKET}/granules/{Path(f).name}")
+    cat = {"grid_signature": {"parent_order": 6, "child_order": 12}, "shard_keys": [], "granules": []}
+    ok = rows["q"] == 0
+    keys = np.unique(mortie.geo2mort(rows["lat"][ok], rows["lon"][ok], order=6))
+    cat["shard_keys"] = [int(k) for k in keys]
+    cat["granules"] = [[{"id": h, "s3": h, "https": h.replace("s3://", "https://")} for h in hrefs]] * len(
+        keys
+    )
+    (tmp_path / "catalog.json").write_text(json.dumps(cat))
+    raw = yaml.safe_load(SHIPPED.read_text())
+    raw["output"]["store"] = f"s3://{BUCKET}/zagg/out.zarr"
+    raw["output"]["endpoint_url"] = endpoint
+    raw["output"]["pyramid"] = False
+    raw["catalog"] = "catalog.json"
+    path = _zagg_yaml(tmp_path, raw)
+    summary = run_zagg(str(path), synchronous=True, quiet=True)
+    assert summary["outputs"] == [f"s3://{BUCKET}/zagg/out.zarr"]
+    ds = xr.open_zarr(fs.get_mapper(f"{BUCKET}/zagg/out.zarr"), group="order_12")
+    xdggs.decode(ds)
+    check(ds, expected(rows, 12), rtol=2e-7, quantiles_exact=False)
