@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from healforge.config import EXPRESSION_FUNCTIONS, Expression
+from healforge.zagg import rowexpr
 
 # aggregate name -> (pipeline function, parameters, numpy propagates NaN)
 AGGREGATES: dict[str, tuple[str, dict, bool]] = {
@@ -80,7 +80,7 @@ def row_expression(text: str) -> str:
     except SyntaxError as exc:
         raise ValueError(f"not a valid expression ({exc.msg}): {text!r}") from None
     out = ast.unparse(_StripNumpy().visit(tree))
-    Expression.parse(out)  # raises ValueError naming what is not allowed
+    rowexpr.check(out)  # raises ValueError naming what is not allowed
     return out
 
 
@@ -139,7 +139,7 @@ class CellExpression:
                 )
             env[a.name] = v
         with np.errstate(all="ignore"):
-            out = Expression.parse(self.outer).evaluate(env)
+            out = rowexpr.evaluate(self.outer, env)
         n = len(next(iter(env.values()))) if env else 0
         return np.broadcast_to(np.asarray(out, dtype=np.float64), (n,)).copy()
 
@@ -179,10 +179,10 @@ def parse_cell(name: str, text: str) -> CellExpression:
                 aggregates.append(agg)
                 return ast.Name(id=agg.name, ctx=ast.Load())
             self.generic_visit(node)
-            if fname is not None and fname not in EXPRESSION_FUNCTIONS:
+            if fname is not None and not rowexpr.is_elementwise(fname):
                 raise ValueError(
                     f"function {fname!r} is not allowed in the cell expression {text!r}; aggregates: "
-                    f"{', '.join(sorted(AGGREGATES))}; element-wise: {', '.join(sorted(EXPRESSION_FUNCTIONS))}"
+                    f"{', '.join(sorted(AGGREGATES))}; element-wise: {', '.join(rowexpr.elementwise_names())}"
                 )
             if fname is not None:
                 node.func = ast.Name(id=fname, ctx=ast.Load())
@@ -192,8 +192,7 @@ def parse_cell(name: str, text: str) -> CellExpression:
     if not aggregates:
         raise ValueError(f"the cell expression {text!r} aggregates nothing (use e.g. np.sum(...))")
     outer = ast.unparse(outer_tree)
-    expr = Expression.parse(outer)
-    stray = sorted(n for n in expr.names if not n.startswith(prefix))
+    stray = sorted(n for n in rowexpr.check(outer) if not n.startswith(prefix))
     if stray:
         raise ValueError(
             f"column(s) {stray} are used outside an aggregate in {text!r}; a cell expression combines "

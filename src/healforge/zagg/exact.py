@@ -36,6 +36,7 @@ from healforge.config import PipelineConfig, Statistic
 from healforge.engine import Engine
 from healforge.errors import BadInputError
 from healforge.healpix import SPATIAL_INDEX_COLUMN, bad_coordinate_mask, describe_bad_coordinate
+from healforge.zagg import rowexpr
 
 LON, LAT = "_lon", "_lat"
 
@@ -63,8 +64,8 @@ def _stat_names(stat: Statistic) -> list[tuple[str, str]]:
 
 
 def _group_key(stat: Statistic) -> tuple:
-    weight = stat.weight.text if stat.function.startswith("weighted_") and stat.weight else None
-    expr = stat.expression.text if stat.expression is not None else None
+    weight = rowexpr.source(stat.weight) if stat.function.startswith("weighted_") else None
+    expr = rowexpr.source(stat.expression)
     ddof = int(stat.parameters.get("ddof", 1)) if stat.function in ("var", "std") else 1
     if stat.function.startswith("weighted_") and int(stat.parameters.get("ddof", 0)) != 0:
         raise ValueError(f"statistic {stat.name}: exact weighted variance uses ddof 0")

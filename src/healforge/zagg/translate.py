@@ -626,9 +626,9 @@ def translate(
 
 
 def _names(expr: str) -> set[str]:
-    from healforge.config import Expression
+    from healforge.zagg import rowexpr
 
-    return set(Expression.parse(expr).names)
+    return set(rowexpr.check(expr))
 
 
 def load(path: str, **kwargs) -> ZaggPlan:
