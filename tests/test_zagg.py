@@ -562,3 +562,22 @@ def test_granules_and_store_on_s3(granules, tmp_path, s3_options, monkeypatch):
     ds = xr.open_zarr(fs.get_mapper(f"{BUCKET}/zagg/out.zarr"), group="order_12")
     xdggs.decode(ds)
     check(ds, expected(rows, 12), rtol=2e-7, quantiles_exact=False)
+
+
+def test_pyramid_orders_follow_zaggs_grammar():
+    raw = yaml.safe_load(SHIPPED.read_text())
+
+    def orders(pyramid):
+        r = copy.deepcopy(raw)
+        if pyramid != "omit":
+            r["output"]["pyramid"] = pyramid
+        return translate(r, source="z.yaml", inputs=["x.h5"], store="o.zarr").orders
+
+    assert orders("omit") == [12, 11, 10, 9, 8, 7, 6]  # every order inside the shard
+    assert orders(False) == [12]
+    # leaf overviews 10 and 8, then the fixed ladder k + (8 - 6) for k = 5 .. 0
+    assert orders({"overviews": [10, 8]}) == [12, 10, 8, 7, 6, 5, 4, 3, 2]
+    plan = translate(dict(raw, output={**raw["output"], "pyramid": {"overviews": 9}}), inputs=["x.h5"], store="o")
+    assert plan.shard_order == 3 and plan.orders[-1] == 3  # exact mode shards at the coarsest level
+    with pytest.raises(ConfigError, match="output.pyramid.overviews: must strictly descend"):
+        orders({"overviews": [6]})
