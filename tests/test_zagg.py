@@ -577,7 +577,9 @@ def test_pyramid_orders_follow_zaggs_grammar():
     assert orders(False) == [12]
     # leaf overviews 10 and 8, then the fixed ladder k + (8 - 6) for k = 5 .. 0
     assert orders({"overviews": [10, 8]}) == [12, 10, 8, 7, 6, 5, 4, 3, 2]
-    plan = translate(dict(raw, output={**raw["output"], "pyramid": {"overviews": 9}}), inputs=["x.h5"], store="o")
+    plan = translate(
+        dict(raw, output={**raw["output"], "pyramid": {"overviews": 9}}), inputs=["x.h5"], store="o"
+    )
     assert plan.shard_order == 3 and plan.orders[-1] == 3  # exact mode shards at the coarsest level
     with pytest.raises(ConfigError, match="output.pyramid.overviews: must strictly descend"):
         orders({"overviews": [6]})
