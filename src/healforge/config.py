@@ -154,6 +154,11 @@ class InputSpec:
         from healforge.io.readers import iter_batches
 
         fmt = self.format_of(path)
+        if "reader" in self.options:  # a reader function named by dotted path (e.g. zagg layouts)
+            module, _, attr = str(self.options["reader"]).partition(":")
+            reader = getattr(importlib.import_module(module), attr)
+            yield from reader(path, self.options, batch_rows=batch_rows, storage_options=self.storage_options)
+            return
         if fmt == "hdf5" and self.columns:
             from healforge.io.hdf5 import iter_hdf5_template
 

@@ -585,6 +585,8 @@ def run_pipeline(
     restart: bool = False,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     max_files: int | None = None,
+    map_hook=None,
+    product_metadata: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run a pipeline (a YAML path, a parsed dict or a :class:`~healforge.config.PipelineConfig`).
 
@@ -599,6 +601,11 @@ def run_pipeline(
     max_files
         Stop after accumulating this many new files (progress saved, no outputs written); for
         splitting long runs into sessions and for tests.
+    map_hook
+        Applied to every finalized map table before it is written (front ends such as zagg
+        files derive their own variables from the configured statistics).
+    product_metadata
+        Extra entries of the Zarr store's root ``healforge`` attribute.
 
     Returns
     -------
@@ -729,6 +736,8 @@ def run_pipeline(
                 current = current.coarsen(k)
             if k in needed:
                 maps[k] = finalize_map(current, cfg, of_stat, extra_meta)
+                if map_hook is not None:
+                    maps[k] = map_hook(maps[k])
                 bar.update()
     summary["orders"] = sorted(maps)
     summary["cells"] = {k: t.num_rows for k, t in maps.items()}
@@ -743,7 +752,7 @@ def run_pipeline(
                 out.zarr.path,
                 chunk_cells=out.zarr.chunk_cells,
                 storage_options=so or None,
-                metadata={"inputs": extra_meta["inputs"], "pipeline": cfg.name},
+                metadata={"inputs": extra_meta["inputs"], "pipeline": cfg.name, **(product_metadata or {})},
             )
             summary["outputs"].append(out.zarr.path)
             bar.update()
