@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from healforge.commands import add_engine_args, engine_kwargs
+from healforge.errors import OptionError
 
 
 def register(subparsers) -> None:
@@ -52,7 +53,7 @@ def _is_zagg(path: str) -> bool:
     try:
         with open(path, encoding="utf-8") as f:
             return is_zagg(yaml.safe_load(f))
-    except (OSError, yaml.YAMLError):
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return False  # load_pipeline reports it
 
 
@@ -85,7 +86,7 @@ def _run(args: argparse.Namespace) -> int:
         return _run_zagg(args)
     for flag in ("inputs", "store", "exact"):
         if getattr(args, flag) is not None:
-            raise SystemExit(f"healforge run: --{flag} applies to zagg pipeline files only")
+            raise OptionError(f"--{flag} applies to zagg pipeline files only")
     cfg = load_pipeline(args.pipeline)
     check_runnable(cfg)
     if args.check:
