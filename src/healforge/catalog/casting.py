@@ -2,16 +2,16 @@
 
 A batch column of another type is accepted (``cast="safe"``) when its type can stand for the
 catalog's without changing any value: float32 for float64, int32 for int64, large_string for
-string, and also a narrowing cast whose values all survive the round trip. Any other difference,
-or a value that would change, is an error naming the columns.
+string, and also a narrowing cast whose values all survive it (checked value by value by
+:func:`healforge.catalog.options.cast_checked`). Any other difference, or a value that would
+change, is an error naming the column.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from healforge.errors import BadInputError
+from healforge.errors import BadInputError, OptionError
 
 CAST_MODES = ("safe", "none")
 
@@ -40,7 +40,13 @@ def castable_types(src: pa.DataType, dst: pa.DataType) -> bool:
     if fam is None or fam != _family(dst):
         return False
     if fam == "list":
-        return castable_types(src.value_type, dst.value_type)
+        # values inside lists are cast unchecked for rounding: only widen floats there
+        narrowing = (
+            pa.types.is_floating(src.value_type)
+            and pa.types.is_floating(dst.value_type)
+            and src.value_type.bit_width > dst.value_type.bit_width
+        )
+        return not narrowing and castable_types(src.value_type, dst.value_type)
     if fam == "timestamp":
         return src.tz == dst.tz
     return True
@@ -51,7 +57,7 @@ def check_schema(batch: pa.Schema, catalog: pa.Schema, mode: str, path: str) -> 
     from healforge.catalog.pipeline import schema_diff
 
     if mode not in CAST_MODES:
-        raise ValueError(f"cast must be one of {CAST_MODES}, not {mode!r}")
+        raise OptionError(f"cast must be one of {CAST_MODES}, not {mode!r}")
     if batch.equals(catalog):
         return
     same_columns = batch.names == catalog.names
@@ -71,44 +77,3 @@ def check_schema(batch: pa.Schema, catalog: pa.Schema, mode: str, path: str) -> 
             f"input columns cannot be cast to the catalog's types (input vs catalog): {'; '.join(bad)}",
             path=path,
         )
-
-
-def cast_table(table: pa.Table, schema: pa.Schema, path: str = "", first_row: int = 0) -> pa.Table:
-    """``table`` cast to ``schema``; an error names the columns whose values would change."""
-    if table.schema.equals(schema, check_metadata=False):
-        return table
-    columns, lossy = [], []
-    for name, field in zip(schema.names, schema, strict=True):
-        col = table.column(name)
-        if col.type.equals(field.type):
-            columns.append(col)
-            continue
-        try:
-            out = pc.cast(col, field.type, safe=True)
-            back = pc.cast(out, col.type, safe=False)
-            same = _same_values(col, back)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            same = False
-        if not same:
-            lossy.append(f"{name} ({col.type} -> {field.type})")
-            continue
-        columns.append(out)
-    if lossy:
-        raise BadInputError(
-            f"casting to the catalog's types would change values in column(s) {', '.join(lossy)} "
-            f"(rows from {first_row}); fix the input types",
-            path=path or None,
-        )
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
-def _same_values(a: pa.ChunkedArray, b: pa.ChunkedArray) -> bool:
-    if a.null_count != b.null_count:
-        return False
-    if pa.types.is_list(a.type) or pa.types.is_large_list(a.type):
-        return a.combine_chunks().equals(b.combine_chunks())
-    eq = pc.equal(a, b)
-    if pa.types.is_floating(a.type):
-        eq = pc.or_kleene(eq, pc.and_(pc.is_nan(a), pc.is_nan(b)))
-    eq = pc.fill_null(eq, True)
-    return bool(pc.all(eq).as_py() in (True, None))

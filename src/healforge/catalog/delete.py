@@ -8,13 +8,12 @@ empty leave the partition list. Ids not found are reported.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from healforge.catalog import format as fmt
 from healforge.catalog import nested as nst
@@ -24,9 +23,11 @@ from healforge.catalog.append import _carry_properties, _rebuild_margins
 from healforge.catalog.compact import pixel_files
 from healforge.catalog.format import read_histogram
 from healforge.engine import Engine, owned_engine
-from healforge.errors import BadInputError, CatalogError
+from healforge.errors import BadInputError, CatalogError, OptionError
 from healforge.healpix import SPATIAL_INDEX_COLUMN
+from healforge.io import storage
 from healforge.io.readers import iter_batches
+from healforge.io.storage import as_path
 
 
 @dataclass
@@ -53,7 +54,7 @@ class DeleteResult:
         return text
 
 
-def read_ids(source, column: str | None, dtype: pa.DataType) -> pa.Array:
+def read_ids(source, column: str | None, dtype: pa.DataType, storage_options: dict | None = None) -> pa.Array:
     """Ids from a list, a text file (one per line) or a parquet/csv file's ``column``, as ``dtype``."""
     if isinstance(source, str | os.PathLike):
         path = str(source)
@@ -63,7 +64,8 @@ def read_ids(source, column: str | None, dtype: pa.DataType) -> pa.Array:
             parts = [t.column(column) for _, t in iter_batches(path, [column], 1_000_000)]
             values = pa.chunked_array(parts).combine_chunks()
         else:
-            lines = [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
+            text = as_path(source, storage_options).read_text()
+            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
             values = pa.array(lines, pa.string())
     else:
         values = pa.array(list(source))
@@ -74,7 +76,7 @@ def read_ids(source, column: str | None, dtype: pa.DataType) -> pa.Array:
 
 
 def _delete_file(task: dict) -> dict:
-    table = pq.read_table(task["path"])
+    table = storage.read_parquet_table(task["path"])
     out = {"removed": 0, "nested_removed": 0, "found": [], "nested_found": [], "histogram": None}
     if task["ids"] is not None:
         hit = pc.is_in(table.column(task["on"]), value_set=task["ids"]).to_numpy(zero_copy_only=False)
@@ -115,6 +117,8 @@ def delete(
     nested_on: str | None = None,
     compression: str | None = "zstd:3",
     margin: str | os.PathLike | None = None,
+    storage_options: dict | None = None,
+    tmp_dir: str | os.PathLike | None = None,
     engine: Engine | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
@@ -132,29 +136,27 @@ def delete(
         ``on``) and the id column.
     nested, nested_ids, nested_on
         Nested column, source ids (same forms) and the source id field inside it.
-    compression, margin, engine, workers, scheduler, synchronous, quiet
+    compression, margin, storage_options, tmp_dir, engine, workers, scheduler, synchronous, quiet
         As for :func:`healforge.append`.
     """
-    root = Path(catalog).absolute()
-    if not (root / "hats.properties").exists():
-        raise CatalogError(f"{root} is not a HATS catalog (no hats.properties)")
-    schema = pq.read_schema(root / fmt.DATASET_DIR / "_common_metadata")
+    root = fmt.require_catalog(as_path(catalog, storage_options))
+    schema = storage.read_parquet_schema(root / fmt.DATASET_DIR / "_common_metadata")
     if ids is None and nested_ids is None:
-        raise ValueError("give ids (with on) and/or nested_ids (with nested and nested_on)")
+        raise OptionError("give ids (with on) and/or nested_ids (with nested and nested_on)")
     obj_ids = src_ids = None
     if ids is not None:
         if not on or on not in schema.names:
             raise BadInputError(f"id column {on!r} not found; columns: {', '.join(schema.names)}")
-        obj_ids = read_ids(ids, on, schema.field(on).type)
+        obj_ids = read_ids(ids, on, schema.field(on).type, storage_options)
     if nested_ids is not None:
         if nested not in nst.nested_columns(schema):
             raise BadInputError(f"{nested!r} is not a nested column of {root}")
         fields = schema.field(nested).type.value_type
         if nested_on not in fields.names:
             raise BadInputError(f"nested column {nested!r} has no field {nested_on!r}")
-        src_ids = read_ids(nested_ids, nested_on, fields.field(nested_on).type)
+        src_ids = read_ids(nested_ids, nested_on, fields.field(nested_on).type, storage_options)
     with txn.CatalogLock(root, "delete"):
-        txn.begin(root)
+        work = txn.begin(root, tmp_dir)
         props = fmt.read_properties(root)
         pixels = fmt.read_partition_info(root)
         histogram = read_histogram(root)
@@ -162,14 +164,14 @@ def delete(
         files = [(o, p, f) for o, p in pixels for f in pixel_files(root, o, p)]
         tasks = [
             {
-                "path": str(f),
+                "path": f,
                 "on": on,
                 "ids": obj_ids,
                 "nested": nested,
                 "nested_on": nested_on,
                 "nested_ids": src_ids,
                 "skymap_order": skymap_order,
-                "staged": str(txn.staging_dir(root) / f"{k}.parquet"),
+                "staged": txn.staging_dir(root) / f"{k}.parquet",
                 "compression": compression,
             }
             for k, (_, _, f) in enumerate(files)
@@ -189,6 +191,7 @@ def delete(
         result.total_rows = int(props["hats_nrows"]) - result.rows_removed
         if not result.files_rewritten:
             txn.recover(root)
+            shutil.rmtree(work, ignore_errors=True)
             return result
         rows_left = {}
         for (o, p, _), r in zip(files, results, strict=True):
@@ -214,7 +217,7 @@ def delete(
             if r["histogram"] is not None:
                 pix, cnt = r["histogram"]
                 np.subtract.at(new_hist, pix, cnt)
-        np.save(txn.txn_dir(root) / "point_map.npy", new_hist)
+        txn.save_array(txn.txn_dir(root) / "point_map.npy", new_hist)
         properties = _carry_properties(props)
         properties.update(
             {
@@ -231,9 +234,12 @@ def delete(
             "properties": properties,
         }
         txn.commit(root, manifest)
+        shutil.rmtree(work, ignore_errors=True)
         _rebuild_margins(
             root,
             margin,
+            storage_options=storage_options,
+            tmp_dir=tmp_dir,
             engine=engine,
             workers=workers,
             scheduler=scheduler,

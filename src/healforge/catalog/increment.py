@@ -20,23 +20,24 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from healforge.catalog import format as fmt
 from healforge.catalog import nested as nst
 from healforge.catalog import transaction as txn
 from healforge.catalog.append import _batch_id, catalog_schema, stage_and_commit
-from healforge.catalog.casting import cast_table, check_schema
+from healforge.catalog.casting import check_schema
 from healforge.catalog.compact import pixel_files
+from healforge.catalog.options import cast_checked
 from healforge.engine import Engine, owned_engine
-from healforge.errors import BadInputError, CatalogError
+from healforge.errors import BadInputError, OptionError
 from healforge.healpix import SPATIAL_INDEX_COLUMN, spatial_index, wrap_lon
+from healforge.io import storage
 from healforge.io.readers import expand_inputs, iter_batches
+from healforge.io.storage import AnyPath, as_path
 
 # A catalog of at most this many rows is searched for the objects of carried sources in-process.
 SMALL_LOOKUP_ROWS = 50_000_000
@@ -103,7 +104,7 @@ def _find_in_catalog(task: dict) -> pa.Table:
     out = []
     for seq, path in zip(task["seqs"], task["files"], strict=True):
         cols = [task["on"]] + ([task["latest"]] if task["latest"] else [])
-        t = pq.read_table(path, columns=cols)
+        t = storage.read_parquet_table(path, columns=cols)
         mask = pc.is_in(t.column(task["on"]).cast(wanted.type), value_set=wanted)
         rows = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
         if not len(rows):
@@ -137,6 +138,8 @@ def increment(
     reader_options: dict | None = None,
     compression: str | None = "zstd:3",
     margin: str | os.PathLike | None = None,
+    storage_options: dict | None = None,
+    tmp_dir: str | os.PathLike | None = None,
     engine: Engine | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
@@ -168,14 +171,14 @@ def increment(
     on_orphans
         Sources whose object is neither in the batch nor in the catalog: ``"error"`` (default,
         with the counts) or ``"quarantine"`` (written aside, reported).
-    cast, input_format, reader_options, compression, margin, engine, workers, scheduler, synchronous, quiet
+    cast, input_format, reader_options, compression, margin, storage_options, tmp_dir
+        As for :func:`healforge.append`.
+    engine, workers, scheduler, synchronous, quiet
         As for :func:`healforge.append`.
     """
     if on_orphans not in ("error", "quarantine"):
-        raise ValueError("on_orphans must be 'error' or 'quarantine'")
-    root = Path(catalog).absolute()
-    if not (root / "hats.properties").exists():
-        raise CatalogError(f"{root} is not a HATS catalog (no hats.properties)")
+        raise OptionError("on_orphans must be 'error' or 'quarantine'")
+    root = fmt.require_catalog(as_path(catalog, storage_options))
     obj_files = expand_inputs([objects] if isinstance(objects, str | os.PathLike) else objects)
     src_files = {
         name: expand_inputs([f] if isinstance(f, str | os.PathLike) else f)
@@ -204,11 +207,12 @@ def increment(
         txn.CatalogLock(root, "increment"),
         owned_engine(engine, workers, scheduler, synchronous, quiet) as eng,
     ):
-        work = txn.begin(root)
+        work = txn.begin(root, tmp_dir)
         batch_id = _batch_id(all_files, label)
         applied = txn.applied_batches(root)
         if batch_id in applied or (batch and any(b.get("label") == batch for b in applied.values())):
-            shutil.rmtree(txn.txn_dir(root), ignore_errors=True)
+            storage.rmtree(txn.txn_dir(root))
+            shutil.rmtree(work, ignore_errors=True)
             total = int(fmt.read_properties(root)["hats_nrows"])
             return IncrementResult(str(root), label, total_rows=total, skipped=True)
         try:
@@ -217,7 +221,7 @@ def increment(
             # objects: latest version per key
             objs = _read_files(obj_files, input_format, options)
             check_schema(objs.schema.remove_metadata(), top, cast, obj_files[0])
-            objs = cast_table(objs, top, obj_files[0])
+            objs = cast_checked(objs, top, obj_files[0])
             if objs.column(on).null_count:
                 raise BadInputError(f"{objs.column(on).null_count} objects have a null key", column=on)
             result.objects_in = objs.num_rows
@@ -244,7 +248,7 @@ def increment(
                 if on not in t.column_names:
                     raise BadInputError(f"source files of {name!r} have no key column {on!r}", path=files[0])
                 check_schema(t.schema.remove_metadata(), items, cast, files[0])
-                t = cast_table(t, items, files[0])
+                t = cast_checked(t, items, files[0])
                 result.sources_in[name] = t.num_rows
                 if t.column(on).null_count:
                     raise BadInputError(
@@ -312,6 +316,8 @@ def increment(
                 cast="none",
                 compression=compression,
                 margin=margin,
+                storage_options=storage_options,
+                tmp_dir=tmp_dir,
                 engine=eng,
             )
         except BadInputError:
@@ -333,13 +339,13 @@ def _carried_rows(root, work, wanted, on, latest_by, top, eng: Engine) -> pa.Tab
     wanted_file = work / "wanted.arrow"
     with pa.ipc.new_file(wanted_file, pa.schema([("key", wanted.type)])) as writer:
         writer.write_table(pa.table({"key": wanted}))
-    flat = [str(f) for fs in files for f in fs]
+    flat = [f for fs in files for f in fs]
     seqs, start = [], 0
     for fs in files:
         seqs.append(list(range(start, start + len(fs))))
         start += len(fs)
     tasks = [
-        {"files": [str(f) for f in fs], "seqs": s, "on": on, "latest": latest_by, "wanted": str(wanted_file)}
+        {"files": fs, "seqs": s, "on": on, "latest": latest_by, "wanted": str(wanted_file)}
         for fs, s in zip(files, seqs, strict=True)
     ]
     # two columns of every file: quicker in-process than starting a cluster, up to a large catalog
@@ -364,11 +370,11 @@ def _carried_rows(root, work, wanted, on, latest_by, top, eng: Engine) -> pa.Tab
     row_col = hits.column("row").to_numpy()
     for seq in np.unique(seq_col):
         rows = np.sort(row_col[seq_col == seq])
-        parts.append(pq.read_table(flat[seq], columns=top.names).take(pa.array(rows)))
+        parts.append(storage.read_parquet_table(flat[seq], columns=top.names).take(pa.array(rows)))
     return pa.concat_tables([p.cast(top) for p in parts])
 
 
-def _with_spatial_index(t: pa.Table, items: pa.Schema, root: Path) -> pa.Table:
+def _with_spatial_index(t: pa.Table, items: pa.Schema, root: AnyPath) -> pa.Table:
     """Sources nested with their ``_healpix_29`` (as :func:`healforge.nest` keeps it) get it computed
     from their coordinates (the catalog's ra/dec column names)."""
     if SPATIAL_INDEX_COLUMN not in items.names or SPATIAL_INDEX_COLUMN in t.column_names:
@@ -385,7 +391,7 @@ def _with_spatial_index(t: pa.Table, items: pa.Schema, root: Path) -> pa.Table:
     return t.select(items.names) if set(items.names) <= set(t.column_names) else t
 
 
-def _write_orphans(root: Path, label: str, name: str, table: pa.Table) -> Path:
+def _write_orphans(root: AnyPath, label: str, name: str, table: pa.Table) -> AnyPath:
     target = root.with_name(f"{root.name}.{label}.orphans.{name}.parquet")
     fmt.atomic_write_parquet(table, target, (), None)
     return target

@@ -8,13 +8,13 @@ changes (consolidation) keep the lists in the same order.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from healforge.catalog.transaction import STATE_DIR
+from healforge.io.storage import AnyPath, as_path
 
 STATE_FILE = "nested.json"
 
@@ -29,9 +29,9 @@ def nested_columns(schema: pa.Schema) -> list[str]:
     ]
 
 
-def read_state(root: str | Path) -> dict:
+def read_state(root: str | AnyPath) -> dict:
     """``{name: {"on": key, "sort_by": column}}`` recorded for a catalog's nested columns."""
-    path = Path(root) / STATE_DIR / STATE_FILE
+    path = as_path(root) / STATE_DIR / STATE_FILE
     return json.loads(path.read_text()) if path.exists() else {}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from healforge.commands import add_engine_args, engine_kwargs
+from healforge.commands import add_engine_args, add_storage_args, engine_kwargs, storage_kwargs
 
 
 def _name_files(values: list[str]) -> dict[str, list[str]]:
@@ -12,7 +12,9 @@ def _name_files(values: list[str]) -> dict[str, list[str]]:
     for value in values:
         name, sep, files = value.partition("=")
         if not sep or not name or not files:
-            raise argparse.ArgumentTypeError(f"--nested expects NAME=FILES, got {value!r}")
+            from healforge.errors import OptionError
+
+            raise OptionError(f"--nested expects NAME=FILES, got {value!r}")
         out.setdefault(name, []).extend(f for f in files.split(",") if f)
     return out
 
@@ -54,6 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--on-orphans", choices=["error", "quarantine"], default="error")
     p.add_argument("--cast", choices=["safe", "none"], default="safe", help="cast value-keeping type changes")
     p.add_argument("--margin", default=None, help="margin catalog to rebuild (default: the recorded ones)")
+    add_storage_args(p)
     add_engine_args(p)
     p.set_defaults(func=_increment)
 
@@ -65,6 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nested-ids", default=None, metavar="FILE")
     p.add_argument("--nested-on", default=None, metavar="SRC_ID", help="source id field")
     p.add_argument("--margin", default=None, help="margin catalog to rebuild (default: the recorded ones)")
+    add_storage_args(p)
     add_engine_args(p)
     p.set_defaults(func=_delete)
 
@@ -83,6 +87,7 @@ def _increment(args: argparse.Namespace) -> int:
         on_orphans=args.on_orphans,
         cast=args.cast,
         margin=args.margin,
+        **storage_kwargs(args),
         **engine_kwargs(args),
     )
     print(result)
@@ -91,11 +96,10 @@ def _increment(args: argparse.Namespace) -> int:
 
 def _delete(args: argparse.Namespace) -> int:
     from healforge.catalog.delete import delete
+    from healforge.errors import OptionError
 
     if args.ids is None and args.nested_ids is None:
-        raise SystemExit(
-            "healforge delete: give --ids FILE --on ID and/or --nested NAME --nested-ids FILE --nested-on SRC_ID"
-        )
+        raise OptionError("give --ids FILE --on ID and/or --nested NAME --nested-ids FILE --nested-on SRC_ID")
     result = delete(
         args.catalog,
         args.ids,
@@ -104,6 +108,7 @@ def _delete(args: argparse.Namespace) -> int:
         nested_ids=args.nested_ids,
         nested_on=args.nested_on,
         margin=args.margin,
+        **storage_kwargs(args),
         **engine_kwargs(args),
     )
     print(result)
