@@ -157,6 +157,14 @@ def write_dataset_metadata(root: str | Path) -> int:
     return int(write_parquet_metadata(str(root)))
 
 
+def write_metadata_unordered(root: str | Path) -> int:
+    """``_metadata``/``_common_metadata`` of a dataset that is not HEALPix-partitioned (an index),
+    files kept in name order; returns total rows."""
+    from hats.io.parquet_metadata import write_parquet_metadata
+
+    return int(write_parquet_metadata(str(root), order_by_healpix=False))
+
+
 def write_skymaps(root: str | Path, histogram: np.ndarray) -> None:
     """``point_map.fits`` and ``skymap.fits`` from the row-count histogram at the mapping order."""
     from hats.io import paths

@@ -45,6 +45,7 @@ import pyarrow.parquet as pq
 from healforge.arrays import concat_ranges
 from healforge.catalog import format as fmt
 from healforge.catalog.geometry import ARCSEC_PER_RAD, lonlat_to_xyz, within_radius
+from healforge.catalog.snapshot import CatalogSnapshot
 from healforge.engine import Engine, iter_chunks, owned_engine
 from healforge.errors import CatalogError
 from healforge.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, border_cells
@@ -80,10 +81,11 @@ def margin_order_for(radius_arcsec: float) -> int:
 
 def margin(
     catalog: str | os.PathLike,
-    output: str | os.PathLike,
+    output: str | os.PathLike | None,
     radius_arcsec: float,
     name: str | None = None,
     *,
+    default: bool = False,
     overwrite: bool = False,
     engine: Engine | None = None,
     workers: int | None = None,
@@ -91,18 +93,21 @@ def margin(
     synchronous: bool = False,
     quiet: bool = False,
 ) -> MarginResult:
-    """Build the margin cache of a HATS catalog.
+    """Build the margin cache of a HATS catalog or collection.
 
     Parameters
     ----------
     catalog
-        Primary catalog directory.
+        Primary catalog directory, or a collection (its primary catalog gets the margin, which
+        joins the collection as ``<name>_<R>arcs`` unless ``output`` says otherwise).
     output
-        Margin catalog directory to create.
+        Margin catalog directory to create (optional for a collection).
     radius_arcsec
         Margin threshold: rows of other partitions closer than this to a partition's boundary.
     name
         ``obs_collection`` of the margin (default: the output directory name).
+    default
+        Make it the collection's default margin (the first margin of a collection always is).
     overwrite
         Replace an existing output.
     engine, workers, scheduler, synchronous, quiet
@@ -112,26 +117,28 @@ def margin(
     -------
     MarginResult
     """
+    from healforge.catalog import members
+    from healforge.catalog.collection import (
+        add_member,
+        collection_of,
+        is_collection,
+        margin_name,
+        open_collection,
+    )
+
+    coll = open_collection(catalog) if is_collection(catalog) else collection_of(catalog)
+    primary = coll.primary if coll else Path(catalog).absolute()
+    if output is None:
+        if coll is None:
+            raise CatalogError(f"{catalog} is not a collection: give the margin's output directory")
+        output = coll.path / margin_name(primary.name, radius_arcsec)
     with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
-        result = build_margin(catalog, output, radius_arcsec, name=name, overwrite=overwrite, engine=eng)
-    register_margin(catalog, output, radius_arcsec)
+        result = build_margin(primary, output, radius_arcsec, name=name, overwrite=overwrite, engine=eng)
+    if coll is not None and Path(output).absolute().parent == coll.path:
+        add_member(coll.path, output, "margin", default=default)
+    else:
+        members.register(primary, members.Member("margin", Path(output).absolute(), float(radius_arcsec)))
     return result
-
-
-def register_margin(catalog: str | os.PathLike, output: str | os.PathLike, radius_arcsec: float) -> None:
-    """Record a margin in ``CATALOG/.healforge/margins.json`` so append and compact rebuild it."""
-    import json
-
-    from healforge.catalog.format import atomic_write_text
-    from healforge.catalog.transaction import STATE_DIR
-
-    path = Path(catalog) / STATE_DIR / "margins.json"
-    entries = json.loads(path.read_text()) if path.exists() else []
-    out = str(Path(output).absolute())
-    entries = [e for e in entries if e["path"] != out] + [
-        {"path": out, "radius_arcsec": float(radius_arcsec)}
-    ]
-    atomic_write_text(path, json.dumps(entries, indent=1))
 
 
 def build_margin(
@@ -142,6 +149,7 @@ def build_margin(
     name: str | None = None,
     overwrite: bool = False,
     engine: Engine,
+    source: CatalogSnapshot | None = None,
 ) -> MarginResult:
     """Build (or rebuild, with ``overwrite=True``) a margin with an existing engine.
 
@@ -149,17 +157,19 @@ def build_margin(
     compact); :func:`margin` wraps it. The margin is built in a hidden sibling directory and moved
     into place at the end, so an existing margin stays intact and readable until the new one is
     complete (a killed run leaves the old margin and a stale ``.NAME.building-*`` directory, removed
-    by the next run).
+    by the next run). ``source`` gives the catalog's partitions and files when they differ from
+    what is on disk (a change about to be committed); by default the catalog as it is.
     """
     catalog = Path(catalog).absolute()
     output = Path(output).absolute()
     radius = float(radius_arcsec)
     m_order = margin_order_for(radius)
-    props = fmt.read_properties(catalog)
+    source = source or CatalogSnapshot.of(catalog)
+    props = source.props
     ra, dec = props.get("hats_col_ra"), props.get("hats_col_dec")
     if not ra or not dec:
         raise CatalogError(f"{catalog} has no hats_col_ra/hats_col_dec properties; cannot build a margin")
-    pixels = fmt.read_partition_info(catalog)
+    pixels = source.pixels
     if output == catalog:
         raise CatalogError("the margin cannot be written over its primary catalog")
     if output.exists() and any(output.iterdir()) and not overwrite:
@@ -194,8 +204,9 @@ def build_margin(
             "radius": radius,
             "margin_order": m_order,
             "work": str(work),
+            "files": source.files[(int(table["orders"][i]), int(table["pixels"][i]))],
         }
-        for i in _largest_first(catalog, table)
+        for i in _largest_first(source, table)
     ]
     labels = [f"Norder={table['orders'][i]}/Npix={table['pixels'][i]}" for i in range(len(pixels))]
     counts = engine.map(_map_partition, tasks, "Margin map", labels=[labels[t["source"]] for t in tasks])
@@ -227,7 +238,7 @@ def build_margin(
     )
 
     out_pixels = [(int(table["orders"][d]), int(table["pixels"][d])) for d in dests]
-    total = _finish(output, catalog, out_pixels, int(per_dest.sum()), props, radius, name or final.name)
+    total = _finish(output, source, out_pixels, int(per_dest.sum()), radius, name or final.name)
     shutil.rmtree(work, ignore_errors=True)
     _swap_into_place(output, final)
     return MarginResult(str(final), total, radius, m_order, out_pixels)
@@ -366,7 +377,10 @@ def _map_partition(task: dict) -> dict[int, int]:
     table, source = task["table"], task["source"]
     order, pixel = int(table["orders"][source]), int(table["pixels"][source])
     # one read of the whole partition: nearly every partition has some margin rows
-    full = read_pixel(task["catalog"], order, pixel)
+    files = task["files"]
+    if not files:
+        raise CatalogError(f"no data file for pixel Norder={order}/Npix={pixel} in {task['catalog']}")
+    full = _read_files(files)
     ra = np.asarray(full.column(task["ra"]).to_numpy(), dtype=np.float64)
     dec = np.asarray(full.column(task["dec"]).to_numpy(), dtype=np.float64)
     hp29 = np.asarray(full.column(SPATIAL_INDEX_COLUMN).to_numpy(), dtype=np.int64)
@@ -390,11 +404,16 @@ def _map_partition(task: dict) -> dict[int, int]:
     return counts
 
 
-def _largest_first(catalog: Path, table: dict) -> list[int]:
+def _read_files(files: list[str]) -> pa.Table:
+    tables = [pq.ParquetFile(f).read() for f in files]
+    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+
+def _largest_first(source: CatalogSnapshot, table: dict) -> list[int]:
     """Source partitions ordered by data size, largest first, so that the last tasks to run are
     short ones (the workers finish together)."""
     sizes = [
-        sum(f.stat().st_size for f in pixel_data_files(catalog, int(o), int(p)))
+        sum(Path(f).stat().st_size for f in source.files[(int(o), int(p))])
         for o, p in zip(table["orders"], table["pixels"], strict=True)
     ]
     return sorted(range(len(sizes)), key=lambda i: -sizes[i])
@@ -419,26 +438,26 @@ def _reduce_partition(task: dict) -> int:
 
 def _finish(
     output: Path,
-    catalog: Path,
+    source: CatalogSnapshot,
     pixels: list[tuple[int, int]],
     expected_rows: int,
-    props: dict,
     radius: float,
     name: str,
 ) -> int:
+    catalog, props = source.root, source.props
 
     fmt.write_partition_info(output, pixels)
     if pixels:
         total = fmt.write_dataset_metadata(output)
     else:
-        schema = pq.read_schema(catalog / fmt.DATASET_DIR / "_common_metadata")
+        schema = pq.read_schema(source.schema_file)
         (output / fmt.DATASET_DIR).mkdir(parents=True, exist_ok=True)
         for leaf in ("_common_metadata", "_metadata"):
             pq.write_metadata(schema, output / fmt.DATASET_DIR / leaf)
         total = 0
     if total != expected_rows:
         raise RuntimeError(f"margin metadata counts {total} rows, expected {expected_rows}")
-    primary_orders = [o for o, _ in fmt.read_partition_info(catalog)]
+    primary_orders = [o for o, _ in source.pixels]
     sky = fmt.sky_fraction(pixels)
     fmt.write_properties(
         output,

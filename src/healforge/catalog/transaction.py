@@ -3,8 +3,10 @@
 A change stages every new file under ``CATALOG/.healforge-txn/`` and then commits by renaming a
 small manifest into place. Before that rename the catalog on disk is untouched (a crash leaves it
 as it was, and the next writer rolls the staging area back); after it, the change is applied in
-phases (convert layout, retire replaced files, move new files in, rewrite metadata, record), each
-idempotent and marked done, so the next writer rolls a half-applied change forward.
+phases (convert layout, retire replaced files, move new files in, rewrite metadata, swap in the
+rebuilt margins and indexes, record), each idempotent and marked done, so the next writer rolls a
+half-applied change forward. Members are built before the commit (see
+:mod:`healforge.catalog.members`), so a crash never leaves a new catalog with old members.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from healforge.errors import CatalogError
 TXN_DIR = ".healforge-txn"
 LOCK_FILE = ".healforge.lock"
 STATE_DIR = ".healforge"
-PHASES = ("convert", "retire", "move", "metadata", "record")
+PHASES = ("convert", "retire", "move", "metadata", "members", "record")
 
 
 class CatalogLock:
@@ -199,6 +201,21 @@ def _phase_metadata(root: Path, tdir: Path, m: dict) -> None:
         (root / fmt.DATASET_DIR / "_metadata").unlink(missing_ok=True)
     fmt.write_skymaps(root, np.load(tdir / "point_map.npy"))
     fmt.write_properties(root, **m["properties"])
+
+
+def _phase_members(root: Path, tdir: Path, m: dict) -> None:
+    """Rebuilt members (staged under ``members/<i>``) replace the old ones (moved to the trash)."""
+    trash = tdir / "trash"
+    trash.mkdir(exist_ok=True)
+    for staged, rel in m.get("members", []):
+        src = tdir / "members" / staged
+        if not src.exists():
+            continue
+        dst = Path(os.path.normpath(root / rel))
+        if dst.exists():
+            os.replace(dst, trash / f"member-{staged}")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst)
 
 
 def _phase_record(root: Path, tdir: Path, m: dict) -> None:
