@@ -8,7 +8,6 @@ The change is a transaction (see :mod:`healforge.catalog.transaction`).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import time
@@ -22,7 +21,9 @@ import pyarrow.parquet as pq
 from healforge.catalog import format as fmt
 from healforge.catalog import transaction as txn
 from healforge.catalog.alignment import coarsen_histogram, dense_histogram, incremental_alignment
+from healforge.catalog.collection import resolve_catalog
 from healforge.catalog.format import read_histogram
+from healforge.catalog.members import Member, stage_members
 from healforge.catalog.pipeline import map_stage, reduce_stage, rejected_tables, schema_diff, split_stage
 from healforge.catalog.stages import InputSpec
 from healforge.engine import Engine, owned_engine
@@ -102,15 +103,18 @@ def append(
     Parameters
     ----------
     catalog
-        HATS catalog made by healforge (or any catalog with ``point_map.fits``).
+        HATS catalog made by healforge (or any catalog with ``point_map.fits``), or a collection
+        (its primary catalog is appended to).
     inputs
         Files, directories or globs with the catalog's columns and types.
     batch
         Label of the batch; its files are named ``<batch>.parquet`` (default: UTC timestamp).
         Appending the same files with the same label twice is detected and skipped.
     margin
-        Margin catalog of this catalog to rebuild after the append (default: the margins recorded
-        for the catalog by :func:`healforge.margin`).
+        A margin of this catalog to rebuild besides its recorded members. Every member (the
+        collection's margins and indexes, or those recorded by :func:`healforge.margin` and
+        :func:`healforge.index_catalog`) is rebuilt from the new rows before the commit and
+        swapped in by it: readers see the old catalog and members or the new ones.
     on_bad_rows, input_format, reader_options, batch_rows, compression, engine, workers, scheduler, synchronous, quiet
         As for :func:`healforge.import_catalog`.
 
@@ -121,7 +125,7 @@ def append(
     CatalogError
         When another writer holds the catalog.
     """
-    root = Path(catalog).absolute()
+    root = resolve_catalog(catalog)
     if not (root / "hats.properties").exists():
         raise CatalogError(f"{root} is not a HATS catalog (no hats.properties)")
     files = expand_inputs([inputs] if isinstance(inputs, str | os.PathLike) else inputs)
@@ -164,50 +168,43 @@ def append(
             targets = [txn.staging_dir(root) / name for name in staged]
             reduce_stage(eng, destinations, slices, targets, work / "reduce", (), compression)
 
-        new_rows = sum(r for _, _, r in destinations)
-        existing_set = set(existing)
-        new_pixels = [(o, p) for o, p, _ in destinations if (o, p) not in existing_set]
-        all_pixels = existing + new_pixels
-        new_hist = dense_histogram(
-            *coarsen_histogram(mapped["pixels"], mapped["counts"], mapping_order - skymap_order), skymap_order
-        )
-        np.save(txn.txn_dir(root) / "point_map.npy", histogram + new_hist)
-        rejected_path = None
-        if n_rejected:
-            rejected_path = _write_rejected(root, label, rejected_tables(work, files))
+            new_rows = sum(r for _, _, r in destinations)
+            existing_set = set(existing)
+            new_pixels = [(o, p) for o, p, _ in destinations if (o, p) not in existing_set]
+            all_pixels = existing + new_pixels
+            new_hist = dense_histogram(
+                *coarsen_histogram(mapped["pixels"], mapped["counts"], mapping_order - skymap_order),
+                skymap_order,
+            )
+            np.save(txn.txn_dir(root) / "point_map.npy", histogram + new_hist)
+            rejected_path = None
+            if n_rejected:
+                rejected_path = _write_rejected(root, label, rejected_tables(work, files))
 
-        sky = fmt.sky_fraction(all_pixels)
-        properties = _carry_properties(props)
-        properties.update(
-            {
-                "hats_nrows": int(props["hats_nrows"]) + new_rows,
-                "hats_npix_suffix": "/",
-                "hats_order": max(o for o, _ in all_pixels),
-                "moc_sky_fraction": f"{sky:0.5f}",
-                "hats_skymap_order": skymap_order,
+            sky = fmt.sky_fraction(all_pixels)
+            properties = _carry_properties(props)
+            properties.update(
+                {
+                    "hats_nrows": int(props["hats_nrows"]) + new_rows,
+                    "hats_npix_suffix": "/",
+                    "hats_order": max(o for o, _ in all_pixels),
+                    "moc_sky_fraction": f"{sky:0.5f}",
+                    "hats_skymap_order": skymap_order,
+                }
+            )
+            manifest = {
+                "kind": "append",
+                "batch_id": batch_id,
+                "label": label,
+                "convert": [list(p) for p in existing]
+                if props.get("hats_npix_suffix", ".parquet") != "/"
+                else [],
+                "move": [[name, str(rel)] for name, rel in zip(staged, rels, strict=True)],
+                "pixels": [list(p) for p in all_pixels],
+                "properties": properties,
             }
-        )
-        manifest = {
-            "kind": "append",
-            "batch_id": batch_id,
-            "label": label,
-            "convert": [list(p) for p in existing]
-            if props.get("hats_npix_suffix", ".parquet") != "/"
-            else [],
-            "move": [[name, str(rel)] for name, rel in zip(staged, rels, strict=True)],
-            "pixels": [list(p) for p in all_pixels],
-            "properties": properties,
-        }
-        txn.commit(root, manifest)
-        _rebuild_margins(
-            root,
-            margin,
-            engine=engine,
-            workers=workers,
-            scheduler=scheduler,
-            synchronous=synchronous,
-            quiet=quiet,
-        )
+            stage_members(root, manifest, eng, extra=_given_margin(margin))
+            txn.commit(root, manifest)
     return AppendResult(
         str(root),
         label,
@@ -247,22 +244,10 @@ def _write_rejected(root: Path, label: str, tables) -> Path:
     return target
 
 
-def registered_margins(root: Path) -> list[dict]:
-    """Margins recorded for a catalog in ``.healforge/margins.json``."""
-    path = root / txn.STATE_DIR / "margins.json"
-    return json.loads(path.read_text()) if path.exists() else []
-
-
-def _rebuild_margins(root: Path, margin, **engine_args) -> None:
-    """Rebuild the margins recorded for the catalog (or the one given) after a change."""
-    entries = registered_margins(root)
-    if margin is not None:
-        wanted = str(Path(margin).absolute())
-        entries = [e for e in entries if e["path"] == wanted]
-        if not entries:
-            props = fmt.read_properties(margin)
-            entries = [{"path": wanted, "radius_arcsec": float(props["hats_margin_threshold"])}]
-    from healforge.catalog.margin import margin as build
-
-    for entry in entries:
-        build(root, entry["path"], entry["radius_arcsec"], overwrite=True, **engine_args)
+def _given_margin(margin: str | os.PathLike | None) -> list[Member]:
+    """An explicitly named margin to keep current besides the recorded members."""
+    if margin is None:
+        return []
+    path = Path(margin).absolute()
+    props = fmt.read_properties(path)
+    return [Member("margin", path, radius_arcsec=float(props["hats_margin_threshold"]))]

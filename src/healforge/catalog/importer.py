@@ -46,14 +46,18 @@ class ImportResult:
     resumed: bool = False
     stage_seconds: dict = field(default_factory=dict)
     margin: object = None
+    collection: str | None = None
+    members: list = field(default_factory=list)
 
     def __str__(self) -> str:
         orders = sorted({o for o, _ in self.pixels})
         text = f"{self.rows} rows in {len(self.pixels)} pixels (orders {orders}) at {self.path}"
         if self.rejected:
             text += f"; {self.rejected} rejected rows in {self.rejected_path}"
-        if self.margin is not None:
-            text += f"; margin: {self.margin}"
+        if self.collection:
+            text += f"; collection {self.collection}"
+        for member in self.members or ([self.margin] if self.margin is not None else []):
+            text += f"\n  {member}"
         return text
 
 
@@ -85,6 +89,9 @@ def import_catalog(
     on_bad_rows: str = "error",
     margin_arcsec: float | None = None,
     margin_path: str | os.PathLike | None = None,
+    collection: bool = False,
+    margins: list[float] | tuple[float, ...] = (),
+    indexes: list[str] | tuple[str, ...] = (),
     resume: bool | None = None,
     overwrite: bool = False,
     engine: Engine | None = None,
@@ -126,6 +133,15 @@ def import_catalog(
     margin_arcsec, margin_path
         Also build a margin cache of this radius, at ``margin_path`` (default ``OUTPUT_margin``
         beside the catalog); append and compact keep it up to date.
+    collection
+        Write a HATS collection at ``output``: the catalog in ``OUTPUT/<name>``, each margin in
+        ``OUTPUT/<name>_<R>arcs`` and each index in ``OUTPUT/<name>_<column>`` (hats-import's
+        names), and ``OUTPUT/collection.properties`` (the first margin and index are the defaults).
+        Rerunning after a crash resumes the catalog, or keeps it if it is complete.
+    margins
+        Margin radii (arcsec) to build (several only in a collection).
+    indexes
+        Columns to build index catalogs on (beside a stand-alone catalog as ``OUTPUT_<col>_index``).
     resume
         ``None``: continue an unfinished run with the same arguments if there is one.
         ``True``: there must be one. ``False``: start afresh (needs ``overwrite`` if output exists).
@@ -138,6 +154,40 @@ def import_catalog(
     -------
     ImportResult
     """
+    margins = [float(m) for m in margins] + ([float(margin_arcsec)] if margin_arcsec else [])
+    if collection:
+        return _import_collection(
+            inputs,
+            output,
+            dict(
+                ra=ra,
+                dec=dec,
+                id_column=id_column,
+                threshold=threshold,
+                highest_order=highest_order,
+                lowest_order=lowest_order,
+                catalog_type=catalog_type,
+                sort_columns=sort_columns,
+                compression=compression,
+                drop_empty_siblings=drop_empty_siblings,
+                input_format=input_format,
+                reader_options=reader_options,
+                batch_rows=batch_rows,
+                row_group_rows=row_group_rows,
+                on_bad_rows=on_bad_rows,
+            ),
+            name=name,
+            margins=margins,
+            indexes=list(indexes),
+            resume=resume,
+            overwrite=overwrite,
+            engine_args=dict(
+                engine=engine, workers=workers, scheduler=scheduler, synchronous=synchronous, quiet=quiet
+            ),
+        )
+    if len(margins) > 1:
+        raise ValueError("several margins need a collection (collection=True / --collection)")
+    margin_arcsec = margins[0] if margins else None
     check_order(highest_order)
     check_order(lowest_order)
     if lowest_order > highest_order:
@@ -256,6 +306,74 @@ def import_catalog(
             quiet=quiet,
         )
         timings["margin"] = time.perf_counter() - t0
+    if indexes:
+        from healforge.catalog.index import index_catalog
+
+        t0 = time.perf_counter()
+        result.members = [result.margin] if result.margin is not None else []
+        for col in indexes:
+            result.members.append(
+                index_catalog(
+                    output,
+                    col,
+                    engine=engine,
+                    workers=workers,
+                    scheduler=scheduler,
+                    synchronous=synchronous,
+                    quiet=quiet,
+                )
+            )
+        timings["index"] = time.perf_counter() - t0
+    return result
+
+
+def _import_collection(
+    inputs, output, options: dict, *, name, margins, indexes, resume, overwrite, engine_args
+) -> ImportResult:
+    """``import_catalog(collection=True)``: the catalog, its margins and indexes, the properties."""
+    from healforge.catalog.collection import COLLECTION_FILE, index_name, margin_name, write_collection
+    from healforge.catalog.index import build_index
+    from healforge.catalog.margin import build_margin
+    from healforge.catalog.snapshot import CatalogSnapshot
+
+    root = Path(output).absolute()
+    cat_name = name or root.name
+    primary = root / cat_name
+    if overwrite and root.exists():
+        shutil.rmtree(root)
+    if (root / COLLECTION_FILE).exists():
+        raise CatalogError(f"collection {root} exists; use --overwrite to replace it")
+    complete = (primary / "hats.properties").exists() and not (primary / WORK_DIR).exists()
+    with owned_engine(**engine_args) as eng:
+        if complete and resume is not False:
+            props = fmt.read_properties(primary)
+            result = ImportResult(str(primary), int(props["hats_nrows"]), 0, fmt.read_partition_info(primary))
+            result.resumed = True
+        else:
+            result = import_catalog(
+                inputs, primary, name=cat_name, resume=resume, engine=eng, quiet=eng.quiet, **options
+            )
+        margin_dirs, index_dirs = [], {}
+        for radius in margins:
+            target = root / margin_name(cat_name, radius)
+            result.members.append(build_margin(primary, target, radius, overwrite=True, engine=eng))
+            margin_dirs.append(target.name)
+        for col in indexes:
+            target = root / index_name(cat_name, col)
+            snapshot = CatalogSnapshot.of(primary)
+            result.members.append(build_index(snapshot, target, col, overwrite=True, engine=eng))
+            index_dirs[col] = target.name
+    write_collection(
+        root,
+        root.name,
+        cat_name,
+        margin_dirs,
+        margin_dirs[0] if margin_dirs else None,
+        index_dirs,
+        indexes[0] if indexes else None,
+    )
+    result.collection = str(root)
+    result.margin = result.members[0] if margins else None
     return result
 
 

@@ -147,7 +147,9 @@ def index_catalog(
     if coll is not None and output.parent == coll.path:
         add_member(coll.path, output, "index", column=column, default=default)
     else:
-        members.register(primary, members.Member("index", output, column=column, include_columns=list(include_columns)))
+        members.register(
+            primary, members.Member("index", output, column=column, include_columns=list(include_columns))
+        )
     return result
 
 
@@ -292,7 +294,9 @@ def _map_pixel(task: dict) -> dict:
         ids = part[column]
         if ids.null_count:
             first = int(np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False))[0])
-            raise BadInputError("null id: an index needs a value in every row", path=f, column=column, row=first)
+            raise BadInputError(
+                "null id: an index needs a value in every row", path=f, column=column, row=first
+            )
         parts.append(part)
     table = pa.concat_tables(parts).replace_schema_metadata(None) if parts else None
     n = table.num_rows if table is not None else 0

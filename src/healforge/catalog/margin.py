@@ -181,17 +181,7 @@ def build_margin(
     work = output / WORK_DIR
     work.mkdir(parents=True)
 
-    orders = np.array([o for o, _ in pixels], dtype=np.int64)
-    npix = np.array([p for _, p in pixels], dtype=np.int64)
-    shift = 2 * (SPATIAL_INDEX_ORDER - orders)
-    starts, stops = npix << shift, (npix + 1) << shift
-    order_idx = np.argsort(starts)
-    table = {
-        "orders": orders[order_idx],
-        "pixels": npix[order_idx],
-        "starts": starts[order_idx],
-        "stops": stops[order_idx],
-    }
+    table = partition_table(pixels)
     if np.any(table["starts"][1:] < table["stops"][:-1]):
         raise CatalogError(f"{catalog}: partitions overlap; cannot build a margin")
     tasks = [
@@ -242,6 +232,21 @@ def build_margin(
     shutil.rmtree(work, ignore_errors=True)
     _swap_into_place(output, final)
     return MarginResult(str(final), total, radius, m_order, out_pixels)
+
+
+def partition_table(pixels: list[tuple[int, int]]) -> dict[str, np.ndarray]:
+    """Partitions sorted by their ``_healpix_29`` range: ``orders``, ``pixels``, ``starts``, ``stops``."""
+    orders = np.array([o for o, _ in pixels], dtype=np.int64)
+    npix = np.array([p for _, p in pixels], dtype=np.int64)
+    shift = 2 * (SPATIAL_INDEX_ORDER - orders)
+    starts, stops = npix << shift, (npix + 1) << shift
+    order_idx = np.argsort(starts)
+    return {
+        "orders": orders[order_idx],
+        "pixels": npix[order_idx],
+        "starts": starts[order_idx],
+        "stops": stops[order_idx],
+    }
 
 
 def _swap_into_place(built: Path, final: Path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,9 +103,7 @@ def build_member(member: Member, source: CatalogSnapshot, output: Path, engine: 
         )
     from healforge.catalog.index import build_index
 
-    return build_index(
-        source, output, member.column, member.include_columns, name=name, engine=engine
-    )
+    return build_index(source, output, member.column, member.include_columns, name=name, engine=engine)
 
 
 def stage_members(
@@ -121,7 +120,8 @@ def stage_members(
     if not members:
         return []
     source = CatalogSnapshot.after(root, manifest, txn.staging_dir(root))
-    base = txn.txn_dir(root) / "members"
+    base = txn.members_dir(root)
+    shutil.rmtree(base, ignore_errors=True)
     swaps = []
     for i, member in enumerate(members):
         build_member(member, source, base / str(i), engine)

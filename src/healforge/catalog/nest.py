@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from healforge.catalog import format as fmt
+from healforge.catalog.collection import resolve_catalog
 from healforge.catalog.margin import read_pixel
 from healforge.engine import Engine, owned_engine
 from healforge.errors import BadInputError, CatalogError
@@ -101,7 +102,7 @@ def nest(
     """
     if on_unmatched not in ("error", "drop"):
         raise ValueError("on_unmatched must be 'error' or 'drop'")
-    objects, sources, output = Path(objects).absolute(), Path(sources).absolute(), Path(output).absolute()
+    objects, sources, output = resolve_catalog(objects), resolve_catalog(sources), Path(output).absolute()
     obj_schema = _schema(objects)
     src_schema = _schema(sources)
     for cat, schema, cols in ((objects, obj_schema, [on]), (sources, src_schema, [on, sort_by])):

@@ -99,6 +99,13 @@ def staging_dir(root: str | Path) -> Path:
     return txn_dir(root) / "staged"
 
 
+def members_dir(root: str | Path) -> Path:
+    """Where a change builds the catalog's new margins and indexes before the commit: beside the
+    catalog, since hats' strict validation counts every ``Norder*/Dir*/Npix*`` path below it."""
+    root = Path(root).absolute()
+    return root.parent / f".{root.name}.healforge-members"
+
+
 def begin(root: str | Path) -> Path:
     """Start a change (caller holds the lock): recover any earlier one, return a clean work dir."""
     recover(root)
@@ -112,12 +119,14 @@ def recover(root: str | Path, apply_metadata: Callable | None = None) -> str | N
     """Finish a committed change or roll back an uncommitted one; returns what was done."""
     tdir = txn_dir(root)
     if not tdir.exists():
+        shutil.rmtree(members_dir(root), ignore_errors=True)
         return None
     manifest = tdir / "manifest.json"
     if manifest.exists():
         apply(root)
         return "rolled forward"
     shutil.rmtree(tdir, ignore_errors=True)
+    shutil.rmtree(members_dir(root), ignore_errors=True)
     return "rolled back"
 
 
@@ -146,6 +155,7 @@ def apply(root: str | Path) -> None:
         marker.touch()
         _failpoint("Apply", n)
     shutil.rmtree(tdir, ignore_errors=True)
+    shutil.rmtree(members_dir(root), ignore_errors=True)
 
 
 def _phase_convert(root: Path, tdir: Path, m: dict) -> None:
@@ -204,11 +214,11 @@ def _phase_metadata(root: Path, tdir: Path, m: dict) -> None:
 
 
 def _phase_members(root: Path, tdir: Path, m: dict) -> None:
-    """Rebuilt members (staged under ``members/<i>``) replace the old ones (moved to the trash)."""
-    trash = tdir / "trash"
-    trash.mkdir(exist_ok=True)
+    """Rebuilt members (staged in :func:`members_dir`) replace the old ones (moved to its trash)."""
+    trash = members_dir(root) / "trash"
+    trash.mkdir(parents=True, exist_ok=True)
     for staged, rel in m.get("members", []):
-        src = tdir / "members" / staged
+        src = members_dir(root) / staged
         if not src.exists():
             continue
         dst = Path(os.path.normpath(root / rel))
