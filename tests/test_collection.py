@@ -106,18 +106,27 @@ def _pixels_of(primary, ids):
     return orders, pixels
 
 
-@pytest.fixture
-def coll(tmp_path):
+def _import(tmp_path, *extra):
     a = _batch(tmp_path, "A", 5000, 0, 1)
     run_cli(
         "import", a, "-o", tmp_path / "coll", "--collection", "--margin", "60", "--index", "id",
-        "--threshold", "400", "--highest-order", "8", "--synchronous", "-q",
+        "--threshold", "400", "--highest-order", "8", "--synchronous", "-q", *extra,
+    )  # fmt: skip
+    return a
+
+
+@pytest.fixture
+def coll(tmp_path):
+    a = _batch(tmp_path, "A", 5000, 0, 1)
+    healforge.import_catalog(
+        [a], tmp_path / "coll", collection=True, margins=[60], indexes=["id"], threshold=400,
+        highest_order=8, synchronous=True, quiet=True,
     )  # fmt: skip
     return tmp_path, a
 
 
-def test_import_collection_layout_and_clients(coll):
-    tmp_path, a = coll
+def test_import_collection_layout_and_clients(tmp_path):
+    a = _import(tmp_path)
     root = tmp_path / "coll"
     props = _collection_props(root)
     assert props["obs_collection"] == "coll"
@@ -182,7 +191,7 @@ def test_append_and_compact_keep_every_member_current(coll):
     c = survey_table(*make_points("uniform", 500, 3), start_id=200_000, seed=3)
     c = c.set_column(0, "id", pa.array(np.r_[np.arange(200_000, 200_499), [5]].astype(np.int64)))
     c = _write(tmp_path / "in" / "C.parquet", c)
-    run_cli("append", root, b, "--batch", "nightB", "--synchronous", "-q")
+    healforge.append(root, [b], "nightB", synchronous=True, quiet=True)
     healforge.append(root, [c], "nightC", synchronous=True, quiet=True)
     tables = [pq.read_table(p) for p in (a, b, c)]
     # the index reports the duplicate id when built afresh
@@ -252,8 +261,8 @@ def test_margin_and_index_commands_add_members(coll):
     assert float(cat.margin.hc_structure.catalog_info.margin_threshold) == 5.0
     got = cat.id_search(values={"name": "obj0000042"}).compute()
     assert got["id"].tolist() == [42]
-    assert run_cli("validate", root / "coll_5arcs").returncode == 0
-    assert run_cli("validate", root / "coll_name").returncode == 0
+    assert healforge.validate_catalog(root / "coll_5arcs").ok
+    assert healforge.validate_catalog(root / "coll_name").ok
     # a margin missing a row is caught, and an extra row too
     m = root / "coll_5arcs"
     f = fmt.list_data_files(m)[0]
@@ -262,8 +271,8 @@ def test_margin_and_index_commands_add_members(coll):
     fmt.write_dataset_metadata(m)
     proc = run_cli("validate", m, check=False)
     assert proc.returncode == 1 and "are missing" in proc.stderr
-    proc = run_cli("validate", root, check=False)
-    assert proc.returncode == 1 and "coll_5arcs" in proc.stderr
+    report = healforge.validate_catalog(root)
+    assert not report.ok and any(p.startswith("coll_5arcs: ") for p in report.problems)
 
 
 def test_validate_fails_when_default_member_is_missing(coll):
@@ -293,15 +302,15 @@ def test_hats_import_collection(tmp_path):
         )  # fmt: skip
         run(args, client)
     root = tmp_path / "hic"
-    info = run_cli("info", root).stdout
-    assert "collection hic" in info and "hic_1arcmin" in info
+    info = str(healforge.catalog_info(root))
+    assert "collection hic" in info and "hic_1arcmin" in info and "3,000" in info
     # hats-import's margin is a superset of the true margin rows: validate says so
     proc = run_cli("validate", root, check=False)
     assert proc.returncode == 1 and "not within 60 arcsec" in proc.stderr, proc.stderr
-    run_cli("index", root, "--column", "id", "--synchronous", "-q")
+    healforge.index_catalog(root, "id", synchronous=True, quiet=True)
     b = _batch(tmp_path, "B", 1000, 100_000, 2)
-    run_cli("append", root, b, "--synchronous", "-q")
+    healforge.append(root, [b], synchronous=True, quiet=True)
     # the append rebuilt the margin (exactly) and the new index
     _assert_collection(root, [pq.read_table(a), pq.read_table(b)], 60.0)
-    out = run_cli("margin", root, "--radius", "10", "--synchronous", "-q").stdout
-    assert "hic_10arcs" in out
+    res = healforge.margin(root, None, 10, synchronous=True, quiet=True)
+    assert res.path == str(root / "hic_10arcs") and "hic_10arcs" in healforge.open_collection(root).margins
