@@ -95,13 +95,19 @@ def hats_strict(root: Path, problems: list[str]) -> None:
 
 
 def validate_partitioned(
-    path: str | Path, id_column: str | None = None, check_index: bool = True, kind: str = "catalog"
+    path: str | Path,
+    id_column: str | None = None,
+    check_index: bool = True,
+    kind: str = "catalog",
+    hats_check: bool = True,
 ) -> ValidationReport:
-    """The checks of :func:`validate_catalog` for one HEALPix-partitioned catalog."""
+    """The checks of :func:`validate_catalog` for one HEALPix-partitioned catalog
+    (``hats_check=False`` skips hats' own strict validation, e.g. when done for a collection)."""
     root = Path(path)
     report = ValidationReport(str(root), kind=kind)
     problems = report.problems
-    hats_strict(root, problems)
+    if hats_check:
+        hats_strict(root, problems)
     if not (root / "hats.properties").exists():
         return report
     props = fmt.read_properties(root)

@@ -37,7 +37,8 @@ def validate_collection(
     if not (coll.primary / "hats.properties").exists():
         report.problems.append(f"primary catalog {coll.primary} is missing")
         return report
-    primary = validate_partitioned(coll.primary, id_column, check_index, kind="primary catalog")
+    # hats' strict collection check above covered every member's hats checks
+    primary = validate_partitioned(coll.primary, id_column, check_index, "primary catalog", hats_check=False)
     report.members.append(primary)
     report.problems += _prefixed(primary, coll.primary.name)
     report.rows, report.files = primary.rows, primary.files
@@ -45,14 +46,14 @@ def validate_collection(
         if not (path / "hats.properties").exists():
             report.problems.append(f"margin {label} is listed in collection.properties but missing")
             continue
-        member = validate_margin(path, coll.primary)
+        member = validate_margin(path, coll.primary, hats_check=False)
         report.members.append(member)
         report.problems += _prefixed(member, label)
     for column, path in coll.indexes.items():
         if not (path / "hats.properties").exists():
             report.problems.append(f"index on {column} ({path.name}) is listed but missing")
             continue
-        member = validate_index(path, coll.primary)
+        member = validate_index(path, coll.primary, hats_check=False)
         indexed = fmt.read_properties(path).get("hats_index_column")
         if indexed != column:
             member.problems.append(f"indexes column {indexed!r}, collection.properties says {column!r}")
@@ -81,7 +82,9 @@ def find_primary(root: Path) -> Path | None:
     return None
 
 
-def validate_margin(path: str | Path, primary: Path | None = None) -> ValidationReport:
+def validate_margin(
+    path: str | Path, primary: Path | None = None, hats_check: bool = True
+) -> ValidationReport:
     """A margin against its primary: hats' strict checks, and exactly the rows of other partitions
     within ``hats_margin_threshold`` of each pixel's boundary (the margin builder's exact
     distance code decides, from the primary's rows)."""
@@ -91,7 +94,8 @@ def validate_margin(path: str | Path, primary: Path | None = None) -> Validation
     root = Path(path).absolute()
     report = ValidationReport(str(root), kind="margin")
     problems = report.problems
-    hats_strict(root, problems)
+    if hats_check:
+        hats_strict(root, problems)
     if not (root / "hats.properties").exists():
         return report
     props = fmt.read_properties(root)
@@ -176,7 +180,9 @@ def _multiset_diff(want: pd.DataFrame, have: pd.DataFrame, cols: list[str]) -> t
     return int((merged["_merge"] == "left_only").sum()), int((merged["_merge"] == "right_only").sum())
 
 
-def validate_index(path: str | Path, primary: Path | None = None) -> ValidationReport:
+def validate_index(
+    path: str | Path, primary: Path | None = None, hats_check: bool = True
+) -> ValidationReport:
     """An index catalog: hats' strict checks, sorted by the indexed column, and for every primary
     partition exactly the id values its rows hold."""
     from healforge.catalog.snapshot import CatalogSnapshot
@@ -184,7 +190,8 @@ def validate_index(path: str | Path, primary: Path | None = None) -> ValidationR
     root = Path(path).absolute()
     report = ValidationReport(str(root), kind="index")
     problems = report.problems
-    hats_strict(root, problems)
+    if hats_check:
+        hats_strict(root, problems)
     if not (root / "hats.properties").exists():
         return report
     props = fmt.read_properties(root)
