@@ -70,10 +70,13 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--workdir", default="bench_data")
     ap.add_argument("--searches", type=int, default=1000)
-    ap.add_argument("--tool", choices=["hats-import", "healforge"], help=argparse.SUPPRESS)
+    ap.add_argument("--tool", choices=["hats-import", "healforge", "search"], help=argparse.SUPPRESS)
     ap.add_argument("--catalog", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.tool == "search":  # child process: a fresh lsdb (imports and numba compilation counted)
+        print(json.dumps(id_search(Path(a.catalog), Path(a.out), a.searches, a.rows)))
+        return
     if a.tool:  # child process: run one tool
         run = run_healforge if a.tool == "healforge" else run_hats_import
         run(Path(a.catalog), Path(a.out))
@@ -87,7 +90,13 @@ def main() -> None:
     if not (catalog / "hats.properties").exists():
         t0 = time.perf_counter()
         healforge.import_catalog(
-            files, catalog, threshold=THRESHOLD, highest_order=HIGHEST_ORDER, workers=2, quiet=True, overwrite=True
+            files,
+            catalog,
+            threshold=THRESHOLD,
+            highest_order=HIGHEST_ORDER,
+            workers=2,
+            quiet=True,
+            overwrite=True,
         )
         print(f"imported {a.rows} rows in {time.perf_counter() - t0:.1f} s", flush=True)
     results: dict = {}
@@ -106,22 +115,9 @@ def main() -> None:
         print(tool, json.dumps(results[tool], default=str)[:2000], flush=True)
     index = work / f"index_healforge_{a.rows}"
     # id_search in a fresh process (lsdb imports and numba compilation counted once)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import json, sys; sys.path.insert(0, %r); from index_bench import id_search; "
-            "print(json.dumps(id_search(*sys.argv[1:3], int(sys.argv[3]), int(sys.argv[4]))))"
-            % str(Path(__file__).parent),
-            str(catalog),
-            str(index),
-            str(a.searches),
-            str(a.rows),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    cmd = [sys.executable, __file__, "--tool", "search", "--catalog", str(catalog), "--out", str(index)]
+    cmd += ["--rows", str(a.rows), "--searches", str(a.searches)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     results["id_search"] = json.loads(proc.stdout.strip().splitlines()[-1])
     print("id_search", results["id_search"], flush=True)
     print(
