@@ -331,3 +331,20 @@ def test_other_commands_take_a_collection(coll, tmp_path):
         root, root, tmp_path / "nested", on="id", as_name="self", synchronous=True, quiet=True
     )
     assert res.objects == 5000 and res.sources == 5000 and res.unmatched == 0
+
+
+def test_killed_collection_import_resumes(tmp_path):
+    proc = run_cli(
+        "import", _batch(tmp_path, "A", 3000, 0, 1), "-o", tmp_path / "coll", "--collection",
+        "--margin", "60", "--index", "id", "--threshold", "400", "--highest-order", "8", "--synchronous", "-q",
+        env={"HEALFORGE_KILL_AFTER": "Margin map:1"}, check=False,
+    )  # fmt: skip
+    assert proc.returncode == -9, proc.stderr
+    assert not (tmp_path / "coll" / "collection.properties").exists()
+    out = run_cli(
+        "import", tmp_path / "in" / "A.parquet", "-o", tmp_path / "coll", "--collection", "--margin", "60",
+        "--index", "id", "--threshold", "400", "--highest-order", "8", "--synchronous", "-q",
+    ).stdout  # fmt: skip
+    assert "resumed" in out
+    report = healforge.validate_catalog(tmp_path / "coll", id_column="id")
+    assert report.ok and report.rows == 3000, str(report)

@@ -133,23 +133,27 @@ def index_catalog(
             else primary.with_name(f"{primary.name}_{column}_index")
         )
     output = Path(output).absolute()
-    with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
-        result = build_index(
-            CatalogSnapshot.of(primary),
-            output,
-            column,
-            include_columns,
-            name=name,
-            overwrite=overwrite,
-            engine=eng,
-            rows_per_file=rows_per_file,
-        )
-    if coll is not None and output.parent == coll.path:
-        add_member(coll.path, output, "index", column=column, default=default)
-    else:
-        members.register(
-            primary, members.Member("index", output, column=column, include_columns=list(include_columns))
-        )
+    from healforge.catalog import transaction as txn
+
+    with txn.CatalogLock(primary, "index"):  # as for a margin: no change commits meanwhile
+        txn.recover(primary)
+        with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
+            result = build_index(
+                CatalogSnapshot.of(primary),
+                output,
+                column,
+                include_columns,
+                name=name,
+                overwrite=overwrite,
+                engine=eng,
+                rows_per_file=rows_per_file,
+            )
+        if coll is not None and output.parent == coll.path:
+            add_member(coll.path, output, "index", column=column, default=default)
+        else:
+            members.register(
+                primary, members.Member("index", output, column=column, include_columns=list(include_columns))
+            )
     return result
 
 

@@ -132,12 +132,18 @@ def margin(
         if coll is None:
             raise CatalogError(f"{catalog} is not a collection: give the margin's output directory")
         output = coll.path / margin_name(primary.name, radius_arcsec)
-    with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
-        result = build_margin(primary, output, radius_arcsec, name=name, overwrite=overwrite, engine=eng)
-    if coll is not None and Path(output).absolute().parent == coll.path:
-        add_member(coll.path, output, "margin", default=default)
-    else:
-        members.register(primary, members.Member("margin", Path(output).absolute(), float(radius_arcsec)))
+    from healforge.catalog import transaction as txn
+
+    # under the writer lock, after finishing any committed change: a concurrent append would
+    # otherwise commit without rebuilding this new member
+    with txn.CatalogLock(primary, "margin"):
+        txn.recover(primary)
+        with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
+            result = build_margin(primary, output, radius_arcsec, name=name, overwrite=overwrite, engine=eng)
+        if coll is not None and Path(output).absolute().parent == coll.path:
+            add_member(coll.path, output, "margin", default=default)
+        else:
+            members.register(primary, members.Member("margin", Path(output).absolute(), float(radius_arcsec)))
     return result
 
 
