@@ -21,6 +21,7 @@ _API = {
     "resolve_catalog": "healforge.catalog.collection",
     "Engine": "healforge.engine",
     "BadInputError": "healforge.errors",
+    "StorageError": "healforge.errors",
     "write_zarr": "healforge.maps.zarr_store",
     "open_map": "healforge.maps.zarr_store",
     "write_parquet": "healforge.maps.parquet",

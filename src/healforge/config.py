@@ -40,10 +40,8 @@ Statistic variables: a quantile with a list ``q`` gives one variable per level, 
 
 from __future__ import annotations
 
-import ast
 import difflib
 import importlib
-import operator
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -53,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from healforge.errors import HealforgeError
+from healforge.expressions import ExpressionError, RowExpression, parse_filter, parse_row
 from healforge.healpix import MAX_ORDER
 from healforge.io.readers import SUFFIXES as READER_SUFFIXES
 
@@ -94,143 +93,6 @@ class ConfigError(HealforgeError, ValueError):
         lines = [f"{prefix}{key}: {msg}" if key else f"{prefix}{msg}" for key, msg in self.errors]
         head = "invalid pipeline configuration" if len(lines) > 1 else ""
         super().__init__("\n  ".join([head, *lines]) if head else lines[0])
-
-
-# ---------------------------------------------------------------------------------------------
-# Expressions: a small, safe subset of Python evaluated with numpy over table columns.
-
-_BINOPS: dict[type, Callable] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv,
-    ast.Mod: operator.mod,
-    ast.Pow: operator.pow,
-    ast.BitAnd: operator.and_,
-    ast.BitOr: operator.or_,
-    ast.BitXor: operator.xor,
-}
-_CMPOPS: dict[type, Callable] = {
-    ast.Eq: operator.eq,
-    ast.NotEq: operator.ne,
-    ast.Lt: operator.lt,
-    ast.LtE: operator.le,
-    ast.Gt: operator.gt,
-    ast.GtE: operator.ge,
-}
-EXPRESSION_FUNCTIONS = {
-    name: getattr(np, name)
-    for name in (
-        "abs sqrt exp log log10 log2 sin cos tan arcsin arccos arctan arctan2 radians degrees "
-        "minimum maximum clip where isfinite isnan floor ceil round hypot"
-    ).split()
-}
-
-
-@dataclass(frozen=True)
-class Expression:
-    """A validated expression over columns, e.g. ``"1 / h_li_sigma**2"`` or ``"q == 0 and h > 0"``.
-
-    ``and``/``or``/``not`` act element-wise. Allowed: numbers, column names, arithmetic,
-    comparisons (chains too) and the functions in :data:`EXPRESSION_FUNCTIONS`.
-    """
-
-    text: str
-    names: frozenset[str] = field(default_factory=frozenset)
-
-    @classmethod
-    def parse(cls, text: str) -> Expression:
-        """Parse and check ``text``; ``ValueError`` says what is not allowed."""
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError("must be a non-empty expression string")
-        try:
-            tree = ast.parse(text.strip(), mode="eval")
-        except SyntaxError as exc:
-            raise ValueError(f"not a valid expression ({exc.msg} at column {exc.offset}): {text!r}") from None
-        names: set[str] = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Call):
-                if not isinstance(node.func, ast.Name) or node.func.id not in EXPRESSION_FUNCTIONS:
-                    fname = ast.unparse(node.func)
-                    raise ValueError(
-                        f"function {fname!r} is not allowed in {text!r}; "
-                        f"allowed: {', '.join(sorted(EXPRESSION_FUNCTIONS))}"
-                    )
-                if node.keywords:
-                    raise ValueError(f"keyword arguments are not allowed in {text!r}")
-            elif isinstance(node, ast.Name):
-                if node.id not in EXPRESSION_FUNCTIONS:
-                    names.add(node.id)
-            elif isinstance(node, ast.Constant):
-                if not isinstance(node.value, int | float | bool):
-                    raise ValueError(f"only numeric constants are allowed in {text!r}, got {node.value!r}")
-            elif isinstance(node, ast.BinOp | ast.UnaryOp | ast.BoolOp | ast.Compare):
-                op = getattr(node, "op", None)
-                if isinstance(node, ast.BinOp) and type(op) not in _BINOPS:
-                    raise ValueError(f"operator {type(op).__name__} is not allowed in {text!r}")
-                if isinstance(node, ast.Compare) and any(type(o) not in _CMPOPS for o in node.ops):
-                    raise ValueError(
-                        f"comparison {ast.unparse(node)!r} is not allowed (use ==, !=, <, <=, >, >=)"
-                    )
-            elif not isinstance(
-                node,
-                ast.Expression | ast.Load | ast.operator | ast.unaryop | ast.boolop | ast.cmpop | ast.IfExp,
-            ):
-                raise ValueError(f"{type(node).__name__} is not allowed in expressions: {text!r}")
-        return cls(text.strip(), frozenset(names))
-
-    def evaluate(self, columns: Mapping[str, Any]) -> np.ndarray:
-        """Evaluate over ``columns`` (name -> array; pyarrow columns are converted)."""
-        env = {}
-        for name in self.names:
-            if name not in columns:
-                raise KeyError(f"expression {self.text!r} uses column {name!r}; available: {sorted(columns)}")
-            value = columns[name]
-            if hasattr(value, "to_numpy"):
-                value = (
-                    value.to_numpy(zero_copy_only=False) if not hasattr(value, "values") else value.to_numpy()
-                )
-            value = np.asarray(value)
-            env[name] = value.astype(np.float64) if value.dtype.kind == "f" else value  # compute in float64
-        return np.asarray(_eval(ast.parse(self.text, mode="eval").body, env))
-
-
-def _eval(node: ast.AST, env: dict[str, np.ndarray]):
-    if isinstance(node, ast.Constant):
-        return node.value
-    if isinstance(node, ast.Name):
-        return env[node.id]
-    if isinstance(node, ast.BinOp):
-        return _BINOPS[type(node.op)](_eval(node.left, env), _eval(node.right, env))
-    if isinstance(node, ast.UnaryOp):
-        value = _eval(node.operand, env)
-        if isinstance(node.op, ast.Not):
-            return np.logical_not(value)
-        if isinstance(node.op, ast.Invert):
-            return np.invert(value)
-        return -value if isinstance(node.op, ast.USub) else +value
-    if isinstance(node, ast.BoolOp):
-        values = [_eval(v, env) for v in node.values]
-        combine = np.logical_and if isinstance(node.op, ast.And) else np.logical_or
-        out = values[0]
-        for v in values[1:]:
-            out = combine(out, v)
-        return out
-    if isinstance(node, ast.Compare):
-        left = _eval(node.left, env)
-        out = None
-        for op, comp in zip(node.ops, node.comparators, strict=True):
-            right = _eval(comp, env)
-            res = _CMPOPS[type(op)](left, right)
-            out = res if out is None else np.logical_and(out, res)
-            left = right
-        return out
-    if isinstance(node, ast.IfExp):
-        return np.where(_eval(node.test, env), _eval(node.body, env), _eval(node.orelse, env))
-    if isinstance(node, ast.Call):
-        return EXPRESSION_FUNCTIONS[node.func.id](*[_eval(a, env) for a in node.args])
-    raise ValueError(f"cannot evaluate {ast.unparse(node)!r}")  # unreachable after parse()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,6 +154,11 @@ class InputSpec:
         from healforge.io.readers import iter_batches
 
         fmt = self.format_of(path)
+        if "reader" in self.options:  # a reader function named by dotted path (e.g. zagg layouts)
+            module, _, attr = str(self.options["reader"]).partition(":")
+            reader = getattr(importlib.import_module(module), attr)
+            yield from reader(path, self.options, batch_rows=batch_rows, storage_options=self.storage_options)
+            return
         if fmt == "hdf5" and self.columns:
             from healforge.io.hdf5 import iter_hdf5_template
 
@@ -342,14 +209,14 @@ class Statistic:
     name: str
     function: str
     column: str | None = None
-    expression: Expression | None = None
+    expression: RowExpression | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     dtype: str = "float64"
 
     @property
-    def weight(self) -> Expression | None:
+    def weight(self) -> RowExpression | None:
         w = self.parameters.get("weight")
-        return w if isinstance(w, Expression) else None
+        return w if isinstance(w, RowExpression) else None
 
     @property
     def output_names(self) -> list[str]:
@@ -441,7 +308,7 @@ class PipelineConfig:
     assignment: Assignment
     statistics: tuple[Statistic, ...]
     outputs: Outputs
-    filter: Expression | None = None
+    filter: RowExpression | None = None
     source: str | None = None
 
     @property
@@ -554,10 +421,12 @@ class _Checker:
                 out.append(s)
         return out
 
-    def expression(self, value: Any, key: str, known: set[str] | None) -> Expression | None:
+    def expression(
+        self, value: Any, key: str, known: set[str] | None, parse: Callable = parse_row
+    ) -> RowExpression | None:
         try:
-            expr = Expression.parse(value)
-        except ValueError as exc:
+            expr = parse(value)
+        except ExpressionError as exc:
             self.error(key, str(exc))
             return None
         self.columns_known(expr.names, key, known)
@@ -994,7 +863,7 @@ def validate_pipeline(raw: Any, *, base_dir: str | None = None, source: str | No
 
     filt = None
     if d.get("filter") is not None:
-        filt = c.expression(d["filter"], "filter", known)
+        filt = c.expression(d["filter"], "filter", known, parse_filter)
 
     stats = _check_statistics(c, d.get("statistics"), known) if "statistics" in d else []
     names = [n for s in stats for n in s.output_names]
@@ -1035,6 +904,10 @@ def load_pipeline(path: str | os.PathLike) -> PipelineConfig:
             raw = yaml.safe_load(f)
     except FileNotFoundError:
         raise ConfigError([("", "pipeline file not found")], path) from None
+    except UnicodeDecodeError:
+        raise ConfigError([("", "not a text (YAML) file")], path) from None
+    except IsADirectoryError:
+        raise ConfigError([("", "is a directory, not a pipeline file")], path) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

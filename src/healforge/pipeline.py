@@ -50,7 +50,7 @@ from healforge.config import (
     validate_pipeline,
 )
 from healforge.engine import Engine, Progress
-from healforge.errors import BadInputError, HealforgeError
+from healforge.errors import BadInputError, HealforgeError, OptionError
 
 PROGRESS_FORMAT = "healforge-pipeline-progress"
 PROGRESS_VERSION = 1
@@ -71,15 +71,15 @@ class StateColumn:
 
     key: str
     column: str | None  # input column, or None with an expression / for row counts
-    expression: Any  # config.Expression or None
-    weight: Any  # config.Expression or None
+    expression: Any  # expressions.RowExpression or None
+    weight: Any  # expressions.RowExpression or None
 
     def describe(self) -> dict:
         return {
             "key": self.key,
             "column": self.column,
-            "expression": self.expression.text if self.expression is not None else None,
-            "weight": self.weight.text if self.weight is not None else None,
+            "expression": self.expression.source if self.expression is not None else None,
+            "weight": self.weight.source if self.weight is not None else None,
         }
 
 
@@ -90,7 +90,7 @@ def plan_state_columns(cfg: PipelineConfig) -> tuple[list[StateColumn], dict[str
     for stat in cfg.statistics:
         weight = stat.weight if stat.function.startswith("weighted_") else None
         expr = stat.expression
-        ident = (stat.column, expr.text if expr is not None else None, weight.text if weight else None)
+        ident = (stat.column, expr.source if expr is not None else None, weight.source if weight else None)
         if ident not in columns:
             if stat.column is not None:
                 base = stat.column
@@ -142,7 +142,7 @@ def config_sections(cfg: PipelineConfig, columns: list[StateColumn]) -> dict[str
             }
             for s in cfg.inputs
         ],
-        "filter": cfg.filter.text if cfg.filter is not None else None,
+        "filter": cfg.filter.source if cfg.filter is not None else None,
         "coordinates": {
             "lon": cfg.coordinates.lon,
             "lat": cfg.coordinates.lat,
@@ -211,7 +211,7 @@ def batch_state(
             vals = np.asarray(_as_numpy(columns[sc.column]), dtype=np.float64)
         else:
             vals = np.ones(n)
-        wkey = sc.weight.text if sc.weight is not None else None
+        wkey = sc.weight.source if sc.weight is not None else None
         if wkey not in weights:
             if sc.weight is None:
                 weights[wkey] = area_weight
@@ -529,7 +529,7 @@ def _stat_arrays(stat: Statistic, state, key: str) -> dict[str, np.ndarray]:
             v = np.where(m["wsum"] - ddof > 0, m["wm2"] / (m["wsum"] - ddof), np.nan)
             v = np.sqrt(v) if f == "weighted_std" else v
         else:  # pragma: no cover - refused by check_runnable
-            raise ValueError(f"statistic {f!r} is not available from a state")
+            raise OptionError(f"statistic {f!r} is not available from a state")
     return {stat.name: np.where(n > 0, v, np.nan)}
 
 
@@ -585,6 +585,8 @@ def run_pipeline(
     restart: bool = False,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     max_files: int | None = None,
+    map_hook=None,
+    product_metadata: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run a pipeline (a YAML path, a parsed dict or a :class:`~healforge.config.PipelineConfig`).
 
@@ -599,6 +601,11 @@ def run_pipeline(
     max_files
         Stop after accumulating this many new files (progress saved, no outputs written); for
         splitting long runs into sessions and for tests.
+    map_hook
+        Applied to every finalized map table before it is written (front ends such as zagg
+        files derive their own variables from the configured statistics).
+    product_metadata
+        Extra entries of the Zarr store's root ``healforge`` attribute.
 
     Returns
     -------
@@ -718,7 +725,7 @@ def run_pipeline(
     orders = range(cfg.assignment.order, min(needed, default=cfg.assignment.order) - 1, -1)
     extra_meta = {
         "inputs": [p for _, p in items],
-        "filter": cfg.filter.text if cfg.filter is not None else None,
+        "filter": cfg.filter.source if cfg.filter is not None else None,
         **counts,
     }
     maps: dict[int, pa.Table] = {}
@@ -729,6 +736,8 @@ def run_pipeline(
                 current = current.coarsen(k)
             if k in needed:
                 maps[k] = finalize_map(current, cfg, of_stat, extra_meta)
+                if map_hook is not None:
+                    maps[k] = map_hook(maps[k])
                 bar.update()
     summary["orders"] = sorted(maps)
     summary["cells"] = {k: t.num_rows for k, t in maps.items()}
@@ -743,7 +752,7 @@ def run_pipeline(
                 out.zarr.path,
                 chunk_cells=out.zarr.chunk_cells,
                 storage_options=so or None,
-                metadata={"inputs": extra_meta["inputs"], "pipeline": cfg.name},
+                metadata={"inputs": extra_meta["inputs"], "pipeline": cfg.name, **(product_metadata or {})},
             )
             summary["outputs"].append(out.zarr.path)
             bar.update()

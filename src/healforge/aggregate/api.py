@@ -17,7 +17,6 @@ from healforge.aggregate.coords import (
     check_choice,
     value_column,
 )
-from healforge.aggregate.expr import evaluate, expression_names, parse_column_spec
 from healforge.aggregate.finalize import DEFAULT_STATE_STATS, finalize_state
 from healforge.aggregate.maptable import make_map_table, write_map
 from healforge.aggregate.sidecar import (
@@ -34,7 +33,8 @@ from healforge.aggregate.state import State
 from healforge.aggregate.state import merge_states as _merge_states
 from healforge.aggregate.stats import DEFAULT_STATS, cell_statistics, stat_label, validate_stats
 from healforge.engine import Engine
-from healforge.errors import BadInputError
+from healforge.errors import BadInputError, OptionError
+from healforge.expressions import parse_column_spec, parse_row
 from healforge.healpix import check_order
 from healforge.io.readers import DEFAULT_BATCH_ROWS
 from healforge.maps.parquet import write_parquet
@@ -50,20 +50,26 @@ class ValueSpec:
             raise ValueError("give at least one value column")
         self.items = [parse_column_spec(c) for c in columns]
         self.weight = weight
+        self.weight_expr = parse_row(weight) if weight else None
         need: list[str] = []
         for name, expr in self.items:
-            need.extend(expression_names(expr) if expr else [name])
-        if weight:
-            need.extend(expression_names(weight))
+            need.extend(sorted(expr.names) if expr else [name])
+        if self.weight_expr is not None:
+            need.extend(sorted(self.weight_expr.names))
         self.inputs = list(dict.fromkeys(need))
         self.names = [n for n, _ in self.items]
 
     def values(self, table: pa.Table, path: str | None) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
         raw = {c: value_column(table, c, path) for c in self.inputs}
-        vals = {name: (evaluate(expr, raw) if expr else raw[name]) for name, expr in self.items}
+        n = table.num_rows
+
+        def value(name, expr):
+            return np.asarray(expr.evaluate(raw, n), np.float64) if expr else raw[name]
+
+        vals = {name: value(name, expr) for name, expr in self.items}
         w = None
-        if self.weight:
-            w = evaluate(self.weight, raw)
+        if self.weight_expr is not None:
+            w = value(None, self.weight_expr)
             bad = ~np.isfinite(w) | (w < 0)
             # a weight is only needed where some value is present
             present = np.zeros(w.size, bool)
@@ -240,7 +246,7 @@ def aggregate(
         rows_rejected = int(meta.get("rows_rejected", 0))
     else:
         if order is None:
-            raise ValueError("give a sidecar, or an order with lon/lat (or geometry) columns")
+            raise OptionError("give a sidecar, or an order with lon/lat (or geometry) columns")
         order = check_order(order)
         spec = position_spec(inputs, lon, lat, geometry, mode, latitude, on_bad_rows)
         qpath = _quarantine_target(on_bad_rows, quarantine, output)
@@ -344,7 +350,7 @@ def accumulate(
                 base = State.load(state)
     if order is None:
         if base is None:
-            raise ValueError("give an order (or an existing state to add to)")
+            raise OptionError("give an order (or an existing state to add to)")
         order = base.order
     order = check_order(order)
     spec = position_spec(inputs, lon, lat, geometry, mode, latitude, on_bad_rows)
@@ -437,7 +443,7 @@ def finalize(
     else:
         min_order = check_order(min_order)
         if min_order > st.order:
-            raise ValueError(f"min_order {min_order} is finer than the state's order {st.order}")
+            raise OptionError(f"min_order {min_order} is finer than the state's order {st.order}")
         result = {}
         level = st
         for k in range(st.order, min_order - 1, -1):

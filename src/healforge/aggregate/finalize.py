@@ -11,6 +11,7 @@ from healforge.aggregate import sketch as sk
 from healforge.aggregate.maptable import make_map_table
 from healforge.aggregate.state import State
 from healforge.aggregate.stats import BUILTIN, MAD_TO_STD, WEIGHTED, quantile_of
+from healforge.errors import OptionError
 
 DEFAULT_STATE_STATS = ("count", "mean", "std", "min", "max", "median")
 
@@ -28,7 +29,7 @@ def state_statistics(
         stats.insert(0, "count")
     for s in stats:
         if not (s in BUILTIN or s in WEIGHTED or quantile_of(s) is not None):
-            raise ValueError(
+            raise OptionError(
                 f"statistic {s!r} cannot be computed from a streaming state; available: "
                 f"{', '.join(BUILTIN + WEIGHTED)}, qNN"
             )

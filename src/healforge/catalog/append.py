@@ -11,7 +11,6 @@ import hashlib
 import os
 import shutil
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +26,11 @@ from healforge.catalog.members import Member, stage_members
 from healforge.catalog.pipeline import map_stage, reduce_stage, rejected_tables, schema_diff, split_stage
 from healforge.catalog.stages import InputSpec
 from healforge.engine import Engine, owned_engine
-from healforge.errors import BadInputError, CatalogError
+from healforge.errors import BadInputError
 from healforge.healpix import SPATIAL_INDEX_COLUMN
+from healforge.io import storage
 from healforge.io.readers import expand_inputs
+from healforge.io.storage import AnyPath, as_path
 
 
 @dataclass
@@ -58,9 +59,9 @@ class AppendResult:
         return text
 
 
-def catalog_schema(root: Path):
+def catalog_schema(root: AnyPath):
     """Data schema of a catalog (``_common_metadata`` without ``_healpix_29``)."""
-    schema = pq.read_schema(root / fmt.DATASET_DIR / "_common_metadata")
+    schema = storage.read_parquet_schema(as_path(root) / fmt.DATASET_DIR / "_common_metadata")
     schema = schema.remove_metadata()
     return (
         schema.remove(schema.get_field_index(SPATIAL_INDEX_COLUMN))
@@ -92,6 +93,8 @@ def append(
     batch_rows: int = 500_000,
     compression: str | None = "zstd:3",
     margin: str | os.PathLike | None = None,
+    storage_options: dict | None = None,
+    tmp_dir: str | os.PathLike | None = None,
     engine: Engine | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
@@ -115,6 +118,8 @@ def append(
         collection's margins and indexes, or those recorded by :func:`healforge.margin` and
         :func:`healforge.index_catalog`) is rebuilt from the new rows before the commit and
         swapped in by it: readers see the old catalog and members or the new ones.
+    storage_options, tmp_dir
+        fsspec options for a URL catalog (and margin); local directory for intermediate files.
     on_bad_rows, input_format, reader_options, batch_rows, compression, engine, workers, scheduler, synchronous, quiet
         As for :func:`healforge.import_catalog`.
 
@@ -125,18 +130,17 @@ def append(
     CatalogError
         When another writer holds the catalog.
     """
-    root = resolve_catalog(catalog)
-    if not (root / "hats.properties").exists():
-        raise CatalogError(f"{root} is not a HATS catalog (no hats.properties)")
+    root = fmt.require_catalog(resolve_catalog(as_path(catalog, storage_options)))
     files = expand_inputs([inputs] if isinstance(inputs, str | os.PathLike) else inputs)
     with txn.CatalogLock(root, "append"):
-        work = txn.begin(root)
+        work = txn.begin(root, tmp_dir)
         props = fmt.read_properties(root)
         existing = fmt.read_partition_info(root)
         label = batch or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         batch_id = _batch_id(files, batch)
         if batch_id in txn.applied_batches(root):
-            shutil.rmtree(txn.txn_dir(root), ignore_errors=True)
+            storage.rmtree(txn.txn_dir(root))
+            shutil.rmtree(work, ignore_errors=True)
             total = int(fmt.read_properties(root)["hats_nrows"])
             return AppendResult(str(root), label, 0, 0, 0, [], total, skipped=True)
         ra, dec = props["hats_col_ra"], props["hats_col_dec"]
@@ -176,7 +180,7 @@ def append(
                 *coarsen_histogram(mapped["pixels"], mapped["counts"], mapping_order - skymap_order),
                 skymap_order,
             )
-            np.save(txn.txn_dir(root) / "point_map.npy", histogram + new_hist)
+            txn.save_array(txn.txn_dir(root) / "point_map.npy", histogram + new_hist)
             rejected_path = None
             if n_rejected:
                 rejected_path = _write_rejected(root, label, rejected_tables(work, files))
@@ -203,8 +207,9 @@ def append(
                 "pixels": [list(p) for p in all_pixels],
                 "properties": properties,
             }
-            stage_members(root, manifest, eng, extra=_given_margin(margin))
+            stage_members(root, manifest, eng, extra=_given_margin(margin, storage_options), tmp_dir=tmp_dir)
             txn.commit(root, manifest)
+        shutil.rmtree(work, ignore_errors=True)
     return AppendResult(
         str(root),
         label,
@@ -217,7 +222,7 @@ def append(
     )
 
 
-def _free_label(root: Path, label: str, destinations) -> str:
+def _free_label(root: AnyPath, label: str, destinations) -> str:
     """``label``, or ``label-2``, ``label-3``... if a pixel already has a file of that name."""
     candidate, n = label, 1
     while any(
@@ -234,20 +239,19 @@ def _carry_properties(props: dict[str, str]) -> dict:
     return {k: v for k, v in props.items() if k not in skip}
 
 
-def _write_rejected(root: Path, label: str, tables) -> Path:
+def _write_rejected(root: AnyPath, label: str, tables) -> AnyPath:
     import pyarrow as pa
 
     target = root.with_name(f"{root.name}.{label}.rejected.parquet")
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    pq.write_table(pa.concat_tables(tables), tmp)
-    os.replace(tmp, target)
+    with storage.atomic_output(target) as tmp:
+        pq.write_table(pa.concat_tables(tables), tmp)
     return target
 
 
-def _given_margin(margin: str | os.PathLike | None) -> list[Member]:
+def _given_margin(margin: str | os.PathLike | None, storage_options: dict | None = None) -> list[Member]:
     """An explicitly named margin to keep current besides the recorded members."""
     if margin is None:
         return []
-    path = Path(margin).absolute()
+    path = as_path(margin, storage_options)
     props = fmt.read_properties(path)
     return [Member("margin", path, radius_arcsec=float(props["hats_margin_threshold"]))]

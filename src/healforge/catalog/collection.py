@@ -9,25 +9,29 @@ sub-catalog directory, named as hats-import names them: ``<name>``, ``<name>_<R>
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from healforge import __version__
 from healforge.errors import CatalogError
+from healforge.io import storage
+from healforge.io.storage import AnyPath, as_path
 
 COLLECTION_FILE = "collection.properties"
 
 
 @dataclass
 class Collection:
-    """A collection on disk: its primary catalog and members (absolute paths)."""
+    """A collection on disk or in an object store: its primary catalog and members (absolute
+    paths or UPaths carrying the collection's storage options)."""
 
-    path: Path
+    path: AnyPath
     name: str
-    primary: Path
-    margins: dict[str, Path] = field(default_factory=dict)
+    primary: AnyPath
+    margins: dict[str, AnyPath] = field(default_factory=dict)
     default_margin: str | None = None
-    indexes: dict[str, Path] = field(default_factory=dict)
+    indexes: dict[str, AnyPath] = field(default_factory=dict)
     default_index: str | None = None
 
     def __str__(self) -> str:
@@ -37,25 +41,31 @@ class Collection:
         )
 
 
-def is_collection(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a directory holding ``collection.properties``."""
-    return (Path(path) / COLLECTION_FILE).is_file()
+def is_collection(path: str | os.PathLike, storage_options: dict | None = None) -> bool:
+    """Whether ``path`` (local or URL) is a directory holding ``collection.properties``."""
+    return (as_path(path, storage_options) / COLLECTION_FILE).is_file()
 
 
-def _inner(root: Path, value: str) -> Path:
-    p = Path(value)
-    return p if p.is_absolute() else root / p
+def _options(root: AnyPath) -> dict | None:
+    return None if storage.is_local(root) else dict(root.storage_options)
 
 
-def open_collection(path: str | os.PathLike) -> Collection:
+def _inner(root: AnyPath, value: str) -> AnyPath:
+    """A member path of the properties file: relative to the collection, absolute, or a URL."""
+    if storage.protocol_of(value) or Path(value).is_absolute():
+        return as_path(value, _options(root))
+    return root.joinpath(*value.split("/"))
+
+
+def open_collection(path: str | os.PathLike, storage_options: dict | None = None) -> Collection:
     """Read ``collection.properties`` (with hats' own parser) and resolve its members."""
     from hats.catalog.dataset.collection_properties import CollectionProperties
 
-    root = Path(path).absolute()
+    root = as_path(path, storage_options)
     if not is_collection(root):
         raise CatalogError(f"{root} is not a HATS collection (no {COLLECTION_FILE})")
     try:
-        props = CollectionProperties.read_from_dir(str(root))
+        props = CollectionProperties.read_from_dir(str(root) if storage.is_local(root) else root)
     except Exception as exc:
         raise CatalogError(f"{root / COLLECTION_FILE} is invalid: {exc}") from exc
     return Collection(
@@ -69,19 +79,20 @@ def open_collection(path: str | os.PathLike) -> Collection:
     )
 
 
-def resolve_catalog(path: str | os.PathLike) -> Path:
+def resolve_catalog(path: str | os.PathLike, storage_options: dict | None = None) -> AnyPath:
     """The primary catalog of a collection, or ``path`` itself when it is not a collection."""
-    return open_collection(path).primary if is_collection(path) else Path(path).absolute()
+    path = as_path(path, storage_options)
+    return open_collection(path).primary if is_collection(path) else path
 
 
-def collection_of(catalog: str | os.PathLike) -> Collection | None:
+def collection_of(catalog: str | os.PathLike, storage_options: dict | None = None) -> Collection | None:
     """The collection whose primary catalog ``catalog`` is, if any (its parent directory)."""
-    catalog = Path(catalog).absolute()
+    catalog = as_path(catalog, storage_options)
     parent = catalog.parent
-    if not is_collection(parent):
+    if str(parent) == str(catalog) or not is_collection(parent):
         return None
     coll = open_collection(parent)
-    return coll if coll.primary == catalog else None
+    return coll if str(coll.primary).rstrip("/") == str(catalog).rstrip("/") else None
 
 
 def pretty_angle(arcsec: float) -> str:
@@ -120,7 +131,7 @@ def write_collection(
 
     from healforge.catalog.format import atomic_write_text
 
-    root = Path(path).absolute()
+    root = as_path(path)
     info = {
         "obs_collection": name,
         "hats_primary_table_url": primary,
@@ -130,24 +141,22 @@ def write_collection(
         "default_index": default_index,
     }
     info = {k: v for k, v in info.items() if v is not None}
-    info |= TableProperties.new_provenance_dict(str(root), builder=f"healforge v{__version__}")
+    info |= TableProperties.new_provenance_dict(
+        str(root) if storage.is_local(root) else root, builder=f"healforge v{__version__}"
+    )
     try:
         props = CollectionProperties(**info)
     except Exception as exc:
         raise CatalogError(f"invalid collection properties for {root}: {exc}") from exc
-    tmp = root / f".collection.{os.getpid()}.tmpdir"
-    tmp.mkdir(parents=True, exist_ok=True)
-    try:
-        props.to_properties_file(str(tmp))
-        atomic_write_text(root / COLLECTION_FILE, (tmp / COLLECTION_FILE).read_text())
-    finally:
-        (tmp / COLLECTION_FILE).unlink(missing_ok=True)
-        tmp.rmdir()
+    with tempfile.TemporaryDirectory(prefix="healforge-collection-") as tmp:
+        props.to_properties_file(tmp)
+        atomic_write_text(root / COLLECTION_FILE, (Path(tmp) / COLLECTION_FILE).read_text())
 
 
-def _relative(root: Path, member: Path) -> str:
-    member = Path(member).absolute()
-    return str(member.relative_to(root)) if member.is_relative_to(root) else str(member)
+def _relative(root: AnyPath, member: str | os.PathLike) -> str:
+    """``member`` relative to the collection when inside it, else its absolute path or URL."""
+    base, text = str(root).rstrip("/") + "/", str(as_path(member, _options(root)))
+    return text[len(base) :] if text.startswith(base) else text
 
 
 def add_member(
@@ -160,7 +169,7 @@ def add_member(
     """List a margin (``kind="margin"``) or index (``kind="index"``, on ``column``) in the
     collection; it becomes the default when ``default`` or when it is the first of its kind."""
     coll = open_collection(collection)
-    rel = _relative(coll.path, Path(member))
+    rel = _relative(coll.path, member)
     margins = {m: _relative(coll.path, p) for m, p in coll.margins.items()}
     indexes = {c: _relative(coll.path, p) for c, p in coll.indexes.items()}
     default_margin, default_index = coll.default_margin, coll.default_index

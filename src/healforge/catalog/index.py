@@ -29,13 +29,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from healforge.catalog import format as fmt
 from healforge.catalog.snapshot import CatalogSnapshot
 from healforge.engine import Engine, iter_chunks, owned_engine
-from healforge.errors import BadInputError, CatalogError
+from healforge.errors import BadInputError, CatalogError, OptionError
 from healforge.healpix import SPATIAL_INDEX_COLUMN
+from healforge.io import storage
+from healforge.io.storage import AnyPath, as_path
 
 WORK_DIR = ".healforge-index"
 INDEX_DIR = "index"
@@ -79,6 +80,8 @@ def index_catalog(
     default: bool = False,
     rows_per_file: int = ROWS_PER_FILE,
     overwrite: bool = False,
+    storage_options: dict | None = None,
+    tmp_dir: str | os.PathLike | None = None,
     engine: Engine | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
@@ -105,8 +108,8 @@ def index_catalog(
         Make it the collection's default index (the first index of a collection always is).
     rows_per_file
         Rows per index data file (and per reduce task).
-    overwrite, engine, workers, scheduler, synchronous, quiet
-        As for :func:`healforge.margin`.
+    overwrite, storage_options, tmp_dir, engine, workers, scheduler, synchronous, quiet
+        As for :func:`healforge.margin` (the catalog and output may be fsspec URLs).
 
     Returns
     -------
@@ -122,17 +125,18 @@ def index_catalog(
         open_collection,
     )
 
+    catalog = as_path(catalog, storage_options)
     coll = open_collection(catalog) if is_collection(catalog) else collection_of(catalog)
-    primary = coll.primary if coll else Path(catalog).absolute()
-    if not (primary / "hats.properties").exists():
-        raise CatalogError(f"{primary} is not a HATS catalog (no hats.properties)")
+    primary = fmt.require_catalog(coll.primary if coll else catalog)
+    if rows_per_file < 1:
+        raise OptionError(f"rows_per_file must be at least 1, got {rows_per_file}")
     if output is None:
         output = (
             coll.path / index_name(primary.name, column)
             if coll
             else primary.with_name(f"{primary.name}_{column}_index")
         )
-    output = Path(output).absolute()
+    output = as_path(output, storage_options)
     from healforge.catalog import transaction as txn
 
     with txn.CatalogLock(primary, "index"):  # as for a margin: no change commits meanwhile
@@ -145,10 +149,11 @@ def index_catalog(
                 include_columns,
                 name=name,
                 overwrite=overwrite,
+                tmp_dir=tmp_dir,
                 engine=eng,
                 rows_per_file=rows_per_file,
             )
-        if coll is not None and output.parent == coll.path:
+        if coll is not None and str(output.parent) == str(coll.path):
             add_member(coll.path, output, "index", column=column, default=default)
         else:
             members.register(
@@ -165,19 +170,22 @@ def build_index(
     *,
     name: str | None = None,
     overwrite: bool = False,
+    tmp_dir: str | os.PathLike | None = None,
     engine: Engine,
     rows_per_file: int = ROWS_PER_FILE,
 ) -> IndexResult:
     """Build (or rebuild, with ``overwrite``) an index of ``source`` with an existing engine.
 
-    Built in a hidden sibling directory and moved into place at the end, like a margin.
+    Built in a hidden sibling directory and moved (on object stores: copied) into place at the
+    end, like a margin; the sorted shards stay on local disk (``tmp_dir``, see
+    :func:`healforge.io.storage.scratch_dir`).
     """
-    output = Path(output).absolute()
-    if output == source.root:
+    output = as_path(output, None if storage.is_local(source.root) else source.root.storage_options)
+    if str(output) == str(source.root):
         raise CatalogError("the index cannot be written over its primary catalog")
-    if output.exists() and any(output.iterdir()) and not overwrite:
+    if not overwrite and not storage.is_empty_dir(output):
         raise CatalogError(f"output {output} exists and is not empty; use --overwrite to replace it")
-    schema = pq.read_schema(source.schema_file)
+    schema = storage.read_parquet_schema(source.schema_file)
     wanted = [column, *[c for c in include_columns if c not in (column, SPATIAL_INDEX_COLUMN)]]
     for col in wanted:
         if col not in schema.names:
@@ -194,11 +202,12 @@ def build_index(
     rows_per_file = max(1, int(rows_per_file))
     output.parent.mkdir(parents=True, exist_ok=True)
     for stale in output.parent.glob(f".{output.name}.building-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        storage.rmtree(stale)
     final, build = output, output.parent / f".{output.name}.building-{uuid.uuid4().hex[:12]}"
-    work = build / WORK_DIR
+    work = storage.scratch_dir(build, WORK_DIR, tmp_dir)
+    if work.exists():
+        shutil.rmtree(work)
     (work / "shards").mkdir(parents=True)
-    (build / fmt.DATASET_DIR / INDEX_DIR).mkdir(parents=True)
 
     columns = [*wanted, SPATIAL_INDEX_COLUMN]
     labels = [f"Norder={o}/Npix={p}" for o, p in source.pixels]
@@ -236,7 +245,7 @@ def build_index(
                 "shards": shards,
                 "ranges": [(positions[s][j], positions[s][j + 1]) for s in range(len(shards))],
                 "column": column,
-                "output": str(build / fmt.DATASET_DIR / INDEX_DIR / f"part.{j}.parquet"),
+                "output": build / fmt.DATASET_DIR / INDEX_DIR / f"part.{j}.parquet",
                 "schema": _index_schema(schema, wanted),
             }
             for j in range(n_parts)
@@ -273,7 +282,7 @@ def build_index(
     )
 
 
-def _swap_into_place(built: Path, final: Path) -> None:
+def _swap_into_place(built: AnyPath, final: AnyPath) -> None:
     from healforge.catalog.margin import _swap_into_place as swap
 
     swap(built, final)
@@ -294,7 +303,7 @@ def _map_pixel(task: dict) -> dict:
     column = task["column"]
     parts = []
     for f in task["files"]:
-        part = pq.read_table(f, columns=task["columns"])
+        part = storage.read_parquet_table(f, columns=task["columns"])
         ids = part[column]
         if ids.null_count:
             first = int(np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False))[0])

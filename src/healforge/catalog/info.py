@@ -6,9 +6,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from healforge.catalog import format as fmt
+from healforge.errors import CatalogError
+from healforge.io import storage
+from healforge.io.storage import as_path
 
 
 @dataclass
@@ -56,11 +57,11 @@ class CollectionInfo:
         return "\n".join(lines)
 
 
-def collection_info(path: str | Path) -> CollectionInfo:
+def collection_info(path: str | Path, storage_options: dict | None = None) -> CollectionInfo:
     """Describe a collection: its primary catalog in full, then each margin and index."""
     from healforge.catalog.collection import open_collection
 
-    coll = open_collection(path)
+    coll = open_collection(as_path(path, storage_options))
     members = []
     for label, member in coll.margins.items():
         default = " (default)" if label == coll.default_margin else ""
@@ -78,22 +79,33 @@ def collection_info(path: str | Path) -> CollectionInfo:
     return CollectionInfo(str(coll.path), coll.name, catalog_info(coll.primary), members)
 
 
-def catalog_info(path: str | Path) -> CatalogInfo | CollectionInfo:
-    """Describe the catalog (or collection) at ``path`` from its metadata files (data files are
-    not read)."""
+def catalog_info(path: str | Path, storage_options: dict | None = None) -> CatalogInfo | CollectionInfo:
+    """Describe the catalog (or collection) at ``path`` (local or URL, with fsspec
+    ``storage_options``) from its metadata files (data files are not read)."""
     from healforge.catalog.collection import is_collection
 
-    if is_collection(path):
-        return collection_info(path)
-    root = Path(path)
+    root = as_path(path, storage_options)
+    if is_collection(root):
+        return collection_info(root)
+    # an index catalog is not HEALPix-partitioned (no partition_info.csv)
+    is_index = (root / "hats.properties").is_file() and fmt.read_properties(root).get(
+        "dataproduct_type"
+    ) == "index"
+    if not is_index:
+        root = fmt.require_catalog(root)
     props = fmt.read_properties(root)
-    pixels = fmt.read_partition_info(root) if (root / "partition_info.csv").exists() else []
-    schema = pq.read_schema(root / fmt.DATASET_DIR / "_common_metadata")
-    files = fmt.list_data_files(root) or sorted((root / fmt.DATASET_DIR).rglob("part.*.parquet"))
+    pixels = [] if is_index else fmt.read_partition_info(root)
+    common = root / fmt.DATASET_DIR / "_common_metadata"
+    if not common.is_file():
+        raise CatalogError(f"{root} is not a complete HATS catalog (no {fmt.DATASET_DIR}/_common_metadata)")
+    schema = storage.read_parquet_schema(common)
+    files = fmt.list_data_files(root) or [
+        p for p, _ in storage.list_files(root / fmt.DATASET_DIR) if p.name.startswith("part.")
+    ]
     rows = (
         int(props["hats_nrows"])
         if "hats_nrows" in props
-        else sum(pq.read_metadata(f).num_rows for f in files)
+        else sum(storage.read_parquet_metadata(f).num_rows for f in files)
     )
     return CatalogInfo(
         path=str(root),

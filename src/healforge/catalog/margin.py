@@ -47,8 +47,10 @@ from healforge.catalog import format as fmt
 from healforge.catalog.geometry import ARCSEC_PER_RAD, lonlat_to_xyz, within_radius
 from healforge.catalog.snapshot import CatalogSnapshot
 from healforge.engine import Engine, iter_chunks, owned_engine
-from healforge.errors import CatalogError
+from healforge.errors import CatalogError, OptionError
 from healforge.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, border_cells
+from healforge.io import storage
+from healforge.io.storage import AnyPath, as_path
 
 WORK_DIR = ".healforge-margin"
 MAX_RADIUS_ARCSEC = 3 * 3600.0
@@ -74,7 +76,7 @@ class MarginResult:
 def margin_order_for(radius_arcsec: float) -> int:
     """Finest order whose pixels (square root of the area) are at least ``4 * radius`` across."""
     if not 0 < radius_arcsec <= MAX_RADIUS_ARCSEC:
-        raise ValueError(f"margin radius must be in (0, {MAX_RADIUS_ARCSEC:g}] arcsec, got {radius_arcsec}")
+        raise OptionError(f"margin radius must be in (0, {MAX_RADIUS_ARCSEC:g}] arcsec, got {radius_arcsec}")
     size0 = math.sqrt(4 * math.pi / 12) * ARCSEC_PER_RAD
     return int(min(SPATIAL_INDEX_ORDER, max(0, math.floor(math.log2(size0 / (4 * radius_arcsec))))))
 
@@ -87,6 +89,8 @@ def margin(
     *,
     default: bool = False,
     overwrite: bool = False,
+    storage_options: dict | None = None,
+    tmp_dir: str | os.PathLike | None = None,
     engine: Engine | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
@@ -110,6 +114,11 @@ def margin(
         Make it the collection's default margin (the first margin of a collection always is).
     overwrite
         Replace an existing output.
+    storage_options
+        fsspec options for URL paths (``s3://...``) of the catalog and the output.
+    tmp_dir
+        Local directory for intermediate files (default: inside the output when it is local,
+        the system temp dir otherwise).
     engine, workers, scheduler, synchronous, quiet
         Where tasks run (see :class:`healforge.engine.Engine`) and whether to show progress.
 
@@ -118,6 +127,7 @@ def margin(
     MarginResult
     """
     from healforge.catalog import members
+    from healforge.catalog import transaction as txn
     from healforge.catalog.collection import (
         add_member,
         collection_of,
@@ -126,24 +136,26 @@ def margin(
         open_collection,
     )
 
+    catalog = as_path(catalog, storage_options)
     coll = open_collection(catalog) if is_collection(catalog) else collection_of(catalog)
-    primary = coll.primary if coll else Path(catalog).absolute()
+    primary = coll.primary if coll else fmt.require_catalog(catalog)
     if output is None:
         if coll is None:
-            raise CatalogError(f"{catalog} is not a collection: give the margin's output directory")
+            raise OptionError(f"{catalog} is not a collection: give the margin's output directory")
         output = coll.path / margin_name(primary.name, radius_arcsec)
-    from healforge.catalog import transaction as txn
-
+    output = as_path(output, storage_options)
     # under the writer lock, after finishing any committed change: a concurrent append would
     # otherwise commit without rebuilding this new member
     with txn.CatalogLock(primary, "margin"):
         txn.recover(primary)
         with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
-            result = build_margin(primary, output, radius_arcsec, name=name, overwrite=overwrite, engine=eng)
-        if coll is not None and Path(output).absolute().parent == coll.path:
+            result = build_margin(
+                primary, output, radius_arcsec, name=name, overwrite=overwrite, tmp_dir=tmp_dir, engine=eng
+            )
+        if coll is not None and str(output.parent) == str(coll.path):
             add_member(coll.path, output, "margin", default=default)
         else:
-            members.register(primary, members.Member("margin", Path(output).absolute(), float(radius_arcsec)))
+            members.register(primary, members.Member("margin", output, float(radius_arcsec)))
     return result
 
 
@@ -154,6 +166,8 @@ def build_margin(
     *,
     name: str | None = None,
     overwrite: bool = False,
+    storage_options: dict | None = None,
+    tmp_dir: str | os.PathLike | None = None,
     engine: Engine,
     source: CatalogSnapshot | None = None,
 ) -> MarginResult:
@@ -164,10 +178,12 @@ def build_margin(
     into place at the end, so an existing margin stays intact and readable until the new one is
     complete (a killed run leaves the old margin and a stale ``.NAME.building-*`` directory, removed
     by the next run). ``source`` gives the catalog's partitions and files when they differ from
-    what is on disk (a change about to be committed); by default the catalog as it is.
+    what is on disk (a change about to be committed); by default the catalog as it is. On object
+    stores the finished margin is copied into place, its metadata files last. Intermediate files
+    go to ``tmp_dir`` (see :func:`margin`).
     """
-    catalog = Path(catalog).absolute()
-    output = Path(output).absolute()
+    catalog = as_path(catalog, storage_options)
+    output = as_path(output, storage_options)
     radius = float(radius_arcsec)
     m_order = margin_order_for(radius)
     source = source or CatalogSnapshot.of(catalog)
@@ -176,15 +192,17 @@ def build_margin(
     if not ra or not dec:
         raise CatalogError(f"{catalog} has no hats_col_ra/hats_col_dec properties; cannot build a margin")
     pixels = source.pixels
-    if output == catalog:
+    if str(output) == str(catalog):
         raise CatalogError("the margin cannot be written over its primary catalog")
-    if output.exists() and any(output.iterdir()) and not overwrite:
+    if not overwrite and not storage.is_empty_dir(output):
         raise CatalogError(f"output {output} exists and is not empty; use --overwrite to replace it")
     output.parent.mkdir(parents=True, exist_ok=True)
     for stale in output.parent.glob(f".{output.name}.building-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        storage.rmtree(stale)
     final, output = output, output.parent / f".{output.name}.building-{uuid.uuid4().hex[:12]}"
-    work = output / WORK_DIR
+    work = storage.scratch_dir(output, WORK_DIR, tmp_dir)
+    if work.exists():
+        shutil.rmtree(work)
     work.mkdir(parents=True)
 
     table = partition_table(pixels)
@@ -192,7 +210,7 @@ def build_margin(
         raise CatalogError(f"{catalog}: partitions overlap; cannot build a margin")
     tasks = [
         {
-            "catalog": str(catalog),
+            "catalog": catalog,
             "source": int(i),
             "table": table,
             "ra": ra,
@@ -214,7 +232,7 @@ def build_margin(
     reduce_tasks = [
         {
             "work": str(work),
-            "output": str(output),
+            "output": output,
             "dest": int(d),
             "order": int(table["orders"][d]),
             "pixel": int(table["pixels"][d]),
@@ -255,8 +273,27 @@ def partition_table(pixels: list[tuple[int, int]]) -> dict[str, np.ndarray]:
     }
 
 
-def _swap_into_place(built: Path, final: Path) -> None:
-    """Replace ``final`` by ``built`` with renames; the old content is deleted afterwards."""
+def _swap_into_place(built: AnyPath, final: AnyPath) -> None:
+    """Replace ``final`` by ``built`` with renames; the old content is deleted afterwards.
+
+    On object stores (no renames) ``final`` is emptied and the files of ``built`` are copied in,
+    the catalog-level metadata last, so a reader never sees properties without their data."""
+    if not storage.is_local(final):
+        storage.rmtree(final)
+        files = [p for p, _ in storage.list_files(built)]
+        depth = len(built.parts)
+        last = ("partition_info.csv", "properties", "hats.properties")
+        files.sort(
+            key=lambda p: (
+                len(p.parts) == depth + 1,
+                p.name in last,
+                last.index(p.name) if p.name in last else 0,
+            )
+        )
+        for f in files:
+            storage.copy_file(f, final.joinpath(*f.parts[depth:]))
+        storage.rmtree(built)
+        return
     if final.exists():
         old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:12]}"
         os.replace(final, old)
@@ -266,21 +303,21 @@ def _swap_into_place(built: Path, final: Path) -> None:
         os.replace(built, final)
 
 
-def pixel_data_files(root: str | os.PathLike, order: int, pixel: int) -> list[Path]:
+def pixel_data_files(root: str | AnyPath, order: int, pixel: int) -> list[AnyPath]:
     """Data files of one pixel: ``Npix=P.parquet``, or the parquet files of directory ``Npix=P/``."""
     single = fmt.pixel_file(root, order, pixel)
     if single.is_file():
         return [single]
     directory = fmt.pixel_file(root, order, pixel, "/")
-    files = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
+    files = sorted(directory.glob("*.parquet"), key=str) if directory.is_dir() else []
     if not files:
         raise CatalogError(f"no data file for pixel Norder={order}/Npix={pixel} in {root}")
     return files
 
 
-def read_pixel(root: str | os.PathLike, order: int, pixel: int, columns: list[str] | None = None) -> pa.Table:
+def read_pixel(root: str | AnyPath, order: int, pixel: int, columns: list[str] | None = None) -> pa.Table:
     """All rows of one pixel (all its files, in file-name order)."""
-    tables = [pq.ParquetFile(f).read(columns=columns) for f in pixel_data_files(root, order, pixel)]
+    tables = [storage.parquet_file(f).read(columns=columns) for f in pixel_data_files(root, order, pixel)]
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
 
@@ -415,18 +452,15 @@ def _map_partition(task: dict) -> dict[int, int]:
     return counts
 
 
-def _read_files(files: list[str]) -> pa.Table:
-    tables = [pq.ParquetFile(f).read() for f in files]
+def _read_files(files: list) -> pa.Table:
+    tables = [storage.read_parquet_table(f) for f in files]
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
 
 def _largest_first(source: CatalogSnapshot, table: dict) -> list[int]:
     """Source partitions ordered by data size, largest first, so that the last tasks to run are
     short ones (the workers finish together)."""
-    sizes = [
-        sum(Path(f).stat().st_size for f in source.files[(int(o), int(p))])
-        for o, p in zip(table["orders"], table["pixels"], strict=True)
-    ]
+    sizes = [source.size_of((int(o), int(p))) for o, p in zip(table["orders"], table["pixels"], strict=True)]
     return sorted(range(len(sizes)), key=lambda i: -sizes[i])
 
 
@@ -448,7 +482,7 @@ def _reduce_partition(task: dict) -> int:
 
 
 def _finish(
-    output: Path,
+    output: AnyPath,
     source: CatalogSnapshot,
     pixels: list[tuple[int, int]],
     expected_rows: int,
@@ -461,10 +495,10 @@ def _finish(
     if pixels:
         total = fmt.write_dataset_metadata(output)
     else:
-        schema = pq.read_schema(source.schema_file)
-        (output / fmt.DATASET_DIR).mkdir(parents=True, exist_ok=True)
+        schema = storage.read_parquet_schema(source.schema_file)
         for leaf in ("_common_metadata", "_metadata"):
-            pq.write_metadata(schema, output / fmt.DATASET_DIR / leaf)
+            with storage.atomic_output(output / fmt.DATASET_DIR / leaf) as tmp:
+                pq.write_metadata(schema, tmp)
         total = 0
     if total != expected_rows:
         raise RuntimeError(f"margin metadata counts {total} rows, expected {expected_rows}")

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from healforge.catalog import format as fmt
 from healforge.catalog.validate import ValidationReport, _check_metadata, hats_strict, validate_partitioned
 from healforge.healpix import SPATIAL_INDEX_COLUMN
+from healforge.io import storage
+from healforge.io.storage import AnyPath, as_path
 
 
 def _prefixed(report: ValidationReport, name: str) -> list[str]:
@@ -20,13 +21,13 @@ def _prefixed(report: ValidationReport, name: str) -> list[str]:
 
 
 def validate_collection(
-    path: str | Path, id_column: str | None = None, check_index: bool = True
+    path: str | os.PathLike, id_column: str | None = None, check_index: bool = True
 ) -> ValidationReport:
     """Validate every member of a collection; fails when a listed default member is missing."""
     from healforge.catalog.collection import open_collection
     from healforge.errors import CatalogError
 
-    root = Path(path).absolute()
+    root = as_path(path)
     report = ValidationReport(str(root), kind="collection")
     try:
         coll = open_collection(root)
@@ -66,7 +67,7 @@ def validate_collection(
     return report
 
 
-def find_primary(root: Path) -> Path | None:
+def find_primary(root: AnyPath) -> AnyPath | None:
     """The primary catalog of a margin or index: its collection's primary, else
     ``hats_primary_table_url`` as an absolute path, beside the member, or from here."""
     from healforge.catalog.collection import is_collection, open_collection
@@ -76,14 +77,18 @@ def find_primary(root: Path) -> Path | None:
     url = fmt.read_properties(root).get("hats_primary_table_url")
     if not url:
         return None
-    for candidate in (Path(url), root.parent / url, root.parent / Path(url).name):
+    options = None if storage.is_local(root) else dict(root.storage_options)
+    candidates = [root.parent / url, root.parent / url.rstrip("/").rsplit("/", 1)[-1]]
+    if storage.protocol_of(url) or os.path.isabs(url):
+        candidates.insert(0, as_path(url, options if storage.protocol_of(url) else None))
+    for candidate in candidates:
         if (candidate / "hats.properties").exists():
-            return candidate.absolute()
+            return candidate
     return None
 
 
 def validate_margin(
-    path: str | Path, primary: Path | None = None, hats_check: bool = True
+    path: str | os.PathLike, primary: AnyPath | None = None, hats_check: bool = True
 ) -> ValidationReport:
     """A margin against its primary: hats' strict checks, and exactly the rows of other partitions
     within ``hats_margin_threshold`` of each pixel's boundary (the margin builder's exact
@@ -91,7 +96,7 @@ def validate_margin(
     from healforge.catalog.margin import margin_order_for, partition_table, select_margin_rows
     from healforge.catalog.snapshot import CatalogSnapshot
 
-    root = Path(path).absolute()
+    root = as_path(path)
     report = ValidationReport(str(root), kind="margin")
     problems = report.problems
     if hats_check:
@@ -114,8 +119,8 @@ def validate_margin(
     file_rows = {}
     for f in fmt.list_data_files(root):
         order, pixel = fmt.pixel_of_path(f)
-        rel = str(f.relative_to(root / fmt.DATASET_DIR))
-        df = pq.read_table(f, columns=cols).to_pandas()
+        rel = "/".join(f.parts[len((root / fmt.DATASET_DIR).parts) :])
+        df = storage.read_parquet_table(f, columns=cols).to_pandas()
         file_rows[rel] = len(df)
         report.files += 1
         report.rows += len(df)
@@ -138,7 +143,7 @@ def validate_margin(
     m_order = margin_order_for(radius)
     for i in range(len(table["orders"])):
         pix = (int(table["orders"][i]), int(table["pixels"][i]))
-        data = pa.concat_tables([pq.read_table(f, columns=cols) for f in source.files[pix]])
+        data = pa.concat_tables([storage.read_parquet_table(f, columns=cols) for f in source.files[pix]])
         h29 = data[SPATIAL_INDEX_COLUMN].to_numpy()
         rows, dests = select_margin_rows(
             data[ra].to_numpy().astype(np.float64),
@@ -181,13 +186,13 @@ def _multiset_diff(want: pd.DataFrame, have: pd.DataFrame, cols: list[str]) -> t
 
 
 def validate_index(
-    path: str | Path, primary: Path | None = None, hats_check: bool = True
+    path: str | os.PathLike, primary: AnyPath | None = None, hats_check: bool = True
 ) -> ValidationReport:
     """An index catalog: hats' strict checks, sorted by the indexed column, and for every primary
     partition exactly the id values its rows hold."""
     from healforge.catalog.snapshot import CatalogSnapshot
 
-    root = Path(path).absolute()
+    root = as_path(path)
     report = ValidationReport(str(root), kind="index")
     problems = report.problems
     if hats_check:
@@ -203,11 +208,14 @@ def validate_index(
     if primary is None:
         problems.append(f"primary catalog {props.get('hats_primary_table_url')!r} not found")
         return report
-    files = sorted((root / fmt.DATASET_DIR).rglob("*.parquet"), key=lambda f: (len(f.name), f.name, str(f)))
+    files = sorted(
+        (f for f, _ in storage.list_files(root / fmt.DATASET_DIR) if f.name.endswith(".parquet")),
+        key=lambda f: (len(f.name), f.name, str(f)),
+    )
     tables, last = [], None
     for f in files:
-        t = pq.read_table(f, columns=[column, "Norder", "Npix"])
-        rel = str(f.relative_to(root))
+        t = storage.read_parquet_table(f, columns=[column, "Norder", "Npix"])
+        rel = "/".join(f.parts[len(root.parts) :])
         ids = t[column]
         if len(ids) > 1 and pc.any(pc.less(ids.slice(1), ids.slice(0, len(ids) - 1))).as_py():
             problems.append(f"{rel}: not sorted by {column}")
@@ -228,7 +236,7 @@ def validate_index(
     source = CatalogSnapshot.of(primary)
     for pix in source.pixels:
         have = np.sort(groups.pop(pix, np.array([], dtype=object)))
-        data = pa.concat_tables([pq.read_table(f, columns=[column]) for f in source.files[pix]])
+        data = pa.concat_tables([storage.read_parquet_table(f, columns=[column]) for f in source.files[pix]])
         want = np.sort(data[column].to_numpy(zero_copy_only=False))
         if len(have) != len(want) or not np.array_equal(have, want):
             problems.append(

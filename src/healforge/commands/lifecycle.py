@@ -1,10 +1,10 @@
-"""Catalog lifecycle subcommands: ``margin`` and ``nest``."""
+"""Catalog lifecycle subcommands: ``margin``, ``index`` and ``nest``."""
 
 from __future__ import annotations
 
 import argparse
 
-from healforge.commands import add_engine_args, engine_kwargs
+from healforge.commands import add_engine_args, add_storage_args, engine_kwargs, storage_kwargs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default=None, help="margin catalog name (default: the directory name)")
     p.add_argument("--default", action="store_true", help="make it the collection's default margin")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    add_storage_args(p)
     add_engine_args(p)
     p.set_defaults(func=_margin)
 
@@ -47,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--default", action="store_true", help="make it the collection's default index")
     p.add_argument("--rows-per-file", type=int, default=2_000_000, help="rows per index data file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    add_storage_args(p)
     add_engine_args(p)
     p.set_defaults(func=_index)
 
@@ -67,6 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--drop-unmatched", action="store_true", help="leave out sources with no object instead of failing"
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    add_storage_args(p)
     add_engine_args(p)
     p.set_defaults(func=_nest)
 
@@ -81,6 +84,7 @@ def _margin(args: argparse.Namespace) -> int:
         name=args.name,
         default=args.default,
         overwrite=args.overwrite,
+        **storage_kwargs(args),
         **engine_kwargs(args),
     )
     print(result)
@@ -99,6 +103,7 @@ def _index(args: argparse.Namespace) -> int:
         default=args.default,
         rows_per_file=args.rows_per_file,
         overwrite=args.overwrite,
+        **storage_kwargs(args),
         **engine_kwargs(args),
     )
     print(result)
@@ -118,6 +123,7 @@ def _nest(args: argparse.Namespace) -> int:
         name=args.name,
         on_unmatched="drop" if args.drop_unmatched else "error",
         overwrite=args.overwrite,
+        **storage_kwargs(args),
         **engine_kwargs(args),
     )
     print(result)

@@ -1,4 +1,4 @@
-"""Streaming table readers (CSV, Parquet, FITS, HDF5) yielding pyarrow tables.
+"""Streaming table readers (CSV, Parquet, FITS, HDF5, ECSV) yielding pyarrow tables.
 
 Every reader takes a path or URL (through fsspec), an optional column projection and a batch size,
 and yields ``(first_row, table)`` pairs so that an input larger than memory is read in bounded
@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from healforge.errors import BadInputError
+from healforge.errors import BadInputError, OptionError
 
-FORMATS = ("csv", "parquet", "fits", "hdf5")
+FORMATS = ("csv", "parquet", "fits", "hdf5", "ecsv")
 SUFFIXES = {
     ".csv": "csv",
     ".csv.gz": "csv",
@@ -32,6 +32,8 @@ SUFFIXES = {
     ".h5": "hdf5",
     ".hdf5": "hdf5",
     ".he5": "hdf5",
+    ".ecsv": "ecsv",
+    ".ecsv.gz": "ecsv",
 }
 DEFAULT_BATCH_ROWS = 1_000_000
 
@@ -40,7 +42,7 @@ def detect_format(path: str, fmt: str | None = None) -> str:
     """Input format from an explicit name or the file suffix."""
     if fmt:
         if fmt not in FORMATS:
-            raise ValueError(f"unknown input format {fmt!r}; expected one of {', '.join(FORMATS)}")
+            raise OptionError(f"unknown input format {fmt!r}; expected one of {', '.join(FORMATS)}")
         return fmt
     name = str(path).lower()
     for suffix in sorted(SUFFIXES, key=len, reverse=True):
@@ -120,7 +122,7 @@ def iter_batches(
     batch_rows
         Upper bound on rows per batch (CSV batches follow the parser's block size instead).
     fmt
-        ``csv``, ``parquet``, ``fits`` or ``hdf5``; guessed from the suffix when omitted.
+        ``csv``, ``parquet``, ``fits``, ``hdf5`` or ``ecsv``; guessed from the suffix when omitted.
     options
         Format options: ``hdu`` (FITS extension), ``group`` (HDF5 group holding 1-D column
         datasets), ``delimiter`` (CSV).
@@ -135,7 +137,13 @@ def iter_batches(
     """
     fmt = detect_format(path, fmt)
     _check_exists_and_nonempty(path, storage_options)
-    reader = {"csv": _iter_csv, "parquet": _iter_parquet, "fits": _iter_fits, "hdf5": _iter_hdf5}[fmt]
+    reader = {
+        "csv": _iter_csv,
+        "parquet": _iter_parquet,
+        "fits": _iter_fits,
+        "hdf5": _iter_hdf5,
+        "ecsv": _iter_ecsv,
+    }[fmt]
     total = 0
     gen = reader(
         path, list(columns) if columns else None, batch_rows, storage_options=storage_options, **options
@@ -259,11 +267,43 @@ def _iter_hdf5(path, columns, batch_rows, group="/", storage_options=None, **_):
             yield pa.table({c: _fits_column(dsets[c][start : start + batch_rows]) for c in wanted})
 
 
+def _ecsv_column(col) -> pa.Array:
+    """One astropy column as an arrow array of the same type; masked entries become nulls."""
+    arr = np.asarray(col)
+    mask = np.ma.getmaskarray(col) if hasattr(col, "mask") else None
+    mask = mask if mask is not None and mask.ndim == 1 and mask.any() else None
+    if arr.ndim > 1:
+        return pa.array(list(arr), mask=mask)
+    if arr.dtype.kind in "US":
+        text = np.char.decode(arr, "utf-8") if arr.dtype.kind == "S" else arr
+        return pa.array(text.astype(object), type=pa.string(), mask=mask)
+    return pa.array(arr.astype(arr.dtype.newbyteorder("="), copy=False), mask=mask)
+
+
+def _iter_ecsv(path, columns, batch_rows, storage_options=None, **_):
+    """ECSV with astropy (column types from the ECSV header); read whole, yielded in batches."""
+    from astropy.table import Table
+
+    fs, fs_path = _open(path, storage_options)
+    compression = "gzip" if str(path).endswith(".gz") else None
+    with fs.open(fs_path, "rb", compression=compression) as f:
+        table = Table.read(f, format="ascii.ecsv")
+    _check_columns(path, table.colnames, columns)
+    wanted = columns or table.colnames
+    arrays = {c: _ecsv_column(table[c]) for c in wanted}
+    out = pa.table(arrays)
+    for start in range(0, out.num_rows, batch_rows):
+        yield out.slice(start, batch_rows)
+
+
 def expand_inputs(paths: Sequence[str | os.PathLike]) -> list[str]:
     """Expand directories and glob patterns into a sorted, de-duplicated list of files."""
     out: list[str] = []
+    from healforge.io.storage import as_path
+
     for p in paths:
         p = str(p)
+        as_path(p)  # an unknown protocol or a missing fsspec backend is a StorageError
         fs, fs_path = fsspec.core.url_to_fs(p)
         proto = fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol
         prefix = "" if proto in ("file", "local") else f"{proto}://"
@@ -271,8 +311,10 @@ def expand_inputs(paths: Sequence[str | os.PathLike]) -> list[str]:
             matches = sorted(fs.glob(fs_path))
         elif fs.isdir(fs_path):
             matches = sorted(f for f in fs.find(fs_path) if not os.path.basename(f).startswith((".", "_")))
-        else:
+        elif fs.exists(fs_path):
             matches = [fs_path]
+        else:
+            raise BadInputError("input not found", path=p)
         if not matches:
             raise BadInputError("no input files match", path=p)
         out.extend(prefix + m for m in matches)
