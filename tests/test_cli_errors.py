@@ -20,6 +20,7 @@ MISSING_PATH_ARGS = {
     "info": ["info", MISSING],
     "validate": ["validate", MISSING],
     "margin": ["margin", MISSING, "-o", "{tmp}/m", "--radius", "5", "-q"],
+    "index": ["index", MISSING, "--column", "id", "-o", "{tmp}/ix", "-q"],
     "nest": ["nest", MISSING, MISSING + "2", "-o", "{tmp}/n", "--on", "id", "--as", "src", "-q"],
     "sidecar": ["sidecar", MISSING, "-o", "{tmp}/s.parquet", "--order", "5", "--lon", "ra", "--lat", "dec", "-q"],
     "aggregate": ["aggregate", MISSING, "-o", "{tmp}/m.parquet", "--order", "5", "--lon", "ra", "--lat", "dec",
@@ -93,7 +94,7 @@ def test_missing_path(tmp_path, small_input, command, cli_run):
     assert line.startswith(f"healforge {command}: error: ")
 
 
-@pytest.mark.parametrize("command", ["info", "validate", "margin", "append", "compact", "nest"])
+@pytest.mark.parametrize("command", ["info", "validate", "margin", "index", "append", "compact", "nest"])
 def test_directory_that_is_not_a_catalog(tmp_path, small_input, command, cli_run):
     folder = tmp_path / "plain"
     folder.mkdir()
@@ -102,6 +103,7 @@ def test_directory_that_is_not_a_catalog(tmp_path, small_input, command, cli_run
         "info": ["info", folder],
         "validate": ["validate", folder],
         "margin": ["margin", folder, "-o", tmp_path / "m", "--radius", "5", "-q"],
+        "index": ["index", folder, "--column", "id", "-o", tmp_path / "ix", "-q"],
         "append": ["append", folder, small_input, "-q"],
         "compact": ["compact", folder, "-q"],
         "nest": ["nest", folder, folder, "-o", tmp_path / "n", "--on", "id", "--as", "s", "-q"],

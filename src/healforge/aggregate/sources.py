@@ -76,11 +76,19 @@ def to_sources(inputs) -> list[Source]:
 
 
 def is_hats_catalog(path) -> bool:
-    """Whether ``path`` is a local HATS catalog directory (it holds ``hats.properties``)."""
+    """Whether ``path`` is a local HATS catalog directory (it holds ``hats.properties``) or a
+    collection (read as its primary catalog)."""
     if not isinstance(path, str | os.PathLike):
         return False
-    path = os.fspath(path)
+    path = _primary(os.fspath(path))
     return os.path.isdir(path) and os.path.isfile(os.path.join(path, "hats.properties"))
+
+
+def _primary(path: str) -> str:
+    """A collection's primary catalog; any other path as it is."""
+    from healforge.catalog.collection import is_collection, resolve_catalog
+
+    return str(resolve_catalog(path)) if os.path.isdir(path) and is_collection(path) else path
 
 
 def catalog_files(path: str) -> list[str]:
@@ -88,6 +96,7 @@ def catalog_files(path: str) -> list[str]:
     from healforge.catalog.format import list_data_files
     from healforge.errors import BadInputError
 
+    path = _primary(os.fspath(path))
     files = [str(p) for p in list_data_files(path)]
     if not files:
         raise BadInputError("HATS catalog has no data files", path=path)
@@ -109,7 +118,7 @@ def catalog_position_columns(inputs) -> tuple[str, str] | None:
     found: set[tuple[str, str]] = set()
     for x in inputs:
         if is_hats_catalog(x):
-            props = read_properties(x)
+            props = read_properties(_primary(os.fspath(x)))
             ra, dec = props.get("hats_col_ra"), props.get("hats_col_dec")
             if not ra or not dec:
                 raise BadInputError(
