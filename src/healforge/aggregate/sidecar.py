@@ -140,7 +140,7 @@ def sidecar(
     check_choice("on_bad_rows", on_bad_rows, ON_BAD_ROWS)
     orders = [check_order(o) for o in ([order] if np.ndim(order) == 0 else list(order))]
     spec = position_spec(inputs, lon, lat, geometry, mode, latitude, on_bad_rows)
-    qpath = _quarantine_target(on_bad_rows, quarantine, output)
+    qpath = quarantine_target(on_bad_rows, quarantine, output)
     sources = to_sources(inputs)
     engine = engine or Engine(synchronous=True, quiet=True)
     results = map_sources(
@@ -247,7 +247,7 @@ def gather_rejects(parts: Iterable[Rejects], qpath: str | None, quiet: bool) -> 
     return rejects
 
 
-def _quarantine_target(on_bad_rows, quarantine, output) -> str | None:
+def quarantine_target(on_bad_rows, quarantine, output) -> str | None:
     if on_bad_rows != "quarantine":
         return None
     if quarantine is not None:
