@@ -8,9 +8,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import run_cli
 
 import healforge
+from conftest import run_cli
 from healforge.healpix import lonlat_to_pixel
 from healforge.maps import read_map
 from healforge.pipeline import run_pipeline
@@ -105,7 +105,10 @@ def pipeline(files, out, functions=None) -> dict:
         "coordinates": {"lon": "lon", "lat": "lat"},
         "assignment": {"order": ORDER},
         "statistics": stats,
-        "outputs": {"state": str(out / "state.parquet"), "parquet": {"path": str(out / "map.parquet"), "orders": [3, 2, 1]}},
+        "outputs": {
+            "state": str(out / "state.parquet"),
+            "parquet": {"path": str(out / "map.parquet"), "orders": [3, 2, 1]},
+        },
     }
 
 
@@ -122,9 +125,13 @@ def _exact_equal(a, b):
 def test_aggregate_accumulate_run_agree_with_numpy(data, tmp_path):
     tmp, files, df = data
     ref = numpy_stats(df, ORDER)
-    exact = healforge.aggregate(
-        files, ["h"], STATS, order=ORDER, lon="lon", lat="lat", weight="w", batch_rows=3000
-    ).to_pandas().set_index("cell_ids")
+    exact = (
+        healforge.aggregate(
+            files, ["h"], STATS, order=ORDER, lon="lon", lat="lat", weight="w", batch_rows=3000
+        )
+        .to_pandas()
+        .set_index("cell_ids")
+    )
     state = healforge.accumulate(files, ["h"], order=ORDER, lon="lon", lat="lat", weight="w", batch_rows=3000)
     fin = healforge.finalize(state, STATS).to_pandas().set_index("cell_ids")
     run = _run_map(files, tmp_path)[ORDER]
@@ -153,9 +160,13 @@ def _check_cells(frame: pd.DataFrame, ref: pd.DataFrame, prefix: str = ""):
 
 def test_cell_expressions_at_every_level_api(data):
     _, files, df = data
-    exact = healforge.aggregate(
-        files, ["h"], ["count"], order=ORDER, lon="lon", lat="lat", cell_expressions=CELL_EXPRS
-    ).to_pandas().set_index("cell_ids")
+    exact = (
+        healforge.aggregate(
+            files, ["h"], ["count"], order=ORDER, lon="lon", lat="lat", cell_expressions=CELL_EXPRS
+        )
+        .to_pandas()
+        .set_index("cell_ids")
+    )
     _check_cells(exact, numpy_stats(df, ORDER))
     state = healforge.accumulate(
         files, ["h"], order=ORDER, lon="lon", lat="lat", cell_expressions=CELL_EXPRS, batch_rows=4000
@@ -175,9 +186,13 @@ def test_cell_expressions_through_cli_and_run(data, tmp_path):
             "--columns", "h", *args, "--quiet", "--synchronous")  # fmt: skip
     # finalize adds cell expressions over columns the state has (h) and keeps the accumulated ones
     fargs = [a for e in exprs[2:] for a in ("--cell-expr", e)]
-    run_cli("finalize", st, "-o", tmp_path / "m.parquet", "--min-order", MIN_ORDER, "--stats", "count", *fargs)
+    run_cli(
+        "finalize", st, "-o", tmp_path / "m.parquet", "--min-order", MIN_ORDER, "--stats", "count", *fargs
+    )
     for k in (3, 2, 1):
-        _check_cells(read_map(tmp_path / "m.parquet", k).to_pandas().set_index("cell_ids"), numpy_stats(df, k))
+        _check_cells(
+            read_map(tmp_path / "m.parquet", k).to_pandas().set_index("cell_ids"), numpy_stats(df, k)
+        )
     run_cli("aggregate", *files, "-o", tmp_path / "e.parquet", "--order", ORDER, "--lon", "lon", "--lat", "lat",
             "--columns", "h", "--stats", "count", *args, *fargs, "--synchronous", "--quiet")  # fmt: skip
     _check_cells(read_map(tmp_path / "e.parquet").to_pandas().set_index("cell_ids"), numpy_stats(df, ORDER))
@@ -204,13 +219,17 @@ def test_vocabulary_aliases_give_identical_outputs(data, tmp_path):
     _exact_equal(a.column("h_q05"), a.column("h_p05"))
     _exact_equal(a.column("h_median"), a.column("h_q50"))
     state = healforge.accumulate(files, ["h"], **kw)
-    f = healforge.finalize(state, ["wmean", "weighted_mean", "q05", "p05", "median", "q50", "wstd", "weighted_std"])
+    f = healforge.finalize(
+        state, ["wmean", "weighted_mean", "q05", "p05", "median", "q50", "wstd", "weighted_std"]
+    )
     _exact_equal(f.column("h_wmean"), f.column("h_weighted_mean"))
     _exact_equal(f.column("h_q05"), f.column("h_p05"))
     _exact_equal(f.column("h_median"), f.column("h_q50"))
     _exact_equal(f.column("h_wstd"), f.column("h_weighted_std"))
     canon = _run_map(files, tmp_path / "canon")[ORDER]
-    alias = _run_map(files, tmp_path / "alias", functions={"wmean": "wmean", "q05": "p05", "median": "q50"})[ORDER]
+    alias = _run_map(files, tmp_path / "alias", functions={"wmean": "wmean", "q05": "p05", "median": "q50"})[
+        ORDER
+    ]
     for name in ("wmean", "q05", "median"):
         _exact_equal(canon[name], alias[name])
 
