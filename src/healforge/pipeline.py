@@ -1,6 +1,7 @@
 """``healforge run PIPELINE.yaml``: raw input files to finished map products in one command.
 
-Stages (see :mod:`healforge.config` for the YAML file):
+Stages (see :mod:`healforge.config` for the YAML file); this module is the run driver (per-input
+resume, outputs) on top of the one aggregation core:
 
 1. **validate** the configuration (every key, before any data is read);
 2. **accumulate**: one task per input file (run in parallel by :class:`healforge.engine.Engine`).
@@ -19,10 +20,10 @@ Stages (see :mod:`healforge.config` for the YAML file):
    configured variable names and dtypes;
 4. **write** the Zarr store (all its orders), Parquet, GeoParquet and PNG plots (local or URL).
 
-Statistics computed from a state: count, sum, mean, var/std (``ddof``, default 1), min, max,
-median, quantile (sketch), mad, robust_std, weighted_mean and weighted_var/std (population form
-``sum w (x - wmean)^2 / (sum w - ddof)``, default ``ddof`` 0). User functions need every raw value
-and are refused by the runner (use ``healforge aggregate`` for exact user statistics).
+The plan and the per-file work are those of the CLI commands (:func:`healforge.config.to_plan`,
+:func:`healforge.aggregate.core.accumulate_source`); statistics use the one vocabulary of
+:mod:`healforge.aggregate.statistics`. User functions need every raw value and are refused by the
+runner (use ``healforge aggregate`` for exact user statistics).
 """
 
 from __future__ import annotations

@@ -147,7 +147,8 @@ def batches(source: Source, plan: Plan, batch_rows: int, counts: Counts, rejects
                 t = t.set_column(idx, "_source_row", pa.array(first + keep[t.column(idx).to_numpy()]))
             rejects.tables.append(t)
         asg = assigned[a.order]
-        counts.rows_assigned += int(np.unique(asg.row).size)
+        # points and strict footprints give each row at most one cell
+        counts.rows_assigned += int(np.unique(asg.row).size if a.fuzzy else asg.row.size)
         yield Batch(
             columns=numeric_columns(table, names, source.label),
             row=asg.row,

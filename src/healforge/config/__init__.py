@@ -26,6 +26,8 @@ directory of the YAML file. Example::
       h_q: {function: quantile, column: h_li, parameters: {q: [0.1, 0.5, 0.9]}}
       h_span: {function: numpy.ptp, column: h_li, dtype: float32}
       n: {function: count}
+      h_err: {expression: "1 / sqrt(sum(1 / h_li_sigma**2))"}   # a per-cell expression
+      density: {expression: "count(h_li) / area"}                # area: sr (km2 with radius_km)
     outputs:
       state: out/state                      # streaming state: reruns resume from it
       zarr: {path: out/atl06.zarr, orders: [12, 10, 8]}
@@ -34,7 +36,10 @@ directory of the YAML file. Example::
       plots:
         - {path: out/h.png, variable: h_mean, order: 10, projection: polar-south, range: [0, 3000]}
 
-Statistic variables: a quantile with a list ``q`` gives one variable per level, named
+Modules: :mod:`~healforge.config.schema` (keys, types, defaults), :mod:`~healforge.config.validate`
+(validation), :mod:`~healforge.config.load` (YAML -> config -> :class:`~healforge.aggregate.plan.Plan`).
+Statistic functions are the vocabulary of :mod:`healforge.aggregate.statistics` (aliases such as
+``wmean``, ``q05``, ``p05`` allowed). Statistic variables: a quantile with a list ``q`` gives one variable per level, named
 ``{name}_p{100 q}`` (``h_q_p10``, ``h_q_p50``, ``h_q_p90``); every other statistic gives ``{name}``.
 """
 
