@@ -65,6 +65,8 @@ class Batch:
     keep: np.ndarray | None
     n_rows: int
     path: str
+    table: pa.Table | None = None
+    by_order: dict | None = None
 
     def file_row(self, i: int) -> int:
         """Row in the file of row ``i`` of the filtered batch."""
@@ -110,12 +112,28 @@ def _remap_row_error(exc: BadInputError, keep: np.ndarray, first: int) -> BadInp
     return BadInputError(base, path=exc.path, column=exc.column, row=orig, value=exc.value)
 
 
-def batches(source: Source, plan: Plan, batch_rows: int, counts: Counts, rejects: Rejects) -> Iterator[Batch]:
-    """The filtered, assigned batches of one source (the one batch loop of every front end)."""
+def batches(
+    source: Source,
+    plan: Plan,
+    batch_rows: int,
+    counts: Counts,
+    rejects: Rejects,
+    orders: Sequence[int] | None = None,
+    extra_columns: Sequence[str] = (),
+) -> Iterator[Batch]:
+    """The filtered, assigned batches of one source (the one batch loop of every front end).
+
+    ``orders``: also assign at these orders (``Batch.by_order``; one pass, as the sidecar needs);
+    ``extra_columns``: read these too (``Batch.table`` holds the filtered batch).
+    """
     a = plan.assignment
     spec = a.spec()
     names = plan.value_names
-    for first, table in source.batches(plan.read_columns, batch_rows):
+    orders = sorted({a.order, *(orders or ())})
+    read = plan.read_columns
+    if read is not None:
+        read = list(dict.fromkeys(read + list(extra_columns)))
+    for first, table in source.batches(read, batch_rows):
         counts.rows_read += table.num_rows
         keep = None
         if plan.filter is not None:
@@ -134,7 +152,7 @@ def batches(source: Source, plan: Plan, batch_rows: int, counts: Counts, rejects
             _, assigned = assign_batch(
                 table,
                 spec,
-                [a.order],
+                orders,
                 path=source.label,
                 first_row=first if keep is None else 0,
                 rejects=local,
@@ -158,6 +176,8 @@ def batches(source: Source, plan: Plan, batch_rows: int, counts: Counts, rejects
             keep=keep,
             n_rows=table.num_rows,
             path=source.label,
+            table=table,
+            by_order=assigned,
         )
 
 
