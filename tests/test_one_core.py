@@ -242,3 +242,19 @@ def test_one_set_of_defaults():
     assert resolve("wvar").ddof_or() == 0 and resolve("weighted_std").ddof_or() == 0
     assert resolve("p05").q == resolve("q05").q == resolve("quantile", {"q": 0.05}).q == 0.05
     assert resolve("median").function == resolve("q50").function == "quantile"
+
+
+def test_run_reads_a_hats_catalog_partition_by_partition(data, tmp_path):
+    _, files, df = data
+    root = tmp_path / "catalog"
+    healforge.import_catalog(
+        files, root, "lon", "lat", threshold=6000, highest_order=4, synchronous=True, quiet=True
+    )
+    cfg = pipeline([str(root)], tmp_path)
+    cfg["statistics"] = {"n": {"function": "count", "column": "h"}, "m": {"function": "mean", "column": "h"}}
+    summary = run_pipeline(cfg, synchronous=True, quiet=True)
+    assert summary["files"] > 3  # one task per partition file, not the catalog's metadata files
+    got = read_map(tmp_path / "map.parquet", ORDER).to_pandas().set_index("cell_ids")
+    ref = numpy_stats(df, ORDER)
+    _exact_equal(got["n"], ref["count"])
+    np.testing.assert_allclose(got["m"], ref["mean"], rtol=1e-12)

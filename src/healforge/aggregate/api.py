@@ -222,19 +222,24 @@ def exact_statistics(
     by_column: dict[str, list] = {}
     for s in plan.statistics:
         by_column.setdefault(s.column, []).append(s)
+    # columns asking for the same statistics go through one call (one grouping by cell for all)
+    groups: dict[tuple, list[str]] = {}
+    for key, stats in by_column.items():
+        groups.setdefault(tuple(s.stat for s in stats), []).append(key)
     cell_ids = None
     out: dict[str, np.ndarray] = {}
-    for key, stats in by_column.items():
+    for stats, keys in groups.items():
         cell_ids, res = cell_statistics(
             cells,
-            {key: values[key]},
-            [s.stat for s in stats],
+            {k: values[k] for k in keys},
+            list(stats),
             weights=weights,
             ddof=ddof,
             min_count=plan.min_count,
         )
-        for s in stats:
-            out[s.name] = res[f"{key}_{s.stat.label}"]
+        for k in keys:
+            for s in by_column[k]:
+                out[s.name] = res[f"{k}_{s.stat.label}"]
     for cs in plan.cell_statistics:
         agg = {}
         for a in cs.expression.aggregates:

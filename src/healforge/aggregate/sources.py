@@ -118,8 +118,17 @@ def file_sources(
             options=dict(options or {}),
             storage_options=so,
         )
-        for p in expand_inputs(list(paths), so or None)
+        for p in _expand(paths, so)
     ]
+
+
+def _expand(paths: Sequence[str], storage_options: dict[str, Any]) -> list[str]:
+    """Files of ``paths`` in order: a local HATS catalog gives its partition files."""
+    out: dict[str, None] = {}
+    for p in paths:
+        files = catalog_files(p) if is_hats_catalog(p) else expand_inputs([p], storage_options or None)
+        out.update(dict.fromkeys(files))
+    return list(out)
 
 
 def to_sources(inputs) -> list[Source]:

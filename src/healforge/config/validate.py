@@ -9,6 +9,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from healforge.aggregate.sources import is_hats_catalog
 from healforge.config.schema import (
     ASSIGNMENT_KEYS,
     ASSIGNMENT_MODES,
@@ -178,7 +179,9 @@ def _check_inputs(
             fmt = c.string(fmt, f"{key}.format", INPUT_FORMATS)
         else:
             for j, p in enumerate(paths):
-                if not any(p.lower().endswith(s) for s in SUFFIXES):
+                if not any(p.lower().endswith(s) for s in SUFFIXES) and not is_hats_catalog(
+                    resolve_path(p, base)
+                ):
                     c.error(
                         f"{key}.paths[{j}]",
                         f"cannot tell the format of {p!r} from its suffix; set {key}.format",
