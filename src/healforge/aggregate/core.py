@@ -112,6 +112,14 @@ def _remap_row_error(exc: BadInputError, keep: np.ndarray, first: int) -> BadInp
     return BadInputError(base, path=exc.path, column=exc.column, row=orig, value=exc.value)
 
 
+def _distinct(rows: np.ndarray) -> int:
+    """Number of distinct rows (sorted rows, as assignment gives them, need no sort)."""
+    d = np.diff(rows)
+    if (d >= 0).all():
+        return int(np.count_nonzero(d)) + (1 if rows.size else 0)
+    return int(np.unique(rows).size)
+
+
 def batches(
     source: Source,
     plan: Plan,
@@ -166,7 +174,7 @@ def batches(
             rejects.tables.append(t)
         asg = assigned[a.order]
         # points and strict footprints give each row at most one cell
-        counts.rows_assigned += int(np.unique(asg.row).size if a.fuzzy else asg.row.size)
+        counts.rows_assigned += _distinct(asg.row) if a.fuzzy else int(asg.row.size)
         yield Batch(
             columns=numeric_columns(table, names, source.label),
             row=asg.row,
@@ -181,6 +189,13 @@ def batches(
         )
 
 
+def _row_values(expr, b: Batch) -> np.ndarray:
+    """float64 values of a row expression over a batch (a plain column is taken as it is)."""
+    if expr.names == {expr.source}:
+        return np.asarray(b.columns[expr.source], dtype=np.float64)
+    return np.asarray(expr.evaluate(b.columns, b.n_rows), dtype=np.float64)
+
+
 def column_values(
     b: Batch, columns: Sequence[StateColumn]
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray | None]]:
@@ -192,8 +207,7 @@ def column_values(
         if sc.values is None:
             v = np.ones(b.row.size)
         else:
-            v = np.asarray(sc.values.evaluate(b.columns, b.n_rows), dtype=np.float64)
-            v = np.broadcast_to(v, (b.n_rows,))[b.row]
+            v = np.broadcast_to(_row_values(sc.values, b), (b.n_rows,))[b.row]
         wkey = sc.weight.source if sc.weight is not None else None
         if wkey not in weights:
             if sc.weight is None:
