@@ -258,3 +258,18 @@ def test_run_reads_a_hats_catalog_partition_by_partition(data, tmp_path):
     ref = numpy_stats(df, ORDER)
     _exact_equal(got["n"], ref["count"])
     np.testing.assert_allclose(got["m"], ref["mean"], rtol=1e-12)
+
+
+def test_filter_in_aggregate_and_accumulate(data):
+    _, files, df = data
+    ref = numpy_stats(df[df.x > 5], ORDER)
+    kw = dict(order=ORDER, lon="lon", lat="lat", filter="x > 5")
+    exact = healforge.aggregate(files, ["h"], ["count", "mean"], **kw).to_pandas().set_index("cell_ids")
+    fin = healforge.finalize(healforge.accumulate(files, ["h"], **kw), ["count", "mean"])
+    fin = fin.to_pandas().set_index("cell_ids")
+    for frame in (exact, fin):
+        _exact_equal(frame["h_count"], ref["count"])
+        np.testing.assert_allclose(frame["h_mean"], ref["mean"], rtol=1e-12)
+    sc = healforge.sidecar(files, ORDER, lon="lon", lat="lat")
+    with pytest.raises(ValueError, match="filter cannot be combined with a sidecar"):
+        healforge.aggregate(files, ["h"], sidecar=sc, filter="x > 5")

@@ -154,6 +154,10 @@ def aggregate(
     sources = to_sources(inputs)
     engine = engine or Engine(synchronous=True, quiet=True)
     if sidecar is not None:
+        if filter:
+            raise ValueError(
+                "a filter cannot be combined with a sidecar: filter the rows before making the sidecar"
+            )
         sc = read_sidecar(sidecar, order) if isinstance(sidecar, str | os.PathLike) else sidecar
         meta = sidecar_metadata(sc)
         order = int(meta["order"])
