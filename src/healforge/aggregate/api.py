@@ -24,10 +24,9 @@ from healforge.aggregate.core import (
     run_sources,
     sum_counts,
 )
-from healforge.aggregate.expr import parse_column_spec
 from healforge.aggregate.finalize import DEFAULT_STATE_STATS, cell_area, finalize_state
 from healforge.aggregate.maptable import make_map_table, write_map
-from healforge.aggregate.plan import Assignment, Plan, PlanBuilder, parse_cell_specs
+from healforge.aggregate.plan import Assignment, Plan, PlanBuilder, parse_cell_specs, split_column_spec
 from healforge.aggregate.sidecar import gather_rejects, quarantine_target, read_sidecar, sidecar_metadata
 from healforge.aggregate.sketch import DEFAULT_DELTA
 from healforge.aggregate.sources import Source, default_position, to_sources
@@ -61,7 +60,7 @@ def value_builder(
     names = []
     resolved = resolve_all(stats) if stats else []
     for spec in columns:
-        name, expr = parse_column_spec(spec)
+        name, expr = split_column_spec(spec)
         key = b.column(expr or name, weight, key=name)
         names.append(key)
         for s in resolved:
@@ -248,7 +247,7 @@ def exact_statistics(
         agg = {}
         for a in cs.expression.aggregates:
             key = cs.columns[a.row.source]
-            st = resolve(a.func, {"ddof": 0} if a.func in ("var", "std") else None)
+            st = resolve(a.func, {"ddof": getattr(a, "ddof", 0)} if a.func in ("var", "std") else None)
             cell_ids, res = cell_statistics(cells, {key: values[key]}, [resolve("count"), st], ddof=0)
             agg[a.key] = np.asarray(res[f"{key}_{st.label}"], dtype=np.float64)
         area = cell_area(order, plan.radius_km) if cs.expression.uses_area else None

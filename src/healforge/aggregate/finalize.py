@@ -80,9 +80,9 @@ def column_statistics(
     return out
 
 
-def aggregate_values(state: State, key: str, func: str) -> np.ndarray:
-    """A cell-expression aggregate (sum count mean min max var std; var/std population) of one
-    state column."""
+def aggregate_values(state: State, key: str, func: str, ddof: int = 0) -> np.ndarray:
+    """A cell-expression aggregate (sum count mean min max var std; var/std with ``ddof``,
+    default 0: population) of one state column."""
     m = state.moments[key]
     n = m["n"]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -95,7 +95,7 @@ def aggregate_values(state: State, key: str, func: str) -> np.ndarray:
         if func in ("min", "max"):
             return np.where(n > 0, m[func], np.nan)
         if func in ("var", "std"):
-            v = np.where(n > 0, m["m2"] / np.maximum(n, 1), np.nan)
+            v = np.where(n - ddof > 0, m["m2"] / np.maximum(n - ddof, 1), np.nan)
             return np.sqrt(v) if func == "std" else v
     raise ValueError(f"unknown aggregate {func!r}")
 
@@ -111,7 +111,10 @@ def cell_expression_values(
 ) -> np.ndarray:
     """Evaluate a cell expression over a state; ``keys`` maps each aggregate's row source to the
     state column holding that row expression's values."""
-    values = {a.key: aggregate_values(state, keys[a.row.source], a.func) for a in expression.aggregates}
+    values = {
+        a.key: aggregate_values(state, keys[a.row.source], a.func, getattr(a, "ddof", 0))
+        for a in expression.aggregates
+    }
     area = cell_area(state.order, radius_km) if expression.uses_area else None
     out = np.asarray(expression.evaluate(values, area=area), dtype=np.float64)
     return np.broadcast_to(out, state.cell_ids.shape).copy() if out.ndim == 0 else out

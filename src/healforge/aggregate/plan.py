@@ -230,6 +230,14 @@ class PlanBuilder:
         )
 
 
+def split_column_spec(spec: str) -> tuple[str, str | None]:
+    """``"name"`` -> ``("name", None)``; ``"name=expression"`` -> ``("name", "expression")``."""
+    if "=" in spec and not any(op in spec for op in ("==", "<=", ">=", "!=")):
+        name, expr = spec.split("=", 1)
+        return name.strip(), expr.strip()
+    return spec.strip(), None
+
+
 def parse_cell_specs(specs: Sequence[str] | dict[str, str] | None) -> dict[str, CellExpression]:
     """``["NAME=EXPR", ...]`` or ``{NAME: EXPR}`` as parsed cell expressions."""
     if not specs:
