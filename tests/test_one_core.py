@@ -273,3 +273,19 @@ def test_filter_in_aggregate_and_accumulate(data):
     sc = healforge.sidecar(files, ORDER, lon="lon", lat="lat")
     with pytest.raises(ValueError, match="filter cannot be combined with a sidecar"):
         healforge.aggregate(files, ["h"], sidecar=sc, filter="x > 5")
+
+
+def test_run_map_hook_sees_every_level(data, tmp_path):
+    _, files, _ = data
+    seen = []
+
+    def hook(table: pa.Table) -> pa.Table:
+        seen.append(table.num_rows)
+        return table.append_column("twice", pa.array(2 * table.column("count").to_numpy()))
+
+    cfg = pipeline(files, tmp_path)
+    cfg["statistics"] = {"count": {"function": "count", "column": "h"}}
+    run_pipeline(cfg, synchronous=True, quiet=True, map_hook=hook)
+    assert sorted(seen) == [48, 192, 768]
+    m = read_map(tmp_path / "map.parquet", 2)
+    np.testing.assert_array_equal(m.column("twice").to_numpy(), 2 * m.column("count").to_numpy())

@@ -330,6 +330,8 @@ def run_pipeline(
     restart: bool = False,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     max_files: int | None = None,
+    map_hook=None,
+    product_metadata: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run a pipeline (a YAML path, a parsed dict or a :class:`~healforge.config.PipelineConfig`).
 
@@ -344,6 +346,11 @@ def run_pipeline(
     max_files
         Stop after accumulating this many new files (progress saved, no outputs written); for
         splitting long runs into sessions and for tests.
+    map_hook
+        Applied to every finalized map table before it is written (front ends such as zagg
+        files derive their own variables from the configured statistics).
+    product_metadata
+        Extra entries of the Zarr store's root ``healforge`` attribute.
 
     Returns
     -------
@@ -462,6 +469,8 @@ def run_pipeline(
     with Progress(len(needed), "pyramid", quiet=quiet, unit="order") as bar:
         for level in pyramid(state, needed):
             maps[level.order] = finalize_map(level, cfg, plan, extra_meta)
+            if map_hook is not None:
+                maps[level.order] = map_hook(maps[level.order])
             bar.update()
     summary["orders"] = sorted(maps)
     summary["cells"] = {k: t.num_rows for k, t in maps.items()}
@@ -476,7 +485,7 @@ def run_pipeline(
                 out.zarr.path,
                 chunk_cells=out.zarr.chunk_cells,
                 storage_options=so or None,
-                metadata={"inputs": extra_meta["inputs"], "pipeline": cfg.name},
+                metadata={"inputs": extra_meta["inputs"], "pipeline": cfg.name, **(product_metadata or {})},
             )
             summary["outputs"].append(out.zarr.path)
             bar.update()
