@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import yaml
 
-from healforge.config import ConfigError, Expression, load_pipeline, validate_pipeline
+from healforge.config import ConfigError, load_pipeline, validate_pipeline
 from healforge.errors import BadInputError
+from healforge.expressions import ExpressionError, parse_filter, parse_row
 from healforge.io.hdf5 import iter_hdf5_template
 
 BEAMS = ["gt1l", "gt1r", "gt2l", "gt2r"]  # gt3l/gt3r absent, as in files with weak beams off
@@ -217,10 +218,10 @@ def test_yaml_syntax_error_has_line(tmp_path):
 
 def test_expression_semantics():
     cols = {"a": np.array([1.0, 2.0, 3.0, np.nan]), "b": np.array([0, 1, 0, 0])}
-    e = Expression.parse("b == 0 and not (a > 2.5) or isnan(a)")
+    e = parse_filter("b == 0 and not (a > 2.5) or isnan(a)")
     np.testing.assert_array_equal(e.evaluate(cols), [True, False, False, True])
-    np.testing.assert_allclose(Expression.parse("1 / a**2").evaluate(cols)[:3], [1, 0.25, 1 / 9])
-    np.testing.assert_array_equal(Expression.parse("0 < a <= 2").evaluate(cols), [True, True, False, False])
+    np.testing.assert_allclose(parse_row("1 / a**2").evaluate(cols)[:3], [1, 0.25, 1 / 9])
+    np.testing.assert_array_equal(parse_row("0 < a <= 2").evaluate(cols), [True, True, False, False])
     for bad in ("a.__class__", "[a]", "'x'", "lambda: 1", "open('f')"):
-        with pytest.raises(ValueError):
-            Expression.parse(bad)
+        with pytest.raises(ExpressionError):
+            parse_row(bad)

@@ -18,6 +18,7 @@ _API = {
     "nest": "healforge.catalog.nest",
     "Engine": "healforge.engine",
     "BadInputError": "healforge.errors",
+    "StorageError": "healforge.errors",
     "write_zarr": "healforge.maps.zarr_store",
     "open_map": "healforge.maps.zarr_store",
     "write_parquet": "healforge.maps.parquet",

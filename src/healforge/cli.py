@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
+import traceback
 
 from healforge import __version__
 from healforge.errors import HealforgeError
@@ -38,16 +40,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Errors of the operating system and of pyarrow that only a user's path or file causes; shown as
+# one line like healforge's own errors. Anything else is a bug and keeps its traceback.
+USER_OS_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+def user_error_message(exc: BaseException) -> str | None:
+    """The one-line message of an exception caused by user input, or ``None`` for a bug."""
+    if isinstance(exc, HealforgeError):
+        return str(exc)
+    if isinstance(exc, USER_OS_ERRORS):
+        return f"{exc.strerror or type(exc).__name__}: {exc.filename}" if exc.filename else str(exc)
+    import pyarrow as pa
+
+    if isinstance(exc, pa.ArrowInvalid) and ("parquet" in str(exc).lower() or "file" in str(exc).lower()):
+        return f"cannot read a file: {exc}"
+    from healforge.engine import TaskError
+
+    if isinstance(exc, TaskError) and exc.__cause__ is not None:
+        cause = exc.__cause__
+        detail = user_error_message(cause)
+        prefix = str(exc).rsplit(f": {type(cause).__name__}: ", 1)[0]
+        return f"{prefix}: {detail}" if detail else None
+    if isinstance(exc, json.JSONDecodeError):
+        return f"invalid JSON: {exc}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except HealforgeError as exc:
-        print(f"healforge {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"healforge {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        message = user_error_message(exc)
+        if message is None:
+            traceback.print_exc()
+            print(
+                f"healforge {args.command}: internal error {type(exc).__name__} (a bug in healforge: "
+                "please report it with the traceback above)",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"healforge {args.command}: error: {' '.join(message.split())}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

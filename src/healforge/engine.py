@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
@@ -141,14 +142,17 @@ class Engine:
         if self.scheduler:
             self.client = Client(self.scheduler)
         else:
-            self._own_cluster = LocalCluster(
-                n_workers=self.workers,
-                threads_per_worker=self.threads_per_worker,
-                processes=True,
-                memory_limit=self.memory_limit,
-                dashboard_address=None,
-                silence_logs=50,
-            )
+            with warnings.catch_warnings():
+                # another cluster on the machine holds the dashboard port: not the user's concern
+                warnings.filterwarnings("ignore", message="Port .* is already in use")
+                self._own_cluster = LocalCluster(
+                    n_workers=self.workers,
+                    threads_per_worker=self.threads_per_worker,
+                    processes=True,
+                    memory_limit=self.memory_limit,
+                    dashboard_address=None,
+                    silence_logs=50,
+                )
             self.client = Client(self._own_cluster)
         self._own_client = True
 

@@ -34,3 +34,11 @@ class BadInputError(HealforgeError, ValueError):
 
 class CatalogError(HealforgeError):
     """A catalog on disk is missing, inconsistent or in use."""
+
+
+class OptionError(HealforgeError, ValueError):
+    """An option or argument value that cannot be used (out of range, malformed, conflicting)."""
+
+
+class StorageError(HealforgeError):
+    """A path or URL that cannot be used (unknown protocol, missing fsspec backend)."""

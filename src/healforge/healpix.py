@@ -12,15 +12,17 @@ import cdshealpix.nested as cdsn
 import numpy as np
 from astropy.coordinates import Latitude, Longitude
 
+from healforge.errors import OptionError
+
 MAX_ORDER = 29
 SPATIAL_INDEX_COLUMN = "_healpix_29"
 SPATIAL_INDEX_ORDER = 29
 
 
 def check_order(order: int) -> int:
-    """Return ``order`` as an int, raising ``ValueError`` unless ``0 <= order <= 29``."""
+    """Return ``order`` as an int, raising ``OptionError`` (a ``ValueError``) unless ``0 <= order <= 29``."""
     if int(order) != order or not 0 <= int(order) <= MAX_ORDER:
-        raise ValueError(f"HEALPix order must be an integer in [0, {MAX_ORDER}], got {order!r}")
+        raise OptionError(f"HEALPix order must be an integer in [0, {MAX_ORDER}], got {order!r}")
     return int(order)
 
 
@@ -33,7 +35,7 @@ def nside_to_order(nside: int) -> int:
     """Order of a power-of-two nside; ``ValueError`` otherwise."""
     nside = int(nside)
     if nside < 1 or nside & (nside - 1):
-        raise ValueError(f"nside must be a power of two, got {nside}")
+        raise OptionError(f"nside must be a power of two, got {nside}")
     return check_order(nside.bit_length() - 1)
 
 
@@ -46,7 +48,7 @@ def npix_to_order(npix: int) -> int:
     """Order whose full-sky pixel count is ``npix``."""
     order = int(math.log2(max(npix, 1) / 12)) >> 1
     if order_to_npix(order) != npix:
-        raise ValueError(f"{npix} is not a full-sky HEALPix pixel count")
+        raise OptionError(f"{npix} is not a full-sky HEALPix pixel count")
     return order
 
 
@@ -92,14 +94,14 @@ def index_to_order(index29: np.ndarray, order: int) -> np.ndarray:
 def to_parent(pixels: np.ndarray, order: int, parent_order: int) -> np.ndarray:
     """Parent pixels at ``parent_order`` (<= ``order``) of pixels at ``order``."""
     if parent_order > order:
-        raise ValueError(f"parent order {parent_order} is finer than order {order}")
+        raise OptionError(f"parent order {parent_order} is finer than order {order}")
     return np.asarray(pixels, dtype=np.int64) >> (2 * (order - parent_order))
 
 
 def children_range(pixel: int | np.ndarray, order: int, child_order: int) -> tuple[np.ndarray, np.ndarray]:
     """Half-open range ``[start, stop)`` of descendants at ``child_order`` of pixels at ``order``."""
     if child_order < order:
-        raise ValueError(f"child order {child_order} is coarser than order {order}")
+        raise OptionError(f"child order {child_order} is coarser than order {order}")
     shift = 2 * (child_order - order)
     pixel = np.asarray(pixel, dtype=np.int64)
     return pixel << shift, (pixel + 1) << shift
@@ -119,7 +121,7 @@ def border_cells(order: int, pixel: int, border_order: int) -> np.ndarray:
     """Sorted descendants at ``border_order`` of one pixel that lie along its boundary (first or
     last row or column of the pixel's sub-grid)."""
     if border_order < order:
-        raise ValueError(f"border order {border_order} is coarser than order {order}")
+        raise OptionError(f"border order {border_order} is coarser than order {order}")
     side = 1 << (border_order - order)
     i = np.arange(side, dtype=np.int64)
     edge = np.full(side, side - 1, dtype=np.int64)

@@ -54,6 +54,7 @@ from healforge.config import ConfigError, PipelineConfig, load_pipeline, to_plan
 from healforge.config.schema import builtin_parameters
 from healforge.engine import Engine, Progress
 from healforge.errors import BadInputError, HealforgeError
+from healforge.io.storage import as_path, atomic_write_bytes, filesystem_of, is_local
 
 PROGRESS_FORMAT = "healforge-pipeline-progress"
 PROGRESS_VERSION = 2
@@ -117,29 +118,12 @@ def config_sections(cfg: PipelineConfig, plan: Plan) -> dict[str, Any]:
 
 
 def _fs(path: str, storage_options: Mapping[str, Any] | None):
-    import fsspec
-
-    return fsspec.core.url_to_fs(str(path), **dict(storage_options or {}))
-
-
-def _is_local(path: str) -> bool:
-    return "://" not in str(path) or str(path).startswith("file://")
+    return filesystem_of(as_path(path, dict(storage_options or {}) or None))
 
 
 def _write_bytes(path: str, data: bytes, storage_options) -> None:
-    """Write ``data`` to ``path`` atomically (temporary name, then rename) where the store allows."""
-    fs, fs_path = _fs(path, storage_options)
-    parent = posixpath.dirname(fs_path)
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    if _is_local(path):
-        tmp = f"{fs_path}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, fs_path)
-    else:  # object stores put whole objects atomically
-        with fs.open(fs_path, "wb") as f:
-            f.write(data)
+    """Write ``data`` to ``path`` atomically (readers see the old file or the whole new one)."""
+    atomic_write_bytes(as_path(path, dict(storage_options or {}) or None), data)
 
 
 def _read_bytes(path: str, storage_options) -> bytes | None:
@@ -501,7 +485,7 @@ def run_pipeline(
             from healforge.maps.geoparquet import write_geoparquet
 
             g = out.geoparquet
-            if _is_local(g.path):
+            if is_local(g.path):
                 os.makedirs(os.path.dirname(os.path.abspath(g.path.removeprefix("file://"))), exist_ok=True)
             write_geoparquet(maps[g.order], g.path, step=g.edge_points, storage_options=so or None)
             summary["outputs"].append(g.path)
@@ -542,7 +526,7 @@ def _plot(table: pa.Table, plot, storage_options) -> None:
         bounding_lat=plot.bounding_lat,
         width=plot.width,
     )
-    if _is_local(plot.path):
+    if is_local(plot.path):
         path = plot.path.removeprefix("file://")
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         plot_map(table, plot.variable, out=path, **kwargs)

@@ -26,7 +26,7 @@ from healforge.aggregate.core import (
 )
 from healforge.aggregate.finalize import DEFAULT_STATE_STATS, cell_area, finalize_state
 from healforge.aggregate.maptable import make_map_table, write_map
-from healforge.aggregate.plan import Assignment, Plan, PlanBuilder, parse_cell_specs, split_column_spec
+from healforge.aggregate.plan import Assignment, Plan, PlanBuilder, parse_cell_specs
 from healforge.aggregate.sidecar import gather_rejects, quarantine_target, read_sidecar, sidecar_metadata
 from healforge.aggregate.sketch import DEFAULT_DELTA
 from healforge.aggregate.sources import Source, default_position, to_sources
@@ -35,7 +35,8 @@ from healforge.aggregate.state import merge_states as merge_state_objects
 from healforge.aggregate.statistics import DEFAULT_STATS, resolve, resolve_all
 from healforge.aggregate.stats import cell_statistics
 from healforge.engine import Engine
-from healforge.errors import BadInputError
+from healforge.errors import BadInputError, OptionError
+from healforge.expressions import parse_column_spec
 from healforge.healpix import check_order
 from healforge.io.readers import DEFAULT_BATCH_ROWS
 from healforge.maps.parquet import write_parquet
@@ -55,13 +56,13 @@ def value_builder(
     if isinstance(columns, str):
         columns = [columns]
     if not columns:
-        raise ValueError("give at least one value column")
+        raise OptionError("give at least one value column")
     b = PlanBuilder()
     names = []
     resolved = resolve_all(stats) if stats else []
     for spec in columns:
-        name, expr = split_column_spec(spec)
-        key = b.column(expr or name, weight, key=name)
+        name, expr = parse_column_spec(spec)
+        key = b.column(expr if expr is not None else name, weight, key=name)
         names.append(key)
         for s in resolved:
             b.statistic(f"{key}_{s.label}", key, s)
@@ -73,9 +74,9 @@ def value_builder(
 def _assignment(inputs, order, lon, lat, geometry, mode, lon_convention, latitude, on_bad_rows) -> Assignment:
     lon, lat = default_position(inputs, lon, lat, geometry)
     if geometry is None and (lon is None or lat is None):
-        raise ValueError("give lon and lat columns, or a geometry column")
+        raise OptionError("give lon and lat columns, or a geometry column")
     if geometry is not None and (lon is not None or lat is not None):
-        raise ValueError("give either lon/lat columns or a geometry column, not both")
+        raise OptionError("give either lon/lat columns or a geometry column, not both")
     return Assignment(check_order(order), lon, lat, geometry, mode, lon_convention, latitude, on_bad_rows)
 
 
@@ -154,7 +155,7 @@ def aggregate(
     engine = engine or Engine(synchronous=True, quiet=True)
     if sidecar is not None:
         if filter:
-            raise ValueError(
+            raise OptionError(
                 "a filter cannot be combined with a sidecar: filter the rows before making the sidecar"
             )
         sc = read_sidecar(sidecar, order) if isinstance(sidecar, str | os.PathLike) else sidecar
@@ -168,7 +169,7 @@ def aggregate(
         rows_rejected = int(meta.get("rows_rejected", 0))
     else:
         if order is None:
-            raise ValueError("give a sidecar, or an order with lon/lat (or geometry) columns")
+            raise OptionError("give a sidecar, or an order with lon/lat (or geometry) columns")
         assignment = _assignment(
             inputs, order, lon, lat, geometry, mode, lon_convention, latitude, on_bad_rows
         )
@@ -244,18 +245,33 @@ def exact_statistics(
             for s in by_column[k]:
                 out[s.name] = res[f"{k}_{s.stat.label}"]
     for cs in plan.cell_statistics:
-        agg = {}
-        for a in cs.expression.aggregates:
-            key = cs.columns[a.row.source]
-            st = resolve(a.func, {"ddof": getattr(a, "ddof", 0)} if a.func in ("var", "std") else None)
-            cell_ids, res = cell_statistics(cells, {key: values[key]}, [resolve("count"), st], ddof=0)
-            agg[a.key] = np.asarray(res[f"{key}_{st.label}"], dtype=np.float64)
-        area = cell_area(order, plan.radius_km) if cs.expression.uses_area else None
-        v = np.asarray(cs.expression.evaluate(agg, area=area), dtype=np.float64)
-        out[cs.name] = np.broadcast_to(v, cell_ids.shape).copy() if v.ndim == 0 else v
+        rows = {src: values[key] for src, key in cs.columns.items()}
+        cell_ids, out[cs.name] = exact_cell_expression(cells, rows, cs.expression, order, plan.radius_km)
     if cell_ids is None:
         cell_ids = np.unique(np.asarray(cells, np.int64))
     return cell_ids, out
+
+
+def exact_cell_expression(
+    cells: np.ndarray,
+    rows: Mapping[str, np.ndarray],
+    expression,
+    order: int,
+    radius_km: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact per-cell values of a cell expression from every row: ``(cell_ids, values)``.
+
+    ``rows`` maps the source text of each aggregate's row expression to its values (row order of
+    ``cells``)."""
+    agg = {}
+    cell_ids = np.unique(np.asarray(cells, np.int64))
+    for a in expression.aggregates:
+        st = resolve(a.func, {"ddof": a.ddof} if a.func in ("var", "std") else None)
+        cell_ids, res = cell_statistics(cells, {"v": rows[a.row.source]}, [resolve("count"), st], ddof=0)
+        agg[a.key] = np.asarray(res[f"v_{st.label}"], dtype=np.float64)
+    area = cell_area(order, radius_km) if expression.uses_area else None
+    v = np.asarray(expression.evaluate(agg, area=area), dtype=np.float64)
+    return cell_ids, (np.broadcast_to(v, cell_ids.shape).copy() if v.ndim == 0 else v)
 
 
 def _values_task(source: Source, plan: Plan, id_column: str | None, batch_rows: int):
@@ -371,7 +387,7 @@ def accumulate(
                 base = State.load(state)
     if order is None:
         if base is None:
-            raise ValueError("give an order (or an existing state to add to)")
+            raise OptionError("give an order (or an existing state to add to)")
         order = base.order
     exprs = dict(base.extra.get("cell_expressions", {})) if base is not None else {}
     exprs.update({k: v.source for k, v in parse_cell_specs(cell_expressions).items()})
@@ -456,7 +472,7 @@ def finalize(
     else:
         min_order = check_order(min_order)
         if min_order > st.order:
-            raise ValueError(f"min_order {min_order} is finer than the state's order {st.order}")
+            raise OptionError(f"min_order {min_order} is finer than the state's order {st.order}")
         levels = pyramid(st, range(min_order, st.order + 1))
         result = {lv.order: finalize_state(lv, stats, ddof, min_count, **kw) for lv in levels}
         result = dict(sorted(result.items()))

@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from healforge.aggregate import footprints as fp
 from healforge.aggregate.coords import Rejects, geodetic_to_authalic, positions
-from healforge.errors import BadInputError
+from healforge.errors import BadInputError, OptionError
 from healforge.healpix import bad_coordinate_mask, lonlat_to_pixel, wrap_lon
 
 
@@ -35,11 +35,11 @@ class Spec:
 
     def __post_init__(self):
         if self.geometry is None and (self.lon is None or self.lat is None):
-            raise ValueError("give lon and lat columns, or a geometry column")
+            raise OptionError("give lon and lat columns, or a geometry column")
         if self.geometry is not None and (self.lon is not None or self.lat is not None):
-            raise ValueError("give either lon/lat columns or a geometry column, not both")
+            raise OptionError("give either lon/lat columns or a geometry column, not both")
         if self.mode not in fp.MODES:
-            raise ValueError(f"mode must be one of {', '.join(fp.MODES)}; got {self.mode!r}")
+            raise OptionError(f"mode must be one of {', '.join(fp.MODES)}; got {self.mode!r}")
         self.mode = fp.MODES[self.mode]
 
     @property

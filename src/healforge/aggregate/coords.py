@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from healforge.errors import BadInputError
+from healforge.errors import BadInputError, OptionError
 from healforge.healpix import bad_coordinate_mask, describe_bad_coordinate, wrap_lon
 
 LATITUDES = ("spherical", "authalic")
@@ -40,7 +40,7 @@ def geodetic_to_authalic(lat: np.ndarray) -> np.ndarray:
 
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+        raise OptionError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
     return value
 
 

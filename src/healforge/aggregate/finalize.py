@@ -18,6 +18,7 @@ from healforge.aggregate import sketch as sk
 from healforge.aggregate.maptable import make_map_table
 from healforge.aggregate.state import State
 from healforge.aggregate.statistics import DEFAULT_STATS, MAD_TO_STD, Stat, resolve_all
+from healforge.errors import OptionError
 from healforge.healpix import order_to_npix
 
 DEFAULT_STATE_STATS = DEFAULT_STATS
@@ -75,7 +76,7 @@ def column_statistics(
                 v = np.where(m["wsum"] - d > 0, m["wm2"] / (m["wsum"] - d), np.nan)
                 v = np.sqrt(v) if f == "weighted_std" else v
             else:
-                raise ValueError(f"statistic {f!r} cannot be computed from a streaming state")
+                raise OptionError(f"statistic {f!r} cannot be computed from a streaming state")
             out[s.label] = np.where(n >= max(min_count, 1), v, np.nan)
     return out
 
@@ -97,7 +98,7 @@ def aggregate_values(state: State, key: str, func: str, ddof: int = 0) -> np.nda
         if func in ("var", "std"):
             v = np.where(n - ddof > 0, m["m2"] / np.maximum(n - ddof, 1), np.nan)
             return np.sqrt(v) if func == "std" else v
-    raise ValueError(f"unknown aggregate {func!r}")
+    raise OptionError(f"unknown aggregate {func!r}")
 
 
 def cell_area(order: int, radius_km: float | None = None) -> float:
@@ -112,8 +113,7 @@ def cell_expression_values(
     """Evaluate a cell expression over a state; ``keys`` maps each aggregate's row source to the
     state column holding that row expression's values."""
     values = {
-        a.key: aggregate_values(state, keys[a.row.source], a.func, getattr(a, "ddof", 0))
-        for a in expression.aggregates
+        a.key: aggregate_values(state, keys[a.row.source], a.func, a.ddof) for a in expression.aggregates
     }
     area = cell_area(state.order, radius_km) if expression.uses_area else None
     out = np.asarray(expression.evaluate(values, area=area), dtype=np.float64)
@@ -172,7 +172,7 @@ def state_column_of(state: State, row_source: str) -> str:
     """The unweighted state column holding a row expression's values (its source text)."""
     if row_source in state.columns:
         return row_source
-    raise ValueError(
+    raise OptionError(
         f"the state has no column for row expression {row_source!r} (state columns: "
         f"{', '.join(state.columns)}); accumulate with --cell-expr so that its aggregates are kept"
     )

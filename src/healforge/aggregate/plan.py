@@ -20,6 +20,7 @@ from healforge.aggregate.coords import LATITUDES, LON_CONVENTIONS, ON_BAD_ROWS, 
 from healforge.aggregate.sketch import DEFAULT_DELTA
 from healforge.aggregate.sources import Source
 from healforge.aggregate.statistics import Stat
+from healforge.errors import OptionError
 from healforge.expressions import CellExpression, RowExpression, parse_cell, parse_row
 
 ROWS_KEY = "_rows"
@@ -230,14 +231,6 @@ class PlanBuilder:
         )
 
 
-def split_column_spec(spec: str) -> tuple[str, str | None]:
-    """``"name"`` -> ``("name", None)``; ``"name=expression"`` -> ``("name", "expression")``."""
-    if "=" in spec and not any(op in spec for op in ("==", "<=", ">=", "!=")):
-        name, expr = spec.split("=", 1)
-        return name.strip(), expr.strip()
-    return spec.strip(), None
-
-
 def parse_cell_specs(specs: Sequence[str] | dict[str, str] | None) -> dict[str, CellExpression]:
     """``["NAME=EXPR", ...]`` or ``{NAME: EXPR}`` as parsed cell expressions."""
     if not specs:
@@ -248,7 +241,7 @@ def parse_cell_specs(specs: Sequence[str] | dict[str, str] | None) -> dict[str, 
         items = []
         for s in specs:
             if "=" not in s:
-                raise ValueError(f"cell expression {s!r} must be NAME=EXPRESSION")
+                raise OptionError(f"cell expression {s!r} must be NAME=EXPRESSION")
             name, expr = s.split("=", 1)
             items.append((name.strip(), expr.strip()))
     return {name: parse_cell(expr) for name, expr in items}

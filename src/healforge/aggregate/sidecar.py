@@ -33,7 +33,7 @@ from healforge.aggregate.coords import (
 )
 from healforge.aggregate.sources import Source, default_position, to_sources
 from healforge.engine import Engine
-from healforge.errors import BadInputError
+from healforge.errors import BadInputError, OptionError
 from healforge.healpix import check_order
 from healforge.io.readers import DEFAULT_BATCH_ROWS
 
@@ -221,7 +221,7 @@ def quarantine_target(on_bad_rows, quarantine, output) -> str | None:
     if quarantine is not None:
         return os.fspath(quarantine)
     if output is None:
-        raise ValueError("on_bad_rows='quarantine' needs an output path or a quarantine path")
+        raise OptionError("on_bad_rows='quarantine' needs an output path or a quarantine path")
     return quarantine_path(output)
 
 
@@ -265,10 +265,13 @@ def read_sidecar(path: str | os.PathLike, order: int | None = None) -> pa.Table:
     path = os.fspath(path)
     if os.path.isdir(path):
         if order is None:
-            raise ValueError(f"{path} holds sidecars at several orders; give the order")
+            raise OptionError(f"{path} holds sidecars at several orders; give the order")
         path = os.path.join(path, f"order={order}.parquet")
     if not os.path.exists(path):
         raise BadInputError("sidecar file not found", path=path)
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise BadInputError(f"cannot read sidecar file: {exc}", path=path) from None
     sidecar_metadata(table, path)
     return table

@@ -9,6 +9,7 @@ directory (one holding ``hats.properties``) stands for its partition files.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -65,6 +66,13 @@ class Source:
             yield start, table.slice(start, batch_rows)
 
     def _file_batches(self, columns, batch_rows):
+        if "reader" in self.options:  # a reader function named ``module:function`` (zagg layouts)
+            module, _, attr = str(self.options["reader"]).partition(":")
+            reader = getattr(importlib.import_module(module), attr)
+            yield from reader(
+                self.path, self.options, batch_rows=batch_rows, storage_options=self.storage_options
+            )
+            return
         fmt = detect_format(self.path, self.format)
         if fmt == "hdf5" and self.columns:
             from healforge.io.hdf5 import iter_hdf5_template

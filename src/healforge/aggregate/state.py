@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from healforge.aggregate import sketch as sk
 from healforge.aggregate.grouping import cell_index, group_cells, group_sort, sorted_by_cell
-from healforge.errors import BadInputError
+from healforge.errors import BadInputError, OptionError
 from healforge.healpix import check_order
 
 MOMENTS = ("n", "min", "max", "dmean", "m2", "wsum", "wdmean", "wm2")
@@ -144,7 +144,7 @@ class State:
         """The state at a coarser ``order``, merging the states of each parent's children."""
         order = check_order(order)
         if order > self.order:
-            raise ValueError(f"cannot coarsen order {self.order} to finer order {order}")
+            raise OptionError(f"cannot coarsen order {self.order} to finer order {order}")
         keys = self.cell_ids >> (2 * (self.order - order))
         out = _reduce([self], [keys], order)
         out.rows_in, out.rows_rejected = self.rows_in, self.rows_rejected
@@ -503,7 +503,7 @@ def merge_states(states: Sequence[State]) -> State:
     """
     states = list(states)
     if not states:
-        raise ValueError("no states to merge")
+        raise OptionError("no states to merge")
     first = states[0]
     for i, s in enumerate(states[1:], 1):
         first.check_compatible(s, where=f" (state 0 and state {i})")

@@ -36,6 +36,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from healforge.errors import OptionError
+
 CANONICAL = (
     "count",
     "sum",
@@ -144,7 +146,7 @@ def resolve(name: str, parameters: Mapping[str, Any] | None = None, label: str |
         q = 0.5 if name == "median" else quantile_level(name)
         if q is None:
             if "q" not in p or isinstance(p["q"], list | tuple):
-                raise ValueError(f"statistic {name!r} needs one quantile level q")
+                raise OptionError(f"statistic {name!r} needs one quantile level q")
             q = float(p["q"])
     ddof = p.get("ddof")
     return Stat(canon, label, q=q, ddof=None if ddof is None else int(ddof))
@@ -169,18 +171,18 @@ def resolve_user(name: str) -> tuple[str, Callable]:
     elif callable(fn):
         return "callable", fn
     else:
-        raise ValueError(
+        raise OptionError(
             f"unknown statistic {name!r}; built-in: {', '.join(CANONICAL)} (aliases "
             f"{', '.join(ALIASES)}, median, qNN, pNN), a numpy function name or a dotted import path"
         )
     try:
         func = getattr(importlib.import_module(mod), attr)
     except (ImportError, AttributeError) as exc:
-        raise ValueError(f"cannot import statistic {name!r}: {exc}") from None
+        raise OptionError(f"cannot import statistic {name!r}: {exc}") from None
     if isinstance(func, np.ufunc) and func.nin == 2:
         return "ufunc", func
     if not callable(func):
-        raise ValueError(f"statistic {name!r} is not callable")
+        raise OptionError(f"statistic {name!r} is not callable")
     return "callable", func
 
 
@@ -201,7 +203,7 @@ def resolve_all(names: Sequence[str], *, from_state: bool = False) -> list[Stat]
     if from_state:
         for s in out:
             if not s.from_state:
-                raise ValueError(
+                raise OptionError(
                     f"statistic {s.function!r} cannot be computed from a streaming state; available: "
                     f"{', '.join(CANONICAL)} and their aliases (use `healforge aggregate` for user functions)"
                 )

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from healforge.errors import HealforgeError
+from healforge.errors import HealforgeError, OptionError
 
 
 class ThresholdError(HealforgeError, ValueError):
@@ -116,6 +116,7 @@ def generate_alignment(
     threshold: int = 1_000_000,
     drop_empty_siblings: bool = True,
     use_lower_order: bool = True,
+    weights: np.ndarray | None = None,
 ) -> Alignment:
     """Partition a sparse histogram at ``highest_order`` like hats-import does.
 
@@ -125,6 +126,8 @@ def generate_alignment(
     non-empty (hats' default), without it a pixel goes to its coarsest ancestor (not below
     ``lowest_order``) whose sum is within the threshold. ``use_lower_order`` first lowers the
     mapping order as long as no pixel at it exceeds the threshold (hats-import's behaviour).
+    ``weights`` (positive, one per pixel, e.g. bytes) replace the counts in the threshold tests,
+    as hats-import's ``byte_pixel_threshold`` does; the destinations still count rows.
 
     Raises
     ------
@@ -133,51 +136,55 @@ def generate_alignment(
     """
     pixels = np.asarray(pixels, dtype=np.int64)
     counts = np.asarray(counts, dtype=np.int64)
+    unit = "rows" if weights is None else "bytes"
+    weights = counts if weights is None else np.asarray(weights, dtype=np.int64)
     if lowest_order > highest_order:
-        raise ValueError(f"lowest order {lowest_order} is above highest order {highest_order}")
+        raise OptionError(f"lowest order {lowest_order} is above highest order {highest_order}")
     if lowest_order == highest_order:
         return Alignment(highest_order, pixels, counts, np.full(len(pixels), highest_order), pixels.copy())
     if threshold < 1:
-        raise ValueError("threshold must be a positive number of rows")
-    if len(counts) and counts.max() > threshold:
-        worst = int(np.argmax(counts))
-        extra = int(np.ceil(np.log(counts[worst] / threshold) / np.log(4))) if threshold else 0
+        raise OptionError(f"threshold must be a positive number of {unit}")
+    if len(weights) and weights.max() > threshold:
+        worst = int(np.argmax(weights))
+        extra = int(np.ceil(np.log(weights[worst] / threshold) / np.log(4))) if threshold else 0
+        limit = "threshold" if unit == "rows" else "--max-bytes limit"
         raise ThresholdError(
-            f"pixel {int(pixels[worst])} at order {highest_order} holds {int(counts[worst])} rows, over "
-            f"the threshold of {threshold}; use --highest-order {highest_order + max(extra, 1)} or more "
-            f"(if the rows are spread out) or a threshold of at least {int(counts[worst])}"
+            f"pixel {int(pixels[worst])} at order {highest_order} holds {int(weights[worst])} {unit}, over "
+            f"the {limit} of {threshold}; use --highest-order {highest_order + max(extra, 1)} or more "
+            f"(if the rows are spread out) or a {limit} of at least {int(weights[worst])}"
         )
 
-    # sums[o] = sparse histogram at order o, for o in [lowest, highest]
-    sums = {highest_order: (pixels, counts)}
+    # sums[o] = sparse histograms (pixels, counts, weights) at order o, for o in [lowest, highest]
+    sums = {highest_order: (pixels, counts, weights)}
     for order in range(highest_order - 1, lowest_order - 1, -1):
-        sums[order] = coarsen_histogram(*sums[order + 1])
+        pix, cnt, wgt = sums[order + 1]
+        sums[order] = (*coarsen_histogram(pix, cnt), coarsen_histogram(pix, wgt)[1])
 
     if use_lower_order:
         effective = highest_order
         for order in range(highest_order, lowest_order, -1):
-            if len(sums[order][1]) and sums[order][1].max() > threshold:
+            if len(sums[order][2]) and sums[order][2].max() > threshold:
                 break
             effective = order
         highest_order = effective
-        pixels, counts = sums[highest_order]
+        pixels, counts, _ = sums[highest_order]
 
     dest_order = np.full(len(pixels), highest_order, dtype=np.int64)
     if drop_empty_siblings:
         # The coarsest collapsing ancestor wins: walk from fine to coarse, overwriting.
         for order in range(highest_order - 1, lowest_order - 1, -1):
-            child_pix, child_cnt = sums[order + 1]
+            child_pix, _, child_wgt = sums[order + 1]
             parent_of_child = child_pix >> 2
             starts = np.flatnonzero(np.r_[True, parent_of_child[1:] != parent_of_child[:-1]])
-            quad_max = np.maximum.reduceat(child_cnt, starts)
-            par_pix, par_sum = sums[order]  # same parents, same order as starts
+            quad_max = np.maximum.reduceat(child_wgt, starts)
+            par_pix, _, par_sum = sums[order]  # same parents, same order as starts
             collapse = (par_sum != quad_max) & (par_sum <= threshold)
             _apply(dest_order, pixels, highest_order, order, par_pix, collapse)
     else:
         # The coarsest ancestor within the threshold wins (scanning from coarse to fine).
         assigned = np.zeros(len(pixels), dtype=bool)
         for order in range(lowest_order, highest_order + 1):
-            par_pix, par_sum = sums[order]
+            par_pix, _, par_sum = sums[order]
             ok = par_sum <= threshold
             anc = pixels >> (2 * (highest_order - order))
             hit = ok[np.searchsorted(par_pix, anc)] & ~assigned

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +25,11 @@ from healforge.catalog.format import read_histogram
 from healforge.catalog.pipeline import map_stage, reduce_stage, rejected_tables, schema_diff, split_stage
 from healforge.catalog.stages import InputSpec
 from healforge.engine import Engine, owned_engine
-from healforge.errors import BadInputError, CatalogError
+from healforge.errors import BadInputError
 from healforge.healpix import SPATIAL_INDEX_COLUMN
+from healforge.io import storage
 from healforge.io.readers import expand_inputs
+from healforge.io.storage import AnyPath, as_path
 
 
 @dataclass
@@ -57,9 +58,9 @@ class AppendResult:
         return text
 
 
-def catalog_schema(root: Path):
+def catalog_schema(root: AnyPath):
     """Data schema of a catalog (``_common_metadata`` without ``_healpix_29``)."""
-    schema = pq.read_schema(root / fmt.DATASET_DIR / "_common_metadata")
+    schema = storage.read_parquet_schema(as_path(root) / fmt.DATASET_DIR / "_common_metadata")
     schema = schema.remove_metadata()
     return (
         schema.remove(schema.get_field_index(SPATIAL_INDEX_COLUMN))
@@ -91,6 +92,8 @@ def append(
     batch_rows: int = 500_000,
     compression: str | None = "zstd:3",
     margin: str | os.PathLike | None = None,
+    storage_options: dict | None = None,
+    tmp_dir: str | os.PathLike | None = None,
     engine: Engine | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
@@ -111,6 +114,8 @@ def append(
     margin
         Margin catalog of this catalog to rebuild after the append (default: the margins recorded
         for the catalog by :func:`healforge.margin`).
+    storage_options, tmp_dir
+        fsspec options for a URL catalog (and margin); local directory for intermediate files.
     on_bad_rows, input_format, reader_options, batch_rows, compression, engine, workers, scheduler, synchronous, quiet
         As for :func:`healforge.import_catalog`.
 
@@ -121,18 +126,17 @@ def append(
     CatalogError
         When another writer holds the catalog.
     """
-    root = Path(catalog).absolute()
-    if not (root / "hats.properties").exists():
-        raise CatalogError(f"{root} is not a HATS catalog (no hats.properties)")
+    root = fmt.require_catalog(as_path(catalog, storage_options))
     files = expand_inputs([inputs] if isinstance(inputs, str | os.PathLike) else inputs)
     with txn.CatalogLock(root, "append"):
-        work = txn.begin(root)
+        work = txn.begin(root, tmp_dir)
         props = fmt.read_properties(root)
         existing = fmt.read_partition_info(root)
         label = batch or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         batch_id = _batch_id(files, batch)
         if batch_id in txn.applied_batches(root):
-            shutil.rmtree(txn.txn_dir(root), ignore_errors=True)
+            storage.rmtree(txn.txn_dir(root))
+            shutil.rmtree(work, ignore_errors=True)
             total = int(fmt.read_properties(root)["hats_nrows"])
             return AppendResult(str(root), label, 0, 0, 0, [], total, skipped=True)
         ra, dec = props["hats_col_ra"], props["hats_col_dec"]
@@ -171,7 +175,7 @@ def append(
         new_hist = dense_histogram(
             *coarsen_histogram(mapped["pixels"], mapped["counts"], mapping_order - skymap_order), skymap_order
         )
-        np.save(txn.txn_dir(root) / "point_map.npy", histogram + new_hist)
+        txn.save_array(txn.txn_dir(root) / "point_map.npy", histogram + new_hist)
         rejected_path = None
         if n_rejected:
             rejected_path = _write_rejected(root, label, rejected_tables(work, files))
@@ -199,9 +203,12 @@ def append(
             "properties": properties,
         }
         txn.commit(root, manifest)
+        shutil.rmtree(work, ignore_errors=True)
         _rebuild_margins(
             root,
             margin,
+            storage_options=storage_options,
+            tmp_dir=tmp_dir,
             engine=engine,
             workers=workers,
             scheduler=scheduler,
@@ -220,7 +227,7 @@ def append(
     )
 
 
-def _free_label(root: Path, label: str, destinations) -> str:
+def _free_label(root: AnyPath, label: str, destinations) -> str:
     """``label``, or ``label-2``, ``label-3``... if a pixel already has a file of that name."""
     candidate, n = label, 1
     while any(
@@ -237,32 +244,32 @@ def _carry_properties(props: dict[str, str]) -> dict:
     return {k: v for k, v in props.items() if k not in skip}
 
 
-def _write_rejected(root: Path, label: str, tables) -> Path:
+def _write_rejected(root: AnyPath, label: str, tables) -> AnyPath:
     import pyarrow as pa
 
     target = root.with_name(f"{root.name}.{label}.rejected.parquet")
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    pq.write_table(pa.concat_tables(tables), tmp)
-    os.replace(tmp, target)
+    with storage.atomic_output(target) as tmp:
+        pq.write_table(pa.concat_tables(tables), tmp)
     return target
 
 
-def registered_margins(root: Path) -> list[dict]:
+def registered_margins(root: AnyPath) -> list[dict]:
     """Margins recorded for a catalog in ``.healforge/margins.json``."""
-    path = root / txn.STATE_DIR / "margins.json"
+    path = as_path(root) / txn.STATE_DIR / "margins.json"
     return json.loads(path.read_text()) if path.exists() else []
 
 
-def _rebuild_margins(root: Path, margin, **engine_args) -> None:
+def _rebuild_margins(root: AnyPath, margin, storage_options=None, tmp_dir=None, **engine_args) -> None:
     """Rebuild the margins recorded for the catalog (or the one given) after a change."""
     entries = registered_margins(root)
     if margin is not None:
-        wanted = str(Path(margin).absolute())
+        wanted = str(as_path(margin, storage_options))
         entries = [e for e in entries if e["path"] == wanted]
         if not entries:
-            props = fmt.read_properties(margin)
+            props = fmt.read_properties(as_path(margin, storage_options))
             entries = [{"path": wanted, "radius_arcsec": float(props["hats_margin_threshold"])}]
     from healforge.catalog.margin import margin as build
 
     for entry in entries:
-        build(root, entry["path"], entry["radius_arcsec"], overwrite=True, **engine_args)
+        target = as_path(entry["path"], storage_options)
+        build(root, target, entry["radius_arcsec"], overwrite=True, tmp_dir=tmp_dir, **engine_args)

@@ -9,13 +9,13 @@ skymaps and margins. The change is a transaction like an append.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from healforge.catalog import format as fmt
 from healforge.catalog import transaction as txn
@@ -23,8 +23,10 @@ from healforge.catalog.alignment import generate_alignment, sparse_histogram
 from healforge.catalog.append import _carry_properties, _rebuild_margins
 from healforge.catalog.format import read_histogram
 from healforge.engine import Engine, owned_engine
-from healforge.errors import BadInputError, CatalogError
+from healforge.errors import BadInputError, CatalogError, OptionError
 from healforge.healpix import SPATIAL_INDEX_COLUMN
+from healforge.io import storage
+from healforge.io.storage import AnyPath, as_path
 
 COMPACTED_NAME = "compacted.parquet"
 
@@ -48,8 +50,9 @@ class CompactResult:
         )
 
 
-def pixel_files(root: Path, order: int, pixel: int) -> list[Path]:
-    """Data files of a pixel, oldest first (by modification time, then name)."""
+def pixel_files(root: AnyPath, order: int, pixel: int) -> list[AnyPath]:
+    """Data files of a pixel, oldest first (by modification time, then name; object stores
+    keep modification times to the second, so same-second batches go by name)."""
     single = fmt.pixel_file(root, order, pixel, ".parquet")
     if single.is_file():
         return [single]
@@ -60,7 +63,7 @@ def pixel_files(root: Path, order: int, pixel: int) -> list[Path]:
 
 def _read_keys(task: dict) -> dict:
     cols = [c for c in (task["id"], task["latest"]) if c]
-    parts = [pq.read_table(f, columns=cols) for f in task["files"]]
+    parts = [storage.read_parquet_table(f, columns=cols) for f in task["files"]]
     return {"table": pa.concat_tables(parts) if parts else None}
 
 
@@ -90,7 +93,8 @@ def _winners(tables: list[pa.Table], id_col: str, latest: str | None) -> list[np
 
 def _compact_pixel(task: dict) -> dict:
     order, pixel = task["order"], task["pixel"]
-    table = pa.concat_tables([pq.read_table(f) for f in task["files"]]).replace_schema_metadata(None)
+    table = pa.concat_tables([storage.read_parquet_table(f) for f in task["files"]])
+    table = table.replace_schema_metadata(None)
     if task.get("keep") is not None:
         table = table.filter(pa.array(np.load(task["keep"])))
     sort_cols = [SPATIAL_INDEX_COLUMN, *task["sort_columns"]]
@@ -110,7 +114,7 @@ def _compact_pixel(task: dict) -> dict:
         start += rows
         rel = fmt.pixel_file(Path(), d_order, d_pixel, "/") / COMPACTED_NAME
         name = f"{d_order}_{d_pixel}.parquet"
-        fmt.atomic_write_parquet(part, Path(task["staging"]) / name, sort_cols, task["compression"])
+        fmt.atomic_write_parquet(part, task["staging"] / name, sort_cols, task["compression"])
         written.append((d_order, d_pixel, rows, [name, str(rel)]))
     sky = task["skymap_order"]
     return {"written": written, "histogram": sparse_histogram(h29 >> (2 * (29 - sky)))}
@@ -124,6 +128,8 @@ def compact(
     *,
     compression: str | None = "zstd:3",
     margin: str | os.PathLike | None = None,
+    storage_options: dict | None = None,
+    tmp_dir: str | os.PathLike | None = None,
     engine: Engine | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
@@ -142,17 +148,19 @@ def compact(
         Column whose greatest value marks the row to keep (ties: the most recently appended row).
     threshold
         Maximum rows per pixel (default: the catalog's ``hats_max_rows``).
-    compression, margin, engine, workers, scheduler, synchronous, quiet
+    compression, margin, storage_options, tmp_dir, engine, workers, scheduler, synchronous, quiet
         As for :func:`healforge.append`.
     """
-    root = Path(catalog).absolute()
+    root = fmt.require_catalog(as_path(catalog, storage_options))
     if keep_latest_by and not dedupe_on:
-        raise ValueError("keep_latest_by needs dedupe_on")
+        raise OptionError("keep_latest_by needs dedupe_on")
+    if threshold is not None and threshold < 1:
+        raise OptionError(f"threshold must be a positive number of rows, got {threshold}")
     with txn.CatalogLock(root, "compact"):
-        work = txn.begin(root)
+        work = txn.begin(root, tmp_dir)
         props = fmt.read_properties(root)
         pixels = fmt.read_partition_info(root)
-        names = pq.read_schema(root / fmt.DATASET_DIR / "_common_metadata").names
+        names = storage.read_parquet_schema(root / fmt.DATASET_DIR / "_common_metadata").names
         for col in (dedupe_on, keep_latest_by):
             if col and col not in names:
                 raise BadInputError(
@@ -171,10 +179,7 @@ def compact(
             if dedupe_on:
                 keys = eng.map(
                     _read_keys,
-                    [
-                        {"files": [str(f) for f in fs], "id": dedupe_on, "latest": keep_latest_by}
-                        for fs in files
-                    ],
+                    [{"files": fs, "id": dedupe_on, "latest": keep_latest_by} for fs in files],
                     "Reading ids",
                     labels=[f"Norder={o}/Npix={p}" for o, p in pixels],
                 )
@@ -188,13 +193,13 @@ def compact(
                     {
                         "order": o,
                         "pixel": p,
-                        "files": [str(f) for f in fs],
+                        "files": fs,
                         "keep": keep_files[i],
                         "sort_columns": sort_columns,
                         "mapping_order": mapping_order,
                         "skymap_order": skymap_order,
                         "threshold": threshold,
-                        "staging": str(txn.staging_dir(root)),
+                        "staging": txn.staging_dir(root),
                         "compression": compression,
                     }
                     for i, ((o, p), fs) in enumerate(zip(pixels, files, strict=True))
@@ -208,7 +213,7 @@ def compact(
         for r in results:
             pix, cnt = r["histogram"]
             np.add.at(new_hist, pix, cnt)
-        np.save(txn.txn_dir(root) / "point_map.npy", new_hist)
+        txn.save_array(txn.txn_dir(root) / "point_map.npy", new_hist)
         rows_after = sum(w[2] for w in written)
         new_pixels = [(o, p) for o, p, _, _ in written]
         if not new_pixels:
@@ -238,9 +243,12 @@ def compact(
             "properties": properties,
         }
         txn.commit(root, manifest)
+        shutil.rmtree(work, ignore_errors=True)
         _rebuild_margins(
             root,
             margin,
+            storage_options=storage_options,
+            tmp_dir=tmp_dir,
             engine=engine,
             workers=workers,
             scheduler=scheduler,

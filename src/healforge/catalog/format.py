@@ -7,11 +7,10 @@ the skymaps are written with hats' own classes so that they match what hats read
 
 from __future__ import annotations
 
-import os
-import uuid
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pyarrow as pa
@@ -19,16 +18,19 @@ import pyarrow.parquet as pq
 
 from healforge import __version__
 from healforge.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER
+from healforge.io import storage
+from healforge.io.storage import AnyPath, as_path
 
 DATASET_DIR = "dataset"
 
 
-def pixel_dir(root: str | Path, order: int, pixel: int) -> Path:
-    """``root/dataset/Norder=K/Dir=D``."""
-    return Path(root) / DATASET_DIR / f"Norder={order}" / f"Dir={(pixel // 10_000) * 10_000}"
+def pixel_dir(root: str | AnyPath, order: int, pixel: int) -> AnyPath:
+    """``root/dataset/Norder=K/Dir=D`` (a relative path when ``root`` is ``Path()``)."""
+    root = root if isinstance(root, Path) and not root.is_absolute() else as_path(root)
+    return root / DATASET_DIR / f"Norder={order}" / f"Dir={(pixel // 10_000) * 10_000}"
 
 
-def pixel_file(root: str | Path, order: int, pixel: int, npix_suffix: str = ".parquet") -> Path:
+def pixel_file(root: str | AnyPath, order: int, pixel: int, npix_suffix: str = ".parquet") -> AnyPath:
     """Data file (``npix_suffix=".parquet"``) or directory (``npix_suffix="/"``) of a pixel."""
     base = pixel_dir(root, order, pixel) / f"Npix={pixel}"
     return base if npix_suffix == "/" else base.with_name(f"Npix={pixel}{npix_suffix}")
@@ -74,67 +76,73 @@ def write_table_kwargs(schema: pa.Schema, sort_columns: Sequence[str], compressi
 
 def atomic_write_parquet(
     table: pa.Table,
-    path: str | Path,
+    path: str | AnyPath,
     sort_columns: Sequence[str] = (SPATIAL_INDEX_COLUMN,),
     compression: str | None = None,
     row_group_rows: int = 500_000,
+    row_group_starts: Sequence[int] | None = None,
 ) -> int:
-    """Write ``table`` to ``path`` via a temporary file and a rename; returns bytes written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    """Write ``table`` to ``path`` (local or URL) atomically; returns bytes written.
+
+    ``row_group_starts``: first row of each row group (instead of ``row_group_rows`` per group).
+    """
     table = table.replace_schema_metadata(None)
     kwargs = write_table_kwargs(table.schema, sort_columns, compression)
-    try:
+    with storage.atomic_output(path) as tmp:
         with pq.ParquetWriter(tmp, table.schema, **kwargs) as writer:
-            writer.write_table(table, row_group_size=row_group_rows)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path.stat().st_size
+            if row_group_starts is None:
+                writer.write_table(table, row_group_size=row_group_rows)
+            else:
+                bounds = [*row_group_starts, table.num_rows]
+                for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+                    writer.write_table(table.slice(start, stop - start), row_group_size=stop - start)
+        size = Path(tmp).stat().st_size
+    return size
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a small text file atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def atomic_write_text(path: str | AnyPath, text: str) -> None:
+    """Write a small text file atomically (local or URL)."""
+    storage.atomic_write_text(as_path(path), text)
 
 
-def list_data_files(root: str | Path) -> list[Path]:
+_DATA_FILE = re.compile(r"^Norder=\d+/Dir=\d+/Npix=\d+(\.[^/]*|/[^/]+\.parquet)$")
+
+
+def list_data_files(root: str | AnyPath) -> list[AnyPath]:
     """Every data file of a catalog (single-file and directory pixels alike), sorted."""
-    base = Path(root) / DATASET_DIR
-    return sorted(p for p in base.glob("Norder=*/Dir=*/Npix=*") if p.is_file()) + sorted(
-        p for p in base.glob("Norder=*/Dir=*/Npix=*/*.parquet") if p.is_file()
-    )
+    base = as_path(root) / DATASET_DIR
+    found = [p for p, _ in storage.list_files(base)]
+    rel = [(p, "/".join(p.parts[len(base.parts) :])) for p in found]
+    singles = sorted((p for p, r in rel if _DATA_FILE.match(r) and r.count("/") == 2), key=str)
+    nested = sorted((p for p, r in rel if _DATA_FILE.match(r) and r.count("/") == 3), key=str)
+    return singles + nested
 
 
-def has_multi_file_pixels(root: str | Path) -> bool:
+def has_multi_file_pixels(root: str | AnyPath) -> bool:
     """Whether any pixel directory of the catalog holds more than one data file."""
-    base = Path(root) / DATASET_DIR
-    return any(len(list(d.glob("*.parquet"))) > 1 for d in base.glob("Norder=*/Dir=*/Npix=*") if d.is_dir())
+    per_pixel: dict[tuple, int] = {}
+    for f in list_data_files(root):
+        if f.parent.name.startswith("Npix="):
+            per_pixel[f.parent.parts] = per_pixel.get(f.parent.parts, 0) + 1
+    return any(n > 1 for n in per_pixel.values())
 
 
-def pixel_of_path(path: str | Path) -> tuple[int, int]:
+def pixel_of_path(path: str | AnyPath) -> tuple[int, int]:
     """``(order, pixel)`` parsed from a data file path."""
-    parts = Path(path).parts
+    parts = PurePosixPath(str(path)).parts
     order = next(int(p.split("=")[1]) for p in parts if p.startswith("Norder="))
     npix = next(p for p in parts if p.startswith("Npix="))
     return order, int(npix.split("=")[1].split(".")[0])
 
 
-def write_partition_info(root: str | Path, pixels: Sequence[tuple[int, int]]) -> None:
+def write_partition_info(root: str | AnyPath, pixels: Sequence[tuple[int, int]]) -> None:
     """``partition_info.csv`` with hats' writer (header ``Norder,Npix``, hats' pixel order)."""
     from hats.catalog import PartitionInfo
     from hats.pixel_math import HealpixPixel
 
     info = PartitionInfo.from_healpix([HealpixPixel(int(o), int(p)) for o, p in pixels])
-    tmp = Path(root) / f".partition_info.{uuid.uuid4().hex}.csv"
-    info.write_to_file(partition_info_file=tmp)
-    os.replace(tmp, Path(root) / "partition_info.csv")
+    with storage.atomic_output(as_path(root) / "partition_info.csv") as tmp:
+        info.write_to_file(partition_info_file=Path(tmp))
 
 
 def sky_fraction(pixels: Sequence[tuple[int, int]]) -> float:
@@ -142,59 +150,67 @@ def sky_fraction(pixels: Sequence[tuple[int, int]]) -> float:
     return float(sum(1.0 / (12 * 4 ** int(order)) for order, _ in pixels))
 
 
-def read_partition_info(root: str | Path) -> list[tuple[int, int]]:
+def read_partition_info(root: str | AnyPath) -> list[tuple[int, int]]:
     """Pixels listed in ``partition_info.csv``."""
     import pandas as pd
 
-    df = pd.read_csv(Path(root) / "partition_info.csv")
+    with (as_path(root) / "partition_info.csv").open("rb") as f:
+        df = pd.read_csv(f)
     return [(int(o), int(p)) for o, p in zip(df["Norder"], df["Npix"], strict=True)]
 
 
-def write_dataset_metadata(root: str | Path) -> int:
+def write_dataset_metadata(root: str | AnyPath) -> int:
     """``dataset/_metadata`` and ``dataset/_common_metadata`` (hats' writer); returns total rows."""
     from hats.io.parquet_metadata import write_parquet_metadata
 
-    return int(write_parquet_metadata(str(root)))
+    return int(write_parquet_metadata(_hats_path(root)))
 
 
-def write_skymaps(root: str | Path, histogram: np.ndarray) -> None:
+def _hats_path(root: str | AnyPath):
+    """``root`` as hats takes it: a UPath carrying the storage options (or a local path string)."""
+    root = as_path(root)
+    return str(root) if storage.is_local(root) else root
+
+
+def write_skymaps(root: str | AnyPath, histogram: np.ndarray) -> None:
     """``point_map.fits`` and ``skymap.fits`` from the row-count histogram at the mapping order."""
     from hats.io import paths
     from hats.io.file_io import write_fits_image
     from hats.io.skymap import write_skymap
 
     histogram = np.asarray(histogram, dtype=np.int64)
-    write_fits_image(histogram, paths.get_point_map_file_pointer(str(root)))
-    write_skymap(histogram=histogram, catalog_dir=str(root))
+    root = as_path(root)
+    write_fits_image(histogram, paths.get_point_map_file_pointer(_hats_path(root)))
+    write_skymap(histogram=histogram, catalog_dir=_hats_path(root))
     # A sparse copy that appends read back quickly (reading the FITS map takes seconds at order 10).
     nz = np.flatnonzero(histogram)
-    cache = Path(root) / ".healforge" / "histogram.npz"
-    cache.parent.mkdir(exist_ok=True)
-    tmp = cache.with_name(f".histogram.{uuid.uuid4().hex}.npz")
-    np.savez(tmp, npix=len(histogram), pixels=nz, counts=histogram[nz])
-    os.replace(tmp, cache)
+    with storage.atomic_output(root / ".healforge" / "histogram.npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, npix=len(histogram), pixels=nz, counts=histogram[nz])
 
 
-def read_histogram(root: str | Path) -> np.ndarray:
+def read_histogram(root: str | AnyPath) -> np.ndarray:
     """The catalog's row-count map at its skymap order (``point_map.fits``, or our sparse copy)."""
-    cache = Path(root) / ".healforge" / "histogram.npz"
-    point_map = Path(root) / "point_map.fits"
+    root = as_path(root)
+    cache = root / ".healforge" / "histogram.npz"
+    point_map = root / "point_map.fits"
     if cache.exists() and (not point_map.exists() or cache.stat().st_mtime >= point_map.stat().st_mtime):
-        with np.load(cache) as z:
+        with cache.open("rb") as f, np.load(f) as z:
             out = np.zeros(int(z["npix"]), dtype=np.int64)
             out[z["pixels"]] = z["counts"]
             return out
     from hats.io.file_io import read_fits_image
 
-    return np.asarray(read_fits_image(str(point_map)), dtype=np.int64)
+    return np.asarray(
+        read_fits_image(point_map if not storage.is_local(root) else str(point_map)), dtype=np.int64
+    )
 
 
-def dir_size(root: str | Path) -> int:
-    """Bytes of all files below ``root``."""
-    return sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file())
+def dir_size(root: str | AnyPath) -> int:
+    """Bytes of all files below ``root`` (one listing on object stores)."""
+    return sum(size for _, size in storage.list_files(as_path(root)))
 
 
-def write_properties(root: str | Path, **fields) -> None:
+def write_properties(root: str | AnyPath, **fields) -> None:
     """Write ``hats.properties`` (and an identical ``properties``) with hats' TableProperties.
 
     ``fields`` use the hats property names (``obs_collection``, ``dataproduct_type``, ...).
@@ -202,7 +218,7 @@ def write_properties(root: str | Path, **fields) -> None:
     """
     from hats.catalog.dataset.table_properties import TableProperties
 
-    root = Path(root)
+    root = as_path(root)
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M%Z")
     fields = {k: v for k, v in fields.items() if v is not None}
     fields.setdefault("hats_builder", f"healforge v{__version__}")
@@ -212,13 +228,28 @@ def write_properties(root: str | Path, **fields) -> None:
         fields.setdefault("hats_col_healpix", SPATIAL_INDEX_COLUMN)
         fields.setdefault("hats_col_healpix_order", SPATIAL_INDEX_ORDER)
     fields["hats_estsize"] = int(np.ceil(dir_size(root / DATASET_DIR) / 1024))
-    TableProperties(**fields).to_properties_file(str(root))
+    TableProperties(**fields).to_properties_file(_hats_path(root))
 
 
-def read_properties(root: str | Path) -> dict[str, str]:
+def require_catalog(root: str | AnyPath) -> AnyPath:
+    """``root`` if it is a HATS catalog directory, else a one-line :class:`CatalogError`."""
+    from healforge.errors import CatalogError
+
+    root = as_path(root)
+    if not root.exists():
+        raise CatalogError(f"catalog not found: {root}")
+    if root.is_file():
+        raise CatalogError(f"{root} is a file, not a HATS catalog directory")
+    for name in ("hats.properties", "partition_info.csv"):
+        if not (root / name).is_file():
+            raise CatalogError(f"{root} is not a HATS catalog (no {name})")
+    return root
+
+
+def read_properties(root: str | AnyPath) -> dict[str, str]:
     """Raw ``hats.properties`` as a dict of strings."""
     out = {}
-    for line in (Path(root) / "hats.properties").read_text().splitlines():
+    for line in (as_path(root) / "hats.properties").read_text().splitlines():
         if "=" in line and not line.lstrip().startswith("#"):
             k, v = line.split("=", 1)
             out[k.strip()] = v.strip()

@@ -13,22 +13,27 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from healforge import __version__
+from healforge.catalog import ancillary
 from healforge.catalog import format as fmt
 from healforge.catalog.alignment import Alignment, dense_histogram, generate_alignment
+from healforge.catalog.options import parse_dtypes, parse_size, schema_types
 from healforge.catalog.pipeline import common_schema, map_stage, reduce_stage, rejected_tables, split_stage
+from healforge.catalog.reimport import SourceCatalog, source_catalog
 from healforge.catalog.stages import InputSpec
 from healforge.engine import Engine, Progress, owned_engine
-from healforge.errors import CatalogError
+from healforge.errors import BadInputError, CatalogError, OptionError
 from healforge.healpix import check_order
+from healforge.io import storage
 from healforge.io.readers import expand_inputs
+from healforge.io.storage import AnyPath, as_path
 
 WORK_DIR = ".healforge-import"
 CATALOG_TYPES = ("object", "source")
@@ -57,36 +62,49 @@ class ImportResult:
         return text
 
 
-def rejected_path_for(output: str | Path) -> Path:
+def rejected_path_for(output: str | AnyPath) -> AnyPath:
     """Where quarantined rows of an import into ``output`` are written (beside the catalog)."""
-    output = Path(output)
+    output = as_path(output)
     return output.with_name(output.name + ".rejected.parquet")
 
 
 def import_catalog(
     inputs: list[str] | str,
     output: str | os.PathLike,
-    ra: str = "ra",
-    dec: str = "dec",
+    ra: str | None = None,
+    dec: str | None = None,
     *,
     id_column: str | None = None,
-    threshold: int = 1_000_000,
+    threshold: int | None = None,
+    max_bytes: int | str | None = None,
     highest_order: int = 10,
     lowest_order: int = 0,
     name: str | None = None,
-    catalog_type: str = "object",
-    sort_columns: list[str] | tuple[str, ...] = (),
+    catalog_type: str | None = None,
+    sort_columns: list[str] | tuple[str, ...] | None = None,
     compression: str | None = "zstd:3",
     drop_empty_siblings: bool = True,
     input_format: str | None = None,
     reader_options: dict | None = None,
+    columns: list[str] | tuple[str, ...] | None = None,
+    schema: str | os.PathLike | pa.Schema | None = None,
+    dtype: dict | list[str] | None = None,
     batch_rows: int = 500_000,
     row_group_rows: int = 1_048_576,
+    subtile_order_delta: int | None = None,
     on_bad_rows: str = "error",
     margin_arcsec: float | None = None,
     margin_path: str | os.PathLike | None = None,
+    skymap_alt_orders: Sequence[int] = (),
+    thumbnail: bool = False,
+    per_partition_stats: bool = False,
+    default_columns: Sequence[str] | None = None,
+    properties: dict[str, str] | None = None,
+    summary: bool = False,
     resume: bool | None = None,
     overwrite: bool = False,
+    storage_options: dict | None = None,
+    tmp_dir: str | os.PathLike | None = None,
     engine: Engine | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
@@ -98,15 +116,21 @@ def import_catalog(
     Parameters
     ----------
     inputs
-        Files, directories or glob patterns (CSV, Parquet, FITS, HDF5; local or fsspec URLs).
+        Files, directories or glob patterns (CSV, Parquet, FITS, HDF5, ECSV; local or fsspec
+        URLs), or one existing HATS catalog or collection directory to re-import (repartition):
+        its rows, ``_healpix_29`` and properties are kept, sizes, orders and dates are new.
     output
-        Catalog directory to create.
+        Catalog directory to create: a local path or an fsspec URL (``s3://bucket/cat``).
     ra, dec
-        Coordinate columns, degrees.
+        Coordinate columns, degrees (default ``ra``/``dec``, or the re-imported catalog's).
     id_column
         Optional unique-id column; checked to exist and recorded in the properties.
     threshold
-        Maximum rows per partition.
+        Maximum rows per partition (default 1,000,000).
+    max_bytes
+        Instead of ``threshold``: maximum estimated in-memory bytes per partition (``500MB``,
+        ``1GiB`` or an int; hats-import's ``byte_pixel_threshold``), recorded as
+        ``hats_max_bytes``. Every data file written is checked to be at most 10% over it.
     highest_order, lowest_order
         Range of partition orders; equal values give a fixed-order catalog.
     name
@@ -117,7 +141,17 @@ def import_catalog(
         Input format (guessed from the suffix by default) and reader options: ``hdu`` (FITS
         extension), ``group`` (HDF5 group of column datasets), ``delimiter`` (CSV).
     sort_columns
-        Columns sorting rows after ``_healpix_29`` inside each file.
+        Columns sorting rows after ``_healpix_29`` inside each file (default: none, or the
+        re-imported catalog's ``hats_cols_sort``).
+    columns
+        Import only these columns (plus ra, dec, the id and sort columns).
+    schema, dtype
+        Column types to use, from a parquet file's schema and/or ``{column: type}`` (or
+        ``["col=type", ...]``; ``dtype`` wins). Inputs whose types differ are cast to them; a
+        cast that would change a value is an error naming the file, column and row.
+    row_group_rows, subtile_order_delta
+        Rows per parquet row group, or (D) one row group per order K+D sub-pixel of an order K
+        partition instead.
     compression
         Parquet codec and level, ``"zstd:3"`` style (codec[:level]).
     on_bad_rows
@@ -126,11 +160,21 @@ def import_catalog(
     margin_arcsec, margin_path
         Also build a margin cache of this radius, at ``margin_path`` (default ``OUTPUT_margin``
         beside the catalog); append and compact keep it up to date.
+    skymap_alt_orders, thumbnail, per_partition_stats, default_columns, properties, summary
+        hats-import's optional outputs: ``skymap.K.fits`` maps at these orders (at most
+        ``highest_order``), ``data_thumbnail.parquet``, ``per_partition_statistics.parquet``,
+        ``hats_cols_default``, extra ``hats.properties`` entries, and a ``README.md`` summary.
+        Append and compact keep them current (see :mod:`healforge.catalog.ancillary`).
     resume
         ``None``: continue an unfinished run with the same arguments if there is one.
         ``True``: there must be one. ``False``: start afresh (needs ``overwrite`` if output exists).
     overwrite
         Delete an existing output first.
+    storage_options
+        fsspec options for a URL ``output`` (and ``margin_path``): credentials, endpoint...
+    tmp_dir
+        Local directory for the intermediate files (default: inside a local output, the system
+        temp dir for a URL output). A rerun with the same output finds them there and resumes.
     engine, workers, scheduler, synchronous, quiet
         Where tasks run (see :class:`healforge.engine.Engine`) and whether to show progress.
 
@@ -141,22 +185,71 @@ def import_catalog(
     check_order(highest_order)
     check_order(lowest_order)
     if lowest_order > highest_order:
-        raise ValueError(f"lowest order {lowest_order} is above highest order {highest_order}")
-    if catalog_type not in CATALOG_TYPES:
-        raise ValueError(f"catalog type must be one of {CATALOG_TYPES}, got {catalog_type!r}")
+        raise OptionError(f"lowest order {lowest_order} is above highest order {highest_order}")
     if on_bad_rows not in ("error", "quarantine"):
-        raise ValueError("on_bad_rows must be 'error' or 'quarantine'")
+        raise OptionError("on_bad_rows must be 'error' or 'quarantine'")
+    if max_bytes is not None:
+        if threshold is not None:
+            raise OptionError("give either a row threshold or max_bytes, not both")
+        if lowest_order == highest_order:
+            raise OptionError(
+                "max_bytes has no effect on a fixed-order catalog (lowest order = highest order)"
+            )
+        max_bytes = parse_size(max_bytes)
+    threshold = int(threshold) if threshold is not None else (None if max_bytes else 1_000_000)
+    if threshold is not None and threshold < 1:
+        raise OptionError(f"threshold must be a positive number of rows, got {threshold}")
+    if row_group_rows is None or int(row_group_rows) < 1:
+        raise OptionError(f"row_group_rows must be at least 1, got {row_group_rows}")
+    if subtile_order_delta is not None and not 0 <= int(subtile_order_delta) <= 29 - highest_order:
+        raise OptionError(
+            f"subtile_order_delta must be in [0, {29 - highest_order}] (order + delta at most 29), "
+            f"got {subtile_order_delta}"
+        )
     if isinstance(inputs, str | os.PathLike):
         inputs = [inputs]
-    files = expand_inputs(inputs)
-    output = Path(output).absolute()
-    work = output / WORK_DIR
+    outputs = ancillary.import_outputs(
+        skymap_order=highest_order,
+        skymap_alt_orders=skymap_alt_orders,
+        thumbnail=thumbnail,
+        per_partition_stats=per_partition_stats,
+        summary=summary,
+        default_columns=default_columns,
+        properties=properties,
+    )
+    output = as_path(output, storage_options)
+    source = _source_catalog(inputs, output)
+    extra: dict = {}
+    if source is not None:
+        props = source.properties
+        files, input_format = source.files, "parquet"
+        ra, dec = ra or props.get("hats_col_ra"), dec or props.get("hats_col_dec")
+        name = name or props.get("obs_collection")
+        id_column = id_column or props.get("hats_col_id")
+        catalog_type = catalog_type or props.get("dataproduct_type")
+        if sort_columns is None and props.get("hats_cols_sort"):
+            sort_columns = [c for c in props["hats_cols_sort"].split(",") if c]
+        extra = source.carried_properties()
+    else:
+        files = expand_inputs(inputs)
+    ra, dec, catalog_type = ra or "ra", dec or "dec", catalog_type or "object"
+    sort_columns = list(sort_columns or ())
+    if catalog_type not in CATALOG_TYPES:
+        raise OptionError(f"catalog type must be one of {CATALOG_TYPES}, got {catalog_type!r}")
+    explicit_types = parse_dtypes(dtype)
+    dtypes = {**(schema_types(schema) if schema is not None else {}), **explicit_types}
+    if columns is not None:
+        columns = list(dict.fromkeys([*columns, *([id_column] if id_column else []), *sort_columns]))
+    if id_column:
+        extra["hats_col_id"] = id_column
+    work = storage.scratch_dir(output, WORK_DIR, tmp_dir)
     args = {
         "files": files,
         "ra": ra,
         "dec": dec,
         "id_column": id_column,
-        "threshold": int(threshold),
+        "threshold": threshold,
+        "max_bytes": max_bytes,
         "highest_order": int(highest_order),
         "lowest_order": int(lowest_order),
         "catalog_type": catalog_type,
@@ -165,11 +258,25 @@ def import_catalog(
         "drop_empty_siblings": bool(drop_empty_siblings),
         "input_format": input_format,
         "reader_options": reader_options or {},
+        "columns": columns,
+        "dtypes": {c: str(t) for c, t in dtypes.items()},
+        "row_group_rows": int(row_group_rows),
+        "subtile_order_delta": subtile_order_delta,
         "on_bad_rows": on_bad_rows,
         "version": __version__,
     }
     resumed = _prepare_output(output, work, args, resume, overwrite)
-    spec = InputSpec(ra, dec, input_format, batch_rows, on_bad_rows, dict(reader_options or {}))
+    spec = InputSpec(
+        ra,
+        dec,
+        input_format,
+        batch_rows,
+        on_bad_rows,
+        dict(reader_options or {}),
+        tuple(columns) if columns is not None else None,
+        dtypes,
+        measure_bytes=max_bytes is not None,
+    )
     timings: dict[str, float] = {}
 
     with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
@@ -180,13 +287,27 @@ def import_catalog(
         t0 = time.perf_counter()
         binning = Progress(1, "Binning", quiet=quiet)
         schema = common_schema(files, mapped["schemas"], [id_column, *sort_columns])
+        ancillary.check_columns(outputs, schema.names)
+        unknown = [c for c in explicit_types if c not in schema.names]
+        if unknown:
+            raise BadInputError(
+                f"--dtype column(s) {', '.join(map(repr, unknown))} not found; imported columns: "
+                f"{', '.join(schema.names)}",
+                path=files[0],
+            )
         pixels, counts = mapped["pixels"], mapped["counts"]
         align_file = work / "alignment.npz"
         if align_file.exists():
             alignment = Alignment.load(align_file)
         else:
             alignment = generate_alignment(
-                pixels, counts, highest_order, lowest_order, threshold, drop_empty_siblings
+                pixels,
+                counts,
+                highest_order,
+                lowest_order,
+                max_bytes or threshold,
+                drop_empty_siblings,
+                weights=mapped.get("bytes"),
             )
             tmp = work / f".alignment.{uuid.uuid4().hex}.npz"
             alignment.save(tmp)
@@ -207,9 +328,19 @@ def import_catalog(
         t0 = time.perf_counter()
         targets = [fmt.pixel_file(output, o, p) for o, p, _ in destinations]
         reduce_stage(
-            eng, destinations, slices, targets, work / "reduce", sort_columns, compression, row_group_rows
+            eng,
+            destinations,
+            slices,
+            targets,
+            work / "reduce",
+            sort_columns,
+            compression,
+            int(row_group_rows),
+            subtile_order_delta,
         )
         timings["reduce"] = time.perf_counter() - t0
+        if max_bytes is not None:
+            check_file_sizes(targets, max_bytes)
 
     t0 = time.perf_counter()
     finishing = Progress(2, "Finishing", quiet=quiet)
@@ -225,8 +356,13 @@ def import_catalog(
         dec=dec,
         threshold=threshold,
         sort_columns=sort_columns,
-        extra={"hats_col_id": id_column} if id_column else None,
+        extra={
+            **extra,
+            **outputs.hats_properties(),
+            **({"hats_max_bytes": max_bytes} if max_bytes is not None else {}),
+        },
     )
+    ancillary.write_at_import(output, outputs)
     finishing.update()
     n_rows = mapped["rows"]
     if written + n_rejected != n_rows:
@@ -242,13 +378,18 @@ def import_catalog(
     if margin_arcsec:
         from healforge.catalog.margin import margin
 
-        target = Path(margin_path) if margin_path else output.with_name(output.name + "_margin")
+        target = (
+            as_path(margin_path, storage_options)
+            if margin_path
+            else output.with_name(output.name + "_margin")
+        )
         t0 = time.perf_counter()
         result.margin = margin(
             output,
             target,
             margin_arcsec,
             overwrite=True,
+            tmp_dir=tmp_dir,
             engine=engine,
             workers=workers,
             scheduler=scheduler,
@@ -259,8 +400,33 @@ def import_catalog(
     return result
 
 
+def check_file_sizes(files: list[AnyPath], max_bytes: int, slack: float = 0.1) -> None:
+    """Every data file at most ``slack`` over ``max_bytes`` (the row-size estimate held)."""
+    for f in map(as_path, files):
+        if f.exists() and (size := f.stat().st_size) > max_bytes * (1 + slack):
+            raise CatalogError(
+                f"data file {f} has {size} bytes, more than 10% over --max-bytes {max_bytes}: the "
+                "row sizes estimated from the input were too small; use a smaller --max-bytes"
+            )
+
+
+def _source_catalog(inputs: list, output: AnyPath) -> SourceCatalog | None:
+    """The HATS catalog to re-import when the input is one (it must then be the only input)."""
+    found = [(p, c) for p in inputs if (c := source_catalog(p)) is not None]
+    if not found:
+        return None
+    if len(inputs) != 1:
+        raise OptionError(
+            f"{found[0][0]} is a HATS catalog: re-import takes it as the only input, got {len(inputs)} inputs"
+        )
+    cat = found[0][1]
+    if output == cat.root or cat.root in output.parents or output in cat.root.parents:
+        raise OptionError(f"the output {output} must not overlap the catalog being re-imported ({cat.root})")
+    return cat
+
+
 def finish_catalog(
-    root: Path,
+    root: AnyPath,
     pixels: list[tuple[int, int]],
     histogram: np.ndarray,
     *,
@@ -275,7 +441,7 @@ def finish_catalog(
 ) -> int:
     """Write the catalog-level files of a catalog whose data files are in place; returns its rows."""
 
-    root = Path(root)
+    root = as_path(root)
     fmt.write_partition_info(root, pixels)
     total = fmt.write_dataset_metadata(root)
     fmt.write_skymaps(root, histogram)
@@ -300,10 +466,13 @@ def finish_catalog(
     return total
 
 
-def _prepare_output(output: Path, work: Path, args: dict, resume: bool | None, overwrite: bool) -> bool:
+def _prepare_output(output: AnyPath, work, args: dict, resume: bool | None, overwrite: bool) -> bool:
     plan = work / "plan.json"
-    if overwrite and output.exists():
-        shutil.rmtree(output)
+    if overwrite:
+        if output.exists():
+            storage.rmtree(output)
+        if work.exists():  # intermediate files kept apart from the output (--tmp-dir, URL output)
+            shutil.rmtree(work)
     if plan.exists():
         previous = json.loads(plan.read_text())
         if previous == args and resume is not False:
@@ -320,21 +489,20 @@ def _prepare_output(output: Path, work: Path, args: dict, resume: bool | None, o
         )
     if resume:
         raise CatalogError(f"nothing to resume: {output} has no unfinished import")
-    if output.exists() and any(output.iterdir()):
+    if not storage.is_empty_dir(output):
         raise CatalogError(f"output {output} exists and is not empty; use --overwrite to replace it")
     rejected = rejected_path_for(output)
     if rejected.exists():
-        rejected.unlink()
+        storage.rmtree(rejected)
     work.mkdir(parents=True, exist_ok=True)
     fmt.atomic_write_text(plan, json.dumps(args, indent=1))
     return False
 
 
-def _write_rejected(output: Path, tables: list[pa.Table]) -> Path:
+def _write_rejected(output: AnyPath, tables: list[pa.Table]) -> AnyPath:
     target = rejected_path_for(output)
-    tmp = target.with_name(f".{target.name}.tmp")
-    pq.write_table(pa.concat_tables(tables), tmp)
-    os.replace(tmp, target)
+    with storage.atomic_output(target) as tmp:
+        pq.write_table(pa.concat_tables(tables), tmp)
     return target
 
 

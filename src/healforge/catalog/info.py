@@ -6,9 +6,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from healforge.catalog import format as fmt
+from healforge.errors import CatalogError
+from healforge.io import storage
+from healforge.io.storage import as_path
 
 
 @dataclass
@@ -37,17 +38,21 @@ class CatalogInfo:
         return "\n".join(lines)
 
 
-def catalog_info(path: str | Path) -> CatalogInfo:
-    """Describe the catalog at ``path`` from its metadata files (data files are not read)."""
-    root = Path(path)
+def catalog_info(path: str | Path, storage_options: dict | None = None) -> CatalogInfo:
+    """Describe the catalog at ``path`` (local or URL, with fsspec ``storage_options``) from its
+    metadata files (data files are not read)."""
+    root = fmt.require_catalog(as_path(path, storage_options))
     props = fmt.read_properties(root)
     pixels = fmt.read_partition_info(root)
-    schema = pq.read_schema(root / fmt.DATASET_DIR / "_common_metadata")
+    common = root / fmt.DATASET_DIR / "_common_metadata"
+    if not common.is_file():
+        raise CatalogError(f"{root} is not a complete HATS catalog (no {fmt.DATASET_DIR}/_common_metadata)")
+    schema = storage.read_parquet_schema(common)
     files = fmt.list_data_files(root)
     rows = (
         int(props["hats_nrows"])
         if "hats_nrows" in props
-        else sum(pq.read_metadata(f).num_rows for f in files)
+        else sum(storage.read_parquet_metadata(f).num_rows for f in files)
     )
     return CatalogInfo(
         path=str(root),

@@ -46,8 +46,10 @@ from healforge.arrays import concat_ranges
 from healforge.catalog import format as fmt
 from healforge.catalog.geometry import ARCSEC_PER_RAD, lonlat_to_xyz, within_radius
 from healforge.engine import Engine, iter_chunks, owned_engine
-from healforge.errors import CatalogError
+from healforge.errors import CatalogError, OptionError
 from healforge.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, border_cells
+from healforge.io import storage
+from healforge.io.storage import AnyPath, as_path
 
 WORK_DIR = ".healforge-margin"
 MAX_RADIUS_ARCSEC = 3 * 3600.0
@@ -73,7 +75,7 @@ class MarginResult:
 def margin_order_for(radius_arcsec: float) -> int:
     """Finest order whose pixels (square root of the area) are at least ``4 * radius`` across."""
     if not 0 < radius_arcsec <= MAX_RADIUS_ARCSEC:
-        raise ValueError(f"margin radius must be in (0, {MAX_RADIUS_ARCSEC:g}] arcsec, got {radius_arcsec}")
+        raise OptionError(f"margin radius must be in (0, {MAX_RADIUS_ARCSEC:g}] arcsec, got {radius_arcsec}")
     size0 = math.sqrt(4 * math.pi / 12) * ARCSEC_PER_RAD
     return int(min(SPATIAL_INDEX_ORDER, max(0, math.floor(math.log2(size0 / (4 * radius_arcsec))))))
 
@@ -85,6 +87,8 @@ def margin(
     name: str | None = None,
     *,
     overwrite: bool = False,
+    storage_options: dict | None = None,
+    tmp_dir: str | os.PathLike | None = None,
     engine: Engine | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
@@ -105,6 +109,11 @@ def margin(
         ``obs_collection`` of the margin (default: the output directory name).
     overwrite
         Replace an existing output.
+    storage_options
+        fsspec options for URL paths (``s3://...``) of the catalog and the output.
+    tmp_dir
+        Local directory for intermediate files (default: inside the output when it is local,
+        the system temp dir otherwise).
     engine, workers, scheduler, synchronous, quiet
         Where tasks run (see :class:`healforge.engine.Engine`) and whether to show progress.
 
@@ -112,22 +121,27 @@ def margin(
     -------
     MarginResult
     """
+    catalog, output = as_path(catalog, storage_options), as_path(output, storage_options)
+    fmt.require_catalog(catalog)
     with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
-        result = build_margin(catalog, output, radius_arcsec, name=name, overwrite=overwrite, engine=eng)
+        result = build_margin(
+            catalog, output, radius_arcsec, name=name, overwrite=overwrite, tmp_dir=tmp_dir, engine=eng
+        )
     register_margin(catalog, output, radius_arcsec)
     return result
 
 
-def register_margin(catalog: str | os.PathLike, output: str | os.PathLike, radius_arcsec: float) -> None:
-    """Record a margin in ``CATALOG/.healforge/margins.json`` so append and compact rebuild it."""
+def register_margin(catalog: str | AnyPath, output: str | AnyPath, radius_arcsec: float) -> None:
+    """Record a margin in ``CATALOG/.healforge/margins.json`` so append and compact rebuild it
+    (a URL is recorded without its storage options; the rebuild gets the catalog's)."""
     import json
 
     from healforge.catalog.format import atomic_write_text
     from healforge.catalog.transaction import STATE_DIR
 
-    path = Path(catalog) / STATE_DIR / "margins.json"
+    path = as_path(catalog) / STATE_DIR / "margins.json"
     entries = json.loads(path.read_text()) if path.exists() else []
-    out = str(Path(output).absolute())
+    out = str(as_path(output))
     entries = [e for e in entries if e["path"] != out] + [
         {"path": out, "radius_arcsec": float(radius_arcsec)}
     ]
@@ -141,6 +155,8 @@ def build_margin(
     *,
     name: str | None = None,
     overwrite: bool = False,
+    storage_options: dict | None = None,
+    tmp_dir: str | os.PathLike | None = None,
     engine: Engine,
 ) -> MarginResult:
     """Build (or rebuild, with ``overwrite=True``) a margin with an existing engine.
@@ -149,10 +165,11 @@ def build_margin(
     compact); :func:`margin` wraps it. The margin is built in a hidden sibling directory and moved
     into place at the end, so an existing margin stays intact and readable until the new one is
     complete (a killed run leaves the old margin and a stale ``.NAME.building-*`` directory, removed
-    by the next run).
+    by the next run). On object stores the finished margin is copied into place, its metadata
+    files last. Intermediate files go to ``tmp_dir`` (see :func:`margin`).
     """
-    catalog = Path(catalog).absolute()
-    output = Path(output).absolute()
+    catalog = as_path(catalog, storage_options)
+    output = as_path(output, storage_options)
     radius = float(radius_arcsec)
     m_order = margin_order_for(radius)
     props = fmt.read_properties(catalog)
@@ -160,15 +177,17 @@ def build_margin(
     if not ra or not dec:
         raise CatalogError(f"{catalog} has no hats_col_ra/hats_col_dec properties; cannot build a margin")
     pixels = fmt.read_partition_info(catalog)
-    if output == catalog:
+    if str(output) == str(catalog):
         raise CatalogError("the margin cannot be written over its primary catalog")
-    if output.exists() and any(output.iterdir()) and not overwrite:
+    if not overwrite and not storage.is_empty_dir(output):
         raise CatalogError(f"output {output} exists and is not empty; use --overwrite to replace it")
     output.parent.mkdir(parents=True, exist_ok=True)
     for stale in output.parent.glob(f".{output.name}.building-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        storage.rmtree(stale)
     final, output = output, output.parent / f".{output.name}.building-{uuid.uuid4().hex[:12]}"
-    work = output / WORK_DIR
+    work = storage.scratch_dir(output, WORK_DIR, tmp_dir)
+    if work.exists():
+        shutil.rmtree(work)
     work.mkdir(parents=True)
 
     orders = np.array([o for o, _ in pixels], dtype=np.int64)
@@ -186,7 +205,7 @@ def build_margin(
         raise CatalogError(f"{catalog}: partitions overlap; cannot build a margin")
     tasks = [
         {
-            "catalog": str(catalog),
+            "catalog": catalog,
             "source": int(i),
             "table": table,
             "ra": ra,
@@ -207,7 +226,7 @@ def build_margin(
     reduce_tasks = [
         {
             "work": str(work),
-            "output": str(output),
+            "output": output,
             "dest": int(d),
             "order": int(table["orders"][d]),
             "pixel": int(table["pixels"][d]),
@@ -233,8 +252,27 @@ def build_margin(
     return MarginResult(str(final), total, radius, m_order, out_pixels)
 
 
-def _swap_into_place(built: Path, final: Path) -> None:
-    """Replace ``final`` by ``built`` with renames; the old content is deleted afterwards."""
+def _swap_into_place(built: AnyPath, final: AnyPath) -> None:
+    """Replace ``final`` by ``built`` with renames; the old content is deleted afterwards.
+
+    On object stores (no renames) ``final`` is emptied and the files of ``built`` are copied in,
+    the catalog-level metadata last, so a reader never sees properties without their data."""
+    if not storage.is_local(final):
+        storage.rmtree(final)
+        files = [p for p, _ in storage.list_files(built)]
+        depth = len(built.parts)
+        last = ("partition_info.csv", "properties", "hats.properties")
+        files.sort(
+            key=lambda p: (
+                len(p.parts) == depth + 1,
+                p.name in last,
+                last.index(p.name) if p.name in last else 0,
+            )
+        )
+        for f in files:
+            storage.copy_file(f, final.joinpath(*f.parts[depth:]))
+        storage.rmtree(built)
+        return
     if final.exists():
         old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:12]}"
         os.replace(final, old)
@@ -244,21 +282,21 @@ def _swap_into_place(built: Path, final: Path) -> None:
         os.replace(built, final)
 
 
-def pixel_data_files(root: str | os.PathLike, order: int, pixel: int) -> list[Path]:
+def pixel_data_files(root: str | AnyPath, order: int, pixel: int) -> list[AnyPath]:
     """Data files of one pixel: ``Npix=P.parquet``, or the parquet files of directory ``Npix=P/``."""
     single = fmt.pixel_file(root, order, pixel)
     if single.is_file():
         return [single]
     directory = fmt.pixel_file(root, order, pixel, "/")
-    files = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
+    files = sorted(directory.glob("*.parquet"), key=str) if directory.is_dir() else []
     if not files:
         raise CatalogError(f"no data file for pixel Norder={order}/Npix={pixel} in {root}")
     return files
 
 
-def read_pixel(root: str | os.PathLike, order: int, pixel: int, columns: list[str] | None = None) -> pa.Table:
+def read_pixel(root: str | AnyPath, order: int, pixel: int, columns: list[str] | None = None) -> pa.Table:
     """All rows of one pixel (all its files, in file-name order)."""
-    tables = [pq.ParquetFile(f).read(columns=columns) for f in pixel_data_files(root, order, pixel)]
+    tables = [storage.parquet_file(f).read(columns=columns) for f in pixel_data_files(root, order, pixel)]
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
 
@@ -390,13 +428,15 @@ def _map_partition(task: dict) -> dict[int, int]:
     return counts
 
 
-def _largest_first(catalog: Path, table: dict) -> list[int]:
+def _largest_first(catalog: AnyPath, table: dict) -> list[int]:
     """Source partitions ordered by data size, largest first, so that the last tasks to run are
     short ones (the workers finish together)."""
-    sizes = [
-        sum(f.stat().st_size for f in pixel_data_files(catalog, int(o), int(p)))
-        for o, p in zip(table["orders"], table["pixels"], strict=True)
-    ]
+    by_pixel: dict[tuple[int, int], int] = {}
+    for f, size in storage.list_files(catalog / fmt.DATASET_DIR):
+        if f.name.endswith(".parquet") and any(part.startswith("Npix=") for part in f.parts):
+            key = fmt.pixel_of_path(f)
+            by_pixel[key] = by_pixel.get(key, 0) + size
+    sizes = [by_pixel.get((int(o), int(p)), 0) for o, p in zip(table["orders"], table["pixels"], strict=True)]
     return sorted(range(len(sizes)), key=lambda i: -sizes[i])
 
 
@@ -418,8 +458,8 @@ def _reduce_partition(task: dict) -> int:
 
 
 def _finish(
-    output: Path,
-    catalog: Path,
+    output: AnyPath,
+    catalog: AnyPath,
     pixels: list[tuple[int, int]],
     expected_rows: int,
     props: dict,
@@ -431,10 +471,10 @@ def _finish(
     if pixels:
         total = fmt.write_dataset_metadata(output)
     else:
-        schema = pq.read_schema(catalog / fmt.DATASET_DIR / "_common_metadata")
-        (output / fmt.DATASET_DIR).mkdir(parents=True, exist_ok=True)
+        schema = storage.read_parquet_schema(catalog / fmt.DATASET_DIR / "_common_metadata")
         for leaf in ("_common_metadata", "_metadata"):
-            pq.write_metadata(schema, output / fmt.DATASET_DIR / leaf)
+            with storage.atomic_output(output / fmt.DATASET_DIR / leaf) as tmp:
+                pq.write_metadata(schema, tmp)
         total = 0
     if total != expected_rows:
         raise RuntimeError(f"margin metadata counts {total} rows, expected {expected_rows}")

@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from healforge.catalog import format as fmt
 from healforge.catalog.margin import read_pixel
 from healforge.engine import Engine, owned_engine
-from healforge.errors import BadInputError, CatalogError
+from healforge.errors import BadInputError, CatalogError, OptionError
 from healforge.healpix import SPATIAL_INDEX_COLUMN
+from healforge.io import storage
+from healforge.io.storage import AnyPath, as_path
 
 WORK_DIR = ".healforge-nest"
 # properties of the object catalog carried over to the nested catalog
@@ -66,6 +67,8 @@ def nest(
     name: str | None = None,
     on_unmatched: str = "error",
     overwrite: bool = False,
+    storage_options: dict | None = None,
+    tmp_dir: str | os.PathLike | None = None,
     engine: Engine | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
@@ -92,6 +95,9 @@ def nest(
         Sources whose key matches no object: ``"error"`` (default) or ``"drop"`` (counted).
     overwrite
         Replace an existing output.
+    storage_options, tmp_dir
+        fsspec options for URL catalogs; local directory for intermediate files (default: inside
+        a local output, the system temp dir otherwise).
     engine, workers, scheduler, synchronous, quiet
         Where tasks run (see :class:`healforge.engine.Engine`) and whether to show progress.
 
@@ -100,8 +106,8 @@ def nest(
     NestResult
     """
     if on_unmatched not in ("error", "drop"):
-        raise ValueError("on_unmatched must be 'error' or 'drop'")
-    objects, sources, output = Path(objects).absolute(), Path(sources).absolute(), Path(output).absolute()
+        raise OptionError("on_unmatched must be 'error' or 'drop'")
+    objects, sources, output = (as_path(p, storage_options) for p in (objects, sources, output))
     obj_schema = _schema(objects)
     src_schema = _schema(sources)
     for cat, schema, cols in ((objects, obj_schema, [on]), (sources, src_schema, [on, sort_by])):
@@ -112,13 +118,13 @@ def nest(
                 )
     if as_name in obj_schema.names:
         raise BadInputError(f"the object catalog {objects} already has a column {as_name!r}")
-    if output in (objects, sources):
+    if str(output) in (str(objects), str(sources)):
         raise CatalogError("the nested catalog cannot be written over one of its inputs")
-    if output.exists() and any(output.iterdir()):
+    if not storage.is_empty_dir(output):
         if not overwrite:
             raise CatalogError(f"output {output} exists and is not empty; use --overwrite to replace it")
-        shutil.rmtree(output)
-    work = output / WORK_DIR
+        storage.rmtree(output)
+    work = storage.scratch_dir(output, WORK_DIR, tmp_dir)
     work.mkdir(parents=True, exist_ok=True)
 
     obj_pixels = fmt.read_partition_info(objects)
@@ -126,13 +132,13 @@ def nest(
     with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
         keys = eng.map(
             _read_keys,
-            [{"root": str(objects), "order": o, "pixel": p, "on": on} for o, p in obj_pixels],
+            [{"root": objects, "order": o, "pixel": p, "on": on} for o, p in obj_pixels],
             "Nest keys",
         )
         lookup = _write_lookup(work, keys, objects, on)
         tasks = [
             {
-                "root": str(sources),
+                "root": sources,
                 "order": o,
                 "pixel": p,
                 "source": i,
@@ -153,8 +159,8 @@ def nest(
                 per_obj[d] += n
         reduce_tasks = [
             {
-                "objects": str(objects),
-                "output": str(output),
+                "objects": objects,
+                "output": output,
                 "order": o,
                 "pixel": p,
                 "index": i,
@@ -179,11 +185,12 @@ def nest(
     return NestResult(str(output), total, int(per_obj.sum()), int(unmatched), obj_pixels)
 
 
-def _schema(root: Path) -> pa.Schema:
+def _schema(root: AnyPath) -> pa.Schema:
+    fmt.require_catalog(root)
     path = root / fmt.DATASET_DIR / "_common_metadata"
     if not path.exists():
-        raise CatalogError(f"{root} is not a HATS catalog (no {path.relative_to(root)})")
-    return pq.read_schema(path).remove_metadata()
+        raise CatalogError(f"{root} is not a HATS catalog (no {fmt.DATASET_DIR}/_common_metadata)")
+    return storage.read_parquet_schema(path).remove_metadata()
 
 
 def _read_keys(task: dict) -> pa.Array:
@@ -194,7 +201,7 @@ def _read_keys(task: dict) -> pa.Array:
     )
 
 
-def _write_lookup(work: Path, keys: list[pa.Array], objects: Path, on: str) -> Path:
+def _write_lookup(work: Path, keys: list[pa.Array], objects: AnyPath, on: str) -> Path:
     """Arrow file ``key, part``: every object key and the index of its partition."""
     part = np.repeat(np.arange(len(keys), dtype=np.int32), [len(k) for k in keys])
     table = pa.table({"key": pa.concat_arrays(keys) if keys else pa.array([]), "part": part})
@@ -284,12 +291,12 @@ def _reduce_objects(task: dict) -> int:
     return len(out)
 
 
-def _finish(output: Path, objects: Path, pixels: list[tuple[int, int]], name: str) -> int:
+def _finish(output: AnyPath, objects: AnyPath, pixels: list[tuple[int, int]], name: str) -> int:
 
     fmt.write_partition_info(output, pixels)
     total = fmt.write_dataset_metadata(output)
     for skymap in list(objects.glob("skymap*.fits")) + list(objects.glob("point_map.fits")):
-        shutil.copyfile(skymap, output / skymap.name)
+        storage.copy_file(skymap, output / skymap.name)
     props = fmt.read_properties(objects)
     kept = {k: props[k] for k in _KEPT_PROPERTIES if k in props}
     if not (output / "skymap.fits").exists():

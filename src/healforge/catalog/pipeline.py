@@ -16,7 +16,6 @@ from healforge.catalog.alignment import merge_histograms
 from healforge.catalog.stages import InputSpec, map_file, reduce_pixel, split_file
 from healforge.engine import Engine
 from healforge.errors import BadInputError
-from healforge.healpix import SPATIAL_INDEX_COLUMN
 
 
 def input_keys(files: list[str]) -> list[str]:
@@ -41,15 +40,20 @@ def map_stage(eng: Engine, files: list[str], spec: InputSpec, order: int, work: 
         fmt.atomic_write_text(schemas_file, json.dumps(schemas))
 
     eng.map(map_file, todo, "Mapping", labels=[t["path"] for t in todo], on_result=record_schema)
-    histos, n_rows, n_bad = [], 0, 0
+    histos, sizes, n_rows, n_bad = [], [], 0, 0
     for k in keys:
         with np.load(work / "map" / f"{k}.npz") as z:
             histos.append((z["pixels"], z["counts"]))
+            if "bytes" in z:
+                sizes.append((z["pixels"], z["bytes"]))
             n_rows += int(z["n_rows"])
             n_bad += int(z["n_bad"])
     pixels, counts = merge_histograms(histos)
     schema_list = [pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(schemas[f]))) for f in files]
-    return {"pixels": pixels, "counts": counts, "rows": n_rows, "bad": n_bad, "schemas": schema_list}
+    out = {"pixels": pixels, "counts": counts, "rows": n_rows, "bad": n_bad, "schemas": schema_list}
+    if spec.measure_bytes:
+        out["bytes"] = merge_histograms(sizes)[1]
+    return out
 
 
 def common_schema(files: list[str], schemas: list[pa.Schema], required=()) -> pa.Schema:
@@ -58,15 +62,15 @@ def common_schema(files: list[str], schemas: list[pa.Schema], required=()) -> pa
     for f, s in zip(files[1:], schemas[1:], strict=True):
         if not s.equals(first):
             raise BadInputError(
-                f"input files have different schemas ({files[0]} vs {f}): {schema_diff(first, s)}", path=f
+                f"input files have different schemas ({files[0]} vs {f}): {schema_diff(first, s)}; "
+                "give the types to use with --dtype COL=TYPE or --schema FILE",
+                path=f,
             )
     for col in required:
         if col and col not in first.names:
             raise BadInputError(
                 f"column {col!r} not found; available columns: {', '.join(first.names)}", path=files[0]
             )
-    if SPATIAL_INDEX_COLUMN in first.names:
-        raise BadInputError(f"inputs already have a {SPATIAL_INDEX_COLUMN} column", path=files[0])
     return first
 
 
@@ -130,13 +134,16 @@ def reduce_stage(
     eng: Engine,
     destinations: list[tuple[int, int, int]],
     slices: list[list],
-    targets: list[Path],
+    targets: list,
     done_dir: Path,
     sort_columns=(),
     compression: str | None = "zstd:3",
     row_group_rows: int = 1_048_576,
+    subtile_order_delta: int | None = None,
 ) -> None:
-    """Write every destination pixel from its slices to its target path."""
+    """Write every destination pixel from its slices to its target path (local or URL).
+
+    ``subtile_order_delta`` D: one row group per order K+D sub-pixel of an order-K pixel."""
     done_dir.mkdir(parents=True, exist_ok=True)
     todo = []
     for i, ((order, pixel, rows), target) in enumerate(zip(destinations, targets, strict=True)):
@@ -152,7 +159,8 @@ def reduce_stage(
                 "sort_columns": list(sort_columns),
                 "compression": compression,
                 "row_group_rows": row_group_rows,
-                "target": str(target),
+                "subtile_order_delta": subtile_order_delta,
+                "target": target,  # a path object: keeps a URL's storage options
                 "done": str(done),
             }
         )

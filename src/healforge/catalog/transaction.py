@@ -5,10 +5,15 @@ small manifest into place. Before that rename the catalog on disk is untouched (
 as it was, and the next writer rolls the staging area back); after it, the change is applied in
 phases (convert layout, retire replaced files, move new files in, rewrite metadata, record), each
 idempotent and marked done, so the next writer rolls a half-applied change forward.
+
+On object stores (any fsspec URL, through :mod:`healforge.io.storage`) there are no renames:
+the manifest is written last in one put (the commit), and each phase copies then deletes, which
+rerunning repeats harmlessly. The change's intermediate files (``work``) are always local.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -16,10 +21,12 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 
+from healforge.catalog import ancillary
 from healforge.catalog import format as fmt
 from healforge.errors import CatalogError
+from healforge.io import storage
+from healforge.io.storage import AnyPath, as_path
 
 TXN_DIR = ".healforge-txn"
 LOCK_FILE = ".healforge.lock"
@@ -32,10 +39,14 @@ class CatalogLock:
 
     A second writer is refused with a message naming the holder. A lock left by a process that
     no longer runs on this host is taken over.
+
+    On object stores the lock is a conditional put (write-if-absent) where the backend supports
+    it (AWS S3, moto, recent S3-compatible servers); elsewhere "check, then write", which two
+    writers starting at the same instant can both pass (see :func:`storage.create_exclusive`).
     """
 
-    def __init__(self, root: str | Path, purpose: str):
-        self.path = Path(root) / LOCK_FILE
+    def __init__(self, root: str | AnyPath, purpose: str):
+        self.path = as_path(root) / LOCK_FILE
         self.purpose = purpose
 
     def __enter__(self) -> CatalogLock:
@@ -46,9 +57,7 @@ class CatalogLock:
             "since": time.time(),
         }
         for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
+            if not storage.create_exclusive(self.path, json.dumps(info).encode()):
                 holder = self._holder()
                 if holder is not None and not self._stale(holder):
                     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("since", 0)))
@@ -57,10 +66,8 @@ class CatalogLock:
                         f"({holder.get('purpose')}, pid {holder.get('pid')} on {holder.get('host')} since {since}); "
                         f"wait for it to finish (if no such process runs, delete {self.path})"
                     ) from None
-                self.path.unlink(missing_ok=True)
+                storage.rmtree(self.path)
                 continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(info, f)
             return self
         raise CatalogError(f"could not take the writer lock {self.path}")
 
@@ -84,29 +91,50 @@ class CatalogLock:
         return False
 
     def __exit__(self, *exc) -> None:
-        self.path.unlink(missing_ok=True)
+        storage.rmtree(self.path)
 
 
-def txn_dir(root: str | Path) -> Path:
-    return Path(root) / TXN_DIR
+def txn_dir(root: str | AnyPath) -> AnyPath:
+    return as_path(root) / TXN_DIR
 
 
-def staging_dir(root: str | Path) -> Path:
+def staging_dir(root: str | AnyPath) -> AnyPath:
     """Where a change writes its new files before the commit (flat names: nothing in it may look
     like a ``Norder=/Dir=/Npix=`` path, which hats' validation would count as a partition)."""
     return txn_dir(root) / "staged"
 
 
-def begin(root: str | Path) -> Path:
-    """Start a change (caller holds the lock): recover any earlier one, return a clean work dir."""
+def begin(root: str | AnyPath, tmp_dir: str | os.PathLike | None = None):
+    """Start a change (caller holds the lock): recover any earlier one, return a clean local work
+    dir (``TXN/work`` for a local catalog without ``tmp_dir``, else in ``tmp_dir`` or the system
+    temp dir)."""
     recover(root)
-    work = txn_dir(root) / "work"
+    work = storage.scratch_dir(txn_dir(root), "work", tmp_dir)
+    if work.exists():
+        shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     staging_dir(root).mkdir(parents=True, exist_ok=True)
     return work
 
 
-def recover(root: str | Path, apply_metadata: Callable | None = None) -> str | None:
+def save_array(path: AnyPath, array) -> None:
+    """``np.save`` to a local path or URL, atomically."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, array)
+    storage.atomic_write_bytes(as_path(path), buf.getvalue())
+
+
+def load_array(path: AnyPath):
+    """``np.load`` from a local path or URL."""
+    import numpy as np
+
+    with as_path(path).open("rb") as f:
+        return np.load(io.BytesIO(f.read()))
+
+
+def recover(root: str | AnyPath, apply_metadata: Callable | None = None) -> str | None:
     """Finish a committed change or roll back an uncommitted one; returns what was done."""
     tdir = txn_dir(root)
     if not tdir.exists():
@@ -115,11 +143,11 @@ def recover(root: str | Path, apply_metadata: Callable | None = None) -> str | N
     if manifest.exists():
         apply(root)
         return "rolled forward"
-    shutil.rmtree(tdir, ignore_errors=True)
+    storage.rmtree(tdir)
     return "rolled back"
 
 
-def commit(root: str | Path, manifest: dict) -> None:
+def commit(root: str | AnyPath, manifest: dict) -> None:
     """The point of no return: write the manifest atomically, then apply it."""
     from healforge.engine import _failpoint
 
@@ -129,11 +157,11 @@ def commit(root: str | Path, manifest: dict) -> None:
     apply(root)
 
 
-def apply(root: str | Path) -> None:
+def apply(root: str | AnyPath) -> None:
     """Apply the committed manifest phase by phase (idempotent; safe to rerun after a crash)."""
     from healforge.engine import _failpoint
 
-    root = Path(root)
+    root = as_path(root)
     tdir = txn_dir(root)
     m = json.loads((tdir / "manifest.json").read_text())
     for n, phase in enumerate(PHASES, start=1):
@@ -141,23 +169,28 @@ def apply(root: str | Path) -> None:
         if marker.exists():
             continue
         globals()[f"_phase_{phase}"](root, tdir, m)
-        marker.touch()
+        storage.atomic_write_text(marker, "")
         _failpoint("Apply", n)
-    shutil.rmtree(tdir, ignore_errors=True)
+    storage.rmtree(tdir)
 
 
-def _phase_convert(root: Path, tdir: Path, m: dict) -> None:
+def _phase_convert(root: AnyPath, tdir: AnyPath, m: dict) -> None:
     """Single-file pixels become directories holding that file."""
     for order, pixel in m.get("convert", []):
         single = fmt.pixel_file(root, order, pixel, ".parquet")
         folder = fmt.pixel_file(root, order, pixel, "/")
         if single.exists():
             folder.mkdir(parents=True, exist_ok=True)
-            os.replace(single, folder / single.name)
+            storage.replace(single, folder / single.name)
 
 
-def _phase_retire(root: Path, tdir: Path, m: dict) -> None:
-    """Replaced pixel files and directories move to the transaction's trash."""
+def _phase_retire(root: AnyPath, tdir: AnyPath, m: dict) -> None:
+    """Replaced pixel files and directories move to the transaction's trash (on object stores,
+    where a move is a copy, they are deleted at once)."""
+    if not storage.is_local(root):
+        for rel in m.get("retire", []):
+            storage.rmtree(root / rel)
+        return
     trash = tdir / "trash"
     trash.mkdir(exist_ok=True)
     for i, rel in enumerate(m.get("retire", [])):
@@ -173,19 +206,15 @@ def _phase_retire(root: Path, tdir: Path, m: dict) -> None:
             folder.rmdir()
 
 
-def _phase_move(root: Path, tdir: Path, m: dict) -> None:
+def _phase_move(root: AnyPath, tdir: AnyPath, m: dict) -> None:
     staged = tdir / "staged"
     for name, rel in m.get("move", []):
         src = staged / name
         if src.exists():
-            dst = root / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(src, dst)
+            storage.replace(src, root / rel)
 
 
-def _phase_metadata(root: Path, tdir: Path, m: dict) -> None:
-    import numpy as np
-
+def _phase_metadata(root: AnyPath, tdir: AnyPath, m: dict) -> None:
     fmt.write_partition_info(root, [tuple(p) for p in m["pixels"]])
     total = fmt.write_dataset_metadata(root)
     if total != m["properties"]["hats_nrows"]:
@@ -196,25 +225,27 @@ def _phase_metadata(root: Path, tdir: Path, m: dict) -> None:
         # hats 0.11 counts every file listed in _metadata as one partition, so a pixel with several
         # files makes strict validation fail; like the HATS incremental layout, drop the stale file
         # until compaction leaves one file per pixel.
-        (root / fmt.DATASET_DIR / "_metadata").unlink(missing_ok=True)
-    fmt.write_skymaps(root, np.load(tdir / "point_map.npy"))
+        storage.rmtree(root / fmt.DATASET_DIR / "_metadata")
+    histogram = load_array(tdir / "point_map.npy")
+    fmt.write_skymaps(root, histogram)
     fmt.write_properties(root, **m["properties"])
+    ancillary.refresh(root, histogram)
 
 
-def _phase_record(root: Path, tdir: Path, m: dict) -> None:
+def _phase_record(root: AnyPath, tdir: AnyPath, m: dict) -> None:
     if m.get("batch_id"):
         record_batch(root, m["batch_id"], m.get("label"))
 
 
-def applied_batches(root: str | Path) -> dict:
-    path = Path(root) / STATE_DIR / "batches.json"
+def applied_batches(root: str | AnyPath) -> dict:
+    path = as_path(root) / STATE_DIR / "batches.json"
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def record_batch(root: str | Path, batch_id: str, label: str | None) -> None:
+def record_batch(root: str | AnyPath, batch_id: str, label: str | None) -> None:
     batches = applied_batches(root)
     batches[batch_id] = {"label": label, "applied": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    fmt.atomic_write_text(Path(root) / STATE_DIR / "batches.json", json.dumps(batches, indent=1))
+    fmt.atomic_write_text(as_path(root) / STATE_DIR / "batches.json", json.dumps(batches, indent=1))
 
 
 def new_txn_id() -> str:

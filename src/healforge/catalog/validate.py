@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from healforge.catalog import format as fmt
+from healforge.errors import CatalogError
 from healforge.healpix import SPATIAL_INDEX_COLUMN, spatial_index, wrap_lon
+from healforge.io import storage
+from healforge.io.storage import AnyPath, as_path
 
 
 @dataclass
@@ -46,24 +48,32 @@ class _Collect(logging.Handler):
 
 
 def validate_catalog(
-    path: str | Path, id_column: str | None = None, check_index: bool = True
+    path: str | Path,
+    id_column: str | None = None,
+    check_index: bool = True,
+    storage_options: dict | None = None,
 ) -> ValidationReport:
     """Validate a HATS catalog.
 
     Runs ``hats.io.validation.is_valid_catalog(strict=True)`` and then opens every data file:
     each row lies inside its file's pixel, rows are sorted by ``_healpix_29``, ``_healpix_29``
     matches ra/dec (``check_index``), the rows in ``_metadata`` equal the rows in the files and
-    ``hats_nrows``, partitions do not overlap, and ``id_column`` (if given) is unique.
+    ``hats_nrows``, partitions do not overlap, and ``id_column`` (if given) is unique. ``path``
+    may be an fsspec URL, with ``storage_options``.
     """
     from hats.io.validation import is_valid_catalog
 
-    root = Path(path)
+    root = as_path(path, storage_options)
+    if not root.exists():
+        raise CatalogError(f"catalog not found: {root}")
+    if root.is_file() or not any((root / n).is_file() for n in ("hats.properties", "properties")):
+        raise CatalogError(f"{root} is not a HATS catalog (no hats.properties)")
     report = ValidationReport(str(root))
     problems = report.problems
     handler = _Collect()
     logging.getLogger().addHandler(handler)
     try:
-        strict_ok = is_valid_catalog(str(root), strict=True)
+        strict_ok = is_valid_catalog(str(root) if storage.is_local(root) else root, strict=True)
     except Exception as exc:  # hats raises on some malformed catalogs
         strict_ok = False
         handler.messages.append(f"{type(exc).__name__}: {exc}")
@@ -89,11 +99,11 @@ def validate_catalog(
     ids = []
     for f in files:
         order, pixel = fmt.pixel_of_path(f)
-        rel = str(f.relative_to(root / fmt.DATASET_DIR))
+        rel = "/".join(f.parts[len((root / fmt.DATASET_DIR).parts) :])
         if (order, pixel) not in listed:
             problems.append(f"{rel}: pixel ({order}, {pixel}) is not in partition_info.csv")
         try:
-            pfile = pq.ParquetFile(f)
+            pfile = storage.parquet_file(f)
         except Exception as exc:
             problems.append(f"{rel}: unreadable parquet file ({exc})")
             continue
@@ -164,13 +174,13 @@ def _check_disjoint(pixels, problems) -> None:
         problems.append(f"partitions {pixels[a]} and {pixels[b]} overlap")
 
 
-def _check_metadata(root: Path, file_rows: dict[str, int], problems: list[str]) -> None:
+def _check_metadata(root: AnyPath, file_rows: dict[str, int], problems: list[str]) -> None:
     meta_path = root / fmt.DATASET_DIR / "_metadata"
     if not meta_path.exists():
         if not fmt.has_multi_file_pixels(root):
             problems.append("dataset/_metadata is missing")
         return
-    meta = pq.read_metadata(meta_path)
+    meta = storage.read_parquet_metadata(meta_path)
     rows: dict[str, int] = defaultdict(int)
     for i in range(meta.num_row_groups):
         rg = meta.row_group(i)

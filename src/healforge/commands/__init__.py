@@ -24,3 +24,44 @@ def engine_kwargs(args: argparse.Namespace) -> dict:
         "synchronous": args.synchronous,
         "quiet": args.quiet,
     }
+
+
+def add_storage_args(parser: argparse.ArgumentParser, tmp_dir: bool = True) -> None:
+    """``--storage-options JSON`` (fsspec options for URL paths) and, for commands with
+    intermediate files, ``--tmp-dir DIR``."""
+    parser.add_argument(
+        "--storage-options",
+        default=None,
+        metavar="JSON",
+        help="fsspec options for URL paths (s3://...), e.g. '{\"anon\": true}' or "
+        '\'{"client_kwargs": {"endpoint_url": "http://host:9000"}}\'',
+    )
+    if tmp_dir:
+        parser.add_argument(
+            "--tmp-dir",
+            default=None,
+            metavar="DIR",
+            help="local directory for intermediate files (default: inside a local output, the "
+            "system temp dir for a URL output)",
+        )
+
+
+def storage_kwargs(args: argparse.Namespace) -> dict:
+    """``storage_options`` (parsed JSON) and ``tmp_dir`` keyword arguments from the CLI options."""
+    import json
+
+    from healforge.io.storage import StorageError
+
+    out = {}
+    text = getattr(args, "storage_options", None)
+    if text:
+        try:
+            options = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise StorageError(f"--storage-options is not valid JSON ({exc}): {text!r}") from None
+        if not isinstance(options, dict):
+            raise StorageError(f"--storage-options must be a JSON object, got {text!r}")
+        out["storage_options"] = options
+    if getattr(args, "tmp_dir", None):
+        out["tmp_dir"] = args.tmp_dir
+    return out

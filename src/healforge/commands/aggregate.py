@@ -160,9 +160,11 @@ def _add_cell_args(p: argparse.ArgumentParser) -> None:
 
 
 def _engine(args):
-    from healforge.engine import Engine
+    """The engine as a context manager; its cluster starts at the first parallel stage (so that
+    bad arguments fail before any cluster starts) and is closed on exit."""
+    from healforge.engine import owned_engine
 
-    return Engine(**engine_kwargs(args))
+    return owned_engine(**engine_kwargs(args))
 
 
 def _sidecar(args) -> int:

@@ -5,24 +5,59 @@ from __future__ import annotations
 import argparse
 import sys
 
-from healforge.commands import add_engine_args, engine_kwargs
+from healforge.commands import add_engine_args, add_storage_args, engine_kwargs, storage_kwargs
+
+# Kept here (not imported from healforge.io.readers) so that ``healforge --help`` stays fast.
+FORMATS = ["csv", "parquet", "fits", "hdf5", "ecsv"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("import", help="import point tables into a HATS catalog")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, directories or glob patterns")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="files, directories or glob patterns, or one HATS catalog/collection to re-import",
+    )
     p.add_argument("-o", "--output", required=True, help="catalog directory to create")
-    p.add_argument("--ra", default="ra", help="right ascension / longitude column (degrees)")
-    p.add_argument("--dec", default="dec", help="declination / latitude column (degrees)")
+    p.add_argument("--ra", default=None, help="right ascension / longitude column (default ra)")
+    p.add_argument("--dec", default=None, help="declination / latitude column (default dec)")
     p.add_argument("--id", dest="id_column", default=None, help="unique id column")
-    p.add_argument("--threshold", type=int, default=1_000_000, help="maximum rows per partition")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--threshold", type=int, default=None, help="maximum rows per partition (1000000)")
+    size.add_argument(
+        "--max-bytes",
+        default=None,
+        metavar="SIZE",
+        help="maximum in-memory bytes per partition instead (500MB, 1GiB or bytes)",
+    )
     p.add_argument("--highest-order", type=int, default=10)
     p.add_argument("--lowest-order", type=int, default=0)
     p.add_argument("--name", default=None, help="catalog name (obs_collection)")
-    p.add_argument("--catalog-type", choices=["object", "source"], default="object")
-    p.add_argument("--sort-columns", nargs="*", default=[], help="secondary sort columns")
+    p.add_argument("--catalog-type", choices=["object", "source"], default=None, help="default object")
+    p.add_argument("--sort-columns", nargs="*", default=None, help="secondary sort columns")
     p.add_argument("--compression", default="zstd:3", help="parquet codec[:level] (default zstd:3)")
-    p.add_argument("--format", dest="input_format", choices=["csv", "parquet", "fits", "hdf5"], default=None)
+    p.add_argument("--format", dest="input_format", choices=FORMATS, default=None)
+    p.add_argument("--columns", nargs="+", default=None, metavar="COL", help="import only these (+ ra, dec)")
+    p.add_argument("--schema", default=None, metavar="FILE", help="parquet file whose schema gives the types")
+    p.add_argument(
+        "--dtype",
+        action="append",
+        default=None,
+        metavar="COL=TYPE",
+        help="type of a column (repeatable), e.g. id=int64; values that would change are an error",
+    )
+    groups = p.add_mutually_exclusive_group()
+    groups.add_argument(
+        "--row-group-rows", type=int, default=1_048_576, metavar="N", help="rows per row group"
+    )
+    groups.add_argument(
+        "--subtile-order-delta",
+        type=int,
+        default=None,
+        metavar="D",
+        help="one row group per order K+D sub-pixel of each order-K partition",
+    )
     p.add_argument("--hdf5-group", default=None, help="HDF5 group holding the column datasets")
     p.add_argument("--fits-hdu", type=int, default=None, help="FITS table extension (default: the first)")
     p.add_argument("--no-drop-empty-siblings", action="store_true", help="hats' alternative alignment")
@@ -32,6 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--on-bad-rows", choices=["error", "quarantine"], default="error")
     p.add_argument("--margin", type=float, default=None, metavar="ARCSEC", help="also build a margin cache")
     p.add_argument("--margin-path", default=None, help="where to write it (default: OUTPUT_margin)")
+    _add_output_args(p)
+    add_storage_args(p)
     add_engine_args(p)
     p.set_defaults(func=_import)
 
@@ -39,11 +76,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("catalog")
     p.add_argument("inputs", nargs="+", metavar="INPUT")
     p.add_argument("--batch", default=None, help="batch label (file name in each pixel; default: UTC time)")
-    p.add_argument("--format", dest="input_format", choices=["csv", "parquet", "fits", "hdf5"], default=None)
+    p.add_argument("--format", dest="input_format", choices=FORMATS, default=None)
     p.add_argument("--on-bad-rows", choices=["error", "quarantine"], default="error")
     p.add_argument("--hdf5-group", default=None, help="HDF5 group holding the column datasets")
     p.add_argument("--fits-hdu", type=int, default=None, help="FITS table extension (default: the first)")
     p.add_argument("--margin", default=None, help="margin catalog to rebuild (default: the recorded ones)")
+    add_storage_args(p)
     add_engine_args(p)
     p.set_defaults(func=_append)
 
@@ -53,16 +91,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-latest-by", default=None, metavar="COL", help="keep the row with the greatest COL")
     p.add_argument("--threshold", type=int, default=None, help="maximum rows per pixel")
     p.add_argument("--margin", default=None, help="margin catalog to rebuild (default: the recorded ones)")
+    add_storage_args(p)
     add_engine_args(p)
     p.set_defaults(func=_compact)
 
     p = sub.add_parser("info", help="describe a HATS catalog")
     p.add_argument("path")
+    add_storage_args(p, tmp_dir=False)
     p.set_defaults(func=_info)
 
     p = sub.add_parser("validate", help="strict hats validation plus data checks")
     p.add_argument("catalog")
     p.add_argument("--id", dest="id_column", default=None, help="check this column is unique")
+    add_storage_args(p, tmp_dir=False)
     p.set_defaults(func=_validate)
 
 
@@ -76,6 +117,7 @@ def _import(args: argparse.Namespace) -> int:
         args.dec,
         id_column=args.id_column,
         threshold=args.threshold,
+        max_bytes=args.max_bytes,
         highest_order=args.highest_order,
         lowest_order=args.lowest_order,
         name=args.name,
@@ -85,11 +127,18 @@ def _import(args: argparse.Namespace) -> int:
         drop_empty_siblings=not args.no_drop_empty_siblings,
         input_format=args.input_format,
         reader_options=_reader_options(args),
+        columns=args.columns,
+        schema=args.schema,
+        dtype=args.dtype,
+        row_group_rows=args.row_group_rows,
+        subtile_order_delta=args.subtile_order_delta,
         on_bad_rows=args.on_bad_rows,
         margin_arcsec=args.margin,
         margin_path=args.margin_path,
+        **_output_kwargs(args),
         resume=True if args.resume else None,
         overwrite=args.overwrite,
+        **storage_kwargs(args),
         **engine_kwargs(args),
     )
     print(("resumed and finished: " if result.resumed else "imported ") + str(result))
@@ -107,6 +156,7 @@ def _append(args: argparse.Namespace) -> int:
         reader_options=_reader_options(args),
         on_bad_rows=args.on_bad_rows,
         margin=args.margin,
+        **storage_kwargs(args),
         **engine_kwargs(args),
     )
     print(result)
@@ -122,10 +172,44 @@ def _compact(args: argparse.Namespace) -> int:
         args.keep_latest_by,
         args.threshold,
         margin=args.margin,
+        **storage_kwargs(args),
         **engine_kwargs(args),
     )
     print(result)
     return 0
+
+
+def _add_output_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("optional outputs (kept current by append and compact)")
+    g.add_argument(
+        "--skymap-alt-orders", type=int, nargs="+", default=[], metavar="K", help="also write skymap.K.fits"
+    )
+    g.add_argument(
+        "--thumbnail", action="store_true", help="write data_thumbnail.parquet (a row per data file)"
+    )
+    g.add_argument(
+        "--per-partition-stats",
+        action="store_true",
+        help="write per_partition_statistics.parquet (footer stats)",
+    )
+    g.add_argument("--default-columns", nargs="+", default=None, metavar="COL", help="hats_cols_default")
+    g.add_argument(
+        "--property", action="append", default=[], metavar="KEY=VALUE", help="extra hats.properties entry"
+    )
+    g.add_argument("--summary", action="store_true", help="write a README.md summary of the catalog")
+
+
+def _output_kwargs(args: argparse.Namespace) -> dict:
+    from healforge.catalog.ancillary import parse_property
+
+    return {
+        "skymap_alt_orders": args.skymap_alt_orders,
+        "thumbnail": args.thumbnail,
+        "per_partition_stats": args.per_partition_stats,
+        "default_columns": args.default_columns,
+        "properties": dict(parse_property(text) for text in args.property),
+        "summary": args.summary,
+    }
 
 
 def _reader_options(args: argparse.Namespace) -> dict:
@@ -140,13 +224,13 @@ def _reader_options(args: argparse.Namespace) -> dict:
 def _info(args: argparse.Namespace) -> int:
     from healforge.catalog.info import catalog_info
 
-    print(catalog_info(args.path))
+    print(catalog_info(args.path, **storage_kwargs(args)))
     return 0
 
 
 def _validate(args: argparse.Namespace) -> int:
     from healforge.catalog.validate import validate_catalog
 
-    report = validate_catalog(args.catalog, id_column=args.id_column)
+    report = validate_catalog(args.catalog, id_column=args.id_column, **storage_kwargs(args))
     print(report, file=sys.stdout if report.ok else sys.stderr)
     return 0 if report.ok else 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from healforge.commands import add_engine_args, engine_kwargs
+from healforge.commands import add_engine_args, add_storage_args, engine_kwargs, storage_kwargs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,6 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--radius", type=float, required=True, help="margin threshold in arcseconds")
     p.add_argument("--name", default=None, help="margin catalog name (default CATALOG_<radius>arcs)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    add_storage_args(p)
     add_engine_args(p)
     p.set_defaults(func=_margin)
 
@@ -39,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--drop-unmatched", action="store_true", help="leave out sources with no object instead of failing"
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    add_storage_args(p)
     add_engine_args(p)
     p.set_defaults(func=_nest)
 
@@ -52,6 +54,7 @@ def _margin(args: argparse.Namespace) -> int:
         args.radius,
         name=args.name,
         overwrite=args.overwrite,
+        **storage_kwargs(args),
         **engine_kwargs(args),
     )
     print(result)
@@ -71,6 +74,7 @@ def _nest(args: argparse.Namespace) -> int:
         name=args.name,
         on_unmatched="drop" if args.drop_unmatched else "error",
         overwrite=args.overwrite,
+        **storage_kwargs(args),
         **engine_kwargs(args),
     )
     print(result)

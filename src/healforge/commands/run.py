@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from healforge.commands import add_engine_args, engine_kwargs
+from healforge.errors import OptionError
 
 
 def register(subparsers) -> None:
@@ -29,14 +30,56 @@ def register(subparsers) -> None:
         help="stop after accumulating this many new input files (progress kept; rerun to continue)",
     )
     p.add_argument("--check", action="store_true", help="only validate the configuration")
+    zagg = p.add_argument_group("zagg pipeline files (data_source / aggregation / output)")
+    zagg.add_argument(
+        "--inputs", nargs="+", default=None, help="granule files, or a zagg granule catalog JSON"
+    )
+    zagg.add_argument("--store", default=None, help="output Zarr store (overrides output.store)")
+    zagg.add_argument(
+        "--exact",
+        action="store_true",
+        default=None,
+        help="exact per-cell statistics (rows shuffled by shard)",
+    )
     add_engine_args(p)
     p.set_defaults(func=_run)
+
+
+def _is_zagg(path: str) -> bool:
+    import yaml
+
+    from healforge.zagg.translate import is_zagg
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return is_zagg(yaml.safe_load(f))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False  # load_pipeline reports it
+
+
+def _run_zagg(args: argparse.Namespace) -> int:
+    from healforge.zagg import load, run_zagg
+    from healforge.zagg.run import runnable
+
+    plan = load(args.pipeline, inputs=args.inputs, store=args.store, exact=args.exact)
+    runnable(plan)
+    if args.check:
+        print(f"{args.pipeline}: zagg configuration is valid ({'exact' if plan.exact else 'streaming'})")
+        return 0
+    summary = run_zagg(plan, batch_rows=args.batch_rows, **engine_kwargs(args))
+    head = f"zagg file, {summary['files']} granule(s)"
+    return _report(args, summary, head, f"{summary['rows_filtered']} filtered out")
 
 
 def _run(args: argparse.Namespace) -> int:
     from healforge.config import load_pipeline
     from healforge.pipeline import check_runnable, run_pipeline
 
+    if _is_zagg(args.pipeline):
+        return _run_zagg(args)
+    for flag in ("inputs", "store", "exact"):
+        if getattr(args, flag) is not None:
+            raise OptionError(f"--{flag} applies to zagg pipeline files only")
     cfg = load_pipeline(args.pipeline)
     check_runnable(cfg)
     if args.check:
@@ -51,11 +94,17 @@ def _run(args: argparse.Namespace) -> int:
     )
     if not summary["complete"]:
         return 0
+    head = f"{summary['files']} file(s) ({summary['files_skipped']} resumed)"
+    return _report(
+        args, summary, head, f"{summary['rows_filtered']} filtered out, {summary['rows_rejected']} rejected"
+    )
+
+
+def _report(args: argparse.Namespace, summary: dict, head: str, dropped: str) -> int:
+    """The one-line summary of a run on stderr (unless quiet), then the outputs, one a line."""
     if not args.quiet:
         print(
-            f"healforge run: {summary['files']} file(s) ({summary['files_skipped']} resumed), "
-            f"{summary['rows_read']} rows read, {summary['rows_filtered']} filtered out, "
-            f"{summary['rows_rejected']} rejected; orders {summary['orders']}",
+            f"healforge run: {head}, {summary['rows_read']} rows read, {dropped}; orders {summary['orders']}",
             file=sys.stderr,
         )
     for path in summary["outputs"]:

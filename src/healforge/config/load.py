@@ -25,6 +25,10 @@ def load_pipeline(path: str | os.PathLike) -> PipelineConfig:
             raw = yaml.safe_load(f)
     except FileNotFoundError:
         raise ConfigError([("", "pipeline file not found")], path) from None
+    except UnicodeDecodeError:
+        raise ConfigError([("", "not a text (YAML) file")], path) from None
+    except IsADirectoryError:
+        raise ConfigError([("", "is a directory, not a pipeline file")], path) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

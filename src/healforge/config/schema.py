@@ -17,7 +17,7 @@ import numpy as np
 
 from healforge.aggregate.statistics import ALIASES, PARAMETERS, canonical_name, quantile_level
 from healforge.errors import HealforgeError
-from healforge.expressions import CellExpression, RowExpression, parse_row
+from healforge.expressions import CellExpression, RowExpression
 from healforge.io.readers import FORMATS, SUFFIXES
 
 INPUT_FORMATS = FORMATS
@@ -67,20 +67,6 @@ class ConfigError(HealforgeError, ValueError):
         lines = [f"{prefix}{key}: {msg}" if key else f"{prefix}{msg}" for key, msg in self.errors]
         head = "invalid pipeline configuration" if len(lines) > 1 else ""
         super().__init__("\n  ".join([head, *lines]) if head else lines[0])
-
-
-class Expression:
-    """Row expressions of a pipeline (filter, weights, statistic inputs): the one expression
-    language of :mod:`healforge.expressions`; ``parse`` raises ``ValueError`` saying what is wrong."""
-
-    @staticmethod
-    def parse(text: str) -> RowExpression:
-        try:
-            return parse_row(text)
-        except ValueError:
-            raise
-        except Exception as exc:  # the parser's own error types, as ValueError for the checker
-            raise ValueError(str(exc)) from None
 
 
 def resolve_callable(name: str) -> Callable:
@@ -145,6 +131,21 @@ class InputSpec:
         for source in self.sources():
             for first, table in source.batches(None, batch_rows):
                 yield source.path, first, table
+
+    def iter_file(self, path: str, batch_rows: int = 1_000_000) -> Iterator[tuple[int, Any]]:
+        """Yield ``(first_row, pyarrow table)`` batches of one input file read as this entry says."""
+        from healforge.aggregate.sources import Source
+
+        source = Source(
+            label=path,
+            path=path,
+            format=self.format,
+            columns=dict(self.columns),
+            groups=self.groups,
+            options=dict(self.options),
+            storage_options=dict(self.storage_options),
+        )
+        yield from source.batches(None, batch_rows)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from healforge.aggregate.sources import is_hats_catalog
@@ -28,7 +28,6 @@ from healforge.config.schema import (
     Assignment,
     ConfigError,
     Coordinates,
-    Expression,
     GeoParquetOutput,
     InputSpec,
     Outputs,
@@ -40,7 +39,7 @@ from healforge.config.schema import (
     builtin_parameters,
     resolve_callable,
 )
-from healforge.expressions import RowExpression
+from healforge.expressions import ExpressionError, RowExpression, parse_cell, parse_filter, parse_row
 from healforge.healpix import MAX_ORDER
 
 
@@ -117,10 +116,12 @@ class Checker:
                 out.append(s)
         return out
 
-    def expression(self, value: Any, key: str, known: set[str] | None) -> RowExpression | None:
+    def expression(
+        self, value: Any, key: str, known: set[str] | None, parse: Callable = parse_row
+    ) -> RowExpression | None:
         try:
-            expr = Expression.parse(value)
-        except ValueError as exc:
+            expr = parse(value)
+        except ExpressionError as exc:
             self.error(key, str(exc))
             return None
         self.columns_known(expr.names, key, known)
@@ -331,8 +332,6 @@ def _check_statistics(c: Checker, raw: Any, known: set[str] | None) -> list[Stat
 def _check_cell_statistic(c: Checker, spec: Mapping, key: str, known: set[str] | None):
     """A cell-expression statistic ``{expression: "1 / sqrt(sum(1 / s**2))", dtype: ...}``:
     ``(CellExpression, dtype)`` or ``None`` after recording errors."""
-    from healforge.expressions import parse_cell
-
     d = c.mapping(spec, key, ("expression", "dtype"))
     if d is None:
         return None
@@ -343,7 +342,7 @@ def _check_cell_statistic(c: Checker, spec: Mapping, key: str, known: set[str] |
         return None
     try:
         cell = parse_cell(src)
-    except Exception as exc:  # the parser's own error types
+    except ExpressionError as exc:
         c.error(f"{key}.expression", str(exc))
         return None
     for a in cell.aggregates:
@@ -571,7 +570,7 @@ def validate_pipeline(raw: Any, *, base_dir: str | None = None, source: str | No
 
     filt = None
     if d.get("filter") is not None:
-        filt = c.expression(d["filter"], "filter", known)
+        filt = c.expression(d["filter"], "filter", known, parse_filter)
 
     stats = _check_statistics(c, d.get("statistics"), known) if "statistics" in d else []
     names = [n for s in stats for n in s.output_names]

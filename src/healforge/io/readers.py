@@ -1,4 +1,4 @@
-"""Streaming table readers (CSV, Parquet, FITS, HDF5) yielding pyarrow tables.
+"""Streaming table readers (CSV, Parquet, FITS, HDF5, ECSV) yielding pyarrow tables.
 
 Every reader takes a path or URL (through fsspec), an optional column projection and a batch size,
 and yields ``(first_row, table)`` pairs so that an input larger than memory is read in bounded
@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from healforge.errors import BadInputError
+from healforge.errors import BadInputError, OptionError
 
-FORMATS = ("csv", "parquet", "geoparquet", "fits", "hdf5")
+FORMATS = ("csv", "parquet", "geoparquet", "fits", "hdf5", "ecsv")
 SUFFIXES = {
     ".geoparquet": "geoparquet",
     ".csv": "csv",
@@ -33,6 +33,8 @@ SUFFIXES = {
     ".h5": "hdf5",
     ".hdf5": "hdf5",
     ".he5": "hdf5",
+    ".ecsv": "ecsv",
+    ".ecsv.gz": "ecsv",
 }
 DEFAULT_BATCH_ROWS = 1_000_000
 
@@ -41,7 +43,7 @@ def detect_format(path: str, fmt: str | None = None) -> str:
     """Input format from an explicit name or the file suffix."""
     if fmt:
         if fmt not in FORMATS:
-            raise ValueError(f"unknown input format {fmt!r}; expected one of {', '.join(FORMATS)}")
+            raise OptionError(f"unknown input format {fmt!r}; expected one of {', '.join(FORMATS)}")
         return fmt
     name = str(path).lower()
     for suffix in sorted(SUFFIXES, key=len, reverse=True):
@@ -121,8 +123,8 @@ def iter_batches(
     batch_rows
         Upper bound on rows per batch (CSV batches follow the parser's block size instead).
     fmt
-        A name of :data:`READERS` (``csv``, ``parquet``, ``geoparquet``, ``fits``, ``hdf5``); guessed
-        from the suffix (:data:`SUFFIXES`) when omitted.
+        A name of :data:`READERS` (``csv``, ``parquet``, ``geoparquet``, ``fits``, ``hdf5``,
+        ``ecsv``); guessed from the suffix (:data:`SUFFIXES`) when omitted.
     options
         Format options: ``hdu`` (FITS extension), ``group`` (HDF5 group holding 1-D column
         datasets), ``delimiter`` (CSV).
@@ -261,6 +263,35 @@ def _iter_hdf5(path, columns, batch_rows, group="/", storage_options=None, **_):
             yield pa.table({c: _fits_column(dsets[c][start : start + batch_rows]) for c in wanted})
 
 
+def _ecsv_column(col) -> pa.Array:
+    """One astropy column as an arrow array of the same type; masked entries become nulls."""
+    arr = np.asarray(col)
+    mask = np.ma.getmaskarray(col) if hasattr(col, "mask") else None
+    mask = mask if mask is not None and mask.ndim == 1 and mask.any() else None
+    if arr.ndim > 1:
+        return pa.array(list(arr), mask=mask)
+    if arr.dtype.kind in "US":
+        text = np.char.decode(arr, "utf-8") if arr.dtype.kind == "S" else arr
+        return pa.array(text.astype(object), type=pa.string(), mask=mask)
+    return pa.array(arr.astype(arr.dtype.newbyteorder("="), copy=False), mask=mask)
+
+
+def _iter_ecsv(path, columns, batch_rows, storage_options=None, **_):
+    """ECSV with astropy (column types from the ECSV header); read whole, yielded in batches."""
+    from astropy.table import Table
+
+    fs, fs_path = _open(path, storage_options)
+    compression = "gzip" if str(path).endswith(".gz") else None
+    with fs.open(fs_path, "rb", compression=compression) as f:
+        table = Table.read(f, format="ascii.ecsv")
+    _check_columns(path, table.colnames, columns)
+    wanted = columns or table.colnames
+    arrays = {c: _ecsv_column(table[c]) for c in wanted}
+    out = pa.table(arrays)
+    for start in range(0, out.num_rows, batch_rows):
+        yield out.slice(start, batch_rows)
+
+
 # The reader registry: format name -> reader(path, columns, batch_rows, storage_options=, **options)
 # yielding pyarrow tables. Formats are detected from SUFFIXES.
 READERS = {
@@ -269,6 +300,7 @@ READERS = {
     "geoparquet": _iter_parquet,
     "fits": _iter_fits,
     "hdf5": _iter_hdf5,
+    "ecsv": _iter_ecsv,
 }
 
 
@@ -276,8 +308,11 @@ def expand_inputs(paths: Sequence[str | os.PathLike], storage_options: dict | No
     """Expand directories and glob patterns (local or URLs) into a de-duplicated list of files,
     sorted within each pattern, in the order of ``paths``."""
     out: list[str] = []
+    from healforge.io.storage import as_path
+
     for p in paths:
         p = str(p)
+        as_path(p)  # an unknown protocol or a missing fsspec backend is a StorageError
         fs, fs_path = fsspec.core.url_to_fs(p, **(storage_options or {}))
         proto = fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol
         prefix = "" if proto in ("file", "local") else f"{proto}://"
@@ -285,8 +320,10 @@ def expand_inputs(paths: Sequence[str | os.PathLike], storage_options: dict | No
             matches = sorted(fs.glob(fs_path))
         elif fs.isdir(fs_path):
             matches = sorted(f for f in fs.find(fs_path) if not os.path.basename(f).startswith((".", "_")))
-        else:
+        elif fs.exists(fs_path):
             matches = [fs_path]
+        else:
+            raise BadInputError("input not found", path=p)
         if not matches:
             raise BadInputError("no input files match", path=p)
         out.extend(prefix + m for m in matches)

@@ -123,7 +123,14 @@ def parquet_orders(path: str | os.PathLike, storage_options: dict[str, Any] | No
             raise MapError(f"no order_KK.parquet files in {path}")
         return orders
     with fs.open(fs_path, "rb") as f:
-        return [int(map_metadata(pq.read_schema(f))["order"])]
+        return [int(map_metadata(_read_schema(f, path))["order"])]
+
+
+def _read_schema(f, path) -> pa.Schema:
+    try:
+        return pq.read_schema(f)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise MapError(f"cannot read the map {path} as parquet: {exc}") from None
 
 
 def read_parquet_map(
@@ -144,7 +151,7 @@ def read_parquet_map(
         raise MapError(f"order {order} is not in {path}; it holds orders {orders}")
     target = posixpath.join(fs_path, f"{group_name(order)}.parquet") if fs.isdir(fs_path) else fs_path
     with fs.open(target, "rb") as f:
-        schema = pq.read_schema(f)
+        schema = _read_schema(f, target)
         columns = None
         if variables is not None:
             missing = [v for v in variables if v not in schema.names]

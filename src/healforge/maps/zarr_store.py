@@ -130,8 +130,11 @@ class _OrderWriter:
             if name == CELL_IDS:
                 attrs = coordinate_attrs(self.order, self.meta.get("latitude", "spherical"))
             else:
-                attrs = _variable_attrs(name, self.meta)
-            fill = np.nan if dtype.kind == "f" else 0
+                attrs = {
+                    **_variable_attrs(name, self.meta),
+                    **(self.meta.get("variable_attrs") or {}).get(name, {}),
+                }
+            fill = (self.meta.get("fill_values") or {}).get(name, np.nan if dtype.kind == "f" else 0)
             self.arrays[name] = self.group.create_array(
                 name,
                 shape=(0,),
