@@ -52,7 +52,7 @@ from healforge.aggregate.core import (
 from healforge.aggregate.plan import Plan
 from healforge.config import ConfigError, PipelineConfig, load_pipeline, to_plan, validate_pipeline
 from healforge.config.schema import builtin_parameters
-from healforge.engine import Engine, Progress
+from healforge.engine import Engine, Progress, owned_engine
 from healforge.errors import BadInputError, HealforgeError
 from healforge.io.storage import as_path, atomic_write_bytes, filesystem_of, is_local
 
@@ -355,9 +355,7 @@ def run_pipeline(
     sections = config_sections(cfg, plan)
     out = cfg.outputs
     so = out.storage_options
-    own_engine = engine is None
-    engine = engine or Engine(workers=workers, scheduler=scheduler, synchronous=synchronous, quiet=quiet)
-    quiet = engine.quiet
+    quiet = engine.quiet if engine is not None else quiet
 
     # input files (listing only), in configuration order
     paths = [s.path for s in plan.sources]
@@ -387,19 +385,10 @@ def run_pipeline(
             progress.record(path, stamps[path], *entry)
         results[path] = entry
 
-    try:
+    with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
         run_sources(
-            engine,
-            accumulate_source,
-            todo,
-            "accumulate",
-            on_result=on_result,
-            plan=plan,
-            batch_rows=batch_rows,
+            eng, accumulate_source, todo, "accumulate", on_result=on_result, plan=plan, batch_rows=batch_rows
         )
-    finally:
-        if own_engine:
-            engine.close()
 
     summary: dict[str, Any] = {
         "files": len(paths),

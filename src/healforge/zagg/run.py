@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from healforge.config import PipelineConfig, validate_pipeline
-from healforge.engine import Engine
+from healforge.engine import Engine, owned_engine
 from healforge.maps.table import map_metadata, with_metadata
 from healforge.zagg.translate import ZaggPlan, load
 
@@ -99,22 +99,17 @@ def run_zagg(
         plan = load(str(path_or_plan), inputs=inputs, store=store, exact=exact)
     cfg = runnable(plan)
     product = {"zagg": plan.conventions, "zagg_config": plan.source}
-    own = engine is None
-    engine = engine or Engine(workers=workers, scheduler=scheduler, synchronous=synchronous, quiet=quiet)
-    try:
+    with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
         if plan.exact:
             from healforge.zagg.exact import run_exact
 
-            return run_exact(plan, cfg, engine, batch_rows=batch_rows, work_dir=work_dir, product=product)
+            return run_exact(plan, cfg, eng, batch_rows=batch_rows, work_dir=work_dir, product=product)
         from healforge.pipeline import run_pipeline
 
         return run_pipeline(
             cfg,
-            engine=engine,
+            engine=eng,
             batch_rows=batch_rows,
             map_hook=lambda t: finish_map(t, plan, cfg),
             product_metadata=product,
         )
-    finally:
-        if own:
-            engine.close()
