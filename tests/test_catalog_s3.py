@@ -99,7 +99,7 @@ def test_cli_import_with_margin_to_s3_matches_local(tmp_path, s3_options):
     # hats' strict validation and ours hold on the S3 catalog
     assert _strict_valid(url, s3_options) and _strict_valid(f"{url}_margin", s3_options)
     proc = run_cli("validate", url, "--id", "id", "--storage-options", opts)
-    assert "valid (5000 rows" in proc.stdout
+    assert "valid catalog (5000 rows" in proc.stdout
     info = run_cli("info", url, "--storage-options", opts).stdout
     assert "rows      5,000" in info and url in info
     # lsdb attaches the S3 margin like a local one; a URL string with storage options works too
@@ -307,3 +307,54 @@ def test_storage_layer_helpers(tmp_path, s3_options):
     with pytest.raises(storage.StorageError):
         storage.scratch_dir(root, ".w", root)
     assert os.path.basename(str(storage.scratch_dir(root, ".w"))).startswith("w-")
+
+
+def test_collection_with_margin_and_index_on_s3(tmp_path, s3_options):
+    """A collection (margin + index) imported to s3://, opened by lsdb with its margin, searched
+    by id through its index, appended to (members rebuilt in the same transaction), validated."""
+    import lsdb
+    from upath import UPath
+
+    a = _batch(tmp_path, "A", 3_000, 0, 1)
+    b = _batch(tmp_path, "B", 1_000, 100_000, 2, kind="uniform")
+    url = _url("coll")
+    res = healforge.import_catalog(
+        [a],
+        url,
+        threshold=1_000,
+        highest_order=8,
+        collection=True,
+        margins=[30.0],
+        indexes=["id"],
+        storage_options=s3_options,
+        tmp_dir=tmp_path / "scratch",
+        **FAST,
+    )
+    assert res.collection == url
+    coll = healforge.open_collection(url, storage_options=s3_options)
+    assert [m.name for m in coll.margins.values()] == ["coll_30arcs"]
+    assert coll.indexes["id"].name == "coll_id"
+
+    def check(n_rows: int, ids: list[int]) -> None:
+        path = UPath(url, **s3_options)
+        path.fs.invalidate_cache()
+        cat = lsdb.open_catalog(path)
+        assert cat.margin is not None and len(cat.margin.compute()) > 0
+        assert len(cat.compute()) == n_rows
+        got = cat.id_search(values={"id": ids}).compute()
+        assert sorted(got["id"].tolist()) == sorted(ids)
+        report = healforge.validate_catalog(url, id_column="id", storage_options=s3_options)
+        assert report.ok, str(report)
+
+    check(3_000, [5, 2_999])
+    healforge.append(url, [b], "nightB", storage_options=s3_options, tmp_dir=tmp_path / "scratch", **FAST)
+    # the margin and index were rebuilt from the new rows: an appended id is found through them
+    check(4_000, [5, 100_500])
+    info = healforge.catalog_info(url, storage_options=s3_options)
+    assert (
+        info.primary.rows == 4_000 and all(m[1] is not None for m in info.members) and len(info.members) == 2
+    )
+    root = storage.as_path(url, s3_options)
+    assert not (root.parent / ".coll.healforge-members").exists()
+    assert not (coll.primary / ".healforge-txn").exists()
+    _no_local_s3_dirs(tmp_path)

@@ -22,6 +22,7 @@ MISSING_PATH_ARGS = {
     "info": ["info", MISSING],
     "validate": ["validate", MISSING],
     "margin": ["margin", MISSING, "-o", "{tmp}/m", "--radius", "5", "-q"],
+    "index": ["index", MISSING, "--column", "id", "-o", "{tmp}/ix", "-q"],
     "nest": ["nest", MISSING, MISSING + "2", "-o", "{tmp}/n", "--on", "id", "--as", "src", "-q"],
     "sidecar": ["sidecar", MISSING, "-o", "{tmp}/s.parquet", "--order", "5", "--lon", "ra", "--lat", "dec", "-q"],
     "aggregate": ["aggregate", MISSING, "-o", "{tmp}/m.parquet", "--order", "5", "--lon", "ra", "--lat", "dec",
@@ -96,7 +97,7 @@ def test_missing_path(tmp_path, small_input, command, cli_run):
 
 
 @pytest.mark.parametrize(
-    "command", ["info", "validate", "margin", "append", "compact", "nest", "increment", "delete"]
+    "command", ["info", "validate", "margin", "index", "append", "compact", "nest", "increment", "delete"]
 )
 def test_directory_that_is_not_a_catalog(tmp_path, small_input, command, cli_run):
     folder = tmp_path / "plain"
@@ -106,6 +107,7 @@ def test_directory_that_is_not_a_catalog(tmp_path, small_input, command, cli_run
         "info": ["info", folder],
         "validate": ["validate", folder],
         "margin": ["margin", folder, "-o", tmp_path / "m", "--radius", "5", "-q"],
+        "index": ["index", folder, "--column", "id", "-o", tmp_path / "ix", "-q"],
         "append": ["append", folder, small_input, "-q"],
         "compact": ["compact", folder, "-q"],
         "increment": ["increment", folder, "--objects", small_input, "--on", "id", "-q"],

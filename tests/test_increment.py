@@ -378,3 +378,55 @@ def test_increment_consolidation_delete_on_s3_match_local(nights, tmp_path, s3_o
     path = UPath(url, **s3_options)
     path.fs.invalidate_cache()
     assert len(lsdb.open_catalog(path).compute()) == out["local"].num_rows
+
+
+def test_increment_consolidation_delete_keep_a_collection_current(nights, tmp_path):
+    """A nested catalog re-imported as a collection with a margin and an index: an increment, the
+    consolidation and a delete on the collection leave its margin equal to one built afresh from
+    the primary, and lsdb's id_search (through the collection's index) finds a new object."""
+    import lsdb
+
+    tmp, batches = nights
+    coll = tmp_path / "coll"
+    run_cli(
+        "import", tmp / "base", "-o", coll, "--collection", "--margin", "1800", "--index", ID,
+        "--threshold", "150", "--highest-order", "7", "--synchronous", "-q",
+    )  # fmt: skip
+    primary = healforge.open_collection(coll).primary
+    top = pq.read_schema(batches[1]["objects"]).names
+    base_ids = set(pq.read_table(tmp / "o0.parquet")[ID].to_pylist())
+    new_ids = sorted(set(pq.read_table(batches[1]["objects"])[ID].to_pylist()) - base_ids)
+    assert new_ids
+
+    def check(step: str, present: int | None, absent: int | None = None) -> None:
+        cat = lsdb.open_catalog(str(coll), columns=top)
+        fresh = healforge.margin(primary, tmp_path / f"fresh_{step}", 1800, **KW)
+        want = sorted(pq.read_table(f)[ID].to_pylist() for f in fmt.list_data_files(fresh.path))
+        got = sorted(cat.margin.compute()[ID].tolist())
+        assert got == sorted(v for part in want for v in part) and got, step
+        assert int(cat.hc_structure.catalog_info.total_rows) == len(cat.compute())
+        if present is not None:
+            hit = cat.id_search(values={ID: present}).compute()
+            assert hit[ID].tolist() == [present], step
+        if absent is not None:
+            assert len(cat.id_search(values={ID: absent}).compute()) == 0, step
+
+    res = healforge.increment(
+        coll, batches[1]["objects"], {"sources": batches[1]["sources"], "forced": batches[1]["forced"]},
+        on=ID, latest_by="validityStart", sort_nested_by="midpointMjdTai", batch="n1",
+        on_orphans="quarantine", **KW,
+    )  # fmt: skip
+    assert res.objects > 0 and res.path == str(primary)
+    margin_ids = set(lsdb.open_catalog(str(coll), columns=top).margin.compute()[ID])
+    assert margin_ids & set(new_ids), "the margin holds none of the new rows"
+    check("increment", new_ids[0])
+    res = healforge.compact(coll, ID, "validityStart", nested_dedupe_on="diaSourceId", **KW)
+    assert res.rows_after < res.rows_before
+    check("compact", new_ids[-1])
+    healforge.delete(coll, [new_ids[0]], ID, **KW)
+    check("delete", new_ids[-1], absent=new_ids[0])
+    # the new object's light curve: every source of the batch, in time order
+    lc = lsdb.open_catalog(str(coll)).compute().set_index(ID).loc[new_ids[-1], "sources"]
+    src = pq.read_table(batches[1]["sources"]).to_pandas()
+    want = src[src[ID] == new_ids[-1]].sort_values("midpointMjdTai")
+    assert lc["diaSourceId"].tolist() == want["diaSourceId"].tolist()

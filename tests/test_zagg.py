@@ -342,6 +342,23 @@ def test_unknown_or_unsupported_key_is_an_error_naming_it(tmp_path, where, value
         assert proc.returncode == 2 and f"{path}: {key}: " in proc.stderr
 
 
+@pytest.mark.parametrize(
+    "expression,message",
+    [
+        ("np.median(h_li)", "median"),
+        ("np.sum(h_li) + h_li", "h_li"),
+        ("np.sum(np.mean(h_li))", "nested"),
+        ("np.sum(__import__('os'))", "not allowed"),
+    ],
+)
+def test_bad_cell_expression_is_an_error_naming_the_variable(tmp_path, expression, message):
+    raw = yaml.safe_load(SHIPPED.read_text())
+    raw["aggregation"]["variables"]["h_sigma"]["expression"] = expression
+    path = _zagg_yaml(tmp_path, raw)
+    with pytest.raises(ConfigError, match=rf"aggregation.variables.h_sigma.expression: .*{message}"):
+        load(str(path), inputs=["x.h5"], store=str(tmp_path / "o.zarr"))
+
+
 def test_filters_expression_and_level_config_run(tmp_path):
     """A zagg file with structured filters (2-D column), an expression filter and a linked level."""
     rng = np.random.default_rng(5)
@@ -423,7 +440,8 @@ def test_filters_expression_and_level_config_run(tmp_path):
 
 @pytest.mark.parametrize("exact", [False, True], ids=["streaming", "exact"])
 def test_numpy_meanings_nan_percentile_ddof_user_function(tmp_path, exact):
-    """numpy's NaN propagation (min vs nanmin), percentile q in [0, 100], ddof, dotted callables."""
+    """numpy's NaN propagation (min vs nanmin, in cell expressions too), percentile q in [0, 100],
+    ddof, dotted callables."""
     rng = np.random.default_rng(9)
     n = 600
     lat, lon = rng.uniform(-75, -74.95, n), rng.uniform(10, 10.1, n)
@@ -436,6 +454,9 @@ def test_numpy_meanings_nan_percentile_ddof_user_function(tmp_path, exact):
         "nmn": {"function": "nanmin", "source": "h", "dtype": "float64"},
         "sd1": {"function": "std", "source": "h", "params": {"ddof": 1}, "dtype": "float64"},
         "nsd": {"function": "nanstd", "source": "h", "dtype": "float64"},
+        # cell expressions keep numpy's meanings: np.sum of a cell holding a NaN is NaN
+        "es": {"expression": "np.sqrt(np.sum((h - 50) ** 2) / len(h))", "dtype": "float64"},
+        "ens": {"expression": "np.nansum(h) / np.size(h) - np.nanmean(h) * 0", "dtype": "float64"},
     }
     if exact:
         variables["p90"] = {
@@ -477,6 +498,8 @@ def test_numpy_meanings_nan_percentile_ddof_user_function(tmp_path, exact):
             assert ds["nmn"].values[i] == np.nanmin(v)
             np.testing.assert_allclose(ds["nsd"].values[i], np.nanstd(v), rtol=1e-9)
             np.testing.assert_allclose(ds["sd1"].values[i], np.std(v, ddof=1), rtol=1e-9)
+            np.testing.assert_allclose(ds["es"].values[i], np.sqrt(np.sum((v - 50) ** 2) / len(v)), rtol=1e-9)
+            np.testing.assert_allclose(ds["ens"].values[i], np.nansum(v) / np.size(v), rtol=1e-9)
             if exact:
                 np.testing.assert_allclose(ds["p90"].values[i], np.nanpercentile(v, 90), rtol=1e-12)
                 assert ds["span"].values[i] == np.nanmax(v)

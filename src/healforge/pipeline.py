@@ -1,6 +1,7 @@
 """``healforge run PIPELINE.yaml``: raw input files to finished map products in one command.
 
-Stages (see :mod:`healforge.config` for the YAML file):
+Stages (see :mod:`healforge.config` for the YAML file); this module is the run driver (per-input
+resume, outputs) on top of the one aggregation core:
 
 1. **validate** the configuration (every key, before any data is read);
 2. **accumulate**: one task per input file (run in parallel by :class:`healforge.engine.Engine`).
@@ -19,10 +20,10 @@ Stages (see :mod:`healforge.config` for the YAML file):
    configured variable names and dtypes;
 4. **write** the Zarr store (all its orders), Parquet, GeoParquet and PNG plots (local or URL).
 
-Statistics computed from a state: count, sum, mean, var/std (``ddof``, default 1), min, max,
-median, quantile (sketch), mad, robust_std, weighted_mean and weighted_var/std (population form
-``sum w (x - wmean)^2 / (sum w - ddof)``, default ``ddof`` 0). User functions need every raw value
-and are refused by the runner (use ``healforge aggregate`` for exact user statistics).
+The plan and the per-file work are those of the CLI commands (:func:`healforge.config.to_plan`,
+:func:`healforge.aggregate.core.accumulate_source`); statistics use the one vocabulary of
+:mod:`healforge.aggregate.statistics`. User functions need every raw value and are refused by the
+runner (use ``healforge aggregate`` for exact user statistics).
 """
 
 from __future__ import annotations
@@ -34,26 +35,29 @@ import os
 import posixpath
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from healforge.config import (
-    FUNCTIONS,
-    ConfigError,
-    PipelineConfig,
-    Statistic,
-    load_pipeline,
-    validate_pipeline,
+from healforge.aggregate.core import (
+    SourceResult,
+    accumulate_source,
+    merge_tree,
+    plan_columns,
+    pyramid,
+    run_sources,
+    sum_counts,
 )
-from healforge.engine import Engine, Progress
-from healforge.errors import BadInputError, HealforgeError, OptionError
+from healforge.aggregate.plan import Plan
+from healforge.config import ConfigError, PipelineConfig, load_pipeline, to_plan, validate_pipeline
+from healforge.config.schema import builtin_parameters
+from healforge.engine import Engine, Progress, owned_engine
+from healforge.errors import BadInputError, HealforgeError
+from healforge.io.storage import as_path, atomic_write_bytes, filesystem_of, is_local
 
 PROGRESS_FORMAT = "healforge-pipeline-progress"
-PROGRESS_VERSION = 1
+PROGRESS_VERSION = 2
 DEFAULT_BATCH_ROWS = 1_000_000
 
 
@@ -61,59 +65,17 @@ class PipelineStateError(HealforgeError):
     """Saved pipeline progress that does not belong to this configuration."""
 
 
-# ---------------------------------------------------------------------------------------------
-# Plan: which state columns (values x weights) the statistics need
-
-
-@dataclass(frozen=True)
-class StateColumn:
-    """One column of the streaming state: the values of ``source`` weighted by ``weight``."""
-
-    key: str
-    column: str | None  # input column, or None with an expression / for row counts
-    expression: Any  # expressions.RowExpression or None
-    weight: Any  # expressions.RowExpression or None
-
-    def describe(self) -> dict:
-        return {
-            "key": self.key,
-            "column": self.column,
-            "expression": self.expression.source if self.expression is not None else None,
-            "weight": self.weight.source if self.weight is not None else None,
-        }
-
-
-def plan_state_columns(cfg: PipelineConfig) -> tuple[list[StateColumn], dict[str, str]]:
-    """State columns of a pipeline and, per statistic name, the state column it reads."""
-    columns: dict[tuple, StateColumn] = {}
-    of_stat: dict[str, str] = {}
-    for stat in cfg.statistics:
-        weight = stat.weight if stat.function.startswith("weighted_") else None
-        expr = stat.expression
-        ident = (stat.column, expr.source if expr is not None else None, weight.source if weight else None)
-        if ident not in columns:
-            if stat.column is not None:
-                base = stat.column
-            elif expr is not None:
-                base = f"expr{sum(1 for c in columns.values() if c.expression is not None)}"
-            else:
-                base = "_rows"
-            key = base if weight is None else f"{base}@w{sum(1 for c in columns.values() if c.weight)}"
-            columns[ident] = StateColumn(key, stat.column, expr, weight)
-        of_stat[stat.name] = columns[ident].key
-    return list(columns.values()), of_stat
-
-
 def check_runnable(cfg: PipelineConfig) -> None:
     """Refuse what a streaming pipeline cannot compute (before any data is read)."""
     errors = []
     for stat in cfg.statistics:
-        if stat.function not in FUNCTIONS:
+        if stat.cell is None and builtin_parameters(stat.function) is None:
             errors.append(
                 (
                     f"statistics.{stat.name}.function",
                     f"user function {stat.function!r} needs every raw value and cannot be computed "
-                    f"from the streaming state of a pipeline; built-in functions: {', '.join(FUNCTIONS)} "
+                    "from the streaming state of a pipeline; built-in functions: "
+                    f"{', '.join(sorted(_builtin_names()))} "
                     "(use `healforge aggregate` for exact user statistics)",
                 )
             )
@@ -128,9 +90,14 @@ def check_runnable(cfg: PipelineConfig) -> None:
         raise ConfigError(errors, cfg.source)
 
 
-def config_sections(cfg: PipelineConfig, columns: list[StateColumn]) -> dict[str, Any]:
+def _builtin_names() -> list[str]:
+    from healforge.aggregate.statistics import CANONICAL
+
+    return list(CANONICAL)
+
+
+def config_sections(cfg: PipelineConfig, plan: Plan) -> dict[str, Any]:
     """The parts of a configuration the accumulated states depend on (JSON-able, no credentials)."""
-    a = cfg.assignment
     return {
         "inputs": [
             {
@@ -138,185 +105,12 @@ def config_sections(cfg: PipelineConfig, columns: list[StateColumn]) -> dict[str
                 "format": s.format,
                 "groups": list(s.groups),
                 "columns": dict(s.columns),
-                "options": {k: v for k, v in s.options.items()},
+                "options": dict(s.options),
             }
             for s in cfg.inputs
         ],
-        "filter": cfg.filter.source if cfg.filter is not None else None,
-        "coordinates": {
-            "lon": cfg.coordinates.lon,
-            "lat": cfg.coordinates.lat,
-            "geometry": cfg.coordinates.geometry,
-        },
-        "assignment": {
-            "order": a.order,
-            "mode": a.mode,
-            "lon_convention": a.lon_convention,
-            "latitude": a.latitude,
-            "on_bad_rows": a.on_bad_rows,
-        },
-        "state_columns": [c.describe() for c in columns],
+        **plan.describe(),
     }
-
-
-# ---------------------------------------------------------------------------------------------
-# Accumulation of one input file (a task; runs in a worker)
-
-
-def _as_numpy(col) -> np.ndarray:
-    if hasattr(col, "to_numpy"):
-        try:
-            return col.to_numpy()
-        except TypeError:
-            return col.to_numpy(zero_copy_only=False)
-    return np.asarray(col)
-
-
-def _remap_row_error(exc: BadInputError, keep: np.ndarray | None, first: int) -> BadInputError:
-    """The error of a filtered batch with its row index as a row of the file."""
-    if exc.row is None:
-        return exc
-    row = int(exc.row)
-    orig = first + (int(keep[row]) if keep is not None else row)
-    msg = str(exc)
-    where = msg.rfind(" (file ")
-    base = msg[:where] if where >= 0 else msg
-    return BadInputError(base, path=exc.path, column=exc.column, row=orig, value=exc.value)
-
-
-def batch_state(
-    cells: np.ndarray,
-    rows: np.ndarray,
-    area_weight: np.ndarray | None,
-    columns: Mapping[str, Any],
-    plan: list[StateColumn],
-    order: int,
-    conv: dict,
-    *,
-    path: str,
-    keep: np.ndarray | None,
-    first: int,
-):
-    """Exact state of one (filtered, assigned) batch with every planned state column."""
-    from healforge.aggregate.state import State
-
-    by_weight: dict[str | None, dict[str, np.ndarray]] = {}
-    weights: dict[str | None, np.ndarray | None] = {}
-    n = len(next(iter(columns.values()))) if columns else 0
-    for sc in plan:
-        if sc.expression is not None:
-            vals = np.asarray(sc.expression.evaluate(columns), dtype=np.float64)
-            vals = np.broadcast_to(vals, (n,)) if vals.ndim == 0 else vals
-        elif sc.column is not None:
-            vals = np.asarray(_as_numpy(columns[sc.column]), dtype=np.float64)
-        else:
-            vals = np.ones(n)
-        wkey = sc.weight.source if sc.weight is not None else None
-        if wkey not in weights:
-            if sc.weight is None:
-                weights[wkey] = area_weight
-            else:
-                uw = np.asarray(sc.weight.evaluate(columns), dtype=np.float64)
-                uw = np.broadcast_to(uw, (n,)) if uw.ndim == 0 else uw
-                uw = uw[rows]
-                weights[wkey] = uw if area_weight is None else uw * area_weight
-        v = vals[rows]
-        w = weights[wkey]
-        if w is not None:
-            bad = (~np.isfinite(w) | (w < 0)) & ~np.isnan(v)
-            if bad.any():
-                i = int(np.flatnonzero(bad)[0])
-                r = int(rows[i])
-                raise BadInputError(
-                    f"weight {wkey!r} gives {w[i]!r} for statistic input {sc.key!r} (weights must be "
-                    "finite and >= 0; filter such rows out)",
-                    path=path,
-                    row=first + (int(keep[r]) if keep is not None else r),
-                    value=float(w[i]),
-                )
-        by_weight.setdefault(wkey, {})[sc.key] = v
-    parts = [
-        State.from_batch(cells, vals, order, weights=weights[wkey], **conv)
-        for wkey, vals in by_weight.items()
-    ]
-    out = parts[0]
-    for p in parts[1:]:  # same rows, so the same cells: join the columns
-        out.columns.extend(p.columns)
-        out.moments.update(p.moments)
-        out.sketches.update(p.sketches)
-    out.columns = [sc.key for sc in plan]
-    return out
-
-
-def accumulate_file(item: tuple[int, str], cfg: PipelineConfig, plan: list[StateColumn], batch_rows: int):
-    """State of one input file; returns ``(state, counts, rejected rows table or None)``."""
-    from healforge.aggregate.api import _merge_tree
-    from healforge.aggregate.assign import Spec, assign_batch
-    from healforge.aggregate.coords import Rejects
-    from healforge.aggregate.state import State
-
-    spec_index, path = item
-    spec = cfg.inputs[spec_index]
-    a = cfg.assignment
-    co = cfg.coordinates
-    footprints = co.geometry is not None and a.mode != "points"
-    aspec = Spec(
-        lon=None if footprints else co.lon,
-        lat=None if footprints else co.lat,
-        geometry=co.geometry if footprints else None,
-        mode=a.mode if footprints else "strict",
-        latitude=a.latitude,
-        on_bad_rows=a.on_bad_rows,
-    )
-    conv = {"lon_convention": a.lon_convention, "latitude": a.latitude}
-    counts = {"rows_read": 0, "rows_filtered": 0, "rows_rejected": 0, "rows_assigned": 0}
-    rejects = Rejects()
-    pending: list[State] = []
-    for first, table in spec.iter_file(path, batch_rows):
-        counts["rows_read"] += table.num_rows
-        columns = {name: table.column(name) for name in table.column_names}
-        keep = None
-        try:
-            mask = cfg.filter_mask(columns)
-        except KeyError as exc:
-            raise BadInputError(f"filter: {exc.args[0]}", path=path) from None
-        if mask is not None:
-            mask = np.broadcast_to(mask, (table.num_rows,))
-            keep = np.flatnonzero(mask)
-            counts["rows_filtered"] += table.num_rows - keep.size
-            table = table.take(pa.array(keep))
-            columns = {name: table.column(name) for name in table.column_names}
-        if table.num_rows == 0:
-            continue
-        batch_rejects = Rejects()
-        try:
-            _, assigned = assign_batch(table, aspec, [a.order], path=path, first_row=0, rejects=batch_rejects)
-        except BadInputError as exc:
-            raise _remap_row_error(exc, keep, first) from None
-        for t in batch_rejects.tables:  # rows of the file, not of the filtered batch
-            local = t.column("_source_row").to_numpy()
-            fixed = first + (keep[local] if keep is not None else local)
-            t = t.set_column(t.schema.get_field_index("_source_row"), "_source_row", pa.array(fixed))
-            rejects.tables.append(t)
-        asg = assigned[a.order]
-        area = asg.weight if footprints and a.mode in ("fuzzy", "overlap") else None
-        try:
-            st = batch_state(
-                asg.cell, asg.row, area, columns, plan, a.order, conv, path=path, keep=keep, first=first
-            )
-        except KeyError as exc:
-            raise BadInputError(str(exc.args[0]), path=path) from None
-        st.rows_in = table.num_rows
-        counts["rows_assigned"] += int(np.unique(asg.row).size)
-        pending.append(st)
-        if len(pending) == 8:
-            pending = [_merge_tree(pending)]
-    counts["rows_rejected"] = rejects.count
-    state = _merge_tree(pending) if pending else State.empty(a.order, [sc.key for sc in plan], **conv)
-    state.rows_in = counts["rows_read"]
-    state.rows_rejected = counts["rows_rejected"]
-    rejected = pa.concat_tables(rejects.tables, promote_options="permissive") if rejects.tables else None
-    return state, counts, rejected
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,29 +118,12 @@ def accumulate_file(item: tuple[int, str], cfg: PipelineConfig, plan: list[State
 
 
 def _fs(path: str, storage_options: Mapping[str, Any] | None):
-    import fsspec
-
-    return fsspec.core.url_to_fs(str(path), **dict(storage_options or {}))
-
-
-def _is_local(path: str) -> bool:
-    return "://" not in str(path) or str(path).startswith("file://")
+    return filesystem_of(as_path(path, dict(storage_options or {}) or None))
 
 
 def _write_bytes(path: str, data: bytes, storage_options) -> None:
-    """Write ``data`` to ``path`` atomically (temporary name, then rename) where the store allows."""
-    fs, fs_path = _fs(path, storage_options)
-    parent = posixpath.dirname(fs_path)
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    if _is_local(path):
-        tmp = f"{fs_path}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, fs_path)
-    else:  # object stores put whole objects atomically
-        with fs.open(fs_path, "wb") as f:
-            f.write(data)
+    """Write ``data`` to ``path`` atomically (readers see the old file or the whole new one)."""
+    atomic_write_bytes(as_path(path, dict(storage_options or {}) or None), data)
 
 
 def _read_bytes(path: str, storage_options) -> bytes | None:
@@ -487,62 +264,11 @@ class RunProgress:
 # Finalize: state -> map table with the configured variables
 
 
-def _stat_arrays(stat: Statistic, state, key: str) -> dict[str, np.ndarray]:
-    from healforge.aggregate import sketch as sk
-
-    m = state.moments[key]
-    n = m["n"]
-    f = stat.function
-    p = stat.parameters
-    out: dict[str, np.ndarray] = {}
-    with np.errstate(invalid="ignore", divide="ignore"):
-        if f == "count":
-            return {stat.name: n}
-        if f == "sum":
-            v = np.where(n > 0, (m["min"] + m["dmean"]) * n, 0.0)
-        elif f == "mean":
-            v = m["min"] + m["dmean"]
-        elif f in ("var", "std"):
-            ddof = int(p.get("ddof", 1))
-            v = np.where(n - ddof > 0, m["m2"] / np.maximum(n - ddof, 1), np.nan)
-            v = np.sqrt(v) if f == "std" else v
-        elif f in ("min", "max"):
-            v = m[f]
-        elif f in ("median", "quantile", "mad", "robust_std"):
-            off, means, weights = state.sketches[key]
-            if f == "quantile":
-                q = p["q"]
-                qs = [float(x) for x in (q if isinstance(q, list | tuple) else [q])]
-            else:
-                qs = [0.5]
-            qv = sk.quantiles(off, means, weights, m["min"], m["max"], qs)
-            if f in ("median", "quantile"):
-                for i, name in enumerate(stat.output_names):
-                    out[name] = np.where(n > 0, qv[:, i], np.nan)
-                return out
-            mad = sk.mad(off, means, weights, qv[:, 0])
-            v = mad if f == "mad" else 1.4826 * mad
-        elif f == "weighted_mean":
-            v = np.where(m["wsum"] > 0, m["min"] + m["wdmean"], np.nan)
-        elif f in ("weighted_var", "weighted_std"):
-            ddof = int(p.get("ddof", 0))
-            v = np.where(m["wsum"] - ddof > 0, m["wm2"] / (m["wsum"] - ddof), np.nan)
-            v = np.sqrt(v) if f == "weighted_std" else v
-        else:  # pragma: no cover - refused by check_runnable
-            raise OptionError(f"statistic {f!r} is not available from a state")
-    return {stat.name: np.where(n > 0, v, np.nan)}
-
-
-def finalize_map(
-    state, cfg: PipelineConfig, of_stat: dict[str, str], extra_meta: dict | None = None
-) -> pa.Table:
+def finalize_map(state, cfg: PipelineConfig, plan: Plan, extra_meta: dict | None = None) -> pa.Table:
     """Map table of a state at its order: one column per configured variable, configured dtype."""
     from healforge.maps.table import make_map_table
 
-    cols: dict[str, np.ndarray] = {}
-    for stat in cfg.statistics:
-        for name, arr in _stat_arrays(stat, state, of_stat[stat.name]).items():
-            cols[name] = np.asarray(arr).astype(stat.dtype)
+    cols = plan_columns(state, plan)
     sources = sorted({s.column for s in cfg.statistics if s.column})
     meta = {
         "pipeline": cfg.name,
@@ -550,6 +276,9 @@ def finalize_map(
         "source": "pipeline",
         **(extra_meta or {}),
     }
+    cells = {s.name: s.cell.source for s in cfg.statistics if s.cell is not None}
+    if cells:
+        meta["cell_expressions"] = cells
     return make_map_table(
         state.cell_ids,
         cols,
@@ -622,30 +351,21 @@ def run_pipeline(
     """
     cfg = _load_config(path_or_config)
     check_runnable(cfg)
-    plan, of_stat = plan_state_columns(cfg)
+    plan = to_plan(cfg)
     sections = config_sections(cfg, plan)
     out = cfg.outputs
     so = out.storage_options
-    own_engine = engine is None
-    engine = engine or Engine(workers=workers, scheduler=scheduler, synchronous=synchronous, quiet=quiet)
-    quiet = engine.quiet
+    quiet = engine.quiet if engine is not None else quiet
 
     # input files (listing only), in configuration order
-    items: list[tuple[int, str]] = []
-    seen = set()
-    for i, spec in enumerate(cfg.inputs):
-        for path in spec.files():
-            if path not in seen:
-                seen.add(path)
-                items.append((i, path))
-    stamps = {path: file_stamp(path, cfg.inputs[i].storage_options) for i, path in items}
-
+    paths = [s.path for s in plan.sources]
+    stamps = {s.path: file_stamp(s.path, s.storage_options) for s in plan.sources}
     progress = RunProgress(out.state, so, sections, restart, quiet) if out.state else None
-    todo = [it for it in items if progress is None or not progress.done(it[1], stamps[it[1]])]
-    skipped = len(items) - len(todo)
+    todo = [s for s in plan.sources if progress is None or not progress.done(s.path, stamps[s.path])]
+    skipped = len(paths) - len(todo)
     if progress is not None and skipped and not quiet:
         print(
-            f"healforge run: resuming, {skipped} of {len(items)} input file(s) already accumulated",
+            f"healforge run: resuming, {skipped} of {len(paths)} input file(s) already accumulated",
             file=sys.stderr,
         )
     if max_files is not None:
@@ -653,39 +373,35 @@ def run_pipeline(
 
     results: dict[str, tuple] = {}
 
-    def on_result(i: int, result) -> None:
-        path = todo[i][1]
-        if progress is not None:
-            progress.record(path, stamps[path], *result)
-        results[path] = result
-
-    try:
-        engine.map(
-            accumulate_file,
-            todo,
-            desc="accumulate",
-            labels=[p for _, p in todo],
-            on_result=on_result,
-            cfg=cfg,
-            plan=plan,
-            batch_rows=batch_rows,
+    def on_result(i: int, result: SourceResult) -> None:
+        path = todo[i].path
+        rejected = (
+            pa.concat_tables(result.rejects.tables, promote_options="permissive")
+            if result.rejects.tables
+            else None
         )
-    finally:
-        if own_engine:
-            engine.close()
+        entry = (result.state, result.counts.as_dict(), rejected)
+        if progress is not None:
+            progress.record(path, stamps[path], *entry)
+        results[path] = entry
+
+    with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
+        run_sources(
+            eng, accumulate_source, todo, "accumulate", on_result=on_result, plan=plan, batch_rows=batch_rows
+        )
 
     summary: dict[str, Any] = {
-        "files": len(items),
+        "files": len(paths),
         "files_skipped": skipped,
         "files_accumulated": len(results),
         "complete": False,
         "outputs": [],
     }
-    for path in (p for _, p in items):
+    for path in paths:
         if path not in results and progress is not None and path in progress.files:
             results[path] = progress.load(path)
-    if len(results) < len(items):
-        left = len(items) - len(results)
+    if len(results) < len(paths):
+        left = len(paths) - len(results)
         if not quiet:
             print(
                 f"healforge run: stopped with {left} input file(s) left; rerun to continue", file=sys.stderr
@@ -693,17 +409,12 @@ def run_pipeline(
         return summary
 
     # the final state: per-file states merged in input order (same result after a resume)
-    from healforge.aggregate.api import _merge_tree
-
-    ordered = [results[p] for _, p in items]
-    state = _merge_tree([r[0] for r in ordered])
-    counts = {
-        k: sum(r[1][k] for r in ordered)
-        for k in ("rows_read", "rows_filtered", "rows_rejected", "rows_assigned")
-    }
+    ordered = [results[p] for p in paths]
+    state = merge_tree([r[0] for r in ordered])
+    counts = sum_counts([SourceResult(None, _counts(r[1])) for r in ordered]).as_dict()
     summary.update(counts)
-    state.rows_in, state.rows_rejected = counts["rows_read"], counts["rows_rejected"]
-    state.extra = {"pipeline": cfg.name, "state_columns": [c.describe() for c in plan]}
+    state.set_counts(rows_in=counts["rows_read"], rows_rejected=counts["rows_rejected"])
+    state.annotate(pipeline=cfg.name, state_columns=[c.describe() for c in plan.state_columns])
     if out.state:
         save_state(state, out.state, so)
         summary["outputs"].append(out.state)
@@ -719,26 +430,21 @@ def run_pipeline(
                     file=sys.stderr,
                 )
 
-    # pyramid: coarsen state order by order (merging), finalize each needed order
-    # one level at a time, so that a map at order k does not depend on which orders were asked for
+    # pyramid: each order the previous one merged (means are never averaged), so that a map at
+    # order k does not depend on which orders were asked for
     needed = set(out.orders)
-    orders = range(cfg.assignment.order, min(needed, default=cfg.assignment.order) - 1, -1)
     extra_meta = {
-        "inputs": [p for _, p in items],
+        "inputs": paths,
         "filter": cfg.filter.source if cfg.filter is not None else None,
         **counts,
     }
     maps: dict[int, pa.Table] = {}
-    current = state
     with Progress(len(needed), "pyramid", quiet=quiet, unit="order") as bar:
-        for k in orders:
-            if k != current.order:
-                current = current.coarsen(k)
-            if k in needed:
-                maps[k] = finalize_map(current, cfg, of_stat, extra_meta)
-                if map_hook is not None:
-                    maps[k] = map_hook(maps[k])
-                bar.update()
+        for level in pyramid(state, needed):
+            maps[level.order] = finalize_map(level, cfg, plan, extra_meta)
+            if map_hook is not None:
+                maps[level.order] = map_hook(maps[level.order])
+            bar.update()
     summary["orders"] = sorted(maps)
     summary["cells"] = {k: t.num_rows for k, t in maps.items()}
 
@@ -768,7 +474,7 @@ def run_pipeline(
             from healforge.maps.geoparquet import write_geoparquet
 
             g = out.geoparquet
-            if _is_local(g.path):
+            if is_local(g.path):
                 os.makedirs(os.path.dirname(os.path.abspath(g.path.removeprefix("file://"))), exist_ok=True)
             write_geoparquet(maps[g.order], g.path, step=g.edge_points, storage_options=so or None)
             summary["outputs"].append(g.path)
@@ -779,6 +485,12 @@ def run_pipeline(
             bar.update()
     summary["complete"] = True
     return summary
+
+
+def _counts(d: Mapping[str, int]):
+    from healforge.aggregate.core import Counts
+
+    return Counts(**{k: int(d.get(k, 0)) for k in Counts().as_dict()})
 
 
 def _quarantine_path(cfg: PipelineConfig) -> str:
@@ -803,7 +515,7 @@ def _plot(table: pa.Table, plot, storage_options) -> None:
         bounding_lat=plot.bounding_lat,
         width=plot.width,
     )
-    if _is_local(plot.path):
+    if is_local(plot.path):
         path = plot.path.removeprefix("file://")
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         plot_map(table, plot.variable, out=path, **kwargs)

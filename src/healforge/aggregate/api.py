@@ -1,142 +1,83 @@
-"""Public entry points: exact aggregation, streaming accumulation, merging and finalizing states."""
+"""Public entry points: exact aggregation, streaming accumulation, merging and finalizing states.
+
+Each builds a :class:`~healforge.aggregate.plan.Plan` and runs it on the one core
+(:mod:`healforge.aggregate.core`), as ``healforge run`` does.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 
-from healforge.aggregate.assign import Spec, assign_batch
-from healforge.aggregate.coords import (
-    LATITUDES,
-    LON_CONVENTIONS,
-    ON_BAD_ROWS,
-    Rejects,
-    check_choice,
-    value_column,
+from healforge.aggregate.coords import LATITUDES, LON_CONVENTIONS, ON_BAD_ROWS, check_choice
+from healforge.aggregate.core import (
+    Batch,
+    accumulate_source,
+    collect_source,
+    column_values,
+    merge_tree,
+    numeric_columns,
+    pyramid,
+    run_sources,
+    sum_counts,
 )
-from healforge.aggregate.finalize import DEFAULT_STATE_STATS, finalize_state
+from healforge.aggregate.finalize import DEFAULT_STATE_STATS, cell_area, finalize_state
 from healforge.aggregate.maptable import make_map_table, write_map
-from healforge.aggregate.sidecar import (
-    _quarantine_target,
-    gather_rejects,
-    map_sources,
-    position_spec,
-    read_sidecar,
-    sidecar_metadata,
-)
+from healforge.aggregate.plan import Assignment, Plan, PlanBuilder, parse_cell_specs
+from healforge.aggregate.sidecar import gather_rejects, quarantine_target, read_sidecar, sidecar_metadata
 from healforge.aggregate.sketch import DEFAULT_DELTA
-from healforge.aggregate.sources import Source, to_sources
+from healforge.aggregate.sources import Source, default_position, to_sources
 from healforge.aggregate.state import State
-from healforge.aggregate.state import merge_states as _merge_states
-from healforge.aggregate.stats import DEFAULT_STATS, cell_statistics, stat_label, validate_stats
+from healforge.aggregate.state import merge_states as merge_state_objects
+from healforge.aggregate.statistics import DEFAULT_STATS, resolve, resolve_all
+from healforge.aggregate.stats import cell_statistics
 from healforge.engine import Engine
 from healforge.errors import BadInputError, OptionError
-from healforge.expressions import parse_column_spec, parse_row
+from healforge.expressions import parse_column_spec
 from healforge.healpix import check_order
 from healforge.io.readers import DEFAULT_BATCH_ROWS
 from healforge.maps.parquet import write_parquet
 
-
-class ValueSpec:
-    """Output columns (plain or ``name=expression``) and an optional weight expression."""
-
-    def __init__(self, columns: Sequence[str] | str, weight: str | None = None):
-        if isinstance(columns, str):
-            columns = [columns]
-        if not columns:
-            raise ValueError("give at least one value column")
-        self.items = [parse_column_spec(c) for c in columns]
-        self.weight = weight
-        self.weight_expr = parse_row(weight) if weight else None
-        need: list[str] = []
-        for name, expr in self.items:
-            need.extend(sorted(expr.names) if expr else [name])
-        if self.weight_expr is not None:
-            need.extend(sorted(self.weight_expr.names))
-        self.inputs = list(dict.fromkeys(need))
-        self.names = [n for n, _ in self.items]
-
-    def values(self, table: pa.Table, path: str | None) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-        raw = {c: value_column(table, c, path) for c in self.inputs}
-        n = table.num_rows
-
-        def value(name, expr):
-            return np.asarray(expr.evaluate(raw, n), np.float64) if expr else raw[name]
-
-        vals = {name: value(name, expr) for name, expr in self.items}
-        w = None
-        if self.weight_expr is not None:
-            w = value(None, self.weight_expr)
-            bad = ~np.isfinite(w) | (w < 0)
-            # a weight is only needed where some value is present
-            present = np.zeros(w.size, bool)
-            for v in vals.values():
-                present |= ~np.isnan(v)
-            bad &= present
-            if bad.any():
-                i = int(np.flatnonzero(bad)[0])
-                raise BadInputError(
-                    f"weight expression {self.weight!r} gives {w[i]!r} (weights must be finite and >= 0)",
-                    path=path,
-                    row=i,
-                    value=float(w[i]),
-                )
-        return vals, w
+CellSpecs = Sequence[str] | Mapping[str, str] | None
 
 
-def _conventions(lon_convention: str, latitude: str, on_bad_rows: str) -> None:
-    check_choice("lon_convention", lon_convention, LON_CONVENTIONS)
-    check_choice("latitude", latitude, LATITUDES)
-    check_choice("on_bad_rows", on_bad_rows, ON_BAD_ROWS)
+def value_builder(
+    columns: Sequence[str] | str,
+    weight: str | None,
+    stats: Sequence[str] = (),
+    cell_expressions: CellSpecs = None,
+) -> tuple[PlanBuilder, list[str]]:
+    """A plan builder with one state column per value column (plain or ``name=expression``), all
+    weighted by ``weight``, the statistics ``{column}_{stat}`` of each, and the cell expressions
+    (their row expressions become extra state columns). Returns the builder and the column names."""
+    if isinstance(columns, str):
+        columns = [columns]
+    if not columns:
+        raise OptionError("give at least one value column")
+    b = PlanBuilder()
+    names = []
+    resolved = resolve_all(stats) if stats else []
+    for spec in columns:
+        name, expr = parse_column_spec(spec)
+        key = b.column(expr if expr is not None else name, weight, key=name)
+        names.append(key)
+        for s in resolved:
+            b.statistic(f"{key}_{s.label}", key, s)
+    for name, expr in parse_cell_specs(cell_expressions).items():
+        b.cell_expression(name, expr)
+    return b, names
 
 
-def _read_columns(source: Source, spec: Spec | None, vspec: ValueSpec, extra: list[str]) -> list[str] | None:
-    if spec is not None and spec.on_bad_rows == "quarantine":
-        return None  # keep whole rows for the quarantine file
-    cols = (spec.columns if spec else []) + vspec.inputs + extra
-    return list(dict.fromkeys(cols))
-
-
-def _collect_task(source: Source, spec: Spec, order: int, vspec: ValueSpec, batch_rows: int):
-    """Cells, values and weights of every assigned row of one source (for exact statistics)."""
-    rejects = Rejects()
-    cells, weights, values = [], [], {n: [] for n in vspec.names}
-    n = 0
-    for first, table in source.batches(_read_columns(source, spec, vspec, []), batch_rows):
-        _, assigned = assign_batch(table, spec, [order], path=source.label, first_row=first, rejects=rejects)
-        a = assigned[order]
-        vals, uw = vspec.values(table, source.label)
-        cells.append(a.cell)
-        weights.append(a.weight * (uw[a.row] if uw is not None else 1.0))
-        for k, v in vals.items():
-            values[k].append(v[a.row])
-        n += table.num_rows
-    return (
-        np.concatenate(cells),
-        {k: np.concatenate(v) for k, v in values.items()},
-        np.concatenate(weights),
-        n,
-        rejects,
-    )
-
-
-def _source_values_task(source: Source, vspec: ValueSpec, id_column: str | None, batch_rows: int):
-    vals_parts, w_parts, id_parts = {n: [] for n in vspec.names}, [], []
-    n = 0
-    extra = [id_column] if id_column else []
-    for _, table in source.batches(_read_columns(source, None, vspec, extra), batch_rows):
-        vals, uw = vspec.values(table, source.label)
-        for k, v in vals.items():
-            vals_parts[k].append(v)
-        w_parts.append(uw if uw is not None else np.ones(table.num_rows))
-        if id_column:
-            id_parts.append(table.column(id_column).to_numpy().astype(np.int64))
-        n += table.num_rows
-    ids = np.concatenate(id_parts) if id_column else None
-    return {k: np.concatenate(v) for k, v in vals_parts.items()}, np.concatenate(w_parts), ids, n
+def _assignment(inputs, order, lon, lat, geometry, mode, lon_convention, latitude, on_bad_rows) -> Assignment:
+    lon, lat = default_position(inputs, lon, lat, geometry)
+    if geometry is None and (lon is None or lat is None):
+        raise OptionError("give lon and lat columns, or a geometry column")
+    if geometry is not None and (lon is not None or lat is not None):
+        raise OptionError("give either lon/lat columns or a geometry column, not both")
+    return Assignment(check_order(order), lon, lat, geometry, mode, lon_convention, latitude, on_bad_rows)
 
 
 def aggregate(
@@ -161,6 +102,9 @@ def aggregate(
     output: str | os.PathLike | None = None,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     engine: Engine | None = None,
+    cell_expressions: CellSpecs = None,
+    filter: str | None = None,
+    radius_km: float | None = None,
 ) -> pa.Table:
     """Exact per-cell statistics of value columns, as a map table.
 
@@ -188,90 +132,65 @@ def aggregate(
         Variance degrees of freedom; statistics of cells with fewer valid values are NaN.
     output
         Parquet file to write the map table to.
+    cell_expressions
+        ``{name: expression}`` (or ``["name=expression"]``) of per-cell expressions over
+        aggregates of row expressions, e.g. ``"1 / sqrt(sum(1 / s**2))"`` or ``"count(h) / area"``
+        (``area``: the cell's area in steradians, or km2 with ``radius_km``).
+    filter
+        Row expression; only rows where it is true are aggregated.
 
     Returns
     -------
     pyarrow.Table
         Map table (``cell_ids`` + ``{column}_{stat}`` columns, ``healforge`` metadata).
     """
-    _conventions(lon_convention, latitude, on_bad_rows)
-    stats = validate_stats(stats)
-    vspec = ValueSpec(columns, weight)
+    for name, value, choices in (
+        ("lon_convention", lon_convention, LON_CONVENTIONS),
+        ("latitude", latitude, LATITUDES),
+        ("on_bad_rows", on_bad_rows, ON_BAD_ROWS),
+    ):
+        check_choice(name, value, choices)
+    builder, names = value_builder(columns, weight, stats, cell_expressions)
     sources = to_sources(inputs)
     engine = engine or Engine(synchronous=True, quiet=True)
-    rows_rejected = 0
     if sidecar is not None:
-        if isinstance(sidecar, str | os.PathLike):
-            sc = read_sidecar(sidecar, order)
-        else:
-            sc = sidecar
+        if filter:
+            raise OptionError(
+                "a filter cannot be combined with a sidecar: filter the rows before making the sidecar"
+            )
+        sc = read_sidecar(sidecar, order) if isinstance(sidecar, str | os.PathLike) else sidecar
         meta = sidecar_metadata(sc)
         order = int(meta["order"])
         latitude = meta.get("latitude", latitude)
-        results = map_sources(
-            engine,
-            _source_values_task,
-            sources,
-            "read",
-            vspec=vspec,
-            id_column=id_column,
-            batch_rows=batch_rows,
+        plan = builder.build(
+            sources, None, filter=_filter(filter), radius_km=radius_km, ddof=ddof, min_count=min_count
         )
-        vals = {k: np.concatenate([r[0][k] for r in results]) for k in vspec.names}
-        uw = np.concatenate([r[1] for r in results])
-        rows_in = sum(r[3] for r in results)
-        sid = sc.column("source_id").to_numpy()
-        if id_column:
-            ids = np.concatenate([r[2] for r in results])
-            srt = np.argsort(ids, kind="stable")
-            pos = np.searchsorted(ids[srt], sid)
-            found = pos < ids.size
-            found[found] = ids[srt][pos[found]] == sid[found]
-            rowpos = srt[np.minimum(pos, ids.size - 1)]
-        else:
-            found = (sid >= 0) & (sid < rows_in)
-            rowpos = sid
-        if not found.all():
-            i = int(np.flatnonzero(~found)[0])
-            raise BadInputError(
-                f"sidecar source_id {int(sid[i])} has no matching input row "
-                f"({'id column ' + repr(id_column) if id_column else f'{rows_in} input rows'})",
-                column="source_id",
-                row=i,
-                value=int(sid[i]),
-            )
-        cells = sc.column("healpix_id").to_numpy()
-        w = sc.column("weight").to_numpy() * uw[rowpos]
-        values = {k: v[rowpos] for k, v in vals.items()}
+        cells, values, w, rows_in = _sidecar_rows(plan, sc, sources, engine, id_column, batch_rows)
         rows_rejected = int(meta.get("rows_rejected", 0))
     else:
         if order is None:
             raise OptionError("give a sidecar, or an order with lon/lat (or geometry) columns")
-        order = check_order(order)
-        spec = position_spec(inputs, lon, lat, geometry, mode, latitude, on_bad_rows)
-        qpath = _quarantine_target(on_bad_rows, quarantine, output)
-        results = map_sources(
-            engine,
-            _collect_task,
-            sources,
-            "aggregate",
-            spec=spec,
-            order=order,
-            vspec=vspec,
-            batch_rows=batch_rows,
+        assignment = _assignment(
+            inputs, order, lon, lat, geometry, mode, lon_convention, latitude, on_bad_rows
         )
-        cells = np.concatenate([r[0] for r in results])
-        values = {k: np.concatenate([r[1][k] for r in results]) for k in vspec.names}
-        w = np.concatenate([r[2] for r in results])
-        rows_in = sum(r[3] for r in results)
-        rows_rejected = gather_rejects((r[4] for r in results), qpath, engine.quiet).count
-    cell_ids, out = cell_statistics(cells, values, stats, weights=w, ddof=ddof, min_count=min_count)
+        plan = builder.build(
+            sources, assignment, filter=_filter(filter), radius_km=radius_km, ddof=ddof, min_count=min_count
+        )
+        qpath = quarantine_target(on_bad_rows, quarantine, output)
+        results = run_sources(engine, collect_source, sources, "aggregate", plan=plan, batch_rows=batch_rows)
+        cells = np.concatenate([r.cells for r in results])
+        values = {k: np.concatenate([r.values[k] for r in results]) for k in plan.keys}
+        wkey = plan.state_columns[0].weight.source if plan.state_columns[0].weight is not None else None
+        w = np.concatenate([r.weights.get(wkey, np.ones(r.cells.size)) for r in results])
+        rows_in = sum_counts(results).rows_read
+        rows_rejected = gather_rejects((r.rejects for r in results), qpath, engine.quiet).count
+    cell_ids, out = exact_statistics(cells, values, w, plan, order)
     meta = {
         "order": order,
         "lon_convention": lon_convention,
         "latitude": latitude,
-        "statistics": [stat_label(s) for s in stats],
-        "columns": vspec.names,
+        "statistics": [s.label for s in resolve_all(stats)],
+        "columns": names,
         "ddof": ddof,
         "min_count": min_count,
         "weight": weight,
@@ -279,30 +198,144 @@ def aggregate(
         "rows_in": rows_in,
         "rows_rejected": rows_rejected,
     }
+    if plan.cell_statistics:
+        meta["cell_expressions"] = {c.name: c.expression.source for c in plan.cell_statistics}
     table = make_map_table(cell_ids, out, meta)
     if output is not None:
         write_map(table, output)
     return table
 
 
-def _accumulate_task(source: Source, spec: Spec, order: int, vspec: ValueSpec, batch_rows: int, conv: dict):
-    rejects = Rejects()
-    pending: list[State] = []
-    for first, table in source.batches(_read_columns(source, spec, vspec, []), batch_rows):
-        _, assigned = assign_batch(table, spec, [order], path=source.label, first_row=first, rejects=rejects)
-        a = assigned[order]
-        vals, uw = vspec.values(table, source.label)
-        w = a.weight * (uw[a.row] if uw is not None else 1.0)
-        if uw is None and spec.geometry is None:
-            w = None  # unit weights: lets the batch reduction skip carrying weights through the sort
-        batch = State.from_batch(a.cell, {k: v[a.row] for k, v in vals.items()}, order, weights=w, **conv)
-        batch.rows_in = table.num_rows
-        pending.append(batch)
-        if len(pending) == 8:  # bounded memory; merging in groups keeps the work near-linear
-            pending = [_merge_tree(pending)]
-    state = _merge_tree(pending)
-    state.rows_rejected = rejects.count
-    return state, rejects
+def _filter(src: str | None):
+    from healforge.expressions import parse_filter
+
+    return parse_filter(src) if src else None
+
+
+def exact_statistics(
+    cells: np.ndarray,
+    values: dict[str, np.ndarray],
+    weights: np.ndarray,
+    plan: Plan,
+    order: int,
+    ddof: int | None = None,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Exact values of a plan's statistics and cell expressions from every assigned row:
+    ``(cell_ids, {variable: array})``."""
+    ddof = plan.ddof if ddof is None else ddof
+    by_column: dict[str, list] = {}
+    for s in plan.statistics:
+        by_column.setdefault(s.column, []).append(s)
+    # columns asking for the same statistics go through one call (one grouping by cell for all)
+    groups: dict[tuple, list[str]] = {}
+    for key, stats in by_column.items():
+        groups.setdefault(tuple(s.stat for s in stats), []).append(key)
+    cell_ids = None
+    out: dict[str, np.ndarray] = {}
+    for stats, keys in groups.items():
+        cell_ids, res = cell_statistics(
+            cells,
+            {k: values[k] for k in keys},
+            list(stats),
+            weights=weights,
+            ddof=ddof,
+            min_count=plan.min_count,
+        )
+        for k in keys:
+            for s in by_column[k]:
+                out[s.name] = res[f"{k}_{s.stat.label}"]
+    for cs in plan.cell_statistics:
+        rows = {src: values[key] for src, key in cs.columns.items()}
+        cell_ids, out[cs.name] = exact_cell_expression(cells, rows, cs.expression, order, plan.radius_km)
+    if cell_ids is None:
+        cell_ids = np.unique(np.asarray(cells, np.int64))
+    return cell_ids, out
+
+
+def exact_cell_expression(
+    cells: np.ndarray,
+    rows: Mapping[str, np.ndarray],
+    expression,
+    order: int,
+    radius_km: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact per-cell values of a cell expression from every row: ``(cell_ids, values)``.
+
+    ``rows`` maps the source text of each aggregate's row expression to its values (row order of
+    ``cells``)."""
+    agg = {}
+    cell_ids = np.unique(np.asarray(cells, np.int64))
+    for a in expression.aggregates:
+        st = resolve(a.func, {"ddof": a.ddof} if a.func in ("var", "std") else None)
+        cell_ids, res = cell_statistics(cells, {"v": rows[a.row.source]}, [resolve("count"), st], ddof=0)
+        agg[a.key] = np.asarray(res[f"v_{st.label}"], dtype=np.float64)
+    area = cell_area(order, radius_km) if expression.uses_area else None
+    v = np.asarray(expression.evaluate(agg, area=area), dtype=np.float64)
+    return cell_ids, (np.broadcast_to(v, cell_ids.shape).copy() if v.ndim == 0 else v)
+
+
+def _values_task(source: Source, plan: Plan, id_column: str | None, batch_rows: int):
+    """Values of every row of one source (no assignment; a sidecar gives the cells)."""
+    parts, w_parts, id_parts = {k: [] for k in plan.keys}, [], []
+    n = 0
+    read = list(dict.fromkeys(plan.value_names + ([id_column] if id_column else [])))
+    for first, table in source.batches(read, batch_rows):
+        rows = np.arange(table.num_rows)
+        b = Batch(
+            numeric_columns(table, plan.value_names, source.label),
+            rows,
+            rows,
+            None,
+            first,
+            None,
+            table.num_rows,
+            source.label,
+        )
+        by_weight, ws = column_values(b, plan.state_columns)
+        for vals in by_weight.values():
+            for k, v in vals.items():
+                parts[k].append(v)
+        w = next(iter(ws.values()))
+        w_parts.append(w if w is not None else np.ones(table.num_rows))
+        if id_column:
+            id_parts.append(table.column(id_column).to_numpy().astype(np.int64))
+        n += table.num_rows
+    ids = np.concatenate(id_parts) if id_column else None
+    return {k: np.concatenate(v) for k, v in parts.items()}, np.concatenate(w_parts), ids, n
+
+
+def _sidecar_rows(plan: Plan, sc: pa.Table, sources, engine: Engine, id_column: str | None, batch_rows: int):
+    """Cells, values and weights of the sidecar's rows: values read from the inputs, matched by
+    row position or id column."""
+    results = run_sources(
+        engine, _values_task, sources, "read", plan=plan, id_column=id_column, batch_rows=batch_rows
+    )
+    vals = {k: np.concatenate([r[0][k] for r in results]) for k in plan.keys}
+    uw = np.concatenate([r[1] for r in results])
+    rows_in = sum(r[3] for r in results)
+    sid = sc.column("source_id").to_numpy()
+    if id_column:
+        ids = np.concatenate([r[2] for r in results])
+        srt = np.argsort(ids, kind="stable")
+        pos = np.searchsorted(ids[srt], sid)
+        found = pos < ids.size
+        found[found] = ids[srt][pos[found]] == sid[found]
+        rowpos = srt[np.minimum(pos, ids.size - 1)]
+    else:
+        found = (sid >= 0) & (sid < rows_in)
+        rowpos = sid
+    if not found.all():
+        i = int(np.flatnonzero(~found)[0])
+        raise BadInputError(
+            f"sidecar source_id {int(sid[i])} has no matching input row "
+            f"({'id column ' + repr(id_column) if id_column else f'{rows_in} input rows'})",
+            column="source_id",
+            row=i,
+            value=int(sid[i]),
+        )
+    cells = sc.column("healpix_id").to_numpy()
+    w = sc.column("weight").to_numpy() * uw[rowpos]
+    return cells, {k: v[rowpos] for k, v in vals.items()}, w, rows_in
 
 
 def accumulate(
@@ -324,6 +357,8 @@ def accumulate(
     quarantine: str | os.PathLike | None = None,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     engine: Engine | None = None,
+    cell_expressions: CellSpecs = None,
+    filter: str | None = None,
 ) -> State:
     """Accumulate inputs into a streaming state (moments + quantile sketches per cell and column).
 
@@ -332,13 +367,15 @@ def accumulate(
     which is then also the default ``output``). With footprints, ``fuzzy`` rows count in every cell
     they overlap and their area fraction weights the ``w*`` moments.
 
+    ``cell_expressions`` (``{name: expression}`` or ``["name=expression"]``) keep the aggregates
+    of their row expressions as extra state columns, so that :func:`finalize` computes them at
+    every order; they are remembered in the state.
+
     Returns
     -------
     State
         The accumulated state (also saved to ``output`` when given).
     """
-    _conventions(lon_convention, latitude, on_bad_rows)
-    vspec = ValueSpec(columns, weight)
     base = None
     if state is not None:
         if isinstance(state, State):
@@ -352,43 +389,25 @@ def accumulate(
         if base is None:
             raise OptionError("give an order (or an existing state to add to)")
         order = base.order
-    order = check_order(order)
-    spec = position_spec(inputs, lon, lat, geometry, mode, latitude, on_bad_rows)
-    qpath = _quarantine_target(on_bad_rows, quarantine, output)
+    exprs = dict(base.extra.get("cell_expressions", {})) if base is not None else {}
+    exprs.update({k: v.source for k, v in parse_cell_specs(cell_expressions).items()})
+    builder, _ = value_builder(columns, weight, (), exprs)
+    assignment = _assignment(inputs, order, lon, lat, geometry, mode, lon_convention, latitude, on_bad_rows)
     sources = to_sources(inputs)
+    plan = builder.build(sources, assignment, filter=_filter(filter), delta=delta)
+    qpath = quarantine_target(on_bad_rows, quarantine, output)
     engine = engine or Engine(synchronous=True, quiet=True)
-    conv = {"lon_convention": lon_convention, "latitude": latitude, "delta": delta}
-    results = map_sources(
-        engine,
-        _accumulate_task,
-        sources,
-        "accumulate",
-        spec=spec,
-        order=order,
-        vspec=vspec,
-        batch_rows=batch_rows,
-        conv=conv,
-    )
-    gather_rejects((r[1] for r in results), qpath, engine.quiet)
-    parts = [r[0] for r in results]
+    results = run_sources(engine, accumulate_source, sources, "accumulate", plan=plan, batch_rows=batch_rows)
+    gather_rejects((r.rejects for r in results), qpath, engine.quiet)
+    parts = [r.state for r in results]
     if base is not None:
         parts.insert(0, base)
-    out = _merge_tree(parts)
+    out = merge_tree(parts)
+    if exprs:
+        out.annotate(cell_expressions=exprs)
     if output is not None:
         out.save(output)
     return out
-
-
-# States merged at once in the merge tree: one merge of k states costs about as much as one
-# pairwise merge of the same rows, so a wide tree does far less work than a binary one.
-MERGE_FAN_IN = 8
-
-
-def _merge_tree(states: list[State]) -> State:
-    """Merge states as a balanced tree of fan-in ``MERGE_FAN_IN`` (same result as one merge)."""
-    while len(states) > 1:
-        states = [_merge_states(states[i : i + MERGE_FAN_IN]) for i in range(0, len(states), MERGE_FAN_IN)]
-    return states[0]
 
 
 def merge_states(
@@ -402,7 +421,7 @@ def merge_states(
     labels = [str(s) if not isinstance(s, State) else f"state {i}" for i, s in enumerate(states)]
     for i, s in enumerate(loaded[1:], 1):
         loaded[0].check_compatible(s, where=f" ({labels[0]} and {labels[i]})")
-    out = _merge_states(loaded)
+    out = merge_state_objects(loaded)
     if output is not None:
         out.save(output)
     return out
@@ -418,6 +437,8 @@ def finalize(
     min_order: int | None = None,
     output: str | os.PathLike | None = None,
     metadata: dict | None = None,
+    cell_expressions: CellSpecs = None,
+    radius_km: float | None = None,
 ) -> pa.Table | dict[int, pa.Table]:
     """Map table of a state, or a pyramid of map tables down to ``min_order``.
 
@@ -434,22 +455,26 @@ def finalize(
         (a pyramid: a directory of ``order_KK.parquet``).
     metadata
         Extra product metadata for a Zarr store's root attributes.
+    cell_expressions
+        Cell expressions (``{name: expression}`` or ``["name=expression"]``) besides those
+        remembered in the state; their row expressions must be columns of the state.
+    radius_km
+        Sphere radius giving ``area`` in km2 in cell expressions (default: steradians).
     """
     st = state if isinstance(state, State) else State.load(state)
+    exprs = parse_cell_specs(st.extra.get("cell_expressions"))
+    exprs.update(parse_cell_specs(cell_expressions))
     if order is not None and order != st.order:
         st = st.coarsen(order)
+    kw = dict(cell_expressions=exprs, radius_km=radius_km)
     if min_order is None:
-        result: pa.Table | dict[int, pa.Table] = finalize_state(st, stats, ddof, min_count)
+        result: pa.Table | dict[int, pa.Table] = finalize_state(st, stats, ddof, min_count, **kw)
     else:
         min_order = check_order(min_order)
         if min_order > st.order:
             raise OptionError(f"min_order {min_order} is finer than the state's order {st.order}")
-        result = {}
-        level = st
-        for k in range(st.order, min_order - 1, -1):
-            if k != level.order:
-                level = level.coarsen(k)  # merging children's states (associative) = state at k
-            result[k] = finalize_state(level, stats, ddof, min_count)
+        levels = pyramid(st, range(min_order, st.order + 1))
+        result = {lv.order: finalize_state(lv, stats, ddof, min_count, **kw) for lv in levels}
         result = dict(sorted(result.items()))
     if output is not None:
         write_output(result, output, metadata=metadata)

@@ -16,14 +16,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from healforge.aggregate.assign import Spec, assign_batch
+from healforge.aggregate.assign import Spec
 from healforge.aggregate.coords import (
     LATITUDES,
     LON_CONVENTIONS,
@@ -60,27 +59,26 @@ def _id_values(table: pa.Table, id_column: str, path: str | None) -> np.ndarray:
 
 
 def _sidecar_task(
-    source: Source, spec: Spec, orders: list[int], id_column: str | None, batch_rows: int
+    source: Source, plan, orders: list[int], id_column: str | None, batch_rows: int
 ) -> tuple[dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]], int, Rejects]:
-    rejects = Rejects()
+    from healforge.aggregate.core import Counts, batches
+
+    counts, rejects = Counts(), Rejects()
     parts: dict[int, list] = {o: [] for o in orders}
-    cols = spec.columns + ([id_column] if id_column and id_column not in spec.columns else [])
-    n = 0
-    all_cols = spec.on_bad_rows == "quarantine"
-    for first, table in source.batches(None if all_cols else cols, batch_rows):
-        _, assigned = assign_batch(table, spec, orders, path=source.label, first_row=first, rejects=rejects)
-        ids = _id_values(table, id_column, source.label) if id_column else None
-        for o, a in assigned.items():
-            sid = ids[a.row] if ids is not None else a.row.astype(np.int64) + first
+    extra = [id_column] if id_column else []
+    for b in batches(source, plan, batch_rows, counts, rejects, orders=orders, extra_columns=extra):
+        ids = _id_values(b.table, id_column, source.label) if id_column else None
+        for o in orders:
+            a = b.by_order[o]
+            sid = ids[a.row] if ids is not None else a.row.astype(np.int64) + b.first
             parts[o].append((sid, a.cell, a.weight))
-        n += table.num_rows
     out = {}
     for o in orders:
         if parts[o]:
             out[o] = tuple(np.concatenate(x) for x in zip(*parts[o], strict=True))
         else:
             out[o] = (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0))
-    return out, n, rejects
+    return out, counts.rows_read, rejects
 
 
 def sidecar(
@@ -139,16 +137,22 @@ def sidecar(
     check_choice("latitude", latitude, LATITUDES)
     check_choice("on_bad_rows", on_bad_rows, ON_BAD_ROWS)
     orders = [check_order(o) for o in ([order] if np.ndim(order) == 0 else list(order))]
-    spec = position_spec(inputs, lon, lat, geometry, mode, latitude, on_bad_rows)
-    qpath = _quarantine_target(on_bad_rows, quarantine, output)
+    from healforge.aggregate.core import run_sources
+    from healforge.aggregate.plan import Assignment, Plan
+
+    lon, lat = default_position(inputs, lon, lat, geometry)
+    spec = Spec(lon=lon, lat=lat, geometry=geometry, mode=mode, latitude=latitude, on_bad_rows=on_bad_rows)
+    qpath = quarantine_target(on_bad_rows, quarantine, output)
     sources = to_sources(inputs)
+    assignment = Assignment(max(orders), lon, lat, geometry, mode, lon_convention, latitude, on_bad_rows)
+    plan = Plan(tuple(sources), assignment, ())
     engine = engine or Engine(synchronous=True, quiet=True)
-    results = map_sources(
+    results = run_sources(
         engine,
         _sidecar_task,
         sources,
         "sidecar",
-        spec=spec,
+        plan=plan,
         orders=orders,
         id_column=id_column,
         batch_rows=batch_rows,
@@ -201,42 +205,6 @@ def _sorted_pairs(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.all((da > 0) | ((da == 0) & (db > 0))))
 
 
-def position_spec(
-    inputs,
-    lon: str | None,
-    lat: str | None,
-    geometry: str | None,
-    mode: str,
-    latitude: str,
-    on_bad_rows: str,
-) -> Spec:
-    """The assignment :class:`Spec` of an aggregation call.
-
-    Parameters
-    ----------
-    inputs
-        The call's inputs; a HATS catalog gives the default ``lon`` / ``lat`` columns.
-    lon, lat, geometry, mode, latitude, on_bad_rows
-        As given to :func:`sidecar`, :func:`~healforge.aggregate.api.aggregate` or
-        :func:`~healforge.aggregate.api.accumulate`.
-    """
-    lon, lat = default_position(inputs, lon, lat, geometry)
-    return Spec(lon=lon, lat=lat, geometry=geometry, mode=mode, latitude=latitude, on_bad_rows=on_bad_rows)
-
-
-def map_sources(
-    engine: Engine, task: Callable[..., Any], sources: Sequence[Source], desc: str, **kwargs: Any
-) -> list[Any]:
-    """Run ``task(source, **kwargs)`` for every source on ``engine``, each task labelled by its source.
-
-    Returns
-    -------
-    list
-        The tasks' results, in the order of ``sources``.
-    """
-    return engine.map(task, sources, desc=desc, labels=[s.label for s in sources], **kwargs)
-
-
 def gather_rejects(parts: Iterable[Rejects], qpath: str | None, quiet: bool) -> Rejects:
     """All tasks' rejected rows in one :class:`~healforge.aggregate.coords.Rejects`, written to the
     quarantine file ``qpath`` when there is one (see :func:`report_quarantine`)."""
@@ -247,7 +215,7 @@ def gather_rejects(parts: Iterable[Rejects], qpath: str | None, quiet: bool) -> 
     return rejects
 
 
-def _quarantine_target(on_bad_rows, quarantine, output) -> str | None:
+def quarantine_target(on_bad_rows, quarantine, output) -> str | None:
     if on_bad_rows != "quarantine":
         return None
     if quarantine is not None:

@@ -1,35 +1,51 @@
-"""Inputs of the aggregation tools: files (any reader format), HATS catalogs or in-memory tables.
+"""The one input model of the aggregation tools and ``healforge run``.
 
-A HATS catalog directory (one holding ``hats.properties``) stands for its data files: each
-partition file is one source, hence one unit of work for the :class:`~healforge.engine.Engine`.
+Inputs are files (any format of the reader registry :data:`healforge.io.readers.READERS`),
+globs, directories, URLs (fsspec, with ``storage_options``), HATS catalogs, HDF5 files read through
+dataset templates (``/{group}/land_ice_segments/h_li``) or in-memory tables. Each file is one
+:class:`Source`, hence one unit of work for the :class:`~healforge.engine.Engine`; a HATS catalog
+directory (one holding ``hats.properties``) stands for its partition files.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from healforge.io.readers import DEFAULT_BATCH_ROWS, expand_inputs, iter_batches
+from healforge.io.readers import DEFAULT_BATCH_ROWS, detect_format, expand_inputs, iter_batches
 
 
 @dataclass
 class Source:
-    """One unit of input: a file path, or a table held in memory (``label`` names it in errors)."""
+    """One unit of input: a file path, or a table held in memory (``label`` names it in errors).
+
+    ``format`` (else detected from the suffix), ``columns`` (output name -> source column, or
+    HDF5 dataset template with ``{group}`` expanded over ``groups``), reader ``options`` and
+    fsspec ``storage_options`` say how a file is read.
+    """
 
     label: str
     path: str | None = None
     table: pa.Table | None = None
     shapely_geometry: dict | None = None  # column -> shapely array, for GeoDataFrame inputs
+    format: str | None = None
+    columns: dict[str, str] = field(default_factory=dict)
+    groups: tuple[str, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
+    storage_options: dict[str, Any] = field(default_factory=dict)
 
     def batches(
         self, columns: Sequence[str] | None, batch_rows: int = DEFAULT_BATCH_ROWS
     ) -> Iterator[tuple[int, pa.Table]]:
+        """``(first_row, table)`` batches with the (renamed) ``columns`` (all when ``None``)."""
         if self.path is not None:
-            yield from iter_batches(self.path, columns=columns, batch_rows=batch_rows)
+            yield from self._file_batches(columns, batch_rows)
             return
         from healforge.errors import BadInputError
 
@@ -49,6 +65,79 @@ class Source:
         for start in range(0, table.num_rows, batch_rows):
             yield start, table.slice(start, batch_rows)
 
+    def _file_batches(self, columns, batch_rows):
+        if "reader" in self.options:  # a reader function named ``module:function`` (zagg layouts)
+            module, _, attr = str(self.options["reader"]).partition(":")
+            reader = getattr(importlib.import_module(module), attr)
+            yield from reader(
+                self.path, self.options, batch_rows=batch_rows, storage_options=self.storage_options
+            )
+            return
+        fmt = detect_format(self.path, self.format)
+        if fmt == "hdf5" and self.columns:
+            from healforge.io.hdf5 import iter_hdf5_template
+
+            yield from iter_hdf5_template(
+                self.path,
+                self.columns,
+                list(self.groups) or None,
+                batch_rows=batch_rows,
+                storage_options=self.storage_options,
+                **{k: v for k, v in self.options.items() if k in ("on_missing_group", "mask_fill")},
+            )
+            return
+        wanted = None
+        if self.columns:
+            wanted = list(self.columns.values())
+        elif columns:
+            wanted = list(columns)
+        for first, table in iter_batches(
+            self.path,
+            columns=wanted,
+            batch_rows=batch_rows,
+            fmt=fmt,
+            storage_options=self.storage_options or None,
+            **self.options,
+        ):
+            if self.columns:
+                table = table.rename_columns(list(self.columns))
+            yield first, table
+
+
+def file_sources(
+    paths: Sequence[str],
+    *,
+    format: str | None = None,
+    columns: dict[str, str] | None = None,
+    groups: Sequence[str] = (),
+    options: dict[str, Any] | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> list[Source]:
+    """Sources of one input entry: its paths (files, globs, directories, URLs) expanded, all read
+    the same way (lists files; reads no data)."""
+    so = dict(storage_options or {})
+    return [
+        Source(
+            label=p,
+            path=p,
+            format=format,
+            columns=dict(columns or {}),
+            groups=tuple(groups),
+            options=dict(options or {}),
+            storage_options=so,
+        )
+        for p in _expand(paths, so)
+    ]
+
+
+def _expand(paths: Sequence[str], storage_options: dict[str, Any]) -> list[str]:
+    """Files of ``paths`` in order: a local HATS catalog gives its partition files."""
+    out: dict[str, None] = {}
+    for p in paths:
+        files = catalog_files(p) if is_hats_catalog(p) else expand_inputs([p], storage_options or None)
+        out.update(dict.fromkeys(files))
+    return list(out)
+
 
 def to_sources(inputs) -> list[Source]:
     """Sources from a path, a list of paths/globs/directories, a pyarrow Table or a (Geo)DataFrame."""
@@ -57,6 +146,8 @@ def to_sources(inputs) -> list[Source]:
     if isinstance(inputs, str | os.PathLike):
         inputs = [inputs]
     items = list(inputs)
+    if items and all(isinstance(x, Source) for x in items):
+        return items
     if items and all(isinstance(x, pa.Table) or _is_frame(x) for x in items):
         return [_table_source(x, f"<table {i}>") for i, x in enumerate(items)]
     out: list[Source] = []
@@ -76,11 +167,19 @@ def to_sources(inputs) -> list[Source]:
 
 
 def is_hats_catalog(path) -> bool:
-    """Whether ``path`` is a local HATS catalog directory (it holds ``hats.properties``)."""
+    """Whether ``path`` is a local HATS catalog directory (it holds ``hats.properties``) or a
+    collection (read as its primary catalog)."""
     if not isinstance(path, str | os.PathLike):
         return False
-    path = os.fspath(path)
+    path = _primary(os.fspath(path))
     return os.path.isdir(path) and os.path.isfile(os.path.join(path, "hats.properties"))
+
+
+def _primary(path: str) -> str:
+    """A collection's primary catalog; any other path as it is."""
+    from healforge.catalog.collection import is_collection, resolve_catalog
+
+    return str(resolve_catalog(path)) if os.path.isdir(path) and is_collection(path) else path
 
 
 def catalog_files(path: str) -> list[str]:
@@ -88,6 +187,7 @@ def catalog_files(path: str) -> list[str]:
     from healforge.catalog.format import list_data_files
     from healforge.errors import BadInputError
 
+    path = _primary(os.fspath(path))
     files = [str(p) for p in list_data_files(path)]
     if not files:
         raise BadInputError("HATS catalog has no data files", path=path)
@@ -109,7 +209,7 @@ def catalog_position_columns(inputs) -> tuple[str, str] | None:
     found: set[tuple[str, str]] = set()
     for x in inputs:
         if is_hats_catalog(x):
-            props = read_properties(x)
+            props = read_properties(_primary(os.fspath(x)))
             ra, dec = props.get("hats_col_ra"), props.get("hats_col_dec")
             if not ra or not dec:
                 raise BadInputError(

@@ -150,6 +150,44 @@ class State:
         out.rows_in, out.rows_rejected = self.rows_in, self.rows_rejected
         return out
 
+    def with_columns(self, *others: State, order: Sequence[str] | None = None) -> State:
+        """A new state with the columns of this state and ``others``: states of the same rows
+        (hence the same cells), e.g. columns reduced with different weights."""
+        columns = list(self.columns)
+        moments, sketches = dict(self.moments), dict(self.sketches)
+        for o in others:
+            if not np.array_equal(o.cell_ids, self.cell_ids) or o.order != self.order:
+                raise StateMismatchError("cannot join the columns of states over different cells")
+            columns.extend(o.columns)
+            moments.update(o.moments)
+            sketches.update(o.sketches)
+        if order is not None:
+            columns = list(order)
+        return State(
+            self.order,
+            columns,
+            self.cell_ids,
+            moments,
+            sketches,
+            self.lon_convention,
+            self.latitude,
+            self.delta,
+            self.rows_in,
+            self.rows_rejected,
+            dict(self.extra),
+        )
+
+    def set_counts(self, rows_in: int | None = None, rows_rejected: int | None = None) -> None:
+        """Record how many input rows the state saw and how many were rejected."""
+        if rows_in is not None:
+            self.rows_in = int(rows_in)
+        if rows_rejected is not None:
+            self.rows_rejected = int(rows_rejected)
+
+    def annotate(self, **extra) -> None:
+        """Add product metadata (JSON-able) saved with the state."""
+        self.extra.update(extra)
+
     # ------------------------------------------------------------------ I/O
     def metadata(self) -> dict:
         return {

@@ -1,12 +1,8 @@
 """Exact per-cell statistics, vectorised: one sort by (cell, value), then segment arithmetic.
 
-Statistic names (``{column}_{name}`` in the output):
-
-``count`` valid (non-NaN) values; ``sum``; ``mean``; ``var`` / ``std`` (``ddof``); ``min``; ``max``;
-``median``; ``qNN`` quantiles (``q05``, ``q25``, ``q999`` = 0.999; numpy's default linear
-interpolation); ``mad`` (median absolute deviation from the median); ``robust_std``
-(1.4826 x mad); ``wsum`` / ``wmean`` / ``wvar`` / ``wstd`` (weights = sidecar weight times an
-optional user weight; ``wvar`` is the population weighted variance ``sum w (x - wmean)^2 / sum w``).
+Statistic names are those of :mod:`healforge.aggregate.statistics` (the one vocabulary): output
+columns are ``{column}_{name as given}``. Quantiles use numpy's default linear interpolation;
+``weighted_*`` use weights = sidecar (area) weight times an optional user weight.
 
 User statistics: a numpy ufunc name (``maximum``, ``add``, ... applied with ``ufunc.reduceat``,
 vectorised) or ``module.path:function`` / ``module.path.function`` (a callable taking the 1-D
@@ -15,9 +11,7 @@ array of a cell's valid values; called once per cell, so it is as fast as the fu
 
 from __future__ import annotations
 
-import importlib
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numba
 import numpy as np
@@ -30,69 +24,21 @@ from healforge.aggregate.grouping import (
     segment_mad,
     sorted_by_cell,
 )
+from healforge.aggregate.statistics import (
+    DEFAULT_STATS,
+    MAD_TO_STD,
+    MOMENTS,
+    WEIGHTED,
+    Stat,
+    resolve_all,
+)
 
-BUILTIN = ("count", "sum", "mean", "var", "std", "min", "max", "median", "mad", "robust_std")
-WEIGHTED = ("wsum", "wmean", "wvar", "wstd")
-QUANTILE_RE = re.compile(r"^q(\d{2,})$")
-MAD_TO_STD = 1.4826
-DEFAULT_STATS = ("count", "mean", "std", "min", "max", "median")
-
-
-def quantile_of(name: str) -> float | None:
-    """The quantile level of a ``qNN`` statistic name (``q05`` -> 0.05, ``q999`` -> 0.999)."""
-    m = QUANTILE_RE.match(name)
-    if not m:
-        return None
-    digits = m.group(1)
-    return int(digits) / 10 ** len(digits)
+__all__ = ["DEFAULT_STATS", "cell_statistics", "validate_stats"]
 
 
-def stat_label(name: str) -> str:
-    """Column-name suffix of a statistic (user functions: last component of their name)."""
-    if name in BUILTIN or name in WEIGHTED or quantile_of(name) is not None:
-        return name
-    return re.split(r"[.:]", name)[-1]
-
-
-def resolve_user_stat(name: str) -> tuple[str, Callable]:
-    """``("ufunc", ufunc)`` or ``("callable", function)`` for a user statistic name."""
-    fn = getattr(np, name, None)
-    if isinstance(fn, np.ufunc) and fn.nin == 2:
-        return "ufunc", fn
-    if ":" in name:
-        mod, attr = name.split(":", 1)
-    elif "." in name:
-        mod, attr = name.rsplit(".", 1)
-    elif callable(fn):
-        return "callable", fn
-    else:
-        raise ValueError(
-            f"unknown statistic {name!r}; built-in: {', '.join(BUILTIN + WEIGHTED)}, qNN, "
-            "a numpy function name or a dotted import path"
-        )
-    try:
-        func = getattr(importlib.import_module(mod), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"cannot import statistic {name!r}: {exc}") from None
-    if isinstance(func, np.ufunc) and func.nin == 2:
-        return "ufunc", func
-    if not callable(func):
-        raise ValueError(f"statistic {name!r} is not callable")
-    return "callable", func
-
-
-def validate_stats(stats: Sequence[str]) -> list[str]:
-    """Check statistic names (raises ``ValueError`` naming the bad one)."""
-    out = []
-    for s in stats:
-        if s in BUILTIN or s in WEIGHTED or quantile_of(s) is not None:
-            out.append(s)
-        else:
-            resolve_user_stat(s)
-            out.append(s)
-    if "count" not in out:
-        out.insert(0, "count")
-    return out
+def validate_stats(stats: Sequence[str]) -> list[Stat]:
+    """Resolve statistic names (``count`` first; ``ValueError`` naming a bad one)."""
+    return resolve_all(stats)
 
 
 def _segment_quantile(sorted_vals: np.ndarray, starts: np.ndarray, n: np.ndarray, q: float) -> np.ndarray:
@@ -114,7 +60,7 @@ def _segment_quantile(sorted_vals: np.ndarray, starts: np.ndarray, n: np.ndarray
 def cell_statistics(
     cells: np.ndarray,
     values: dict[str, np.ndarray],
-    stats: Sequence[str] = DEFAULT_STATS,
+    stats: Sequence[str | Stat] = DEFAULT_STATS,
     weights: np.ndarray | None = None,
     ddof: int = 1,
     min_count: int = 1,
@@ -128,30 +74,32 @@ def cell_statistics(
     values
         Column name -> float64 values (NaN = missing, not counted).
     stats
-        Statistic names (see module docstring); ``count`` is always included.
+        Statistic names or resolved :class:`~healforge.aggregate.statistics.Stat`; ``count`` is
+        always included.
     weights
-        Per-row weights for the ``w*`` statistics (default 1).
+        Per-row weights for the ``weighted_*`` statistics (default 1).
     ddof
-        Delta degrees of freedom of ``var`` / ``std``.
+        Delta degrees of freedom of ``var`` / ``std`` (unless a statistic carries its own).
     min_count
         Statistics of a cell with fewer valid values are NaN (the count is kept).
 
     Returns
     -------
     cell_ids, columns
-        Sorted unique cells having at least one row, and ``{column}_{stat}`` -> array.
+        Sorted unique cells having at least one row, and ``{column}_{label}`` -> array.
     """
-    stats = validate_stats(stats)
+    if not all(isinstance(s, Stat) for s in stats) or not any(s.function == "count" for s in stats):
+        stats = validate_stats([s.label if isinstance(s, Stat) else s for s in stats])
     cells = np.asarray(cells, dtype=np.int64)
     if weights is not None:
         weights = np.asarray(weights, dtype=np.float64)
-    moments_only = all(s in MOMENT_STATS for s in stats)
+    moments_only = all(s.function in MOMENTS or s.function in WEIGHTED for s in stats)
     if moments_only and cells.size and cells.min() >= 0 and cells.max() < 64 * cells.size:
         return _dense_moments(cells, values, weights, stats, ddof, min_count)
     cell_ids, cidx = cell_index(cells)
     ncell = cell_ids.size
     out: dict[str, np.ndarray] = {}
-    need_w = any(s in WEIGHTED for s in stats)
+    need_w = any(s.weighted for s in stats)
     shared = None
     for col, vals in values.items():
         vals = np.asarray(vals, dtype=np.float64)
@@ -164,10 +112,7 @@ def cell_statistics(
             wv = None if weights is None else (weights if all_valid else weights[idx])
             res = _moment_stats(ci, v, wv, ncell, stats, ddof)
             for s in stats:
-                arr = res[s]
-                if s != "count" and min_count > 1:
-                    arr = np.where(res["count"] >= min_count, arr, np.nan)
-                out[f"{col}_{stat_label(s)}"] = arr
+                out[f"{col}_{s.label}"] = _min_count(res[s.label], res["count"], s, min_count)
             continue
         w = None
         if need_w:
@@ -191,68 +136,77 @@ def cell_statistics(
 
         sums = np.add.reduceat(v, starts) if starts.size else np.empty(0)
         mean = sums / nh
-        res: dict[str, np.ndarray] = {"count": n}
-        need_m2 = any(s in stats for s in ("var", "std"))
-        if need_m2 and starts.size:
-            dev = v - np.repeat(mean, nh)
-            m2 = np.add.reduceat(dev * dev, starts)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                var = np.where(nh - ddof > 0, m2 / np.maximum(nh - ddof, 1), np.nan)
-        else:
-            var = np.full(nh.size, np.nan)
+        m2 = None
         med = None
+        wparts = None
+        res: dict[str, np.ndarray] = {}
         for s in stats:
-            if s == "count":
-                continue
-            if s == "sum":
-                res[s] = full(sums, 0.0)
-            elif s == "mean":
-                res[s] = full(mean)
-            elif s == "var":
-                res[s] = full(var)
-            elif s == "std":
-                res[s] = full(np.sqrt(var))
-            elif s == "min":
-                res[s] = full(v[starts])
-            elif s == "max":
-                res[s] = full(v[starts + nh - 1])
-            elif s == "median" or quantile_of(s) is not None:
-                q = 0.5 if s == "median" else quantile_of(s)
-                res[s] = full(_segment_quantile(v, starts, nh, q))
-            elif s in ("mad", "robust_std"):
+            f = s.function
+            if f == "count":
+                r = n
+            elif f == "sum":
+                r = full(sums, 0.0)
+            elif f == "mean":
+                r = full(mean)
+            elif f in ("var", "std"):
+                if m2 is None:
+                    dev = v - np.repeat(mean, nh)
+                    m2 = np.add.reduceat(dev * dev, starts) if starts.size else np.empty(0)
+                d = s.ddof_or(ddof)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    var = np.where(nh - d > 0, m2 / np.maximum(nh - d, 1), np.nan)
+                r = full(var if f == "var" else np.sqrt(var))
+            elif f == "min":
+                r = full(v[starts])
+            elif f == "max":
+                r = full(v[starts + nh - 1])
+            elif f == "quantile":
+                r = full(_segment_quantile(v, starts, nh, s.q))
+            elif f in ("mad", "robust_std"):
                 if med is None:
                     med = _segment_quantile(v, starts, nh, 0.5)
                     mad = segment_mad(v, starts, nh, med)
-                res[s] = full(mad if s == "mad" else MAD_TO_STD * mad)
-            elif s in WEIGHTED:
-                ww = w if w is not None else np.ones_like(v)
-                wsum = np.add.reduceat(ww, starts) if starts.size else np.empty(0)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    wmean = np.add.reduceat(ww * v, starts) / wsum if starts.size else np.empty(0)
-                    if s == "wsum":
-                        res[s] = full(wsum, 0.0)
-                    elif s == "wmean":
-                        res[s] = full(wmean)
-                    else:
-                        dev = v - np.repeat(wmean, nh)
-                        wvar = np.add.reduceat(ww * dev * dev, starts) / wsum if starts.size else np.empty(0)
-                        res[s] = full(wvar if s == "wvar" else np.sqrt(wvar))
-            else:
-                kind, fn = resolve_user_stat(s)
-                if kind == "ufunc":
-                    r = fn.reduceat(v, starts) if starts.size else np.empty(0)
+                r = full(mad if f == "mad" else MAD_TO_STD * mad)
+            elif s.weighted:
+                if wparts is None:
+                    ww = w if w is not None else np.ones_like(v)
+                    wsum = np.add.reduceat(ww, starts) if starts.size else np.empty(0)
+                    with np.errstate(invalid="ignore", divide="ignore"):
+                        wmean = np.add.reduceat(ww * v, starts) / wsum if starts.size else np.empty(0)
+                    dev = v - np.repeat(wmean, nh)
+                    wm2 = np.add.reduceat(ww * dev * dev, starts) if starts.size else np.empty(0)
+                    wparts = wsum, wmean, wm2
+                wsum, wmean, wm2 = wparts
+                if f == "weighted_sum":
+                    r = full(wsum, 0.0)
+                elif f == "weighted_mean":
+                    r = full(wmean)
                 else:
-                    r = np.array([fn(seg) for seg in np.split(v, starts[1:])], dtype=np.float64)
-                res[s] = full(r)
+                    r = full(_weighted_var(wm2, wsum, s.ddof_or(), f == "weighted_std"))
+            else:
+                kind, fn = s.user
+                if kind == "ufunc":
+                    rr = fn.reduceat(v, starts) if starts.size else np.empty(0)
+                else:
+                    rr = np.array([fn(seg) for seg in np.split(v, starts[1:])], dtype=np.float64)
+                r = full(rr)
+            res[s.label] = r
         for s in stats:
-            arr = res[s]
-            if s != "count" and min_count > 1:
-                arr = np.where(n >= min_count, arr, np.nan)
-            out[f"{col}_{stat_label(s)}"] = arr
+            out[f"{col}_{s.label}"] = _min_count(res[s.label], n, s, min_count)
     return cell_ids, out
 
 
-MOMENT_STATS = ("count", "sum", "mean", "var", "std", "min", "max", "wsum", "wmean", "wvar", "wstd")
+def _min_count(arr: np.ndarray, n: np.ndarray, s: Stat, min_count: int) -> np.ndarray:
+    if s.function != "count" and min_count > 1:
+        return np.where(n >= min_count, arr, np.nan)
+    return arr
+
+
+def _weighted_var(wm2: np.ndarray, wsum: np.ndarray, ddof: int, std: bool) -> np.ndarray:
+    """``wm2 / (wsum - ddof)`` (NaN where that is not positive), or its square root."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        v = np.where(wsum - ddof > 0, wm2 / (wsum - ddof), np.nan)
+    return np.sqrt(v) if std else v
 
 
 def _dense_moments(cells, values, weights, stats, ddof, min_count):
@@ -270,11 +224,9 @@ def _dense_moments(cells, values, weights, stats, ddof, min_count):
             ci, v = cells[valid], vals[valid]
             w = None if weights is None else weights[valid]
         res = _moment_stats(ci, v, w, ncell, stats, ddof)
+        n = res["count"][present]
         for s in stats:
-            arr = res[s][present]
-            if s != "count" and min_count > 1:
-                arr = np.where(res["count"][present] >= min_count, arr, np.nan)
-            out[f"{col}_{stat_label(s)}"] = arr
+            out[f"{col}_{s.label}"] = _min_count(res[s.label][present], n, s, min_count)
     return cell_ids, out
 
 
@@ -311,22 +263,45 @@ def _moments_nb(ci, v, ncell):
 
 
 def _moment_stats(ci, v, w, ncell, stats, ddof) -> dict[str, np.ndarray]:
-    """Moment statistics by bincount (no sorting): two passes, exact to rounding."""
+    """Moment statistics by bincount (no sorting): two passes, exact to rounding; keyed by label
+    (and ``count``)."""
     n, s, mean, m2 = _moments_nb(
         np.ascontiguousarray(ci, np.int64), np.ascontiguousarray(v, np.float64), ncell
     )
     res: dict[str, np.ndarray] = {"count": n}
+    mm = wparts = None
     with np.errstate(invalid="ignore", divide="ignore"):
-        var = np.where(n - ddof > 0, m2 / np.maximum(n - ddof, 1), np.nan)
-        res.update(sum=s, mean=mean, var=var, std=np.sqrt(var))
-        if any(x in stats for x in ("min", "max")):
-            res["min"], res["max"] = minmax(ci, v, ncell)
-        if any(x in stats for x in WEIGHTED):
-            ww = np.ones_like(v) if w is None else w
-            d = v - mean[ci]
-            wsum = np.bincount(ci, weights=ww, minlength=ncell)
-            wmean = mean + np.bincount(ci, weights=ww * d, minlength=ncell) / wsum
-            dw = v - wmean[ci]
-            wvar = np.bincount(ci, weights=ww * dw * dw, minlength=ncell) / wsum
-            res.update(wsum=wsum, wmean=wmean, wvar=wvar, wstd=np.sqrt(wvar))
+        for st in stats:
+            f = st.function
+            if f == "count":
+                r = n
+            elif f == "sum":
+                r = s
+            elif f == "mean":
+                r = mean
+            elif f in ("var", "std"):
+                d = st.ddof_or(ddof)
+                var = np.where(n - d > 0, m2 / np.maximum(n - d, 1), np.nan)
+                r = var if f == "var" else np.sqrt(var)
+            elif f in ("min", "max"):
+                if mm is None:
+                    mm = minmax(ci, v, ncell)
+                r = mm[0] if f == "min" else mm[1]
+            else:  # weighted
+                if wparts is None:
+                    ww = np.ones_like(v) if w is None else w
+                    d = v - mean[ci]
+                    wsum = np.bincount(ci, weights=ww, minlength=ncell)
+                    wmean = mean + np.bincount(ci, weights=ww * d, minlength=ncell) / wsum
+                    dw = v - wmean[ci]
+                    wm2 = np.bincount(ci, weights=ww * dw * dw, minlength=ncell)
+                    wparts = wsum, wmean, wm2
+                wsum, wmean, wm2 = wparts
+                if f == "weighted_sum":
+                    r = wsum
+                elif f == "weighted_mean":
+                    r = wmean
+                else:
+                    r = _weighted_var(wm2, wsum, st.ddof_or(), f == "weighted_std")
+            res[st.label] = r
     return res

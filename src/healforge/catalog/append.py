@@ -8,7 +8,6 @@ The change is a transaction (see :mod:`healforge.catalog.transaction`).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import time
@@ -22,7 +21,9 @@ from healforge.catalog import format as fmt
 from healforge.catalog import transaction as txn
 from healforge.catalog.alignment import coarsen_histogram, dense_histogram, incremental_alignment
 from healforge.catalog.casting import check_schema
+from healforge.catalog.collection import resolve_catalog
 from healforge.catalog.format import read_histogram
+from healforge.catalog.members import Member, stage_members
 from healforge.catalog.pipeline import map_stage, reduce_stage, rejected_tables, split_stage
 from healforge.catalog.stages import InputSpec
 from healforge.engine import Engine, owned_engine
@@ -106,7 +107,8 @@ def append(
     Parameters
     ----------
     catalog
-        HATS catalog made by healforge (or any catalog with ``point_map.fits``).
+        HATS catalog made by healforge (or any catalog with ``point_map.fits``), or a collection
+        (its primary catalog is appended to).
     inputs
         Files, directories or globs with the catalog's columns and types.
     batch
@@ -117,8 +119,10 @@ def append(
         catalog's type (float32 for float64, large_string for string...) is cast; ``"none"``:
         any type difference is refused.
     margin
-        Margin catalog of this catalog to rebuild after the append (default: the margins recorded
-        for the catalog by :func:`healforge.margin`).
+        A margin of this catalog to rebuild besides its recorded members. Every member (the
+        collection's margins and indexes, or those recorded by :func:`healforge.margin` and
+        :func:`healforge.index_catalog`) is rebuilt from the new rows before the commit and
+        swapped in by it: readers see the old catalog and members or the new ones.
     storage_options, tmp_dir
         fsspec options for a URL catalog (and margin); local directory for intermediate files.
     on_bad_rows, input_format, reader_options, batch_rows, compression, engine, workers, scheduler, synchronous, quiet
@@ -131,7 +135,7 @@ def append(
     CatalogError
         When another writer holds the catalog.
     """
-    root = fmt.require_catalog(as_path(catalog, storage_options))
+    root = fmt.require_catalog(resolve_catalog(as_path(catalog, storage_options)))
     files = expand_inputs([inputs] if isinstance(inputs, str | os.PathLike) else inputs)
     with txn.CatalogLock(root, "append"):
         work = txn.begin(root, tmp_dir)
@@ -193,8 +197,10 @@ def stage_and_commit(
     called :func:`transaction.begin`, which gave ``work``).
 
     Rows in covered pixels become ``Npix=P/<label>.parquet``, rows outside get new pixels by the
-    alignment rule; the manifest commit makes the change, then the catalog's margins are rebuilt.
-    ``state`` holds extra ``.healforge/<name>`` JSON files written by the commit's record phase.
+    alignment rule. Every member of the catalog (its collection's margins and indexes, or those
+    recorded beside it, and ``margin``) is rebuilt from the catalog-to-be into the staging area
+    (:func:`healforge.catalog.members.stage_members`), and the manifest commit swaps in the rows
+    and the members together. ``state`` holds extra ``.healforge/<name>`` JSON files written by the commit's record phase.
     Shared by :func:`append` and :func:`healforge.increment`.
     """
     props = fmt.read_properties(root)
@@ -224,52 +230,45 @@ def stage_and_commit(
         targets = [txn.staging_dir(root) / name for name in staged]
         reduce_stage(eng, destinations, slices, targets, work / "reduce", (), compression)
 
-    new_rows = sum(r for _, _, r in destinations)
-    existing_set = set(existing)
-    new_pixels = [(o, p) for o, p, _ in destinations if (o, p) not in existing_set]
-    all_pixels = existing + new_pixels
-    new_hist = dense_histogram(
-        *coarsen_histogram(mapped["pixels"], mapped["counts"], mapping_order - skymap_order), skymap_order
-    )
-    txn.save_array(txn.txn_dir(root) / "point_map.npy", histogram + new_hist)
-    rejected_path = None
-    if n_rejected:
-        rejected_path = _write_rejected(root, label, rejected_tables(work, files))
+        new_rows = sum(r for _, _, r in destinations)
+        existing_set = set(existing)
+        new_pixels = [(o, p) for o, p, _ in destinations if (o, p) not in existing_set]
+        all_pixels = existing + new_pixels
+        new_hist = dense_histogram(
+            *coarsen_histogram(mapped["pixels"], mapped["counts"], mapping_order - skymap_order), skymap_order
+        )
+        txn.save_array(txn.txn_dir(root) / "point_map.npy", histogram + new_hist)
+        rejected_path = None
+        if n_rejected:
+            rejected_path = _write_rejected(root, label, rejected_tables(work, files))
 
-    sky = fmt.sky_fraction(all_pixels)
-    properties = _carry_properties(props)
-    properties.update(
-        {
-            "hats_nrows": int(props["hats_nrows"]) + new_rows,
-            "hats_npix_suffix": "/",
-            "hats_order": max(o for o, _ in all_pixels),
-            "moc_sky_fraction": f"{sky:0.5f}",
-            "hats_skymap_order": skymap_order,
+        sky = fmt.sky_fraction(all_pixels)
+        properties = _carry_properties(props)
+        properties.update(
+            {
+                "hats_nrows": int(props["hats_nrows"]) + new_rows,
+                "hats_npix_suffix": "/",
+                "hats_order": max(o for o, _ in all_pixels),
+                "moc_sky_fraction": f"{sky:0.5f}",
+                "hats_skymap_order": skymap_order,
+            }
+        )
+        manifest = {
+            "kind": kind,
+            "batch_id": batch_id,
+            "label": label,
+            "convert": [list(p) for p in existing]
+            if props.get("hats_npix_suffix", ".parquet") != "/"
+            else [],
+            "move": [[name, str(rel)] for name, rel in zip(staged, rels, strict=True)],
+            "pixels": [list(p) for p in all_pixels],
+            "properties": properties,
+            "state": state or {},
         }
-    )
-    manifest = {
-        "kind": kind,
-        "batch_id": batch_id,
-        "label": label,
-        "convert": [list(p) for p in existing] if props.get("hats_npix_suffix", ".parquet") != "/" else [],
-        "move": [[name, str(rel)] for name, rel in zip(staged, rels, strict=True)],
-        "pixels": [list(p) for p in all_pixels],
-        "properties": properties,
-        "state": state or {},
-    }
-    txn.commit(root, manifest)
+        # margins and indexes rebuilt from the catalog-to-be, swapped in by the same commit
+        stage_members(root, manifest, eng, extra=_given_margin(margin, storage_options), tmp_dir=tmp_dir)
+        txn.commit(root, manifest)
     shutil.rmtree(work, ignore_errors=True)
-    _rebuild_margins(
-        root,
-        margin,
-        storage_options=storage_options,
-        tmp_dir=tmp_dir,
-        engine=engine,
-        workers=workers,
-        scheduler=scheduler,
-        synchronous=synchronous,
-        quiet=quiet,
-    )
     return AppendResult(
         str(root),
         label,
@@ -308,23 +307,10 @@ def _write_rejected(root: AnyPath, label: str, tables) -> AnyPath:
     return target
 
 
-def registered_margins(root: AnyPath) -> list[dict]:
-    """Margins recorded for a catalog in ``.healforge/margins.json``."""
-    path = as_path(root) / txn.STATE_DIR / "margins.json"
-    return json.loads(path.read_text()) if path.exists() else []
-
-
-def _rebuild_margins(root: AnyPath, margin, storage_options=None, tmp_dir=None, **engine_args) -> None:
-    """Rebuild the margins recorded for the catalog (or the one given) after a change."""
-    entries = registered_margins(root)
-    if margin is not None:
-        wanted = str(as_path(margin, storage_options))
-        entries = [e for e in entries if e["path"] == wanted]
-        if not entries:
-            props = fmt.read_properties(as_path(margin, storage_options))
-            entries = [{"path": wanted, "radius_arcsec": float(props["hats_margin_threshold"])}]
-    from healforge.catalog.margin import margin as build
-
-    for entry in entries:
-        target = as_path(entry["path"], storage_options)
-        build(root, target, entry["radius_arcsec"], overwrite=True, tmp_dir=tmp_dir, **engine_args)
+def _given_margin(margin: str | os.PathLike | None, storage_options: dict | None = None) -> list[Member]:
+    """An explicitly named margin to keep current besides the recorded members."""
+    if margin is None:
+        return []
+    path = as_path(margin, storage_options)
+    props = fmt.read_properties(path)
+    return [Member("margin", path, radius_arcsec=float(props["hats_margin_threshold"]))]

@@ -20,8 +20,10 @@ import pyarrow.compute as pc
 from healforge.catalog import format as fmt
 from healforge.catalog import transaction as txn
 from healforge.catalog.alignment import generate_alignment, sparse_histogram
-from healforge.catalog.append import _carry_properties, _rebuild_margins
+from healforge.catalog.append import _carry_properties, _given_margin
+from healforge.catalog.collection import resolve_catalog
 from healforge.catalog.format import read_histogram
+from healforge.catalog.members import stage_members
 from healforge.engine import Engine, owned_engine
 from healforge.errors import BadInputError, CatalogError, OptionError
 from healforge.healpix import SPATIAL_INDEX_COLUMN
@@ -234,7 +236,8 @@ def compact(
     Parameters
     ----------
     catalog
-        The catalog directory.
+        The catalog directory, or a collection (its primary catalog is compacted; every member
+        is rebuilt and swapped in by the same commit).
     dedupe_on
         Id column: keep one row per value.
     keep_latest_by
@@ -254,7 +257,7 @@ def compact(
     compression, margin, storage_options, tmp_dir, engine, workers, scheduler, synchronous, quiet
         As for :func:`healforge.append`.
     """
-    root = fmt.require_catalog(as_path(catalog, storage_options))
+    root = fmt.require_catalog(resolve_catalog(as_path(catalog, storage_options)))
     if keep_latest_by and not dedupe_on:
         raise OptionError("keep_latest_by needs dedupe_on")
     if threshold is not None and threshold < 1:
@@ -347,53 +350,43 @@ def compact(
                 labels=[f"Norder={o}/Npix={p}" for o, p in pixels],
             )
 
-        written = [w for r in results for w in r["written"] if w[2] > 0]
-        new_hist = np.zeros_like(histogram)
-        for r in results:
-            pix, cnt = r["histogram"]
-            np.add.at(new_hist, pix, cnt)
-        txn.save_array(txn.txn_dir(root) / "point_map.npy", new_hist)
-        rows_after = sum(w[2] for w in written)
-        new_pixels = [(o, p) for o, p, _, _ in written]
-        if not new_pixels:
-            raise CatalogError("compaction would leave an empty catalog")
+            written = [w for r in results for w in r["written"] if w[2] > 0]
+            new_hist = np.zeros_like(histogram)
+            for r in results:
+                pix, cnt = r["histogram"]
+                np.add.at(new_hist, pix, cnt)
+            txn.save_array(txn.txn_dir(root) / "point_map.npy", new_hist)
+            rows_after = sum(w[2] for w in written)
+            new_pixels = [(o, p) for o, p, _, _ in written]
+            if not new_pixels:
+                raise CatalogError("compaction would leave an empty catalog")
 
-        sky = fmt.sky_fraction(new_pixels)
-        properties = _carry_properties(props)
-        properties.update(
-            {
-                "hats_nrows": rows_after,
-                "hats_npix_suffix": "/",
-                "hats_order": max(o for o, _ in new_pixels),
-                "hats_max_rows": threshold,
-                "moc_sky_fraction": f"{sky:0.5f}",
+            sky = fmt.sky_fraction(new_pixels)
+            properties = _carry_properties(props)
+            properties.update(
+                {
+                    "hats_nrows": rows_after,
+                    "hats_npix_suffix": "/",
+                    "hats_order": max(o for o, _ in new_pixels),
+                    "hats_max_rows": threshold,
+                    "moc_sky_fraction": f"{sky:0.5f}",
+                }
+            )
+            retire = []
+            for o, p in pixels:
+                single = fmt.pixel_file(root, o, p, ".parquet")
+                path = single if single.is_file() else fmt.pixel_file(root, o, p, "/")
+                retire.append(str(path.relative_to(root)))
+            manifest = {
+                "kind": "compact",
+                "retire": retire,
+                "move": [move for _, _, _, move in written],
+                "pixels": [list(p) for p in new_pixels],
+                "properties": properties,
             }
-        )
-        retire = []
-        for o, p in pixels:
-            single = fmt.pixel_file(root, o, p, ".parquet")
-            path = single if single.is_file() else fmt.pixel_file(root, o, p, "/")
-            retire.append(str(path.relative_to(root)))
-        manifest = {
-            "kind": "compact",
-            "retire": retire,
-            "move": [move for _, _, _, move in written],
-            "pixels": [list(p) for p in new_pixels],
-            "properties": properties,
-        }
-        txn.commit(root, manifest)
+            stage_members(root, manifest, eng, extra=_given_margin(margin, storage_options), tmp_dir=tmp_dir)
+            txn.commit(root, manifest)
         shutil.rmtree(work, ignore_errors=True)
-        _rebuild_margins(
-            root,
-            margin,
-            storage_options=storage_options,
-            tmp_dir=tmp_dir,
-            engine=engine,
-            workers=workers,
-            scheduler=scheduler,
-            synchronous=synchronous,
-            quiet=quiet,
-        )
     result = CompactResult(
         str(root), rows_before, rows_after, sum(len(f) for f in files), len(pixels), len(new_pixels)
     )

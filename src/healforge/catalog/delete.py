@@ -19,9 +19,11 @@ from healforge.catalog import format as fmt
 from healforge.catalog import nested as nst
 from healforge.catalog import transaction as txn
 from healforge.catalog.alignment import sparse_histogram
-from healforge.catalog.append import _carry_properties, _rebuild_margins
+from healforge.catalog.append import _carry_properties, _given_margin
+from healforge.catalog.collection import resolve_catalog
 from healforge.catalog.compact import pixel_files
 from healforge.catalog.format import read_histogram
+from healforge.catalog.members import stage_members
 from healforge.engine import Engine, owned_engine
 from healforge.errors import BadInputError, CatalogError, OptionError
 from healforge.healpix import SPATIAL_INDEX_COLUMN
@@ -130,7 +132,8 @@ def delete(
     Parameters
     ----------
     catalog
-        The catalog directory.
+        The catalog directory, or a collection (its primary catalog; every margin and index is
+        rebuilt and swapped in by the same commit).
     ids, on
         Object ids (a list, a text file one id per line, or a parquet/csv file with column
         ``on``) and the id column.
@@ -139,7 +142,7 @@ def delete(
     compression, margin, storage_options, tmp_dir, engine, workers, scheduler, synchronous, quiet
         As for :func:`healforge.append`.
     """
-    root = fmt.require_catalog(as_path(catalog, storage_options))
+    root = fmt.require_catalog(resolve_catalog(as_path(catalog, storage_options)))
     schema = storage.read_parquet_schema(root / fmt.DATASET_DIR / "_common_metadata")
     if ids is None and nested_ids is None:
         raise OptionError("give ids (with on) and/or nested_ids (with nested and nested_on)")
@@ -178,72 +181,65 @@ def delete(
         ]
         with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
             results = eng.map(_delete_file, tasks, "Deleting")
-        result = DeleteResult(str(root))
-        result.rows_removed = sum(r["removed"] for r in results)
-        result.nested_removed = sum(r["nested_removed"] for r in results)
-        found = {v for r in results for v in r["found"]}
-        nested_found = {v for r in results for v in r["nested_found"]}
-        result.missing = [v for v in (obj_ids.to_pylist() if obj_ids is not None else []) if v not in found]
-        result.nested_missing = [
-            v for v in (src_ids.to_pylist() if src_ids is not None else []) if v not in nested_found
-        ]
-        result.files_rewritten = sum(r["changed"] for r in results)
-        result.total_rows = int(props["hats_nrows"]) - result.rows_removed
-        if not result.files_rewritten:
-            txn.recover(root)
-            shutil.rmtree(work, ignore_errors=True)
-            return result
-        rows_left = {}
-        for (o, p, _), r in zip(files, results, strict=True):
-            rows_left[(o, p)] = rows_left.get((o, p), 0) + r["rows"]
-        kept = [px for px in pixels if rows_left[px] > 0]
-        if not kept:
-            raise CatalogError("the delete would leave an empty catalog")
-        retire, move = [], []
-        for k, ((o, p, f), r) in enumerate(zip(files, results, strict=True)):
-            if rows_left[(o, p)] == 0:
-                continue
-            if r["changed"]:
-                retire.append(str(f.relative_to(root)))
-                if r["rows"]:
-                    move.append([f"{k}.parquet", str(f.relative_to(root))])
-        for o, p in pixels:
-            if rows_left[(o, p)] == 0:
-                single = fmt.pixel_file(root, o, p, ".parquet")
-                path = single if single.is_file() else fmt.pixel_file(root, o, p, "/")
-                retire.append(str(path.relative_to(root)))
-        new_hist = histogram.copy()
-        for r in results:
-            if r["histogram"] is not None:
-                pix, cnt = r["histogram"]
-                np.subtract.at(new_hist, pix, cnt)
-        txn.save_array(txn.txn_dir(root) / "point_map.npy", new_hist)
-        properties = _carry_properties(props)
-        properties.update(
-            {
-                "hats_nrows": result.total_rows,
-                "hats_order": max(o for o, _ in kept),
-                "moc_sky_fraction": f"{fmt.sky_fraction(kept):0.5f}",
+            result = DeleteResult(str(root))
+            result.rows_removed = sum(r["removed"] for r in results)
+            result.nested_removed = sum(r["nested_removed"] for r in results)
+            found = {v for r in results for v in r["found"]}
+            nested_found = {v for r in results for v in r["nested_found"]}
+            result.missing = [
+                v for v in (obj_ids.to_pylist() if obj_ids is not None else []) if v not in found
+            ]
+            result.nested_missing = [
+                v for v in (src_ids.to_pylist() if src_ids is not None else []) if v not in nested_found
+            ]
+            result.files_rewritten = sum(r["changed"] for r in results)
+            result.total_rows = int(props["hats_nrows"]) - result.rows_removed
+            if not result.files_rewritten:
+                txn.recover(root)
+                shutil.rmtree(work, ignore_errors=True)
+                return result
+            rows_left = {}
+            for (o, p, _), r in zip(files, results, strict=True):
+                rows_left[(o, p)] = rows_left.get((o, p), 0) + r["rows"]
+            kept = [px for px in pixels if rows_left[px] > 0]
+            if not kept:
+                raise CatalogError("the delete would leave an empty catalog")
+            retire, move = [], []
+            for k, ((o, p, f), r) in enumerate(zip(files, results, strict=True)):
+                if rows_left[(o, p)] == 0:
+                    continue
+                if r["changed"]:
+                    retire.append(str(f.relative_to(root)))
+                    if r["rows"]:
+                        move.append([f"{k}.parquet", str(f.relative_to(root))])
+            for o, p in pixels:
+                if rows_left[(o, p)] == 0:
+                    single = fmt.pixel_file(root, o, p, ".parquet")
+                    path = single if single.is_file() else fmt.pixel_file(root, o, p, "/")
+                    retire.append(str(path.relative_to(root)))
+            new_hist = histogram.copy()
+            for r in results:
+                if r["histogram"] is not None:
+                    pix, cnt = r["histogram"]
+                    np.subtract.at(new_hist, pix, cnt)
+            txn.save_array(txn.txn_dir(root) / "point_map.npy", new_hist)
+            properties = _carry_properties(props)
+            properties.update(
+                {
+                    "hats_nrows": result.total_rows,
+                    "hats_order": max(o for o, _ in kept),
+                    "moc_sky_fraction": f"{fmt.sky_fraction(kept):0.5f}",
+                }
+            )
+            manifest = {
+                "kind": "delete",
+                "retire": retire,
+                "move": move,
+                "pixels": [list(px) for px in kept],
+                "properties": properties,
             }
-        )
-        manifest = {
-            "kind": "delete",
-            "retire": retire,
-            "move": move,
-            "pixels": [list(px) for px in kept],
-            "properties": properties,
-        }
-        txn.commit(root, manifest)
+            # margins and indexes rebuilt from the catalog-to-be, swapped in by the same commit
+            stage_members(root, manifest, eng, extra=_given_margin(margin, storage_options), tmp_dir=tmp_dir)
+            txn.commit(root, manifest)
         shutil.rmtree(work, ignore_errors=True)
-        _rebuild_margins(
-            root,
-            margin,
-            storage_options=storage_options,
-            tmp_dir=tmp_dir,
-            engine=engine,
-            workers=workers,
-            scheduler=scheduler,
-            synchronous=synchronous,
-            quiet=quiet,
-        )
     return result

@@ -118,6 +118,11 @@ def list_data_files(root: str | AnyPath) -> list[AnyPath]:
     return singles + nested
 
 
+def is_data_file(rel: str) -> bool:
+    """Whether ``rel`` (relative to the dataset directory) names a pixel's data file."""
+    return bool(_DATA_FILE.match(rel)) and rel.count("/") in (2, 3)
+
+
 def has_multi_file_pixels(root: str | AnyPath) -> bool:
     """Whether any pixel directory of the catalog holds more than one data file."""
     per_pixel: dict[tuple, int] = {}
@@ -164,6 +169,14 @@ def write_dataset_metadata(root: str | AnyPath) -> int:
     from hats.io.parquet_metadata import write_parquet_metadata
 
     return int(write_parquet_metadata(_hats_path(root)))
+
+
+def write_metadata_unordered(root: str | AnyPath) -> int:
+    """``_metadata``/``_common_metadata`` of a dataset that is not HEALPix-partitioned (an index),
+    files kept in name order; returns total rows."""
+    from hats.io.parquet_metadata import write_parquet_metadata
+
+    return int(write_parquet_metadata(_hats_path(root), order_by_healpix=False))
 
 
 def _hats_path(root: str | AnyPath):

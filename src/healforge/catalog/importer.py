@@ -51,14 +51,18 @@ class ImportResult:
     resumed: bool = False
     stage_seconds: dict = field(default_factory=dict)
     margin: object = None
+    collection: str | None = None
+    members: list = field(default_factory=list)
 
     def __str__(self) -> str:
         orders = sorted({o for o, _ in self.pixels})
         text = f"{self.rows} rows in {len(self.pixels)} pixels (orders {orders}) at {self.path}"
         if self.rejected:
             text += f"; {self.rejected} rejected rows in {self.rejected_path}"
-        if self.margin is not None:
-            text += f"; margin: {self.margin}"
+        if self.collection:
+            text += f"; collection {self.collection}"
+        for member in self.members or ([self.margin] if self.margin is not None else []):
+            text += f"\n  {member}"
         return text
 
 
@@ -95,6 +99,9 @@ def import_catalog(
     on_bad_rows: str = "error",
     margin_arcsec: float | None = None,
     margin_path: str | os.PathLike | None = None,
+    collection: bool = False,
+    margins: list[float] | tuple[float, ...] = (),
+    indexes: list[str] | tuple[str, ...] = (),
     skymap_alt_orders: Sequence[int] = (),
     thumbnail: bool = False,
     per_partition_stats: bool = False,
@@ -160,6 +167,15 @@ def import_catalog(
     margin_arcsec, margin_path
         Also build a margin cache of this radius, at ``margin_path`` (default ``OUTPUT_margin``
         beside the catalog); append and compact keep it up to date.
+    collection
+        Write a HATS collection at ``output``: the catalog in ``OUTPUT/<name>``, each margin in
+        ``OUTPUT/<name>_<R>arcs`` and each index in ``OUTPUT/<name>_<column>`` (hats-import's
+        names), and ``OUTPUT/collection.properties`` (the first margin and index are the defaults).
+        Rerunning after a crash resumes the catalog, or keeps it if it is complete.
+    margins
+        Margin radii (arcsec) to build (several only in a collection).
+    indexes
+        Columns to build index catalogs on (beside a stand-alone catalog as ``OUTPUT_<col>_index``).
     skymap_alt_orders, thumbnail, per_partition_stats, default_columns, properties, summary
         hats-import's optional outputs: ``skymap.K.fits`` maps at these orders (at most
         ``highest_order``), ``data_thumbnail.parquet``, ``per_partition_statistics.parquet``,
@@ -182,6 +198,53 @@ def import_catalog(
     -------
     ImportResult
     """
+    margins = [float(m) for m in margins] + ([float(margin_arcsec)] if margin_arcsec else [])
+    if collection:
+        options = dict(
+            ra=ra,
+            dec=dec,
+            id_column=id_column,
+            threshold=threshold,
+            max_bytes=max_bytes,
+            highest_order=highest_order,
+            lowest_order=lowest_order,
+            catalog_type=catalog_type,
+            sort_columns=sort_columns,
+            compression=compression,
+            drop_empty_siblings=drop_empty_siblings,
+            input_format=input_format,
+            reader_options=reader_options,
+            columns=columns,
+            schema=schema,
+            dtype=dtype,
+            batch_rows=batch_rows,
+            row_group_rows=row_group_rows,
+            subtile_order_delta=subtile_order_delta,
+            on_bad_rows=on_bad_rows,
+            skymap_alt_orders=skymap_alt_orders,
+            thumbnail=thumbnail,
+            per_partition_stats=per_partition_stats,
+            default_columns=default_columns,
+            properties=properties,
+            summary=summary,
+            tmp_dir=tmp_dir,
+        )
+        return _import_collection(
+            inputs,
+            as_path(output, storage_options),
+            options,
+            name=name,
+            margins=margins,
+            indexes=list(indexes),
+            resume=resume,
+            overwrite=overwrite,
+            engine_args=dict(
+                engine=engine, workers=workers, scheduler=scheduler, synchronous=synchronous, quiet=quiet
+            ),
+        )
+    if len(margins) > 1:
+        raise ValueError("several margins need a collection (collection=True / --collection)")
+    margin_arcsec = margins[0] if margins else None
     check_order(highest_order)
     check_order(lowest_order)
     if lowest_order > highest_order:
@@ -397,6 +460,82 @@ def import_catalog(
             quiet=quiet,
         )
         timings["margin"] = time.perf_counter() - t0
+    if indexes:
+        from healforge.catalog.index import index_catalog
+
+        t0 = time.perf_counter()
+        result.members = [result.margin] if result.margin is not None else []
+        for col in indexes:
+            result.members.append(
+                index_catalog(
+                    output,
+                    col,
+                    tmp_dir=tmp_dir,
+                    engine=engine,
+                    workers=workers,
+                    scheduler=scheduler,
+                    synchronous=synchronous,
+                    quiet=quiet,
+                )
+            )
+        timings["index"] = time.perf_counter() - t0
+    return result
+
+
+def _import_collection(
+    inputs, output, options: dict, *, name, margins, indexes, resume, overwrite, engine_args
+) -> ImportResult:
+    """``import_catalog(collection=True)``: the catalog, its margins and indexes, the properties."""
+    from healforge.catalog.collection import COLLECTION_FILE, index_name, margin_name, write_collection
+    from healforge.catalog.index import build_index
+    from healforge.catalog.margin import build_margin
+    from healforge.catalog.snapshot import CatalogSnapshot
+
+    root = output
+    tmp_dir = options.get("tmp_dir")
+    cat_name = name or root.name
+    primary = root / cat_name
+    if overwrite and root.exists():
+        storage.rmtree(root)
+    if (root / COLLECTION_FILE).exists():
+        raise CatalogError(f"collection {root} exists; use --overwrite to replace it")
+    complete = (primary / "hats.properties").exists() and not storage.scratch_dir(
+        primary, WORK_DIR, tmp_dir
+    ).exists()
+    with owned_engine(**engine_args) as eng:
+        if complete and resume is not False:
+            props = fmt.read_properties(primary)
+            result = ImportResult(str(primary), int(props["hats_nrows"]), 0, fmt.read_partition_info(primary))
+            result.resumed = True
+        else:
+            result = import_catalog(
+                inputs, primary, name=cat_name, resume=resume, engine=eng, quiet=eng.quiet, **options
+            )
+        margin_dirs, index_dirs = [], {}
+        for radius in margins:
+            target = root / margin_name(cat_name, radius)
+            result.members.append(
+                build_margin(primary, target, radius, overwrite=True, tmp_dir=tmp_dir, engine=eng)
+            )
+            margin_dirs.append(target.name)
+        for col in indexes:
+            target = root / index_name(cat_name, col)
+            snapshot = CatalogSnapshot.of(primary)
+            result.members.append(
+                build_index(snapshot, target, col, overwrite=True, tmp_dir=tmp_dir, engine=eng)
+            )
+            index_dirs[col] = target.name
+    write_collection(
+        root,
+        root.name,
+        cat_name,
+        margin_dirs,
+        margin_dirs[0] if margin_dirs else None,
+        index_dirs,
+        indexes[0] if indexes else None,
+    )
+    result.collection = str(root)
+    result.margin = result.members[0] if margins else None
     return result
 
 

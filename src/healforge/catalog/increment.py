@@ -30,6 +30,7 @@ from healforge.catalog import nested as nst
 from healforge.catalog import transaction as txn
 from healforge.catalog.append import _batch_id, catalog_schema, stage_and_commit
 from healforge.catalog.casting import check_schema
+from healforge.catalog.collection import resolve_catalog
 from healforge.catalog.compact import pixel_files
 from healforge.catalog.options import cast_checked
 from healforge.engine import Engine, owned_engine
@@ -151,7 +152,9 @@ def increment(
     Parameters
     ----------
     catalog
-        Nested HATS catalog (made by :func:`healforge.nest` or an earlier increment).
+        Nested HATS catalog (made by :func:`healforge.nest` or an earlier increment), or a
+        collection around one (its primary catalog gets the batch; its margins and indexes are
+        rebuilt and swapped in by the same commit).
     objects
         Object files of the batch (the catalog's top-level columns; several versions per object
         allowed).
@@ -178,7 +181,7 @@ def increment(
     """
     if on_orphans not in ("error", "quarantine"):
         raise OptionError("on_orphans must be 'error' or 'quarantine'")
-    root = fmt.require_catalog(as_path(catalog, storage_options))
+    root = fmt.require_catalog(resolve_catalog(as_path(catalog, storage_options)))
     obj_files = expand_inputs([objects] if isinstance(objects, str | os.PathLike) else objects)
     src_files = {
         name: expand_inputs([f] if isinstance(f, str | os.PathLike) else f)

@@ -38,17 +38,70 @@ class CatalogInfo:
         return "\n".join(lines)
 
 
-def catalog_info(path: str | Path, storage_options: dict | None = None) -> CatalogInfo:
-    """Describe the catalog at ``path`` (local or URL, with fsspec ``storage_options``) from its
-    metadata files (data files are not read)."""
-    root = fmt.require_catalog(as_path(path, storage_options))
+@dataclass
+class CollectionInfo:
+    """A collection: its primary catalog and members."""
+
+    path: str
+    name: str
+    primary: CatalogInfo
+    members: list[tuple[str, CatalogInfo | None, str]]
+
+    def __str__(self) -> str:
+        lines = [f"collection {self.name} at {self.path}", "", str(self.primary), "", "members"]
+        for label, info, note in self.members:
+            if info is None:
+                lines.append(f"  {label:<32} MISSING ({note})")
+            else:
+                lines.append(f"  {label:<32} {info.catalog_type:<7} {info.rows:>12,} rows  {note}")
+        return "\n".join(lines)
+
+
+def collection_info(path: str | Path, storage_options: dict | None = None) -> CollectionInfo:
+    """Describe a collection: its primary catalog in full, then each margin and index."""
+    from healforge.catalog.collection import open_collection
+
+    coll = open_collection(as_path(path, storage_options))
+    members = []
+    for label, member in coll.margins.items():
+        default = " (default)" if label == coll.default_margin else ""
+        if not (member / "hats.properties").exists():
+            members.append((label, None, f"margin{default}"))
+            continue
+        radius = fmt.read_properties(member).get("hats_margin_threshold", "?")
+        members.append((label, catalog_info(member), f"{radius} arcsec{default}"))
+    for column, member in coll.indexes.items():
+        default = " (default)" if column == coll.default_index else ""
+        if not (member / "hats.properties").exists():
+            members.append((member.name, None, f"index on {column}{default}"))
+            continue
+        members.append((member.name, catalog_info(member), f"on {column}{default}"))
+    return CollectionInfo(str(coll.path), coll.name, catalog_info(coll.primary), members)
+
+
+def catalog_info(path: str | Path, storage_options: dict | None = None) -> CatalogInfo | CollectionInfo:
+    """Describe the catalog (or collection) at ``path`` (local or URL, with fsspec
+    ``storage_options``) from its metadata files (data files are not read)."""
+    from healforge.catalog.collection import is_collection
+
+    root = as_path(path, storage_options)
+    if is_collection(root):
+        return collection_info(root)
+    # an index catalog is not HEALPix-partitioned (no partition_info.csv)
+    is_index = (root / "hats.properties").is_file() and fmt.read_properties(root).get(
+        "dataproduct_type"
+    ) == "index"
+    if not is_index:
+        root = fmt.require_catalog(root)
     props = fmt.read_properties(root)
-    pixels = fmt.read_partition_info(root)
+    pixels = [] if is_index else fmt.read_partition_info(root)
     common = root / fmt.DATASET_DIR / "_common_metadata"
     if not common.is_file():
         raise CatalogError(f"{root} is not a complete HATS catalog (no {fmt.DATASET_DIR}/_common_metadata)")
     schema = storage.read_parquet_schema(common)
-    files = fmt.list_data_files(root)
+    files = fmt.list_data_files(root) or [
+        p for p, _ in storage.list_files(root / fmt.DATASET_DIR) if p.name.startswith("part.")
+    ]
     rows = (
         int(props["hats_nrows"])
         if "hats_nrows" in props

@@ -45,6 +45,7 @@ import pyarrow.parquet as pq
 from healforge.arrays import concat_ranges
 from healforge.catalog import format as fmt
 from healforge.catalog.geometry import ARCSEC_PER_RAD, lonlat_to_xyz, within_radius
+from healforge.catalog.snapshot import CatalogSnapshot
 from healforge.engine import Engine, iter_chunks, owned_engine
 from healforge.errors import CatalogError, OptionError
 from healforge.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, border_cells
@@ -82,10 +83,11 @@ def margin_order_for(radius_arcsec: float) -> int:
 
 def margin(
     catalog: str | os.PathLike,
-    output: str | os.PathLike,
+    output: str | os.PathLike | None,
     radius_arcsec: float,
     name: str | None = None,
     *,
+    default: bool = False,
     overwrite: bool = False,
     storage_options: dict | None = None,
     tmp_dir: str | os.PathLike | None = None,
@@ -95,18 +97,21 @@ def margin(
     synchronous: bool = False,
     quiet: bool = False,
 ) -> MarginResult:
-    """Build the margin cache of a HATS catalog.
+    """Build the margin cache of a HATS catalog or collection.
 
     Parameters
     ----------
     catalog
-        Primary catalog directory.
+        Primary catalog directory, or a collection (its primary catalog gets the margin, which
+        joins the collection as ``<name>_<R>arcs`` unless ``output`` says otherwise).
     output
-        Margin catalog directory to create.
+        Margin catalog directory to create (optional for a collection).
     radius_arcsec
         Margin threshold: rows of other partitions closer than this to a partition's boundary.
     name
         ``obs_collection`` of the margin (default: the output directory name).
+    default
+        Make it the collection's default margin (the first margin of a collection always is).
     overwrite
         Replace an existing output.
     storage_options
@@ -121,31 +126,37 @@ def margin(
     -------
     MarginResult
     """
-    catalog, output = as_path(catalog, storage_options), as_path(output, storage_options)
-    fmt.require_catalog(catalog)
-    with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
-        result = build_margin(
-            catalog, output, radius_arcsec, name=name, overwrite=overwrite, tmp_dir=tmp_dir, engine=eng
-        )
-    register_margin(catalog, output, radius_arcsec)
+    from healforge.catalog import members
+    from healforge.catalog import transaction as txn
+    from healforge.catalog.collection import (
+        add_member,
+        collection_of,
+        is_collection,
+        margin_name,
+        open_collection,
+    )
+
+    catalog = as_path(catalog, storage_options)
+    coll = open_collection(catalog) if is_collection(catalog) else collection_of(catalog)
+    primary = coll.primary if coll else fmt.require_catalog(catalog)
+    if output is None:
+        if coll is None:
+            raise OptionError(f"{catalog} is not a collection: give the margin's output directory")
+        output = coll.path / margin_name(primary.name, radius_arcsec)
+    output = as_path(output, storage_options)
+    # under the writer lock, after finishing any committed change: a concurrent append would
+    # otherwise commit without rebuilding this new member
+    with txn.CatalogLock(primary, "margin"):
+        txn.recover(primary)
+        with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
+            result = build_margin(
+                primary, output, radius_arcsec, name=name, overwrite=overwrite, tmp_dir=tmp_dir, engine=eng
+            )
+        if coll is not None and str(output.parent) == str(coll.path):
+            add_member(coll.path, output, "margin", default=default)
+        else:
+            members.register(primary, members.Member("margin", output, float(radius_arcsec)))
     return result
-
-
-def register_margin(catalog: str | AnyPath, output: str | AnyPath, radius_arcsec: float) -> None:
-    """Record a margin in ``CATALOG/.healforge/margins.json`` so append and compact rebuild it
-    (a URL is recorded without its storage options; the rebuild gets the catalog's)."""
-    import json
-
-    from healforge.catalog.format import atomic_write_text
-    from healforge.catalog.transaction import STATE_DIR
-
-    path = as_path(catalog) / STATE_DIR / "margins.json"
-    entries = json.loads(path.read_text()) if path.exists() else []
-    out = str(as_path(output))
-    entries = [e for e in entries if e["path"] != out] + [
-        {"path": out, "radius_arcsec": float(radius_arcsec)}
-    ]
-    atomic_write_text(path, json.dumps(entries, indent=1))
 
 
 def build_margin(
@@ -158,6 +169,7 @@ def build_margin(
     storage_options: dict | None = None,
     tmp_dir: str | os.PathLike | None = None,
     engine: Engine,
+    source: CatalogSnapshot | None = None,
 ) -> MarginResult:
     """Build (or rebuild, with ``overwrite=True``) a margin with an existing engine.
 
@@ -165,18 +177,21 @@ def build_margin(
     compact); :func:`margin` wraps it. The margin is built in a hidden sibling directory and moved
     into place at the end, so an existing margin stays intact and readable until the new one is
     complete (a killed run leaves the old margin and a stale ``.NAME.building-*`` directory, removed
-    by the next run). On object stores the finished margin is copied into place, its metadata
-    files last. Intermediate files go to ``tmp_dir`` (see :func:`margin`).
+    by the next run). ``source`` gives the catalog's partitions and files when they differ from
+    what is on disk (a change about to be committed); by default the catalog as it is. On object
+    stores the finished margin is copied into place, its metadata files last. Intermediate files
+    go to ``tmp_dir`` (see :func:`margin`).
     """
     catalog = as_path(catalog, storage_options)
     output = as_path(output, storage_options)
     radius = float(radius_arcsec)
     m_order = margin_order_for(radius)
-    props = fmt.read_properties(catalog)
+    source = source or CatalogSnapshot.of(catalog)
+    props = source.props
     ra, dec = props.get("hats_col_ra"), props.get("hats_col_dec")
     if not ra or not dec:
         raise CatalogError(f"{catalog} has no hats_col_ra/hats_col_dec properties; cannot build a margin")
-    pixels = fmt.read_partition_info(catalog)
+    pixels = source.pixels
     if str(output) == str(catalog):
         raise CatalogError("the margin cannot be written over its primary catalog")
     if not overwrite and not storage.is_empty_dir(output):
@@ -190,17 +205,7 @@ def build_margin(
         shutil.rmtree(work)
     work.mkdir(parents=True)
 
-    orders = np.array([o for o, _ in pixels], dtype=np.int64)
-    npix = np.array([p for _, p in pixels], dtype=np.int64)
-    shift = 2 * (SPATIAL_INDEX_ORDER - orders)
-    starts, stops = npix << shift, (npix + 1) << shift
-    order_idx = np.argsort(starts)
-    table = {
-        "orders": orders[order_idx],
-        "pixels": npix[order_idx],
-        "starts": starts[order_idx],
-        "stops": stops[order_idx],
-    }
+    table = partition_table(pixels)
     if np.any(table["starts"][1:] < table["stops"][:-1]):
         raise CatalogError(f"{catalog}: partitions overlap; cannot build a margin")
     tasks = [
@@ -213,8 +218,9 @@ def build_margin(
             "radius": radius,
             "margin_order": m_order,
             "work": str(work),
+            "files": source.files[(int(table["orders"][i]), int(table["pixels"][i]))],
         }
-        for i in _largest_first(catalog, table)
+        for i in _largest_first(source, table)
     ]
     labels = [f"Norder={table['orders'][i]}/Npix={table['pixels'][i]}" for i in range(len(pixels))]
     counts = engine.map(_map_partition, tasks, "Margin map", labels=[labels[t["source"]] for t in tasks])
@@ -246,10 +252,25 @@ def build_margin(
     )
 
     out_pixels = [(int(table["orders"][d]), int(table["pixels"][d])) for d in dests]
-    total = _finish(output, catalog, out_pixels, int(per_dest.sum()), props, radius, name or final.name)
+    total = _finish(output, source, out_pixels, int(per_dest.sum()), radius, name or final.name)
     shutil.rmtree(work, ignore_errors=True)
     _swap_into_place(output, final)
     return MarginResult(str(final), total, radius, m_order, out_pixels)
+
+
+def partition_table(pixels: list[tuple[int, int]]) -> dict[str, np.ndarray]:
+    """Partitions sorted by their ``_healpix_29`` range: ``orders``, ``pixels``, ``starts``, ``stops``."""
+    orders = np.array([o for o, _ in pixels], dtype=np.int64)
+    npix = np.array([p for _, p in pixels], dtype=np.int64)
+    shift = 2 * (SPATIAL_INDEX_ORDER - orders)
+    starts, stops = npix << shift, (npix + 1) << shift
+    order_idx = np.argsort(starts)
+    return {
+        "orders": orders[order_idx],
+        "pixels": npix[order_idx],
+        "starts": starts[order_idx],
+        "stops": stops[order_idx],
+    }
 
 
 def _swap_into_place(built: AnyPath, final: AnyPath) -> None:
@@ -404,7 +425,10 @@ def _map_partition(task: dict) -> dict[int, int]:
     table, source = task["table"], task["source"]
     order, pixel = int(table["orders"][source]), int(table["pixels"][source])
     # one read of the whole partition: nearly every partition has some margin rows
-    full = read_pixel(task["catalog"], order, pixel)
+    files = task["files"]
+    if not files:
+        raise CatalogError(f"no data file for pixel Norder={order}/Npix={pixel} in {task['catalog']}")
+    full = _read_files(files)
     ra = np.asarray(full.column(task["ra"]).to_numpy(), dtype=np.float64)
     dec = np.asarray(full.column(task["dec"]).to_numpy(), dtype=np.float64)
     hp29 = np.asarray(full.column(SPATIAL_INDEX_COLUMN).to_numpy(), dtype=np.int64)
@@ -428,15 +452,15 @@ def _map_partition(task: dict) -> dict[int, int]:
     return counts
 
 
-def _largest_first(catalog: AnyPath, table: dict) -> list[int]:
+def _read_files(files: list) -> pa.Table:
+    tables = [storage.read_parquet_table(f) for f in files]
+    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+
+def _largest_first(source: CatalogSnapshot, table: dict) -> list[int]:
     """Source partitions ordered by data size, largest first, so that the last tasks to run are
     short ones (the workers finish together)."""
-    by_pixel: dict[tuple[int, int], int] = {}
-    for f, size in storage.list_files(catalog / fmt.DATASET_DIR):
-        if f.name.endswith(".parquet") and any(part.startswith("Npix=") for part in f.parts):
-            key = fmt.pixel_of_path(f)
-            by_pixel[key] = by_pixel.get(key, 0) + size
-    sizes = [by_pixel.get((int(o), int(p)), 0) for o, p in zip(table["orders"], table["pixels"], strict=True)]
+    sizes = [source.size_of((int(o), int(p))) for o, p in zip(table["orders"], table["pixels"], strict=True)]
     return sorted(range(len(sizes)), key=lambda i: -sizes[i])
 
 
@@ -459,26 +483,26 @@ def _reduce_partition(task: dict) -> int:
 
 def _finish(
     output: AnyPath,
-    catalog: AnyPath,
+    source: CatalogSnapshot,
     pixels: list[tuple[int, int]],
     expected_rows: int,
-    props: dict,
     radius: float,
     name: str,
 ) -> int:
+    catalog, props = source.root, source.props
 
     fmt.write_partition_info(output, pixels)
     if pixels:
         total = fmt.write_dataset_metadata(output)
     else:
-        schema = storage.read_parquet_schema(catalog / fmt.DATASET_DIR / "_common_metadata")
+        schema = storage.read_parquet_schema(source.schema_file)
         for leaf in ("_common_metadata", "_metadata"):
             with storage.atomic_output(output / fmt.DATASET_DIR / leaf) as tmp:
                 pq.write_metadata(schema, tmp)
         total = 0
     if total != expected_rows:
         raise RuntimeError(f"margin metadata counts {total} rows, expected {expected_rows}")
-    primary_orders = [o for o, _ in fmt.read_partition_info(catalog)]
+    primary_orders = [o for o, _ in source.pixels]
     sky = fmt.sky_fraction(pixels)
     fmt.write_properties(
         output,

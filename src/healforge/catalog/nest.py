@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from healforge.catalog import format as fmt
+from healforge.catalog.collection import resolve_catalog
 from healforge.catalog.margin import read_pixel
 from healforge.catalog.nested import STATE_FILE, read_state
 from healforge.catalog.transaction import STATE_DIR
@@ -111,6 +112,7 @@ def nest(
     if on_unmatched not in ("error", "drop"):
         raise OptionError("on_unmatched must be 'error' or 'drop'")
     objects, sources, output = (as_path(p, storage_options) for p in (objects, sources, output))
+    objects, sources = resolve_catalog(objects), resolve_catalog(sources)
     obj_schema = _schema(objects)
     src_schema = _schema(sources)
     for cat, schema, cols in ((objects, obj_schema, [on]), (sources, src_schema, [on, sort_by])):

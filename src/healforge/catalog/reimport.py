@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from healforge.catalog import format as fmt
+from healforge.catalog.collection import is_collection, resolve_catalog
 from healforge.errors import CatalogError
 
 # Properties an import writes afresh; every other property of the input catalog is carried over.
@@ -52,19 +53,6 @@ class SourceCatalog:
         return {k: v for k, v in self.properties.items() if k not in RECOMPUTED and "date" not in k}
 
 
-def primary_catalog_of_collection(root: str | Path) -> Path:
-    """The primary catalog directory of a collection (``hats_primary_table_url``)."""
-    root = Path(root)
-    props = _read_props(root / "collection.properties")
-    url = props.get("hats_primary_table_url")
-    if not url:
-        raise CatalogError(f"collection {root} has no hats_primary_table_url in collection.properties")
-    target = Path(url) if Path(url).is_absolute() else root / url
-    if not (target / "hats.properties").is_file():
-        raise CatalogError(f"collection {root}: primary catalog {target} has no hats.properties")
-    return target
-
-
 def source_catalog(path: str | Path) -> SourceCatalog | None:
     """The catalog an input path names (catalog or collection directory), or ``None``."""
     if "://" in str(path):
@@ -72,8 +60,10 @@ def source_catalog(path: str | Path) -> SourceCatalog | None:
     path = Path(path)
     if not path.is_dir():
         return None
-    if (path / "collection.properties").is_file():
-        path = primary_catalog_of_collection(path)
+    if is_collection(path):
+        path = resolve_catalog(path)
+        if not (path / "hats.properties").is_file():
+            raise CatalogError(f"collection {path.parent}: primary catalog {path} has no hats.properties")
     elif not (path / "hats.properties").is_file():
         return None
     props = fmt.read_properties(path)
@@ -85,12 +75,3 @@ def source_catalog(path: str | Path) -> SourceCatalog | None:
     if not fmt.list_data_files(path):
         raise CatalogError(f"catalog {path} has no data files")
     return SourceCatalog(path.absolute(), props)
-
-
-def _read_props(file: Path) -> dict[str, str]:
-    out = {}
-    for line in file.read_text().splitlines():
-        if "=" in line and not line.lstrip().startswith("#"):
-            k, v = line.split("=", 1)
-            out[k.strip()] = v.strip()
-    return out

@@ -3,8 +3,10 @@
 A change stages every new file under ``CATALOG/.healforge-txn/`` and then commits by renaming a
 small manifest into place. Before that rename the catalog on disk is untouched (a crash leaves it
 as it was, and the next writer rolls the staging area back); after it, the change is applied in
-phases (convert layout, retire replaced files, move new files in, rewrite metadata, record), each
-idempotent and marked done, so the next writer rolls a half-applied change forward.
+phases (convert layout, retire replaced files, move new files in, rewrite metadata, swap in the
+rebuilt margins and indexes, record), each idempotent and marked done, so the next writer rolls a
+half-applied change forward. Members are built before the commit (see
+:mod:`healforge.catalog.members`), so a crash never leaves a new catalog with old members.
 
 On object stores (any fsspec URL, through :mod:`healforge.io.storage`) there are no renames:
 the manifest is written last in one put (the commit), and each phase copies then deletes, which
@@ -16,11 +18,15 @@ from __future__ import annotations
 import io
 import json
 import os
+import posixpath
 import shutil
 import socket
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
+
+from upath import UPath
 
 from healforge.catalog import ancillary
 from healforge.catalog import format as fmt
@@ -31,7 +37,7 @@ from healforge.io.storage import AnyPath, as_path
 TXN_DIR = ".healforge-txn"
 LOCK_FILE = ".healforge.lock"
 STATE_DIR = ".healforge"
-PHASES = ("convert", "retire", "move", "metadata", "record")
+PHASES = ("convert", "retire", "move", "metadata", "members", "record")
 
 
 class CatalogLock:
@@ -104,6 +110,13 @@ def staging_dir(root: str | AnyPath) -> AnyPath:
     return txn_dir(root) / "staged"
 
 
+def members_dir(root: str | AnyPath) -> AnyPath:
+    """Where a change builds the catalog's new margins and indexes before the commit: beside the
+    catalog, since hats' strict validation counts every ``Norder*/Dir*/Npix*`` path below it."""
+    root = as_path(root)
+    return root.parent / f".{root.name}.healforge-members"
+
+
 def begin(root: str | AnyPath, tmp_dir: str | os.PathLike | None = None):
     """Start a change (caller holds the lock): recover any earlier one, return a clean local work
     dir (``TXN/work`` for a local catalog without ``tmp_dir``, else in ``tmp_dir`` or the system
@@ -138,12 +151,14 @@ def recover(root: str | AnyPath, apply_metadata: Callable | None = None) -> str 
     """Finish a committed change or roll back an uncommitted one; returns what was done."""
     tdir = txn_dir(root)
     if not tdir.exists():
+        storage.rmtree(members_dir(root))
         return None
     manifest = tdir / "manifest.json"
     if manifest.exists():
         apply(root)
         return "rolled forward"
     storage.rmtree(tdir)
+    storage.rmtree(members_dir(root))
     return "rolled back"
 
 
@@ -172,6 +187,7 @@ def apply(root: str | AnyPath) -> None:
         storage.atomic_write_text(marker, "")
         _failpoint("Apply", n)
     storage.rmtree(tdir)
+    storage.rmtree(members_dir(root))
 
 
 def _phase_convert(root: AnyPath, tdir: AnyPath, m: dict) -> None:
@@ -230,6 +246,26 @@ def _phase_metadata(root: AnyPath, tdir: AnyPath, m: dict) -> None:
     fmt.write_skymaps(root, histogram)
     fmt.write_properties(root, **m["properties"])
     ancillary.refresh(root, histogram)
+
+
+def _phase_members(root: AnyPath, tdir: AnyPath, m: dict) -> None:
+    """Rebuilt members (staged in :func:`members_dir`) replace the old ones (moved to its trash)."""
+    trash = members_dir(root) / "trash"
+    for staged, rel in m.get("members", []):
+        src = members_dir(root) / staged
+        if not src.exists():
+            continue
+        dst = member_path(root, rel)
+        if dst.exists():
+            storage.replace(dst, trash / f"member-{staged}")
+        storage.replace(src, dst)
+
+
+def member_path(root: AnyPath, rel: str) -> AnyPath:
+    """The member at ``rel`` (relative to the catalog, ``..`` resolved lexically, as a URL too)."""
+    if storage.is_local(root):
+        return Path(os.path.normpath(Path(root) / rel))
+    return UPath(f"{root.protocol}://{posixpath.normpath(root.path + '/' + rel)}", **root.storage_options)
 
 
 def _phase_record(root: AnyPath, tdir: AnyPath, m: dict) -> None:

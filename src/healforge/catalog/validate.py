@@ -25,14 +25,18 @@ class ValidationReport:
     problems: list[str] = field(default_factory=list)
     rows: int = 0
     files: int = 0
+    kind: str = "catalog"
+    members: list[ValidationReport] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     def __str__(self) -> str:
+        if self.ok and self.kind == "collection":
+            return f"{self.path}: valid collection\n" + "\n".join(f"  {m}" for m in self.members)
         if self.ok:
-            return f"{self.path}: valid ({self.rows} rows in {self.files} files)"
+            return f"{self.path}: valid {self.kind} ({self.rows} rows in {self.files} files)"
         return f"{self.path}: {len(self.problems)} problem(s)\n" + "\n".join(
             f"  - {p}" for p in self.problems
         )
@@ -60,16 +64,33 @@ def validate_catalog(
     matches ra/dec (``check_index``), the rows in ``_metadata`` equal the rows in the files and
     ``hats_nrows``, partitions do not overlap, and ``id_column`` (if given) is unique. ``path``
     may be an fsspec URL, with ``storage_options``.
+
+    A collection is validated member by member (:func:`validate_collection`), a margin against
+    its primary catalog (:func:`healforge.catalog.validate_members.validate_margin`) and an index
+    against the rows of its primary (:func:`~healforge.catalog.validate_members.validate_index`).
     """
-    from hats.io.validation import is_valid_catalog
+    from healforge.catalog import validate_members as vm
+    from healforge.catalog.collection import is_collection
 
     root = as_path(path, storage_options)
     if not root.exists():
         raise CatalogError(f"catalog not found: {root}")
+    if is_collection(root):
+        return vm.validate_collection(root, id_column=id_column, check_index=check_index)
     if root.is_file() or not any((root / n).is_file() for n in ("hats.properties", "properties")):
         raise CatalogError(f"{root} is not a HATS catalog (no hats.properties)")
-    report = ValidationReport(str(root))
-    problems = report.problems
+    kind = fmt.read_properties(root).get("dataproduct_type") if (root / "hats.properties").exists() else None
+    if kind == "margin":
+        return vm.validate_margin(root)
+    if kind == "index":
+        return vm.validate_index(root)
+    return validate_partitioned(root, id_column, check_index)
+
+
+def hats_strict(root: AnyPath, problems: list[str]) -> None:
+    """``hats.io.validation.is_valid_catalog(strict=True)``, its warnings into ``problems``."""
+    from hats.io.validation import is_valid_catalog
+
     handler = _Collect()
     logging.getLogger().addHandler(handler)
     try:
@@ -81,6 +102,22 @@ def validate_catalog(
         logging.getLogger().removeHandler(handler)
     if not strict_ok:
         problems.append("hats strict validation failed: " + ("; ".join(handler.messages) or "no detail"))
+
+
+def validate_partitioned(
+    path: str | Path,
+    id_column: str | None = None,
+    check_index: bool = True,
+    kind: str = "catalog",
+    hats_check: bool = True,
+) -> ValidationReport:
+    """The checks of :func:`validate_catalog` for one HEALPix-partitioned catalog
+    (``hats_check=False`` skips hats' own strict validation, e.g. when done for a collection)."""
+    root = as_path(path)
+    report = ValidationReport(str(root), kind=kind)
+    problems = report.problems
+    if hats_check:
+        hats_strict(root, problems)
     if not (root / "hats.properties").exists():
         return report
     props = fmt.read_properties(root)

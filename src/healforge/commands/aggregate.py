@@ -62,6 +62,12 @@ def _position_kwargs(args) -> dict:
     }
 
 
+CELL_HELP = (
+    "per-cell expression over aggregates (sum count mean min max var std) of row expressions, "
+    "e.g. 'err=1 / sqrt(sum(1 / s**2))' or 'density=count(h) / area' (repeatable)"
+)
+
+
 def _split(values):
     out = []
     for v in values or []:
@@ -94,6 +100,8 @@ def register(sub) -> None:
     p.add_argument("--id-column", help="input id column matching the sidecar's source_id")
     p.add_argument("--ddof", type=int, default=1)
     p.add_argument("--min-count", type=int, default=1)
+    _add_cell_args(p)
+    p.add_argument("--filter", help="row expression; only rows where it holds are aggregated")
     add_engine_args(p)
     p.set_defaults(func=_aggregate)
 
@@ -106,6 +114,13 @@ def register(sub) -> None:
     p.add_argument("--columns", nargs="+", required=True)
     p.add_argument("--weight", help="per-row weight expression")
     p.add_argument("--delta", type=float, default=200.0, help="sketch compression (centroids ~ 1.6 delta)")
+    p.add_argument(
+        "--cell-expr",
+        action="append",
+        metavar="NAME=EXPR",
+        help="keep the aggregates of a per-cell expression in the state (finalize computes it at every order)",
+    )
+    p.add_argument("--filter", help="row expression; only rows where it holds are accumulated")
     add_engine_args(p)
     p.set_defaults(func=_accumulate)
 
@@ -132,8 +147,16 @@ def register(sub) -> None:
     p.add_argument("--stats", nargs="+", default=["count", "mean", "std", "min", "max", "median"])
     p.add_argument("--ddof", type=int, default=1)
     p.add_argument("--min-count", type=int, default=1)
+    _add_cell_args(p)
     _add_order(p, many=False, required=False)
     p.set_defaults(func=_finalize)
+
+
+def _add_cell_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cell-expr", action="append", metavar="NAME=EXPR", help=CELL_HELP)
+    p.add_argument(
+        "--radius-km", type=float, help="sphere radius: 'area' in cell expressions in km2 (default sr)"
+    )
 
 
 def _engine(args):
@@ -181,6 +204,9 @@ def _aggregate(args) -> int:
             min_count=args.min_count,
             output=args.output,
             engine=engine,
+            cell_expressions=args.cell_expr,
+            filter=args.filter,
+            radius_km=args.radius_km,
             **_position_kwargs(args),
         )
     if not args.quiet:
@@ -210,6 +236,8 @@ def _accumulate(args) -> int:
             weight=args.weight,
             delta=args.delta,
             engine=engine,
+            cell_expressions=args.cell_expr,
+            filter=args.filter,
             **kw,
         )
     if not args.quiet:
@@ -241,6 +269,8 @@ def _finalize(args) -> int:
         min_order=args.min_order,
         output=args.output,
         metadata={"inputs": [args.state]} if args.output.rstrip("/").endswith(".zarr") else None,
+        cell_expressions=args.cell_expr,
+        radius_km=args.radius_km,
     )
     if isinstance(table, dict):
         for k, t in table.items():

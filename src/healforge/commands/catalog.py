@@ -65,15 +65,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     mode.add_argument("--resume", action="store_true", help="require and continue an unfinished run")
     mode.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--on-bad-rows", choices=["error", "quarantine"], default="error")
-    p.add_argument("--margin", type=float, default=None, metavar="ARCSEC", help="also build a margin cache")
+    p.add_argument(
+        "--margin",
+        type=float,
+        nargs="+",
+        default=[],
+        metavar="ARCSEC",
+        help="also build margin caches of these radii (several only with --collection; the first is the default)",
+    )
     p.add_argument("--margin-path", default=None, help="where to write it (default: OUTPUT_margin)")
+    p.add_argument(
+        "--collection",
+        action="store_true",
+        help="write a HATS collection at OUTPUT: the catalog, its margins and indexes as sub-catalogs",
+    )
+    p.add_argument(
+        "--index",
+        nargs="+",
+        default=[],
+        metavar="COL",
+        help="also build index catalogs on these columns (the first is the default)",
+    )
     _add_output_args(p)
     add_storage_args(p)
     add_engine_args(p)
     p.set_defaults(func=_import)
 
-    p = sub.add_parser("append", help="append a batch of rows to a catalog, keeping its partitioning")
-    p.add_argument("catalog")
+    p = sub.add_parser(
+        "append",
+        help="append a batch of rows to a catalog or collection, keeping its partitioning "
+        "(margins and indexes are rebuilt in the same transaction)",
+    )
+    p.add_argument("catalog", help="catalog or collection")
     p.add_argument("inputs", nargs="+", metavar="INPUT")
     p.add_argument("--batch", default=None, help="batch label (file name in each pixel; default: UTC time)")
     p.add_argument("--format", dest="input_format", choices=FORMATS, default=None)
@@ -87,7 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_append)
 
     p = sub.add_parser("compact", help="merge appended files, de-duplicate, split pixels over the threshold")
-    p.add_argument("catalog")
+    p.add_argument("catalog", help="catalog or collection")
     p.add_argument("--dedupe-on", default=None, metavar="ID", help="keep one row per value of this column")
     p.add_argument("--keep-latest-by", default=None, metavar="COL", help="keep the row with the greatest COL")
     p.add_argument("--threshold", type=int, default=None, help="maximum rows per pixel")
@@ -111,12 +134,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_engine_args(p)
     p.set_defaults(func=_compact)
 
-    p = sub.add_parser("info", help="describe a HATS catalog")
+    p = sub.add_parser("info", help="describe a HATS catalog or collection")
     p.add_argument("path")
     add_storage_args(p, tmp_dir=False)
     p.set_defaults(func=_info)
 
-    p = sub.add_parser("validate", help="strict hats validation plus data checks")
+    p = sub.add_parser(
+        "validate",
+        help="strict hats validation plus data checks (a collection member by member, a margin "
+        "against its primary's exact rows, an index against its primary)",
+    )
     p.add_argument("catalog")
     p.add_argument("--id", dest="id_column", default=None, help="check this column is unique")
     add_storage_args(p, tmp_dir=False)
@@ -149,8 +176,10 @@ def _import(args: argparse.Namespace) -> int:
         row_group_rows=args.row_group_rows,
         subtile_order_delta=args.subtile_order_delta,
         on_bad_rows=args.on_bad_rows,
-        margin_arcsec=args.margin,
+        margins=args.margin,
         margin_path=args.margin_path,
+        collection=args.collection,
+        indexes=args.index,
         **_output_kwargs(args),
         resume=True if args.resume else None,
         overwrite=args.overwrite,

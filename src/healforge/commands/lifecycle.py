@@ -1,4 +1,4 @@
-"""Catalog lifecycle subcommands: ``margin`` and ``nest``."""
+"""Catalog lifecycle subcommands: ``margin``, ``index`` and ``nest``."""
 
 from __future__ import annotations
 
@@ -14,14 +14,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Write a margin catalog: for every partition, the rows of other partitions closer "
         "than RADIUS arcseconds to its boundary (exact angular distance).",
     )
-    p.add_argument("catalog", help="primary HATS catalog directory")
-    p.add_argument("-o", "--output", required=True, help="margin catalog directory to create")
+    p.add_argument("catalog", help="primary HATS catalog or collection directory")
+    p.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="margin directory to create (default in a collection: <name>_<R>arcs)",
+    )
     p.add_argument("--radius", type=float, required=True, help="margin threshold in arcseconds")
-    p.add_argument("--name", default=None, help="margin catalog name (default CATALOG_<radius>arcs)")
+    p.add_argument("--name", default=None, help="margin catalog name (default: the directory name)")
+    p.add_argument("--default", action="store_true", help="make it the collection's default margin")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     add_storage_args(p)
     add_engine_args(p)
     p.set_defaults(func=_margin)
+
+    p = subparsers.add_parser(
+        "index",
+        help="build an index catalog (id -> partitions) for lsdb's id_search",
+        description="Write a HATS index catalog on COLUMN: sorted by it, mapping each value to the "
+        "primary partitions holding it. Duplicate values are reported.",
+    )
+    p.add_argument("catalog", help="primary HATS catalog or collection directory")
+    p.add_argument("--column", required=True, help="column to index")
+    p.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="index directory (default: <name>_<col> in a collection, else CATALOG_<col>_index)",
+    )
+    p.add_argument("--include-columns", nargs="*", default=[], metavar="COL", help="extra columns to copy")
+    p.add_argument("--name", default=None, help="index catalog name (default: the directory name)")
+    p.add_argument("--default", action="store_true", help="make it the collection's default index")
+    p.add_argument("--rows-per-file", type=int, default=2_000_000, help="rows per index data file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    add_storage_args(p)
+    add_engine_args(p)
+    p.set_defaults(func=_index)
 
     p = subparsers.add_parser(
         "nest",
@@ -53,6 +82,26 @@ def _margin(args: argparse.Namespace) -> int:
         args.output,
         args.radius,
         name=args.name,
+        default=args.default,
+        overwrite=args.overwrite,
+        **storage_kwargs(args),
+        **engine_kwargs(args),
+    )
+    print(result)
+    return 0
+
+
+def _index(args: argparse.Namespace) -> int:
+    from healforge.catalog.index import index_catalog
+
+    result = index_catalog(
+        args.catalog,
+        args.column,
+        args.output,
+        args.include_columns,
+        name=args.name,
+        default=args.default,
+        rows_per_file=args.rows_per_file,
         overwrite=args.overwrite,
         **storage_kwargs(args),
         **engine_kwargs(args),

@@ -67,15 +67,8 @@ def _run_zagg(args: argparse.Namespace) -> int:
         print(f"{args.pipeline}: zagg configuration is valid ({'exact' if plan.exact else 'streaming'})")
         return 0
     summary = run_zagg(plan, batch_rows=args.batch_rows, **engine_kwargs(args))
-    if not args.quiet:
-        print(
-            f"healforge run: zagg file, {summary['files']} granule(s), {summary['rows_read']} rows read, "
-            f"{summary['rows_filtered']} filtered out; orders {summary['orders']}",
-            file=sys.stderr,
-        )
-    for path in summary["outputs"]:
-        print(path)
-    return 0
+    head = f"zagg file, {summary['files']} granule(s)"
+    return _report(args, summary, head, f"{summary['rows_filtered']} filtered out")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -101,11 +94,17 @@ def _run(args: argparse.Namespace) -> int:
     )
     if not summary["complete"]:
         return 0
+    head = f"{summary['files']} file(s) ({summary['files_skipped']} resumed)"
+    return _report(
+        args, summary, head, f"{summary['rows_filtered']} filtered out, {summary['rows_rejected']} rejected"
+    )
+
+
+def _report(args: argparse.Namespace, summary: dict, head: str, dropped: str) -> int:
+    """The one-line summary of a run on stderr (unless quiet), then the outputs, one a line."""
     if not args.quiet:
         print(
-            f"healforge run: {summary['files']} file(s) ({summary['files_skipped']} resumed), "
-            f"{summary['rows_read']} rows read, {summary['rows_filtered']} filtered out, "
-            f"{summary['rows_rejected']} rejected; orders {summary['orders']}",
+            f"healforge run: {head}, {summary['rows_read']} rows read, {dropped}; orders {summary['orders']}",
             file=sys.stderr,
         )
     for path in summary["outputs"]:

@@ -8,6 +8,7 @@ such as ``gt*``); every group yields tables with a ``group`` column naming it.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -17,6 +18,25 @@ import numpy as np
 import pyarrow as pa
 
 from healforge.errors import BadInputError
+
+
+@contextlib.contextmanager
+def open_hdf5(path: str, storage_options: Mapping[str, Any] | None = None) -> Iterator[Any]:
+    """The open ``h5py.File`` of a local path or URL; a missing or unreadable file is a
+    :class:`~healforge.errors.BadInputError` naming it."""
+    import h5py
+
+    fs, fs_path = fsspec.core.url_to_fs(str(path), **dict(storage_options or {}))
+    if not fs.exists(fs_path):
+        raise BadInputError("input file not found", path=path)
+    with fs.open(fs_path, "rb") as f:
+        try:
+            h5 = h5py.File(f, "r")
+        except OSError as exc:
+            raise BadInputError(f"not a readable HDF5 file: {exc}", path=path) from exc
+        with h5:
+            yield h5
+
 
 GROUP_COLUMN = "group"
 DEFAULT_BATCH_ROWS = 1_000_000
@@ -102,48 +122,38 @@ def iter_hdf5_template(
     uses_group = any("{group}" in t for t in templates)
     if uses_group and not groups:
         raise ValueError("dataset templates contain {group} but no groups were given")
-    fs, fs_path = fsspec.core.url_to_fs(str(path), **(storage_options or {}))
-    if not fs.exists(fs_path):
-        raise BadInputError("input file not found", path=path)
     total = 0
-    with fs.open(fs_path, "rb") as f:
-        try:
-            h5 = h5py.File(f, "r")
-        except OSError as exc:
-            raise BadInputError(f"not a readable HDF5 file: {exc}", path=path) from exc
-        with h5:
-            names = expand_groups(h5, templates, groups) if uses_group else [None]
-            if uses_group and not names:
-                parent = _prefix(next(t for t in templates if "{group}" in t))
+    with open_hdf5(path, storage_options) as h5:
+        names = expand_groups(h5, templates, groups) if uses_group else [None]
+        if uses_group and not names:
+            parent = _prefix(next(t for t in templates if "{group}" in t))
+            have = sorted(h5[parent].keys()) if parent in h5 else []
+            raise BadInputError(
+                f"no HDF5 group matches {groups!r} under {parent!r}; it holds {have}", path=path
+            )
+        for group in names:
+            paths = {c: t.replace("{group}", group) if group is not None else t for c, t in columns.items()}
+            present = {c: p for c, p in paths.items() if p in h5 and isinstance(h5[p], h5py.Dataset)}
+            if not present and group is not None and on_missing_group == "skip":
+                continue
+            if len(present) < len(paths):
+                missing = [p for c, p in paths.items() if c not in present]
+                parent = missing[0].rsplit("/", 1)[0] or "/"
                 have = sorted(h5[parent].keys()) if parent in h5 else []
                 raise BadInputError(
-                    f"no HDF5 group matches {groups!r} under {parent!r}; it holds {have}", path=path
+                    f"HDF5 dataset(s) {missing} not found; {parent!r} holds {have}",
+                    path=path,
+                    column=next(c for c in paths if c not in present),
                 )
-            for group in names:
-                paths = {
-                    c: t.replace("{group}", group) if group is not None else t for c, t in columns.items()
-                }
-                present = {c: p for c, p in paths.items() if p in h5 and isinstance(h5[p], h5py.Dataset)}
-                if not present and group is not None and on_missing_group == "skip":
-                    continue
-                if len(present) < len(paths):
-                    missing = [p for c, p in paths.items() if c not in present]
-                    parent = missing[0].rsplit("/", 1)[0] or "/"
-                    have = sorted(h5[parent].keys()) if parent in h5 else []
-                    raise BadInputError(
-                        f"HDF5 dataset(s) {missing} not found; {parent!r} holds {have}",
-                        path=path,
-                        column=next(c for c in paths if c not in present),
-                    )
-                dsets = {c: h5[p] for c, p in paths.items()}
-                shapes = {paths[c]: d.shape for c, d in dsets.items()}
-                if any(len(s) != 1 for s in shapes.values()) or len({s[0] for s in shapes.values()}) > 1:
-                    raise BadInputError(f"HDF5 datasets must be 1-D and of equal length: {shapes}", path=path)
-                n = next(iter(shapes.values()))[0]
-                for start in range(0, n, batch_rows):
-                    stop = min(n, start + batch_rows)
-                    data = {c: _column(d, start, stop, mask_fill) for c, d in dsets.items()}
-                    if group is not None:
-                        data[GROUP_COLUMN] = pa.repeat(pa.scalar(group, type=pa.string()), stop - start)
-                    yield total, pa.table(data)
-                    total += stop - start
+            dsets = {c: h5[p] for c, p in paths.items()}
+            shapes = {paths[c]: d.shape for c, d in dsets.items()}
+            if any(len(s) != 1 for s in shapes.values()) or len({s[0] for s in shapes.values()}) > 1:
+                raise BadInputError(f"HDF5 datasets must be 1-D and of equal length: {shapes}", path=path)
+            n = next(iter(shapes.values()))[0]
+            for start in range(0, n, batch_rows):
+                stop = min(n, start + batch_rows)
+                data = {c: _column(d, start, stop, mask_fill) for c, d in dsets.items()}
+                if group is not None:
+                    data[GROUP_COLUMN] = pa.repeat(pa.scalar(group, type=pa.string()), stop - start)
+                yield total, pa.table(data)
+                total += stop - start

@@ -18,8 +18,9 @@ import pyarrow.parquet as pq
 
 from healforge.errors import BadInputError, OptionError
 
-FORMATS = ("csv", "parquet", "fits", "hdf5", "ecsv")
+FORMATS = ("csv", "parquet", "geoparquet", "fits", "hdf5", "ecsv")
 SUFFIXES = {
+    ".geoparquet": "geoparquet",
     ".csv": "csv",
     ".csv.gz": "csv",
     ".txt": "csv",
@@ -122,7 +123,8 @@ def iter_batches(
     batch_rows
         Upper bound on rows per batch (CSV batches follow the parser's block size instead).
     fmt
-        ``csv``, ``parquet``, ``fits``, ``hdf5`` or ``ecsv``; guessed from the suffix when omitted.
+        A name of :data:`READERS` (``csv``, ``parquet``, ``geoparquet``, ``fits``, ``hdf5``,
+        ``ecsv``); guessed from the suffix (:data:`SUFFIXES`) when omitted.
     options
         Format options: ``hdu`` (FITS extension), ``group`` (HDF5 group holding 1-D column
         datasets), ``delimiter`` (CSV).
@@ -137,13 +139,7 @@ def iter_batches(
     """
     fmt = detect_format(path, fmt)
     _check_exists_and_nonempty(path, storage_options)
-    reader = {
-        "csv": _iter_csv,
-        "parquet": _iter_parquet,
-        "fits": _iter_fits,
-        "hdf5": _iter_hdf5,
-        "ecsv": _iter_ecsv,
-    }[fmt]
+    reader = READERS[fmt]
     total = 0
     gen = reader(
         path, list(columns) if columns else None, batch_rows, storage_options=storage_options, **options
@@ -296,15 +292,28 @@ def _iter_ecsv(path, columns, batch_rows, storage_options=None, **_):
         yield out.slice(start, batch_rows)
 
 
-def expand_inputs(paths: Sequence[str | os.PathLike]) -> list[str]:
-    """Expand directories and glob patterns into a sorted, de-duplicated list of files."""
+# The reader registry: format name -> reader(path, columns, batch_rows, storage_options=, **options)
+# yielding pyarrow tables. Formats are detected from SUFFIXES.
+READERS = {
+    "csv": _iter_csv,
+    "parquet": _iter_parquet,
+    "geoparquet": _iter_parquet,
+    "fits": _iter_fits,
+    "hdf5": _iter_hdf5,
+    "ecsv": _iter_ecsv,
+}
+
+
+def expand_inputs(paths: Sequence[str | os.PathLike], storage_options: dict | None = None) -> list[str]:
+    """Expand directories and glob patterns (local or URLs) into a de-duplicated list of files,
+    sorted within each pattern, in the order of ``paths``."""
     out: list[str] = []
     from healforge.io.storage import as_path
 
     for p in paths:
         p = str(p)
         as_path(p)  # an unknown protocol or a missing fsspec backend is a StorageError
-        fs, fs_path = fsspec.core.url_to_fs(p)
+        fs, fs_path = fsspec.core.url_to_fs(p, **(storage_options or {}))
         proto = fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol
         prefix = "" if proto in ("file", "local") else f"{proto}://"
         if any(ch in fs_path for ch in "*?["):

@@ -3,7 +3,7 @@
 ``healforge run ZAGG.yaml [--inputs FILES | catalog.json] [--store PATH] [--exact]``; see
 docs/zagg.md for what maps to what. Modules: :mod:`~healforge.zagg.translate` (zagg file ->
 healforge pipeline), :mod:`~healforge.zagg.read` (HDF5 granules: groups, filters, levels),
-:mod:`~healforge.zagg.catalog` (granule catalogs), :mod:`~healforge.zagg.cellexpr` (per-cell
+:mod:`~healforge.zagg.catalog` (granule catalogs), :mod:`~healforge.zagg.cellexpr` (zagg
 expressions), :mod:`~healforge.zagg.run` and :mod:`~healforge.zagg.exact` (the runs).
 """
 

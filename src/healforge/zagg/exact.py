@@ -36,7 +36,6 @@ from healforge.config import PipelineConfig, Statistic
 from healforge.engine import Engine
 from healforge.errors import BadInputError
 from healforge.healpix import SPATIAL_INDEX_COLUMN, bad_coordinate_mask, describe_bad_coordinate
-from healforge.zagg import rowexpr
 
 LON, LAT = "_lon", "_lat"
 
@@ -64,8 +63,8 @@ def _stat_names(stat: Statistic) -> list[tuple[str, str]]:
 
 
 def _group_key(stat: Statistic) -> tuple:
-    weight = rowexpr.source(stat.weight) if stat.function.startswith("weighted_") else None
-    expr = rowexpr.source(stat.expression)
+    weight = stat.weight.source if stat.function.startswith("weighted_") and stat.weight else None
+    expr = stat.expression.source if stat.expression is not None else None
     ddof = int(stat.parameters.get("ddof", 1)) if stat.function in ("var", "std") else 1
     if stat.function.startswith("weighted_") and int(stat.parameters.get("ddof", 0)) != 0:
         raise ValueError(f"statistic {stat.name}: exact weighted variance uses ddof 0")
@@ -125,14 +124,23 @@ def prepare_granule(
 
 def shard_statistics(target: str, cfg: PipelineConfig, orders: list[int]) -> dict[int, pa.Table]:
     """Statistics stage: exact statistics of every cell of one shard at every order."""
-    from healforge.aggregate.stats import cell_statistics, stat_label
+    from healforge.aggregate.api import exact_cell_expression
+    from healforge.aggregate.statistics import resolve
+    from healforge.aggregate.stats import cell_statistics
 
     table = pq.read_table(target)
     h29 = table.column(SPATIAL_INDEX_COLUMN).to_numpy()
     columns = {n: table.column(n) for n in table.column_names}
     groups: dict[tuple, list[Statistic]] = {}
     for stat in cfg.statistics:
-        groups.setdefault(_group_key(stat), []).append(stat)
+        if stat.cell is None:
+            groups.setdefault(_group_key(stat), []).append(stat)
+    cell_stats = [s for s in cfg.statistics if s.cell is not None]
+    rows = {  # the row expressions of the cell expressions' aggregates
+        a.row.source: np.asarray(a.row.evaluate(columns, h29.size), dtype=np.float64)
+        for s in cell_stats
+        for a in s.cell.aggregates
+    }
     inputs = {}
     for key, stats in groups.items():
         stat = stats[0]
@@ -163,8 +171,11 @@ def shard_statistics(target: str, cfg: PipelineConfig, orders: list[int]) -> dic
             cell_ids = ids
             for s in stats:
                 for name, label in _stat_names(s):
-                    arr = res[f"v_{stat_label(name)}"]
+                    arr = res[f"v_{resolve(name).label}"]
                     result[label] = np.asarray(arr).astype(s.dtype)
+        for s in cell_stats:
+            cell_ids, v = exact_cell_expression(cells, rows, s.cell, k, cfg.assignment.radius_km)
+            result[s.name] = v.astype(s.dtype)
         out[k] = pa.table(
             {"cell_ids": pa.array(cell_ids, pa.int64()), **{n: pa.array(v) for n, v in result.items()}}
         )
@@ -173,9 +184,10 @@ def shard_statistics(target: str, cfg: PipelineConfig, orders: list[int]) -> dic
 
 def _claim(work: Path, cfg: PipelineConfig, plan) -> None:
     """Keep a work directory made by the same configuration (resume); start afresh otherwise."""
-    from healforge.pipeline import config_sections, plan_state_columns
+    from healforge.config import to_plan
+    from healforge.pipeline import config_sections
 
-    sections = config_sections(cfg, plan_state_columns(cfg)[0])
+    sections = config_sections(cfg, to_plan(cfg))
     sections["statistics"] = [repr(s) for s in cfg.statistics]
     sections["orders"] = [int(k) for k in plan.orders]
     stamp = json.dumps(sections, sort_keys=True, default=str)
@@ -190,7 +202,6 @@ def _claim(work: Path, cfg: PipelineConfig, plan) -> None:
 def run_exact(
     plan,
     cfg: PipelineConfig,
-    cells: list,
     engine: Engine,
     *,
     batch_rows: int = 1_000_000,
@@ -284,7 +295,7 @@ def run_exact(
             shard_order=shard_order,
             **{key: summary[key] for key in ("rows_read", "rows_filtered", "rows_assigned")},
         )
-        maps[k] = finish_map(table, plan, cells)
+        maps[k] = finish_map(table, plan, cfg)
     summary["orders"] = sorted(maps)
     summary["cells"] = {k: t.num_rows for k, t in maps.items()}
     write_zarr(

@@ -13,12 +13,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 
 from healforge.errors import BadInputError
-from healforge.io.hdf5 import GROUP_COLUMN, expand_groups
+from healforge.io.hdf5 import GROUP_COLUMN, expand_groups, open_hdf5
 
 KEEP = "_zagg_keep"
 _COMPARE = {
@@ -192,26 +191,16 @@ def iter_granule(
     ``options["layout"]`` holds ``columns`` (name -> dataset template), ``groups``, ``filters``,
     ``levels``, ``base_level`` and ``level_variables`` as :mod:`healforge.zagg.translate` makes them.
     """
-    import h5py
-
     layout = options["layout"]
-    fs, fs_path = fsspec.core.url_to_fs(str(path), **dict(storage_options or {}))
-    if not fs.exists(fs_path):
-        raise BadInputError("input file not found", path=path)
     total = 0
-    with fs.open(fs_path, "rb") as f:
-        try:
-            h5 = h5py.File(f, "r")
-        except OSError as exc:
-            raise BadInputError(f"not a readable HDF5 file: {exc}", path=path) from exc
-        with h5:
-            groups = layout.get("groups") or []
-            names = expand_groups(h5, list(layout["columns"].values()), groups) if groups else [None]
-            for group in names:
-                table = read_group(h5, group, layout, path)
-                if table is None:
-                    continue
-                for start in range(0, table.num_rows, batch_rows):
-                    part = table.slice(start, batch_rows)
-                    yield total, part
-                    total += part.num_rows
+    with open_hdf5(path, storage_options) as h5:
+        groups = layout.get("groups") or []
+        names = expand_groups(h5, list(layout["columns"].values()), groups) if groups else [None]
+        for group in names:
+            table = read_group(h5, group, layout, path)
+            if table is None:
+                continue
+            for start in range(0, table.num_rows, batch_rows):
+                part = table.slice(start, batch_rows)
+                yield total, part
+                total += part.num_rows

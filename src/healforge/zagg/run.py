@@ -10,9 +10,8 @@ import numpy as np
 import pyarrow as pa
 
 from healforge.config import PipelineConfig, validate_pipeline
-from healforge.engine import Engine
+from healforge.engine import Engine, owned_engine
 from healforge.maps.table import map_metadata, with_metadata
-from healforge.zagg.cellexpr import CellExpression, expand
 from healforge.zagg.translate import ZaggPlan, load
 
 
@@ -27,32 +26,30 @@ def morton_of(cells: np.ndarray, order: int) -> np.ndarray:
     return np.asarray(mortie.norm2mort(normed, cells >> (2 * order), order), dtype=np.uint64)
 
 
-def runnable(plan: ZaggPlan) -> tuple[PipelineConfig, list[CellExpression]]:
-    """The validated healforge configuration of a plan (cell expressions as helper statistics)."""
-    raw, cells = expand(plan.pipeline)
-    cfg = validate_pipeline(raw, base_dir=os.path.dirname(os.path.abspath(plan.source)), source=plan.source)
-    return cfg, cells
+def runnable(plan: ZaggPlan) -> PipelineConfig:
+    """The validated healforge configuration of a plan (zagg's cell expressions as the core's
+    ``expression:`` statistics)."""
+    return validate_pipeline(
+        plan.pipeline, base_dir=os.path.dirname(os.path.abspath(plan.source)), source=plan.source
+    )
 
 
-def finish_map(table: pa.Table, plan: ZaggPlan, cells: list[CellExpression]) -> pa.Table:
-    """A finalized map table with zagg's variables: cell expressions combined, numpy's NaN
-    propagation applied, zagg dtypes and fill values, the morton coordinate; helpers dropped."""
+def finish_map(table: pa.Table, plan: ZaggPlan, cfg: PipelineConfig) -> pa.Table:
+    """A finalized map table with zagg's variables: numpy's NaN propagation applied, zagg dtypes
+    and fill values, the morton coordinate; helper statistics dropped."""
     meta = map_metadata(table)
     order = int(meta["order"])
     cols = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
-    by_name = {c.name: c for c in cells}
+    cells = {s.name: s.cell.source for s in cfg.statistics if s.cell is not None}
     out: dict[str, np.ndarray] = {"cell_ids": cols["cell_ids"]}
     if plan.morton is not None:
         out["morton"] = morton_of(cols["cell_ids"], order)
     fills, attrs = {}, {}
     for o in plan.outputs:
-        if o.name in by_name:
-            v = by_name[o.name].evaluate(cols)
-        else:
-            v = cols[o.name]
-            if o.nan_guard is not None:  # numpy's min/mean/... of a cell holding a NaN is NaN
-                valid, rows = (cols[g] for g in o.nan_guard)
-                v = np.where(valid < rows, np.nan, v.astype(np.float64))
+        v = cols[o.name]
+        if o.nan_guard is not None:  # numpy's min/mean/... of a cell holding a NaN is NaN
+            valid, rows = (cols[g] for g in o.nan_guard)
+            v = np.where(valid < rows, np.nan, v.astype(np.float64))
         dtype = np.dtype(o.dtype)
         if dtype.kind in "iub":
             v = np.where(np.isnan(v), o.fill_value, v) if v.dtype.kind == "f" else v
@@ -71,8 +68,7 @@ def finish_map(table: pa.Table, plan: ZaggPlan, cells: list[CellExpression]) -> 
             "fill_values": fills,
             "zagg": plan.conventions,
             "functions": {
-                o.name: (by_name[o.name].text if o.name in by_name else meta.get("functions", {}).get(o.name))
-                for o in plan.outputs
+                o.name: cells.get(o.name, meta.get("functions", {}).get(o.name)) for o in plan.outputs
             },
         }
     )
@@ -101,26 +97,19 @@ def run_zagg(
     plan = path_or_plan
     if not isinstance(plan, ZaggPlan):
         plan = load(str(path_or_plan), inputs=inputs, store=store, exact=exact)
-    cfg, cells = runnable(plan)
+    cfg = runnable(plan)
     product = {"zagg": plan.conventions, "zagg_config": plan.source}
-    own = engine is None
-    engine = engine or Engine(workers=workers, scheduler=scheduler, synchronous=synchronous, quiet=quiet)
-    try:
+    with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
         if plan.exact:
             from healforge.zagg.exact import run_exact
 
-            return run_exact(
-                plan, cfg, cells, engine, batch_rows=batch_rows, work_dir=work_dir, product=product
-            )
+            return run_exact(plan, cfg, eng, batch_rows=batch_rows, work_dir=work_dir, product=product)
         from healforge.pipeline import run_pipeline
 
         return run_pipeline(
             cfg,
-            engine=engine,
+            engine=eng,
             batch_rows=batch_rows,
-            map_hook=lambda t: finish_map(t, plan, cells),
+            map_hook=lambda t: finish_map(t, plan, cfg),
             product_metadata=product,
         )
-    finally:
-        if own:
-            engine.close()

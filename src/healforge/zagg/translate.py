@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from healforge.config import ConfigError
+from healforge.expressions import parse_cell
 from healforge.healpix import MAX_ORDER
-from healforge.zagg.cellexpr import row_expression
+from healforge.zagg.cellexpr import cell_expression, row_expression, row_names
 from healforge.zagg.read import KEEP
 
 READER = "healforge.zagg.read:iter_granule"
@@ -416,13 +417,12 @@ def translate(
             continue
         if "expression" in meta:
             try:
-                from healforge.zagg.cellexpr import parse_cell
-
-                ce = parse_cell(str(name), meta["expression"])
-                missing = sorted({n for a in ce.aggregates if a.row for n in _names(a.row)} - known_cols)
+                text = cell_expression(meta["expression"])
+                rows = {n for a in parse_cell(text).aggregates for n in a.row.names}
+                missing = sorted(rows - known_cols)
                 if missing:
                     e.add(f"{key}.expression", f"uses {missing}, not in data_source.variables")
-                stats[name] = {"expression": ce.text}
+                stats[name] = {"expression": text}
             except ValueError as exc:
                 e.add(f"{key}.expression", str(exc))
             continue
@@ -483,10 +483,10 @@ def translate(
                 stats[guard[1]] = {"function": "count"}
                 o.nan_guard = guard
         else:  # a dotted callable or another numpy function: exact mode calls it per cell
-            from healforge.config import _resolve_callable
+            from healforge.config.schema import resolve_callable
 
             try:
-                _resolve_callable(func)
+                resolve_callable(func)
             except ValueError as exc:
                 e.add(f"{key}.function", str(exc))
             if params:
@@ -626,9 +626,7 @@ def translate(
 
 
 def _names(expr: str) -> set[str]:
-    from healforge.zagg import rowexpr
-
-    return set(rowexpr.check(expr))
+    return set(row_names(expr))
 
 
 def load(path: str, **kwargs) -> ZaggPlan:

@@ -1,0 +1,210 @@
+"""The one statistic vocabulary of healforge: canonical names, aliases, parameters and defaults.
+
+Every front end (``aggregate``, ``finalize``, ``run``) resolves statistic names here, so the same
+name means the same computation with the same defaults everywhere.
+
+Canonical names and their aliases:
+
+==================  =========================================  ==================================
+canonical           aliases                                    parameters (default)
+==================  =========================================  ==================================
+``count``           \\-                                          \\-
+``sum``             \\-                                          \\-
+``mean``            \\-                                          \\-
+``var``, ``std``    \\-                                          ``ddof`` (1)
+``min``, ``max``    \\-                                          \\-
+``quantile``        ``median`` (q=0.5), ``qNN``, ``pNN``        ``q`` (required; a list gives one
+                    (``q05`` = ``p05`` = 0.05, ``q999`` = 0.999)  variable per level)
+``mad``             \\-                                          \\-
+``robust_std``      \\-                                          \\- (1.4826 x mad)
+``weighted_sum``    ``wsum``                                   ``weight``
+``weighted_mean``   ``wmean``                                  ``weight``
+``weighted_var``    ``wvar``                                   ``weight``, ``ddof`` (0)
+``weighted_std``    ``wstd``                                   ``weight``, ``ddof`` (0)
+==================  =========================================  ==================================
+
+``weighted_var`` is ``sum w (x - wmean)^2 / (sum w - ddof)``; with the default ``ddof`` 0 the
+population weighted variance. Any other name is a user function (a numpy ufunc name or a dotted
+import path), computable only by the exact aggregation, which sees every value.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from healforge.errors import OptionError
+
+CANONICAL = (
+    "count",
+    "sum",
+    "mean",
+    "var",
+    "std",
+    "min",
+    "max",
+    "quantile",
+    "mad",
+    "robust_std",
+    "weighted_sum",
+    "weighted_mean",
+    "weighted_var",
+    "weighted_std",
+)
+ALIASES = {"wsum": "weighted_sum", "wmean": "weighted_mean", "wvar": "weighted_var", "wstd": "weighted_std"}
+DEFAULT_DDOF = {"var": 1, "std": 1, "weighted_var": 0, "weighted_std": 0}
+PARAMETERS: dict[str, tuple[set[str], set[str]]] = {  # name -> (allowed, required)
+    "count": (set(), set()),
+    "sum": (set(), set()),
+    "mean": (set(), set()),
+    "var": ({"ddof"}, set()),
+    "std": ({"ddof"}, set()),
+    "min": (set(), set()),
+    "max": (set(), set()),
+    "median": (set(), set()),
+    "quantile": ({"q"}, {"q"}),
+    "mad": (set(), set()),
+    "robust_std": (set(), set()),
+    "weighted_sum": ({"weight"}, set()),
+    "weighted_mean": ({"weight"}, set()),
+    "weighted_var": ({"weight", "ddof"}, set()),
+    "weighted_std": ({"weight", "ddof"}, set()),
+}
+MAD_TO_STD = 1.4826
+DEFAULT_STATS = ("count", "mean", "std", "min", "max", "median")
+MOMENTS = ("count", "sum", "mean", "var", "std", "min", "max")
+WEIGHTED = ("weighted_sum", "weighted_mean", "weighted_var", "weighted_std")
+_QUANTILE = re.compile(r"^[qp](\d{2,})$")
+
+
+@dataclass(frozen=True)
+class Stat:
+    """A resolved statistic: canonical ``function``, its quantile level / ddof, and the ``label``
+    the user wrote (output column suffix). ``user`` is ``("ufunc" | "callable", function)`` for user
+    functions."""
+
+    function: str
+    label: str
+    q: float | None = None
+    ddof: int | None = None
+    user: tuple[str, Callable] | None = None
+
+    @property
+    def weighted(self) -> bool:
+        return self.function in WEIGHTED
+
+    @property
+    def from_state(self) -> bool:
+        """Whether a streaming state can give this statistic (everything but user functions)."""
+        return self.user is None
+
+    def ddof_or(self, default: int | None = None) -> int:
+        """This statistic's ddof: its own, else ``default`` (var/std only), else the vocabulary's."""
+        if self.ddof is not None:
+            return self.ddof
+        if default is not None and self.function in ("var", "std"):
+            return default
+        return DEFAULT_DDOF.get(self.function, 0)
+
+
+def quantile_level(name: str) -> float | None:
+    """The level of a ``qNN`` / ``pNN`` name (``q05`` -> 0.05, ``p999`` -> 0.999), else ``None``."""
+    m = _QUANTILE.match(name)
+    if not m:
+        return None
+    digits = m.group(1)
+    return int(digits) / 10 ** len(digits)
+
+
+def canonical_name(name: str) -> str | None:
+    """The canonical function of a built-in name or alias (``None`` for user functions)."""
+    if name in CANONICAL:
+        return name
+    if name in ALIASES:
+        return ALIASES[name]
+    if name == "median" or quantile_level(name) is not None:
+        return "quantile"
+    return None
+
+
+def resolve(name: str, parameters: Mapping[str, Any] | None = None, label: str | None = None) -> Stat:
+    """Resolve a statistic name (canonical, alias or user function) with its parameters.
+
+    ``parameters`` may hold ``q`` (one level; see :func:`expand_quantiles` for lists) and ``ddof``.
+    Raises ``ValueError`` naming the unknown statistic.
+    """
+    p = dict(parameters or {})
+    label = label or stat_label(name)
+    canon = canonical_name(name)
+    if canon is None:
+        return Stat(name, label, user=resolve_user(name))
+    q = None
+    if canon == "quantile":
+        q = 0.5 if name == "median" else quantile_level(name)
+        if q is None:
+            if "q" not in p or isinstance(p["q"], list | tuple):
+                raise OptionError(f"statistic {name!r} needs one quantile level q")
+            q = float(p["q"])
+    ddof = p.get("ddof")
+    return Stat(canon, label, q=q, ddof=None if ddof is None else int(ddof))
+
+
+def expand_quantiles(q: Any) -> list[float]:
+    """Quantile levels of a ``q`` parameter (a number or a list)."""
+    return [float(x) for x in (q if isinstance(q, list | tuple) else [q])]
+
+
+def resolve_user(name: str) -> tuple[str, Callable]:
+    """``("ufunc", ufunc)`` or ``("callable", function)`` for a user statistic name."""
+    import numpy as np
+
+    fn = getattr(np, name, None)
+    if isinstance(fn, np.ufunc) and fn.nin == 2:
+        return "ufunc", fn
+    if ":" in name:
+        mod, attr = name.split(":", 1)
+    elif "." in name:
+        mod, attr = name.rsplit(".", 1)
+    elif callable(fn):
+        return "callable", fn
+    else:
+        raise OptionError(
+            f"unknown statistic {name!r}; built-in: {', '.join(CANONICAL)} (aliases "
+            f"{', '.join(ALIASES)}, median, qNN, pNN), a numpy function name or a dotted import path"
+        )
+    try:
+        func = getattr(importlib.import_module(mod), attr)
+    except (ImportError, AttributeError) as exc:
+        raise OptionError(f"cannot import statistic {name!r}: {exc}") from None
+    if isinstance(func, np.ufunc) and func.nin == 2:
+        return "ufunc", func
+    if not callable(func):
+        raise OptionError(f"statistic {name!r} is not callable")
+    return "callable", func
+
+
+def stat_label(name: str) -> str:
+    """Column-name suffix of a statistic name (user functions: the last part of their name)."""
+    if canonical_name(name) is not None:
+        return name
+    return re.split(r"[.:]", name)[-1]
+
+
+def resolve_all(names: Sequence[str], *, from_state: bool = False) -> list[Stat]:
+    """Resolve statistic names, ``count`` first (added when missing); with ``from_state`` refuse
+    user functions (a state holds no raw values)."""
+    names = list(dict.fromkeys(names))
+    if "count" not in names:
+        names.insert(0, "count")
+    out = [resolve(n) for n in names]
+    if from_state:
+        for s in out:
+            if not s.from_state:
+                raise OptionError(
+                    f"statistic {s.function!r} cannot be computed from a streaming state; available: "
+                    f"{', '.join(CANONICAL)} and their aliases (use `healforge aggregate` for user functions)"
+                )
+    return out
