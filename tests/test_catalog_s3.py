@@ -114,7 +114,7 @@ def test_cli_import_with_margin_to_s3_matches_local(tmp_path, s3_options):
     )
     _same_rows(_read(f"{url}_m2", s3_options), _read(str(tmp_path / "local_margin")))
     proc = run_cli("compact", url, "--dedupe-on", "id", "--storage-options", opts, "--synchronous", "-q")
-    assert "5000 -> 5000 rows" in proc.stdout
+    assert "rows in 5000, rows out 5000" in proc.stdout
     _same_rows(_read(url, s3_options), _read(str(tmp_path / "local")))
     assert _strict_valid(url, s3_options)
     _no_local_s3_dirs(tmp_path)

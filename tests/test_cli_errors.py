@@ -17,6 +17,8 @@ MISSING_PATH_ARGS = {
     "import": ["import", MISSING, "-o", "{tmp}/out", "-q"],
     "append": ["append", MISSING, "{tmp}/in.parquet", "-q"],
     "compact": ["compact", MISSING, "-q"],
+    "increment": ["increment", MISSING, "--objects", "{tmp}/in.parquet", "--on", "id", "-q"],
+    "delete": ["delete", MISSING, "--ids", "{tmp}/ids.txt", "--on", "id", "-q"],
     "info": ["info", MISSING],
     "validate": ["validate", MISSING],
     "margin": ["margin", MISSING, "-o", "{tmp}/m", "--radius", "5", "-q"],
@@ -94,7 +96,9 @@ def test_missing_path(tmp_path, small_input, command, cli_run):
     assert line.startswith(f"healforge {command}: error: ")
 
 
-@pytest.mark.parametrize("command", ["info", "validate", "margin", "index", "append", "compact", "nest"])
+@pytest.mark.parametrize(
+    "command", ["info", "validate", "margin", "index", "append", "compact", "nest", "increment", "delete"]
+)
 def test_directory_that_is_not_a_catalog(tmp_path, small_input, command, cli_run):
     folder = tmp_path / "plain"
     folder.mkdir()
@@ -106,6 +110,8 @@ def test_directory_that_is_not_a_catalog(tmp_path, small_input, command, cli_run
         "index": ["index", folder, "--column", "id", "-o", tmp_path / "ix", "-q"],
         "append": ["append", folder, small_input, "-q"],
         "compact": ["compact", folder, "-q"],
+        "increment": ["increment", folder, "--objects", small_input, "--on", "id", "-q"],
+        "delete": ["delete", folder, "--ids", small_input, "--on", "id", "-q"],
         "nest": ["nest", folder, folder, "-o", tmp_path / "n", "--on", "id", "--as", "s", "-q"],
     }[command]
     assert_one_line_error(cli_run(*args), str(folder), "not a HATS catalog")

@@ -13,6 +13,8 @@ _API = {
     "catalog_info": "healforge.catalog.info",
     "append": "healforge.catalog.append",
     "compact": "healforge.catalog.compact",
+    "increment": "healforge.catalog.increment",
+    "delete": "healforge.catalog.delete",
     "margin": "healforge.catalog.margin",
     "build_margin": "healforge.catalog.margin",
     "nest": "healforge.catalog.nest",

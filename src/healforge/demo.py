@@ -123,3 +123,87 @@ def run_demo(out: str | Path, rows: int = 200_000, workers: int | None = None, q
         "parquet": str(parquet_path),
         "png": str(png),
     }
+
+
+def nightly_batches(
+    folder: str | Path,
+    n_objects: int,
+    nights: int,
+    seed: int = 3,
+    observed: float = 0.3,
+    orphans: int = 0,
+) -> list[dict[str, str]]:
+    """Write a survey's alert-pipeline output: night 0 (the first catalog) and ``nights`` nightly
+    batches of objects, sources and forced sources (parquet), like the incremental-HATS seed.
+
+    Each night a fraction ``observed`` of the known objects, plus new ones, are re-measured: every
+    such object gets one to three versions (``validityStart``), its new sources and forced
+    sources. Forced sources are also measured for objects *not* in that night's batch (forced
+    photometry at known positions). The last night adds objects on new sky. ``orphans`` sources
+    per night refer to objects that never existed. Returns, per night, the paths
+    ``{"objects", "sources", "forced"}``.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    n0 = max(1, n_objects // 2)
+    pos_ra = rng.uniform(30, 45, n_objects)
+    pos_dec = np.degrees(np.arcsin(rng.uniform(-0.15, 0.15, n_objects)))
+    pos_ra[-max(1, n_objects // 20) :] = rng.uniform(250, 252, max(1, n_objects // 20))
+    new_per_night = (n_objects - n0) // max(1, nights)
+    known = n0
+    next_src, next_forced = 1, 1
+    out = []
+    for night in range(nights + 1):
+        if night == 0:
+            ids = np.arange(n0)
+        else:
+            seen = rng.choice(known, int(observed * known), replace=False)
+            fresh_end = n_objects if night == nights else known + new_per_night
+            ids = np.r_[seen, np.arange(known, fresh_end)].astype(np.int64)
+            known = fresh_end
+        versions = rng.integers(1, 4, len(ids))
+        vid = np.repeat(ids, versions)
+        start = 60000.0 + night + rng.uniform(0, 0.9, len(vid))
+        objects = pa.table(
+            {
+                "diaObjectId": vid.astype(np.int64),
+                "ra": pos_ra[vid],
+                "dec": pos_dec[vid],
+                "validityStart": start,
+                "nDiaSources": rng.integers(1, 100, len(vid)).astype(np.int32),
+                "meanFlux": rng.normal(1000, 50, len(vid)),
+            }
+        )
+        n_src = rng.poisson(2.5, len(ids))
+        owner = np.repeat(ids, n_src)
+        if orphans and night:
+            owner = np.r_[owner, 10_000_000 + rng.integers(0, 1000, orphans)]
+        sources = _sources(rng, owner, pos_ra, pos_dec, night, next_src, "diaSourceId")
+        next_src += len(owner)
+        # forced photometry on batch objects and on known objects absent from the batch
+        extra = rng.choice(known, min(known, max(1, len(ids) // 3)), replace=False)
+        f_owner = np.r_[np.repeat(ids, rng.poisson(1.5, len(ids))), extra]
+        forced = _sources(rng, f_owner, pos_ra, pos_dec, night, next_forced, "diaForcedSourceId")
+        next_forced += len(f_owner)
+        paths = {}
+        for kind, table in (("objects", objects), ("sources", sources), ("forced", forced)):
+            paths[kind] = str(folder / f"night{night:02d}_{kind}.parquet")
+            pq.write_table(table, paths[kind])
+        out.append(paths)
+    return out
+
+
+def _sources(rng, owner, pos_ra, pos_dec, night, first_id, id_name) -> pa.Table:
+    n = len(owner)
+    safe = np.minimum(owner, len(pos_ra) - 1)
+    return pa.table(
+        {
+            id_name: np.arange(first_id, first_id + n, dtype=np.int64),
+            "diaObjectId": owner.astype(np.int64),
+            "ra": np.mod(pos_ra[safe] + rng.normal(0, 1e-4, n), 360),
+            "dec": np.clip(pos_dec[safe] + rng.normal(0, 1e-4, n), -90, 90),
+            "midpointMjdTai": 60000.0 + night + rng.uniform(0, 1, n),
+            "psfFlux": rng.normal(1000, 30, n).astype(np.float32),
+        }
+    )

@@ -20,13 +20,13 @@ import pyarrow.parquet as pq
 from healforge.catalog import format as fmt
 from healforge.catalog import transaction as txn
 from healforge.catalog.alignment import coarsen_histogram, dense_histogram, incremental_alignment
+from healforge.catalog.casting import check_schema
 from healforge.catalog.collection import resolve_catalog
 from healforge.catalog.format import read_histogram
 from healforge.catalog.members import Member, stage_members
-from healforge.catalog.pipeline import map_stage, reduce_stage, rejected_tables, schema_diff, split_stage
+from healforge.catalog.pipeline import map_stage, reduce_stage, rejected_tables, split_stage
 from healforge.catalog.stages import InputSpec
 from healforge.engine import Engine, owned_engine
-from healforge.errors import BadInputError
 from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
 from healforge.io.readers import expand_inputs
@@ -90,6 +90,7 @@ def append(
     input_format: str | None = None,
     reader_options: dict | None = None,
     on_bad_rows: str = "error",
+    cast: str = "safe",
     batch_rows: int = 500_000,
     compression: str | None = "zstd:3",
     margin: str | os.PathLike | None = None,
@@ -113,6 +114,10 @@ def append(
     batch
         Label of the batch; its files are named ``<batch>.parquet`` (default: UTC timestamp).
         Appending the same files with the same label twice is detected and skipped.
+    cast
+        ``"safe"`` (default): a column of another type that keeps every value when cast to the
+        catalog's type (float32 for float64, large_string for string...) is cast; ``"none"``:
+        any type difference is refused.
     margin
         A margin of this catalog to rebuild besides its recorded members. Every member (the
         collection's margins and indexes, or those recorded by :func:`healforge.margin` and
@@ -134,8 +139,6 @@ def append(
     files = expand_inputs([inputs] if isinstance(inputs, str | os.PathLike) else inputs)
     with txn.CatalogLock(root, "append"):
         work = txn.begin(root, tmp_dir)
-        props = fmt.read_properties(root)
-        existing = fmt.read_partition_info(root)
         label = batch or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         batch_id = _batch_id(files, batch)
         if batch_id in txn.applied_batches(root):
@@ -143,73 +146,129 @@ def append(
             shutil.rmtree(work, ignore_errors=True)
             total = int(fmt.read_properties(root)["hats_nrows"])
             return AppendResult(str(root), label, 0, 0, 0, [], total, skipped=True)
-        ra, dec = props["hats_col_ra"], props["hats_col_dec"]
-        histogram = read_histogram(root)
-        skymap_order = int(np.log2(len(histogram) // 12) // 2)
-        mapping_order = max(skymap_order, max(o for o, _ in existing))
-        threshold = int(props.get("hats_max_rows", 1_000_000))
-        spec = InputSpec(ra, dec, input_format, batch_rows, on_bad_rows, dict(reader_options or {}))
+        return stage_and_commit(
+            root,
+            work,
+            files,
+            label,
+            batch_id,
+            input_format=input_format,
+            reader_options=reader_options,
+            on_bad_rows=on_bad_rows,
+            cast=cast,
+            batch_rows=batch_rows,
+            compression=compression,
+            margin=margin,
+            storage_options=storage_options,
+            tmp_dir=tmp_dir,
+            engine=engine,
+            workers=workers,
+            scheduler=scheduler,
+            synchronous=synchronous,
+            quiet=quiet,
+        )
 
-        with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
-            mapped = map_stage(eng, files, spec, mapping_order, work)
-            schema = catalog_schema(root)
-            for f, s in zip(files, mapped["schemas"], strict=True):
-                if not s.equals(schema):
-                    raise BadInputError(
-                        f"input does not match the catalog's schema (input vs catalog): {schema_diff(s, schema)}",
-                        path=f,
-                    )
-            alignment = incremental_alignment(
-                mapped["pixels"], mapped["counts"], existing, mapping_order, 0, threshold
-            )
-            align_file = work / "alignment.npz"
-            alignment.save(align_file)
-            destinations = alignment.destinations()
-            slices, n_rejected = split_stage(eng, files, spec, work, align_file, schema)
-            label = _free_label(root, label, destinations)
-            rels = [fmt.pixel_file(Path(), o, p, "/") / f"{label}.parquet" for o, p, _ in destinations]
-            staged = [f"{o}_{p}.parquet" for o, p, _ in destinations]
-            targets = [txn.staging_dir(root) / name for name in staged]
-            reduce_stage(eng, destinations, slices, targets, work / "reduce", (), compression)
 
-            new_rows = sum(r for _, _, r in destinations)
-            existing_set = set(existing)
-            new_pixels = [(o, p) for o, p, _ in destinations if (o, p) not in existing_set]
-            all_pixels = existing + new_pixels
-            new_hist = dense_histogram(
-                *coarsen_histogram(mapped["pixels"], mapped["counts"], mapping_order - skymap_order),
-                skymap_order,
-            )
-            txn.save_array(txn.txn_dir(root) / "point_map.npy", histogram + new_hist)
-            rejected_path = None
-            if n_rejected:
-                rejected_path = _write_rejected(root, label, rejected_tables(work, files))
+def stage_and_commit(
+    root: AnyPath,
+    work: Path,
+    files: list[str],
+    label: str,
+    batch_id: str,
+    *,
+    kind: str = "append",
+    state: dict | None = None,
+    input_format: str | None = None,
+    reader_options: dict | None = None,
+    on_bad_rows: str = "error",
+    cast: str = "safe",
+    batch_rows: int = 500_000,
+    compression: str | None = "zstd:3",
+    margin: str | os.PathLike | None = None,
+    storage_options: dict | None = None,
+    tmp_dir: str | os.PathLike | None = None,
+    engine: Engine | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    synchronous: bool = False,
+    quiet: bool = False,
+) -> AppendResult:
+    """Add prepared input files to a catalog as one transaction (the caller holds the lock and
+    called :func:`transaction.begin`, which gave ``work``).
 
-            sky = fmt.sky_fraction(all_pixels)
-            properties = _carry_properties(props)
-            properties.update(
-                {
-                    "hats_nrows": int(props["hats_nrows"]) + new_rows,
-                    "hats_npix_suffix": "/",
-                    "hats_order": max(o for o, _ in all_pixels),
-                    "moc_sky_fraction": f"{sky:0.5f}",
-                    "hats_skymap_order": skymap_order,
-                }
-            )
-            manifest = {
-                "kind": "append",
-                "batch_id": batch_id,
-                "label": label,
-                "convert": [list(p) for p in existing]
-                if props.get("hats_npix_suffix", ".parquet") != "/"
-                else [],
-                "move": [[name, str(rel)] for name, rel in zip(staged, rels, strict=True)],
-                "pixels": [list(p) for p in all_pixels],
-                "properties": properties,
+    Rows in covered pixels become ``Npix=P/<label>.parquet``, rows outside get new pixels by the
+    alignment rule. Every member of the catalog (its collection's margins and indexes, or those
+    recorded beside it, and ``margin``) is rebuilt from the catalog-to-be into the staging area
+    (:func:`healforge.catalog.members.stage_members`), and the manifest commit swaps in the rows
+    and the members together. ``state`` holds extra ``.healforge/<name>`` JSON files written by the commit's record phase.
+    Shared by :func:`append` and :func:`healforge.increment`.
+    """
+    props = fmt.read_properties(root)
+    existing = fmt.read_partition_info(root)
+    ra, dec = props["hats_col_ra"], props["hats_col_dec"]
+    histogram = read_histogram(root)
+    skymap_order = int(np.log2(len(histogram) // 12) // 2)
+    mapping_order = max(skymap_order, max(o for o, _ in existing))
+    threshold = int(props.get("hats_max_rows", 1_000_000))
+    spec = InputSpec(ra, dec, input_format, batch_rows, on_bad_rows, dict(reader_options or {}))
+
+    with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
+        mapped = map_stage(eng, files, spec, mapping_order, work)
+        schema = catalog_schema(root)
+        for f, s in zip(files, mapped["schemas"], strict=True):
+            check_schema(s, schema, cast, f)
+        alignment = incremental_alignment(
+            mapped["pixels"], mapped["counts"], existing, mapping_order, 0, threshold
+        )
+        align_file = work / "alignment.npz"
+        alignment.save(align_file)
+        destinations = alignment.destinations()
+        slices, n_rejected = split_stage(eng, files, spec, work, align_file, schema)
+        label = _free_label(root, label, destinations)
+        rels = [fmt.pixel_file(Path(), o, p, "/") / f"{label}.parquet" for o, p, _ in destinations]
+        staged = [f"{o}_{p}.parquet" for o, p, _ in destinations]
+        targets = [txn.staging_dir(root) / name for name in staged]
+        reduce_stage(eng, destinations, slices, targets, work / "reduce", (), compression)
+
+        new_rows = sum(r for _, _, r in destinations)
+        existing_set = set(existing)
+        new_pixels = [(o, p) for o, p, _ in destinations if (o, p) not in existing_set]
+        all_pixels = existing + new_pixels
+        new_hist = dense_histogram(
+            *coarsen_histogram(mapped["pixels"], mapped["counts"], mapping_order - skymap_order), skymap_order
+        )
+        txn.save_array(txn.txn_dir(root) / "point_map.npy", histogram + new_hist)
+        rejected_path = None
+        if n_rejected:
+            rejected_path = _write_rejected(root, label, rejected_tables(work, files))
+
+        sky = fmt.sky_fraction(all_pixels)
+        properties = _carry_properties(props)
+        properties.update(
+            {
+                "hats_nrows": int(props["hats_nrows"]) + new_rows,
+                "hats_npix_suffix": "/",
+                "hats_order": max(o for o, _ in all_pixels),
+                "moc_sky_fraction": f"{sky:0.5f}",
+                "hats_skymap_order": skymap_order,
             }
-            stage_members(root, manifest, eng, extra=_given_margin(margin, storage_options), tmp_dir=tmp_dir)
-            txn.commit(root, manifest)
-        shutil.rmtree(work, ignore_errors=True)
+        )
+        manifest = {
+            "kind": kind,
+            "batch_id": batch_id,
+            "label": label,
+            "convert": [list(p) for p in existing]
+            if props.get("hats_npix_suffix", ".parquet") != "/"
+            else [],
+            "move": [[name, str(rel)] for name, rel in zip(staged, rels, strict=True)],
+            "pixels": [list(p) for p in all_pixels],
+            "properties": properties,
+            "state": state or {},
+        }
+        # margins and indexes rebuilt from the catalog-to-be, swapped in by the same commit
+        stage_members(root, manifest, eng, extra=_given_margin(margin, storage_options), tmp_dir=tmp_dir)
+        txn.commit(root, manifest)
+    shutil.rmtree(work, ignore_errors=True)
     return AppendResult(
         str(root),
         label,

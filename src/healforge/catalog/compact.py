@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,13 +43,30 @@ class CompactResult:
     files_before: int
     pixels_before: int
     pixels_after: int
+    nested_before: dict[str, int] = field(default_factory=dict)
+    nested_after: dict[str, int] = field(default_factory=dict)
+    nested_duplicates: dict[str, int] = field(default_factory=dict)
+    replaced: list[str] = field(default_factory=list)
+
+    @property
+    def superseded(self) -> int:
+        """Object rows merged into a later row of the same id."""
+        return self.rows_before - self.rows_after
 
     def __str__(self) -> str:
-        return (
+        text = (
             f"compacted {self.path}: {self.files_before} files in {self.pixels_before} pixels -> "
-            f"{self.pixels_after} pixels, {self.rows_before} -> {self.rows_after} rows "
-            f"({self.rows_before - self.rows_after} duplicates removed)"
+            f"{self.pixels_after} pixels, rows in {self.rows_before}, rows out {self.rows_after} "
+            f"({self.superseded} duplicates removed: superseded rows)"
         )
+        for name in self.nested_before:
+            text += (
+                f"; {name}: nested rows in {self.nested_before[name]}, out {self.nested_after[name]}"
+                f" ({self.nested_duplicates.get(name, 0)} duplicates removed)"
+            )
+        if self.replaced:
+            text += f"; nested columns replaced by the latest row's lists: {', '.join(self.replaced)}"
+        return text
 
 
 def pixel_files(root: AnyPath, order: int, pixel: int) -> list[AnyPath]:
@@ -69,8 +86,11 @@ def _read_keys(task: dict) -> dict:
     return {"table": pa.concat_tables(parts) if parts else None}
 
 
-def _winners(tables: list[pa.Table], id_col: str, latest: str | None) -> list[np.ndarray]:
-    """Keep-mask per table: one row per id, the one with the greatest ``latest`` (later rows win ties)."""
+def _winners(tables: list[pa.Table], id_col: str, latest: str | None, details: bool = False):
+    """Keep-mask per table: one row per id, the one with the greatest ``latest`` (later rows win ties).
+
+    With ``details``, also per table: each row's rank (later = more recent version) and the index
+    of the table holding the row that its id keeps."""
     sizes = [t.num_rows for t in tables]
     ids = pa.chunked_array([t[id_col] for t in tables])
     if ids.null_count:
@@ -90,7 +110,16 @@ def _winners(tables: list[pa.Table], id_col: str, latest: str | None) -> list[np
     last = np.flatnonzero(np.r_[code_sorted[1:] != code_sorted[:-1], True])
     keep = np.zeros(sum(sizes), dtype=bool)
     keep[order[last]] = True
-    return np.split(keep, np.cumsum(sizes)[:-1])
+    cuts = np.cumsum(sizes)[:-1]
+    if not details:
+        return np.split(keep, cuts)
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    group = np.cumsum(np.r_[True, code_sorted[1:] != code_sorted[:-1]]) - 1
+    winner_row = np.empty(len(order), dtype=np.int64)
+    winner_row[order] = order[last][group]
+    winner_table = np.searchsorted(np.cumsum(sizes), winner_row, side="right")
+    return np.split(keep, cuts), np.split(rank, cuts), np.split(winner_table, cuts)
 
 
 def _compact_pixel(task: dict) -> dict:
@@ -98,7 +127,14 @@ def _compact_pixel(task: dict) -> dict:
     table = pa.concat_tables([storage.read_parquet_table(f) for f in task["files"]])
     table = table.replace_schema_metadata(None)
     if task.get("keep") is not None:
-        table = table.filter(pa.array(np.load(task["keep"])))
+        keep = np.load(task["keep"])
+        stats = {}
+        if task.get("merge"):
+            table, stats = _merge_nested(task, table, keep)
+        else:
+            table = table.filter(pa.array(keep))
+    else:
+        stats = {}
     sort_cols = [SPATIAL_INDEX_COLUMN, *task["sort_columns"]]
     table = table.take(pc.sort_indices(table, sort_keys=[(c, "ascending") for c in sort_cols]))
     h29 = table[SPATIAL_INDEX_COLUMN].to_numpy()
@@ -119,7 +155,61 @@ def _compact_pixel(task: dict) -> dict:
         fmt.atomic_write_parquet(part, task["staging"] / name, sort_cols, task["compression"])
         written.append((d_order, d_pixel, rows, [name, str(rel)]))
     sky = task["skymap_order"]
-    return {"written": written, "histogram": sparse_histogram(h29 >> (2 * (29 - sky)))}
+    return {"written": written, "histogram": sparse_histogram(h29 >> (2 * (29 - sky))), "nested": stats}
+
+
+def _export_nested(task: dict) -> None:
+    """Rows of a pixel that lose to a row of another pixel send their nested lists there."""
+    cols = [task["id"], *task["merge"]]
+    table = pa.concat_tables([storage.read_parquet_table(f, columns=cols) for f in task["files"]])
+    with np.load(task["details"]) as z:
+        rank, dest = z["rank"], z["dest"]
+    table = table.append_column("__rank", pa.array(rank))
+    for d in np.unique(dest[dest != task["index"]]):
+        part = table.filter(pa.array(dest == d))
+        path = Path(task["work"]) / "nested_in" / str(int(d)) / f"{task['index']}.arrow"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with pa.ipc.new_file(tmp, part.schema) as writer:
+            writer.write_table(part)
+        os.replace(tmp, path)
+
+
+def _merge_nested(task: dict, table: pa.Table, keep: np.ndarray) -> tuple[pa.Table, dict]:
+    """The kept rows, each nested column the union of the lists of every row of its id (this
+    pixel's and those sent from other pixels), de-duplicated by source id, sorted."""
+    from healforge.catalog import nested as nst
+
+    id_col, merge = task["id"], task["merge"]
+    with np.load(task["details"]) as z:
+        rank, dest = z["rank"], z["dest"]
+    local = dest == task["index"]
+    parts = [table.select([id_col, *merge]).append_column("__rank", pa.array(rank)).filter(pa.array(local))]
+    for path in sorted((Path(task["work"]) / "nested_in" / str(task["index"])).glob("*.arrow")):
+        with pa.memory_map(str(path)) as source:
+            parts.append(pa.ipc.open_file(source).read_all())
+    contrib = pa.concat_tables(parts)
+    out = table.filter(pa.array(keep))
+    winners = out.column(id_col).combine_chunks()
+    owner_row = pc.index_in(contrib.column(id_col), value_set=winners).to_numpy(zero_copy_only=False)
+    stats = {}
+    for name in merge:
+        list_type = table.schema.field(name).type
+        items, parents = nst.explode(contrib.column(name))
+        before = items.num_rows
+        owner = owner_row[parents].astype(np.int64)
+        item_rank = contrib.column("__rank").to_numpy()[parents]
+        src_id = task["nested_ids"].get(name)
+        if src_id:
+            mask = nst.latest_per_key([pa.array(owner), items.column(src_id).combine_chunks()], item_rank)
+            items, owner, item_rank = items.filter(pa.array(mask)), owner[mask], item_rank[mask]
+        # history order (older rows first) before the sort column
+        order = np.lexsort((np.arange(len(owner)), item_rank))
+        items, owner = items.take(pa.array(order)), owner[order]
+        lists = nst.build_lists(out.num_rows, owner, items, task["sorts"].get(name), list_type)
+        out = out.set_column(out.schema.get_field_index(name), name, lists)
+        stats[name] = (before, items.num_rows)
+    return out, stats
 
 
 def compact(
@@ -128,6 +218,9 @@ def compact(
     keep_latest_by: str | None = None,
     threshold: int | None = None,
     *,
+    merge_nested: list[str] | None = None,
+    nested_dedupe_on: str | dict[str, str] | None = None,
+    replace_nested: bool = False,
     compression: str | None = "zstd:3",
     margin: str | os.PathLike | None = None,
     storage_options: dict | None = None,
@@ -151,6 +244,16 @@ def compact(
         Column whose greatest value marks the row to keep (ties: the most recently appended row).
     threshold
         Maximum rows per pixel (default: the catalog's ``hats_max_rows``).
+    merge_nested
+        Nested (``list<struct>``) columns whose lists are merged when rows of one id are: the
+        kept row's list becomes the union of the lists of all its rows, sorted by the column's
+        recorded sort column (default: every nested column).
+    nested_dedupe_on
+        Source id inside the nested columns (one name, or ``{nested column: name}``): a source
+        met in several rows is kept once, from the most recent row.
+    replace_nested
+        Nested columns not merged keep only the latest row's list (history dropped); without
+        it, leaving a nested column out of ``merge_nested`` is an error.
     compression, margin, storage_options, tmp_dir, engine, workers, scheduler, synchronous, quiet
         As for :func:`healforge.append`.
     """
@@ -169,11 +272,15 @@ def compact(
                 raise BadInputError(
                     f"column {col!r} not found; available columns: {', '.join(names)}", column=col
                 )
+        merge, nested_ids, sorts, replaced = _nested_plan(
+            root, dedupe_on, merge_nested, nested_dedupe_on, replace_nested
+        )
         histogram = read_histogram(root)
         skymap_order = int(np.log2(len(histogram) // 12) // 2)
         mapping_order = max(skymap_order, max(o for o, _ in pixels))
         threshold = int(threshold or props.get("hats_max_rows", 1_000_000))
         files = [pixel_files(root, o, p) for o, p in pixels]
+        details: list[str | None] = [None] * len(pixels)
         rows_before = int(props["hats_nrows"])
         sort_columns = [c for c in props.get("hats_cols_sort", "").split(",") if c]
 
@@ -186,10 +293,35 @@ def compact(
                     "Reading ids",
                     labels=[f"Norder={o}/Npix={p}" for o, p in pixels],
                 )
-                masks = _winners([k["table"] for k in keys], dedupe_on, keep_latest_by)
+                if merge:
+                    masks, ranks, dests = _winners(
+                        [k["table"] for k in keys], dedupe_on, keep_latest_by, True
+                    )
+                else:
+                    masks = _winners([k["table"] for k in keys], dedupe_on, keep_latest_by)
                 for i, mask in enumerate(masks):
                     keep_files[i] = str(work / f"keep_{i}.npy")
                     np.save(keep_files[i], mask)
+                    if merge:
+                        details[i] = str(work / f"details_{i}.npz")
+                        np.savez(details[i], rank=ranks[i], dest=dests[i])
+                if merge:
+                    exporting = [i for i in range(len(pixels)) if (dests[i] != i).any()]
+                    eng.map(
+                        _export_nested,
+                        [
+                            {
+                                "files": files[i],
+                                "id": dedupe_on,
+                                "merge": merge,
+                                "details": details[i],
+                                "index": i,
+                                "work": str(work),
+                            }
+                            for i in exporting
+                        ],
+                        "Moving nested lists",
+                    )
             results = eng.map(
                 _compact_pixel,
                 [
@@ -198,6 +330,13 @@ def compact(
                         "pixel": p,
                         "files": fs,
                         "keep": keep_files[i],
+                        "details": details[i],
+                        "index": i,
+                        "id": dedupe_on,
+                        "merge": merge,
+                        "nested_ids": nested_ids,
+                        "sorts": sorts,
+                        "work": str(work),
                         "sort_columns": sort_columns,
                         "mapping_order": mapping_order,
                         "skymap_order": skymap_order,
@@ -248,6 +387,50 @@ def compact(
             stage_members(root, manifest, eng, extra=_given_margin(margin, storage_options), tmp_dir=tmp_dir)
             txn.commit(root, manifest)
         shutil.rmtree(work, ignore_errors=True)
-    return CompactResult(
+    result = CompactResult(
         str(root), rows_before, rows_after, sum(len(f) for f in files), len(pixels), len(new_pixels)
     )
+    for name in merge:
+        result.nested_before[name] = sum(r["nested"][name][0] for r in results)
+        result.nested_after[name] = sum(r["nested"][name][1] for r in results)
+        result.nested_duplicates[name] = result.nested_before[name] - result.nested_after[name]
+    result.replaced = replaced
+    return result
+
+
+def _nested_plan(root: AnyPath, dedupe_on, merge_nested, nested_dedupe_on, replace_nested):
+    """Which nested columns to merge, their source ids and sort columns, and those replaced."""
+    from healforge.catalog import nested as nst
+
+    schema = storage.read_parquet_schema(root / fmt.DATASET_DIR / "_common_metadata")
+    names = nst.nested_columns(schema)
+    unknown = [n for n in merge_nested or [] if n not in names]
+    if unknown:
+        raise BadInputError(
+            f"not a nested column: {', '.join(unknown)}; nested columns: {', '.join(names) or 'none'}"
+        )
+    if not dedupe_on or not names:
+        return [], {}, {}, []
+    merge = list(merge_nested) if merge_nested else ([] if replace_nested else names)
+    left = [n for n in names if n not in merge]
+    if left and not replace_nested:
+        raise BadInputError(
+            f"nested column(s) {', '.join(left)} would keep only the latest row's list, dropping history; "
+            "merge them too (--merge-nested) or pass --replace-nested"
+        )
+    if isinstance(nested_dedupe_on, dict):
+        nested_ids = {n: nested_dedupe_on[n] for n in merge if n in nested_dedupe_on}
+    elif nested_dedupe_on:
+        nested_ids = {
+            n: nested_dedupe_on for n in merge if nested_dedupe_on in schema.field(n).type.value_type.names
+        }
+        if not nested_ids:
+            raise BadInputError(f"no merged nested column has a field {nested_dedupe_on!r}")
+    else:
+        nested_ids = {}
+    for n, col in nested_ids.items():
+        if col not in schema.field(n).type.value_type.names:
+            raise BadInputError(f"nested column {n!r} has no field {col!r}")
+    state = nst.read_state(root)
+    sorts = {n: state.get(n, {}).get("sort_by") for n in merge}
+    return merge, nested_ids, sorts, left

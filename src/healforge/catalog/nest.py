@@ -9,6 +9,7 @@ is the layout nested-pandas and lsdb read as a nested column.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ import pyarrow.compute as pc
 from healforge.catalog import format as fmt
 from healforge.catalog.collection import resolve_catalog
 from healforge.catalog.margin import read_pixel
+from healforge.catalog.nested import STATE_FILE, read_state
+from healforge.catalog.transaction import STATE_DIR
 from healforge.engine import Engine, owned_engine
 from healforge.errors import BadInputError, CatalogError, OptionError
 from healforge.healpix import SPATIAL_INDEX_COLUMN
@@ -183,6 +186,8 @@ def nest(
         )
 
     total = _finish(output, objects, obj_pixels, name or output.name)
+    state = {**read_state(objects), as_name: {"on": on, "sort_by": sort_by}}
+    fmt.atomic_write_text(output / STATE_DIR / STATE_FILE, json.dumps(state, indent=1))
     shutil.rmtree(work, ignore_errors=True)
     return NestResult(str(output), total, int(per_obj.sum()), int(unmatched), obj_pixels)
 

@@ -269,6 +269,8 @@ def member_path(root: AnyPath, rel: str) -> AnyPath:
 
 
 def _phase_record(root: AnyPath, tdir: AnyPath, m: dict) -> None:
+    for name, content in m.get("state", {}).items():
+        storage.atomic_write_text(as_path(root) / STATE_DIR / name, json.dumps(content, indent=1))
     if m.get("batch_id"):
         record_batch(root, m["batch_id"], m.get("label"))
 

@@ -103,6 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--on-bad-rows", choices=["error", "quarantine"], default="error")
     p.add_argument("--hdf5-group", default=None, help="HDF5 group holding the column datasets")
     p.add_argument("--fits-hdu", type=int, default=None, help="FITS table extension (default: the first)")
+    p.add_argument("--cast", choices=["safe", "none"], default="safe", help="cast value-keeping type changes")
     p.add_argument("--margin", default=None, help="margin catalog to rebuild (default: the recorded ones)")
     add_storage_args(p)
     add_engine_args(p)
@@ -113,6 +114,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dedupe-on", default=None, metavar="ID", help="keep one row per value of this column")
     p.add_argument("--keep-latest-by", default=None, metavar="COL", help="keep the row with the greatest COL")
     p.add_argument("--threshold", type=int, default=None, help="maximum rows per pixel")
+    p.add_argument(
+        "--merge-nested",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="nested columns to merge (default: all)",
+    )
+    p.add_argument(
+        "--nested-dedupe-on", default=None, metavar="SRC_ID", help="source id inside nested columns"
+    )
+    p.add_argument(
+        "--replace-nested",
+        action="store_true",
+        help="nested columns not merged keep only the latest row's list",
+    )
     p.add_argument("--margin", default=None, help="margin catalog to rebuild (default: the recorded ones)")
     add_storage_args(p)
     add_engine_args(p)
@@ -184,6 +200,7 @@ def _append(args: argparse.Namespace) -> int:
         input_format=args.input_format,
         reader_options=_reader_options(args),
         on_bad_rows=args.on_bad_rows,
+        cast=args.cast,
         margin=args.margin,
         **storage_kwargs(args),
         **engine_kwargs(args),
@@ -200,6 +217,9 @@ def _compact(args: argparse.Namespace) -> int:
         args.dedupe_on,
         args.keep_latest_by,
         args.threshold,
+        merge_nested=args.merge_nested,
+        nested_dedupe_on=args.nested_dedupe_on,
+        replace_nested=args.replace_nested,
         margin=args.margin,
         **storage_kwargs(args),
         **engine_kwargs(args),

@@ -1,0 +1,115 @@
+"""CLI: ``increment`` (nightly nested batches) and ``delete`` (withdrawals)."""
+
+from __future__ import annotations
+
+import argparse
+
+from healforge.commands import add_engine_args, add_storage_args, engine_kwargs, storage_kwargs
+
+
+def _name_files(values: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for value in values:
+        name, sep, files = value.partition("=")
+        if not sep or not name or not files:
+            from healforge.errors import OptionError
+
+            raise OptionError(f"--nested expects NAME=FILES, got {value!r}")
+        out.setdefault(name, []).extend(f for f in files.split(",") if f)
+    return out
+
+
+def _sort_option(values: list[str]) -> str | dict[str, str] | None:
+    if not values:
+        return None
+    if len(values) == 1 and "=" not in values[0]:
+        return values[0]
+    return dict(v.split("=", 1) for v in values)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "increment",
+        help="add a nightly batch of objects with their new sources nested",
+        description="Keep each object's latest version, nest every source set into its objects and add "
+        "them to the nested catalog as one transaction (Npix=P/<batch>.parquet; new sky, new pixels).",
+    )
+    p.add_argument("catalog")
+    p.add_argument("--objects", nargs="+", required=True, metavar="FILE", help="object files of the batch")
+    p.add_argument(
+        "--nested",
+        action="append",
+        default=[],
+        metavar="NAME=FILES",
+        help="source files (comma separated) for nested column NAME; repeat for several",
+    )
+    p.add_argument("--on", required=True, metavar="ID", help="object key column")
+    p.add_argument("--latest-by", default=None, metavar="COL", help="object version column (latest wins)")
+    p.add_argument(
+        "--sort-nested-by",
+        action="append",
+        default=[],
+        metavar="[NAME=]COL",
+        help="column ordering the nested lists (default: recorded when nesting)",
+    )
+    p.add_argument("--batch", default=None, help="batch label (default: UTC time)")
+    p.add_argument("--on-orphans", choices=["error", "quarantine"], default="error")
+    p.add_argument("--cast", choices=["safe", "none"], default="safe", help="cast value-keeping type changes")
+    p.add_argument("--margin", default=None, help="margin catalog to rebuild (default: the recorded ones)")
+    add_storage_args(p)
+    add_engine_args(p)
+    p.set_defaults(func=_increment)
+
+    p = sub.add_parser("delete", help="withdraw objects, or single nested sources, by id")
+    p.add_argument("catalog")
+    p.add_argument("--ids", default=None, metavar="FILE", help="text file one id per line, or parquet/csv")
+    p.add_argument("--on", default=None, metavar="ID", help="object id column")
+    p.add_argument("--nested", default=None, metavar="NAME", help="nested column to delete sources from")
+    p.add_argument("--nested-ids", default=None, metavar="FILE")
+    p.add_argument("--nested-on", default=None, metavar="SRC_ID", help="source id field")
+    p.add_argument("--margin", default=None, help="margin catalog to rebuild (default: the recorded ones)")
+    add_storage_args(p)
+    add_engine_args(p)
+    p.set_defaults(func=_delete)
+
+
+def _increment(args: argparse.Namespace) -> int:
+    from healforge.catalog.increment import increment
+
+    result = increment(
+        args.catalog,
+        args.objects,
+        _name_files(args.nested),
+        on=args.on,
+        latest_by=args.latest_by,
+        sort_nested_by=_sort_option(args.sort_nested_by),
+        batch=args.batch,
+        on_orphans=args.on_orphans,
+        cast=args.cast,
+        margin=args.margin,
+        **storage_kwargs(args),
+        **engine_kwargs(args),
+    )
+    print(result)
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    from healforge.catalog.delete import delete
+    from healforge.errors import OptionError
+
+    if args.ids is None and args.nested_ids is None:
+        raise OptionError("give --ids FILE --on ID and/or --nested NAME --nested-ids FILE --nested-on SRC_ID")
+    result = delete(
+        args.catalog,
+        args.ids,
+        args.on,
+        nested=args.nested,
+        nested_ids=args.nested_ids,
+        nested_on=args.nested_on,
+        margin=args.margin,
+        **storage_kwargs(args),
+        **engine_kwargs(args),
+    )
+    print(result)
+    return 0
