@@ -61,7 +61,7 @@ class Progress:
         self.close()
 
 
-def _failpoint(desc: str, done: int) -> None:
+def failpoint(desc: str, done: int) -> None:
     """Crash testing: ``HEALFORGE_KILL_AFTER=Stage:N`` SIGKILLs this process once N tasks of
     that stage have finished (used by the resume tests to kill a run at a chosen point)."""
     spec = os.environ.get("HEALFORGE_KILL_AFTER")
@@ -195,7 +195,7 @@ class Engine:
                 if on_result:
                     on_result(i, results[i])
                 bar.update()
-                _failpoint(desc, bar.done)
+                failpoint(desc, bar.done)
 
             if not items:
                 return results

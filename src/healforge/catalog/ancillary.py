@@ -33,7 +33,7 @@ from unittest import mock
 import numpy as np
 
 from healforge.catalog import format as fmt
-from healforge.engine import _failpoint
+from healforge.engine import failpoint
 from healforge.errors import BadInputError, HealforgeError
 from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
@@ -282,7 +282,7 @@ def refresh(root: str | AnyPath, histogram: np.ndarray | None = None) -> list[st
                 if wanted:
                     storage.copy_file(scratch / name, root / name)
                     written.append(name)
-        _failpoint("Outputs", len(written))  # crash tests
+        failpoint("Outputs", len(written))  # crash tests
         # the summaries and plots read the files above, so they come last
         for kind in want.summaries:
             _summary(root, scratch, kind)
@@ -290,7 +290,7 @@ def refresh(root: str | AnyPath, histogram: np.ndarray | None = None) -> list[st
         for name in want.plots:
             _plot(root, scratch, name)
             written.append(name)
-        _failpoint("Outputs", len(written))
+        failpoint("Outputs", len(written))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return written

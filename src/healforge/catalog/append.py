@@ -70,7 +70,7 @@ def catalog_schema(root: AnyPath):
     )
 
 
-def _batch_id(files: list[str], label: str | None) -> str:
+def batch_key(files: list[str], label: str | None) -> str:
     h = hashlib.sha256()
     for f in files:
         try:
@@ -140,7 +140,7 @@ def append(
     with txn.CatalogLock(root, "append"):
         work = txn.begin(root, tmp_dir)
         label = batch or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        batch_id = _batch_id(files, batch)
+        batch_id = batch_key(files, batch)
         if batch_id in txn.applied_batches(root):
             storage.rmtree(txn.txn_dir(root))
             shutil.rmtree(work, ignore_errors=True)
@@ -243,7 +243,7 @@ def stage_and_commit(
             rejected_path = _write_rejected(root, label, rejected_tables(work, files))
 
         sky = fmt.sky_fraction(all_pixels)
-        properties = _carry_properties(props)
+        properties = carry_properties(props)
         properties.update(
             {
                 "hats_nrows": int(props["hats_nrows"]) + new_rows,
@@ -266,7 +266,7 @@ def stage_and_commit(
             "state": state or {},
         }
         # margins and indexes rebuilt from the catalog-to-be, swapped in by the same commit
-        stage_members(root, manifest, eng, extra=_given_margin(margin, storage_options), tmp_dir=tmp_dir)
+        stage_members(root, manifest, eng, extra=given_margin(margin, storage_options), tmp_dir=tmp_dir)
         txn.commit(root, manifest)
     shutil.rmtree(work, ignore_errors=True)
     return AppendResult(
@@ -292,7 +292,7 @@ def _free_label(root: AnyPath, label: str, destinations) -> str:
     return candidate
 
 
-def _carry_properties(props: dict[str, str]) -> dict:
+def carry_properties(props: dict[str, str]) -> dict:
     """Properties kept across a change (the writer fills dates, builder and size again)."""
     skip = {"hats_estsize", "hats_creation_date", "hats_builder", "hats_version"}
     return {k: v for k, v in props.items() if k not in skip}
@@ -307,7 +307,7 @@ def _write_rejected(root: AnyPath, label: str, tables) -> AnyPath:
     return target
 
 
-def _given_margin(margin: str | os.PathLike | None, storage_options: dict | None = None) -> list[Member]:
+def given_margin(margin: str | os.PathLike | None, storage_options: dict | None = None) -> list[Member]:
     """An explicitly named margin to keep current besides the recorded members."""
     if margin is None:
         return []

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from healforge.catalog import format as fmt
 from healforge.catalog import transaction as txn
 from healforge.catalog.alignment import generate_alignment, sparse_histogram
-from healforge.catalog.append import _carry_properties, _given_margin
+from healforge.catalog.append import carry_properties, given_margin
 from healforge.catalog.collection import resolve_catalog
 from healforge.catalog.format import read_histogram
 from healforge.catalog.members import stage_members
@@ -362,7 +362,7 @@ def compact(
                 raise CatalogError("compaction would leave an empty catalog")
 
             sky = fmt.sky_fraction(new_pixels)
-            properties = _carry_properties(props)
+            properties = carry_properties(props)
             properties.update(
                 {
                     "hats_nrows": rows_after,
@@ -384,7 +384,7 @@ def compact(
                 "pixels": [list(p) for p in new_pixels],
                 "properties": properties,
             }
-            stage_members(root, manifest, eng, extra=_given_margin(margin, storage_options), tmp_dir=tmp_dir)
+            stage_members(root, manifest, eng, extra=given_margin(margin, storage_options), tmp_dir=tmp_dir)
             txn.commit(root, manifest)
         shutil.rmtree(work, ignore_errors=True)
     result = CompactResult(

@@ -19,7 +19,7 @@ from healforge.catalog import format as fmt
 from healforge.catalog import nested as nst
 from healforge.catalog import transaction as txn
 from healforge.catalog.alignment import sparse_histogram
-from healforge.catalog.append import _carry_properties, _given_margin
+from healforge.catalog.append import carry_properties, given_margin
 from healforge.catalog.collection import resolve_catalog
 from healforge.catalog.compact import pixel_files
 from healforge.catalog.format import read_histogram
@@ -223,7 +223,7 @@ def delete(
                     pix, cnt = r["histogram"]
                     np.subtract.at(new_hist, pix, cnt)
             txn.save_array(txn.txn_dir(root) / "point_map.npy", new_hist)
-            properties = _carry_properties(props)
+            properties = carry_properties(props)
             properties.update(
                 {
                     "hats_nrows": result.total_rows,
@@ -239,7 +239,7 @@ def delete(
                 "properties": properties,
             }
             # margins and indexes rebuilt from the catalog-to-be, swapped in by the same commit
-            stage_members(root, manifest, eng, extra=_given_margin(margin, storage_options), tmp_dir=tmp_dir)
+            stage_members(root, manifest, eng, extra=given_margin(margin, storage_options), tmp_dir=tmp_dir)
             txn.commit(root, manifest)
         shutil.rmtree(work, ignore_errors=True)
     return result

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from healforge.catalog import format as fmt
 from healforge.catalog import nested as nst
 from healforge.catalog import transaction as txn
-from healforge.catalog.append import _batch_id, catalog_schema, stage_and_commit
+from healforge.catalog.append import batch_key, catalog_schema, stage_and_commit
 from healforge.catalog.casting import check_schema
 from healforge.catalog.collection import resolve_catalog
 from healforge.catalog.compact import pixel_files
@@ -211,7 +211,7 @@ def increment(
         owned_engine(engine, workers, scheduler, synchronous, quiet) as eng,
     ):
         work = txn.begin(root, tmp_dir)
-        batch_id = _batch_id(all_files, label)
+        batch_id = batch_key(all_files, label)
         applied = txn.applied_batches(root)
         if batch_id in applied or (batch and any(b.get("label") == batch for b in applied.values())):
             storage.rmtree(txn.txn_dir(root))

@@ -269,7 +269,7 @@ def build_index(
         hats_index_column=column,
         hats_index_extra_column=wanted[1:] or None,
     )
-    _swap_into_place(build, final)
+    swap_into_place(build, final)
     examples = [e for r in reduced for e in r["examples"]][:MAX_EXAMPLES]
     return IndexResult(
         str(final),
@@ -282,8 +282,8 @@ def build_index(
     )
 
 
-def _swap_into_place(built: AnyPath, final: AnyPath) -> None:
-    from healforge.catalog.margin import _swap_into_place as swap
+def swap_into_place(built: AnyPath, final: AnyPath) -> None:
+    from healforge.catalog.margin import swap_into_place as swap
 
     swap(built, final)
 

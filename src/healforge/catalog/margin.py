@@ -254,7 +254,7 @@ def build_margin(
     out_pixels = [(int(table["orders"][d]), int(table["pixels"][d])) for d in dests]
     total = _finish(output, source, out_pixels, int(per_dest.sum()), radius, name or final.name)
     shutil.rmtree(work, ignore_errors=True)
-    _swap_into_place(output, final)
+    swap_into_place(output, final)
     return MarginResult(str(final), total, radius, m_order, out_pixels)
 
 
@@ -273,7 +273,7 @@ def partition_table(pixels: list[tuple[int, int]]) -> dict[str, np.ndarray]:
     }
 
 
-def _swap_into_place(built: AnyPath, final: AnyPath) -> None:
+def swap_into_place(built: AnyPath, final: AnyPath) -> None:
     """Replace ``final`` by ``built`` with renames; the old content is deleted afterwards.
 
     On object stores (no renames) ``final`` is emptied and the files of ``built`` are copied in,

@@ -164,17 +164,17 @@ def recover(root: str | AnyPath, apply_metadata: Callable | None = None) -> str 
 
 def commit(root: str | AnyPath, manifest: dict) -> None:
     """The point of no return: write the manifest atomically, then apply it."""
-    from healforge.engine import _failpoint
+    from healforge.engine import failpoint
 
     tdir = txn_dir(root)
     fmt.atomic_write_text(tdir / "manifest.json", json.dumps(manifest))
-    _failpoint("Commit", 1)
+    failpoint("Commit", 1)
     apply(root)
 
 
 def apply(root: str | AnyPath) -> None:
     """Apply the committed manifest phase by phase (idempotent; safe to rerun after a crash)."""
-    from healforge.engine import _failpoint
+    from healforge.engine import failpoint
 
     root = as_path(root)
     tdir = txn_dir(root)
@@ -185,7 +185,7 @@ def apply(root: str | AnyPath) -> None:
             continue
         globals()[f"_phase_{phase}"](root, tdir, m)
         storage.atomic_write_text(marker, "")
-        _failpoint("Apply", n)
+        failpoint("Apply", n)
     storage.rmtree(tdir)
     storage.rmtree(members_dir(root))
 

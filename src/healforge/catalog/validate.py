@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,20 @@ def hats_strict(root: AnyPath, problems: list[str]) -> None:
         problems.append("hats strict validation failed: " + ("; ".join(handler.messages) or "no detail"))
 
 
+def begin_report(
+    path: str | os.PathLike, kind: str, hats_check: bool = True
+) -> tuple[AnyPath, ValidationReport, dict[str, str] | None]:
+    """Start validating ``path``: its report (with hats' strict checks unless ``hats_check`` is
+    false) and its properties (``None`` when it has no ``hats.properties``)."""
+    root = as_path(path)
+    report = ValidationReport(str(root), kind=kind)
+    if hats_check:
+        hats_strict(root, report.problems)
+    if not (root / "hats.properties").exists():
+        return root, report, None
+    return root, report, fmt.read_properties(root)
+
+
 def validate_partitioned(
     path: str | Path,
     id_column: str | None = None,
@@ -113,14 +128,10 @@ def validate_partitioned(
 ) -> ValidationReport:
     """The checks of :func:`validate_catalog` for one HEALPix-partitioned catalog
     (``hats_check=False`` skips hats' own strict validation, e.g. when done for a collection)."""
-    root = as_path(path)
-    report = ValidationReport(str(root), kind=kind)
+    root, report, props = begin_report(path, kind, hats_check)
     problems = report.problems
-    if hats_check:
-        hats_strict(root, problems)
-    if not (root / "hats.properties").exists():
+    if props is None:
         return report
-    props = fmt.read_properties(root)
     try:
         pixels = fmt.read_partition_info(root)
     except FileNotFoundError:
@@ -181,7 +192,7 @@ def validate_partitioned(
     present = {fmt.pixel_of_path(f) for f in files}
     for pix in sorted(listed - present):
         problems.append(f"pixel {pix} is in partition_info.csv but has no data file")
-    _check_metadata(root, file_rows, problems)
+    check_metadata(root, file_rows, problems)
     if "hats_nrows" in props and int(props["hats_nrows"]) != report.rows:
         problems.append(f"hats_nrows is {props['hats_nrows']} but the data files hold {report.rows} rows")
     if id_column and ids:
@@ -211,7 +222,7 @@ def _check_disjoint(pixels, problems) -> None:
         problems.append(f"partitions {pixels[a]} and {pixels[b]} overlap")
 
 
-def _check_metadata(root: AnyPath, file_rows: dict[str, int], problems: list[str]) -> None:
+def check_metadata(root: AnyPath, file_rows: dict[str, int], problems: list[str]) -> None:
     meta_path = root / fmt.DATASET_DIR / "_metadata"
     if not meta_path.exists():
         if not fmt.has_multi_file_pixels(root):

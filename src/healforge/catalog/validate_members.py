@@ -10,7 +10,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from healforge.catalog import format as fmt
-from healforge.catalog.validate import ValidationReport, _check_metadata, hats_strict, validate_partitioned
+from healforge.catalog.validate import (
+    ValidationReport,
+    begin_report,
+    check_metadata,
+    hats_strict,
+    validate_partitioned,
+)
 from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
@@ -96,14 +102,10 @@ def validate_margin(
     from healforge.catalog.margin import margin_order_for, partition_table, select_margin_rows
     from healforge.catalog.snapshot import CatalogSnapshot
 
-    root = as_path(path)
-    report = ValidationReport(str(root), kind="margin")
+    root, report, props = begin_report(path, "margin", hats_check)
     problems = report.problems
-    if hats_check:
-        hats_strict(root, problems)
-    if not (root / "hats.properties").exists():
+    if props is None:
         return report
-    props = fmt.read_properties(root)
     primary = primary or find_primary(root)
     if primary is None:
         problems.append(f"primary catalog {props.get('hats_primary_table_url')!r} not found")
@@ -135,7 +137,7 @@ def validate_margin(
         present[(order, pixel)] = (
             pd.concat([present[(order, pixel)], df]) if (order, pixel) in present else df
         )
-    _check_metadata(root, file_rows, problems)
+    check_metadata(root, file_rows, problems)
     if "hats_nrows" in props and int(props["hats_nrows"]) != report.rows:
         problems.append(f"hats_nrows is {props['hats_nrows']} but the data files hold {report.rows} rows")
 
@@ -192,14 +194,10 @@ def validate_index(
     partition exactly the id values its rows hold."""
     from healforge.catalog.snapshot import CatalogSnapshot
 
-    root = as_path(path)
-    report = ValidationReport(str(root), kind="index")
+    root, report, props = begin_report(path, "index", hats_check)
     problems = report.problems
-    if hats_check:
-        hats_strict(root, problems)
-    if not (root / "hats.properties").exists():
+    if props is None:
         return report
-    props = fmt.read_properties(root)
     column = props.get("hats_index_column")
     if not column:
         problems.append("hats_index_column is not set")
