@@ -12,6 +12,7 @@ from hats.io.validation import is_valid_catalog
 import healforge
 from conftest import make_points, run_cli, survey_table
 from healforge.catalog import format as fmt
+from healforge.catalog.collection import resolve_catalog
 
 
 def _write(path, table):
@@ -41,7 +42,7 @@ def _assert_rows(path, tables: list[pa.Table]):
     want = pa.concat_tables(tables).to_pandas().sort_values("id")
     assert np.array_equal(df["id"].to_numpy(dtype=np.int64), want["id"].to_numpy())
     assert np.array_equal(df["ra"].to_numpy(dtype=np.float64), want["ra"].to_numpy())
-    assert int(fmt.read_properties(path)["hats_nrows"]) == len(want)
+    assert int(fmt.read_properties(resolve_catalog(path))["hats_nrows"]) == len(want)
 
 
 @pytest.fixture
@@ -56,7 +57,7 @@ def base(tmp_path):
 def test_append_b_then_c(base):
     tmp_path, a = base
     root = tmp_path / "cat"
-    before = fmt.read_partition_info(root)
+    before = fmt.read_partition_info(resolve_catalog(root))
     b = _batch(tmp_path, "B", "clustered", 3_000, 100_000, 2)
     # C lies partly outside the current coverage (new pixels) and partly inside
     c_ra = np.r_[np.full(50, 300.0) + np.linspace(0, 0.1, 50), np.linspace(199.5, 200.5, 50)]
@@ -64,16 +65,16 @@ def test_append_b_then_c(base):
     c = _write(tmp_path / "in" / "C.parquet", survey_table(c_ra, c_dec, 200_000, 3))
     res_b = healforge.append(root, [b], "nightB", synchronous=True, quiet=True)
     assert res_b.rows == 3_000
-    assert fmt.read_properties(root)["hats_npix_suffix"] == "/"
+    assert fmt.read_properties(resolve_catalog(root))["hats_npix_suffix"] == "/"
     proc = run_cli("append", root, c, "--batch", "nightC", "--synchronous", "-q")
     assert "appended 100 rows" in proc.stdout
-    after = fmt.read_partition_info(root)
+    after = fmt.read_partition_info(resolve_catalog(root))
     # covered areas keep their partitioning: every old pixel is still there
     assert set(before) <= set(after)
     tables = [pq.read_table(p) for p in (a, b, c)]
     _assert_rows(root, tables)
     # files: Npix=P/Npix=P.parquet for A, nightB.parquet and nightC.parquet for the appends
-    names = {f.name for f in fmt.list_data_files(root)}
+    names = {f.name for f in fmt.list_data_files(resolve_catalog(root))}
     assert {"nightB.parquet", "nightC.parquet"} <= names
     # appending the same batch again is detected
     again = healforge.append(root, [c], "nightC", synchronous=True, quiet=True)
@@ -158,7 +159,7 @@ def test_compact_dedupes_keeps_latest_and_obeys_threshold(base):
     healforge.append(
         root, [_write(tmp_path / "in" / "B2.parquet", t_mjd(tb, 2.0))], "b", synchronous=True, quiet=True
     )
-    assert int(fmt.read_properties(root)["hats_nrows"]) == ta.num_rows + tb.num_rows
+    assert int(fmt.read_properties(resolve_catalog(root))["hats_nrows"]) == ta.num_rows + tb.num_rows
     proc = run_cli(
         "compact",
         root,
@@ -175,7 +176,7 @@ def test_compact_dedupes_keeps_latest_and_obeys_threshold(base):
     df = _read_all(root)
     assert df["id"].is_unique and len(df) == ta.num_rows + new.num_rows
     assert (df.set_index("id").loc[ids, "mag"] == 99.0).all()
-    for f in fmt.list_data_files(root):
+    for f in fmt.list_data_files(resolve_catalog(root)):
         assert pq.read_metadata(f).num_rows <= 800
         assert f.name == "compacted.parquet"
     assert healforge.validate_catalog(root, id_column="id").ok
@@ -183,7 +184,9 @@ def test_compact_dedupes_keeps_latest_and_obeys_threshold(base):
 
 
 def _margin_ids(path) -> list[int]:
-    return sorted(pq.read_table(f, columns=["id"])["id"].to_pylist() for f in fmt.list_data_files(path))
+    return sorted(
+        pq.read_table(f, columns=["id"])["id"].to_pylist() for f in fmt.list_data_files(resolve_catalog(path))
+    )
 
 
 def test_import_margin_kept_current_by_append_and_compact(tmp_path):
@@ -195,14 +198,21 @@ def test_import_margin_kept_current_by_append_and_compact(tmp_path):
     )
     margin = tmp_path / "cat_margin"
     assert res.margin is not None and is_valid_catalog(str(margin), strict=True)
+    original = _margin_ids(margin)
     b = _batch(tmp_path, "B", "clustered", 2_000, 100_000, 2)
     run_cli("append", tmp_path / "cat", b, "--synchronous", "-q")
     # the recorded margin was rebuilt: it equals a margin made from scratch on A+B
     healforge.margin(tmp_path / "cat", tmp_path / "fresh", 600, synchronous=True, quiet=True)
-    assert _margin_ids(margin) == _margin_ids(tmp_path / "fresh")
-    assert len(_margin_ids(margin)) > 0
+    # the change made the catalog a collection whose margin is the margin's next version
+    coll = healforge.open_collection(tmp_path / "cat")
+    assert coll.margins[coll.default_margin] == tmp_path / "cat" / "cat_margin.v2"
+    assert _margin_ids(coll.margins[coll.default_margin]) == _margin_ids(tmp_path / "fresh")
+    assert len(_margin_ids(coll.margins[coll.default_margin])) > 0
+    assert _margin_ids(margin) == original  # the original is untouched
     healforge.compact(tmp_path / "cat", "id", threshold=500, synchronous=True, quiet=True)
     healforge.margin(tmp_path / "cat", tmp_path / "fresh2", 600, synchronous=True, quiet=True)
+    coll = healforge.open_collection(tmp_path / "cat")
+    margin = coll.margins[coll.default_margin]
     assert _margin_ids(margin) == _margin_ids(tmp_path / "fresh2")
     df = lsdb.open_catalog(str(tmp_path / "cat"), margin_cache=str(margin)).compute()
     assert len(df) == 8_000

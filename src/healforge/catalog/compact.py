@@ -385,7 +385,7 @@ def compact(
                 "properties": properties,
             }
             stage_members(root, manifest, eng, extra=given_margin(margin, storage_options), tmp_dir=tmp_dir)
-            txn.commit(root, manifest)
+            root = txn.commit(root, manifest)
         shutil.rmtree(work, ignore_errors=True)
     result = CompactResult(
         str(root), rows_before, rows_after, sum(len(f) for f in files), len(pixels), len(new_pixels)

@@ -240,6 +240,6 @@ def delete(
             }
             # margins and indexes rebuilt from the catalog-to-be, swapped in by the same commit
             stage_members(root, manifest, eng, extra=given_margin(margin, storage_options), tmp_dir=tmp_dir)
-            txn.commit(root, manifest)
+            root = txn.commit(root, manifest)
         shutil.rmtree(work, ignore_errors=True)
     return result

@@ -124,6 +124,7 @@ def index_catalog(
         is_collection,
         open_collection,
     )
+    from healforge.catalog.versions import split_version
 
     catalog = as_path(catalog, storage_options)
     coll = open_collection(catalog) if is_collection(catalog) else collection_of(catalog)
@@ -132,7 +133,7 @@ def index_catalog(
         raise OptionError(f"rows_per_file must be at least 1, got {rows_per_file}")
     if output is None:
         output = (
-            coll.path / index_name(primary.name, column)
+            coll.path / index_name(split_version(primary.name)[0], column)
             if coll
             else primary.with_name(f"{primary.name}_{column}_index")
         )

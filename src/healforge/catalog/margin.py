@@ -135,6 +135,7 @@ def margin(
         margin_name,
         open_collection,
     )
+    from healforge.catalog.versions import split_version
 
     catalog = as_path(catalog, storage_options)
     coll = open_collection(catalog) if is_collection(catalog) else collection_of(catalog)
@@ -142,7 +143,7 @@ def margin(
     if output is None:
         if coll is None:
             raise OptionError(f"{catalog} is not a collection: give the margin's output directory")
-        output = coll.path / margin_name(primary.name, radius_arcsec)
+        output = coll.path / margin_name(split_version(primary.name)[0], radius_arcsec)
     output = as_path(output, storage_options)
     # under the writer lock, after finishing any committed change: a concurrent append would
     # otherwise commit without rebuilding this new member

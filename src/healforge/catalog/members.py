@@ -2,11 +2,13 @@
 
 A catalog's members are those its collection lists (when the catalog is a collection's primary)
 and those recorded beside a stand-alone catalog in ``.healforge/margins.json`` and
-``.healforge/indexes.json``. Any change made through :mod:`healforge.catalog.transaction`
-(append, compact, and whatever else commits a manifest) calls :func:`stage_members` just before
-its commit: every member is rebuilt from the catalog-to-be into the transaction's staging area,
-and the manifest's ``members`` phase swaps the new members in. A crash before the commit leaves
-the old catalog and members; after it, the next writer finishes the swap.
+``.healforge/indexes.json`` (paths relative to the catalog, so that a copied or moved catalog
+keeps its own). Any change made through :mod:`healforge.catalog.transaction` (append, compact,
+and whatever else commits) calls :func:`stage_members` just before its commit: every member is
+rebuilt from the catalog-to-be as the next version of that member, a new directory in the
+catalog's home (``<member>.v<N>``, see :mod:`healforge.catalog.versions`), which the commit lists
+in ``collection.properties`` together with the new primary. A crash before the commit leaves
+the old catalog and members (the next writer removes the unreferenced new versions).
 """
 
 from __future__ import annotations
@@ -66,8 +68,7 @@ def members_of(catalog: str | os.PathLike) -> list[Member]:
     for kind, name in REGISTRIES.items():
         registry = catalog / STATE_DIR / name
         for entry in json.loads(registry.read_text()) if registry.exists() else []:
-            # recorded without storage options: a member in an object store gets the catalog's
-            path = as_path(entry["path"], options if storage.protocol_of(entry["path"]) else None)
+            path = registered_path(catalog, entry["path"], options)
             if str(path) in found:
                 continue
             if kind == "margin":
@@ -79,18 +80,51 @@ def members_of(catalog: str | os.PathLike) -> list[Member]:
     return list(found.values())
 
 
+def registered_path(catalog: AnyPath, recorded: str, options: dict | None = None) -> AnyPath:
+    """A registry's member path: relative to the catalog (as recorded now), absolute, or a URL
+    (recorded without storage options: a member in an object store gets the catalog's)."""
+    from healforge.catalog.transaction import member_path
+
+    if storage.protocol_of(recorded):
+        return as_path(recorded, options)
+    if os.path.isabs(recorded) and storage.is_local(catalog):
+        return as_path(recorded)
+    return member_path(catalog, recorded)
+
+
 def register(catalog: str | os.PathLike, member: Member) -> None:
-    """Record a member of a stand-alone catalog so that changes keep it current."""
-    path = as_path(catalog) / STATE_DIR / REGISTRIES[member.kind]
+    """Record a member of a stand-alone catalog so that changes keep it current (its path
+    relative to the catalog when both are on one filesystem)."""
+    catalog = as_path(catalog)
+    path = catalog / STATE_DIR / REGISTRIES[member.kind]
     entries = json.loads(path.read_text()) if path.exists() else []
-    out = str(as_path(member.path))
+    try:
+        out = _relpath(as_path(member.path), catalog)
+    except ValueError:
+        out = str(as_path(member.path))
     entry = {"path": out}
     if member.kind == "margin":
         entry["radius_arcsec"] = float(member.radius_arcsec)
     else:
         entry |= {"column": member.column, "include": list(member.include_columns)}
-    entries = [e for e in entries if e["path"] != out] + [entry]
+    options = None if storage.is_local(catalog) else dict(catalog.storage_options)
+    same = str(registered_path(catalog, out, options))
+    entries = [e for e in entries if str(registered_path(catalog, e["path"], options)) != same] + [entry]
     fmt.atomic_write_text(path, json.dumps(entries, indent=1))
+
+
+def unregister(catalog: AnyPath, base: AnyPath, paths: set[str]) -> None:
+    """Drop the registry entries of ``catalog`` naming ``paths`` (relative entries read against
+    ``base``, the catalog version they were recorded in): members that its collection lists now."""
+    options = None if storage.is_local(catalog) else dict(catalog.storage_options)
+    for name in REGISTRIES.values():
+        registry = catalog / STATE_DIR / name
+        if not registry.exists():
+            continue
+        entries = json.loads(registry.read_text())
+        kept = [e for e in entries if str(registered_path(base, e["path"], options)) not in paths]
+        if len(kept) != len(entries):
+            fmt.atomic_write_text(registry, json.dumps(kept, indent=1))
 
 
 def build_member(
@@ -130,23 +164,32 @@ def stage_members(
     extra: list[Member] = (),
     tmp_dir: str | os.PathLike | None = None,
 ) -> list[Member]:
-    """Rebuild every member of ``root`` (and ``extra``) for the change in ``manifest``, into the
-    transaction's staging area, and list them in ``manifest["members"]`` for the commit."""
+    """Rebuild every member of ``root`` (and ``extra``) for the change in ``manifest`` as its
+    next version in the catalog's home, and list them in ``manifest["members"]`` for the commit
+    (``[old path, new name, kind, column]``)."""
     from healforge.catalog import transaction as txn
+    from healforge.catalog import versions
 
     root = as_path(root)
     members = members_of(root)
     known = {str(m.path) for m in members}
     members += [m for m in extra if str(m.path) not in known]
+    home = versions.home_of(root)
+    version = manifest.setdefault("version", versions.next_version(home))
     if not members:
         return []
     source = CatalogSnapshot.after(root, manifest, txn.staging_dir(root))
-    base = txn.members_dir(root)
-    storage.rmtree(base)
-    swaps = []
-    for i, member in enumerate(members):
-        build_member(member, source, base / str(i), engine, tmp_dir)
-        swaps.append([str(i), _relpath(member.path, root)])
+    swaps, names = [], set()
+    for member in members:
+        base = versions.split_version(member.path.name)[0]
+        name, k = versions.versioned(base, version), 1
+        while name in names:  # two members of one name (from different places)
+            k += 1
+            name = versions.versioned(f"{base}-{k}", version)
+        names.add(name)
+        storage.rmtree(home / name)  # never committed (the version is new)
+        build_member(member, source, home / name, engine, tmp_dir)
+        swaps.append([str(member.path), name, member.kind, member.column])
     manifest["members"] = swaps
     return members
 
@@ -162,4 +205,12 @@ def _relpath(path: AnyPath, root: AnyPath) -> str:
     return posixpath.relpath("/" + path.path, "/" + root.path)
 
 
-__all__ = ["Member", "build_member", "members_of", "register", "stage_members"]
+__all__ = [
+    "Member",
+    "build_member",
+    "members_of",
+    "register",
+    "registered_path",
+    "stage_members",
+    "unregister",
+]

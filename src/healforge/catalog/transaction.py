@@ -1,16 +1,18 @@
-"""Writer lock and commit protocol for changing an existing catalog (append, compact).
+"""Writer lock and commit protocol for changing an existing catalog (append, compact, ...).
 
-A change stages every new file under ``CATALOG/.healforge-txn/`` and then commits by renaming a
-small manifest into place. Before that rename the catalog on disk is untouched (a crash leaves it
-as it was, and the next writer rolls the staging area back); after it, the change is applied in
-phases (convert layout, retire replaced files, move new files in, rewrite metadata, swap in the
-rebuilt margins and indexes, record), each idempotent and marked done, so the next writer rolls a
-half-applied change forward. Members are built before the commit (see
-:mod:`healforge.catalog.members`), so a crash never leaves a new catalog with old members.
+A change stages its new files under ``HOME/.healforge-txn/`` (flat names, outside any directory
+a reader lists), where ``HOME`` is the catalog's collection directory, or the catalog itself when
+it stands alone (see :mod:`healforge.catalog.versions`). The commit builds the catalog's next
+version as a new directory (unchanged data files hard-linked, new files moved in, members rebuilt
+beside it) and switches ``HOME/collection.properties`` to it in one atomic replace. A kill before
+that replace leaves the old catalog, untouched (the next writer removes the half-built version
+and the staging area); after it, the new one. Readers never see a mixture: no file that committed
+metadata lists is changed, moved or removed in place, and superseded versions are retired only
+after a grace period.
 
-On object stores (any fsspec URL, through :mod:`healforge.io.storage`) there are no renames:
-the manifest is written last in one put (the commit), and each phase copies then deletes, which
-rerunning repeats harmlessly. The change's intermediate files (``work``) are always local.
+On object stores (any fsspec URL, through :mod:`healforge.io.storage`) unchanged files are
+copied into the new version and the commit is one put of ``collection.properties``. The
+change's intermediate files (``work``) are always local.
 """
 
 from __future__ import annotations
@@ -23,12 +25,10 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 from upath import UPath
 
-from healforge.catalog import ancillary
 from healforge.catalog import format as fmt
 from healforge.errors import CatalogError
 from healforge.io import storage
@@ -37,7 +37,6 @@ from healforge.io.storage import AnyPath, as_path
 TXN_DIR = ".healforge-txn"
 LOCK_FILE = ".healforge.lock"
 STATE_DIR = ".healforge"
-PHASES = ("convert", "retire", "move", "metadata", "members", "record")
 
 
 class CatalogLock:
@@ -52,7 +51,9 @@ class CatalogLock:
     """
 
     def __init__(self, root: str | AnyPath, purpose: str):
-        self.path = as_path(root) / LOCK_FILE
+        from healforge.catalog.versions import home_of
+
+        self.path = home_of(as_path(root)) / LOCK_FILE
         self.purpose = purpose
 
     def __enter__(self) -> CatalogLock:
@@ -101,20 +102,16 @@ class CatalogLock:
 
 
 def txn_dir(root: str | AnyPath) -> AnyPath:
-    return as_path(root) / TXN_DIR
+    """The change's staging area, in the catalog's home (stable across versions)."""
+    from healforge.catalog.versions import home_of
+
+    return home_of(as_path(root)) / TXN_DIR
 
 
 def staging_dir(root: str | AnyPath) -> AnyPath:
     """Where a change writes its new files before the commit (flat names: nothing in it may look
     like a ``Norder=/Dir=/Npix=`` path, which hats' validation would count as a partition)."""
     return txn_dir(root) / "staged"
-
-
-def members_dir(root: str | AnyPath) -> AnyPath:
-    """Where a change builds the catalog's new margins and indexes before the commit: beside the
-    catalog, since hats' strict validation counts every ``Norder*/Dir*/Npix*`` path below it."""
-    root = as_path(root)
-    return root.parent / f".{root.name}.healforge-members"
 
 
 def begin(root: str | AnyPath, tmp_dir: str | os.PathLike | None = None):
@@ -147,118 +144,41 @@ def load_array(path: AnyPath):
         return np.load(io.BytesIO(f.read()))
 
 
-def recover(root: str | AnyPath, apply_metadata: Callable | None = None) -> str | None:
-    """Finish a committed change or roll back an uncommitted one; returns what was done."""
+def recover(root: str | AnyPath) -> str | None:
+    """Clean what an earlier (killed) change left: its staging area, half-built versions,
+    an unfinished switch of a stand-alone catalog, and superseded versions past the grace period
+    (the caller holds the writer lock). Returns what was done, or ``None``."""
+    from healforge.catalog import versions
+
     tdir = txn_dir(root)
-    if not tdir.exists():
-        storage.rmtree(members_dir(root))
-        return None
-    manifest = tdir / "manifest.json"
-    if manifest.exists():
-        apply(root)
-        return "rolled forward"
+    had = tdir.exists()
     storage.rmtree(tdir)
-    storage.rmtree(members_dir(root))
-    return "rolled back"
+    removed = versions.cleanup(root)
+    return "rolled back" if had or removed else None
 
 
-def commit(root: str | AnyPath, manifest: dict) -> None:
-    """The point of no return: write the manifest atomically, then apply it."""
-    from healforge.engine import failpoint
+def commit(root: str | AnyPath, manifest: dict) -> AnyPath:
+    """Build the catalog's next version from the staged change and switch readers to it.
 
-    tdir = txn_dir(root)
-    fmt.atomic_write_text(tdir / "manifest.json", json.dumps(manifest))
-    failpoint("Commit", 1)
-    apply(root)
-
-
-def apply(root: str | AnyPath) -> None:
-    """Apply the committed manifest phase by phase (idempotent; safe to rerun after a crash)."""
+    ``manifest``: ``pixels`` (the new partition list), ``properties``, ``retire`` (pixel files
+    or directories, relative to ``root``, that the change drops), ``convert`` (single-file
+    pixels that become directories), ``move`` (``[staged name, destination relative to the
+    catalog]``), ``members`` (set by :func:`healforge.catalog.members.stage_members`), ``state``
+    (``.healforge/<name>`` JSON files), ``batch_id`` and ``label``. Returns the new version's
+    directory (the primary catalog from now on).
+    """
+    from healforge.catalog import versions
     from healforge.engine import failpoint
 
     root = as_path(root)
     tdir = txn_dir(root)
-    m = json.loads((tdir / "manifest.json").read_text())
-    for n, phase in enumerate(PHASES, start=1):
-        marker = tdir / f"done-{phase}"
-        if marker.exists():
-            continue
-        globals()[f"_phase_{phase}"](root, tdir, m)
-        storage.atomic_write_text(marker, "")
-        failpoint("Apply", n)
+    manifest.setdefault("version", versions.next_version(versions.home_of(root)))
+    new = versions.build(root, manifest, staging_dir(root), tdir / "point_map.npy")
+    versions.switch(root, new, manifest)
+    failpoint("Commit", 1)
     storage.rmtree(tdir)
-    storage.rmtree(members_dir(root))
-
-
-def _phase_convert(root: AnyPath, tdir: AnyPath, m: dict) -> None:
-    """Single-file pixels become directories holding that file."""
-    for order, pixel in m.get("convert", []):
-        single = fmt.pixel_file(root, order, pixel, ".parquet")
-        folder = fmt.pixel_file(root, order, pixel, "/")
-        if single.exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            storage.replace(single, folder / single.name)
-
-
-def _phase_retire(root: AnyPath, tdir: AnyPath, m: dict) -> None:
-    """Replaced pixel files and directories move to the transaction's trash (on object stores,
-    where a move is a copy, they are deleted at once)."""
-    if not storage.is_local(root):
-        for rel in m.get("retire", []):
-            storage.rmtree(root / rel)
-        return
-    trash = tdir / "trash"
-    trash.mkdir(exist_ok=True)
-    for i, rel in enumerate(m.get("retire", [])):
-        path = root / rel
-        if path.exists():
-            os.replace(path, trash / f"{i}")
-    # prune empty Dir=/Norder= folders left behind
-    for folder in sorted((root / fmt.DATASET_DIR).glob("Norder=*/Dir=*"), reverse=True):
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-    for folder in (root / fmt.DATASET_DIR).glob("Norder=*"):
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-
-
-def _phase_move(root: AnyPath, tdir: AnyPath, m: dict) -> None:
-    staged = tdir / "staged"
-    for name, rel in m.get("move", []):
-        src = staged / name
-        if src.exists():
-            storage.replace(src, root / rel)
-
-
-def _phase_metadata(root: AnyPath, tdir: AnyPath, m: dict) -> None:
-    fmt.write_partition_info(root, [tuple(p) for p in m["pixels"]])
-    total = fmt.write_dataset_metadata(root)
-    if total != m["properties"]["hats_nrows"]:
-        raise CatalogError(
-            f"after the change the data files hold {total} rows, expected {m['properties']['hats_nrows']}"
-        )
-    if fmt.has_multi_file_pixels(root):
-        # hats 0.11 counts every file listed in _metadata as one partition, so a pixel with several
-        # files makes strict validation fail; like the HATS incremental layout, drop the stale file
-        # until compaction leaves one file per pixel.
-        storage.rmtree(root / fmt.DATASET_DIR / "_metadata")
-    histogram = load_array(tdir / "point_map.npy")
-    fmt.write_skymaps(root, histogram)
-    fmt.write_properties(root, **m["properties"])
-    ancillary.refresh(root, histogram)
-
-
-def _phase_members(root: AnyPath, tdir: AnyPath, m: dict) -> None:
-    """Rebuilt members (staged in :func:`members_dir`) replace the old ones (moved to its trash)."""
-    trash = members_dir(root) / "trash"
-    for staged, rel in m.get("members", []):
-        src = members_dir(root) / staged
-        if not src.exists():
-            continue
-        dst = member_path(root, rel)
-        if dst.exists():
-            storage.replace(dst, trash / f"member-{staged}")
-        storage.replace(src, dst)
+    versions.cleanup(new)
+    return new
 
 
 def member_path(root: AnyPath, rel: str) -> AnyPath:
@@ -266,13 +186,6 @@ def member_path(root: AnyPath, rel: str) -> AnyPath:
     if storage.is_local(root):
         return Path(os.path.normpath(Path(root) / rel))
     return UPath(f"{root.protocol}://{posixpath.normpath(root.path + '/' + rel)}", **root.storage_options)
-
-
-def _phase_record(root: AnyPath, tdir: AnyPath, m: dict) -> None:
-    for name, content in m.get("state", {}).items():
-        storage.atomic_write_text(as_path(root) / STATE_DIR / name, json.dumps(content, indent=1))
-    if m.get("batch_id"):
-        record_batch(root, m["batch_id"], m.get("label"))
 
 
 def applied_batches(root: str | AnyPath) -> dict:
