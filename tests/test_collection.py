@@ -201,13 +201,16 @@ def test_append_and_compact_keep_every_member_current(coll):
     # validate with the id uniqueness check off (id 5 is duplicated until the compaction)
     report = healforge.validate_catalog(root)
     assert report.ok, str(report)
+    # each change built the members' next versions, listed by collection.properties
+    current = healforge.open_collection(root)
+    assert current.indexes["id"] == root / "coll_id.v3"
     index_rows = sum(
-        pq.read_metadata(f).num_rows for f in (root / "coll_id" / "dataset" / "index").glob("*.parquet")
+        pq.read_metadata(f).num_rows for f in (current.indexes["id"] / "dataset" / "index").glob("*.parquet")
     )
     assert index_rows == 7000
-    margin_ids = {
-        i for f in fmt.list_data_files(root / "coll_1arcmin") for i in pq.read_table(f)["id"].to_pylist()
-    }
+    margin = current.margins[current.default_margin]
+    assert margin == root / "coll_1arcmin.v3"
+    margin_ids = {i for f in fmt.list_data_files(margin) for i in pq.read_table(f)["id"].to_pylist()}
     assert any(i >= 100_000 for i in margin_ids)
 
     healforge.compact(root, "id", threshold=600, synchronous=True, quiet=True)
