@@ -301,7 +301,10 @@ def carry_properties(props: dict[str, str]) -> dict:
 def _write_rejected(root: AnyPath, label: str, tables) -> AnyPath:
     import pyarrow as pa
 
-    target = root.with_name(f"{root.name}.{label}.rejected.parquet")
+    from healforge.catalog.versions import home_of
+
+    home = home_of(root)  # beside the catalog (or its collection), whatever its version
+    target = home.with_name(f"{home.name}.{label}.rejected.parquet")
     with storage.atomic_output(target) as tmp:
         pq.write_table(pa.concat_tables(tables), tmp)
     return target

@@ -9,6 +9,7 @@ sub-catalog directory, named as hats-import names them: ``<name>``, ``<name>_<R>
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,14 @@ from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 
 COLLECTION_FILE = "collection.properties"
+_VERSIONED = re.compile(r"^(?P<base>.+)\.v(?P<n>[0-9]+)$")
+
+
+def split_version(name: str) -> tuple[str, int]:
+    """``("cat", 3)`` for a catalog version directory ``cat.v3``; a plain name is version 1
+    (see :mod:`healforge.catalog.versions`)."""
+    m = _VERSIONED.match(name)
+    return (m["base"], int(m["n"])) if m else (name, 1)
 
 
 @dataclass
@@ -80,19 +89,25 @@ def open_collection(path: str | os.PathLike, storage_options: dict | None = None
 
 
 def resolve_catalog(path: str | os.PathLike, storage_options: dict | None = None) -> AnyPath:
-    """The primary catalog of a collection, or ``path`` itself when it is not a collection."""
+    """The primary catalog of a collection (also given one of its primary's versions, current
+    or superseded), or ``path`` itself when it is not a collection."""
     path = as_path(path, storage_options)
-    return open_collection(path).primary if is_collection(path) else path
+    if is_collection(path):
+        return open_collection(path).primary
+    coll = collection_of(path)
+    return coll.primary if coll is not None else path
 
 
 def collection_of(catalog: str | os.PathLike, storage_options: dict | None = None) -> Collection | None:
-    """The collection whose primary catalog ``catalog`` is, if any (its parent directory)."""
+    """The collection whose primary catalog ``catalog`` is, if any (its parent directory); a
+    version of the primary (``<name>.v<N>``, current or superseded) counts as the primary."""
     catalog = as_path(catalog, storage_options)
     parent = catalog.parent
     if str(parent) == str(catalog) or not is_collection(parent):
         return None
     coll = open_collection(parent)
-    return coll if str(coll.primary).rstrip("/") == str(catalog).rstrip("/") else None
+    same = split_version(coll.primary.name)[0] == split_version(catalog.name)[0]
+    return coll if same and str(coll.primary.parent).rstrip("/") == str(parent).rstrip("/") else None
 
 
 def pretty_angle(arcsec: float) -> str:
@@ -206,5 +221,6 @@ __all__ = [
     "margin_name",
     "open_collection",
     "resolve_catalog",
+    "split_version",
     "write_collection",
 ]

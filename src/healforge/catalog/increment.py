@@ -395,6 +395,9 @@ def _with_spatial_index(t: pa.Table, items: pa.Schema, root: AnyPath) -> pa.Tabl
 
 
 def _write_orphans(root: AnyPath, label: str, name: str, table: pa.Table) -> AnyPath:
-    target = root.with_name(f"{root.name}.{label}.orphans.{name}.parquet")
+    from healforge.catalog.versions import home_of
+
+    home = home_of(root)  # beside the catalog (or its collection), whatever its version
+    target = home.with_name(f"{home.name}.{label}.orphans.{name}.parquet")
     fmt.atomic_write_parquet(table, target, (), None)
     return target

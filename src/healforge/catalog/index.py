@@ -123,8 +123,8 @@ def index_catalog(
         index_name,
         is_collection,
         open_collection,
+        split_version,
     )
-    from healforge.catalog.versions import split_version
 
     catalog = as_path(catalog, storage_options)
     coll = open_collection(catalog) if is_collection(catalog) else collection_of(catalog)

@@ -134,8 +134,8 @@ def margin(
         is_collection,
         margin_name,
         open_collection,
+        split_version,
     )
-    from healforge.catalog.versions import split_version
 
     catalog = as_path(catalog, storage_options)
     coll = open_collection(catalog) if is_collection(catalog) else collection_of(catalog)

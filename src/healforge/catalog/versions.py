@@ -26,7 +26,14 @@ import time
 from pathlib import Path
 
 from healforge.catalog import format as fmt
-from healforge.catalog.collection import COLLECTION_FILE, is_collection, open_collection, write_collection
+from healforge.catalog.collection import (
+    COLLECTION_FILE,
+    collection_of,
+    is_collection,
+    open_collection,
+    split_version,
+    write_collection,
+)
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 
@@ -36,12 +43,6 @@ DEFAULT_GRACE_S = 600.0
 ROOT_PROPERTIES = ("properties", "hats.properties")
 _VERSIONED = re.compile(r"^(?P<base>.+)\.v(?P<n>[0-9]+)$")
 _HOMES: dict[str, AnyPath] = {}
-
-
-def split_version(name: str) -> tuple[str, int]:
-    """``("cat", 3)`` for ``cat.v3``; a name without a version suffix is version 1."""
-    m = _VERSIONED.match(name)
-    return (m["base"], int(m["n"])) if m else (name, 1)
 
 
 def versioned(base: str, n: int) -> str:
@@ -62,12 +63,8 @@ def home_of(root: str | os.PathLike) -> AnyPath:
     key = str(root).rstrip("/")
     if key in _HOMES:
         return _HOMES[key]
-    home = root
-    parent = root.parent
-    if str(parent) != str(root) and is_collection(parent):
-        primary = open_collection(parent).primary
-        if split_version(primary.name)[0] == split_version(root.name)[0]:
-            home = parent
+    coll = collection_of(root)
+    home = coll.path if coll is not None else root
     _HOMES[key] = home
     return home
 
