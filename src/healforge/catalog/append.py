@@ -31,6 +31,7 @@ from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
 from healforge.io.readers import expand_inputs
 from healforge.io.storage import AnyPath, as_path
+from healforge.names import check_optional_name
 
 
 @dataclass
@@ -134,7 +135,10 @@ def append(
         When the inputs' schema differs from the catalog's (the message lists the columns).
     CatalogError
         When another writer holds the catalog.
+    OptionError
+        When ``batch`` is not one safe path component (:func:`healforge.names.check_name`).
     """
+    check_optional_name(batch, "batch label")
     root = fmt.require_catalog(resolve_catalog(as_path(catalog, storage_options)))
     files = expand_inputs([inputs] if isinstance(inputs, str | os.PathLike) else inputs)
     with txn.CatalogLock(root, "append"):
