@@ -1,10 +1,11 @@
-"""Hostile names refused before anything is written (issue 14, item 3)."""
+"""Guards of issue 14: hostile names refused, compaction accounts for every row."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -158,3 +159,69 @@ def test_increment_refuses_hostile_batch_labels(small):
     with pytest.raises(OptionError, match=r"batch label '\.\./x' starts with"):
         healforge.increment(nested, [b], on="id", batch="../x")
     assert tree_digest(tmp_path) == before
+
+
+def _ids(path) -> np.ndarray:
+    import lsdb
+
+    return np.sort(lsdb.open_catalog(str(path)).compute()["id"].to_numpy(dtype=np.int64))
+
+
+def _a_pixel_dir(root):
+    return next(p for p in sorted((root / "dataset").glob("Norder=*/Dir=*/Npix=*")) if p.is_dir())
+
+
+def test_compact_accounts_for_every_row(small):
+    tmp_path, b = small
+    cat = tmp_path / "cat"
+    a_ids = pq.read_table(tmp_path / "in" / "a.parquet")["id"].to_numpy()
+    b_ids = pq.read_table(b)["id"].to_numpy()
+    healforge.append(cat, [b], "b1", synchronous=True, quiet=True)
+    healforge.append(cat, [b], "b2", synchronous=True, quiet=True)  # the same rows again: duplicates
+    want = np.sort(np.r_[a_ids, b_ids, b_ids])
+    assert np.array_equal(_ids(cat), want)
+    # a plain compact never removes a row
+    out = run_cli("compact", cat, "--synchronous", "-q").stdout
+    assert f"rows in {len(want)}, rows out {len(want)} (0 duplicates removed" in out, out
+    assert np.array_equal(_ids(cat), want)
+    # --dedupe-on removes exactly the duplicated ids
+    out = run_cli("compact", cat, "--dedupe-on", "id", "--synchronous", "-q").stdout
+    assert f"rows in {len(want)}, rows out {len(want) - len(b_ids)} ({len(b_ids)} duplicates removed" in out
+    assert np.array_equal(_ids(cat), np.sort(np.r_[a_ids, b_ids]))
+    assert healforge.validate_catalog(cat, id_column="id").ok
+
+
+@pytest.mark.parametrize(
+    "stray", [".sneaky.parquet", "_sneaky.parquet", "notes.txt", "sub/deeper.parquet", ".dir/x.parquet"]
+)
+def test_files_readers_do_not_see_stop_compact_and_append(small, stray):
+    tmp_path, b = small
+    cat = tmp_path / "cat"
+    healforge.append(cat, [b], "b1", synchronous=True, quiet=True)
+    pixel = _a_pixel_dir(cat)
+    target = pixel / stray
+    target.parent.mkdir(exist_ok=True)
+    target.write_bytes(next(pixel.glob("*.parquet")).read_bytes())
+    before = tree_digest(cat)
+    for args in (
+        ("compact", cat),
+        ("compact", cat, "--dedupe-on", "id"),
+        ("append", cat, b, "--batch", "b2"),
+    ):
+        proc = run_cli(*args, "--synchronous", "-q", check=False)
+        assert proc.returncode == 2, (args, proc.stderr)
+        err = proc.stderr.strip().splitlines()
+        assert len(err) == 1 and str(target) in err[0], (args, err)
+        assert {k: v for k, v in tree_digest(cat).items() if not k.startswith(".healforge")} == {
+            k: v for k, v in before.items() if not k.startswith(".healforge")
+        }
+
+
+def test_compact_stops_when_files_and_hats_nrows_disagree(small):
+    tmp_path, _ = small
+    cat = tmp_path / "cat"
+    props = cat / "hats.properties"
+    text = props.read_text()
+    props.write_text(text.replace("hats_nrows=2000", "hats_nrows=2100"))
+    proc = run_cli("compact", cat, "--synchronous", "-q", check=False)
+    assert proc.returncode == 2 and "hold 2000 rows but hats_nrows is 2100" in proc.stderr, proc.stderr

@@ -26,6 +26,7 @@ from healforge.catalog.format import read_histogram
 from healforge.catalog.members import Member, stage_members
 from healforge.catalog.pipeline import map_stage, reduce_stage, rejected_tables, split_stage
 from healforge.catalog.stages import InputSpec
+from healforge.catalog.unseen import check_pixel_dirs
 from healforge.engine import Engine, owned_engine
 from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
@@ -207,6 +208,7 @@ def stage_and_commit(
     and the members together. ``state`` holds extra ``.healforge/<name>`` JSON files written by the commit's record phase.
     Shared by :func:`append` and :func:`healforge.increment`.
     """
+    check_pixel_dirs(root, kind)
     props = fmt.read_properties(root)
     existing = fmt.read_partition_info(root)
     ra, dec = props["hats_col_ra"], props["hats_col_dec"]
