@@ -41,7 +41,7 @@ def _validate(cat) -> list[str]:
     """The problems ``healforge validate`` prints (and checks its exit status)."""
     proc = run_cli("validate", cat, check=False)
     if proc.returncode == 0:
-        assert "valid catalog" in proc.stdout
+        assert ": valid " in proc.stdout
         return []
     assert proc.returncode == 1, proc.stderr
     return [line.strip()[2:] for line in proc.stderr.splitlines() if line.strip().startswith("- ")]
@@ -144,3 +144,15 @@ def test_wrong_hats_nrows(pristine, tmp_path):
     problems = _validate(cat)
     assert "hats_nrows is 1999 but the data files hold 2000 rows" in problems, problems
     assert np.all([p.count("\n") == 0 for p in problems])
+
+
+def test_hidden_file_in_a_margin(pristine, tmp_path):
+    cat = _copy(pristine, "single", tmp_path)
+    margin = tmp_path / "single_margin"
+    healforge.margin(cat, margin, 600, synchronous=True, quiet=True)
+    assert _validate(margin) == []
+    f = fmt.list_data_files(margin)[0]
+    shutil.copy(f, f.with_name(f"_{f.name}"))
+    problems = _validate(margin)
+    rel = "/".join(f.with_name(f"_{f.name}").parts[len((margin / "dataset").parts) :])
+    assert problems == [f"dataset/{rel}: readers skip it (the name '_{f.name}' starts with '_')"], problems
