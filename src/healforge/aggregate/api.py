@@ -7,7 +7,7 @@ Each builds a :class:`~healforge.aggregate.plan.Plan` and runs it on the one cor
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -83,7 +83,7 @@ def _assignment(inputs, order, lon, lat, geometry, mode, lon_convention, latitud
 def aggregate(
     inputs,
     columns: Sequence[str] | str,
-    stats: Sequence[str] = DEFAULT_STATS,
+    stats: Sequence[str | Callable] = DEFAULT_STATS,
     *,
     sidecar=None,
     order: int | None = None,
@@ -121,7 +121,8 @@ def aggregate(
         Value columns; ``"name=expression"`` defines a derived column (e.g. ``"ratio=a / b"``).
     stats
         Statistic names: count, sum, mean, var, std, min, max, median, qNN, mad, robust_std,
-        wsum, wmean, wvar, wstd, a numpy ufunc name or a dotted path to a function (see
+        wsum, wmean, wvar, wstd, a numpy function of :mod:`healforge.registry` (``maximum``,
+        ``numpy:ptp``...), or a callable of a cell's values (Python API only; see
         :mod:`healforge.aggregate.stats`).
     weight
         Expression for a per-row user weight (e.g. ``"1 / sigma**2"``), multiplied by the sidecar

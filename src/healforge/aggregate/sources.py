@@ -9,7 +9,6 @@ directory (one holding ``hats.properties``) stands for its partition files.
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -66,9 +65,10 @@ class Source:
             yield start, table.slice(start, batch_rows)
 
     def _file_batches(self, columns, batch_rows):
-        if "reader" in self.options:  # a reader function named ``module:function`` (zagg layouts)
-            module, _, attr = str(self.options["reader"]).partition(":")
-            reader = getattr(importlib.import_module(module), attr)
+        if "reader" in self.options:  # one of healforge's own readers (zagg layouts), by name
+            from healforge.registry import reader as registered_reader
+
+            reader = registered_reader(self.options["reader"])
             yield from reader(
                 self.path, self.options, batch_rows=batch_rows, storage_options=self.storage_options
             )

@@ -24,13 +24,14 @@ canonical           aliases                                    parameters (defau
 ==================  =========================================  ==================================
 
 ``weighted_var`` is ``sum w (x - wmean)^2 / (sum w - ddof)``; with the default ``ddof`` 0 the
-population weighted variance. Any other name is a user function (a numpy ufunc name or a dotted
-import path), computable only by the exact aggregation, which sees every value.
+population weighted variance. Any other name is a user function, one of the numpy functions of
+:mod:`healforge.registry` (never an import path: names come from files and options), or a callable
+passed through the Python API; user functions are computable only by the exact aggregation, which
+sees every value.
 """
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -130,12 +131,21 @@ def canonical_name(name: str) -> str | None:
     return None
 
 
-def resolve(name: str, parameters: Mapping[str, Any] | None = None, label: str | None = None) -> Stat:
-    """Resolve a statistic name (canonical, alias or user function) with its parameters.
+def resolve(
+    name: str | Callable, parameters: Mapping[str, Any] | None = None, label: str | None = None
+) -> Stat:
+    """Resolve a statistic name (canonical, alias or registered numpy function, see
+    :mod:`healforge.registry`) with its parameters; a callable (Python API only) is a user
+    function taking the 1-D array of a cell's values, labelled by its ``__name__``.
 
     ``parameters`` may hold ``q`` (one level; see :func:`expand_quantiles` for lists) and ``ddof``.
-    Raises ``ValueError`` naming the unknown statistic.
+    Raises ``ValueError`` naming the unknown statistic; nothing is imported for a name.
     """
+    if not isinstance(name, str):
+        if not callable(name):
+            raise OptionError(f"a statistic is a name or a callable, not {type(name).__name__}")
+        label = label or stat_label(name)
+        return Stat(label, label, user=("callable", name))
     p = dict(parameters or {})
     label = label or stat_label(name)
     canon = canonical_name(name)
@@ -158,36 +168,17 @@ def expand_quantiles(q: Any) -> list[float]:
 
 
 def resolve_user(name: str) -> tuple[str, Callable]:
-    """``("ufunc", ufunc)`` or ``("callable", function)`` for a user statistic name."""
-    import numpy as np
+    """``("ufunc", ufunc)`` or ``("callable", function)`` for a user statistic name: only the
+    numpy functions of :mod:`healforge.registry` (``UnknownName`` otherwise; nothing imported)."""
+    from healforge.registry import user_statistic
 
-    fn = getattr(np, name, None)
-    if isinstance(fn, np.ufunc) and fn.nin == 2:
-        return "ufunc", fn
-    if ":" in name:
-        mod, attr = name.split(":", 1)
-    elif "." in name:
-        mod, attr = name.rsplit(".", 1)
-    elif callable(fn):
-        return "callable", fn
-    else:
-        raise OptionError(
-            f"unknown statistic {name!r}; built-in: {', '.join(CANONICAL)} (aliases "
-            f"{', '.join(ALIASES)}, median, qNN, pNN), a numpy function name or a dotted import path"
-        )
-    try:
-        func = getattr(importlib.import_module(mod), attr)
-    except (ImportError, AttributeError) as exc:
-        raise OptionError(f"cannot import statistic {name!r}: {exc}") from None
-    if isinstance(func, np.ufunc) and func.nin == 2:
-        return "ufunc", func
-    if not callable(func):
-        raise OptionError(f"statistic {name!r} is not callable")
-    return "callable", func
+    return user_statistic(name)
 
 
-def stat_label(name: str) -> str:
+def stat_label(name: str | Callable) -> str:
     """Column-name suffix of a statistic name (user functions: the last part of their name)."""
+    if not isinstance(name, str):
+        return str(getattr(name, "__name__", type(name).__name__))
     if canonical_name(name) is not None:
         return name
     return re.split(r"[.:]", name)[-1]

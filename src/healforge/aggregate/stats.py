@@ -4,9 +4,10 @@ Statistic names are those of :mod:`healforge.aggregate.statistics` (the one voca
 columns are ``{column}_{name as given}``. Quantiles use numpy's default linear interpolation;
 ``weighted_*`` use weights = sidecar (area) weight times an optional user weight.
 
-User statistics: a numpy ufunc name (``maximum``, ``add``, ... applied with ``ufunc.reduceat``,
-vectorised) or ``module.path:function`` / ``module.path.function`` (a callable taking the 1-D
-array of a cell's valid values; called once per cell, so it is as fast as the function).
+User statistics: a binary numpy ufunc of :mod:`healforge.registry` (``maximum``, ``add``, ...
+applied with ``ufunc.reduceat``, vectorised), one of its numpy reductions (``ptp``...) or, from
+the Python API, a callable taking the 1-D array of a cell's valid values (called once per cell,
+so it is as fast as the function). Names never import a module.
 """
 
 from __future__ import annotations

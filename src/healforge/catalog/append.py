@@ -26,11 +26,13 @@ from healforge.catalog.format import read_histogram
 from healforge.catalog.members import Member, stage_members
 from healforge.catalog.pipeline import map_stage, reduce_stage, rejected_tables, split_stage
 from healforge.catalog.stages import InputSpec
+from healforge.catalog.unseen import check_pixel_dirs
 from healforge.engine import Engine, owned_engine
 from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
 from healforge.io.readers import expand_inputs
 from healforge.io.storage import AnyPath, as_path
+from healforge.names import check_optional_name
 
 
 @dataclass
@@ -134,7 +136,10 @@ def append(
         When the inputs' schema differs from the catalog's (the message lists the columns).
     CatalogError
         When another writer holds the catalog.
+    OptionError
+        When ``batch`` is not one safe path component (:func:`healforge.names.check_name`).
     """
+    check_optional_name(batch, "batch label")
     root = fmt.require_catalog(resolve_catalog(as_path(catalog, storage_options)))
     files = expand_inputs([inputs] if isinstance(inputs, str | os.PathLike) else inputs)
     with txn.CatalogLock(root, "append"):
@@ -203,6 +208,7 @@ def stage_and_commit(
     and the members together. ``state`` holds extra ``.healforge/<name>`` JSON files written by the commit's record phase.
     Shared by :func:`append` and :func:`healforge.increment`.
     """
+    check_pixel_dirs(root, kind)
     props = fmt.read_properties(root)
     existing = fmt.read_partition_info(root)
     ra, dec = props["hats_col_ra"], props["hats_col_dec"]

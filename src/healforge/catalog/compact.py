@@ -24,6 +24,7 @@ from healforge.catalog.append import carry_properties, given_margin
 from healforge.catalog.collection import resolve_catalog
 from healforge.catalog.format import read_histogram
 from healforge.catalog.members import stage_members
+from healforge.catalog.unseen import check_pixel_dirs
 from healforge.engine import Engine, owned_engine
 from healforge.errors import BadInputError, CatalogError, OptionError
 from healforge.healpix import SPATIAL_INDEX_COLUMN
@@ -78,6 +79,27 @@ def pixel_files(root: AnyPath, order: int, pixel: int) -> list[AnyPath]:
     folder = fmt.pixel_file(root, order, pixel, "/")
     files = [p for p in folder.glob("*.parquet") if p.is_file()]
     return sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+
+def check_rows_in(files: list[list[AnyPath]], nrows: int) -> int:
+    """Rows in the pixels' files (from their footers); a :class:`CatalogError` when they differ
+    from ``hats_nrows`` (rows readers would see are not the rows the catalog declares)."""
+    rows = sum(storage.parquet_file(f).metadata.num_rows for fs in files for f in fs)
+    if rows != nrows:
+        raise CatalogError(
+            f"compact stopped: the data files hold {rows} rows but hats_nrows is {nrows}; "
+            "run 'healforge validate' to find the damage"
+        )
+    return rows
+
+
+def check_rows_out(rows_in: int, rows_out: int, deduplicated: int) -> None:
+    """Every row read is written or was de-duplicated on purpose (checked before the commit)."""
+    if rows_in != rows_out + deduplicated:
+        raise CatalogError(
+            f"compact stopped before its commit: {rows_in} rows in, {rows_out} rows out and "
+            f"{deduplicated} de-duplicated; {rows_in - rows_out - deduplicated} rows unaccounted for"
+        )
 
 
 def _read_keys(task: dict) -> dict:
@@ -279,9 +301,12 @@ def compact(
         skymap_order = int(np.log2(len(histogram) // 12) // 2)
         mapping_order = max(skymap_order, max(o for o, _ in pixels))
         threshold = int(threshold or props.get("hats_max_rows", 1_000_000))
+        check_pixel_dirs(root, "compact")
         files = [pixel_files(root, o, p) for o, p in pixels]
         details: list[str | None] = [None] * len(pixels)
         rows_before = int(props["hats_nrows"])
+        rows_in = check_rows_in(files, rows_before)
+        deduplicated = 0
         sort_columns = [c for c in props.get("hats_cols_sort", "").split(",") if c]
 
         with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
@@ -299,6 +324,7 @@ def compact(
                     )
                 else:
                     masks = _winners([k["table"] for k in keys], dedupe_on, keep_latest_by)
+                deduplicated = int(sum(len(m) - int(m.sum()) for m in masks))
                 for i, mask in enumerate(masks):
                     keep_files[i] = str(work / f"keep_{i}.npy")
                     np.save(keep_files[i], mask)
@@ -357,6 +383,7 @@ def compact(
                 np.add.at(new_hist, pix, cnt)
             txn.save_array(txn.txn_dir(root) / "point_map.npy", new_hist)
             rows_after = sum(w[2] for w in written)
+            check_rows_out(rows_in, rows_after, deduplicated)
             new_pixels = [(o, p) for o, p, _, _ in written]
             if not new_pixels:
                 raise CatalogError("compaction would leave an empty catalog")

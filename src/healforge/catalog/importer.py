@@ -34,6 +34,7 @@ from healforge.healpix import check_order
 from healforge.io import storage
 from healforge.io.readers import expand_inputs
 from healforge.io.storage import AnyPath, as_path
+from healforge.names import check_name, check_optional_name
 
 WORK_DIR = ".healforge-import"
 CATALOG_TYPES = ("object", "source")
@@ -199,7 +200,12 @@ def import_catalog(
     ImportResult
     """
     margins = [float(m) for m in margins] + ([float(margin_arcsec)] if margin_arcsec else [])
+    check_optional_name(name, "catalog name")
     if collection:
+        # members are directories of the collection named after the catalog (and index columns)
+        check_name(name or as_path(output, storage_options).name, "catalog name")
+        for col in indexes:
+            check_name(col, "index column name")
         options = dict(
             ra=ra,
             dec=dec,

@@ -39,6 +39,7 @@ from healforge.healpix import SPATIAL_INDEX_COLUMN, spatial_index, wrap_lon
 from healforge.io import storage
 from healforge.io.readers import expand_inputs, iter_batches
 from healforge.io.storage import AnyPath, as_path
+from healforge.names import check_optional_name
 
 # A catalog of at most this many rows is searched for the objects of carried sources in-process.
 SMALL_LOOKUP_ROWS = 50_000_000
@@ -181,6 +182,7 @@ def increment(
     """
     if on_orphans not in ("error", "quarantine"):
         raise OptionError("on_orphans must be 'error' or 'quarantine'")
+    check_optional_name(batch, "batch label")
     root = fmt.require_catalog(resolve_catalog(as_path(catalog, storage_options)))
     obj_files = expand_inputs([objects] if isinstance(objects, str | os.PathLike) else objects)
     src_files = {

@@ -37,6 +37,7 @@ from healforge.errors import BadInputError, CatalogError, OptionError
 from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
+from healforge.names import check_name, check_optional_name
 
 WORK_DIR = ".healforge-index"
 INDEX_DIR = "index"
@@ -126,18 +127,22 @@ def index_catalog(
         split_version,
     )
 
+    check_optional_name(name, "index name")
     catalog = as_path(catalog, storage_options)
     coll = open_collection(catalog) if is_collection(catalog) else collection_of(catalog)
     primary = fmt.require_catalog(coll.primary if coll else catalog)
     if rows_per_file < 1:
         raise OptionError(f"rows_per_file must be at least 1, got {rows_per_file}")
     if output is None:
+        check_name(column, "index column name")  # part of the index's directory name
         output = (
             coll.path / index_name(split_version(primary.name)[0], column)
             if coll
             else primary.with_name(f"{primary.name}_{column}_index")
         )
     output = as_path(output, storage_options)
+    if coll is not None and str(output.parent) == str(coll.path):
+        check_name(output.name, "collection member name")
     from healforge.catalog import transaction as txn
 
     with txn.CatalogLock(primary, "index"):  # as for a margin: no change commits meanwhile

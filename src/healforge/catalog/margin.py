@@ -51,6 +51,7 @@ from healforge.errors import CatalogError, OptionError
 from healforge.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, border_cells
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
+from healforge.names import check_name, check_optional_name
 
 WORK_DIR = ".healforge-margin"
 MAX_RADIUS_ARCSEC = 3 * 3600.0
@@ -137,6 +138,7 @@ def margin(
         split_version,
     )
 
+    check_optional_name(name, "margin name")
     catalog = as_path(catalog, storage_options)
     coll = open_collection(catalog) if is_collection(catalog) else collection_of(catalog)
     primary = coll.primary if coll else fmt.require_catalog(catalog)
@@ -145,6 +147,8 @@ def margin(
             raise OptionError(f"{catalog} is not a collection: give the margin's output directory")
         output = coll.path / margin_name(split_version(primary.name)[0], radius_arcsec)
     output = as_path(output, storage_options)
+    if coll is not None and str(output.parent) == str(coll.path):
+        check_name(output.name, "collection member name")
     # under the writer lock, after finishing any committed change: a concurrent append would
     # otherwise commit without rebuilding this new member
     with txn.CatalogLock(primary, "margin"):

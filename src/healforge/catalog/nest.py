@@ -29,6 +29,7 @@ from healforge.errors import BadInputError, CatalogError, OptionError
 from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
+from healforge.names import check_name, check_optional_name
 
 WORK_DIR = ".healforge-nest"
 # properties of the object catalog carried over to the nested catalog
@@ -111,6 +112,8 @@ def nest(
     """
     if on_unmatched not in ("error", "drop"):
         raise OptionError("on_unmatched must be 'error' or 'drop'")
+    check_name(as_name, "nested column name")  # names the increments' orphan files
+    check_optional_name(name, "catalog name")
     objects, sources, output = (as_path(p, storage_options) for p in (objects, sources, output))
     objects, sources = resolve_catalog(objects), resolve_catalog(sources)
     obj_schema = _schema(objects)

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from healforge.catalog import format as fmt
+from healforge.catalog.unseen import unseen_files
 from healforge.errors import CatalogError
 from healforge.healpix import SPATIAL_INDEX_COLUMN, spatial_index, wrap_lon
 from healforge.io import storage
@@ -80,7 +81,7 @@ def validate_catalog(
         return vm.validate_collection(root, id_column=id_column, check_index=check_index)
     if root.is_file() or not any((root / n).is_file() for n in ("hats.properties", "properties")):
         raise CatalogError(f"{root} is not a HATS catalog (no hats.properties)")
-    kind = fmt.read_properties(root).get("dataproduct_type") if (root / "hats.properties").exists() else None
+    kind = (read_any_properties(root) or {}).get("dataproduct_type")
     if kind == "margin":
         return vm.validate_margin(root)
     if kind == "index":
@@ -114,9 +115,21 @@ def begin_report(
     report = ValidationReport(str(root), kind=kind)
     if hats_check:
         hats_strict(root, report.problems)
-    if not (root / "hats.properties").exists():
-        return root, report, None
-    return root, report, fmt.read_properties(root)
+    return root, report, read_any_properties(root)
+
+
+def read_any_properties(root: AnyPath) -> dict[str, str] | None:
+    """The catalog's properties from ``hats.properties`` or, as hats reads it too, the legacy
+    ``properties`` file; ``None`` when it has neither."""
+    for name in ("hats.properties", "properties"):
+        if (root / name).is_file():
+            out = {}
+            for line in (root / name).read_text().splitlines():
+                if "=" in line and not line.lstrip().startswith("#"):
+                    k, v = line.split("=", 1)
+                    out[k.strip()] = v.strip()
+            return out
+    return None
 
 
 def validate_partitioned(
@@ -140,7 +153,14 @@ def validate_partitioned(
     _check_disjoint(pixels, problems)
 
     ra_col, dec_col = props.get("hats_col_ra"), props.get("hats_col_dec")
-    files = fmt.list_data_files(root)
+    # files readers skip (hidden), cannot read as data or would read where healforge does not
+    # look are problems, and their rows are not counted: lsdb would not count them either
+    unseen = unseen_files(root)
+    for rel, reason in unseen:
+        problems.append(f"{fmt.DATASET_DIR}/{rel}: {reason}")
+    skipped = {rel for rel, _ in unseen}
+    base = root / fmt.DATASET_DIR
+    files = [f for f in fmt.list_data_files(root) if "/".join(f.parts[len(base.parts) :]) not in skipped]
     report.files = len(files)
     listed = set(pixels)
     file_rows: dict[str, int] = {}
@@ -164,7 +184,11 @@ def validate_partitioned(
         missing = [c for c in (ra_col, dec_col, id_column) if c and c not in names]
         if missing:
             problems.append(f"{rel}: missing column(s) {missing}")
-        table = pfile.read(columns=[c for c in cols if c in names])
+        try:  # every column of every row group is decoded: a damaged page anywhere is found
+            table = _read_checked(pfile, [c for c in cols if c in names])
+        except Exception as exc:
+            problems.append(f"{rel}: unreadable parquet file ({type(exc).__name__}: {exc})")
+            continue
         file_rows[rel] = table.num_rows
         report.rows += table.num_rows
         if SPATIAL_INDEX_COLUMN not in table.column_names:
@@ -206,6 +230,16 @@ def validate_partitioned(
                 f"column {id_column!r} has {len(dup)} duplicated value(s), e.g. {dup[0]['values'].as_py()!r}"
             )
     return report
+
+
+def _read_checked(pfile, columns: list[str]):
+    """``columns`` of a parquet file, after decoding every column of every row group."""
+    import pyarrow as pa
+
+    parts = []
+    for i in range(pfile.num_row_groups):
+        parts.append(pfile.read_row_group(i).select(columns))
+    return pa.concat_tables(parts) if parts else pfile.schema_arrow.empty_table().select(columns)
 
 
 def _check_disjoint(pixels, problems) -> None:

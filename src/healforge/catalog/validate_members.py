@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from healforge.catalog import format as fmt
+from healforge.catalog.unseen import unseen_files
 from healforge.catalog.validate import (
     ValidationReport,
     begin_report,
@@ -119,9 +120,13 @@ def validate_margin(
 
     present: dict[tuple[int, int], pd.DataFrame] = {}
     file_rows = {}
+    unseen = unseen_files(root)  # files readers skip are problems, their rows not counted
+    problems.extend(f"{fmt.DATASET_DIR}/{rel}: {reason}" for rel, reason in unseen)
     for f in fmt.list_data_files(root):
         order, pixel = fmt.pixel_of_path(f)
         rel = "/".join(f.parts[len((root / fmt.DATASET_DIR).parts) :])
+        if rel in {r for r, _ in unseen}:
+            continue
         df = storage.read_parquet_table(f, columns=cols).to_pandas()
         file_rows[rel] = len(df)
         report.files += 1

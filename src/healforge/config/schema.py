@@ -7,7 +7,6 @@ included); expressions are those of :mod:`healforge.expressions`.
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -70,20 +69,11 @@ class ConfigError(HealforgeError, ValueError):
 
 
 def resolve_callable(name: str) -> Callable:
-    """A user statistic function by numpy name or dotted import path (``ValueError`` if unknown)."""
-    if "." not in name:
-        func = getattr(np, name, None)
-        if callable(func):
-            return func
-        raise ValueError(f"unknown function {name!r}")
-    module, _, attr = name.rpartition(".")
-    try:
-        func = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"cannot import {name!r}: {exc}") from None
-    if not callable(func):
-        raise ValueError(f"{name!r} is not callable")
-    return func
+    """A user statistic function by registered numpy name (:mod:`healforge.registry`;
+    ``ValueError`` otherwise, and nothing is imported)."""
+    from healforge.registry import user_statistic
+
+    return user_statistic(name)[1]
 
 
 def format_of(path: str, fmt: str | None = None) -> str:
@@ -191,7 +181,7 @@ class Statistic:
         return [self.name]
 
     def resolve_function(self) -> Callable | None:
-        """The callable of a user function (numpy name or dotted path); ``None`` for built-ins."""
+        """The callable of a user function (a registered numpy name); ``None`` for built-ins."""
         if self.cell is not None or builtin_parameters(self.function) is not None:
             return None
         return resolve_callable(self.function)

@@ -41,6 +41,7 @@ from healforge.config.schema import (
 )
 from healforge.expressions import ExpressionError, RowExpression, parse_cell, parse_filter, parse_row
 from healforge.healpix import MAX_ORDER
+from healforge.registry import UnknownName, check_reader
 
 
 class Checker:
@@ -233,6 +234,11 @@ def _check_inputs(
         if not isinstance(options, Mapping):
             c.error(f"{key}.options", f"must be a mapping; got {kind(options)}")
             options = {}
+        if "reader" in options:  # names one of healforge's readers, never a module to import
+            try:
+                check_reader(options["reader"])
+            except UnknownName as exc:
+                c.error(f"{key}.options.reader", str(exc))
         so = d.get("storage_options", default_so) or {}
         if not isinstance(so, Mapping):
             c.error(f"{key}.storage_options", f"must be a mapping; got {kind(so)}")
@@ -286,11 +292,7 @@ def _check_statistics(c: Checker, raw: Any, known: set[str] | None) -> list[Stat
             except ValueError as exc:
                 close = difflib.get_close_matches(func, list(FUNCTIONS), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                c.error(
-                    f"{key}.function",
-                    f"{exc}{hint}; use one of {', '.join(FUNCTIONS)} (or an alias: wmean, q05, p05, ...), "
-                    "a numpy function name or a dotted import path",
-                )
+                c.error(f"{key}.function", f"{exc}{hint}")
         column, expression = d.get("column"), d.get("expression")
         if column is not None and expression is not None:
             c.error(key, "give either 'column' or 'expression', not both")

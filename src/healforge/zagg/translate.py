@@ -482,7 +482,7 @@ def translate(
                 stats[guard[0]] = {"function": "count", "column": src}
                 stats[guard[1]] = {"function": "count"}
                 o.nan_guard = guard
-        else:  # a dotted callable or another numpy function: exact mode calls it per cell
+        else:  # another numpy function of healforge.registry: exact mode calls it per cell
             from healforge.config.schema import resolve_callable
 
             try:
