@@ -74,15 +74,30 @@ def boundary_distance(points: np.ndarray, order: int, pixel: int, max_arcsec: fl
     return out
 
 
+def negative_tree(cat: Path) -> list[tuple[int, int]]:
+    """The empty pixels that hats-import gives margins to (hats' negative tree), by set logic:
+    the base pixels and the children of every partition's strict ancestors, less the partitions
+    and their ancestors. (hats' own ``generate_negative_tree_pixels`` compiles with numba for
+    about 10 s; one test compares the two.)"""
+    info = pd.read_csv(cat / "partition_info.csv")
+    parts = {(int(o), int(p)) for o, p in zip(info["Norder"], info["Npix"], strict=True)}
+    above = {(o - k, p >> (2 * k)) for o, p in parts for k in range(1, o + 1)}
+    candidates = {(0, b) for b in range(12)} | {(o + 1, 4 * p + c) for o, p in above for c in range(4)}
+    return sorted(candidates - parts - above)
+
+
 def check_margin(cat: Path, mrg: Path, radius: float) -> int:
-    """Margin rows must be exactly the rows of other pixels within ``radius`` of each pixel."""
+    """Margin rows must be exactly the rows of other pixels within ``radius`` of each pixel, for
+    the partitions and the empty pixels of hats' negative tree (and no other pixel)."""
     primary = read_all(cat)
     margin = read_all(mrg) if any(Path(mrg, "dataset").glob("Norder=*")) else primary.iloc[:0]
-    pixels = pd.read_csv(cat / "partition_info.csv")
+    info = pd.read_csv(cat / "partition_info.csv")
+    pixels = list(zip(info["Norder"], info["Npix"], strict=True)) + negative_tree(cat)
+    assert set(zip(margin["Norder"], margin["Npix"], strict=True)) <= set(pixels)
     pts = xyz(primary["ra"], primary["dec"])
     points_tree = cKDTree(pts)
     total = 0
-    for order, pixel in zip(pixels["Norder"], pixels["Npix"], strict=True):
+    for order, pixel in pixels:
         other = ~((primary["Norder"] == order) & (primary["Npix"] == pixel)).to_numpy()
         centre = np.asarray(hp.pix2vec(2**order, pixel, nest=True))
         reach = hp.max_pixrad(2**order) + (radius + 1) * RAD
@@ -90,7 +105,8 @@ def check_margin(cat: Path, mrg: Path, radius: float) -> int:
         close[points_tree.query_ball_point(centre, 2 * np.sin(min(reach, np.pi) / 2))] = True
         sel = other & close
         d = np.full(len(primary), np.inf)
-        d[sel] = boundary_distance(pts[sel], order, pixel, radius + 1)
+        if sel.any():
+            d[sel] = boundary_distance(pts[sel], order, pixel, radius + 1)
         must = set(primary["id"][d < radius - TOL])
         may = set(primary["id"][d < radius + TOL])
         got = margin[(margin["Norder"] == order) & (margin["Npix"] == pixel)]
@@ -346,3 +362,76 @@ def test_dask_workers_give_the_same_margin(tmp_path):
     assert a.rows == b.rows > 0 and a.pixels == b.pixels
     x, y = read_all(tmp_path / "sync"), read_all(tmp_path / "dask")
     pd.testing.assert_frame_equal(x, y)
+
+
+def holed_survey(rng):
+    """A dense box with holes (order-9 pixels and one order-8 pixel emptied, as masks around
+    bright stars do) and a sparse blob beside it: partitions of orders 5 to 9 right next to empty
+    pixels of hats' negative tree."""
+    ra, dec = uniform(30000, rng, ra=(150, 151.5), dec=(19, 20.5))
+    pix9 = hp.ang2pix(2**9, ra, dec, nest=True, lonlat=True)
+    holes9 = hp.ang2pix(
+        2**9,
+        [150.3, 150.5, 150.9, 151.2, 150.6, 151.0],
+        [19.3, 20.2, 19.6, 20.0, 19.8, 19.2],
+        nest=True,
+        lonlat=True,
+    )
+    hole8 = hp.ang2pix(2**8, 150.75, 19.75, nest=True, lonlat=True)
+    keep = ~np.isin(pix9, holes9) & (pix9 >> 2 != hole8)
+    blob_ra, blob_dec = 152.5 + rng.normal(0, 0.3, 3000), 20 + rng.normal(0, 0.3, 3000)
+    return np.r_[ra[keep], blob_ra], np.r_[dec[keep], blob_dec]
+
+
+@pytest.mark.slow
+def test_margin_covers_empty_pixels_beside_dense_ones(tmp_path):
+    """Rows near the empty pixels beside a dense footprint are in those pixels' margins, exactly
+    (brute force against every partition and negative-tree pixel); ``validate`` agrees."""
+    rng = np.random.default_rng(11)
+    ra, dec = holed_survey(rng)
+    cat = build(tmp_path, ra, dec, threshold=500, highest_order=9)
+    import hats
+
+    primary = set(map(tuple, pd.read_csv(cat / "partition_info.csv")[["Norder", "Npix"]].to_numpy()))
+    empty = set(negative_tree(cat))
+    assert empty == {(p.order, p.pixel) for p in hats.read_hats(cat).generate_negative_tree_pixels()}
+    # empty pixels as fine as the densest partitions touch the footprint's edges
+    assert max(o for o, _ in empty) == max(o for o, _ in primary) == 9
+    for radius in (5.0, 60.0):
+        out = tmp_path / f"m{radius:g}"
+        res = healforge.margin(cat, out, radius, synchronous=True, quiet=True)
+        assert check_margin(cat, out, radius) == res.rows
+        rows = read_all(out)
+        in_empty = rows[[p in empty for p in zip(rows["Norder"], rows["Npix"], strict=True)]]
+        # every hole has margin rows (6 pixels: one order-9 hole lies inside the order-8 one)
+        assert in_empty[["Norder", "Npix"]].drop_duplicates().shape[0] >= 6
+        assert len(in_empty) > 20
+    proc = run_cli("validate", tmp_path / "m5", check=False, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    # lsdb: a catalog with rows inside the holes finds its neighbours across the holes' edges
+    import lsdb
+
+    rows = read_all(tmp_path / "m5")
+    near = rows[[p in empty for p in zip(rows["Norder"], rows["Npix"], strict=True)]]
+    # each margin row moved by 0.5-3 arcsec, into its hole when one of 16 directions gets there
+    n, k = len(near), 16
+    sep = rng.uniform(0.5, 3.0, (n, k)) / 3600
+    ang = rng.uniform(0, 2 * np.pi, (n, k))
+    m_ra, m_dec = near["ra"].to_numpy()[:, None], near["dec"].to_numpy()[:, None]
+    c_ra, c_dec = m_ra + sep * np.cos(ang) / np.cos(np.radians(m_dec)), m_dec + sep * np.sin(ang)
+    order = near["Norder"].to_numpy()[:, None]
+    inside = hp.ang2pix(2**order, c_ra, c_dec, nest=True, lonlat=True) == near["Npix"].to_numpy()[:, None]
+    pick = np.where(inside.any(axis=1), inside.argmax(axis=1), 0)
+    l_ra, l_dec = c_ra[np.arange(n), pick], c_dec[np.arange(n), pick]
+    left = build(tmp_path, l_ra, l_dec, threshold=10**6, highest_order=9, name="left")
+    tree = cKDTree(xyz(ra, dec))
+    dist, idx = tree.query(xyz(l_ra, l_dec), distance_upper_bound=2 * np.sin(4 * RAD / 2))
+    truth = {(i, int(j)) for i, j in enumerate(idx) if np.isfinite(dist[i])}
+    l_pix = hp.ang2pix(2**9, l_ra, l_dec, nest=True, lonlat=True)
+    in_hole = [i for i, _ in truth if any((l_pix[i] >> (2 * (9 - o))) == p for o, p in empty)]
+    assert len(in_hole) > 10
+    rc = lsdb.open_catalog(cat, margin_cache=tmp_path / "m5")
+    res = lsdb.open_catalog(left).crossmatch(rc, radius_arcsec=4, n_neighbors=1, suffixes=("_l", "_r"))
+    got = res.compute()
+    assert set(zip(got["id_l"].astype(int), got["id_r"].astype(int), strict=True)) == truth

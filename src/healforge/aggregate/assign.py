@@ -159,6 +159,9 @@ def _footprints(table, spec, path, first_row, rejects):
     kept = idx[~drop]
     big = ~fp.footprint_sizes_ok(rings)
     reason[kept[big]] = f"footprint larger than {fp.MAX_FOOTPRINT_DEG:g} degrees from its centre"
+    flat = fp.zero_area(rings) & ~big
+    reason[kept[flat]] = "zero area on the sphere"
+    big |= flat
     if big.any():
         rings = rings.subset(np.flatnonzero(~big))
     ok[idx[drop]] = False

@@ -153,7 +153,8 @@ def rings_from_shapely(geoms: np.ndarray) -> Rings:
 
 
 def _rings_from_coords(coords: np.ndarray, counts: np.ndarray, sign: np.ndarray, poly_ring_off) -> Rings:
-    """Rings from closed rings' coordinates (``counts`` vertices each), closing vertices dropped."""
+    """Rings from closed rings' coordinates (``counts`` vertices each), closing vertices dropped,
+    parallels around a pole followed (:func:`polar_rings`)."""
     ends = np.cumsum(counts) - 1
     keep = np.ones(coords.shape[0], bool)
     closed = (coords[ends, 0] == coords[ends - counts + 1, 0]) & (
@@ -164,7 +165,85 @@ def _rings_from_coords(coords: np.ndarray, counts: np.ndarray, sign: np.ndarray,
     coords = coords[keep]
     ring_off = np.zeros(counts.size + 1, np.int64)
     np.cumsum(counts, out=ring_off[1:])
-    return Rings(coords[:, 0], coords[:, 1], ring_off, sign, poly_ring_off)
+    lon, lat, ring_off = polar_rings(coords[:, 0], coords[:, 1], ring_off)
+    return Rings(lon, lat, ring_off, sign, poly_ring_off)
+
+
+# Longitude step (degrees) of the vertices put along a parallel that an edge follows round a pole.
+PARALLEL_STEP_DEG = 0.25
+
+
+def polar_rings(lon: np.ndarray, lat: np.ndarray, ring_off: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Rings that go round a pole, as a lon/lat box such as ``box(-180, 89, 180, 90)`` does, made
+    into the polygons they mean on the sphere.
+
+    An edge whose longitudes differ by a full turn (``-180 -> 180``, ``0 -> 360``) joins a point
+    to itself as a great circle; in a lon/lat ring it means the parallel round the pole, so it
+    gets vertices every :data:`PARALLEL_STEP_DEG` along it (arcs between them stay within 0.25
+    arcsec of the parallel). Vertices at a pole with different longitudes are one point: repeated
+    points and the spikes left by going up a meridian to the pole and back down the same
+    meridian are removed. Other rings are returned unchanged.
+    """
+    n = ring_off.size - 1
+    counts = np.diff(ring_off)
+    ring = np.repeat(np.arange(n), counts)
+    nxt = np.arange(lon.size) + 1
+    if lon.size:
+        nxt[ring_off[1:][counts > 0] - 1] = ring_off[:-1][counts > 0]
+    full = np.abs(lon[nxt] - lon) >= 360.0 - 1e-9 if lon.size else np.zeros(0, bool)
+    at_pole = np.abs(lat) >= 90.0
+    touched = np.zeros(n, bool)
+    np.logical_or.at(touched, ring, full)
+    touched |= np.bincount(ring, weights=at_pole, minlength=n) >= 2
+    if not touched.any():
+        return lon, lat, ring_off
+    out_lon, out_lat, new_counts = [], [], counts.copy()
+    for r in range(n):
+        a, b = ring_off[r], ring_off[r + 1]
+        if not touched[r]:
+            out_lon.append(lon[a:b])
+            out_lat.append(lat[a:b])
+            continue
+        pts_lon, pts_lat = [], []
+        for v in range(a, b):
+            pts_lon.append(lon[v])
+            pts_lat.append(lat[v])
+            if full[v]:
+                w = nxt[v]
+                k = math.ceil(abs(lon[w] - lon[v]) / PARALLEL_STEP_DEG)
+                t = np.arange(1, k) / k
+                pts_lon.extend(lon[v] + (lon[w] - lon[v]) * t)
+                pts_lat.extend(lat[v] + (lat[w] - lat[v]) * t)
+        rl, rb = _drop_repeats_and_spikes(np.array(pts_lon), np.array(pts_lat))
+        out_lon.append(rl)
+        out_lat.append(rb)
+        new_counts[r] = rl.size
+    new_off = np.zeros(n + 1, np.int64)
+    np.cumsum(new_counts, out=new_off[1:])
+    return np.concatenate(out_lon), np.concatenate(out_lat), new_off
+
+
+def _drop_repeats_and_spikes(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A closed ring without repeated points (on the sphere) and without spikes ``a -> b -> a``."""
+    keep = list(range(lon.size))
+    p = _unit(lon, lat)
+    same = lambda i, j: float(np.dot(p[i], p[j])) > 1.0 - 1e-15  # noqa: E731
+    changed = True
+    while changed and len(keep) >= 3:
+        changed = False
+        m = len(keep)
+        for k in range(m):
+            i, j = keep[k], keep[(k + 1) % m]
+            if same(i, j):
+                del keep[(k + 1) % m]
+                changed = True
+                break
+            if m >= 3 and same(keep[k - 1], j):  # spike at i: drop it and the repeat after it
+                for pos in sorted({k, (k + 1) % m}, reverse=True):
+                    del keep[pos]
+                changed = True
+                break
+    return lon[keep], lat[keep]
 
 
 def _geometry(r: Rings):
@@ -210,6 +289,23 @@ def valid_on_sphere(geoms: np.ndarray) -> np.ndarray:
 def footprint_sizes_ok(r: Rings) -> np.ndarray:
     """True for footprints whose vertices are all within 60 degrees of their centre."""
     return ~r.far
+
+
+def zero_area(r: Rings) -> np.ndarray:
+    """Footprints without area on the sphere (rings of fewer than 3 distinct points, or all on
+    one great circle), judged by their area in their gnomonic plane. Footprints far from their
+    centre (``Rings.far``) are not judged."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        _, _, _, x, y, _, far = _geometry(r)
+        nxt = np.arange(x.size) + 1
+        nxt[r.ring_off[1:] - 1] = r.ring_off[:-1]
+        ring_of_vertex = np.repeat(np.arange(r.ring_off.size - 1), np.diff(r.ring_off))
+        ring_area = np.bincount(
+            ring_of_vertex, weights=x * y[nxt] - x[nxt] * y, minlength=r.ring_off.size - 1
+        )
+        ext = np.abs(ring_area[r.poly_ring_off[:-1]]) if r.n else np.zeros(0)
+    # (1e-12 rad)**2: far below any real footprint (a square of 1 milliarcsec has 2e-17)
+    return ~far & ~(ext > 1e-24)
 
 
 def strict_cells(r: Rings, order: int) -> np.ndarray:

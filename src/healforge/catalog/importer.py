@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from healforge import __version__
-from healforge.catalog import ancillary
+from healforge.catalog import ancillary, duplicates
 from healforge.catalog import format as fmt
 from healforge.catalog.alignment import Alignment, dense_histogram, generate_alignment
 from healforge.catalog.options import parse_dtypes, parse_size, schema_types
@@ -54,6 +54,8 @@ class ImportResult:
     margin: object = None
     collection: str | None = None
     members: list = field(default_factory=list)
+    duplicate_ids: object = None  # duplicates.DuplicateIds of the --id column, when it repeats
+    warnings: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         orders = sorted({o for o, _ in self.pixels})
@@ -64,6 +66,8 @@ class ImportResult:
             text += f"; collection {self.collection}"
         for member in self.members or ([self.margin] if self.margin is not None else []):
             text += f"\n  {member}"
+        for warning in self.warnings:
+            text += f"\nwarning: {warning}"
         return text
 
 
@@ -98,6 +102,7 @@ def import_catalog(
     row_group_rows: int = 1_048_576,
     subtile_order_delta: int | None = None,
     on_bad_rows: str = "error",
+    on_duplicate_ids: str = "report",
     margin_arcsec: float | None = None,
     margin_path: str | os.PathLike | None = None,
     collection: bool = False,
@@ -133,6 +138,10 @@ def import_catalog(
         Coordinate columns, degrees (default ``ra``/``dec``, or the re-imported catalog's).
     id_column
         Optional unique-id column; checked to exist and recorded in the properties.
+    on_duplicate_ids
+        What repeated values of ``id_column`` do: ``report`` (default; the count and a few
+        examples go to ``ImportResult.duplicate_ids`` and a warning line) or ``error`` (stop
+        before any data file is written).
     threshold
         Maximum rows per partition (default 1,000,000).
     max_bytes
@@ -227,6 +236,7 @@ def import_catalog(
             row_group_rows=row_group_rows,
             subtile_order_delta=subtile_order_delta,
             on_bad_rows=on_bad_rows,
+            on_duplicate_ids=on_duplicate_ids,
             skymap_alt_orders=skymap_alt_orders,
             thumbnail=thumbnail,
             per_partition_stats=per_partition_stats,
@@ -257,6 +267,7 @@ def import_catalog(
         raise OptionError(f"lowest order {lowest_order} is above highest order {highest_order}")
     if on_bad_rows not in ("error", "quarantine"):
         raise OptionError("on_bad_rows must be 'error' or 'quarantine'")
+    duplicates.check_mode(on_duplicate_ids)
     if max_bytes is not None:
         if threshold is not None:
             raise OptionError("give either a row threshold or max_bytes, not both")
@@ -392,6 +403,12 @@ def import_catalog(
             raise RuntimeError(
                 f"split rejected {n_rejected} rows but mapping found {mapped['bad']}: did the inputs change?"
             )
+        shards = sorted({piece[0] for pieces in slices for piece in pieces})
+        try:
+            dup = duplicates.check_shards(shards, id_column, on_duplicate_ids) if id_column else None
+        except BadInputError:
+            shutil.rmtree(work, ignore_errors=True)  # nothing written: a corrected rerun starts afresh
+            raise
         timings["split"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -444,6 +461,9 @@ def import_catalog(
         str(output), written, n_rejected, pixels_out, str(rejected_file) if rejected_file else None, resumed
     )
     result.stage_seconds = timings
+    if dup is not None:
+        result.duplicate_ids = dup
+        result.warnings.append(str(dup))
     if margin_arcsec:
         from healforge.catalog.margin import margin
 

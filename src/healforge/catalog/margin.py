@@ -24,6 +24,11 @@ Map tasks (one per source partition) write the selected rows as Arrow shards per
 tasks (one per destination) sort them by ``_healpix_29`` into ``Norder=K/Dir=D/Npix=P.parquet``.
 As in hats-import, destinations with no margin rows get no file and are left out of
 ``partition_info.csv``.
+
+Destinations are the partitions and, as in hats-import, the pixels of hats' *negative tree*: the
+fewest pixels that cover the sky outside the partitions (:func:`negative_tree_pixels`). lsdb
+aligns a crossmatch on the union of the primary's and the margin's pixels, so the rows near an
+empty pixel must be in that pixel's margin for a catalog with data there to find them.
 """
 
 from __future__ import annotations
@@ -210,7 +215,7 @@ def build_margin(
         shutil.rmtree(work)
     work.mkdir(parents=True)
 
-    table = partition_table(pixels)
+    table = partition_table(pixels, negative_tree_pixels(pixels))
     if np.any(table["starts"][1:] < table["stops"][:-1]):
         raise CatalogError(f"{catalog}: partitions overlap; cannot build a margin")
     tasks = [
@@ -227,9 +232,9 @@ def build_margin(
         }
         for i in _largest_first(source, table)
     ]
-    labels = [f"Norder={table['orders'][i]}/Npix={table['pixels'][i]}" for i in range(len(pixels))]
+    labels = [f"Norder={o}/Npix={p}" for o, p in zip(table["orders"], table["pixels"], strict=True)]
     counts = engine.map(_map_partition, tasks, "Margin map", labels=[labels[t["source"]] for t in tasks])
-    per_dest = np.zeros(len(pixels), dtype=np.int64)
+    per_dest = np.zeros(len(table["orders"]), dtype=np.int64)
     for c in counts:
         for d, n in c.items():
             per_dest[d] += n
@@ -263,19 +268,59 @@ def build_margin(
     return MarginResult(str(final), total, radius, m_order, out_pixels)
 
 
-def partition_table(pixels: list[tuple[int, int]]) -> dict[str, np.ndarray]:
-    """Partitions sorted by their ``_healpix_29`` range: ``orders``, ``pixels``, ``starts``, ``stops``."""
-    orders = np.array([o for o, _ in pixels], dtype=np.int64)
-    npix = np.array([p for _, p in pixels], dtype=np.int64)
+def partition_table(
+    pixels: list[tuple[int, int]], empty: list[tuple[int, int]] = ()
+) -> dict[str, np.ndarray]:
+    """Partitions (and ``empty`` pixels, destinations only) sorted by their ``_healpix_29`` range:
+    ``orders``, ``pixels``, ``starts``, ``stops``, and ``primary`` (True for a partition)."""
+    both = [*pixels, *empty]
+    orders = np.array([o for o, _ in both], dtype=np.int64)
+    npix = np.array([p for _, p in both], dtype=np.int64)
     shift = 2 * (SPATIAL_INDEX_ORDER - orders)
     starts, stops = npix << shift, (npix + 1) << shift
-    order_idx = np.argsort(starts)
+    order_idx = np.argsort(starts, kind="stable")
     return {
         "orders": orders[order_idx],
         "pixels": npix[order_idx],
         "starts": starts[order_idx],
         "stops": stops[order_idx],
+        "primary": (np.arange(len(both)) < len(pixels))[order_idx],
     }
+
+
+def negative_tree_pixels(pixels: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """hats' negative tree: the fewest nested pixels covering the sky outside ``pixels``, sorted
+    by position (what ``hats.Catalog.generate_negative_tree_pixels`` returns, in another order).
+
+    Each gap between the sorted partitions is cut into maximal aligned cells, coarsest first:
+    at each order the cells inside the gap that the previous order's cells do not cover."""
+    table = partition_table(pixels)
+    full = np.int64(12) << np.int64(2 * SPATIAL_INDEX_ORDER)
+    a = np.r_[np.int64(0), table["stops"]]
+    b = np.r_[table["starts"], full]
+    gap = b > a
+    a, b = a[gap], b[gap]
+    max_order = int(table["orders"].max()) if len(pixels) else 0
+    found_o, found_p = [], []
+    prev_lo = prev_hi = None
+    for k in range(max_order + 1):
+        shift = np.int64(2 * (SPATIAL_INDEX_ORDER - k))
+        lo, hi = -((-a) >> shift), b >> shift  # whole order-k cells inside [a, b)
+        hi = np.maximum(hi, lo)
+        if prev_lo is None:
+            c_lo = c_hi = lo
+        else:
+            c_lo, c_hi = prev_lo * 4, prev_hi * 4
+            none = c_hi <= c_lo
+            c_lo, c_hi = np.where(none, lo, c_lo), np.where(none, lo, c_hi)
+        for s, e in ((lo, c_lo), (c_hi, hi)):
+            cells = concat_ranges(s, np.maximum(e - s, 0))
+            found_o.append(np.full(len(cells), k, dtype=np.int64))
+            found_p.append(cells)
+        prev_lo, prev_hi = lo, hi
+    orders, npix = np.concatenate(found_o), np.concatenate(found_p)
+    by_start = np.argsort(npix << (2 * (SPATIAL_INDEX_ORDER - orders)))
+    return [(int(o), int(p)) for o, p in zip(orders[by_start], npix[by_start], strict=True)]
 
 
 def swap_into_place(built: AnyPath, final: AnyPath) -> None:
@@ -463,10 +508,11 @@ def _read_files(files: list) -> pa.Table:
 
 
 def _largest_first(source: CatalogSnapshot, table: dict) -> list[int]:
-    """Source partitions ordered by data size, largest first, so that the last tasks to run are
-    short ones (the workers finish together)."""
-    sizes = [source.size_of((int(o), int(p))) for o, p in zip(table["orders"], table["pixels"], strict=True)]
-    return sorted(range(len(sizes)), key=lambda i: -sizes[i])
+    """Source partitions (not the empty pixels) ordered by data size, largest first, so that the
+    last tasks to run are short ones (the workers finish together)."""
+    rows = np.flatnonzero(table["primary"]).tolist()
+    sizes = {i: source.size_of((int(table["orders"][i]), int(table["pixels"][i]))) for i in rows}
+    return sorted(rows, key=lambda i: -sizes[i])
 
 
 def _reduce_group(tasks: list[dict]) -> list[int]:
@@ -525,4 +571,12 @@ def _finish(
     return total
 
 
-__all__ = ["MarginResult", "build_margin", "margin", "margin_order_for", "pixel_data_files", "read_pixel"]
+__all__ = [
+    "MarginResult",
+    "build_margin",
+    "margin",
+    "margin_order_for",
+    "negative_tree_pixels",
+    "pixel_data_files",
+    "read_pixel",
+]

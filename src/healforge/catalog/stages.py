@@ -85,9 +85,7 @@ def coordinates(table: pa.Table, spec: InputSpec, path: str, first_row: int) -> 
         if not (
             pa.types.is_floating(col.type) or pa.types.is_integer(col.type) or pa.types.is_null(col.type)
         ):
-            raise BadInputError(
-                f"coordinate column has type {col.type}, expected a number", path=path, column=name
-            )
+            raise not_numeric(col, name, path, first_row)
         cols.append(col.cast(pa.float64()).to_numpy(zero_copy_only=False))
     ra, dec = cols
     bad = bad_coordinate_mask(ra, dec)
@@ -104,6 +102,23 @@ def coordinates(table: pa.Table, spec: InputSpec, path: str, first_row: int) -> 
             value="null" if is_null else float(value),
         )
     return wrap_lon(np.where(bad, 0.0, ra)), np.where(bad, 0.0, dec), bad
+
+
+def not_numeric(col: pa.ChunkedArray, name: str, path: str, first_row: int) -> BadInputError:
+    """The error for a coordinate column that is not numeric: its first value that is not a
+    number (row and value), else its type."""
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        values = col.to_numpy(zero_copy_only=False)
+        for i, v in enumerate(values):
+            if v is None:
+                continue
+            try:
+                float(v)
+            except ValueError:
+                return BadInputError(
+                    "coordinate value is not a number", path=path, column=name, row=first_row + i, value=v
+                )
+    return BadInputError(f"coordinate column has type {col.type}, expected a number", path=path, column=name)
 
 
 def existing_index(table: pa.Table, path: str, first_row: int) -> np.ndarray | None:

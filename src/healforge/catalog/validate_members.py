@@ -99,8 +99,14 @@ def validate_margin(
 ) -> ValidationReport:
     """A margin against its primary: hats' strict checks, and exactly the rows of other partitions
     within ``hats_margin_threshold`` of each pixel's boundary (the margin builder's exact
-    distance code decides, from the primary's rows)."""
-    from healforge.catalog.margin import margin_order_for, partition_table, select_margin_rows
+    distance code decides, from the primary's rows), for the primary's partitions and the empty
+    pixels of its negative tree."""
+    from healforge.catalog.margin import (
+        margin_order_for,
+        negative_tree_pixels,
+        partition_table,
+        select_margin_rows,
+    )
     from healforge.catalog.snapshot import CatalogSnapshot
 
     root, report, props = begin_report(path, "margin", hats_check)
@@ -115,8 +121,9 @@ def validate_margin(
     source = CatalogSnapshot.of(primary)
     ra, dec = source.props["hats_col_ra"], source.props["hats_col_dec"]
     cols = [SPATIAL_INDEX_COLUMN, ra, dec]
-    table = partition_table(source.pixels)
-    known = set(source.pixels)
+    empty = negative_tree_pixels(source.pixels)
+    table = partition_table(source.pixels, empty)
+    known = set(source.pixels) | set(empty)
 
     present: dict[tuple[int, int], pd.DataFrame] = {}
     file_rows = {}
@@ -132,7 +139,10 @@ def validate_margin(
         report.files += 1
         report.rows += len(df)
         if (order, pixel) not in known:
-            problems.append(f"{rel}: pixel ({order}, {pixel}) is not a partition of the primary {primary}")
+            problems.append(
+                f"{rel}: pixel ({order}, {pixel}) is neither a partition of the primary {primary} "
+                "nor an empty pixel of its negative tree"
+            )
         h29 = df[SPATIAL_INDEX_COLUMN].to_numpy()
         if np.any(np.diff(h29) < 0):
             problems.append(f"{rel}: not sorted by {SPATIAL_INDEX_COLUMN}")
@@ -148,7 +158,7 @@ def validate_margin(
 
     expected: dict[tuple[int, int], list[pd.DataFrame]] = {}
     m_order = margin_order_for(radius)
-    for i in range(len(table["orders"])):
+    for i in np.flatnonzero(table["primary"]):
         pix = (int(table["orders"][i]), int(table["pixels"][i]))
         data = pa.concat_tables([storage.read_parquet_table(f, columns=cols) for f in source.files[pix]])
         h29 = data[SPATIAL_INDEX_COLUMN].to_numpy()

@@ -23,6 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ra", default=None, help="right ascension / longitude column (default ra)")
     p.add_argument("--dec", default=None, help="declination / latitude column (default dec)")
     p.add_argument("--id", dest="id_column", default=None, help="unique id column")
+    p.add_argument(
+        "--on-duplicate-ids",
+        choices=["error", "report"],
+        default="report",
+        help="repeated --id values: report them (count, examples) and import, or stop (default report)",
+    )
     size = p.add_mutually_exclusive_group()
     size.add_argument("--threshold", type=int, default=None, help="maximum rows per partition (1000000)")
     size.add_argument(
@@ -176,6 +182,7 @@ def _import(args: argparse.Namespace) -> int:
         row_group_rows=args.row_group_rows,
         subtile_order_delta=args.subtile_order_delta,
         on_bad_rows=args.on_bad_rows,
+        on_duplicate_ids=args.on_duplicate_ids,
         margins=args.margin,
         margin_path=args.margin_path,
         collection=args.collection,

@@ -8,6 +8,7 @@ memory and any row can be named in an error message by its 0-based index in the 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Sequence
 
 import fsspec
@@ -37,6 +38,7 @@ SUFFIXES = {
     ".ecsv.gz": "ecsv",
 }
 DEFAULT_BATCH_ROWS = 1_000_000
+CSV_BLOCK_BYTES = 64 << 20  # pyarrow infers CSV column types from the first block
 
 
 def detect_format(path: str, fmt: str | None = None) -> str:
@@ -152,7 +154,7 @@ def iter_batches(
         except BadInputError:
             raise
         except Exception as exc:
-            raise BadInputError(f"cannot read {fmt} input at row {total}: {exc}", path=path) from exc
+            raise BadInputError(f"cannot read {fmt} input after row {total}: {exc}", path=path) from exc
         if table.num_rows:
             yield total, table
             total += table.num_rows
@@ -182,19 +184,101 @@ def _iter_parquet(path, columns, batch_rows, storage_options=None, **_):
 def _iter_csv(path, columns, batch_rows, delimiter=None, storage_options=None, **_):
     fs, fs_path = _open(path, storage_options)
     compression = "gzip" if str(path).endswith(".gz") else None
+    delimiter = delimiter or ("\t" if str(path).endswith(".tsv") else ",")
     with fs.open(fs_path, "rb", compression=compression) as f:
-        parse = pacsv.ParseOptions(delimiter=delimiter or ("\t" if str(path).endswith(".tsv") else ","))
-        read = pacsv.ReadOptions(block_size=64 << 20)
+        parse = pacsv.ParseOptions(delimiter=delimiter)
+        read = pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES)
         # Read the header first so that a missing column is reported with the full list.
-        reader = pacsv.open_csv(f, read_options=read, parse_options=parse)
+        try:
+            reader = pacsv.open_csv(f, read_options=read, parse_options=parse)
+        except pa.ArrowInvalid as exc:
+            raise csv_error(path, exc, delimiter, storage_options) from exc
         names = reader.schema.names
         _check_columns(path, names, columns)
-        for batch in reader:
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                break
+            except pa.ArrowInvalid as exc:
+                raise csv_error(path, exc, delimiter, storage_options, names) from exc
             table = pa.Table.from_batches([batch])
             if columns:
                 table = table.select(columns)
             for start in range(0, table.num_rows, batch_rows):
                 yield table.slice(start, batch_rows)
+
+
+_CSV_CONVERSION = re.compile(
+    r"In CSV column #(\d+): CSV conversion error to (\w+): invalid value '(.*)'$", re.S
+)
+
+
+def csv_error(
+    path: str,
+    exc: Exception,
+    delimiter: str,
+    storage_options: dict | None = None,
+    names: Sequence[str] | None = None,
+) -> BadInputError:
+    """A pyarrow CSV error as a :class:`BadInputError` naming the line (1-based, header included)
+    and the row (0-based data row) where it happened.
+
+    pyarrow's streaming reader knows neither, so the file is scanned again with Python's ``csv``
+    module (an error path only): for a parse error, the first record whose field count differs
+    from the header's; for a conversion error, the first value equal to the one pyarrow rejects.
+    """
+    text = str(exc).strip()
+    conversion = _CSV_CONVERSION.match(text)
+    if conversion and names is not None:
+        k, target, value = int(conversion.group(1)), conversion.group(2), conversion.group(3)
+        column = names[k] if k < len(names) else f"#{k}"
+        found = _scan_csv(path, delimiter, storage_options, lambda rec: k < len(rec) and rec[k] == value)
+        where = f"line {found[0]}: " if found else ""
+        return BadInputError(
+            f"{where}value is not a {target} (the column's type was inferred from the first rows; "
+            "fix the value or give the type with --dtype)",
+            path=path,
+            column=column,
+            row=found[1] if found else None,
+            value=value,
+        )
+    found = _scan_csv(path, delimiter, storage_options, None)
+    if found is None:
+        return BadInputError(f"cannot parse CSV: {text}", path=path)
+    line, row, fields, expected = found
+    return BadInputError(
+        f"CSV parse error at line {line} (row {row}): expected {expected} fields, got {len(fields)}: "
+        f"{delimiter.join(fields)[:200]}",
+        path=path,
+    )
+
+
+def _scan_csv(path: str, delimiter: str, storage_options: dict | None, match) -> tuple | None:
+    """``(line, row, fields, header_width)`` of the first data record that ``match`` accepts
+    (``None``: whose field count differs from the header's), or ``None``. Each line is one record,
+    as pyarrow reads it (no newlines inside quoted values); ``line`` is 1-based, ``row`` the
+    0-based index among the data rows (blank lines skipped, as pyarrow does)."""
+    import csv
+    import io
+
+    fs, fs_path = _open(path, storage_options)
+    compression = "gzip" if str(path).endswith(".gz") else None
+    with fs.open(fs_path, "rb", compression=compression) as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
+        width, row = None, 0
+        for line, raw_line in enumerate(text, start=1):
+            stripped = raw_line.rstrip("\r\n")
+            if not stripped:
+                continue
+            fields = next(csv.reader([stripped], delimiter=delimiter), [])
+            if width is None:
+                width = len(fields)
+                continue
+            if match(fields) if match else len(fields) != width:
+                return line, row, fields, width
+            row += 1
+    return None
 
 
 def _fits_column(col: np.ndarray) -> pa.Array:
