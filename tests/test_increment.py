@@ -83,10 +83,13 @@ def _flat_files(root, name) -> tuple[pd.DataFrame, pd.DataFrame]:
     tables = [pq.read_table(f) for f in fmt.list_data_files(root)]
     table = pa.concat_tables(tables)
     lists = table.column(name).combine_chunks()
-    items = pa.Table.from_arrays(
-        pa.compute.list_flatten(lists).flatten(), schema=pa.schema(list(lists.type.value_type))
-    )
-    items = items.append_column("__owner", table.column(ID).take(pa.compute.list_parent_indices(lists)))
+    # nested-pandas' packed layout: a struct of equally long lists, one per source column
+    assert pa.types.is_struct(lists.type) and all(pa.types.is_list(f.type) for f in lists.type)
+    children = lists.flatten()
+    lengths = [pa.compute.list_value_length(c) for c in children]
+    assert all(n.equals(lengths[0]) for n in lengths)
+    items = pa.table({f.name: pa.compute.list_flatten(c) for f, c in zip(lists.type, children, strict=True)})
+    items = items.append_column("__owner", table.column(ID).take(pa.compute.list_parent_indices(children[0])))
     return table.drop_columns(list(NESTED)).to_pandas(), items.to_pandas()
 
 

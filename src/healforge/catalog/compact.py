@@ -245,7 +245,7 @@ def compact(
     threshold
         Maximum rows per pixel (default: the catalog's ``hats_max_rows``).
     merge_nested
-        Nested (``list<struct>``) columns whose lists are merged when rows of one id are: the
+        Nested columns (``struct`` of lists) whose lists are merged when rows of one id are: the
         kept row's list becomes the union of the lists of all its rows, sorted by the column's
         recorded sort column (default: every nested column).
     nested_dedupe_on
@@ -422,14 +422,16 @@ def _nested_plan(root: AnyPath, dedupe_on, merge_nested, nested_dedupe_on, repla
         nested_ids = {n: nested_dedupe_on[n] for n in merge if n in nested_dedupe_on}
     elif nested_dedupe_on:
         nested_ids = {
-            n: nested_dedupe_on for n in merge if nested_dedupe_on in schema.field(n).type.value_type.names
+            n: nested_dedupe_on
+            for n in merge
+            if nested_dedupe_on in nst.struct_schema(schema.field(n).type).names
         }
         if not nested_ids:
             raise BadInputError(f"no merged nested column has a field {nested_dedupe_on!r}")
     else:
         nested_ids = {}
     for n, col in nested_ids.items():
-        if col not in schema.field(n).type.value_type.names:
+        if col not in nst.struct_schema(schema.field(n).type).names:
             raise BadInputError(f"nested column {n!r} has no field {col!r}")
     state = nst.read_state(root)
     sorts = {n: state.get(n, {}).get("sort_by") for n in merge}

@@ -154,7 +154,7 @@ def delete(
     if nested_ids is not None:
         if nested not in nst.nested_columns(schema):
             raise BadInputError(f"{nested!r} is not a nested column of {root}")
-        fields = schema.field(nested).type.value_type
+        fields = nst.struct_schema(schema.field(nested).type)
         if nested_on not in fields.names:
             raise BadInputError(f"nested column {nested!r} has no field {nested_on!r}")
         src_ids = read_ids(nested_ids, nested_on, fields.field(nested_on).type, storage_options)

@@ -1,10 +1,10 @@
-"""Nested catalogs: the sources of each object as a ``list<struct>`` column of the object catalog.
+"""Nested catalogs: the sources of each object as a nested column (``struct`` of lists) of the objects.
 
 Sources are matched to objects by key over the whole sky, not pixel by pixel: a key -> object
 partition lookup is built from the object catalog, every source partition is split by the
 partition of its object (Arrow shards), and each object partition is then joined with its shards,
-sorted by ``(object, sort_by)`` and turned into one list per object (empty when it has none). This
-is the layout nested-pandas and lsdb read as a nested column.
+sorted by ``(object, sort_by)`` and turned into one list per source field per object (empty when
+it has none): nested-pandas' packed layout, which lsdb reads (partially too) and writes.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from healforge.catalog import format as fmt
+from healforge.catalog import nested as nst
 from healforge.catalog.collection import resolve_catalog
 from healforge.catalog.margin import read_pixel
 from healforge.catalog.nested import STATE_FILE, read_state
@@ -79,7 +80,7 @@ def nest(
     synchronous: bool = False,
     quiet: bool = False,
 ) -> NestResult:
-    """Write a catalog of objects with their sources nested in a ``list<struct>`` column.
+    """Write a catalog of objects with their sources nested in a ``struct`` of lists column.
 
     Parameters
     ----------
@@ -88,7 +89,8 @@ def nest(
     output
         Nested catalog directory to create (same partitioning as ``objects``).
     on
-        Key column present in both catalogs.
+        Key column present in both catalogs, or ``"OBJ_KEY=SRC_KEY"`` when the names differ
+        (e.g. ``"objectId=diaObjectId"``; nothing is renamed).
     as_name
         Name of the nested column.
     sort_by
@@ -111,11 +113,12 @@ def nest(
     """
     if on_unmatched not in ("error", "drop"):
         raise OptionError("on_unmatched must be 'error' or 'drop'")
+    obj_on, src_on = nst.split_on(on)
     objects, sources, output = (as_path(p, storage_options) for p in (objects, sources, output))
     objects, sources = resolve_catalog(objects), resolve_catalog(sources)
     obj_schema = _schema(objects)
     src_schema = _schema(sources)
-    for cat, schema, cols in ((objects, obj_schema, [on]), (sources, src_schema, [on, sort_by])):
+    for cat, schema, cols in ((objects, obj_schema, [obj_on]), (sources, src_schema, [src_on, sort_by])):
         for col in cols:
             if col and col not in schema.names:
                 raise BadInputError(
@@ -137,17 +140,18 @@ def nest(
     with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
         keys = eng.map(
             _read_keys,
-            [{"root": objects, "order": o, "pixel": p, "on": on} for o, p in obj_pixels],
+            [{"root": objects, "order": o, "pixel": p, "on": obj_on} for o, p in obj_pixels],
             "Nest keys",
         )
-        lookup = _write_lookup(work, keys, objects, on)
+        lookup = _write_lookup(work, keys, objects, obj_on)
         tasks = [
             {
                 "root": sources,
                 "order": o,
                 "pixel": p,
                 "source": i,
-                "on": on,
+                "on": src_on,
+                "obj_on": obj_on,
                 "lookup": str(lookup),
                 "work": str(work),
                 "drop": on_unmatched == "drop",
@@ -169,7 +173,8 @@ def nest(
                 "order": o,
                 "pixel": p,
                 "index": i,
-                "on": on,
+                "on": obj_on,
+                "src_on": src_on,
                 "as_name": as_name,
                 "sort_by": sort_by,
                 "work": str(work),
@@ -186,7 +191,7 @@ def nest(
         )
 
     total = _finish(output, objects, obj_pixels, name or output.name)
-    state = {**read_state(objects), as_name: {"on": on, "sort_by": sort_by}}
+    state = {**read_state(objects), as_name: {"on": obj_on, "source_on": src_on, "sort_by": sort_by}}
     fmt.atomic_write_text(output / STATE_DIR / STATE_FILE, json.dumps(state, indent=1))
     shutil.rmtree(work, ignore_errors=True)
     return NestResult(str(output), total, int(per_obj.sum()), int(unmatched), obj_pixels)
@@ -243,8 +248,8 @@ def _map_sources(task: dict) -> dict:
         missing = table.column(task["on"]).filter(pa.array(~found))
         raise BadInputError(
             f"{unmatched} sources in Norder={task['order']}/Npix={task['pixel']} of {task['root']} have no "
-            f"object with the same {task['on']!r}, e.g. {missing[0].as_py()!r}; "
-            "use on_unmatched='drop' (--drop-unmatched) to leave them out"
+            f"object with the same key ({task['on']!r} = object {task['obj_on']!r}), e.g. "
+            f"{missing[0].as_py()!r}; pass --drop-unmatched to leave them out"
         )
     rows = np.flatnonzero(found)
     part = (
@@ -279,20 +284,14 @@ def _reduce_objects(task: dict) -> int:
     if len(srcs) != task["expected"]:
         raise RuntimeError(f"nest shards hold {len(srcs)} sources, expected {task['expected']}")
     obj_keys = objects.column(task["on"]).combine_chunks()
-    owner = pc.index_in(srcs.column(task["on"]).cast(obj_keys.type), value_set=obj_keys)
-    srcs = srcs.append_column("__owner", owner)
-    keys = [("__owner", "ascending")] + ([(task["sort_by"], "ascending")] if task["sort_by"] else [])
-    srcs = srcs.take(pc.sort_indices(srcs, keys)).combine_chunks()
-    owner = srcs.column("__owner").to_numpy(zero_copy_only=False)
-    srcs = srcs.drop_columns(["__owner"])
-    counts = np.bincount(owner.astype(np.int64), minlength=len(objects))
-    offsets = np.zeros(len(objects) + 1, dtype=np.int32)
-    np.cumsum(counts, out=offsets[1:])
-    struct = pa.StructArray.from_arrays(
-        [c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in srcs.columns],
-        fields=list(srcs.schema),
+    owner = pc.index_in(srcs.column(task["src_on"]).cast(obj_keys.type), value_set=obj_keys)
+    nested = nst.build_lists(
+        len(objects),
+        owner.to_numpy(zero_copy_only=False),
+        srcs,
+        task["sort_by"],
+        nst.packed_type(srcs.schema),
     )
-    nested = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), struct)
     out = objects.append_column(task["as_name"], nested)
     fmt.atomic_write_parquet(out, fmt.pixel_file(task["output"], task["order"], task["pixel"]))
     return len(out)
