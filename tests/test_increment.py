@@ -130,6 +130,45 @@ def _check_consolidated(root, batches, upto):
     assert len(flat) == len(nested["forced"])
 
 
+def _check_lsdb_queries(root, batches, upto):
+    """lsdb's cone search, partitions and nested sub-column loads on the catalog, against a brute
+    force on the raw nightly inputs (latest object rows, their sources sorted by time)."""
+    import lsdb
+
+    from nested_util import assert_same_lists, in_cone, in_pixel, light_curves, nested_lists
+
+    objs, nested = _expected(batches, upto)
+    src = nested["sources"]
+    ra0, dec0 = float(objs["ra"].median()), float(objs["dec"].median())
+    spread = np.hypot(objs["ra"] - ra0, objs["dec"] - dec0)
+    radius = float(np.quantile(spread, 0.3)) * 3600
+    want = objs.index[in_cone(objs["ra"], objs["dec"], ra0, dec0, radius)].tolist()
+    assert 0 < len(want) < len(objs)
+    cat = lsdb.open_catalog(str(root))
+    cone = cat.cone_search(ra0, dec0, radius).compute()
+    for field in ("midpointMjdTai", "diaSourceId"):
+        assert_same_lists(
+            nested_lists(cone, ID, "sources", field), light_curves(src, ID, want, "midpointMjdTai", field)
+        )
+    pixels = cat.get_healpix_pixels()
+    for i in sorted({0, len(pixels) // 2, len(pixels) - 1}):
+        part = cat.partitions[i].compute()
+        px = pixels[i]
+        ids = objs.index[in_pixel(objs["ra"], objs["dec"], px.order, px.pixel)].tolist()
+        assert_same_lists(
+            nested_lists(part, ID, "sources", "diaSourceId"),
+            light_curves(src, ID, ids, "midpointMjdTai", "diaSourceId"),
+        )
+    sub = lsdb.open_catalog(str(root), columns=[ID, "sources.midpointMjdTai"])
+    df = sub.compute()
+    assert list(df["sources"].nest.columns) == ["midpointMjdTai"] and "forced" not in df.columns
+    assert_same_lists(
+        nested_lists(df, ID, "sources", "midpointMjdTai"),
+        light_curves(src, ID, objs.index.tolist(), "midpointMjdTai", "midpointMjdTai"),
+    )
+    assert sorted(sub.cone_search(ra0, dec0, radius).compute()[ID]) == sorted(want)
+
+
 def test_increments_then_consolidation_keep_every_source(catalog):
     root, batches = catalog
     rows_before = int(fmt.read_properties(root)["hats_nrows"])
@@ -171,6 +210,7 @@ def test_increments_then_consolidation_keep_every_source(catalog):
 
     assert "nested rows in" in proc.stdout and "superseded" in proc.stdout
     _check_consolidated(root, batches, 3)
+    _check_lsdb_queries(root, batches, 3)
     assert is_valid_catalog(str(margin), strict=True)
     m = lsdb.read_hats(str(margin)).compute()
     assert m[ID].is_unique and len(m) and m["sources"].nest.to_flat()["diaSourceId"].is_unique
@@ -179,6 +219,59 @@ def test_increments_then_consolidation_keep_every_source(catalog):
         n_in = sum(pq.read_table(b[name]).num_rows for b in batches)
         _, items = _flat_files(root, name)
         assert n_in == len(items) + orphans[name]
+
+
+def _to_list_struct(root) -> None:
+    """Rewrite the catalog's nested columns as ``list<struct>`` (what healforge wrote before)."""
+    from healforge.healpix import SPATIAL_INDEX_COLUMN
+
+    for f in fmt.list_data_files(root):
+        t = pq.read_table(f)
+        for name in NESTED:
+            col = t.column(name).combine_chunks()
+            children = col.flatten()
+            items = pa.StructArray.from_arrays(
+                [pa.compute.list_flatten(c) for c in children], names=col.type.names
+            )
+            lengths = pa.compute.list_value_length(children[0]).to_numpy(zero_copy_only=False)
+            offsets = pa.array(np.r_[0, np.cumsum(lengths)].astype(np.int32))
+            t = t.set_column(t.schema.get_field_index(name), name, pa.ListArray.from_arrays(offsets, items))
+        fmt.atomic_write_parquet(t, f, (SPATIAL_INDEX_COLUMN,), None)
+    fmt.write_dataset_metadata(root)
+    schema = pq.read_schema(root / "dataset" / "_common_metadata")
+    assert all(pa.types.is_list(schema.field(n).type) for n in NESTED)
+
+
+def test_list_struct_catalogs_are_converted_by_the_next_change(catalog, tmp_path):
+    """Catalogs written with list<struct> nested columns: compact, increment and delete read them and
+    write them packed, with a note; lsdb then answers partial reads."""
+    root, batches = catalog
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    _to_list_struct(root)
+    proc = run_cli(
+        "compact", root, "--dedupe-on", ID, "--keep-latest-by", "validityStart", "--synchronous", "-q"
+    )
+    assert "converted from list<struct> to struct of lists" in proc.stdout
+    _check_consolidated(root, batches, 0)
+    _check_lsdb_queries(root, batches, 0)
+
+    _to_list_struct(copy)
+    proc = _increment_cli(copy, batches[1], "night1")
+    assert "sources, forced converted from list<struct>" in proc.stdout
+    _, items = _flat_files(copy, "sources")  # packed everywhere (asserted by _flat_files)
+    healforge.compact(copy, ID, "validityStart", **KW)
+    _check_consolidated(copy, batches, 1)
+    _check_lsdb_queries(copy, batches, 1)
+
+    _to_list_struct(copy)
+    res = healforge.delete(copy, [int(items["__owner"].iloc[0])], ID, **KW)
+    assert res.rows_removed == 1 and res.converted == list(NESTED) and "converted" in str(res)
+    assert is_valid_catalog(str(copy), strict=True)
+    from healforge.catalog.delete import convert_nested_layout
+
+    assert convert_nested_layout(copy, **KW) == []  # nothing left to convert
+    _flat_files(copy, "forced")
 
 
 def test_orphans_are_an_error_by_default(catalog):

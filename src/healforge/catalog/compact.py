@@ -24,6 +24,7 @@ from healforge.catalog.append import carry_properties, given_margin
 from healforge.catalog.collection import resolve_catalog
 from healforge.catalog.format import read_histogram
 from healforge.catalog.members import stage_members
+from healforge.catalog.nested import conversion_note, legacy_columns, pack_table
 from healforge.engine import Engine, owned_engine
 from healforge.errors import BadInputError, CatalogError, OptionError
 from healforge.healpix import SPATIAL_INDEX_COLUMN
@@ -47,6 +48,7 @@ class CompactResult:
     nested_after: dict[str, int] = field(default_factory=dict)
     nested_duplicates: dict[str, int] = field(default_factory=dict)
     replaced: list[str] = field(default_factory=list)
+    converted: list[str] = field(default_factory=list)
 
     @property
     def superseded(self) -> int:
@@ -66,6 +68,8 @@ class CompactResult:
             )
         if self.replaced:
             text += f"; nested columns replaced by the latest row's lists: {', '.join(self.replaced)}"
+        if self.converted:
+            text += "\n" + conversion_note(self.converted)
         return text
 
 
@@ -135,6 +139,7 @@ def _compact_pixel(task: dict) -> dict:
             table = table.filter(pa.array(keep))
     else:
         stats = {}
+    table, _ = pack_table(table)  # list<struct> columns of older catalogs: written packed
     sort_cols = [SPATIAL_INDEX_COLUMN, *task["sort_columns"]]
     table = table.take(pc.sort_indices(table, sort_keys=[(c, "ascending") for c in sort_cols]))
     h29 = table[SPATIAL_INDEX_COLUMN].to_numpy()
@@ -266,7 +271,9 @@ def compact(
         work = txn.begin(root, tmp_dir)
         props = fmt.read_properties(root)
         pixels = fmt.read_partition_info(root)
-        names = storage.read_parquet_schema(root / fmt.DATASET_DIR / "_common_metadata").names
+        schema = storage.read_parquet_schema(root / fmt.DATASET_DIR / "_common_metadata")
+        names = schema.names
+        converted = legacy_columns(schema)
         for col in (dedupe_on, keep_latest_by):
             if col and col not in names:
                 raise BadInputError(
@@ -395,6 +402,7 @@ def compact(
         result.nested_after[name] = sum(r["nested"][name][1] for r in results)
         result.nested_duplicates[name] = result.nested_before[name] - result.nested_after[name]
     result.replaced = replaced
+    result.converted = converted
     return result
 
 

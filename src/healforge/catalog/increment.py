@@ -32,6 +32,7 @@ from healforge.catalog.append import batch_key, catalog_schema, stage_and_commit
 from healforge.catalog.casting import check_schema
 from healforge.catalog.collection import resolve_catalog
 from healforge.catalog.compact import pixel_files
+from healforge.catalog.delete import convert_nested_layout
 from healforge.catalog.options import cast_checked
 from healforge.engine import Engine, owned_engine
 from healforge.errors import BadInputError, OptionError
@@ -62,10 +63,17 @@ class IncrementResult:
     new_pixels: list[tuple[int, int]] = field(default_factory=list)
     total_rows: int = 0
     skipped: bool = False
+    converted: list[str] = field(default_factory=list)
+    index_hint: str | None = None
 
     def __str__(self) -> str:
+        notes = ([nst.conversion_note(self.converted)] if self.converted else []) + (
+            [self.index_hint] if self.index_hint else []
+        )
         if self.skipped:
-            return f"batch {self.label!r} was already applied to {self.path}; nothing to do"
+            return "\n".join(
+                [f"batch {self.label!r} was already applied to {self.path}; nothing to do", *notes]
+            )
         nested = ", ".join(f"{n} {name}" for name, n in self.nested.items())
         text = (
             f"increment {self.label!r}: {self.objects_in} object rows, {self.superseded} superseded versions, "
@@ -76,7 +84,7 @@ class IncrementResult:
         for name, n in self.orphans.items():
             if n:
                 text += f"; {n} orphan {name} in {self.orphans_path.get(name)}"
-        return text
+        return "\n".join([text, *notes])
 
 
 def _read_files(files: list[str], input_format: str | None, options: dict) -> pa.Table:
@@ -182,6 +190,11 @@ def increment(
     if on_orphans not in ("error", "quarantine"):
         raise OptionError("on_orphans must be 'error' or 'quarantine'")
     root = fmt.require_catalog(resolve_catalog(as_path(catalog, storage_options)))
+    # a catalog written with list<struct> nested columns is first rewritten packed (one transaction)
+    converted = convert_nested_layout(
+        root, compression=compression, margin=margin, storage_options=storage_options, tmp_dir=tmp_dir,
+        engine=engine, workers=workers, scheduler=scheduler, synchronous=synchronous, quiet=quiet,
+    )  # fmt: skip
     obj_files = expand_inputs([objects] if isinstance(objects, str | os.PathLike) else objects)
     src_files = {
         name: expand_inputs([f] if isinstance(f, str | os.PathLike) else f)
@@ -217,9 +230,9 @@ def increment(
             storage.rmtree(txn.txn_dir(root))
             shutil.rmtree(work, ignore_errors=True)
             total = int(fmt.read_properties(root)["hats_nrows"])
-            return IncrementResult(str(root), label, total_rows=total, skipped=True)
+            return IncrementResult(str(root), label, total_rows=total, skipped=True, converted=converted)
         try:
-            result = IncrementResult(str(root), label)
+            result = IncrementResult(str(root), label, converted=converted)
 
             # objects: latest version per key
             objs = _read_files(obj_files, input_format, options)
