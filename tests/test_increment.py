@@ -526,3 +526,53 @@ def test_increment_consolidation_delete_keep_a_collection_current(nights, tmp_pa
     src = pq.read_table(batches[1]["sources"]).to_pandas()
     want = src[src[ID] == new_ids[-1]].sort_values("midpointMjdTai")
     assert lc["diaSourceId"].tolist() == want["diaSourceId"].tolist()
+
+
+@pytest.mark.slow
+def test_increment_key_pair_and_index_for_id_search(nights, tmp_path):
+    """Objects keyed ``objectId``, sources ``diaObjectId``: nest and increment take
+    ``--on objectId=diaObjectId`` (later increments reuse the recorded source key); a stand-alone
+    catalog without an index is told how to get lsdb's id_search, and ``--index`` builds it."""
+    import lsdb
+
+    from nested_util import light_curves
+
+    tmp, batches = nights
+    rename = {ID: "objectId"}
+    pq.read_table(tmp / "o0.parquet").to_pandas().rename(columns=rename).to_parquet(tmp_path / "o0.parquet")
+    healforge.import_catalog(
+        [str(tmp_path / "o0.parquet")], tmp_path / "obj", threshold=150, highest_order=7, **KW
+    )
+    root = tmp_path / "cat"
+    run_cli(
+        "nest", tmp_path / "obj", tmp / "sources", "-o", root, "--on", "objectId=diaObjectId", "--as", "sources",
+        "--sort-by", "midpointMjdTai", "--synchronous", "-q",
+    )  # fmt: skip
+    for night in (1, 2):
+        objs = pq.read_table(batches[night]["objects"]).to_pandas().rename(columns=rename)
+        objs.to_parquet(tmp_path / f"o{night}.parquet")
+        key = "objectId=diaObjectId" if night == 1 else "objectId"
+        extra = ["--index", "objectId"] if night == 2 else []
+        proc = run_cli(
+            "increment", root, "--objects", tmp_path / f"o{night}.parquet", "--nested",
+            f"sources={batches[night]['sources']}", "--on", key, "--latest-by", "validityStart",
+            "--batch", f"n{night}", "--on-orphans", "quarantine", *extra, "--synchronous", "-q",
+        )  # fmt: skip
+        if night == 1:
+            assert "has no index" in proc.stdout and "--index objectId" in proc.stdout
+        else:
+            assert "index on 'objectId' built" in proc.stdout
+    run_cli(
+        "compact", root, "--dedupe-on", "objectId", "--keep-latest-by", "validityStart", "--synchronous", "-q"
+    )
+    objs, nested = _expected(batches, 2)
+    src = nested["sources"]
+    index = root.with_name("cat_objectId_index")
+    assert is_valid_catalog(str(index), strict=True)
+    cat = lsdb.open_catalog(str(root))
+    new = sorted(set(pq.read_table(batches[2]["objects"])[ID].to_pylist()))  # night 2's objects
+    for one in (int(objs.index[0]), new[len(new) // 2]):
+        hit = cat.id_search(values={"objectId": one}, index_catalogs={"objectId": str(index)}).compute()
+        assert hit["objectId"].tolist() == [one]
+        want = light_curves(src, ID, [one], "midpointMjdTai", "diaSourceId")[one]
+        assert list(hit["sources"].iloc[0]["diaSourceId"]) == want and want

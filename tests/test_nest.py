@@ -7,6 +7,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hats.io.validation import is_valid_catalog
 
 import healforge
 from conftest import run_cli
@@ -235,3 +236,39 @@ def test_nest_on_key_pair_answers_lsdb_queries(inputs, tmp_path):
         "--as", "lc", "--synchronous", "--quiet", check=False,
     )  # fmt: skip
     assert proc.returncode == 2 and "'nope'" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_nest_of_a_collection_is_a_collection(inputs, tmp_path):
+    """Objects given as a collection (margin + index): the nested product is a collection whose
+    margin and index are built again for it; lsdb attaches the margin and id_search finds objects."""
+    import lsdb
+
+    from nested_util import light_curves
+
+    tmp, obj, src = inputs
+    coll = tmp_path / "objs"
+    run_cli(
+        "import", tmp / "obj.parquet", "-o", coll, "--collection", "--margin", "1800", "--index", "object_id",
+        "--threshold", "400", "--highest-order", "7", "--synchronous", "-q",
+    )  # fmt: skip
+    out = tmp_path / "nested"
+    proc = run_cli(
+        "nest", coll, tmp / "sources", "-o", out, "--on", "object_id", "--as", "lc", "--sort-by", "mjd",
+        "--synchronous", "-q",
+    )  # fmt: skip
+    assert "collection" in proc.stdout
+    assert is_valid_catalog(out, strict=True)
+    nested = healforge.open_collection(out)
+    assert nested.default_margin and nested.default_index == "object_id"
+    cat = lsdb.open_catalog(out)
+    assert cat.margin is not None
+    fresh = healforge.margin(nested.primary, tmp_path / "fresh", 1800, synchronous=True, quiet=True)
+    want = sorted(pq.read_table(fresh.path + "/dataset", columns=["object_id"])["object_id"].to_pylist())
+    margin = cat.margin.compute()
+    assert sorted(margin["object_id"]) == want and want and "lc" in margin.columns
+    for one in obj["object_id"].iloc[[0, 1234]].tolist():
+        hit = cat.id_search(values={"object_id": one}).compute()
+        assert hit["object_id"].tolist() == [one]
+        lc = light_curves(src, "object_id", [one], "mjd", "source_id")[one]
+        assert list(hit["lc"].iloc[0]["source_id"]) == lc

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,15 @@ import pyarrow.compute as pc
 
 from healforge.catalog import format as fmt
 from healforge.catalog import nested as nst
-from healforge.catalog.collection import resolve_catalog
+from healforge.catalog.collection import (
+    Collection,
+    index_name,
+    is_collection,
+    margin_name,
+    open_collection,
+    resolve_catalog,
+    write_collection,
+)
 from healforge.catalog.margin import read_pixel
 from healforge.catalog.nested import STATE_FILE, read_state
 from healforge.catalog.transaction import STATE_DIR
@@ -53,11 +61,17 @@ class NestResult:
     sources: int
     unmatched: int
     pixels: list[tuple[int, int]]
+    collection: str | None = None
+    members: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         text = f"{self.objects} objects with {self.sources} nested sources in {len(self.pixels)} pixels at {self.path}"
         if self.unmatched:
             text += f"; {self.unmatched} sources without an object were dropped"
+        if self.collection:
+            text += (
+                f"; collection {self.collection} with {', '.join(self.members) or 'no other members'} rebuilt"
+            )
         return text
 
 
@@ -96,7 +110,9 @@ def nest(
     sort_by
         Source column ordering the sources inside each object (ties keep catalog order).
     name
-        ``obs_collection`` of the output (default: the output directory name).
+        ``obs_collection`` of the output (default: the output directory name). When ``objects``
+        is a collection, the output is a collection too: the nested catalog in ``OUTPUT/<name>``
+        with the objects' margins (same radii) and indexes (same columns) built again for it.
     on_unmatched
         Sources whose key matches no object: ``"error"`` (default) or ``"drop"`` (counted).
     overwrite
@@ -115,7 +131,13 @@ def nest(
         raise OptionError("on_unmatched must be 'error' or 'drop'")
     obj_on, src_on = nst.split_on(on)
     objects, sources, output = (as_path(p, storage_options) for p in (objects, sources, output))
+    inputs = {str(objects), str(sources)}
+    coll = open_collection(objects) if is_collection(objects) else None
     objects, sources = resolve_catalog(objects), resolve_catalog(sources)
+    # objects from a collection: the nested catalog is the primary of a collection at ``output``
+    root, cat_name = output, name or output.name
+    if coll:
+        output = root / cat_name
     obj_schema = _schema(objects)
     src_schema = _schema(sources)
     for cat, schema, cols in ((objects, obj_schema, [obj_on]), (sources, src_schema, [src_on, sort_by])):
@@ -126,12 +148,12 @@ def nest(
                 )
     if as_name in obj_schema.names:
         raise BadInputError(f"the object catalog {objects} already has a column {as_name!r}")
-    if str(output) in (str(objects), str(sources)):
+    if {str(root), str(output)} & (inputs | {str(objects), str(sources)}):
         raise CatalogError("the nested catalog cannot be written over one of its inputs")
-    if not storage.is_empty_dir(output):
+    if not storage.is_empty_dir(root):
         if not overwrite:
-            raise CatalogError(f"output {output} exists and is not empty; use --overwrite to replace it")
-        storage.rmtree(output)
+            raise CatalogError(f"output {root} exists and is not empty; use --overwrite to replace it")
+        storage.rmtree(root)
     work = storage.scratch_dir(output, WORK_DIR, tmp_dir)
     work.mkdir(parents=True, exist_ok=True)
 
@@ -189,12 +211,54 @@ def nest(
             "Nest reduce",
             labels=[f"Norder={o}/Npix={p}" for o, p in obj_pixels],
         )
+        total = _finish(output, objects, obj_pixels, cat_name)
+        state = {**read_state(objects), as_name: {"on": obj_on, "source_on": src_on, "sort_by": sort_by}}
+        fmt.atomic_write_text(output / STATE_DIR / STATE_FILE, json.dumps(state, indent=1))
+        shutil.rmtree(work, ignore_errors=True)
+        result = NestResult(str(output), total, int(per_obj.sum()), int(unmatched), obj_pixels)
+        if coll:
+            result.members = _rebuild_members(coll, root, output, cat_name, tmp_dir, eng)
+            result.collection = str(root)
+    return result
 
-    total = _finish(output, objects, obj_pixels, name or output.name)
-    state = {**read_state(objects), as_name: {"on": obj_on, "source_on": src_on, "sort_by": sort_by}}
-    fmt.atomic_write_text(output / STATE_DIR / STATE_FILE, json.dumps(state, indent=1))
-    shutil.rmtree(work, ignore_errors=True)
-    return NestResult(str(output), total, int(per_obj.sum()), int(unmatched), obj_pixels)
+
+def _rebuild_members(
+    coll: Collection, root: AnyPath, primary: AnyPath, cat_name: str, tmp_dir, eng
+) -> list[str]:
+    """The margins and indexes of the objects' collection, built again for the nested catalog, and
+    ``collection.properties`` listing them; returns the member directory names."""
+    from healforge.catalog.index import build_index
+    from healforge.catalog.margin import build_margin
+    from healforge.catalog.snapshot import CatalogSnapshot
+
+    margins, default_margin = [], None
+    for member, path in coll.margins.items():
+        radius = float(fmt.read_properties(path)["hats_margin_threshold"])
+        target = root / margin_name(cat_name, radius)
+        build_margin(primary, target, radius, overwrite=True, tmp_dir=tmp_dir, engine=eng)
+        margins.append(target.name)
+        if member == coll.default_margin:
+            default_margin = target.name
+    indexes = {}
+    for column, path in coll.indexes.items():
+        extra = fmt.read_properties(path).get("hats_index_extra_column", "")
+        include = [c for c in extra.replace(" ", "").split(",") if c]
+        target = root / index_name(cat_name, column)
+        build_index(
+            CatalogSnapshot.of(primary), target, column, include, overwrite=True, tmp_dir=tmp_dir, engine=eng
+        )
+        indexes[column] = target.name
+    default_index = coll.default_index if coll.default_index in indexes else next(iter(indexes), None)
+    write_collection(
+        root,
+        root.name,
+        cat_name,
+        margins,
+        default_margin or next(iter(margins), None),
+        indexes,
+        default_index,
+    )
+    return margins + list(indexes.values())
 
 
 def _schema(root: AnyPath) -> pa.Schema:
