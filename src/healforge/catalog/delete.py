@@ -199,8 +199,8 @@ def convert_nested_layout(
         The nested columns converted (empty when there was nothing to convert).
     """
     root = fmt.require_catalog(resolve_catalog(as_path(catalog, storage_options)))
-    schema = storage.read_parquet_schema(root / fmt.DATASET_DIR / "_common_metadata")
-    if not nst.legacy_columns(schema):
+    common = root / fmt.DATASET_DIR / "_common_metadata"
+    if not common.exists() or not nst.legacy_columns(storage.read_parquet_schema(common)):
         return []
     task = {"on": None, "ids": None, "nested": None, "nested_on": None, "nested_ids": None}
     result = _rewrite(
