@@ -20,6 +20,7 @@ from healforge.demo import nightly_batches
 KW = {"synchronous": True, "quiet": True}
 ID = "diaObjectId"
 NESTED = {"sources": "diaSourceId", "forced": "diaForcedSourceId"}
+TIME_COL = "midpointMjdTai"
 
 
 def _latest(df: pd.DataFrame) -> pd.DataFrame:
@@ -576,3 +577,73 @@ def test_increment_key_pair_and_index_for_id_search(nights, tmp_path):
         assert hit["objectId"].tolist() == [one]
         want = light_curves(src, ID, [one], "midpointMjdTai", "diaSourceId")[one]
         assert list(hit["sources"].iloc[0]["diaSourceId"]) == want and want
+
+
+def _nested_input(objs: pd.DataFrame, batch: dict, schema: pa.Schema, packed: bool) -> pa.Table:
+    """Object rows with their batch sources nested (sorted by time), in either nested layout."""
+    from hats.pixel_math.spatial_index import compute_spatial_index
+
+    columns = {}
+    for f in schema:
+        if f.name in NESTED:
+            items = pa.schema(
+                [pa.field(g.name, g.type.value_type) for g in f.type]  # catalog: struct of lists
+            )
+            src = pq.read_table(batch[f.name]).to_pandas()
+            src["_healpix_29"] = compute_spatial_index(src["ra"].to_numpy(), src["dec"].to_numpy())
+            src = src[src[ID].isin(objs[ID])].copy()
+            src["__row"] = src[ID].map(dict(zip(objs[ID], range(len(objs)), strict=True)))
+            src = src.sort_values(["__row", TIME_COL], kind="stable")
+            values = pa.Table.from_pandas(src[items.names], schema=items, preserve_index=False)
+            counts = np.bincount(src["__row"].to_numpy(), minlength=len(objs))
+            offsets = pa.array(np.r_[0, np.cumsum(counts)].astype(np.int32))
+            if packed:
+                lists = [
+                    pa.ListArray.from_arrays(offsets, values.column(n).combine_chunks()) for n in items.names
+                ]
+                columns[f.name] = pa.StructArray.from_arrays(lists, names=items.names)
+            else:
+                struct = pa.StructArray.from_arrays(
+                    [values.column(n).combine_chunks() for n in items.names], names=items.names
+                )
+                columns[f.name] = pa.ListArray.from_arrays(offsets, struct)
+        elif f.name != "_healpix_29":
+            columns[f.name] = pa.array(objs[f.name].to_numpy(), f.type)
+    return pa.table(columns)
+
+
+@pytest.mark.slow
+def test_append_nested_rows_in_either_layout(catalog, tmp_path):
+    """``append`` of rows carrying nested columns, given packed or as list<struct> (packed on the
+    way in); lsdb then loads their sub-columns and finds them by cone search."""
+    import lsdb
+
+    from nested_util import in_cone, light_curves, nested_lists
+
+    root, batches = catalog
+    schema = pq.read_schema(root / "dataset" / "_common_metadata")
+    base = set(
+        pa.concat_tables([pq.read_table(f, columns=[ID]) for f in fmt.list_data_files(root)])[ID].to_pylist()
+    )
+    objs = _latest(pq.read_table(batches[1]["objects"]).to_pandas())
+    objs = objs[~objs[ID].isin(base)].reset_index(drop=True)
+    halves = {
+        "legacy": objs.iloc[::2].reset_index(drop=True),
+        "packed": objs.iloc[1::2].reset_index(drop=True),
+    }
+    for kind, part in halves.items():
+        table = _nested_input(part, batches[1], schema, packed=kind == "packed")
+        pq.write_table(table, tmp_path / f"{kind}.parquet")
+        proc = run_cli("append", root, tmp_path / f"{kind}.parquet", "--batch", kind, "--synchronous", "-q")
+        assert f"appended {len(part)} rows" in proc.stdout
+    assert is_valid_catalog(str(root), strict=True)
+    _flat_files(root, "sources")  # every file packed
+    src = pq.read_table(batches[1]["sources"]).to_pandas()
+    cat = lsdb.open_catalog(str(root), columns=[ID, "ra", "dec", "sources.diaSourceId"])
+    df = cat.compute()
+    got = nested_lists(df[df[ID].isin(objs[ID])], ID, "sources", "diaSourceId")
+    assert got == light_curves(src, ID, objs[ID].tolist(), TIME_COL, "diaSourceId")
+    one = objs.iloc[len(objs) // 2]
+    cone = cat.cone_search(float(one["ra"]), float(one["dec"]), 30).compute()
+    new_in_cone = objs[ID][in_cone(objs["ra"], objs["dec"], float(one["ra"]), float(one["dec"]), 30)]
+    assert set(new_in_cone) <= set(cone[ID]) and int(one[ID]) in set(cone[ID])
