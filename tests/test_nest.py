@@ -244,7 +244,7 @@ def test_nest_of_a_collection_is_a_collection(inputs, tmp_path):
     margin and index are built again for it; lsdb attaches the margin and id_search finds objects."""
     import lsdb
 
-    from nested_util import light_curves
+    from nested_util import assert_same_lists, in_cone, light_curves, nested_lists
 
     tmp, obj, src = inputs
     coll = tmp_path / "objs"
@@ -267,6 +267,15 @@ def test_nest_of_a_collection_is_a_collection(inputs, tmp_path):
     want = sorted(pq.read_table(fresh.path + "/dataset", columns=["object_id"])["object_id"].to_pylist())
     margin = cat.margin.compute()
     assert sorted(margin["object_id"]) == want and want and "lc" in margin.columns
+    # sub-column loads of the primary and its margin, and a cone search over both
+    sub = lsdb.open_catalog(out, columns=["object_id", "lc.mjd"])
+    assert list(sub.margin.compute()["lc"].nest.columns) == ["mjd"]
+    ra0, dec0, radius = 104.0, -2.0, 5400.0
+    ids = obj["object_id"][in_cone(obj["ra"], obj["dec"], ra0, dec0, radius)].tolist()
+    assert_same_lists(
+        nested_lists(sub.cone_search(ra0, dec0, radius).compute(), "object_id", "lc", "mjd"),
+        light_curves(src, "object_id", ids, "mjd", "mjd"),
+    )
     for one in obj["object_id"].iloc[[0, 1234]].tolist():
         hit = cat.id_search(values={"object_id": one}).compute()
         assert hit["object_id"].tolist() == [one]
