@@ -224,7 +224,7 @@ def increment(
         same = recorded.get("on") == obj_on
         src_on[n] = pair if "=" in on else (recorded.get("source_on", obj_on) if same else obj_on)
     on = obj_on
-    sorts = _per_name(sort_nested_by, names, "sort_nested_by")
+    sorts = _per_name(sort_nested_by, names, "--sort-nested-by")
     sorts = {n: sorts[n] or state.get(n, {}).get("sort_by") for n in names}
     top = pa.schema([f for f in schema if f.name not in names])
     for col in (on, latest_by):
