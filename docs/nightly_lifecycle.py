@@ -1,8 +1,10 @@
 """A survey's nightly nested catalog, replayed on generated data (see docs/nightly-lifecycle.md).
 
 Night 0 becomes a nested catalog (objects with their sources and forced sources as two nested
-columns, each sorted by time); seven nightly increments follow, then a weekly consolidation.
-After every step lsdb reads the catalog and one object's light curve is printed.
+columns, each sorted by time, in the layout lsdb reads and writes: a struct of lists); seven
+nightly increments follow (the first also builds the index lsdb's ``id_search`` reads), then a
+weekly consolidation. After every step lsdb finds one object with ``id_search`` (loading only
+some nested sub-columns) and its light curve is printed; at the end a cone search around it.
 
     python docs/nightly_lifecycle.py --size 20000 --out /tmp/nightly
 """
@@ -24,15 +26,36 @@ from healforge.demo import nightly_batches
 ID, TIME = "diaObjectId", "midpointMjdTai"
 
 
-def light_curve(catalog: Path, object_id: int) -> tuple[int, pd.DataFrame, pd.DataFrame]:
-    """Rows lsdb reads, and the object's sources and forced sources (from its latest row)."""
-    df = lsdb.open_catalog(str(catalog)).compute()
-    rows = df[df[ID] == object_id].sort_values("validityStart")
+COLUMNS = [
+    ID,
+    "ra",
+    "dec",
+    "validityStart",
+    "sources.diaSourceId",
+    f"sources.{TIME}",
+    "sources.psfFlux",
+    f"forced.{TIME}",
+]
+
+
+def light_curve(
+    catalog: Path, object_id: int, index: Path | None
+) -> tuple[int, pd.DataFrame, pd.DataFrame, tuple[float, float]]:
+    """Rows of the catalog, and the object's sources and forced sources, read by lsdb (with
+    ``id_search`` through the index when there is one), and its latest position; only the
+    columns listed are loaded."""
+    cat = lsdb.open_catalog(str(catalog), columns=COLUMNS)
+    n = int(cat.hc_structure.catalog_info.total_rows)
+    if index is not None:
+        found = cat.id_search(values={ID: object_id}, index_catalogs={ID: str(index)}).compute()
+    else:
+        found = cat.compute()
+    rows = found[found[ID] == object_id].sort_values("validityStart")
     # before a consolidation an object can have one row per night; each row's lists hold the
     # sources of that night, so the light curve is their union (the consolidation makes it one row)
     sources = pd.concat(list(rows["sources"])).sort_values(TIME)
     forced = pd.concat(list(rows["forced"])).sort_values(TIME)
-    return len(df), sources, forced
+    return n, sources, forced, (float(rows["ra"].iloc[-1]), float(rows["dec"].iloc[-1]))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -63,11 +86,12 @@ def main(argv: list[str] | None = None) -> dict:
     healforge.nest(out / "step", out / "forced", catalog, on=ID, as_name="forced", sort_by=TIME, **engine)
     # follow one object observed on night 0
     object_id = int(first[ID].iloc[0])
-    n, src, forced = light_curve(catalog, object_id)
+    n, src, forced, position = light_curve(catalog, object_id, None)
     print(f"night 0: {n} objects; object {object_id}: {len(src)} sources, {len(forced)} forced sources")
 
     orphans = 0
     timings = {}
+    index = None
     for night in range(1, args.nights + 1):
         t0 = time.perf_counter()
         result = healforge.increment(
@@ -78,11 +102,13 @@ def main(argv: list[str] | None = None) -> dict:
             latest_by="validityStart",
             batch=f"night{night:02d}",
             on_orphans="quarantine",
+            index=ID if night == 1 else None,  # built once, then kept current by every change
             **engine,
         )
         timings[f"night{night}"] = time.perf_counter() - t0
         orphans += sum(result.orphans.values())
-        n, src, forced = light_curve(catalog, object_id)
+        index = catalog.with_name(f"{catalog.name}_{ID}_index")
+        n, src, forced, position = light_curve(catalog, object_id, index)
         print(f"night {night}: {result}")
         print(f"  lsdb: {n} rows; object {object_id}: {len(src)} sources, {len(forced)} forced sources")
 
@@ -95,10 +121,17 @@ def main(argv: list[str] | None = None) -> dict:
         **engine,
     )
     timings["consolidation"] = time.perf_counter() - t0
-    n, src, forced = light_curve(catalog, object_id)
+    n, src, forced, position = light_curve(catalog, object_id, index)
     print(f"weekly consolidation: {result}")
     print(f"  lsdb: {n} objects; object {object_id}: {len(src)} sources, {len(forced)} forced sources")
     print(src[["diaSourceId", TIME, "psfFlux"]].tail(5).to_string(index=False))
+
+    # a cone search of 10 arcsec around the object finds it, with the same light curve
+    ra, dec = position  # the object's latest position
+    cone = lsdb.open_catalog(str(catalog), columns=COLUMNS).cone_search(ra, dec, 10).compute()
+    mine = cone[cone[ID] == object_id]
+    assert len(mine) == 1 and mine["sources"].iloc[0]["diaSourceId"].tolist() == src["diaSourceId"].tolist()
+    print(f"cone search of 10 arcsec around object {object_id}: {len(cone)} objects")
 
     # nothing lost: every source of the week is in the catalog, or among the reported orphans
     nested_in = sum(pq.read_table(b[k]).num_rows for b in batches for k in ("sources", "forced"))

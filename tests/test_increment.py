@@ -21,6 +21,7 @@ from healforge.demo import nightly_batches
 KW = {"synchronous": True, "quiet": True}
 ID = "diaObjectId"
 NESTED = {"sources": "diaSourceId", "forced": "diaForcedSourceId"}
+TIME_COL = "midpointMjdTai"
 
 
 def _latest(df: pd.DataFrame) -> pd.DataFrame:
@@ -84,10 +85,13 @@ def _flat_files(root, name) -> tuple[pd.DataFrame, pd.DataFrame]:
     tables = [pq.read_table(f) for f in fmt.list_data_files(resolve_catalog(root))]
     table = pa.concat_tables(tables)
     lists = table.column(name).combine_chunks()
-    items = pa.Table.from_arrays(
-        pa.compute.list_flatten(lists).flatten(), schema=pa.schema(list(lists.type.value_type))
-    )
-    items = items.append_column("__owner", table.column(ID).take(pa.compute.list_parent_indices(lists)))
+    # nested-pandas' packed layout: a struct of equally long lists, one per source column
+    assert pa.types.is_struct(lists.type) and all(pa.types.is_list(f.type) for f in lists.type)
+    children = lists.flatten()
+    lengths = [pa.compute.list_value_length(c) for c in children]
+    assert all(n.equals(lengths[0]) for n in lengths)
+    items = pa.table({f.name: pa.compute.list_flatten(c) for f, c in zip(lists.type, children, strict=True)})
+    items = items.append_column("__owner", table.column(ID).take(pa.compute.list_parent_indices(children[0])))
     return table.drop_columns(list(NESTED)).to_pandas(), items.to_pandas()
 
 
@@ -126,6 +130,45 @@ def _check_consolidated(root, batches, upto):
     assert lc["diaSourceId"].tolist() == want_lc["diaSourceId"].tolist()
     flat = df["forced"].nest.to_flat()
     assert len(flat) == len(nested["forced"])
+
+
+def _check_lsdb_queries(root, batches, upto):
+    """lsdb's cone search, partitions and nested sub-column loads on the catalog, against a brute
+    force on the raw nightly inputs (latest object rows, their sources sorted by time)."""
+    import lsdb
+
+    from nested_util import assert_same_lists, in_cone, in_pixel, light_curves, nested_lists
+
+    objs, nested = _expected(batches, upto)
+    src = nested["sources"]
+    ra0, dec0 = float(objs["ra"].median()), float(objs["dec"].median())
+    spread = np.hypot(objs["ra"] - ra0, objs["dec"] - dec0)
+    radius = float(np.quantile(spread, 0.3)) * 3600
+    want = objs.index[in_cone(objs["ra"], objs["dec"], ra0, dec0, radius)].tolist()
+    assert 0 < len(want) < len(objs)
+    cat = lsdb.open_catalog(str(root))
+    cone = cat.cone_search(ra0, dec0, radius).compute()
+    for field in ("midpointMjdTai", "diaSourceId"):
+        assert_same_lists(
+            nested_lists(cone, ID, "sources", field), light_curves(src, ID, want, "midpointMjdTai", field)
+        )
+    pixels = cat.get_healpix_pixels()
+    for i in sorted({0, len(pixels) // 2, len(pixels) - 1}):
+        part = cat.partitions[i].compute()
+        px = pixels[i]
+        ids = objs.index[in_pixel(objs["ra"], objs["dec"], px.order, px.pixel)].tolist()
+        assert_same_lists(
+            nested_lists(part, ID, "sources", "diaSourceId"),
+            light_curves(src, ID, ids, "midpointMjdTai", "diaSourceId"),
+        )
+    sub = lsdb.open_catalog(str(root), columns=[ID, "sources.midpointMjdTai"])
+    df = sub.compute()
+    assert list(df["sources"].nest.columns) == ["midpointMjdTai"] and "forced" not in df.columns
+    assert_same_lists(
+        nested_lists(df, ID, "sources", "midpointMjdTai"),
+        light_curves(src, ID, objs.index.tolist(), "midpointMjdTai", "midpointMjdTai"),
+    )
+    assert sorted(sub.cone_search(ra0, dec0, radius).compute()[ID]) == sorted(want)
 
 
 def test_increments_then_consolidation_keep_every_source(catalog):
@@ -173,6 +216,7 @@ def test_increments_then_consolidation_keep_every_source(catalog):
 
     assert "nested rows in" in proc.stdout and "superseded" in proc.stdout
     _check_consolidated(root, batches, 3)
+    _check_lsdb_queries(root, batches, 3)
     assert is_valid_catalog(str(margin), strict=True)
     m = lsdb.read_hats(str(margin)).compute()
     assert m[ID].is_unique and len(m) and m["sources"].nest.to_flat()["diaSourceId"].is_unique
@@ -181,6 +225,59 @@ def test_increments_then_consolidation_keep_every_source(catalog):
         n_in = sum(pq.read_table(b[name]).num_rows for b in batches)
         _, items = _flat_files(root, name)
         assert n_in == len(items) + orphans[name]
+
+
+def _to_list_struct(root) -> None:
+    """Rewrite the catalog's nested columns as ``list<struct>`` (what healforge wrote before)."""
+    from healforge.healpix import SPATIAL_INDEX_COLUMN
+
+    for f in fmt.list_data_files(root):
+        t = pq.read_table(f)
+        for name in NESTED:
+            col = t.column(name).combine_chunks()
+            children = col.flatten()
+            items = pa.StructArray.from_arrays(
+                [pa.compute.list_flatten(c) for c in children], names=col.type.names
+            )
+            lengths = pa.compute.list_value_length(children[0]).to_numpy(zero_copy_only=False)
+            offsets = pa.array(np.r_[0, np.cumsum(lengths)].astype(np.int32))
+            t = t.set_column(t.schema.get_field_index(name), name, pa.ListArray.from_arrays(offsets, items))
+        fmt.atomic_write_parquet(t, f, (SPATIAL_INDEX_COLUMN,), None)
+    fmt.write_dataset_metadata(root)
+    schema = pq.read_schema(root / "dataset" / "_common_metadata")
+    assert all(pa.types.is_list(schema.field(n).type) for n in NESTED)
+
+
+def test_list_struct_catalogs_are_converted_by_the_next_change(catalog, tmp_path):
+    """Catalogs written with list<struct> nested columns: compact, increment and delete read them and
+    write them packed, with a note; lsdb then answers partial reads."""
+    root, batches = catalog
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    _to_list_struct(root)
+    proc = run_cli(
+        "compact", root, "--dedupe-on", ID, "--keep-latest-by", "validityStart", "--synchronous", "-q"
+    )
+    assert "converted from list<struct> to struct of lists" in proc.stdout
+    _check_consolidated(root, batches, 0)
+    _check_lsdb_queries(root, batches, 0)
+
+    _to_list_struct(copy)
+    proc = _increment_cli(copy, batches[1], "night1")
+    assert "sources, forced converted from list<struct>" in proc.stdout
+    _, items = _flat_files(copy, "sources")  # packed everywhere (asserted by _flat_files)
+    healforge.compact(copy, ID, "validityStart", **KW)
+    _check_consolidated(copy, batches, 1)
+    _check_lsdb_queries(copy, batches, 1)
+
+    _to_list_struct(copy)
+    res = healforge.delete(copy, [int(items["__owner"].iloc[0])], ID, **KW)
+    assert res.rows_removed == 1 and res.converted == list(NESTED) and "converted" in str(res)
+    assert is_valid_catalog(str(copy), strict=True)
+    from healforge.catalog.delete import convert_nested_layout
+
+    assert convert_nested_layout(copy, **KW) == []  # nothing left to convert
+    _flat_files(copy, "forced")
 
 
 def test_orphans_are_an_error_by_default(catalog):
@@ -437,3 +534,123 @@ def test_increment_consolidation_delete_keep_a_collection_current(nights, tmp_pa
     src = pq.read_table(batches[1]["sources"]).to_pandas()
     want = src[src[ID] == new_ids[-1]].sort_values("midpointMjdTai")
     assert lc["diaSourceId"].tolist() == want["diaSourceId"].tolist()
+
+
+@pytest.mark.slow
+def test_increment_key_pair_and_index_for_id_search(nights, tmp_path):
+    """Objects keyed ``objectId``, sources ``diaObjectId``: nest and increment take
+    ``--on objectId=diaObjectId`` (later increments reuse the recorded source key); a stand-alone
+    catalog without an index is told how to get lsdb's id_search, and ``--index`` builds it."""
+    import lsdb
+
+    from nested_util import light_curves
+
+    tmp, batches = nights
+    rename = {ID: "objectId"}
+    pq.read_table(tmp / "o0.parquet").to_pandas().rename(columns=rename).to_parquet(tmp_path / "o0.parquet")
+    healforge.import_catalog(
+        [str(tmp_path / "o0.parquet")], tmp_path / "obj", threshold=150, highest_order=7, **KW
+    )
+    root = tmp_path / "cat"
+    run_cli(
+        "nest", tmp_path / "obj", tmp / "sources", "-o", root, "--on", "objectId=diaObjectId", "--as", "sources",
+        "--sort-by", "midpointMjdTai", "--synchronous", "-q",
+    )  # fmt: skip
+    for night in (1, 2):
+        objs = pq.read_table(batches[night]["objects"]).to_pandas().rename(columns=rename)
+        objs.to_parquet(tmp_path / f"o{night}.parquet")
+        key = "objectId=diaObjectId" if night == 1 else "objectId"
+        extra = ["--index", "objectId"] if night == 2 else []
+        proc = run_cli(
+            "increment", root, "--objects", tmp_path / f"o{night}.parquet", "--nested",
+            f"sources={batches[night]['sources']}", "--on", key, "--latest-by", "validityStart",
+            "--batch", f"n{night}", "--on-orphans", "quarantine", *extra, "--synchronous", "-q",
+        )  # fmt: skip
+        if night == 1:
+            assert "has no index" in proc.stdout and "--index objectId" in proc.stdout
+        else:
+            assert "index on 'objectId' built" in proc.stdout
+    run_cli(
+        "compact", root, "--dedupe-on", "objectId", "--keep-latest-by", "validityStart", "--synchronous", "-q"
+    )
+    objs, nested = _expected(batches, 2)
+    src = nested["sources"]
+    index = root.with_name("cat_objectId_index")
+    assert is_valid_catalog(str(index), strict=True)
+    cat = lsdb.open_catalog(str(root))
+    new = sorted(set(pq.read_table(batches[2]["objects"])[ID].to_pylist()))  # night 2's objects
+    for one in (int(objs.index[0]), new[len(new) // 2]):
+        hit = cat.id_search(values={"objectId": one}, index_catalogs={"objectId": str(index)}).compute()
+        assert hit["objectId"].tolist() == [one]
+        want = light_curves(src, ID, [one], "midpointMjdTai", "diaSourceId")[one]
+        assert list(hit["sources"].iloc[0]["diaSourceId"]) == want and want
+
+
+def _nested_input(objs: pd.DataFrame, batch: dict, schema: pa.Schema, packed: bool) -> pa.Table:
+    """Object rows with their batch sources nested (sorted by time), in either nested layout."""
+    from hats.pixel_math.spatial_index import compute_spatial_index
+
+    columns = {}
+    for f in schema:
+        if f.name in NESTED:
+            items = pa.schema(
+                [pa.field(g.name, g.type.value_type) for g in f.type]  # catalog: struct of lists
+            )
+            src = pq.read_table(batch[f.name]).to_pandas()
+            src["_healpix_29"] = compute_spatial_index(src["ra"].to_numpy(), src["dec"].to_numpy())
+            src = src[src[ID].isin(objs[ID])].copy()
+            src["__row"] = src[ID].map(dict(zip(objs[ID], range(len(objs)), strict=True)))
+            src = src.sort_values(["__row", TIME_COL], kind="stable")
+            values = pa.Table.from_pandas(src[items.names], schema=items, preserve_index=False)
+            counts = np.bincount(src["__row"].to_numpy(), minlength=len(objs))
+            offsets = pa.array(np.r_[0, np.cumsum(counts)].astype(np.int32))
+            if packed:
+                lists = [
+                    pa.ListArray.from_arrays(offsets, values.column(n).combine_chunks()) for n in items.names
+                ]
+                columns[f.name] = pa.StructArray.from_arrays(lists, names=items.names)
+            else:
+                struct = pa.StructArray.from_arrays(
+                    [values.column(n).combine_chunks() for n in items.names], names=items.names
+                )
+                columns[f.name] = pa.ListArray.from_arrays(offsets, struct)
+        elif f.name != "_healpix_29":
+            columns[f.name] = pa.array(objs[f.name].to_numpy(), f.type)
+    return pa.table(columns)
+
+
+@pytest.mark.slow
+def test_append_nested_rows_in_either_layout(catalog, tmp_path):
+    """``append`` of rows carrying nested columns, given packed or as list<struct> (packed on the
+    way in); lsdb then loads their sub-columns and finds them by cone search."""
+    import lsdb
+
+    from nested_util import in_cone, light_curves, nested_lists
+
+    root, batches = catalog
+    schema = pq.read_schema(root / "dataset" / "_common_metadata")
+    base = set(
+        pa.concat_tables([pq.read_table(f, columns=[ID]) for f in fmt.list_data_files(root)])[ID].to_pylist()
+    )
+    objs = _latest(pq.read_table(batches[1]["objects"]).to_pandas())
+    objs = objs[~objs[ID].isin(base)].reset_index(drop=True)
+    halves = {
+        "legacy": objs.iloc[::2].reset_index(drop=True),
+        "packed": objs.iloc[1::2].reset_index(drop=True),
+    }
+    for kind, part in halves.items():
+        table = _nested_input(part, batches[1], schema, packed=kind == "packed")
+        pq.write_table(table, tmp_path / f"{kind}.parquet")
+        proc = run_cli("append", root, tmp_path / f"{kind}.parquet", "--batch", kind, "--synchronous", "-q")
+        assert f"appended {len(part)} rows" in proc.stdout
+    assert is_valid_catalog(str(root), strict=True)
+    _flat_files(root, "sources")  # every file packed
+    src = pq.read_table(batches[1]["sources"]).to_pandas()
+    cat = lsdb.open_catalog(str(root), columns=[ID, "ra", "dec", "sources.diaSourceId"])
+    df = cat.compute()
+    got = nested_lists(df[df[ID].isin(objs[ID])], ID, "sources", "diaSourceId")
+    assert got == light_curves(src, ID, objs[ID].tolist(), TIME_COL, "diaSourceId")
+    one = objs.iloc[len(objs) // 2]
+    cone = cat.cone_search(float(one["ra"]), float(one["dec"]), 30).compute()
+    new_in_cone = objs[ID][in_cone(objs["ra"], objs["dec"], float(one["ra"]), float(one["dec"]), 30)]
+    assert set(new_in_cone) <= set(cone[ID]) and int(one[ID]) in set(cone[ID])

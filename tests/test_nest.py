@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hats.io.validation import is_valid_catalog
 
 import healforge
 from conftest import run_cli
@@ -146,8 +148,11 @@ def test_nest_cli_and_errors(inputs, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     t = pq.read_table(out / "dataset")
-    assert t.schema.field("sources").type.value_type.num_fields == len(src.columns) + 1  # + _healpix_29
-    assert sum(len(x) for x in t.column("sources").to_pylist()) == len(src)
+    # nested-pandas' packed layout (as lsdb writes it): a struct of one list per source column
+    lc_type = t.schema.field("sources").type
+    assert pa.types.is_struct(lc_type) and lc_type.num_fields == len(src.columns) + 1  # + _healpix_29
+    assert all(pa.types.is_list(f.type) for f in lc_type)
+    assert sum(len(x["source_id"]) for x in t.column("sources").to_pylist()) == len(src)
 
     # sources without objects: an error naming the problem, or dropped and counted on request
     few = obj.iloc[500:].to_parquet(tmp_path / "few.parquet", index=False)
@@ -155,10 +160,124 @@ def test_nest_cli_and_errors(inputs, tmp_path):
     import_catalog(
         [str(tmp_path / "few.parquet")], tmp_path / "few", threshold=500, synchronous=True, quiet=True
     )
-    with pytest.raises(BadInputError, match="no object"):
+    with pytest.raises(BadInputError, match="no object.*pass --drop-unmatched"):
         nest(tmp_path / "few", tmp / "sources", tmp_path / "x")
     res = nest(tmp_path / "few", tmp / "sources", tmp_path / "y", on_unmatched="drop")
     lost = src["object_id"].isin(obj["object_id"].iloc[:500]).sum()
     assert res.unmatched == lost and res.sources == len(src) - lost
     with pytest.raises(BadInputError, match="not found"):
         nest(tmp / "objects", tmp / "sources", tmp_path / "z", sort_by="nope")
+
+
+@pytest.mark.slow
+def test_nest_on_key_pair_answers_lsdb_queries(inputs, tmp_path):
+    """``--on objectId=object_id`` (different key names, nothing renamed); the nested catalog answers
+    lsdb's cone search, partitions and nested sub-column loads like a brute force on the inputs."""
+    import lsdb
+
+    from nested_util import assert_same_lists, in_cone, in_pixel, light_curves, nested_lists
+
+    tmp, obj, src = inputs
+    obj2 = obj.rename(columns={"object_id": "objectId"})
+    obj2.to_parquet(tmp_path / "obj2.parquet", index=False)
+    import_catalog(
+        [str(tmp_path / "obj2.parquet")],
+        tmp_path / "objects2",
+        threshold=400,
+        highest_order=7,
+        synchronous=True,
+        quiet=True,
+    )
+    out = tmp_path / "nested"
+    run_cli(
+        "nest", tmp_path / "objects2", tmp / "sources", "-o", out, "--on", "objectId=object_id",
+        "--as", "lc", "--sort-by", "mjd", "--synchronous", "--quiet", timeout=120,
+    )  # fmt: skip
+    schema = pq.read_schema(out / "dataset" / "_common_metadata")
+    assert "objectId" in schema.names and "object_id" in schema.field("lc").type.names
+
+    ra0, dec0, radius = 106.0, 0.5, 7200.0
+    want_ids = obj2["objectId"][in_cone(obj2["ra"], obj2["dec"], ra0, dec0, radius)].tolist()
+    assert 200 < len(want_ids) < len(obj2)
+    cat = lsdb.open_catalog(out)
+    cone = cat.cone_search(ra0, dec0, radius).compute()
+    assert_same_lists(
+        nested_lists(cone, "objectId", "lc", "mjd"),
+        light_curves(src, "object_id", want_ids, "mjd", "mjd"),
+    )
+    assert_same_lists(
+        nested_lists(cone, "objectId", "lc", "source_id"),
+        light_curves(src, "object_id", want_ids, "mjd", "source_id"),
+    )
+
+    pixels = cat.get_healpix_pixels()
+    assert len(pixels) > 3
+    for i in (0, len(pixels) // 2, len(pixels) - 1):
+        part = cat.partitions[i].compute()
+        px = pixels[i]
+        ids = obj2["objectId"][in_pixel(obj2["ra"], obj2["dec"], px.order, px.pixel)].tolist()
+        assert_same_lists(
+            nested_lists(part, "objectId", "lc", "flux"), light_curves(src, "object_id", ids, "mjd", "flux")
+        )
+
+    sub = lsdb.open_catalog(out, columns=["objectId", "lc.mjd"])
+    df = sub.compute()
+    assert list(df["lc"].nest.columns) == ["mjd"]
+    assert_same_lists(
+        nested_lists(df, "objectId", "lc", "mjd"),
+        light_curves(src, "object_id", obj2["objectId"].tolist(), "mjd", "mjd"),
+    )
+    cone_sub = sub.cone_search(ra0, dec0, radius).compute()
+    assert sorted(cone_sub["objectId"]) == sorted(want_ids)
+
+    # a key missing on one side is named the CLI way
+    proc = run_cli(
+        "nest", tmp_path / "objects2", tmp / "sources", "-o", tmp_path / "bad", "--on", "objectId=nope",
+        "--as", "lc", "--synchronous", "--quiet", check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "'nope'" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_nest_of_a_collection_is_a_collection(inputs, tmp_path):
+    """Objects given as a collection (margin + index): the nested product is a collection whose
+    margin and index are built again for it; lsdb attaches the margin and id_search finds objects."""
+    import lsdb
+
+    from nested_util import assert_same_lists, in_cone, light_curves, nested_lists
+
+    tmp, obj, src = inputs
+    coll = tmp_path / "objs"
+    run_cli(
+        "import", tmp / "obj.parquet", "-o", coll, "--collection", "--margin", "1800", "--index", "object_id",
+        "--threshold", "400", "--highest-order", "7", "--synchronous", "-q",
+    )  # fmt: skip
+    out = tmp_path / "nested"
+    proc = run_cli(
+        "nest", coll, tmp / "sources", "-o", out, "--on", "object_id", "--as", "lc", "--sort-by", "mjd",
+        "--synchronous", "-q",
+    )  # fmt: skip
+    assert "collection" in proc.stdout
+    assert is_valid_catalog(out, strict=True)
+    nested = healforge.open_collection(out)
+    assert nested.default_margin and nested.default_index == "object_id"
+    cat = lsdb.open_catalog(out)
+    assert cat.margin is not None
+    fresh = healforge.margin(nested.primary, tmp_path / "fresh", 1800, synchronous=True, quiet=True)
+    want = sorted(pq.read_table(fresh.path + "/dataset", columns=["object_id"])["object_id"].to_pylist())
+    margin = cat.margin.compute()
+    assert sorted(margin["object_id"]) == want and want and "lc" in margin.columns
+    # sub-column loads of the primary and its margin, and a cone search over both
+    sub = lsdb.open_catalog(out, columns=["object_id", "lc.mjd"])
+    assert list(sub.margin.compute()["lc"].nest.columns) == ["mjd"]
+    ra0, dec0, radius = 104.0, -2.0, 5400.0
+    ids = obj["object_id"][in_cone(obj["ra"], obj["dec"], ra0, dec0, radius)].tolist()
+    assert_same_lists(
+        nested_lists(sub.cone_search(ra0, dec0, radius).compute(), "object_id", "lc", "mjd"),
+        light_curves(src, "object_id", ids, "mjd", "mjd"),
+    )
+    for one in obj["object_id"].iloc[[0, 1234]].tolist():
+        hit = cat.id_search(values={"object_id": one}).compute()
+        assert hit["object_id"].tolist() == [one]
+        lc = light_curves(src, "object_id", [one], "mjd", "source_id")[one]
+        assert list(hit["lc"].iloc[0]["source_id"]) == lc

@@ -11,7 +11,7 @@ import hashlib
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,7 @@ class AppendResult:
     total_rows: int
     skipped: bool = False
     rejected_path: str | None = None
+    converted: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         if self.skipped:
@@ -58,6 +59,10 @@ class AppendResult:
         )
         if self.rejected:
             text += f"; {self.rejected} rejected rows in {self.rejected_path}"
+        if self.converted:
+            from healforge.catalog.nested import conversion_note
+
+            text += "\n" + conversion_note(self.converted)
         return text
 
 
@@ -142,6 +147,13 @@ def append(
     check_optional_name(batch, "batch label")
     root = fmt.require_catalog(resolve_catalog(as_path(catalog, storage_options)))
     files = expand_inputs([inputs] if isinstance(inputs, str | os.PathLike) else inputs)
+    from healforge.catalog.delete import convert_nested_layout
+
+    # list<struct> nested columns of an older catalog are first rewritten packed (one transaction)
+    converted = convert_nested_layout(
+        root, compression=compression, margin=margin, storage_options=storage_options, tmp_dir=tmp_dir,
+        engine=engine, workers=workers, scheduler=scheduler, synchronous=synchronous, quiet=quiet,
+    )  # fmt: skip
     with txn.CatalogLock(root, "append"):
         work = txn.begin(root, tmp_dir)
         label = batch or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -150,8 +162,8 @@ def append(
             storage.rmtree(txn.txn_dir(root))
             shutil.rmtree(work, ignore_errors=True)
             total = int(fmt.read_properties(root)["hats_nrows"])
-            return AppendResult(str(root), label, 0, 0, 0, [], total, skipped=True)
-        return stage_and_commit(
+            return AppendResult(str(root), label, 0, 0, 0, [], total, skipped=True, converted=converted)
+        result = stage_and_commit(
             root,
             work,
             files,
@@ -172,6 +184,8 @@ def append(
             synchronous=synchronous,
             quiet=quiet,
         )
+    result.converted = converted
+    return result
 
 
 def stage_and_commit(

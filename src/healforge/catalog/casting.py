@@ -36,6 +36,12 @@ def castable_types(src: pa.DataType, dst: pa.DataType) -> bool:
     """Whether a ``src`` column may be cast to ``dst`` (values still checked one by one)."""
     if src.equals(dst):
         return True
+    from healforge.catalog import nested as nst
+
+    if nst.is_packed(dst) and (nst.is_packed(src) or nst.is_legacy(src)):
+        # a nested column (either layout) for a nested column: same fields, castable types
+        a, b = nst.struct_schema(src), nst.struct_schema(dst)
+        return a.names == b.names and all(castable_types(x.type, y.type) for x, y in zip(a, b, strict=True))
     fam = _family(src)
     if fam is None or fam != _family(dst):
         return False

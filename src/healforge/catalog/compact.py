@@ -25,6 +25,7 @@ from healforge.catalog.collection import resolve_catalog
 from healforge.catalog.format import read_histogram
 from healforge.catalog.members import stage_members
 from healforge.catalog.unseen import check_pixel_dirs
+from healforge.catalog.nested import conversion_note, legacy_columns, pack_table
 from healforge.engine import Engine, owned_engine
 from healforge.errors import BadInputError, CatalogError, OptionError
 from healforge.healpix import SPATIAL_INDEX_COLUMN
@@ -48,6 +49,7 @@ class CompactResult:
     nested_after: dict[str, int] = field(default_factory=dict)
     nested_duplicates: dict[str, int] = field(default_factory=dict)
     replaced: list[str] = field(default_factory=list)
+    converted: list[str] = field(default_factory=list)
 
     @property
     def superseded(self) -> int:
@@ -67,6 +69,8 @@ class CompactResult:
             )
         if self.replaced:
             text += f"; nested columns replaced by the latest row's lists: {', '.join(self.replaced)}"
+        if self.converted:
+            text += "\n" + conversion_note(self.converted)
         return text
 
 
@@ -157,6 +161,7 @@ def _compact_pixel(task: dict) -> dict:
             table = table.filter(pa.array(keep))
     else:
         stats = {}
+    table, _ = pack_table(table)  # list<struct> columns of older catalogs: written packed
     sort_cols = [SPATIAL_INDEX_COLUMN, *task["sort_columns"]]
     table = table.take(pc.sort_indices(table, sort_keys=[(c, "ascending") for c in sort_cols]))
     h29 = table[SPATIAL_INDEX_COLUMN].to_numpy()
@@ -267,7 +272,7 @@ def compact(
     threshold
         Maximum rows per pixel (default: the catalog's ``hats_max_rows``).
     merge_nested
-        Nested (``list<struct>``) columns whose lists are merged when rows of one id are: the
+        Nested columns (``struct`` of lists) whose lists are merged when rows of one id are: the
         kept row's list becomes the union of the lists of all its rows, sorted by the column's
         recorded sort column (default: every nested column).
     nested_dedupe_on
@@ -288,7 +293,9 @@ def compact(
         work = txn.begin(root, tmp_dir)
         props = fmt.read_properties(root)
         pixels = fmt.read_partition_info(root)
-        names = storage.read_parquet_schema(root / fmt.DATASET_DIR / "_common_metadata").names
+        schema = storage.read_parquet_schema(root / fmt.DATASET_DIR / "_common_metadata")
+        names = schema.names
+        converted = legacy_columns(schema)
         for col in (dedupe_on, keep_latest_by):
             if col and col not in names:
                 raise BadInputError(
@@ -422,6 +429,7 @@ def compact(
         result.nested_after[name] = sum(r["nested"][name][1] for r in results)
         result.nested_duplicates[name] = result.nested_before[name] - result.nested_after[name]
     result.replaced = replaced
+    result.converted = converted
     return result
 
 
@@ -449,14 +457,16 @@ def _nested_plan(root: AnyPath, dedupe_on, merge_nested, nested_dedupe_on, repla
         nested_ids = {n: nested_dedupe_on[n] for n in merge if n in nested_dedupe_on}
     elif nested_dedupe_on:
         nested_ids = {
-            n: nested_dedupe_on for n in merge if nested_dedupe_on in schema.field(n).type.value_type.names
+            n: nested_dedupe_on
+            for n in merge
+            if nested_dedupe_on in nst.struct_schema(schema.field(n).type).names
         }
         if not nested_ids:
             raise BadInputError(f"no merged nested column has a field {nested_dedupe_on!r}")
     else:
         nested_ids = {}
     for n, col in nested_ids.items():
-        if col not in schema.field(n).type.value_type.names:
+        if col not in nst.struct_schema(schema.field(n).type).names:
             raise BadInputError(f"nested column {n!r} has no field {col!r}")
     state = nst.read_state(root)
     sorts = {n: state.get(n, {}).get("sort_by") for n in merge}

@@ -43,6 +43,7 @@ class DeleteResult:
     nested_missing: list = field(default_factory=list)
     files_rewritten: int = 0
     total_rows: int = 0
+    converted: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         text = (
@@ -53,6 +54,8 @@ class DeleteResult:
             if ids:
                 shown = ", ".join(map(repr, ids[:5]))
                 text += f"; {len(ids)} {what} not found: {shown}{', ...' if len(ids) > 5 else ''}"
+        if self.converted:
+            text += "\n" + nst.conversion_note(self.converted)
         return text
 
 
@@ -78,7 +81,7 @@ def read_ids(source, column: str | None, dtype: pa.DataType, storage_options: di
 
 
 def _delete_file(task: dict) -> dict:
-    table = storage.read_parquet_table(task["path"])
+    table, converted = nst.pack_table(storage.read_parquet_table(task["path"]))
     out = {"removed": 0, "nested_removed": 0, "found": [], "nested_found": [], "histogram": None}
     if task["ids"] is not None:
         hit = pc.is_in(table.column(task["on"]), value_set=task["ids"]).to_numpy(zero_copy_only=False)
@@ -102,7 +105,7 @@ def _delete_file(task: dict) -> dict:
             )
             table = table.set_column(table.schema.get_field_index(name), name, lists)
             out["nested_removed"] = int(hit.sum())
-    out["changed"] = bool(out["removed"] or out["nested_removed"])
+    out["changed"] = bool(out["removed"] or out["nested_removed"] or converted)
     out["rows"] = table.num_rows
     if out["changed"] and table.num_rows:
         fmt.atomic_write_parquet(table, task["staged"], (SPATIAL_INDEX_COLUMN,), task["compression"])
@@ -154,11 +157,77 @@ def delete(
     if nested_ids is not None:
         if nested not in nst.nested_columns(schema):
             raise BadInputError(f"{nested!r} is not a nested column of {root}")
-        fields = schema.field(nested).type.value_type
+        fields = nst.struct_schema(schema.field(nested).type)
         if nested_on not in fields.names:
             raise BadInputError(f"nested column {nested!r} has no field {nested_on!r}")
         src_ids = read_ids(nested_ids, nested_on, fields.field(nested_on).type, storage_options)
-    with txn.CatalogLock(root, "delete"):
+    task = {"on": on, "ids": obj_ids, "nested": nested, "nested_on": nested_on, "nested_ids": src_ids}
+    return _rewrite(
+        root, "delete", task, compression, margin, storage_options, tmp_dir,
+        engine, workers, scheduler, synchronous, quiet,
+    )  # fmt: skip
+
+
+def convert_nested_layout(
+    catalog: str | os.PathLike,
+    *,
+    compression: str | None = "zstd:3",
+    margin: str | os.PathLike | None = None,
+    storage_options: dict | None = None,
+    tmp_dir: str | os.PathLike | None = None,
+    engine: Engine | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    synchronous: bool = False,
+    quiet: bool = False,
+) -> list[str]:
+    """Rewrite the ``list<struct>`` nested columns of a catalog in the packed layout lsdb reads.
+
+    One transaction like a delete: every data file is rewritten in place (same pixels and rows),
+    margins and indexes are rebuilt by the same commit.
+
+    Parameters
+    ----------
+    catalog
+        The catalog directory, or a collection (its primary catalog).
+    compression, margin, storage_options, tmp_dir, engine, workers, scheduler, synchronous, quiet
+        As for :func:`delete`.
+
+    Returns
+    -------
+    list of str
+        The nested columns converted (empty when there was nothing to convert).
+    """
+    root = fmt.require_catalog(resolve_catalog(as_path(catalog, storage_options)))
+    common = root / fmt.DATASET_DIR / "_common_metadata"
+    if not common.exists() or not nst.legacy_columns(storage.read_parquet_schema(common)):
+        return []
+    task = {"on": None, "ids": None, "nested": None, "nested_on": None, "nested_ids": None}
+    result = _rewrite(
+        root, "convert", task, compression, margin, storage_options, tmp_dir,
+        engine, workers, scheduler, synchronous, quiet,
+    )  # fmt: skip
+    return result.converted
+
+
+def _rewrite(
+    root,
+    kind,
+    task,
+    compression,
+    margin,
+    storage_options,
+    tmp_dir,
+    engine,
+    workers,
+    scheduler,
+    synchronous,
+    quiet,
+) -> DeleteResult:
+    """Rewrite every file holding ids to delete, or a ``list<struct>`` column, in one transaction."""
+    with txn.CatalogLock(root, kind):
+        schema = storage.read_parquet_schema(root / fmt.DATASET_DIR / "_common_metadata")
+        converted = nst.legacy_columns(schema)
         work = txn.begin(root, tmp_dir)
         props = fmt.read_properties(root)
         pixels = fmt.read_partition_info(root)
@@ -167,12 +236,8 @@ def delete(
         files = [(o, p, f) for o, p in pixels for f in pixel_files(root, o, p)]
         tasks = [
             {
+                **task,
                 "path": f,
-                "on": on,
-                "ids": obj_ids,
-                "nested": nested,
-                "nested_on": nested_on,
-                "nested_ids": src_ids,
                 "skymap_order": skymap_order,
                 "staged": txn.staging_dir(root) / f"{k}.parquet",
                 "compression": compression,
@@ -181,11 +246,12 @@ def delete(
         ]
         with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
             results = eng.map(_delete_file, tasks, "Deleting")
-            result = DeleteResult(str(root))
+            result = DeleteResult(str(root), converted=converted)
             result.rows_removed = sum(r["removed"] for r in results)
             result.nested_removed = sum(r["nested_removed"] for r in results)
             found = {v for r in results for v in r["found"]}
             nested_found = {v for r in results for v in r["nested_found"]}
+            obj_ids, src_ids = task["ids"], task["nested_ids"]
             result.missing = [
                 v for v in (obj_ids.to_pylist() if obj_ids is not None else []) if v not in found
             ]
@@ -232,7 +298,7 @@ def delete(
                 }
             )
             manifest = {
-                "kind": "delete",
+                "kind": kind,
                 "retire": retire,
                 "move": move,
                 "pixels": [list(px) for px in kept],

@@ -32,6 +32,7 @@ from healforge.catalog.append import batch_key, catalog_schema, stage_and_commit
 from healforge.catalog.casting import check_schema
 from healforge.catalog.collection import resolve_catalog
 from healforge.catalog.compact import pixel_files
+from healforge.catalog.delete import convert_nested_layout
 from healforge.catalog.options import cast_checked
 from healforge.engine import Engine, owned_engine
 from healforge.errors import BadInputError, OptionError
@@ -63,10 +64,17 @@ class IncrementResult:
     new_pixels: list[tuple[int, int]] = field(default_factory=list)
     total_rows: int = 0
     skipped: bool = False
+    converted: list[str] = field(default_factory=list)
+    index_hint: str | None = None
 
     def __str__(self) -> str:
+        notes = ([nst.conversion_note(self.converted)] if self.converted else []) + (
+            [self.index_hint] if self.index_hint else []
+        )
         if self.skipped:
-            return f"batch {self.label!r} was already applied to {self.path}; nothing to do"
+            return "\n".join(
+                [f"batch {self.label!r} was already applied to {self.path}; nothing to do", *notes]
+            )
         nested = ", ".join(f"{n} {name}" for name, n in self.nested.items())
         text = (
             f"increment {self.label!r}: {self.objects_in} object rows, {self.superseded} superseded versions, "
@@ -77,7 +85,7 @@ class IncrementResult:
         for name, n in self.orphans.items():
             if n:
                 text += f"; {n} orphan {name} in {self.orphans_path.get(name)}"
-        return text
+        return "\n".join([text, *notes])
 
 
 def _read_files(files: list[str], input_format: str | None, options: dict) -> pa.Table:
@@ -140,6 +148,7 @@ def increment(
     reader_options: dict | None = None,
     compression: str | None = "zstd:3",
     margin: str | os.PathLike | None = None,
+    index: str | None = None,
     storage_options: dict | None = None,
     tmp_dir: str | os.PathLike | None = None,
     engine: Engine | None = None,
@@ -160,10 +169,11 @@ def increment(
         Object files of the batch (the catalog's top-level columns; several versions per object
         allowed).
     nested
-        ``{nested column: source files}``; every source has the ``on`` column. Nested columns of
-        the catalog not named get empty lists.
+        ``{nested column: source files}``; every source has the sources' key column. Nested
+        columns of the catalog not named get empty lists.
     on
-        Object key, in the objects and in every source set.
+        Object key, in the objects and in every source set, or ``"OBJ_KEY=SRC_KEY"`` when the
+        sources name it differently (default for the sources: the key recorded when nesting).
     latest_by
         Object column whose greatest value marks an object's latest version (ties: the later row).
     sort_nested_by
@@ -177,6 +187,11 @@ def increment(
         with the counts) or ``"quarantine"`` (written aside, reported).
     cast, input_format, reader_options, compression, margin, storage_options, tmp_dir
         As for :func:`healforge.append`.
+    index
+        Column to keep an index catalog on (lsdb's ``id_search`` reads it): built after the
+        batch when the catalog has none on it (beside a stand-alone catalog, or in its
+        collection), kept current by later changes. Without it, a catalog with no index gets
+        a note saying how to build one.
     engine, workers, scheduler, synchronous, quiet
         As for :func:`healforge.append`.
     """
@@ -184,6 +199,11 @@ def increment(
         raise OptionError("on_orphans must be 'error' or 'quarantine'")
     check_optional_name(batch, "batch label")
     root = fmt.require_catalog(resolve_catalog(as_path(catalog, storage_options)))
+    # a catalog written with list<struct> nested columns is first rewritten packed (one transaction)
+    converted = convert_nested_layout(
+        root, compression=compression, margin=margin, storage_options=storage_options, tmp_dir=tmp_dir,
+        engine=engine, workers=workers, scheduler=scheduler, synchronous=synchronous, quiet=quiet,
+    )  # fmt: skip
     obj_files = expand_inputs([objects] if isinstance(objects, str | os.PathLike) else objects)
     src_files = {
         name: expand_inputs([f] if isinstance(f, str | os.PathLike) else f)
@@ -198,7 +218,15 @@ def increment(
             f"{', '.join(names) or 'none'}"
         )
     state = nst.read_state(root)
-    sorts = _per_name(sort_nested_by, names, "sort_nested_by")
+    obj_on, pair = nst.split_on(on)
+    # the sources' key: given (OBJ_KEY=SRC_KEY), else the one recorded when nesting on this key
+    src_on = {}
+    for n in names:
+        recorded = state.get(n, {})
+        same = recorded.get("on") == obj_on
+        src_on[n] = pair if "=" in on else (recorded.get("source_on", obj_on) if same else obj_on)
+    on = obj_on
+    sorts = _per_name(sort_nested_by, names, "--sort-nested-by")
     sorts = {n: sorts[n] or state.get(n, {}).get("sort_by") for n in names}
     top = pa.schema([f for f in schema if f.name not in names])
     for col in (on, latest_by):
@@ -219,9 +247,9 @@ def increment(
             storage.rmtree(txn.txn_dir(root))
             shutil.rmtree(work, ignore_errors=True)
             total = int(fmt.read_properties(root)["hats_nrows"])
-            return IncrementResult(str(root), label, total_rows=total, skipped=True)
+            return IncrementResult(str(root), label, total_rows=total, skipped=True, converted=converted)
         try:
-            result = IncrementResult(str(root), label)
+            result = IncrementResult(str(root), label, converted=converted)
 
             # objects: latest version per key
             objs = _read_files(obj_files, input_format, options)
@@ -247,23 +275,24 @@ def increment(
             sources = {}
             missing = []
             for name, files in src_files.items():
+                sk = src_on[name]
                 items = nst.struct_schema(schema.field(name).type)
                 t = _read_files(files, input_format, options)
                 t = _with_spatial_index(t, items, root)
-                if on not in t.column_names:
-                    raise BadInputError(f"source files of {name!r} have no key column {on!r}", path=files[0])
+                if sk not in t.column_names:
+                    raise BadInputError(f"source files of {name!r} have no key column {sk!r}", path=files[0])
                 check_schema(t.schema.remove_metadata(), items, cast, files[0])
                 t = cast_checked(t, items, files[0])
                 result.sources_in[name] = t.num_rows
-                if t.column(on).null_count:
+                if t.column(sk).null_count:
                     raise BadInputError(
-                        f"{t.column(on).null_count} {name} sources have a null key", column=on
+                        f"{t.column(sk).null_count} {name} sources have a null key", column=sk
                     )
                 sources[name] = t
                 missing.append(
-                    t.column(on)
+                    t.column(sk)
                     .cast(keys.type)
-                    .filter(pc.is_null(pc.index_in(t.column(on).cast(keys.type), value_set=keys)))
+                    .filter(pc.is_null(pc.index_in(t.column(sk).cast(keys.type), value_set=keys)))
                 )
             wanted = (
                 pc.unique(pa.chunked_array(missing, keys.type).combine_chunks()) if missing else pa.array([])
@@ -279,21 +308,21 @@ def increment(
                     result.nested[name] = 0
                     table = table.append_column(name, nst.empty_lists(table.num_rows, list_type))
                     continue
-                t = sources[name]
-                index = pc.index_in(t.column(on).cast(keys.type), value_set=all_keys)
-                found = pc.is_valid(index).to_numpy(zero_copy_only=False)
-                pos = pc.fill_null(index, 0).to_numpy(zero_copy_only=False)
+                t, sk = sources[name], src_on[name]
+                where = pc.index_in(t.column(sk).cast(keys.type), value_set=all_keys)
+                found = pc.is_valid(where).to_numpy(zero_copy_only=False)
+                pos = pc.fill_null(where, 0).to_numpy(zero_copy_only=False)
                 orphans = t.filter(pa.array(~found))
                 result.orphans[name] = orphans.num_rows
                 if orphans.num_rows:
                     if on_orphans == "error":
                         raise BadInputError(
                             f"{orphans.num_rows} {name} sources (of {t.num_rows}) belong to no object of the batch or "
-                            f"the catalog, e.g. {on}={orphans.column(on)[0].as_py()!r} "
-                            f"({pc.count_distinct(orphans.column(on)).as_py()} distinct objects); "
+                            f"the catalog, e.g. {sk}={orphans.column(sk)[0].as_py()!r} "
+                            f"({pc.count_distinct(orphans.column(sk)).as_py()} distinct objects); "
                             "pass --on-orphans quarantine to write them aside",
                             path=src_files[name][0],
-                            column=on,
+                            column=sk,
                         )
                     result.orphans_path[name] = str(_write_orphans(root, label, name, orphans))
                 kept = t.filter(pa.array(found))
@@ -309,7 +338,7 @@ def increment(
             if not target.exists():
                 fmt.atomic_write_parquet(table, target, (), None)
             result.objects = table.num_rows
-            new_state = {n: {"on": on, "sort_by": sorts[n]} for n in names}
+            new_state = {n: {"on": on, "source_on": src_on[n], "sort_by": sorts[n]} for n in names}
             done = stage_and_commit(
                 root,
                 work,
@@ -332,7 +361,35 @@ def increment(
     result.touched_pixels = done.touched_pixels
     result.new_pixels = done.new_pixels
     result.total_rows = done.total_rows
+    run = {
+        "engine": engine,
+        "workers": workers,
+        "scheduler": scheduler,
+        "synchronous": synchronous,
+        "quiet": quiet,
+    }
+    result.index_hint = _ensure_index(root, index, on, storage_options, tmp_dir, run)
     return result
+
+
+def _ensure_index(root, column, on, storage_options, tmp_dir, run: dict) -> str | None:
+    """Build the index on ``column`` if the catalog has none on it; else a note when the catalog
+    has no index at all (how to get lsdb's ``id_search``)."""
+    from healforge.catalog.index import index_catalog
+    from healforge.catalog.members import members_of
+
+    indexed = {m.column for m in members_of(root) if m.kind == "index"}
+    if column:
+        if column in indexed:
+            return None
+        built = index_catalog(root, column, storage_options=storage_options, tmp_dir=tmp_dir, **run)
+        return f"index on {column!r} built at {built.path}; lsdb's id_search reads it"
+    if indexed:
+        return None
+    return (
+        f"note: {root} has no index, so lsdb's id_search cannot look up {on!r}: pass --index {on} "
+        f"(or run `healforge index {root} {on}`)"
+    )
 
 
 def _carried_rows(root, work, wanted, on, latest_by, top, eng: Engine) -> pa.Table:

@@ -1,10 +1,10 @@
-"""Nested catalogs: the sources of each object as a ``list<struct>`` column of the object catalog.
+"""Nested catalogs: the sources of each object as a nested column (``struct`` of lists) of the objects.
 
 Sources are matched to objects by key over the whole sky, not pixel by pixel: a key -> object
 partition lookup is built from the object catalog, every source partition is split by the
 partition of its object (Arrow shards), and each object partition is then joined with its shards,
-sorted by ``(object, sort_by)`` and turned into one list per object (empty when it has none). This
-is the layout nested-pandas and lsdb read as a nested column.
+sorted by ``(object, sort_by)`` and turned into one list per source field per object (empty when
+it has none): nested-pandas' packed layout, which lsdb reads (partially too) and writes.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from healforge.catalog import format as fmt
-from healforge.catalog.collection import resolve_catalog
+from healforge.catalog import nested as nst
+from healforge.catalog.collection import (
+    Collection,
+    index_name,
+    is_collection,
+    margin_name,
+    open_collection,
+    resolve_catalog,
+    write_collection,
+)
 from healforge.catalog.margin import read_pixel
 from healforge.catalog.nested import STATE_FILE, read_state
 from healforge.catalog.transaction import STATE_DIR
@@ -53,11 +62,17 @@ class NestResult:
     sources: int
     unmatched: int
     pixels: list[tuple[int, int]]
+    collection: str | None = None
+    members: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         text = f"{self.objects} objects with {self.sources} nested sources in {len(self.pixels)} pixels at {self.path}"
         if self.unmatched:
             text += f"; {self.unmatched} sources without an object were dropped"
+        if self.collection:
+            text += (
+                f"; collection {self.collection} with {', '.join(self.members) or 'no other members'} rebuilt"
+            )
         return text
 
 
@@ -80,7 +95,7 @@ def nest(
     synchronous: bool = False,
     quiet: bool = False,
 ) -> NestResult:
-    """Write a catalog of objects with their sources nested in a ``list<struct>`` column.
+    """Write a catalog of objects with their sources nested in a ``struct`` of lists column.
 
     Parameters
     ----------
@@ -89,13 +104,16 @@ def nest(
     output
         Nested catalog directory to create (same partitioning as ``objects``).
     on
-        Key column present in both catalogs.
+        Key column present in both catalogs, or ``"OBJ_KEY=SRC_KEY"`` when the names differ
+        (e.g. ``"objectId=diaObjectId"``; nothing is renamed).
     as_name
         Name of the nested column.
     sort_by
         Source column ordering the sources inside each object (ties keep catalog order).
     name
-        ``obs_collection`` of the output (default: the output directory name).
+        ``obs_collection`` of the output (default: the output directory name). When ``objects``
+        is a collection, the output is a collection too: the nested catalog in ``OUTPUT/<name>``
+        with the objects' margins (same radii) and indexes (same columns) built again for it.
     on_unmatched
         Sources whose key matches no object: ``"error"`` (default) or ``"drop"`` (counted).
     overwrite
@@ -114,11 +132,18 @@ def nest(
         raise OptionError("on_unmatched must be 'error' or 'drop'")
     check_name(as_name, "nested column name")  # names the increments' orphan files
     check_optional_name(name, "catalog name")
+    obj_on, src_on = nst.split_on(on)
     objects, sources, output = (as_path(p, storage_options) for p in (objects, sources, output))
+    inputs = {str(objects), str(sources)}
+    coll = open_collection(objects) if is_collection(objects) else None
     objects, sources = resolve_catalog(objects), resolve_catalog(sources)
+    # objects from a collection: the nested catalog is the primary of a collection at ``output``
+    root, cat_name = output, name or output.name
+    if coll:
+        output = root / cat_name
     obj_schema = _schema(objects)
     src_schema = _schema(sources)
-    for cat, schema, cols in ((objects, obj_schema, [on]), (sources, src_schema, [on, sort_by])):
+    for cat, schema, cols in ((objects, obj_schema, [obj_on]), (sources, src_schema, [src_on, sort_by])):
         for col in cols:
             if col and col not in schema.names:
                 raise BadInputError(
@@ -126,12 +151,12 @@ def nest(
                 )
     if as_name in obj_schema.names:
         raise BadInputError(f"the object catalog {objects} already has a column {as_name!r}")
-    if str(output) in (str(objects), str(sources)):
+    if {str(root), str(output)} & (inputs | {str(objects), str(sources)}):
         raise CatalogError("the nested catalog cannot be written over one of its inputs")
-    if not storage.is_empty_dir(output):
+    if not storage.is_empty_dir(root):
         if not overwrite:
-            raise CatalogError(f"output {output} exists and is not empty; use --overwrite to replace it")
-        storage.rmtree(output)
+            raise CatalogError(f"output {root} exists and is not empty; use --overwrite to replace it")
+        storage.rmtree(root)
     work = storage.scratch_dir(output, WORK_DIR, tmp_dir)
     work.mkdir(parents=True, exist_ok=True)
 
@@ -140,17 +165,18 @@ def nest(
     with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
         keys = eng.map(
             _read_keys,
-            [{"root": objects, "order": o, "pixel": p, "on": on} for o, p in obj_pixels],
+            [{"root": objects, "order": o, "pixel": p, "on": obj_on} for o, p in obj_pixels],
             "Nest keys",
         )
-        lookup = _write_lookup(work, keys, objects, on)
+        lookup = _write_lookup(work, keys, objects, obj_on)
         tasks = [
             {
                 "root": sources,
                 "order": o,
                 "pixel": p,
                 "source": i,
-                "on": on,
+                "on": src_on,
+                "obj_on": obj_on,
                 "lookup": str(lookup),
                 "work": str(work),
                 "drop": on_unmatched == "drop",
@@ -172,7 +198,8 @@ def nest(
                 "order": o,
                 "pixel": p,
                 "index": i,
-                "on": on,
+                "on": obj_on,
+                "src_on": src_on,
                 "as_name": as_name,
                 "sort_by": sort_by,
                 "work": str(work),
@@ -187,12 +214,54 @@ def nest(
             "Nest reduce",
             labels=[f"Norder={o}/Npix={p}" for o, p in obj_pixels],
         )
+        total = _finish(output, objects, obj_pixels, cat_name)
+        state = {**read_state(objects), as_name: {"on": obj_on, "source_on": src_on, "sort_by": sort_by}}
+        fmt.atomic_write_text(output / STATE_DIR / STATE_FILE, json.dumps(state, indent=1))
+        shutil.rmtree(work, ignore_errors=True)
+        result = NestResult(str(output), total, int(per_obj.sum()), int(unmatched), obj_pixels)
+        if coll:
+            result.members = _rebuild_members(coll, root, output, cat_name, tmp_dir, eng)
+            result.collection = str(root)
+    return result
 
-    total = _finish(output, objects, obj_pixels, name or output.name)
-    state = {**read_state(objects), as_name: {"on": on, "sort_by": sort_by}}
-    fmt.atomic_write_text(output / STATE_DIR / STATE_FILE, json.dumps(state, indent=1))
-    shutil.rmtree(work, ignore_errors=True)
-    return NestResult(str(output), total, int(per_obj.sum()), int(unmatched), obj_pixels)
+
+def _rebuild_members(
+    coll: Collection, root: AnyPath, primary: AnyPath, cat_name: str, tmp_dir, eng
+) -> list[str]:
+    """The margins and indexes of the objects' collection, built again for the nested catalog, and
+    ``collection.properties`` listing them; returns the member directory names."""
+    from healforge.catalog.index import build_index
+    from healforge.catalog.margin import build_margin
+    from healforge.catalog.snapshot import CatalogSnapshot
+
+    margins, default_margin = [], None
+    for member, path in coll.margins.items():
+        radius = float(fmt.read_properties(path)["hats_margin_threshold"])
+        target = root / margin_name(cat_name, radius)
+        build_margin(primary, target, radius, overwrite=True, tmp_dir=tmp_dir, engine=eng)
+        margins.append(target.name)
+        if member == coll.default_margin:
+            default_margin = target.name
+    indexes = {}
+    for column, path in coll.indexes.items():
+        extra = fmt.read_properties(path).get("hats_index_extra_column", "")
+        include = [c for c in extra.replace(" ", "").split(",") if c]
+        target = root / index_name(cat_name, column)
+        build_index(
+            CatalogSnapshot.of(primary), target, column, include, overwrite=True, tmp_dir=tmp_dir, engine=eng
+        )
+        indexes[column] = target.name
+    default_index = coll.default_index if coll.default_index in indexes else next(iter(indexes), None)
+    write_collection(
+        root,
+        root.name,
+        cat_name,
+        margins,
+        default_margin or next(iter(margins), None),
+        indexes,
+        default_index,
+    )
+    return margins + list(indexes.values())
 
 
 def _schema(root: AnyPath) -> pa.Schema:
@@ -246,8 +315,8 @@ def _map_sources(task: dict) -> dict:
         missing = table.column(task["on"]).filter(pa.array(~found))
         raise BadInputError(
             f"{unmatched} sources in Norder={task['order']}/Npix={task['pixel']} of {task['root']} have no "
-            f"object with the same {task['on']!r}, e.g. {missing[0].as_py()!r}; "
-            "use on_unmatched='drop' (--drop-unmatched) to leave them out"
+            f"object with the same key ({task['on']!r} = object {task['obj_on']!r}), e.g. "
+            f"{missing[0].as_py()!r}; pass --drop-unmatched to leave them out"
         )
     rows = np.flatnonzero(found)
     part = (
@@ -282,20 +351,14 @@ def _reduce_objects(task: dict) -> int:
     if len(srcs) != task["expected"]:
         raise RuntimeError(f"nest shards hold {len(srcs)} sources, expected {task['expected']}")
     obj_keys = objects.column(task["on"]).combine_chunks()
-    owner = pc.index_in(srcs.column(task["on"]).cast(obj_keys.type), value_set=obj_keys)
-    srcs = srcs.append_column("__owner", owner)
-    keys = [("__owner", "ascending")] + ([(task["sort_by"], "ascending")] if task["sort_by"] else [])
-    srcs = srcs.take(pc.sort_indices(srcs, keys)).combine_chunks()
-    owner = srcs.column("__owner").to_numpy(zero_copy_only=False)
-    srcs = srcs.drop_columns(["__owner"])
-    counts = np.bincount(owner.astype(np.int64), minlength=len(objects))
-    offsets = np.zeros(len(objects) + 1, dtype=np.int32)
-    np.cumsum(counts, out=offsets[1:])
-    struct = pa.StructArray.from_arrays(
-        [c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in srcs.columns],
-        fields=list(srcs.schema),
+    owner = pc.index_in(srcs.column(task["src_on"]).cast(obj_keys.type), value_set=obj_keys)
+    nested = nst.build_lists(
+        len(objects),
+        owner.to_numpy(zero_copy_only=False),
+        srcs,
+        task["sort_by"],
+        nst.packed_type(srcs.schema),
     )
-    nested = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), struct)
     out = objects.append_column(task["as_name"], nested)
     fmt.atomic_write_parquet(out, fmt.pixel_file(task["output"], task["order"], task["pixel"]))
     return len(out)

@@ -94,11 +94,19 @@ def cast_checked(table: pa.Table, schema: pa.Schema, path: str, first_row: int =
     """``table`` cast to ``schema`` (same column names); an error names the first changed value."""
     if table.schema.equals(schema):
         return table
+    from healforge.catalog import nested as nst
+
     columns = []
     for field in schema:
         col = table.column(field.name)
         if col.type.equals(field.type):
             columns.append(col)
+            continue
+        if nst.is_packed(field.type) and (nst.is_packed(col.type) or nst.is_legacy(col.type)):
+            # a nested column (list<struct> or packed): its items cast checked, then packed
+            items, parents = nst.explode(col)
+            items = cast_checked(items, nst.struct_schema(field.type), path)
+            columns.append(nst.build_lists(table.num_rows, parents, items, None, field.type))
             continue
         try:
             out = pc.cast(col, field.type, safe=True)

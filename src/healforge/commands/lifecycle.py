@@ -61,7 +61,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("objects", help="object HATS catalog")
     p.add_argument("sources", help="source HATS catalog")
     p.add_argument("-o", "--output", required=True, help="nested catalog directory to create")
-    p.add_argument("--on", required=True, help="key column shared by objects and sources")
+    p.add_argument(
+        "--on",
+        required=True,
+        help="key column shared by objects and sources, or OBJ_KEY=SRC_KEY (e.g. objectId=diaObjectId)",
+    )
     p.add_argument("--as", dest="as_name", required=True, help="name of the nested column")
     p.add_argument("--sort-by", default=None, help="source column ordering sources inside an object")
     p.add_argument("--name", default=None, help="catalog name (default: output directory name)")

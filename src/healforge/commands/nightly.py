@@ -43,7 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="NAME=FILES",
         help="source files (comma separated) for nested column NAME; repeat for several",
     )
-    p.add_argument("--on", required=True, metavar="ID", help="object key column")
+    p.add_argument(
+        "--on",
+        required=True,
+        metavar="ID",
+        help="object key column, or OBJ_KEY=SRC_KEY when the sources name it differently",
+    )
     p.add_argument("--latest-by", default=None, metavar="COL", help="object version column (latest wins)")
     p.add_argument(
         "--sort-nested-by",
@@ -56,6 +61,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--on-orphans", choices=["error", "quarantine"], default="error")
     p.add_argument("--cast", choices=["safe", "none"], default="safe", help="cast value-keeping type changes")
     p.add_argument("--margin", default=None, help="margin catalog to rebuild (default: the recorded ones)")
+    p.add_argument(
+        "--index",
+        default=None,
+        metavar="COL",
+        help="build an index on COL if the catalog has none (lsdb's id_search reads it)",
+    )
     add_storage_args(p)
     add_engine_args(p)
     p.set_defaults(func=_increment)
@@ -87,6 +98,7 @@ def _increment(args: argparse.Namespace) -> int:
         on_orphans=args.on_orphans,
         cast=args.cast,
         margin=args.margin,
+        index=args.index,
         **storage_kwargs(args),
         **engine_kwargs(args),
     )
