@@ -24,8 +24,8 @@ from healforge.catalog.append import carry_properties, given_margin
 from healforge.catalog.collection import resolve_catalog
 from healforge.catalog.format import read_histogram
 from healforge.catalog.members import stage_members
-from healforge.catalog.unseen import check_pixel_dirs
 from healforge.catalog.nested import conversion_note, legacy_columns, pack_table
+from healforge.catalog.unseen import check_pixel_dirs
 from healforge.engine import Engine, owned_engine
 from healforge.errors import BadInputError, CatalogError, OptionError
 from healforge.healpix import SPATIAL_INDEX_COLUMN
