@@ -5,6 +5,7 @@ is imported."""
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pandas as pd
@@ -65,6 +66,17 @@ def _pipeline(tmp_path, statistics=None, options=None) -> dict:
 def _nothing_imported(tmp_path, marker):
     assert not marker.exists() and not marker.with_name(marker.name + ".called").exists()
     assert not (tmp_path / "out.parquet").exists()
+    assert "evilmod" not in sys.modules
+
+
+def _cli(sandbox, capsys, monkeypatch, *args) -> tuple[int, list[str]]:
+    """``healforge ARGS`` in this process, ``evilmod`` importable: exit code and stderr lines."""
+    from healforge.cli import main
+
+    monkeypatch.syspath_prepend(str(sandbox[0] / "mods"))
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr().err.strip().splitlines()
 
 
 @pytest.mark.parametrize(
@@ -77,28 +89,45 @@ def _nothing_imported(tmp_path, marker):
         ("inputs[0].options.reader", None, {"reader": "numpy:savez"}),
     ],
 )
-def test_pipeline_file_naming_code_is_refused(sandbox, key, statistics, options):
+def test_pipeline_file_naming_code_is_refused(sandbox, key, statistics, options, capsys, monkeypatch):
     tmp_path, env, marker = sandbox
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(_pipeline(tmp_path, statistics, options)))
     for extra in (["--check"], ["--synchronous", "-q"]):
-        proc = run_cli("run", path, *extra, check=False, env=env)
-        assert proc.returncode == 2, proc.stderr
-        err = proc.stderr.strip().splitlines()
+        if extra == ["--check"]:  # a real process, evilmod on its PYTHONPATH
+            proc = run_cli("run", path, *extra, check=False, env=env)
+            code, err = proc.returncode, proc.stderr.strip().splitlines()
+        else:
+            code, err = _cli(sandbox, capsys, monkeypatch, "run", path, *extra)
+        assert code == 2, err
         assert len(err) == 1 and f"{path}: {key}: " in err[0], err
         assert "never code to import" in err[0], err
         _nothing_imported(tmp_path, marker)
 
 
-def test_cli_statistic_naming_code_is_refused(sandbox):
+def test_cli_statistic_naming_code_is_refused(sandbox, capsys, monkeypatch):
     tmp_path, env, marker = sandbox
     out = tmp_path / "m.parquet"
     pos = ["--order", ORDER, "--lon", "ra", "--lat", "dec", "--synchronous", "-q"]
     for name in ("evilmod.s", "evilmod:s", "time.sleep", "save", "numpy.load"):
-        proc = run_cli("aggregate", tmp_path / "in.parquet", "-o", out, *pos, "--columns", "v", "--stats",
-                       "count", name, check=False, env=env)  # fmt: skip
-        assert proc.returncode == 2, proc.stderr
-        err = proc.stderr.strip().splitlines()
+        args = (
+            "aggregate",
+            tmp_path / "in.parquet",
+            "-o",
+            out,
+            *pos,
+            "--columns",
+            "v",
+            "--stats",
+            "count",
+            name,
+        )
+        if name == "evilmod.s":
+            proc = run_cli(*args, check=False, env=env)
+            code, err = proc.returncode, proc.stderr.strip().splitlines()
+        else:
+            code, err = _cli(sandbox, capsys, monkeypatch, *args)
+        assert code == 2, err
         assert len(err) == 1 and f"unknown statistic {name!r}: not in healforge's vocabulary" in err[0], err
         assert not out.exists()
         _nothing_imported(tmp_path, marker)

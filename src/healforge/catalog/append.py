@@ -120,6 +120,8 @@ def append(
         Files, directories or globs with the catalog's columns and types.
     batch
         Label of the batch; its files are named ``<batch>.parquet`` (default: UTC timestamp).
+        It must be one safe path component (:data:`healforge.names.NAME_RULE`), else nothing
+        is written.
         Appending the same files with the same label twice is detected and skipped.
     cast
         ``"safe"`` (default): a column of another type that keeps every value when cast to the

@@ -61,7 +61,11 @@ def validate_catalog(
 ) -> ValidationReport:
     """Validate a HATS catalog.
 
-    Runs ``hats.io.validation.is_valid_catalog(strict=True)`` and then opens every data file:
+    Runs ``hats.io.validation.is_valid_catalog(strict=True)``, reads the properties under either
+    name (``hats.properties`` or the legacy ``properties``) and then decodes every data file
+    (every column of every row group; an unreadable one is a problem). A file that readers skip
+    (a name starting with ``.`` or ``_``) or that lies outside the HATS layout is a problem and
+    its rows are not counted, so ``hats_nrows`` is compared with the rows lsdb reads. Checked:
     each row lies inside its file's pixel, rows are sorted by ``_healpix_29``, ``_healpix_29``
     matches ra/dec (``check_index``), the rows in ``_metadata`` equal the rows in the files and
     ``hats_nrows``, partitions do not overlap, and ``id_column`` (if given) is unique. ``path``
