@@ -8,6 +8,7 @@ skymaps and margins. The change is a transaction like an append.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 
 COMPACTED_NAME = "compacted.parquet"
+BATCH_COLUMN = "__batch"
 
 
 @dataclass
@@ -69,25 +71,53 @@ class CompactResult:
         return text
 
 
-def pixel_files(root: AnyPath, order: int, pixel: int) -> list[AnyPath]:
-    """Data files of a pixel, oldest first (by modification time, then name; object stores
-    keep modification times to the second, so same-second batches go by name)."""
+def batch_order(root: AnyPath) -> dict[str, int]:
+    """Rank of each batch label, in the order the batches were applied (1 = oldest).
+
+    ``.healforge/batches.json`` lists applied batches in application order; a label used again
+    (after a compaction removed the first batch's files) ranks at its last use. Files whose name is
+    no recorded label (an import's ``Npix=P.parquet``, a compaction's ``compacted.parquet``) rank
+    0: they hold the rows that were there before any batch still in the catalog."""
+    path = as_path(root) / ".healforge" / "batches.json"
+    if not path.exists():
+        return {}
+    batches = json.loads(path.read_text() or "{}")
+    return {
+        info.get("label"): rank for rank, info in enumerate(batches.values(), start=1) if info.get("label")
+    }
+
+
+def file_rank(path: AnyPath, ranks: dict[str, int]) -> int:
+    """Batch rank of a data file (see :func:`batch_order`)."""
+    return ranks.get(path.name[: -len(".parquet")], 0) if path.name.endswith(".parquet") else 0
+
+
+def pixel_files(root: AnyPath, order: int, pixel: int, ranks: dict[str, int] | None = None) -> list[AnyPath]:
+    """Data files of a pixel, oldest first: by batch rank (:func:`batch_order`), then modification
+    time, then name (object stores keep modification times to the second)."""
     single = fmt.pixel_file(root, order, pixel, ".parquet")
     if single.is_file():
         return [single]
+    if ranks is None:
+        ranks = batch_order(root)
     folder = fmt.pixel_file(root, order, pixel, "/")
     files = [p for p in folder.glob("*.parquet") if p.is_file()]
-    return sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name))
+    return sorted(files, key=lambda p: (file_rank(p, ranks), p.stat().st_mtime_ns, p.name))
 
 
 def _read_keys(task: dict) -> dict:
-    cols = [c for c in (task["id"], task["latest"]) if c]
-    parts = [storage.read_parquet_table(f, columns=cols) for f in task["files"]]
+    """Spatial index, id and ``latest`` columns of a pixel's files, with each row's batch rank."""
+    cols = list(dict.fromkeys(c for c in (SPATIAL_INDEX_COLUMN, task["id"], task["latest"]) if c))
+    parts = []
+    for f, rank in zip(task["files"], task["ranks"], strict=True):
+        table = storage.read_parquet_table(f, columns=cols)
+        parts.append(table.append_column(BATCH_COLUMN, pa.array(np.full(table.num_rows, rank, np.int64))))
     return {"table": pa.concat_tables(parts) if parts else None}
 
 
 def _winners(tables: list[pa.Table], id_col: str, latest: str | None, details: bool = False):
-    """Keep-mask per table: one row per id, the one with the greatest ``latest`` (later rows win ties).
+    """Keep-mask per table: one row per id, the one with the greatest ``latest`` (ties go to the
+    latest batch, then to later rows).
 
     With ``details``, also per table: each row's rank (later = more recent version) and the index
     of the table holding the row that its id keeps."""
@@ -103,6 +133,9 @@ def _winners(tables: list[pa.Table], id_col: str, latest: str | None, details: b
     if latest:
         columns["latest"] = pa.chunked_array([t[latest] for t in tables]).combine_chunks()
         keys.append(("latest", "ascending", "at_start"))
+    if all(BATCH_COLUMN in t.column_names for t in tables):
+        columns["batch"] = pa.chunked_array([t[BATCH_COLUMN] for t in tables]).combine_chunks()
+        keys.append(("batch", "ascending", "at_start"))
     columns["seq"] = pa.array(np.arange(sum(sizes), dtype=np.int64))
     keys.append(("seq", "ascending", "at_start"))
     order = pc.sort_indices(pa.table(columns), sort_keys=keys).to_numpy()
@@ -123,7 +156,6 @@ def _winners(tables: list[pa.Table], id_col: str, latest: str | None, details: b
 
 
 def _compact_pixel(task: dict) -> dict:
-    order, pixel = task["order"], task["pixel"]
     table = pa.concat_tables([storage.read_parquet_table(f) for f in task["files"]])
     table = table.replace_schema_metadata(None)
     if task.get("keep") is not None:
@@ -138,24 +170,49 @@ def _compact_pixel(task: dict) -> dict:
     sort_cols = [SPATIAL_INDEX_COLUMN, *task["sort_columns"]]
     table = table.take(pc.sort_indices(table, sort_keys=[(c, "ascending") for c in sort_cols]))
     h29 = table[SPATIAL_INDEX_COLUMN].to_numpy()
-    mapping, threshold = task["mapping_order"], task["threshold"]
-    if table.num_rows > threshold and order < mapping:
-        pix, cnt = sparse_histogram(h29 >> (2 * (29 - mapping)))
-        alignment = generate_alignment(pix, cnt, mapping, order, threshold, True, use_lower_order=False)
-        dests = alignment.destinations()
-    else:
-        dests = [(order, pixel, table.num_rows)]
+    # the destinations were chosen from every pixel's kept rows; each takes a contiguous range
+    starts = [p << (2 * (29 - o)) for o, p in task["dests"]]
+    bounds = np.r_[np.searchsorted(h29, starts), len(h29)]
     written = []
-    start = 0
-    for d_order, d_pixel, rows in dests:
-        part = table.slice(start, rows)
-        start += rows
-        rel = fmt.pixel_file(Path(), d_order, d_pixel, "/") / COMPACTED_NAME
-        name = f"{d_order}_{d_pixel}.parquet"
+    for k, (d_order, d_pixel) in enumerate(task["dests"]):
+        part = table.slice(bounds[k], bounds[k + 1] - bounds[k])
+        name = f"{d_order}_{d_pixel}.{task['index']}.parquet"
         fmt.atomic_write_parquet(part, task["staging"] / name, sort_cols, task["compression"])
-        written.append((d_order, d_pixel, rows, [name, str(rel)]))
+        written.append((d_order, d_pixel, part.num_rows, name))
     sky = task["skymap_order"]
     return {"written": written, "histogram": sparse_histogram(h29 >> (2 * (29 - sky))), "nested": stats}
+
+
+def _repartition(kept: list[np.ndarray], mapping_order: int, threshold: int) -> list[list[tuple[int, int]]]:
+    """Partition the kept rows as a fresh import would (hats' rule over their histogram at the
+    mapping order); returns the destination pixels of each source pixel's kept rows, in order.
+
+    A single mapping-order pixel over the threshold stays one partition (its weight is capped)."""
+    shift = 2 * (29 - mapping_order)
+    pix, cnt = sparse_histogram(np.concatenate([h >> shift for h in kept]))
+    if not len(pix):
+        raise CatalogError("compaction would leave an empty catalog")
+    alignment = generate_alignment(
+        pix, cnt, mapping_order, 0, threshold, True, weights=np.minimum(cnt, threshold)
+    )
+    dest_list = alignment.destinations()
+    shift = 2 * (29 - alignment.mapping_order)
+    out = []
+    for h in kept:
+        idx = np.unique(alignment.lookup(np.unique(h >> shift))) if len(h) else []
+        out.append([dest_list[j][:2] for j in idx])
+    return out
+
+
+def _combine_parts(task: dict) -> None:
+    """One destination pixel's parts (from several source pixels) as one sorted file."""
+    table = pa.concat_tables([storage.read_parquet_table(task["staging"] / n) for n in task["parts"]])
+    table = table.replace_schema_metadata(None)
+    sort_cols = [SPATIAL_INDEX_COLUMN, *task["sort_columns"]]
+    table = table.take(pc.sort_indices(table, sort_keys=[(c, "ascending") for c in sort_cols]))
+    fmt.atomic_write_parquet(table, task["staging"] / task["name"], sort_cols, task["compression"])
+    for n in task["parts"]:
+        storage.rmtree(task["staging"] / n)
 
 
 def _export_nested(task: dict) -> None:
@@ -279,20 +336,30 @@ def compact(
         skymap_order = int(np.log2(len(histogram) // 12) // 2)
         mapping_order = max(skymap_order, max(o for o, _ in pixels))
         threshold = int(threshold or props.get("hats_max_rows", 1_000_000))
-        files = [pixel_files(root, o, p) for o, p in pixels]
+        batch_ranks = batch_order(root)
+        files = [pixel_files(root, o, p, batch_ranks) for o, p in pixels]
         details: list[str | None] = [None] * len(pixels)
         rows_before = int(props["hats_nrows"])
         sort_columns = [c for c in props.get("hats_cols_sort", "").split(",") if c]
 
         with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
             keep_files: list[str | None] = [None] * len(pixels)
+            keys = eng.map(
+                _read_keys,
+                [
+                    {
+                        "files": fs,
+                        "id": dedupe_on,
+                        "latest": keep_latest_by,
+                        "ranks": [file_rank(f, batch_ranks) for f in fs],
+                    }
+                    for fs in files
+                ],
+                "Reading ids",
+                labels=[f"Norder={o}/Npix={p}" for o, p in pixels],
+            )
+            masks = [None] * len(pixels)
             if dedupe_on:
-                keys = eng.map(
-                    _read_keys,
-                    [{"files": fs, "id": dedupe_on, "latest": keep_latest_by} for fs in files],
-                    "Reading ids",
-                    labels=[f"Norder={o}/Npix={p}" for o, p in pixels],
-                )
                 if merge:
                     masks, ranks, dests = _winners(
                         [k["table"] for k in keys], dedupe_on, keep_latest_by, True
@@ -322,6 +389,15 @@ def compact(
                         ],
                         "Moving nested lists",
                     )
+            # pixels are chosen from the row counts after de-duplication, as a fresh import would
+            kept = [
+                k["table"][SPATIAL_INDEX_COLUMN].to_numpy()
+                if mask is None
+                else k["table"][SPATIAL_INDEX_COLUMN].to_numpy()[mask]
+                for k, mask in zip(keys, masks, strict=True)
+            ]
+            del keys
+            partitions = _repartition(kept, mapping_order, threshold)
             results = eng.map(
                 _compact_pixel,
                 [
@@ -338,9 +414,8 @@ def compact(
                         "sorts": sorts,
                         "work": str(work),
                         "sort_columns": sort_columns,
-                        "mapping_order": mapping_order,
                         "skymap_order": skymap_order,
-                        "threshold": threshold,
+                        "dests": partitions[i],
                         "staging": txn.staging_dir(root),
                         "compression": compression,
                     }
@@ -350,7 +425,35 @@ def compact(
                 labels=[f"Norder={o}/Npix={p}" for o, p in pixels],
             )
 
-            written = [w for r in results for w in r["written"] if w[2] > 0]
+            parts: dict[tuple[int, int], list] = {}
+            for r in results:
+                for o, p, rows, name in r["written"]:
+                    parts.setdefault((o, p), []).append((rows, name))
+            combine = [
+                {
+                    "parts": [name for _, name in ps],
+                    "name": f"{o}_{p}.parquet",
+                    "staging": txn.staging_dir(root),
+                    "sort_columns": sort_columns,
+                    "compression": compression,
+                }
+                for (o, p), ps in parts.items()
+                if len(ps) > 1
+            ]
+            if combine:
+                eng.map(_combine_parts, combine, "Merging pixels")
+            written = [
+                (
+                    o,
+                    p,
+                    sum(rows for rows, _ in ps),
+                    [
+                        ps[0][1] if len(ps) == 1 else f"{o}_{p}.parquet",
+                        str(fmt.pixel_file(Path(), o, p, "/") / COMPACTED_NAME),
+                    ],
+                )
+                for (o, p), ps in sorted(parts.items(), key=lambda kv: kv[0][1] << (2 * (29 - kv[0][0])))
+            ]
             new_hist = np.zeros_like(histogram)
             for r in results:
                 pix, cnt = r["histogram"]
