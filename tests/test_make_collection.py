@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from hats.io.validation import is_valid_catalog
 
 from conftest import run_cli
@@ -31,6 +32,7 @@ def _pairs(left: pd.DataFrame, right) -> set[tuple[int, int]]:
     return set(zip(got["pid_l"].astype(int), got["id_r"].astype(int), strict=True))
 
 
+@pytest.mark.slow
 def test_in_place_with_recorded_margin_and_index(tmp_path):
     src, raw = _inputs(tmp_path)
     cat = tmp_path / "cat"
@@ -83,6 +85,7 @@ def test_in_place_with_recorded_margin_and_index(tmp_path):
     check_crossmatch(Kind("coll", str(cat), pd.concat([raw, extra], ignore_index=True)))
 
 
+@pytest.mark.slow
 def test_hats_import_margin_into_new_collection(tmp_path):
     from dask.distributed import Client
     from hats_import.margin_cache.margin_cache_arguments import MarginCacheArguments
@@ -119,6 +122,7 @@ def test_hats_import_margin_into_new_collection(tmp_path):
     assert lsdb.open_catalog(str(out)).margin is not None
 
 
+@pytest.mark.slow
 def test_errors_name_the_problem(tmp_path):
     src, _ = _inputs(tmp_path)
     cat = tmp_path / "cat"
