@@ -132,7 +132,9 @@ def test_errors_name_the_problem(tmp_path):
     assert proc.returncode == 2 and "is a margin, not an index" in proc.stderr, proc.stderr
     proc = run_cli("collection", cat, "-o", cat / "inner", check=False)
     assert proc.returncode == 2 and "cannot be inside the catalog" in proc.stderr, proc.stderr
-    assert (cat / "hats.properties").is_file()  # nothing moved
+    proc = run_cli("collection", cat, "--name", "dataset", check=False)
+    assert proc.returncode == 2 and "already holds an entry named 'dataset'" in proc.stderr, proc.stderr
+    assert (cat / "hats.properties").is_file() and (tmp_path / "m").is_dir()  # nothing moved
     run_cli("collection", cat)
     proc = run_cli("collection", cat, check=False)
     assert proc.returncode == 2 and "already a HATS collection" in proc.stderr, proc.stderr

@@ -183,6 +183,12 @@ def _plan(root, out, margins, indexes, name, default_margin, storage_options) ->
         if rel in {r for _, r in moves}:
             raise CatalogError(f"two members would both be {out / rel}: keep one (or rename one with --name)")
         moves.append([str(path), rel])
+    if str(out) == str(root):
+        taken = [rel for _, rel in moves if (root / rel).exists()]
+        if taken:
+            raise OptionError(
+                f"the catalog already holds an entry named {taken[0]!r}; choose another --name (or use -o)"
+            )
     if default_margin is not None and chosen_default is None:
         raise OptionError(f"--default-margin {default_margin} is not one of the margins")
     return {
