@@ -138,3 +138,37 @@ def test_errors_name_the_problem(tmp_path):
     run_cli("collection", cat)
     proc = run_cli("collection", cat, check=False)
     assert proc.returncode == 2 and "already a HATS collection" in proc.stderr, proc.stderr
+
+
+def test_interrupted_run_is_finished_by_the_next(tmp_path, monkeypatch):
+    """A run that stops after some moves leaves a plan; running the command again finishes it."""
+    import healforge
+    from healforge.catalog import make_collection as mc
+
+    src, raw = _inputs(tmp_path)
+    cat = tmp_path / "cat"
+    healforge.import_catalog(
+        [src], cat, id_column="id", threshold=300, highest_order=7, synchronous=True, quiet=True
+    )
+    healforge.margin(cat, tmp_path / "cat_margin", 30, synchronous=True, quiet=True)
+    real, calls = mc.storage.replace, []
+
+    def flaky(a, b):
+        calls.append(a)
+        if len(calls) == 3:
+            raise OSError("disk went away")
+        real(a, b)
+
+    monkeypatch.setattr(mc.storage, "replace", flaky)
+    with pytest.raises(OSError, match="disk went away"):
+        healforge.make_collection(cat)
+    assert (cat / mc.PLAN_FILE).is_file() and not (cat / "collection.properties").exists()
+    monkeypatch.setattr(mc.storage, "replace", real)
+    result = healforge.make_collection(cat)
+    assert not (cat / mc.PLAN_FILE).exists() and list(result.collection.margins) == ["cat_30arcs"]
+    assert sorted(p.name for p in cat.iterdir()) == ["cat", "cat_30arcs", "collection.properties"]
+    got = lsdb.open_catalog(str(cat)).compute()
+    assert sorted(got["id"]) == sorted(raw["id"])
+    assert is_valid_catalog(str(cat / "cat"), strict=True) and is_valid_catalog(
+        str(cat / "cat_30arcs"), strict=True
+    )
