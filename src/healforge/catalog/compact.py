@@ -1,9 +1,12 @@
-"""``compact``: merge each pixel's files, de-duplicate, split pixels over the threshold.
+"""``compact``: merge each pixel's files, de-duplicate, partition the kept rows afresh.
 
 Run periodically on a catalog that grows by appends. The result has one file per pixel
-(``Npix=P/compacted.parquet``), rows unique on the chosen id (keeping the latest row), no pixel
-above the threshold (unless a single pixel at the mapping order holds more), and fresh metadata,
-skymaps and margins. The change is a transaction like an append.
+(``Npix=P/compacted.parquet``), rows unique on the chosen id (keeping the latest row: ties go to
+the most recently appended batch, in the order ``.healforge/batches.json`` records, whatever
+pixel its row is in), the partitioning a fresh import of the kept rows would get (hats' rule over
+their counts at the mapping order: pixels over the threshold split, small siblings merge; a single
+mapping-order pixel over the threshold stays one partition), and fresh metadata, skymaps and
+margins. The change is a transaction like an append.
 """
 
 from __future__ import annotations
@@ -298,7 +301,8 @@ def compact(
     dedupe_on
         Id column: keep one row per value.
     keep_latest_by
-        Column whose greatest value marks the row to keep (ties: the most recently appended row).
+        Column whose greatest value marks the row to keep (ties, and every row without it: the
+        row of the most recently appended batch).
     threshold
         Maximum rows per pixel (default: the catalog's ``hats_max_rows``).
     merge_nested
