@@ -128,6 +128,8 @@ def test_errors_name_the_problem(tmp_path):
     cat = tmp_path / "cat"
     run_cli("import", src, "-o", cat, "--threshold", 300, "--highest-order", 7, "--synchronous", "-q")
     run_cli("margin", cat, "--radius", 30, "-o", tmp_path / "m", "--synchronous", "-q")
+    proc = run_cli("collection", tmp_path / "nope", check=False)
+    assert proc.returncode == 2 and not (tmp_path / "nope").exists(), proc.stderr
     proc = run_cli("collection", cat, "--index", tmp_path / "m", check=False)
     assert proc.returncode == 2 and "is a margin, not an index" in proc.stderr, proc.stderr
     proc = run_cli("collection", cat, "-o", cat / "inner", check=False)

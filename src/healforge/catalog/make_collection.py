@@ -99,6 +99,10 @@ def make_collection(
     root = as_path(catalog, storage_options)
     out = as_path(output, storage_options) if output is not None else root
     plan_path = out / PLAN_FILE
+    if not plan_path.exists():
+        if is_collection(root):
+            raise CatalogError(f"{root} is already a HATS collection")
+        fmt.require_catalog(root)  # before the lock, which would create the directory
     with txn.CatalogLock(root, "collection"):
         if plan_path.exists():
             plan = json.loads(plan_path.read_text())
