@@ -20,6 +20,7 @@ MISSING_PATH_ARGS = {
     "increment": ["increment", MISSING, "--objects", "{tmp}/in.parquet", "--on", "id", "-q"],
     "delete": ["delete", MISSING, "--ids", "{tmp}/ids.txt", "--on", "id", "-q"],
     "info": ["info", MISSING],
+    "collection": ["collection", MISSING],
     "validate": ["validate", MISSING],
     "margin": ["margin", MISSING, "-o", "{tmp}/m", "--radius", "5", "-q"],
     "index": ["index", MISSING, "--column", "id", "-o", "{tmp}/ix", "-q"],
@@ -97,7 +98,8 @@ def test_missing_path(tmp_path, small_input, command, cli_run):
 
 
 @pytest.mark.parametrize(
-    "command", ["info", "validate", "margin", "index", "append", "compact", "nest", "increment", "delete"]
+    "command",
+    ["info", "validate", "margin", "index", "append", "compact", "nest", "increment", "delete", "collection"],
 )
 def test_directory_that_is_not_a_catalog(tmp_path, small_input, command, cli_run):
     folder = tmp_path / "plain"
@@ -113,6 +115,7 @@ def test_directory_that_is_not_a_catalog(tmp_path, small_input, command, cli_run
         "increment": ["increment", folder, "--objects", small_input, "--on", "id", "-q"],
         "delete": ["delete", folder, "--ids", small_input, "--on", "id", "-q"],
         "nest": ["nest", folder, folder, "-o", tmp_path / "n", "--on", "id", "--as", "s", "-q"],
+        "collection": ["collection", folder],
     }[command]
     assert_one_line_error(cli_run(*args), str(folder), "not a HATS catalog")
 

@@ -21,6 +21,7 @@ _API = {
     "index_catalog": "healforge.catalog.index",
     "open_collection": "healforge.catalog.collection",
     "resolve_catalog": "healforge.catalog.collection",
+    "make_collection": "healforge.catalog.make_collection",
     "Engine": "healforge.engine",
     "BadInputError": "healforge.errors",
     "StorageError": "healforge.errors",

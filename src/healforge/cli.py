@@ -16,6 +16,7 @@ from healforge.errors import HealforgeError
 COMMAND_MODULES = (
     "healforge.commands.catalog",
     "healforge.commands.lifecycle",
+    "healforge.commands.collect",
     "healforge.commands.nightly",
     "healforge.commands.aggregate",
     "healforge.commands.maps",

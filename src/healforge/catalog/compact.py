@@ -1,13 +1,17 @@
-"""``compact``: merge each pixel's files, de-duplicate, split pixels over the threshold.
+"""``compact``: merge each pixel's files, de-duplicate, partition the kept rows afresh.
 
 Run periodically on a catalog that grows by appends. The result has one file per pixel
-(``Npix=P/compacted.parquet``), rows unique on the chosen id (keeping the latest row), no pixel
-above the threshold (unless a single pixel at the mapping order holds more), and fresh metadata,
-skymaps and margins. The change is a transaction like an append.
+(``Npix=P/compacted.parquet``), rows unique on the chosen id (keeping the latest row: ties go to
+the most recently appended batch, in the order ``.healforge/batches.json`` records, whatever
+pixel its row is in), the partitioning a fresh import of the kept rows would get (hats' rule over
+their counts at the mapping order: pixels over the threshold split, small siblings merge; a single
+mapping-order pixel over the threshold stays one partition), and fresh metadata, skymaps and
+margins. The change is a transaction like an append.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -33,6 +37,7 @@ from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 
 COMPACTED_NAME = "compacted.parquet"
+BATCH_COLUMN = "__batch"
 
 
 @dataclass
@@ -74,15 +79,38 @@ class CompactResult:
         return text
 
 
-def pixel_files(root: AnyPath, order: int, pixel: int) -> list[AnyPath]:
-    """Data files of a pixel, oldest first (by modification time, then name; object stores
-    keep modification times to the second, so same-second batches go by name)."""
+def batch_order(root: AnyPath) -> dict[str, int]:
+    """Rank of each batch label, in the order the batches were applied (1 = oldest).
+
+    ``.healforge/batches.json`` lists applied batches in application order; a label used again
+    (after a compaction removed the first batch's files) ranks at its last use. Files whose name is
+    no recorded label (an import's ``Npix=P.parquet``, a compaction's ``compacted.parquet``) rank
+    0: they hold the rows that were there before any batch still in the catalog."""
+    path = as_path(root) / ".healforge" / "batches.json"
+    if not path.exists():
+        return {}
+    batches = json.loads(path.read_text() or "{}")
+    return {
+        info.get("label"): rank for rank, info in enumerate(batches.values(), start=1) if info.get("label")
+    }
+
+
+def file_rank(path: AnyPath, ranks: dict[str, int]) -> int:
+    """Batch rank of a data file (see :func:`batch_order`)."""
+    return ranks.get(path.name[: -len(".parquet")], 0) if path.name.endswith(".parquet") else 0
+
+
+def pixel_files(root: AnyPath, order: int, pixel: int, ranks: dict[str, int] | None = None) -> list[AnyPath]:
+    """Data files of a pixel, oldest first: by batch rank (:func:`batch_order`), then modification
+    time, then name (object stores keep modification times to the second)."""
     single = fmt.pixel_file(root, order, pixel, ".parquet")
     if single.is_file():
         return [single]
+    if ranks is None:
+        ranks = batch_order(root)
     folder = fmt.pixel_file(root, order, pixel, "/")
     files = [p for p in folder.glob("*.parquet") if p.is_file()]
-    return sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name))
+    return sorted(files, key=lambda p: (file_rank(p, ranks), p.stat().st_mtime_ns, p.name))
 
 
 def check_rows_in(files: list[list[AnyPath]], nrows: int) -> int:
@@ -107,13 +135,18 @@ def check_rows_out(rows_in: int, rows_out: int, deduplicated: int) -> None:
 
 
 def _read_keys(task: dict) -> dict:
-    cols = [c for c in (task["id"], task["latest"]) if c]
-    parts = [storage.read_parquet_table(f, columns=cols) for f in task["files"]]
+    """Spatial index, id and ``latest`` columns of a pixel's files, with each row's batch rank."""
+    cols = list(dict.fromkeys(c for c in (SPATIAL_INDEX_COLUMN, task["id"], task["latest"]) if c))
+    parts = []
+    for f, rank in zip(task["files"], task["ranks"], strict=True):
+        table = storage.read_parquet_table(f, columns=cols)
+        parts.append(table.append_column(BATCH_COLUMN, pa.array(np.full(table.num_rows, rank, np.int64))))
     return {"table": pa.concat_tables(parts) if parts else None}
 
 
 def _winners(tables: list[pa.Table], id_col: str, latest: str | None, details: bool = False):
-    """Keep-mask per table: one row per id, the one with the greatest ``latest`` (later rows win ties).
+    """Keep-mask per table: one row per id, the one with the greatest ``latest`` (ties go to the
+    latest batch, then to later rows).
 
     With ``details``, also per table: each row's rank (later = more recent version) and the index
     of the table holding the row that its id keeps."""
@@ -129,6 +162,9 @@ def _winners(tables: list[pa.Table], id_col: str, latest: str | None, details: b
     if latest:
         columns["latest"] = pa.chunked_array([t[latest] for t in tables]).combine_chunks()
         keys.append(("latest", "ascending", "at_start"))
+    if all(BATCH_COLUMN in t.column_names for t in tables):
+        columns["batch"] = pa.chunked_array([t[BATCH_COLUMN] for t in tables]).combine_chunks()
+        keys.append(("batch", "ascending", "at_start"))
     columns["seq"] = pa.array(np.arange(sum(sizes), dtype=np.int64))
     keys.append(("seq", "ascending", "at_start"))
     order = pc.sort_indices(pa.table(columns), sort_keys=keys).to_numpy()
@@ -149,7 +185,6 @@ def _winners(tables: list[pa.Table], id_col: str, latest: str | None, details: b
 
 
 def _compact_pixel(task: dict) -> dict:
-    order, pixel = task["order"], task["pixel"]
     table = pa.concat_tables([storage.read_parquet_table(f) for f in task["files"]])
     table = table.replace_schema_metadata(None)
     if task.get("keep") is not None:
@@ -165,24 +200,49 @@ def _compact_pixel(task: dict) -> dict:
     sort_cols = [SPATIAL_INDEX_COLUMN, *task["sort_columns"]]
     table = table.take(pc.sort_indices(table, sort_keys=[(c, "ascending") for c in sort_cols]))
     h29 = table[SPATIAL_INDEX_COLUMN].to_numpy()
-    mapping, threshold = task["mapping_order"], task["threshold"]
-    if table.num_rows > threshold and order < mapping:
-        pix, cnt = sparse_histogram(h29 >> (2 * (29 - mapping)))
-        alignment = generate_alignment(pix, cnt, mapping, order, threshold, True, use_lower_order=False)
-        dests = alignment.destinations()
-    else:
-        dests = [(order, pixel, table.num_rows)]
+    # the destinations were chosen from every pixel's kept rows; each takes a contiguous range
+    starts = [p << (2 * (29 - o)) for o, p in task["dests"]]
+    bounds = np.r_[np.searchsorted(h29, starts), len(h29)]
     written = []
-    start = 0
-    for d_order, d_pixel, rows in dests:
-        part = table.slice(start, rows)
-        start += rows
-        rel = fmt.pixel_file(Path(), d_order, d_pixel, "/") / COMPACTED_NAME
-        name = f"{d_order}_{d_pixel}.parquet"
+    for k, (d_order, d_pixel) in enumerate(task["dests"]):
+        part = table.slice(bounds[k], bounds[k + 1] - bounds[k])
+        name = f"{d_order}_{d_pixel}.{task['index']}.parquet"
         fmt.atomic_write_parquet(part, task["staging"] / name, sort_cols, task["compression"])
-        written.append((d_order, d_pixel, rows, [name, str(rel)]))
+        written.append((d_order, d_pixel, part.num_rows, name))
     sky = task["skymap_order"]
     return {"written": written, "histogram": sparse_histogram(h29 >> (2 * (29 - sky))), "nested": stats}
+
+
+def _repartition(kept: list[np.ndarray], mapping_order: int, threshold: int) -> list[list[tuple[int, int]]]:
+    """Partition the kept rows as a fresh import would (hats' rule over their histogram at the
+    mapping order); returns the destination pixels of each source pixel's kept rows, in order.
+
+    A single mapping-order pixel over the threshold stays one partition (its weight is capped)."""
+    shift = 2 * (29 - mapping_order)
+    pix, cnt = sparse_histogram(np.concatenate([h >> shift for h in kept]))
+    if not len(pix):
+        raise CatalogError("compaction would leave an empty catalog")
+    alignment = generate_alignment(
+        pix, cnt, mapping_order, 0, threshold, True, weights=np.minimum(cnt, threshold)
+    )
+    dest_list = alignment.destinations()
+    shift = 2 * (29 - alignment.mapping_order)
+    out = []
+    for h in kept:
+        idx = np.unique(alignment.lookup(np.unique(h >> shift))) if len(h) else []
+        out.append([dest_list[j][:2] for j in idx])
+    return out
+
+
+def _combine_parts(task: dict) -> None:
+    """One destination pixel's parts (from several source pixels) as one sorted file."""
+    table = pa.concat_tables([storage.read_parquet_table(task["staging"] / n) for n in task["parts"]])
+    table = table.replace_schema_metadata(None)
+    sort_cols = [SPATIAL_INDEX_COLUMN, *task["sort_columns"]]
+    table = table.take(pc.sort_indices(table, sort_keys=[(c, "ascending") for c in sort_cols]))
+    fmt.atomic_write_parquet(table, task["staging"] / task["name"], sort_cols, task["compression"])
+    for n in task["parts"]:
+        storage.rmtree(task["staging"] / n)
 
 
 def _export_nested(task: dict) -> None:
@@ -268,7 +328,8 @@ def compact(
     dedupe_on
         Id column: keep one row per value.
     keep_latest_by
-        Column whose greatest value marks the row to keep (ties: the most recently appended row).
+        Column whose greatest value marks the row to keep (ties, and every row without it: the
+        row of the most recently appended batch).
     threshold
         Maximum rows per pixel (default: the catalog's ``hats_max_rows``).
     merge_nested
@@ -309,7 +370,8 @@ def compact(
         mapping_order = max(skymap_order, max(o for o, _ in pixels))
         threshold = int(threshold or props.get("hats_max_rows", 1_000_000))
         check_pixel_dirs(root, "compact")
-        files = [pixel_files(root, o, p) for o, p in pixels]
+        batch_ranks = batch_order(root)
+        files = [pixel_files(root, o, p, batch_ranks) for o, p in pixels]
         details: list[str | None] = [None] * len(pixels)
         rows_before = int(props["hats_nrows"])
         rows_in = check_rows_in(files, rows_before)
@@ -318,13 +380,22 @@ def compact(
 
         with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
             keep_files: list[str | None] = [None] * len(pixels)
+            keys = eng.map(
+                _read_keys,
+                [
+                    {
+                        "files": fs,
+                        "id": dedupe_on,
+                        "latest": keep_latest_by,
+                        "ranks": [file_rank(f, batch_ranks) for f in fs],
+                    }
+                    for fs in files
+                ],
+                "Reading ids",
+                labels=[f"Norder={o}/Npix={p}" for o, p in pixels],
+            )
+            masks = [None] * len(pixels)
             if dedupe_on:
-                keys = eng.map(
-                    _read_keys,
-                    [{"files": fs, "id": dedupe_on, "latest": keep_latest_by} for fs in files],
-                    "Reading ids",
-                    labels=[f"Norder={o}/Npix={p}" for o, p in pixels],
-                )
                 if merge:
                     masks, ranks, dests = _winners(
                         [k["table"] for k in keys], dedupe_on, keep_latest_by, True
@@ -355,6 +426,15 @@ def compact(
                         ],
                         "Moving nested lists",
                     )
+            # pixels are chosen from the row counts after de-duplication, as a fresh import would
+            kept = [
+                k["table"][SPATIAL_INDEX_COLUMN].to_numpy()
+                if mask is None
+                else k["table"][SPATIAL_INDEX_COLUMN].to_numpy()[mask]
+                for k, mask in zip(keys, masks, strict=True)
+            ]
+            del keys
+            partitions = _repartition(kept, mapping_order, threshold)
             results = eng.map(
                 _compact_pixel,
                 [
@@ -371,9 +451,8 @@ def compact(
                         "sorts": sorts,
                         "work": str(work),
                         "sort_columns": sort_columns,
-                        "mapping_order": mapping_order,
                         "skymap_order": skymap_order,
-                        "threshold": threshold,
+                        "dests": partitions[i],
                         "staging": txn.staging_dir(root),
                         "compression": compression,
                     }
@@ -383,7 +462,35 @@ def compact(
                 labels=[f"Norder={o}/Npix={p}" for o, p in pixels],
             )
 
-            written = [w for r in results for w in r["written"] if w[2] > 0]
+            parts: dict[tuple[int, int], list] = {}
+            for r in results:
+                for o, p, rows, name in r["written"]:
+                    parts.setdefault((o, p), []).append((rows, name))
+            combine = [
+                {
+                    "parts": [name for _, name in ps],
+                    "name": f"{o}_{p}.parquet",
+                    "staging": txn.staging_dir(root),
+                    "sort_columns": sort_columns,
+                    "compression": compression,
+                }
+                for (o, p), ps in parts.items()
+                if len(ps) > 1
+            ]
+            if combine:
+                eng.map(_combine_parts, combine, "Merging pixels")
+            written = [
+                (
+                    o,
+                    p,
+                    sum(rows for rows, _ in ps),
+                    [
+                        ps[0][1] if len(ps) == 1 else f"{o}_{p}.parquet",
+                        str(fmt.pixel_file(Path(), o, p, "/") / COMPACTED_NAME),
+                    ],
+                )
+                for (o, p), ps in sorted(parts.items(), key=lambda kv: kv[0][1] << (2 * (29 - kv[0][0])))
+            ]
             new_hist = np.zeros_like(histogram)
             for r in results:
                 pix, cnt = r["histogram"]

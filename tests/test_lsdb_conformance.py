@@ -1,0 +1,196 @@
+"""Every kind of catalog healforge writes answers lsdb's queries like the raw inputs do.
+
+Kinds (one :class:`lsdb_conformance.Kind` each, built once per module): a fresh import, the same
+after appends, after a de-duplicating compaction, a collection made by ``import --collection``
+then appended to, and one made by ``healforge collection``; each with a margin (crossmatch) and
+an index (id_search), all strictly valid for hats. The S3 variants run on the moto server
+(``@pytest.mark.slow``). Each (kind, operation) is one test; docs/lsdb-conformance.md lists them.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import healforge
+from lsdb_conformance import ID, MARGIN_ARCSEC, OPERATIONS, Kind, probe_inputs
+
+FAST = {"synchronous": True, "quiet": True}
+THRESHOLD = 500
+
+
+def _write(path, df: pd.DataFrame):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path)
+    return str(path)
+
+
+def _latest(*frames: pd.DataFrame) -> pd.DataFrame:
+    """Brute-force keep-latest: the last frame's row of each id wins."""
+    return pd.concat(frames, ignore_index=True).drop_duplicates(ID, keep="last").reset_index(drop=True)
+
+
+def build_kinds(root, raw_dir, storage_options: dict | None = None) -> dict[str, Kind]:
+    """Build every kind under ``root`` (a local folder or a URL prefix) from raw inputs written
+    to the local ``raw_dir``; returns them by name."""
+    so = {"storage_options": storage_options} if storage_options else {}
+    a = probe_inputs(3_000, 1, boundary=4)
+    b = probe_inputs(1_000, 2, start_id=100_000)
+    c = probe_inputs(1_200, 3, version=2.0)  # new versions of ids 0..1199, elsewhere on the sky
+    fa, fb, fc = (_write(raw_dir / f"{n}.parquet", df) for n, df in (("a", a), ("b", b), ("c", c)))
+    kinds: dict[str, Kind] = {}
+
+    def standalone(name: str, steps) -> str:
+        path = f"{root}/{name}"
+        healforge.import_catalog([fa], path, id_column=ID, threshold=THRESHOLD, highest_order=7, **so, **FAST)
+        healforge.margin(path, f"{path}_margin", MARGIN_ARCSEC, **so, **FAST)
+        healforge.index_catalog(path, ID, f"{path}_index", **so, **FAST)
+        for step in steps:
+            step(path)
+        return path
+
+    def kind(name, path, expected, **kw) -> None:
+        members = [f"{path}_margin", f"{path}_index"] if "margin" in kw else []
+        kinds[name] = Kind(
+            name, path, expected, storage_options=storage_options, hats_paths=[path, *members], **kw
+        )
+
+    path = standalone("import", [])
+    kind("import", path, a, margin=f"{path}_margin", index=f"{path}_index")
+
+    path = standalone("appended", [lambda p: healforge.append(p, [fb], batch="b", **so, **FAST)])
+    kind(
+        "appended", path, pd.concat([a, b], ignore_index=True), margin=f"{path}_margin", index=f"{path}_index"
+    )
+
+    path = standalone(
+        "compacted",
+        [
+            lambda p: healforge.append(p, [fb], batch="b", **so, **FAST),
+            lambda p: healforge.append(p, [fc], batch="c", **so, **FAST),
+            lambda p: healforge.compact(p, dedupe_on=ID, **so, **FAST),
+        ],
+    )
+    kind("compacted", path, _latest(a, b, c), margin=f"{path}_margin", index=f"{path}_index")
+
+    path = f"{root}/collection"
+    healforge.import_catalog(
+        [fa], path, id_column=ID, threshold=THRESHOLD, highest_order=7, collection=True,
+        margins=[MARGIN_ARCSEC], indexes=[ID], name="coll", **so, **FAST,
+    )  # fmt: skip
+    healforge.append(path, [fb], batch="b", **so, **FAST)
+    members = [f"{path}/coll", f"{path}/coll_30arcs", f"{path}/coll_{ID}"]
+    kinds["collection"] = Kind(
+        "collection", path, pd.concat([a, b], ignore_index=True), storage_options=storage_options,
+        hats_paths=members,
+    )  # fmt: skip
+
+    path = standalone("made_collection", [lambda p: healforge.append(p, [fb], batch="b", **so, **FAST)])
+    healforge.make_collection(path, storage_options=storage_options)
+    members = [f"{path}/made_collection", f"{path}/made_collection_30arcs", f"{path}/made_collection_{ID}"]
+    kinds["made_collection"] = Kind(
+        "made_collection", path, pd.concat([a, b], ignore_index=True), storage_options=storage_options,
+        hats_paths=members,
+    )  # fmt: skip
+    return kinds
+
+
+LOCAL_KINDS = ["import", "appended", "compacted", "collection", "made_collection"]
+S3_KINDS = ["import", "compacted", "collection", "made_collection"]
+NESTED_KINDS: set[str] = set()  # kinds with Kind.nested specs get the nested_columns check
+
+
+# lsdb's first crossmatch in a process compiles its kd-tree code (20-40 s): one kind pays it in
+# the default run, the other kinds' crossmatches are slow tests
+FAST_CROSSMATCH = {"collection"}
+
+
+def _cells(kinds: list[str], slow: bool = False) -> list:
+    cells = []
+    for k in kinds:
+        for op in OPERATIONS:
+            if op == "nested_columns" and k not in NESTED_KINDS:
+                continue
+            heavy = op == "crossmatch" and k not in FAST_CROSSMATCH and not slow
+            cells.append(pytest.param(k, op, marks=pytest.mark.slow) if heavy else (k, op))
+    return cells
+
+
+@pytest.fixture(scope="module")
+def local_kinds(tmp_path_factory):
+    base = tmp_path_factory.mktemp("conformance")
+    return build_kinds(base / "cats", base / "raw")
+
+
+@pytest.fixture(scope="module")
+def s3_kinds(tmp_path_factory, s3_options):
+    from conftest import BUCKET
+
+    base = tmp_path_factory.mktemp("conformance_s3")
+    return build_kinds(f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}", base / "raw", s3_options)
+
+
+@pytest.mark.parametrize(("kind", "operation"), _cells(LOCAL_KINDS))
+def test_local(local_kinds, kind, operation):
+    OPERATIONS[operation](local_kinds[kind])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("kind", "operation"), _cells(S3_KINDS, slow=True))
+def test_s3(s3_kinds, kind, operation):
+    OPERATIONS[operation](s3_kinds[kind])
+
+
+def _lsdb_nested(tmp_path, raw: pd.DataFrame) -> tuple[str, pd.DataFrame]:
+    """A nested catalog written by lsdb itself (``join_nested`` + ``to_hats``) and its raw sources."""
+    import lsdb
+    import numpy as np
+
+    rng = np.random.default_rng(4)
+    sources = pd.DataFrame({"obj": np.repeat(raw[ID].to_numpy(), 3)})
+    sources["ra"] = np.repeat(raw["ra"].to_numpy(), 3)
+    sources["dec"] = np.repeat(raw["dec"].to_numpy(), 3)
+    sources["mjd"] = rng.uniform(0, 100, len(sources))
+    sources["flux"] = rng.normal(1, 0.1, len(sources))
+    sources = sources.iloc[: len(sources) - 30]  # the last 10 objects have no sources
+    objects = lsdb.from_dataframe(
+        raw, ra_column="ra", dec_column="dec", catalog_name="obj", partition_rows=400
+    )
+    srcs = lsdb.from_dataframe(sources, ra_column="ra", dec_column="dec", catalog_name="src")
+    nested = objects.join_nested(srcs, left_on=ID, right_on="obj", nested_column_name="lc", how="left")
+    path = tmp_path / "lsdb_nested"
+    nested.to_hats(path, as_collection=False)
+    return str(path), sources
+
+
+@pytest.mark.slow
+def test_nested_check_on_lsdb_written_catalog(tmp_path):
+    """The nested_columns check passes on lsdb's own struct-of-list layout and fails on the
+    list<struct> layout (issue 15), so a nested kind can be plugged in as one NestedSpec."""
+    from lsdb_conformance import NestedSpec, check_cone, check_nested_columns, check_partition
+
+    raw = probe_inputs(1_500, 7)
+    path, sources = _lsdb_nested(tmp_path, raw)
+    spec = NestedSpec("lc", sources, "obj", None, ["mjd", "flux"])  # lsdb does not sort the lists
+    kind = Kind("lsdb_nested", path, raw, nested=[spec])
+    check_nested_columns(kind)
+    check_cone(kind)
+    check_partition(kind)
+
+    for f in (tmp_path / "lsdb_nested" / "dataset").rglob("Npix=*.parquet"):
+        table = pq.read_table(f)
+        lc = table["lc"].combine_chunks()
+        items = pa.StructArray.from_arrays([lc.field(i).values for i in range(lc.type.num_fields)],
+                                           names=[lc.type.field(i).name for i in range(lc.type.num_fields)])  # fmt: skip
+        as_list = pa.ListArray.from_arrays(lc.field(0).offsets, items)
+        table = table.set_column(table.schema.get_field_index("lc"), "lc", as_list)
+        pq.write_table(table, f)
+    dataset = tmp_path / "lsdb_nested" / "dataset"
+    (dataset / "_metadata").unlink()
+    pq.write_metadata(table.schema, dataset / "_common_metadata")
+    with pytest.raises(ValueError, match="not a struct"):
+        check_nested_columns(kind)
