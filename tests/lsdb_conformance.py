@@ -319,3 +319,26 @@ def probe_inputs(
             "flag": rng.integers(0, 5, m).astype(np.int16),
         }
     )
+
+
+def probe_sources(
+    objects: pd.DataFrame, seed: int, start_id: int = 0, mjd0: float = 0.0, key: str = "obj_id"
+) -> pd.DataFrame:
+    """Raw sources of ``objects``: 0 to 5 per object (some objects get none), each within 0.5" of
+    its object, keyed by ``key`` (not ``ID``: nest joins differently named keys), unique
+    ``src_id`` from ``start_id``, times ``mjd`` in ``[mjd0, mjd0 + 1)``."""
+    rng = np.random.default_rng(seed)
+    count = rng.integers(0, 6, len(objects))
+    m = int(count.sum())
+    dec = np.clip(np.repeat(objects["dec"].to_numpy(), count) + rng.uniform(-1e-4, 1e-4, m), -90, 90)
+    ra = np.mod(np.repeat(objects["ra"].to_numpy(), count) + rng.uniform(-1e-4, 1e-4, m), 360)
+    return pd.DataFrame(
+        {
+            "src_id": np.arange(start_id, start_id + m, dtype=np.int64),
+            key: np.repeat(objects[ID].to_numpy(), count),
+            "ra": ra,
+            "dec": dec,
+            "mjd": mjd0 + rng.uniform(0, 1, m),
+            "flux": rng.normal(1, 0.1, m),
+        }
+    )

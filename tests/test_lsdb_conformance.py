@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import uuid
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 import healforge
-from lsdb_conformance import ID, MARGIN_ARCSEC, OPERATIONS, Kind, probe_inputs
+from conftest import run_cli
+from lsdb_conformance import ID, MARGIN_ARCSEC, OPERATIONS, Kind, NestedSpec, probe_inputs, probe_sources
 
 FAST = {"synchronous": True, "quiet": True}
 THRESHOLD = 500
@@ -101,7 +103,7 @@ def build_kinds(root, raw_dir, storage_options: dict | None = None) -> dict[str,
 
 LOCAL_KINDS = ["import", "appended", "compacted", "collection", "made_collection"]
 S3_KINDS = ["import", "compacted", "collection", "made_collection"]
-NESTED_KINDS: set[str] = set()  # kinds with Kind.nested specs get the nested_columns check
+NESTED_KINDS = {"nested", "nested_collection", "nightly"}  # kinds with Kind.nested specs
 
 
 # lsdb's first crossmatch in a process compiles its kd-tree code (20-40 s): one kind pays it in
@@ -194,3 +196,120 @@ def test_nested_check_on_lsdb_written_catalog(tmp_path):
     pq.write_metadata(table.schema, dataset / "_common_metadata")
     with pytest.raises(ValueError, match="not a struct"):
         check_nested_columns(kind)
+
+
+CLI_FAST = ("--synchronous", "--quiet")
+
+
+def _members(path) -> list[str]:
+    """The current catalogs of a local collection, as its ``collection.properties`` names them."""
+    from pathlib import Path
+
+    props = dict(
+        line.split("=", 1)
+        for line in (Path(path) / "collection.properties").read_text().splitlines()
+        if "=" in line
+    )
+    names = [props["hats_primary_table_url"], *props.get("all_margins", "").split()]
+    names += props.get("all_indexes", "").split()[1::2]  # "column name" pairs
+    return [f"{path}/{n}" for n in names]
+
+
+def build_nested_kinds(root, raw_dir, names: list[str]) -> dict[str, Kind]:
+    """The nested kinds among ``names``, under the local folder ``root``:
+
+    - ``nested``: ``healforge nest objects sources --on id=obj_id --as lc --sort-by mjd`` (CLI),
+      then a margin and an index;
+    - ``nested_collection``: the same nest of a collection (margin and index in it);
+    - ``nightly``: ``nested`` of night 0, three ``increment`` nights (new objects, new versions of
+      old ones moved elsewhere on the sky, re-sent sources; the first night builds the index),
+      then ``healforge compact --dedupe-on id --keep-latest-by night --nested-dedupe-on src_id``.
+    """
+    objs = probe_inputs(2_000, 11, boundary=4).assign(night=np.int16(0))
+    srcs = probe_sources(objs, 12)
+    fo, fs = _write(raw_dir / "objects0.parquet", objs), _write(raw_dir / "sources0.parquet", srcs)
+    healforge.import_catalog([fs], f"{root}/sources", id_column="src_id", threshold=5_000, **FAST)
+    spec = lambda s: NestedSpec("lc", s, "obj_id", "mjd", ["mjd", "flux"])  # noqa: E731
+    kinds: dict[str, Kind] = {}
+
+    def nested(name: str, objects: str) -> str:
+        out = f"{root}/{name}"
+        run_cli("nest", objects, f"{root}/sources", "-o", out, "--on", "id=obj_id", "--as", "lc",
+                "--sort-by", "mjd", *CLI_FAST)  # fmt: skip
+        return out
+
+    if "nested" in names or "nightly" in names:
+        healforge.import_catalog(
+            [fo], f"{root}/objects", id_column=ID, threshold=THRESHOLD, highest_order=7, **FAST
+        )
+    if "nested" in names:
+        path = nested("nested", f"{root}/objects")
+        healforge.margin(path, f"{path}_margin", MARGIN_ARCSEC, **FAST)
+        healforge.index_catalog(path, ID, f"{path}_index", **FAST)
+        members = [path, f"{path}_margin", f"{path}_index"]
+        kinds["nested"] = Kind("nested", path, objs, margin=members[1], index=members[2],
+                               nested=[spec(srcs)], hats_paths=members)  # fmt: skip
+    if "nested_collection" in names:
+        coll = f"{root}/objects_collection"
+        healforge.import_catalog(
+            [fo], coll, id_column=ID, threshold=THRESHOLD, highest_order=7, collection=True,
+            margins=[MARGIN_ARCSEC], indexes=[ID], name="objs", **FAST,
+        )  # fmt: skip
+        path = nested("nested_collection", coll)
+        kinds["nested_collection"] = Kind("nested_collection", path, objs, nested=[spec(srcs)],
+                                          hats_paths=_members(path))  # fmt: skip
+    if "nightly" in names:
+        path = nested("nightly", f"{root}/objects")
+        healforge.margin(path, f"{path}_margin", MARGIN_ARCSEC, **FAST)
+        all_objs, all_srcs, next_src = [objs], [srcs], 1_000_000
+        for night in (1, 2, 3):
+            rng = np.random.default_rng(100 + night)
+            old = rng.choice(2_000, 300, replace=False)  # new versions, elsewhere on the sky
+            moved = probe_inputs(300, 30 + night, version=night).assign(id=old)
+            new = probe_inputs(200, 40 + night, start_id=10_000 * night, version=night)
+            tonight = pd.concat([moved, new], ignore_index=True).assign(night=np.int16(night))
+            fresh = probe_sources(tonight, 50 + night, start_id=next_src, mjd0=float(night))
+            next_src += len(fresh)
+            resent = srcs[srcs["obj_id"].isin(old)].iloc[:50].assign(ra=0.0, dec=0.0)
+            resent = resent.assign(ra=tonight.set_index(ID).loc[resent["obj_id"], "ra"].to_numpy(),
+                                   dec=tonight.set_index(ID).loc[resent["obj_id"], "dec"].to_numpy())  # fmt: skip
+            sources = pd.concat([fresh, resent], ignore_index=True)
+            healforge.increment(
+                path, [_write(raw_dir / f"objects{night}.parquet", tonight)],
+                {"lc": [_write(raw_dir / f"sources{night}.parquet", sources)]}, on="id=obj_id",
+                latest_by="night", batch=f"night{night}", index=ID if night == 1 else None, **FAST,
+            )  # fmt: skip
+            all_objs.append(tonight)
+            all_srcs.append(sources)
+        run_cli("compact", path, "--dedupe-on", ID, "--keep-latest-by", "night", "--nested-dedupe-on", "src_id",
+                *CLI_FAST)  # fmt: skip
+        expected = _latest(*all_objs)
+        # a re-sent source is the same row (same src_id, time, flux): one copy stays
+        sources = pd.concat(all_srcs, ignore_index=True).drop_duplicates("src_id")
+        # the first change made the catalog a collection in place (DESIGN: versioned snapshots):
+        # lsdb attaches the rebuilt margin and the index the first night built
+        kinds["nightly"] = Kind("nightly", path, expected, nested=[spec(sources)], hats_paths=_members(path))
+    return kinds
+
+
+@pytest.fixture(scope="module")
+def nested_kind(tmp_path_factory):
+    base = tmp_path_factory.mktemp("conformance_nested")
+    return build_nested_kinds(base / "cats", base / "raw", ["nested"])
+
+
+@pytest.fixture(scope="module")
+def slow_nested_kinds(tmp_path_factory):
+    base = tmp_path_factory.mktemp("conformance_nested_slow")
+    return build_nested_kinds(base / "cats", base / "raw", ["nested_collection", "nightly"])
+
+
+@pytest.mark.parametrize(("kind", "operation"), _cells(["nested"]))
+def test_local_nested(nested_kind, kind, operation):
+    OPERATIONS[operation](nested_kind[kind])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("kind", "operation"), _cells(["nested_collection", "nightly"], slow=True))
+def test_local_nested_slow(slow_nested_kinds, kind, operation):
+    OPERATIONS[operation](slow_nested_kinds[kind])
