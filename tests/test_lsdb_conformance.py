@@ -4,7 +4,10 @@ Kinds (one :class:`lsdb_conformance.Kind` each, built once per module): a fresh 
 after appends, after a de-duplicating compaction, a collection made by ``import --collection``
 then appended to, and one made by ``healforge collection``; each with a margin (crossmatch) and
 an index (id_search), all strictly valid for hats. The S3 variants run on the moto server
-(``@pytest.mark.slow``). Each (kind, operation) is one test; docs/lsdb-conformance.md lists them.
+(``@pytest.mark.slow``). Nested kinds (``build_nested_kinds``): ``healforge nest --on id=obj_id``
+(quick), the nest of a collection and a nightly catalog after increments and a consolidation
+(slow), each also checked sub-column by sub-column against the raw sources. Each (kind,
+operation) is one test; docs/lsdb-conformance.md lists them.
 """
 
 from __future__ import annotations
