@@ -12,6 +12,7 @@ operation) is one test; docs/lsdb-conformance.md lists them.
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import numpy as np
@@ -232,8 +233,10 @@ def test_nested_check_on_lsdb_written_catalog(tmp_path):
 CLI_FAST = ("--synchronous", "--quiet")
 
 
-def build_nested_kinds(root, raw_dir, names: list[str]) -> dict[str, Kind]:
-    """The nested kinds among ``names``, under the local folder ``root``:
+def build_nested_kinds(
+    root, raw_dir, names: list[str], storage_options: dict | None = None
+) -> dict[str, Kind]:
+    """The nested kinds among ``names``, under ``root`` (a local folder or a URL prefix):
 
     - ``nested``: ``healforge nest objects sources --on id=obj_id --as lc --sort-by mjd`` (CLI),
       then a margin and an index;
@@ -242,42 +245,45 @@ def build_nested_kinds(root, raw_dir, names: list[str]) -> dict[str, Kind]:
       old ones moved elsewhere on the sky, re-sent sources; the first night builds the index),
       then ``healforge compact --dedupe-on id --keep-latest-by night --nested-dedupe-on src_id``.
     """
+    so = {"storage_options": storage_options} if storage_options else {}
+    cli_so = ("--storage-options", json.dumps(storage_options)) if storage_options else ()
     objs = probe_inputs(2_000, 11, boundary=4).assign(night=np.int16(0))
     srcs = probe_sources(objs, 12)
     fo, fs = _write(raw_dir / "objects0.parquet", objs), _write(raw_dir / "sources0.parquet", srcs)
-    healforge.import_catalog([fs], f"{root}/sources", id_column="src_id", threshold=5_000, **FAST)
+    healforge.import_catalog([fs], f"{root}/sources", id_column="src_id", threshold=5_000, **so, **FAST)
     spec = lambda s: NestedSpec("lc", s, "obj_id", "mjd", ["mjd", "flux"])  # noqa: E731
     kinds: dict[str, Kind] = {}
 
     def nested(name: str, objects: str) -> str:
         out = f"{root}/{name}"
         run_cli("nest", objects, f"{root}/sources", "-o", out, "--on", "id=obj_id", "--as", "lc",
-                "--sort-by", "mjd", *CLI_FAST)  # fmt: skip
+                "--sort-by", "mjd", *cli_so, *CLI_FAST)  # fmt: skip
         return out
 
     if "nested" in names or "nightly" in names:
         healforge.import_catalog(
-            [fo], f"{root}/objects", id_column=ID, threshold=THRESHOLD, highest_order=7, **FAST
+            [fo], f"{root}/objects", id_column=ID, threshold=THRESHOLD, highest_order=7, **so, **FAST
         )
     if "nested" in names:
         path = nested("nested", f"{root}/objects")
-        healforge.margin(path, f"{path}_margin", MARGIN_ARCSEC, **FAST)
-        healforge.index_catalog(path, ID, f"{path}_index", **FAST)
+        healforge.margin(path, f"{path}_margin", MARGIN_ARCSEC, **so, **FAST)
+        healforge.index_catalog(path, ID, f"{path}_index", **so, **FAST)
         members = [path, f"{path}_margin", f"{path}_index"]
-        kinds["nested"] = Kind("nested", path, objs, margin=members[1], index=members[2],
-                               nested=[spec(srcs)], hats_paths=members)  # fmt: skip
+        kinds["nested"] = Kind("nested", path, objs, margin=members[1], index=members[2], nested=[spec(srcs)],
+                               hats_paths=members, storage_options=storage_options)  # fmt: skip
     if "nested_collection" in names:
         coll = f"{root}/objects_collection"
         healforge.import_catalog(
             [fo], coll, id_column=ID, threshold=THRESHOLD, highest_order=7, collection=True,
-            margins=[MARGIN_ARCSEC], indexes=[ID], name="objs", **FAST,
+            margins=[MARGIN_ARCSEC], indexes=[ID], name="objs", **so, **FAST,
         )  # fmt: skip
         path = nested("nested_collection", coll)
         kinds["nested_collection"] = Kind("nested_collection", path, objs, nested=[spec(srcs)],
-                                          hats_paths=_members(path))  # fmt: skip
+                                          hats_paths=_members(path, storage_options),
+                                          storage_options=storage_options)  # fmt: skip
     if "nightly" in names:
         path = nested("nightly", f"{root}/objects")
-        healforge.margin(path, f"{path}_margin", MARGIN_ARCSEC, **FAST)
+        healforge.margin(path, f"{path}_margin", MARGIN_ARCSEC, **so, **FAST)
         all_objs, all_srcs, next_src = [objs], [srcs], 1_000_000
         for night in (1, 2, 3):
             rng = np.random.default_rng(100 + night)
@@ -294,18 +300,25 @@ def build_nested_kinds(root, raw_dir, names: list[str]) -> dict[str, Kind]:
             healforge.increment(
                 path, [_write(raw_dir / f"objects{night}.parquet", tonight)],
                 {"lc": [_write(raw_dir / f"sources{night}.parquet", sources)]}, on="id=obj_id",
-                latest_by="night", batch=f"night{night}", index=ID if night == 1 else None, **FAST,
+                latest_by="night", batch=f"night{night}", index=ID if night == 1 else None, **so, **FAST,
             )  # fmt: skip
             all_objs.append(tonight)
             all_srcs.append(sources)
         run_cli("compact", path, "--dedupe-on", ID, "--keep-latest-by", "night", "--nested-dedupe-on", "src_id",
-                *CLI_FAST)  # fmt: skip
+                *cli_so, *CLI_FAST)  # fmt: skip
         expected = _latest(*all_objs)
         # a re-sent source is the same row (same src_id, time, flux): one copy stays
         sources = pd.concat(all_srcs, ignore_index=True).drop_duplicates("src_id")
         # the first change made the catalog a collection in place (DESIGN: versioned snapshots):
         # lsdb attaches the rebuilt margin and the index the first night built
-        kinds["nightly"] = Kind("nightly", path, expected, nested=[spec(sources)], hats_paths=_members(path))
+        kinds["nightly"] = Kind(
+            "nightly",
+            path,
+            expected,
+            storage_options=storage_options,
+            nested=[spec(sources)],
+            hats_paths=_members(path, storage_options),
+        )
     return kinds
 
 
@@ -330,3 +343,18 @@ def test_local_nested(nested_kind, kind, operation):
 @pytest.mark.parametrize(("kind", "operation"), _cells(["nested_collection", "nightly"], slow=True))
 def test_local_nested_slow(slow_nested_kinds, kind, operation):
     OPERATIONS[operation](slow_nested_kinds[kind])
+
+
+@pytest.fixture(scope="module")
+def s3_nested_kind(tmp_path_factory, s3_options):
+    from conftest import BUCKET
+
+    base = tmp_path_factory.mktemp("conformance_nested_s3")
+    root = f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}"
+    return build_nested_kinds(root, base / "raw", ["nested"], s3_options)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("kind", "operation"), _cells(["nested"], slow=True))
+def test_s3_nested(s3_nested_kind, kind, operation):
+    OPERATIONS[operation](s3_nested_kind[kind])
