@@ -69,6 +69,14 @@ def home_of(root: str | os.PathLike) -> AnyPath:
     return home
 
 
+def build_dir(root: AnyPath) -> AnyPath:
+    """Where a change builds the next versions: the home, except for a stand-alone catalog's
+    first change, which builds beside it (hats' strict validation counts every
+    ``Norder*/Dir*/Npix*`` path below a catalog) and moves them in just before the switch."""
+    home = home_of(root)
+    return home.with_name(f".{home.name}.healforge-next") if str(root) == str(home) else home
+
+
 def _log(home: AnyPath) -> dict:
     path = home / LOG_FILE
     try:
@@ -166,7 +174,8 @@ def build(root: AnyPath, manifest: dict, staging: AnyPath, point_map: AnyPath) -
     root = as_path(root)
     home = home_of(root)
     base = split_version(root.name)[0] if str(root) != str(home) else home.name
-    new = home / versioned(base, int(manifest["version"]))
+    final = home / versioned(base, int(manifest["version"]))
+    new = build_dir(root) / final.name
     storage.rmtree(new)
     if str(root) == str(home):
         log = _log(home)
@@ -222,7 +231,7 @@ def build(root: AnyPath, manifest: dict, staging: AnyPath, point_map: AnyPath) -
 
         unregister(new, root, rebuilt)
     failpoint("Apply", 4)
-    return new
+    return final
 
 
 def switch(root: AnyPath, new: AnyPath, manifest: dict) -> None:
@@ -230,6 +239,11 @@ def switch(root: AnyPath, new: AnyPath, manifest: dict) -> None:
     rebuilt members (for a stand-alone catalog, then the removal of its root properties)."""
     home = home_of(root)
     rebuilt = {old: (kind, name, column) for old, name, kind, column in manifest.get("members", [])}
+    place = build_dir(root)
+    if str(place) != str(home):  # a stand-alone catalog's first change: move the versions in
+        for name in [new.name, *(member for _, member, _ in rebuilt.values())]:
+            storage.replace(place / name, home / name)
+        storage.rmtree(place)
     if is_collection(home):
         coll = open_collection(home)
         name = coll.name
@@ -284,6 +298,7 @@ def cleanup(root: str | os.PathLike, now: float | None = None) -> list[str]:
     the previous one of each catalog. Returns the names removed."""
     home = home_of(as_path(root))
     finish_switch(home)
+    storage.rmtree(home.with_name(f".{home.name}.healforge-next"))
     now = time.time() if now is None else now
     grace = grace_seconds()
     refs = references(home)
