@@ -313,3 +313,23 @@ def test_moved_catalog_keeps_working(cat, tmp_path):
     assert _lsdb_margin_rows(coll.margins[coll.default_margin]) == _lsdb_margin_rows(tmp_path / "fresh")
     assert _lsdb_rows(moved) == 3_700
     assert healforge.validate_catalog(moved, id_column="id").ok
+
+
+def test_margin_rebuild_in_a_collection_is_a_new_version(cat, tmp_path):
+    import lsdb
+
+    root, a = cat
+    healforge.append(root, [_batch(tmp_path, "B", 300, 100_000, 2)], "nightB", **FAST)
+    old = open_collection(root).margins["cat_margin.v2"]
+    before = _file_digests(old)
+    proc = run_cli(
+        "margin", root, "-o", root / "cat_margin", "--radius", "60", "--synchronous", "-q", check=False
+    )
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr
+    run_cli("margin", root, "-o", root / "cat_margin", "--radius", "60", "--overwrite", "--synchronous", "-q")
+    coll = open_collection(root)
+    assert list(coll.margins) == ["cat_margin.v3"] and coll.default_margin == "cat_margin.v3"
+    assert _file_digests(old) == before  # the committed member was not written over
+    opened = lsdb.open_catalog(str(root))
+    assert len(opened.margin.compute()) == _lsdb_margin_rows(old) > 0
+    assert healforge.validate_catalog(root, id_column="id").ok

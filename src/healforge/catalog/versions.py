@@ -284,6 +284,46 @@ def switch(root: AnyPath, new: AnyPath, manifest: dict) -> None:
     _save_log(home, log)
 
 
+def member_version(home: AnyPath, output: AnyPath) -> tuple[AnyPath, str | None]:
+    """Where to build a member asked for at ``output``: when ``output`` is in the collection
+    ``home`` and a current member has its name (in any version), that member's next version and
+    the name it replaces (a rebuild never writes over a committed member); else ``output``."""
+    if str(output.parent) != str(home) or not is_collection(home):
+        return output, None
+    coll = open_collection(home)
+    base = split_version(output.name)[0]
+    for path in [*coll.margins.values(), *coll.indexes.values()]:
+        if str(path.parent) == str(home) and split_version(path.name)[0] == base:
+            return home / versioned(base, next_version(home)), path.name
+    return output, None
+
+
+def replace_member(home: AnyPath, old: str, new: AnyPath) -> None:
+    """Commit a rebuilt member: one atomic replace of ``collection.properties`` naming ``new``
+    where it named ``old`` (which is retired like any superseded version)."""
+    coll = open_collection(home)
+
+    def swap(path: AnyPath, raw: str) -> str:
+        return new.name if str(path.parent) == str(home) and path.name == old else raw
+
+    margins = [swap(p, m) for m, p in coll.margins.items()]
+    default_margin = coll.default_margin
+    if default_margin in coll.margins:
+        default_margin = swap(coll.margins[default_margin], default_margin)
+    prefix = str(home).rstrip("/") + "/"
+    indexes = {
+        c: swap(p, str(p)[len(prefix) :] if str(p).startswith(prefix) else str(p))
+        for c, p in coll.indexes.items()
+    }
+    primary = str(coll.primary)[len(prefix) :] if str(coll.primary).startswith(prefix) else str(coll.primary)
+    write_collection(
+        home, coll.name, primary, margins or None, default_margin, indexes or None, coll.default_index
+    )
+    log = _log(home)
+    log.setdefault("committed", {})[str(split_version(new.name)[1])] = time.time()
+    _save_log(home, log)
+
+
 def finish_switch(home: AnyPath) -> None:
     """Remove a converted stand-alone catalog's root properties (which hats would read first)."""
     if is_collection(home) and any((home / n).exists() for n in ROOT_PROPERTIES):
