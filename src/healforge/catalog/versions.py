@@ -38,6 +38,7 @@ from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 
 LOG_FILE = ".healforge-versions.json"
+STATE_DIR = ".healforge"  # healforge's state inside a catalog version (batches, registries)
 GRACE_ENV = "HEALFORGE_SNAPSHOT_GRACE"
 DEFAULT_GRACE_S = 600.0
 ROOT_PROPERTIES = ("properties", "hats.properties")
@@ -137,13 +138,7 @@ def _files_under(entry: AnyPath) -> list[AnyPath]:
 
 def _state_entry(name: str) -> bool:
     """Top-level entries of a home that belong to no catalog version."""
-    return name in (COLLECTION_FILE, LOG_FILE) or (name.startswith(".") and name != fmt_state_dir())
-
-
-def fmt_state_dir() -> str:
-    from healforge.catalog.transaction import STATE_DIR
-
-    return STATE_DIR
+    return name in (COLLECTION_FILE, LOG_FILE) or (name.startswith(".") and name != STATE_DIR)
 
 
 def catalog_entries(root: AnyPath, home: AnyPath) -> list[AnyPath]:
@@ -187,7 +182,7 @@ def build(root: AnyPath, manifest: dict, staging: AnyPath, point_map: AnyPath) -
     for entry in catalog_entries(root, home):
         for src in _files_under(entry):
             rel = "/".join(src.parts[len(root.parts) :])
-            if any(part.startswith(".") and part != fmt_state_dir() for part in rel.split("/")):
+            if any(part.startswith(".") and part != STATE_DIR for part in rel.split("/")):
                 continue  # temporary files of a killed writer
             data = rel.startswith(fmt.DATASET_DIR + "/") and fmt.is_data_file(rel[len(fmt.DATASET_DIR) + 1 :])
             if data and any(rel == r or rel.startswith(r + "/") for r in retired):
@@ -353,8 +348,10 @@ def cleanup(root: str | os.PathLike, now: float | None = None) -> list[str]:
     removed = []
     present: dict[str, dict[int, list[AnyPath]]] = {}
     for entry in _entries(home):
-        if entry.name.startswith(".") and (".building-" in entry.name or ".old-" in entry.name):
-            storage.rmtree(entry)  # a member build a killed writer left
+        if entry.name.startswith(".") and (
+            ".building-" in entry.name or ".old-" in entry.name or entry.name.endswith(".tmp")
+        ):
+            storage.rmtree(entry)  # a member build or a temporary file a killed writer left
             removed.append(entry.name)
             continue
         base, n = split_version(entry.name)
