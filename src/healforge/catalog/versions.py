@@ -43,7 +43,6 @@ GRACE_ENV = "HEALFORGE_SNAPSHOT_GRACE"
 DEFAULT_GRACE_S = 600.0
 ROOT_PROPERTIES = ("properties", "hats.properties")
 _VERSIONED = re.compile(r"^(?P<base>.+)\.v(?P<n>[0-9]+)$")
-_HOMES: dict[str, AnyPath] = {}
 
 
 def versioned(base: str, n: int) -> str:
@@ -61,13 +60,8 @@ def home_of(root: str | os.PathLike) -> AnyPath:
     """The directory holding ``root``'s versions, lock and collection: the parent collection when
     ``root`` is (a version of) its primary catalog, else ``root`` itself."""
     root = as_path(root)
-    key = str(root).rstrip("/")
-    if key in _HOMES:
-        return _HOMES[key]
     coll = collection_of(root)
-    home = coll.path if coll is not None else root
-    _HOMES[key] = home
-    return home
+    return coll.path if coll is not None else root
 
 
 def build_dir(root: AnyPath) -> AnyPath:
