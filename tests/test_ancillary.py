@@ -18,6 +18,7 @@ import healforge
 from conftest import make_points, run_cli, survey_table, write_parquet_files
 from healforge.catalog import ancillary
 from healforge.catalog import format as fmt
+from healforge.catalog.collection import resolve_catalog
 
 ALT = [1, 3]
 STAT_KINDS = ("min_value", "max_value", "null_count", "row_count")
@@ -68,7 +69,7 @@ def _all_rows(root) -> pa.Table:
 
 def check_outputs(root, summary: bool = False):
     """Every optional file matches the data in place (independent numpy/pyarrow computations)."""
-    root = Path(root)
+    root = Path(resolve_catalog(root))  # a changed catalog: its current version
     props = fmt.read_properties(root)
     total = int(props["hats_nrows"])
     rows = _all_rows(root)
@@ -188,19 +189,19 @@ def test_cli_outputs_kept_current_by_append_and_compact(tmp_path):
     )  # fmt: skip
     check_outputs(root, summary=True)
     run_cli("append", root, *b, "--batch", "b", "--synchronous", "-q")
-    assert fmt.has_multi_file_pixels(root)
+    assert fmt.has_multi_file_pixels(resolve_catalog(root))
     check_outputs(root, summary=True)
     run_cli("compact", root, "--threshold", 150, "--synchronous", "-q")
-    assert not fmt.has_multi_file_pixels(root)
+    assert not fmt.has_multi_file_pixels(resolve_catalog(root))
     check_outputs(root, summary=True)
-    props = fmt.read_properties(root)
+    props = fmt.read_properties(resolve_catalog(root))
     assert props["obs_title"] == "Kept current" and props["creator_did"] == "ivo://example/test"
     assert props["hats_cols_default"] == "id ra name"
     cat = lsdb.open_catalog(str(root))
     assert list(cat.columns) == ["id", "ra", "name", "dec"]  # lsdb adds the coordinates
     assert len(cat.compute()) == 8_500
     # the README lists the alt-order skymaps and the default columns
-    text = (root / "README.md").read_text()
+    text = (resolve_catalog(root) / "README.md").read_text()
     assert "skymap.3.fits" in text and "**Default?**" in text
 
 
@@ -219,6 +220,7 @@ def test_summary_without_statistics_after_append(tmp_path):
     healforge.append(
         root, _batch(tmp_path / "b", 1_000, 50_000, 7, "uniform"), "b", synchronous=True, quiet=True
     )
+    root = resolve_catalog(root)  # the catalog's new version
     assert not (root / fmt.DATASET_DIR / "_metadata").exists()
     text = (root / "README.md").read_text()
     assert "| 4,000 |" in text
@@ -250,6 +252,8 @@ def test_hats_import_catalog_outputs_refreshed(tmp_path):
     res = healforge.append(root, b, "b", synchronous=True, quiet=True)
     assert res.total_rows == 8_000
     check_outputs(root, summary=True)
+    old, root = root, resolve_catalog(root)  # the catalog's new version; the old one is intact
+    assert (old / "index.html").read_bytes() == before["index.html"]
     html = (root / "index.html").read_text()
     assert "8,000" in html and before["index.html"] != html.encode()
     # same partitions after the append: the plot is redrawn, identical
@@ -257,10 +261,11 @@ def test_hats_import_catalog_outputs_refreshed(tmp_path):
     assert (root / "partition_info.png").read_bytes() == before["partition_info.png"]
     healforge.compact(root, threshold=150, synchronous=True, quiet=True)
     check_outputs(root, summary=True)
+    root = resolve_catalog(root)
     assert (root / "partition_info.png").read_bytes() != before["partition_info.png"]
 
 
-def test_killed_while_refreshing_is_rolled_forward(tmp_path):
+def test_killed_while_refreshing_leaves_old_catalog_and_rerun_completes(tmp_path):
     root = tmp_path / "cat"
     healforge.import_catalog(
         _batch(tmp_path / "a", 6_000, 0, 4),
@@ -274,17 +279,20 @@ def test_killed_while_refreshing_is_rolled_forward(tmp_path):
         quiet=True,
     )
     b = _batch(tmp_path / "b", 2_000, 100_000, 5)
-    # killed after the skymaps were renamed in, before the thumbnail and statistics
+    # killed while building the new version's outputs (after the skymaps, before the thumbnail
+    # and statistics), i.e. before the commit
     proc = run_cli(
         "append", root, *b, "--batch", "b", "--synchronous", "-q",
         env={"HEALFORGE_KILL_AFTER": "Outputs:4"}, check=False,
     )  # fmt: skip
     assert proc.returncode == -9, proc.stderr
-    # mid-change the catalog stays readable, and the next writer finishes the change
+    # the catalog is the old one, untouched and readable; the next writer redoes the change
     import lsdb
 
-    assert len(lsdb.open_catalog(str(root)).compute()) == 8_000
+    assert len(lsdb.open_catalog(str(root)).compute()) == 6_000
+    check_outputs(root)
     run_cli("append", root, *b, "--batch", "b", "--synchronous", "-q")
+    assert len(lsdb.open_catalog(str(root)).compute()) == 8_000
     check_outputs(root)
     assert not (root / ".healforge-txn").exists()
 

@@ -63,9 +63,9 @@ def _strict_valid(url: str, options: dict) -> bool:
     from hats.io.validation import is_valid_catalog
     from upath import UPath
 
-    path = UPath(url, **options)
+    path = UPath(str(healforge.resolve_catalog(url, options)), **options)  # a changed catalog's version
     assert hats.read_hats(path).catalog_info.total_rows > 0
-    return is_valid_catalog(path, strict=True)
+    return is_valid_catalog(path, strict=True) and is_valid_catalog(UPath(url, **options), strict=True)
 
 
 def _no_local_s3_dirs(*folders) -> None:
@@ -144,12 +144,17 @@ def test_api_margin_append_compact_on_s3_match_local(tmp_path, s3_options):
         assert m.rows > 0
         res = healforge.append(root, [b], "nightB", storage_options=so, **FAST)
         assert res.rows == 2_000
-        # the append rebuilt the registered margin (on S3 too)
-        assert int(fmt.read_properties(storage.as_path(margin_path, so))["hats_nrows"]) > m.rows
+        # the append rebuilt the registered margin (on S3 too) as its next version, inside the
+        # collection the catalog became; the original margin is left as it was
+        coll = healforge.open_collection(root, storage_options=so)
+        current = coll.margins[coll.default_margin]
+        assert current.name == "cat_margin.v2" and str(current.parent) == str(storage.as_path(root, so))
+        assert int(fmt.read_properties(current)["hats_nrows"]) > m.rows
+        assert int(fmt.read_properties(storage.as_path(margin_path, so))["hats_nrows"]) == m.rows
         report = healforge.validate_catalog(root, id_column=None, storage_options=so)
         assert report.ok, str(report)
     _same_rows(_read(url, s3_options), _read(str(roots["local"])))
-    _same_rows(_read(f"{url}_margin", s3_options), _read(str(tmp_path / "cat_margin")))
+    _same_rows(_read(f"{url}/cat_margin.v2", s3_options), _read(str(tmp_path / "cat" / "cat_margin.v2")))
     assert _strict_valid(url, s3_options)
     for kind, root in roots.items():
         so = s3_options if kind == "s3" else None
@@ -176,17 +181,21 @@ def test_killed_append_on_s3_leaves_catalog_readable_and_next_writer_recovers(tm
     proc = run_cli(*args, env={"HEALFORGE_KILL_AFTER": kill_at}, check=False)
     assert proc.returncode == -9, proc.stderr
     root = storage.as_path(url, s3_options)
-    assert (root / ".healforge-txn" / "manifest.json").exists() == (kill_at != "Reducing:1")
-    if kill_at != "Apply:3":
-        # nothing of the change is visible yet: the catalog reads as A alone
-        assert len(_read(url, s3_options)) == 3_000
-        assert healforge.validate_catalog(url, storage_options=s3_options).ok
+    # killed before the commit (while staging, or while building the next version): nothing of
+    # the change is visible, the catalog reads as A alone
+    assert len(_read(url, s3_options)) == 3_000
+    assert healforge.validate_catalog(url, storage_options=s3_options).ok
+    # a stand-alone catalog's first version is built beside it (hats' strict validation counts
+    # every pixel directory below a catalog), referenced by nothing
+    building = root.with_name(".cat.healforge-next")
+    assert not (root / "cat.v2").exists() and building.exists() == (kill_at == "Apply:3")
     run_cli(*args)  # takes over the dead writer's lock, rolls back or forward, then appends
     df = _read(url, s3_options)
     want = pa.concat_tables([pq.read_table(a), pq.read_table(c)]).to_pandas().sort_values("id")
     np.testing.assert_array_equal(df["id"].to_numpy(), want["id"].to_numpy())
     assert healforge.validate_catalog(url, id_column="id", storage_options=s3_options).ok
     assert not (root / ".healforge-txn").exists() and not (root / ".healforge.lock").exists()
+    assert healforge.resolve_catalog(root).name == "cat.v2" and not building.exists()
 
 
 def test_second_writer_on_s3_is_refused(tmp_path, s3_options):

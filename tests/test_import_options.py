@@ -310,7 +310,7 @@ def test_reimport_appended_catalog_with_columns(tmp_path, survey):
     table, files = survey
     healforge.import_catalog(files[0], tmp_path / "cat", threshold=4000, id_column="id", **QUIET)
     healforge.append(tmp_path / "cat", files[1], "night2", **QUIET)
-    assert fmt.read_properties(tmp_path / "cat")["hats_npix_suffix"] == "/"
+    assert fmt.read_properties(healforge.resolve_catalog(tmp_path / "cat"))["hats_npix_suffix"] == "/"
     healforge.import_catalog(tmp_path / "cat", tmp_path / "re", threshold=3000, columns=["mag"], **QUIET)
     got = rows_by_id(tmp_path / "re")
     assert got.schema.names == ["_healpix_29", "id", "ra", "dec", "mag"]

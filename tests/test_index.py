@@ -114,7 +114,11 @@ def test_standalone_index_kept_current_and_validated(cat):
     healforge.append(
         tmp_path / "cat", [_write(tmp_path / "in" / "b.parquet", b)], "b", synchronous=True, quiet=True
     )
-    out = tmp_path / "cat_id_index"
+    # the append made the catalog a collection whose index is the index's next version; the
+    # recorded index is left as it was
+    assert len(_index_table(tmp_path / "cat_id_index")) == 4000
+    out = healforge.open_collection(tmp_path / "cat").indexes["id"]
+    assert out == tmp_path / "cat" / "cat_id_index.v2"
     index = _index_table(out)
     assert len(index) == 4600 and 1_000_599 in index["id"].to_pylist()
     assert healforge.validate_catalog(out).ok

@@ -313,3 +313,41 @@ def test_moved_catalog_keeps_working(cat, tmp_path):
     assert _lsdb_margin_rows(coll.margins[coll.default_margin]) == _lsdb_margin_rows(tmp_path / "fresh")
     assert _lsdb_rows(moved) == 3_700
     assert healforge.validate_catalog(moved, id_column="id").ok
+
+
+def test_margin_rebuild_in_a_collection_is_a_new_version(cat, tmp_path):
+    import lsdb
+
+    root, a = cat
+    healforge.append(root, [_batch(tmp_path, "B", 300, 100_000, 2)], "nightB", **FAST)
+    old = open_collection(root).margins["cat_margin.v2"]
+    before = _file_digests(old)
+    proc = run_cli(
+        "margin", root, "-o", root / "cat_margin", "--radius", "60", "--synchronous", "-q", check=False
+    )
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr
+    run_cli("margin", root, "-o", root / "cat_margin", "--radius", "60", "--overwrite", "--synchronous", "-q")
+    coll = open_collection(root)
+    assert list(coll.margins) == ["cat_margin.v3"] and coll.default_margin == "cat_margin.v3"
+    assert _file_digests(old) == before  # the committed member was not written over
+    opened = lsdb.open_catalog(str(root))
+    assert len(opened.margin.compute()) == _lsdb_margin_rows(old) > 0
+    assert healforge.validate_catalog(root, id_column="id").ok
+
+
+def test_kill_right_after_commit_on_s3_leaves_new_catalog_readable(tmp_path, s3_options):
+    from upath import UPath
+
+    url = f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}/cat"
+    a, b = _batch(tmp_path, "A", 1_000, 0, 1), _batch(tmp_path, "B", 300, 100_000, 2)
+    healforge.import_catalog([a], url, threshold=600, highest_order=5, storage_options=s3_options, **FAST)
+    args = ["append", url, b, "--batch", "nightB", "--storage-options", json.dumps(s3_options)]
+    proc = run_cli(*args, "--synchronous", "-q", env={"HEALFORGE_KILL_AFTER": "Commit:1"}, check=False)
+    assert proc.returncode == -9, proc.stderr
+    import lsdb
+
+    path = UPath(url, **s3_options)
+    path.fs.invalidate_cache()
+    assert len(lsdb.open_catalog(path).compute()) == 1_300  # no writer ran since the kill
+    assert healforge.validate_catalog(url, id_column="id", storage_options=s3_options).ok
+    assert "already appended" in run_cli(*args, "--synchronous", "-q").stdout

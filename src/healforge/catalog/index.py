@@ -117,7 +117,7 @@ def index_catalog(
     IndexResult
         Including the number of duplicated id values and a few examples.
     """
-    from healforge.catalog import members
+    from healforge.catalog import members, versions
     from healforge.catalog.collection import (
         add_member,
         collection_of,
@@ -147,10 +147,13 @@ def index_catalog(
 
     with txn.CatalogLock(primary, "index"):  # as for a margin: no change commits meanwhile
         txn.recover(primary)
+        target, replaced = versions.member_version(coll.path, output) if coll else (output, None)
+        if replaced and not overwrite:
+            raise CatalogError(f"output {output} exists and is not empty; use --overwrite to replace it")
         with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
             result = build_index(
                 CatalogSnapshot.of(primary),
-                output,
+                target,
                 column,
                 include_columns,
                 name=name,
@@ -159,7 +162,9 @@ def index_catalog(
                 engine=eng,
                 rows_per_file=rows_per_file,
             )
-        if coll is not None and str(output.parent) == str(coll.path):
+        if replaced:
+            versions.replace_member(coll.path, replaced, target)
+        elif coll is not None and str(output.parent) == str(coll.path):
             add_member(coll.path, output, "index", column=column, default=default)
         else:
             members.register(

@@ -132,7 +132,7 @@ def margin(
     -------
     MarginResult
     """
-    from healforge.catalog import members
+    from healforge.catalog import members, versions
     from healforge.catalog import transaction as txn
     from healforge.catalog.collection import (
         add_member,
@@ -158,11 +158,16 @@ def margin(
     # otherwise commit without rebuilding this new member
     with txn.CatalogLock(primary, "margin"):
         txn.recover(primary)
+        target, replaced = versions.member_version(coll.path, output) if coll else (output, None)
+        if replaced and not overwrite:
+            raise CatalogError(f"output {output} exists and is not empty; use --overwrite to replace it")
         with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
             result = build_margin(
-                primary, output, radius_arcsec, name=name, overwrite=overwrite, tmp_dir=tmp_dir, engine=eng
+                primary, target, radius_arcsec, name=name, overwrite=overwrite, tmp_dir=tmp_dir, engine=eng
             )
-        if coll is not None and str(output.parent) == str(coll.path):
+        if replaced:
+            versions.replace_member(coll.path, replaced, target)
+        elif coll is not None and str(output.parent) == str(coll.path):
             add_member(coll.path, output, "margin", default=default)
         else:
             members.register(primary, members.Member("margin", output, float(radius_arcsec)))

@@ -187,8 +187,9 @@ def stage_members(
             k += 1
             name = versions.versioned(f"{base}-{k}", version)
         names.add(name)
-        storage.rmtree(home / name)  # never committed (the version is new)
-        build_member(member, source, home / name, engine, tmp_dir)
+        place = versions.build_dir(root)
+        storage.rmtree(place / name)  # never committed (the version is new)
+        build_member(member, source, place / name, engine, tmp_dir)
         swaps.append([str(member.path), name, member.kind, member.column])
     manifest["members"] = swaps
     return members

@@ -38,11 +38,11 @@ from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 
 LOG_FILE = ".healforge-versions.json"
+STATE_DIR = ".healforge"  # healforge's state inside a catalog version (batches, registries)
 GRACE_ENV = "HEALFORGE_SNAPSHOT_GRACE"
 DEFAULT_GRACE_S = 600.0
 ROOT_PROPERTIES = ("properties", "hats.properties")
 _VERSIONED = re.compile(r"^(?P<base>.+)\.v(?P<n>[0-9]+)$")
-_HOMES: dict[str, AnyPath] = {}
 
 
 def versioned(base: str, n: int) -> str:
@@ -60,13 +60,16 @@ def home_of(root: str | os.PathLike) -> AnyPath:
     """The directory holding ``root``'s versions, lock and collection: the parent collection when
     ``root`` is (a version of) its primary catalog, else ``root`` itself."""
     root = as_path(root)
-    key = str(root).rstrip("/")
-    if key in _HOMES:
-        return _HOMES[key]
     coll = collection_of(root)
-    home = coll.path if coll is not None else root
-    _HOMES[key] = home
-    return home
+    return coll.path if coll is not None else root
+
+
+def build_dir(root: AnyPath) -> AnyPath:
+    """Where a change builds the next versions: the home, except for a stand-alone catalog's
+    first change, which builds beside it (hats' strict validation counts every
+    ``Norder*/Dir*/Npix*`` path below a catalog) and moves them in just before the switch."""
+    home = home_of(root)
+    return home.with_name(f".{home.name}.healforge-next") if str(root) == str(home) else home
 
 
 def _log(home: AnyPath) -> dict:
@@ -129,13 +132,7 @@ def _files_under(entry: AnyPath) -> list[AnyPath]:
 
 def _state_entry(name: str) -> bool:
     """Top-level entries of a home that belong to no catalog version."""
-    return name in (COLLECTION_FILE, LOG_FILE) or (name.startswith(".") and name != fmt_state_dir())
-
-
-def fmt_state_dir() -> str:
-    from healforge.catalog.transaction import STATE_DIR
-
-    return STATE_DIR
+    return name in (COLLECTION_FILE, LOG_FILE) or (name.startswith(".") and name != STATE_DIR)
 
 
 def catalog_entries(root: AnyPath, home: AnyPath) -> list[AnyPath]:
@@ -166,7 +163,8 @@ def build(root: AnyPath, manifest: dict, staging: AnyPath, point_map: AnyPath) -
     root = as_path(root)
     home = home_of(root)
     base = split_version(root.name)[0] if str(root) != str(home) else home.name
-    new = home / versioned(base, int(manifest["version"]))
+    final = home / versioned(base, int(manifest["version"]))
+    new = build_dir(root) / final.name
     storage.rmtree(new)
     if str(root) == str(home):
         log = _log(home)
@@ -178,7 +176,7 @@ def build(root: AnyPath, manifest: dict, staging: AnyPath, point_map: AnyPath) -
     for entry in catalog_entries(root, home):
         for src in _files_under(entry):
             rel = "/".join(src.parts[len(root.parts) :])
-            if any(part.startswith(".") and part != fmt_state_dir() for part in rel.split("/")):
+            if any(part.startswith(".") and part != STATE_DIR for part in rel.split("/")):
                 continue  # temporary files of a killed writer
             data = rel.startswith(fmt.DATASET_DIR + "/") and fmt.is_data_file(rel[len(fmt.DATASET_DIR) + 1 :])
             if data and any(rel == r or rel.startswith(r + "/") for r in retired):
@@ -222,7 +220,7 @@ def build(root: AnyPath, manifest: dict, staging: AnyPath, point_map: AnyPath) -
 
         unregister(new, root, rebuilt)
     failpoint("Apply", 4)
-    return new
+    return final
 
 
 def switch(root: AnyPath, new: AnyPath, manifest: dict) -> None:
@@ -230,6 +228,11 @@ def switch(root: AnyPath, new: AnyPath, manifest: dict) -> None:
     rebuilt members (for a stand-alone catalog, then the removal of its root properties)."""
     home = home_of(root)
     rebuilt = {old: (kind, name, column) for old, name, kind, column in manifest.get("members", [])}
+    place = build_dir(root)
+    if str(place) != str(home):  # a stand-alone catalog's first change: move the versions in
+        for name in [new.name, *(member for _, member, _ in rebuilt.values())]:
+            storage.replace(place / name, home / name)
+        storage.rmtree(place)
     if is_collection(home):
         coll = open_collection(home)
         name = coll.name
@@ -270,6 +273,46 @@ def switch(root: AnyPath, new: AnyPath, manifest: dict) -> None:
     _save_log(home, log)
 
 
+def member_version(home: AnyPath, output: AnyPath) -> tuple[AnyPath, str | None]:
+    """Where to build a member asked for at ``output``: when ``output`` is in the collection
+    ``home`` and a current member has its name (in any version), that member's next version and
+    the name it replaces (a rebuild never writes over a committed member); else ``output``."""
+    if str(output.parent) != str(home) or not is_collection(home):
+        return output, None
+    coll = open_collection(home)
+    base = split_version(output.name)[0]
+    for path in [*coll.margins.values(), *coll.indexes.values()]:
+        if str(path.parent) == str(home) and split_version(path.name)[0] == base:
+            return home / versioned(base, next_version(home)), path.name
+    return output, None
+
+
+def replace_member(home: AnyPath, old: str, new: AnyPath) -> None:
+    """Commit a rebuilt member: one atomic replace of ``collection.properties`` naming ``new``
+    where it named ``old`` (which is retired like any superseded version)."""
+    coll = open_collection(home)
+
+    def swap(path: AnyPath, raw: str) -> str:
+        return new.name if str(path.parent) == str(home) and path.name == old else raw
+
+    margins = [swap(p, m) for m, p in coll.margins.items()]
+    default_margin = coll.default_margin
+    if default_margin in coll.margins:
+        default_margin = swap(coll.margins[default_margin], default_margin)
+    prefix = str(home).rstrip("/") + "/"
+    indexes = {
+        c: swap(p, str(p)[len(prefix) :] if str(p).startswith(prefix) else str(p))
+        for c, p in coll.indexes.items()
+    }
+    primary = str(coll.primary)[len(prefix) :] if str(coll.primary).startswith(prefix) else str(coll.primary)
+    write_collection(
+        home, coll.name, primary, margins or None, default_margin, indexes or None, coll.default_index
+    )
+    log = _log(home)
+    log.setdefault("committed", {})[str(split_version(new.name)[1])] = time.time()
+    _save_log(home, log)
+
+
 def finish_switch(home: AnyPath) -> None:
     """Remove a converted stand-alone catalog's root properties (which hats would read first)."""
     if is_collection(home) and any((home / n).exists() for n in ROOT_PROPERTIES):
@@ -284,6 +327,7 @@ def cleanup(root: str | os.PathLike, now: float | None = None) -> list[str]:
     the previous one of each catalog. Returns the names removed."""
     home = home_of(as_path(root))
     finish_switch(home)
+    storage.rmtree(home.with_name(f".{home.name}.healforge-next"))
     now = time.time() if now is None else now
     grace = grace_seconds()
     refs = references(home)
@@ -298,8 +342,10 @@ def cleanup(root: str | os.PathLike, now: float | None = None) -> list[str]:
     removed = []
     present: dict[str, dict[int, list[AnyPath]]] = {}
     for entry in _entries(home):
-        if entry.name.startswith(".") and (".building-" in entry.name or ".old-" in entry.name):
-            storage.rmtree(entry)  # a member build a killed writer left
+        if entry.name.startswith(".") and (
+            ".building-" in entry.name or ".old-" in entry.name or entry.name.endswith(".tmp")
+        ):
+            storage.rmtree(entry)  # a member build or a temporary file a killed writer left
             removed.append(entry.name)
             continue
         base, n = split_version(entry.name)
