@@ -290,7 +290,10 @@ def test_copied_stand_alone_catalog_with_outside_margin(cat, tmp_path):
     shutil.copytree(root, tmp_path / "copy")
     outside = _file_digests(tmp_path / "cat_margin")
     original = _file_digests(root)
-    run_cli("append", tmp_path / "copy", _batch(tmp_path, "C", 400, 200_000, 3), "--synchronous", "-q")
+    proc = run_cli("append", tmp_path / "copy", _batch(tmp_path, "C", 400, 200_000, 3), "--synchronous", "-q")
+    # the user is told that the margin beside the catalog is no longer kept current
+    assert f"{tmp_path / 'cat_margin'} is no longer kept current" in proc.stderr
+    assert str(tmp_path / "copy" / "cat_margin.v2") in proc.stderr
     # the copy's recorded margin (../cat_margin, relative) became the copy's own member
     assert _file_digests(tmp_path / "cat_margin") == outside and _file_digests(root) == original
     coll = open_collection(tmp_path / "copy")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -268,9 +269,23 @@ def switch(root: AnyPath, new: AnyPath, manifest: dict) -> None:
         default_index,
     )
     finish_switch(home)
+    _note_left_behind(home, rebuilt)
     log = _log(home)
     log.setdefault("committed", {})[str(manifest["version"])] = time.time()
     _save_log(home, log)
+
+
+def _note_left_behind(home: AnyPath, rebuilt: dict) -> None:
+    """Tell the user that a member recorded beside a stand-alone catalog now lives in its home
+    (the original directory is never written again, so reading it gives stale answers)."""
+    prefix = str(home).rstrip("/") + "/"
+    for old, (kind, member, _) in rebuilt.items():
+        if not old.startswith(prefix):
+            print(
+                f"note: the {kind} {old} is no longer kept current; its current version is "
+                f"{home / member} (lsdb.open_catalog({str(home)!r}) attaches it)",
+                file=sys.stderr,
+            )
 
 
 def member_version(home: AnyPath, output: AnyPath) -> tuple[AnyPath, str | None]:
