@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pyarrow as pa
@@ -49,6 +50,7 @@ class ImportResult:
     pixels: list[tuple[int, int]]
     rejected_path: str | None = None
     resumed: bool = False
+    complete: bool = False
     stage_seconds: dict = field(default_factory=dict)
     margin: object = None
     collection: str | None = None
@@ -328,7 +330,27 @@ def import_catalog(
         "on_bad_rows": on_bad_rows,
         "version": __version__,
     }
-    resumed = _prepare_output(output, work, args, resume, overwrite)
+    state = _prepare_output(output, work, args, resume, overwrite)
+    if state in ("complete", "members"):
+        result = _completed_result(output)
+        if state == "complete":
+            return result
+        return _build_members(
+            result,
+            output,
+            margin_arcsec,
+            margin_path,
+            indexes,
+            args,
+            storage_options=storage_options,
+            tmp_dir=tmp_dir,
+            engine=engine,
+            workers=workers,
+            scheduler=scheduler,
+            synchronous=synchronous,
+            quiet=quiet,
+        )
+    resumed = state == "resumed"
     spec = InputSpec(
         ra,
         dec,
@@ -430,14 +452,54 @@ def import_catalog(
     n_rows = mapped["rows"]
     if written + n_rejected != n_rows:
         raise RuntimeError(f"row count mismatch: read {n_rows}, rejected {n_rejected}, wrote {written}")
-    shutil.rmtree(work, ignore_errors=True)
-    finishing.update()
-    finishing.close()
-    timings["finish"] = time.perf_counter() - t0
+    storage.clean_leftovers(output, fmt.DATASET_DIR)
     result = ImportResult(
         str(output), written, n_rejected, pixels_out, str(rejected_file) if rejected_file else None, resumed
     )
+    # the point of completion: a rerun finds this record and answers "already complete"
+    _write_record(output, args, result, members_done=not (margin_arcsec or indexes))
+    remove_work_dir(work)
+    finishing.update()
+    finishing.close()
+    timings["finish"] = time.perf_counter() - t0
     result.stage_seconds = timings
+    return _build_members(
+        result,
+        output,
+        margin_arcsec,
+        margin_path,
+        indexes,
+        args,
+        storage_options=storage_options,
+        tmp_dir=tmp_dir,
+        engine=engine,
+        workers=workers,
+        scheduler=scheduler,
+        synchronous=synchronous,
+        quiet=quiet,
+    )
+
+
+def _build_members(
+    result: ImportResult,
+    output: AnyPath,
+    margin_arcsec,
+    margin_path,
+    indexes,
+    args: dict,
+    *,
+    storage_options,
+    tmp_dir,
+    engine,
+    workers,
+    scheduler,
+    synchronous,
+    quiet,
+) -> ImportResult:
+    """The margin and indexes of a finished stand-alone import (rebuilt whole after a kill)."""
+    timings = result.stage_seconds
+    if not (margin_arcsec or indexes):
+        return result
     if margin_arcsec:
         from healforge.catalog.margin import margin
 
@@ -470,6 +532,7 @@ def import_catalog(
                 index_catalog(
                     output,
                     col,
+                    overwrite=True,
                     tmp_dir=tmp_dir,
                     engine=engine,
                     workers=workers,
@@ -479,6 +542,7 @@ def import_catalog(
                 )
             )
         timings["index"] = time.perf_counter() - t0
+    _write_record(output, args, result, members_done=True)
     return result
 
 
@@ -497,20 +561,18 @@ def _import_collection(
     primary = root / cat_name
     if overwrite and root.exists():
         storage.rmtree(root)
-    if (root / COLLECTION_FILE).exists():
-        raise CatalogError(f"collection {root} exists; use --overwrite to replace it")
-    complete = (primary / "hats.properties").exists() and not storage.scratch_dir(
-        primary, WORK_DIR, tmp_dir
-    ).exists()
     with owned_engine(**engine_args) as eng:
-        if complete and resume is not False:
-            props = fmt.read_properties(primary)
-            result = ImportResult(str(primary), int(props["hats_nrows"]), 0, fmt.read_partition_info(primary))
-            result.resumed = True
-        else:
-            result = import_catalog(
-                inputs, primary, name=cat_name, resume=resume, engine=eng, quiet=eng.quiet, **options
-            )
+        # the catalog: finished already (its record matches), resumed, or imported afresh
+        result = import_catalog(
+            inputs, primary, name=cat_name, resume=resume, engine=eng, quiet=eng.quiet, **options
+        )
+        if (root / COLLECTION_FILE).exists():
+            _check_collection_members(root, cat_name, margins, indexes)
+            result.complete = True
+            result.collection = str(root)
+            return result
+        if result.complete:  # a kill while building the members: they are built again
+            result.complete, result.resumed = False, True
         margin_dirs, index_dirs = [], {}
         for radius in margins:
             target = root / margin_name(cat_name, radius)
@@ -537,6 +599,23 @@ def _import_collection(
     result.collection = str(root)
     result.margin = result.members[0] if margins else None
     return result
+
+
+def _check_collection_members(root: AnyPath, cat_name: str, margins: list, indexes: list) -> None:
+    """A finished collection import rerun: it must hold the margins and indexes asked for."""
+    from hats.catalog.dataset.collection_properties import CollectionProperties
+
+    from healforge.catalog.collection import margin_name
+
+    props = CollectionProperties.read_from_dir(str(root) if storage.is_local(root) else root)
+    have_margins = {PurePosixPath(m).name for m in props.all_margins or []}
+    have_indexes = set(props.all_indexes or {})
+    missing = [margin_name(cat_name, r) for r in margins if margin_name(cat_name, r) not in have_margins]
+    missing += [f"index on {c}" for c in indexes if c not in have_indexes]
+    if missing:
+        raise CatalogError(
+            f"collection {root} exists without {', '.join(missing)}; use --overwrite to rebuild it"
+        )
 
 
 def check_file_sizes(files: list[AnyPath], max_bytes: int, slack: float = 0.1) -> None:
@@ -605,37 +684,129 @@ def finish_catalog(
     return total
 
 
-def _prepare_output(output: AnyPath, work, args: dict, resume: bool | None, overwrite: bool) -> bool:
+RECORD = ".healforge/import.json"
+
+
+def _read_record(output: AnyPath) -> dict | None:
+    """The record a finished import left in ``output`` (``None`` if there is none)."""
+    path = output / RECORD
+    if not path.exists() or not (output / "hats.properties").exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def _write_record(output: AnyPath, args: dict, result: ImportResult, members_done: bool) -> None:
+    record = {
+        "args": args,
+        "rows": result.rows,
+        "rejected": result.rejected,
+        "rejected_path": result.rejected_path,
+        "pixels": [list(p) for p in result.pixels],
+        "members_done": members_done,
+    }
+    fmt.atomic_write_text(output / RECORD, json.dumps(record, indent=1))
+
+
+def _completed_result(output: AnyPath) -> ImportResult:
+    record = _read_record(output)
+    pixels = [(int(o), int(p)) for o, p in record["pixels"]]
+    result = ImportResult(str(output), record["rows"], record["rejected"], pixels, record["rejected_path"])
+    result.complete = True
+    return result
+
+
+def remove_work_dir(work: Path) -> None:
+    """Remove a run's work directory: renamed aside first, so that a kill while deleting never
+    leaves a half-deleted directory that looks like an unfinished run."""
+    if not work.exists():
+        return
+    trash = work.with_name(f"{work.name}.trash-{uuid.uuid4().hex}")
+    os.replace(work, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _remove_trash(output: AnyPath, work: Path) -> None:
+    """Work directories a killed run was deleting."""
+    if work.parent.is_dir():
+        for old in work.parent.glob(f"{work.name}.trash-*"):
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _wrote_data(output: AnyPath) -> bool:
+    """Whether an unfinished import already put data files in ``output``."""
+    return bool(fmt.list_data_files(output))
+
+
+def _holds_only_leftovers(output: AnyPath, work: Path) -> bool:
+    """Whether ``output`` is absent, empty, or holds only what an import that wrote no data left
+    (its work and staging directories, empty pixel directories)."""
+    if not storage.is_local(output):
+        return storage.is_empty_dir(output)
+    if not output.exists():
+        return True
+    if not output.is_dir():
+        return False
+    ours = {storage.STAGING_DIR, ".healforge"} | ({work.name} if work.parent == output else set())
+    for entry in output.iterdir():
+        if entry.name in ours:
+            continue
+        if entry.name == fmt.DATASET_DIR and entry.is_dir():
+            if any(p.is_file() for p in entry.rglob("*")):
+                return False
+            continue
+        return False
+    return True
+
+
+def _prepare_output(output: AnyPath, work, args: dict, resume: bool | None, overwrite: bool) -> str:
+    """Get ``output`` ready; returns ``"fresh"``, ``"resumed"`` (an unfinished run with these
+    arguments continues), ``"complete"`` (it finished: nothing to do) or ``"members"`` (the
+    catalog finished, its margin or indexes did not)."""
     plan = work / "plan.json"
     if overwrite:
         if output.exists():
             storage.rmtree(output)
         if work.exists():  # intermediate files kept apart from the output (--tmp-dir, URL output)
             shutil.rmtree(work)
+    _remove_trash(output, work)
+    record = _read_record(output) if resume is not False else None
+    if record is not None:
+        if record["args"] != args:
+            diff = sorted(k for k in args if record["args"].get(k) != args[k])
+            raise CatalogError(
+                f"{output} holds a finished import with other arguments ({', '.join(diff)}); "
+                "use --overwrite to replace it"
+            )
+        remove_work_dir(work)  # a kill right after the record was written
+        return "complete" if record.get("members_done", True) else "members"
     if plan.exists():
         previous = json.loads(plan.read_text())
-        if previous == args and resume is not False:
-            return True
+        diff = sorted(k for k in args if previous.get(k) != args[k])
+        if not diff and resume is not False:
+            storage.clean_leftovers(output, fmt.DATASET_DIR)
+            return "resumed"
         if resume:
-            diff = sorted(k for k in args if previous.get(k) != args[k])
             raise CatalogError(
                 f"cannot resume the unfinished import in {output}: arguments differ ({', '.join(diff)}); "
                 "use --overwrite to start again"
             )
-        raise CatalogError(
-            f"{output} holds an unfinished import with other arguments; rerun with the same arguments "
-            "to resume it, or use --overwrite"
-        )
-    if resume:
+        if _wrote_data(output):
+            raise CatalogError(
+                f"{output} holds an unfinished import with other arguments ({', '.join(diff)}); rerun "
+                "with the same arguments to resume it, or use --overwrite"
+            )
+        remove_work_dir(work)  # the earlier run failed before writing any data: start again
+    elif resume:
         raise CatalogError(f"nothing to resume: {output} has no unfinished import")
-    if not storage.is_empty_dir(output):
+    if not _holds_only_leftovers(output, work):
         raise CatalogError(f"output {output} exists and is not empty; use --overwrite to replace it")
+    storage.clean_leftovers(output, fmt.DATASET_DIR)
     rejected = rejected_path_for(output)
     if rejected.exists():
         storage.rmtree(rejected)
     work.mkdir(parents=True, exist_ok=True)
     fmt.atomic_write_text(plan, json.dumps(args, indent=1))
-    return False
+    return "fresh"
 
 
 def _write_rejected(output: AnyPath, tables: list[pa.Table]) -> AnyPath:
