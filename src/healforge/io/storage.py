@@ -151,10 +151,42 @@ def local_tmp_name(path: Path) -> Path:
         stage.mkdir(parents=True, exist_ok=True)
         return stage / f"{uuid.uuid4().hex}-{path.name}{TMP_SUFFIX}"
     path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
+    remove_dead_siblings(path)
+    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex}{TMP_SUFFIX}")
 
 
-_STALE_TMP = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$|^.+\.tmp-\d+$")
+_STALE_TMP = re.compile(r"^\..+\.(\d+-)?[0-9a-f]{32}\.tmp$|^.+\.tmp-\d+$")
+_PID_TMP = re.compile(r"\.(\d+)-[0-9a-f]{32}\.tmp$|\.tmp-(\d+)$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_dead_siblings(path: Path) -> None:
+    """Remove temporaries of ``path`` (``.NAME.<pid>-<uuid>.tmp``, ``NAME.tmp-<pid>``) whose
+    writer process no longer runs on this host: what a killed writer of the same file left."""
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return
+    for e in entries:
+        if not (e.name.startswith(f".{path.name}.") or e.name.startswith(f"{path.name}.tmp-")):
+            continue
+        m = _PID_TMP.search(e.name)
+        if m is None or _alive(int(m.group(1) or m.group(2))):
+            continue
+        if e.is_dir(follow_symlinks=False):
+            shutil.rmtree(e.path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(e.path)
 
 
 def is_stale_tmp(name: str) -> bool:
@@ -395,6 +427,7 @@ __all__ = [
     "read_parquet_metadata",
     "read_parquet_schema",
     "read_parquet_table",
+    "remove_dead_siblings",
     "replace",
     "rmtree",
     "scratch_dir",
