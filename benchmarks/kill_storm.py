@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             "rows_lost": 0,
             "rows_duplicated": 0,
             "unreadable": 0,
+            "leftover_temporaries": 0,
             "failures": [],
         }
         for w in args.writers
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         s["rows_lost"] += res.check.lost
         s["rows_duplicated"] += res.check.duplicated
         s["unreadable"] += int(res.check.unreadable)
+        s["leftover_temporaries"] += res.check.leftovers
         ok = (
             res.rerun_rc == 0 and not res.check.unreadable and not res.check.lost and not res.check.duplicated
         )
@@ -133,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                 "lost": res.check.lost,
                 "duplicated": res.check.duplicated,
                 "unreadable": res.check.unreadable,
+                "leftover_temporaries": res.check.leftovers,
             }
         )
         print(
@@ -153,13 +156,15 @@ def main(argv: list[str] | None = None) -> int:
             "rows_lost",
             "rows_duplicated",
             "unreadable",
+            "leftover_temporaries",
         )
     }
-    print(f"\n{'writer':13s} tried landed midwrite reruns_ok lost dup unreadable")
+    print(f"\n{'writer':13s} tried landed midwrite reruns_ok lost dup unreadable leftovers")
     for w, v in per.items():
         print(
             f"{w:13s} {v['kills_tried']:5d} {v['kills_landed']:6d} {v['midwrite_kills']:8d} "
-            f"{v['reruns_finished']:9d} {v['rows_lost']:4d} {v['rows_duplicated']:3d} {v['unreadable']:10d}"
+            f"{v['reruns_finished']:9d} {v['rows_lost']:4d} {v['rows_duplicated']:3d} {v['unreadable']:10d} "
+            f"{v['leftover_temporaries']:9d}"
         )
     print(f"{'total':13s} " + " ".join(str(totals[k]) for k in totals))
     for w, v in per.items():

@@ -128,10 +128,24 @@ def build_templates(base: Path, rows: int = 12_000, files: int = 6, writers: lis
     acc = ["--order", "5", "--lon", "ra", "--lat", "dec", "--columns", "mag", *QUIET]
     parts = sorted(str(p) for p in (base / "in").glob("*.parquet"))
     half = len(parts) // 2
+    if "map.zarr" in need:
+        need.add("state_full.parquet")
     for name, chosen in [("state_a", parts[:half]), ("state_b", parts[half:]), ("state_full", parts)]:
         if f"{name}.parquet" in need:
             cli("accumulate", *chosen, "--state", base / f"{name}.parquet", *acc)
+    if "map.zarr" in need:
+        cli("finalize", base / "state_full.parquet", "-o", base / "map.zarr", "--min-order", "3", "--stats",
+            "count", "mean")  # fmt: skip
+    zagg_rows = 0
+    if "zagg" in writers:
+        from test_zagg import make_granule
+
+        (base / "granules").mkdir(exist_ok=True)
+        for i in range(2):
+            rows_i = make_granule(base / "granules" / f"ATL06_{i}.h5", n=300, seed=i, lon0=10.0 + i)
+            zagg_rows += int((rows_i["q"] == 0).sum())
     return {
+        "zagg_rows": zagg_rows,
         "base": base,
         "rows": rows,
         "ids": table["id"].to_numpy(),
@@ -153,6 +167,7 @@ class Check:
     duplicated: int = 0
     unreadable: bool = False
     detail: str = ""
+    leftovers: int = 0  # temporaries of killed writers still there after the rerun
 
 
 def compare_ids(found: np.ndarray, expected: np.ndarray) -> Check:
@@ -196,6 +211,14 @@ def _map_check(path: Path, expected_rows: int, variable: str) -> Check:
         maps = read_map(str(path))
         table = maps if isinstance(maps, pa.Table) else maps[max(maps)]
         n = int(np.nansum(table.column(variable).to_numpy(zero_copy_only=False)))
+    except Exception as exc:  # noqa: BLE001
+        return Check(expected_rows, 0, expected_rows, 0, True, f"{type(exc).__name__}: {exc}"[:300])
+    return Check(expected_rows, n, max(expected_rows - n, 0), max(n - expected_rows, 0))
+
+
+def _rows_check(path: Path, expected_rows: int) -> Check:
+    try:
+        n = pq.read_metadata(path).num_rows
     except Exception as exc:  # noqa: BLE001
         return Check(expected_rows, 0, expected_rows, 0, True, f"{type(exc).__name__}: {exc}"[:300])
     return Check(expected_rows, n, max(expected_rows - n, 0), max(n - expected_rows, 0))
@@ -250,6 +273,7 @@ def _margin_check(d: Path, t: dict) -> Check:
     return compare_ids(ids, t["margin_ids"])
 
 
+ZAGG = Path(__file__).resolve().parent / "data" / "zagg_atl06.yaml"
 ACC = ["--order", "5", "--lon", "ra", "--lat", "dec", "--columns", "mag"]
 MIDWRITE_CAT = ["cat/.healforge-tmp/*"]
 TXN = [".healforge-txn/*/*.parquet*", ".healforge-txn/*.parquet*"]
@@ -380,6 +404,71 @@ SCENARIOS = {
             ["*.tmp*/*"],
         ),
         Scenario(
+            "sidecar",
+            [],
+            lambda d, t: [
+                "sidecar",
+                *t["parts"],
+                "-o",
+                d / "sidecar.parquet",
+                "--order",
+                "5",
+                "--lon",
+                "ra",
+                "--lat",
+                "dec",
+                *QUIET,
+            ],  # fmt: skip
+            lambda d, t: _rows_check(d / "sidecar.parquet", t["rows"]),
+            ["*.tmp*"],
+        ),
+        Scenario(
+            "aggregate",
+            [],
+            lambda d, t: [
+                "aggregate",
+                *t["parts"],
+                "-o",
+                d / "agg.parquet",
+                "--order",
+                "5",
+                "--lon",
+                "ra",
+                "--lat",
+                "dec",
+                "--columns",
+                "mag",
+                "--stats",
+                "count",
+                "mean",
+                *QUIET,
+            ],  # fmt: skip
+            lambda d, t: _map_check(d / "agg.parquet", t["rows"], "mag_count"),
+            ["*.tmp*"],
+        ),
+        Scenario(
+            "export",
+            ["map.zarr"],
+            lambda d, t: ["export", d / "map.zarr", "-o", d / "exported.parquet", "--order", "5"],
+            lambda d, t: _map_check(d / "exported.parquet", t["rows"], "mag_count"),
+            ["*.tmp*"],
+        ),
+        Scenario(
+            "zagg",
+            [],
+            lambda d, t: [
+                "run",
+                ZAGG,
+                "--inputs",
+                *sorted((t["base"] / "granules").glob("*.h5")),
+                "--store",
+                d / "zagg.zarr",
+                *QUIET,
+            ],  # fmt: skip
+            lambda d, t: _map_check(d / "zagg.zarr", t["zagg_rows"], "count"),
+            ["*.tmp*/*", "*.tmp*"],
+        ),
+        Scenario(
             "run",
             [],
             lambda d, t: ["run", _pipeline(d, t), *QUIET],
@@ -395,6 +484,19 @@ def _pipeline(d: Path, t: dict) -> Path:
     if not path.exists():
         path.write_text(PIPELINE.format(inputs=t["base"] / "in", out=d / "out"))
     return path
+
+
+def leftover_temporaries(where: Path, base: Path) -> list[str]:
+    """Our temporary files (``.NAME.<pid>-<uuid>.tmp``, ``NAME.tmp-<pid>``, files in a
+    ``.healforge-tmp`` staging directory) anywhere below ``where`` (work directories of
+    unfinished runs aside)."""
+    from healforge.io.storage import STAGING_DIR, is_stale_tmp
+
+    found = []
+    for p in where.rglob("*"):
+        if p.is_file() and (is_stale_tmp(p.name) or STAGING_DIR in p.parts or ".tmp-" in str(p)):
+            found.append(str(p))
+    return found
 
 
 @dataclass
@@ -436,6 +538,7 @@ def trial(
         raise AssertionError(f"{scenario.name} failed without a kill:\n{killed.stderr}")
     rerun = subprocess.run(healforge_command(*args), capture_output=True, text=True, timeout=600)
     check = scenario.check(where, templates)
+    check.leftovers = len(leftover_temporaries(where, templates["base"]))
     if rerun.returncode != 0:
         check.detail = (
             (check.detail + " | rerun: " + rerun.stderr.strip().splitlines()[-1:][0])[:400]

@@ -124,6 +124,20 @@ def templates(tmp_path_factory):
     return build_templates(tmp_path_factory.mktemp("writers"), rows=4_000, files=4)
 
 
+# writers whose temporaries a rerun removes (the change writers' staging is not checked here)
+CLEANED = {
+    "import",
+    "sidecar",
+    "aggregate",
+    "export",
+    "accumulate",
+    "merge-states",
+    "finalize",
+    "run",
+    "zagg",
+}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("writer", WRITERS)
 def test_writer_killed_mid_write_reruns_to_the_inputs(templates, tmp_path, writer):
@@ -132,10 +146,12 @@ def test_writer_killed_mid_write_reruns_to_the_inputs(templates, tmp_path, write
     check = result.check
     assert not check.unreadable, check.detail
     assert check.lost == 0 and check.duplicated == 0, check
+    if writer in CLEANED:
+        assert check.leftovers == 0, check
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("writer", ["append", "accumulate", "run"])
+@pytest.mark.parametrize("writer", ["append", "accumulate"])
 def test_writer_killed_at_a_random_moment_reruns_to_the_inputs(templates, tmp_path, writer):
     rng = np.random.default_rng(int.from_bytes(writer.encode(), "little") % 2**32)
     delay = float(rng.uniform(1.0, 4.0))
