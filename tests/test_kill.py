@@ -175,3 +175,30 @@ def test_accumulate_rerun_after_the_save_counts_nothing_twice(tmp_path):
     from healforge.aggregate.state import State
 
     assert int(State.load(state).moments["mag"]["n"].sum()) == 2_000
+
+
+def test_import_to_s3_killed_mid_reduce_reruns_to_the_same_rows(imported, tmp_path, s3_options):
+    """On object storage: killed once the first pixel was uploaded, rerun, read back by lsdb."""
+    import json
+
+    import lsdb
+    from upath import UPath
+
+    from conftest import BUCKET
+
+    templates = imported[0]
+    url = f"s3://{BUCKET}/kill-{uuid.uuid4().hex[:8]}/cat"
+    scratch = tmp_path / "scratch"
+    opts = json.dumps(s3_options)
+    args = _import_args(templates, url)[:-2] + ["--storage-options", opts, "--tmp-dir", scratch, *QUIET]
+    killed = run_killed(args, watch=scratch, patterns="*/reduce/*.done")
+    assert killed.killed, killed.stderr
+    again = run_cli(*args)
+    assert "resumed and finished: 8000 rows" in again.stdout
+    path = UPath(url, **s3_options)  # as a string, hats would read s3:// anonymously
+    path.fs.invalidate_cache()
+    df = lsdb.open_catalog(path, columns=["id"]).compute()
+    np.testing.assert_array_equal(np.sort(df["id"].to_numpy()), np.sort(templates["ids"]))
+    third = run_cli(*args)
+    assert third.stdout.startswith("already complete: 8000 rows")
+    assert not any(scratch.iterdir())
