@@ -34,6 +34,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent / "src"))  # this checkout's healforge, here and in the commands
 os.environ["PYTHONPATH"] = str(HERE.parent / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")
 
 from kill_scenarios import SCENARIOS, build_templates, prepare, trial  # noqa: E402
