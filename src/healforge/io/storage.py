@@ -148,8 +148,14 @@ def local_tmp_name(path: Path) -> Path:
     a catalog data file, else a hidden sibling (``.NAME.<uuid>.tmp``)."""
     stage = staging_dir(path)
     if stage is not None:
-        stage.mkdir(parents=True, exist_ok=True)
-        return stage / f"{uuid.uuid4().hex}-{path.name}{TMP_SUFFIX}"
+        own = stage / uuid.uuid4().hex  # one directory per write: removed with its file
+        for _ in range(10):  # another writer may remove the (empty) staging directory meanwhile
+            try:
+                own.mkdir(parents=True)
+                break
+            except FileNotFoundError:
+                continue
+        return own / f"{path.name}{TMP_SUFFIX}"
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_siblings(path)
     return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex}{TMP_SUFFIX}")
@@ -243,6 +249,10 @@ def atomic_output(path: AnyPath) -> Iterator[str]:
     finally:
         if tmp.exists():
             tmp.unlink()
+        if is_local(path) and tmp.parent.parent.name == STAGING_DIR:
+            for d in (tmp.parent, tmp.parent.parent):  # ours, then the staging dir if now empty
+                with contextlib.suppress(OSError):
+                    d.rmdir()
 
 
 def atomic_write_bytes(path: AnyPath, data: bytes) -> None:
