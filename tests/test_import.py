@@ -164,7 +164,7 @@ def test_cli_import_info_validate(tmp_path):
     table = survey_table(ra, dec)
     write_parquet_files(tmp_path / "in", table, 2)
     out = tmp_path / "cat"
-    proc = run_cli(
+    args = [
         "import",
         str(tmp_path / "in" / "*.parquet"),
         "-o",
@@ -187,7 +187,8 @@ def test_cli_import_info_validate(tmp_path):
         "source",
         "--synchronous",
         "--quiet",
-    )
+    ]
+    proc = run_cli(*args)
     assert "5000 rows" in proc.stdout
     props = fmt.read_properties(out)
     assert props["obs_collection"] == "mysurvey" and props["dataproduct_type"] == "source"
@@ -196,9 +197,12 @@ def test_cli_import_info_validate(tmp_path):
     assert "5,000" in info and "_healpix_29" in info and "order" in info
     assert "valid" in run_cli("validate", out, "--id", "id").stdout
     check_catalog(out, table)
-    # an existing output is not overwritten silently
-    again = run_cli("import", str(tmp_path / "in"), "-o", out, "--synchronous", "-q", check=False)
-    assert again.returncode == 2 and "--overwrite" in again.stderr
+    # the same import again: already complete, nothing rewritten
+    again = run_cli(*args, check=False)
+    assert again.returncode == 0 and again.stdout.startswith("already complete: 5000 rows"), again.stderr
+    # an existing output is not overwritten silently by an import with other arguments
+    again = run_cli(*args, "--threshold", "999", check=False)
+    assert again.returncode == 2 and "--overwrite" in again.stderr and "threshold" in again.stderr
 
 
 def test_validate_finds_broken_catalog(tmp_path):

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
+from healforge.aggregate import journal
 from healforge.aggregate.coords import LATITUDES, LON_CONVENTIONS, ON_BAD_ROWS, check_choice
 from healforge.aggregate.core import (
     Batch,
@@ -372,6 +373,10 @@ def accumulate(
     of their row expressions as extra state columns, so that :func:`finalize` computes them at
     every order; they are remembered in the state.
 
+    The state records which input files it holds (:mod:`healforge.aggregate.journal`): inputs
+    it already holds are skipped (``state.skipped_inputs``), so rerunning an accumulation that
+    was killed after saving does not count them twice (``state.already_complete``).
+
     Returns
     -------
     State
@@ -394,7 +399,13 @@ def accumulate(
     exprs.update({k: v.source for k, v in parse_cell_specs(cell_expressions).items()})
     builder, _ = value_builder(columns, weight, (), exprs)
     assignment = _assignment(inputs, order, lon, lat, geometry, mode, lon_convention, latitude, on_bad_rows)
-    sources = to_sources(inputs)
+    held = journal.absorbed(base)
+    sources, skipped, prints = journal.split_new(to_sources(inputs), held)
+    if base is not None and skipped and not sources:  # a rerun after the state was saved
+        if output is not None and os.fspath(output) != os.fspath(state):
+            base.save(output)
+        base.skipped_inputs, base.already_complete = [s.label for s in skipped], True
+        return base
     plan = builder.build(sources, assignment, filter=_filter(filter), delta=delta)
     qpath = quarantine_target(on_bad_rows, quarantine, output)
     engine = engine or Engine(synchronous=True, quiet=True)
@@ -406,6 +417,9 @@ def accumulate(
     out = merge_tree(parts)
     if exprs:
         out.annotate(cell_expressions=exprs)
+    if held or prints:
+        out.annotate(**{journal.JOURNAL_KEY: sorted(held | set(prints))})
+    out.skipped_inputs, out.already_complete = [s.label for s in skipped], False
     if output is not None:
         out.save(output)
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -11,6 +12,7 @@ import pyarrow.parquet as pq
 
 from healforge.errors import BadInputError, OptionError
 from healforge.healpix import bad_coordinate_mask, describe_bad_coordinate, wrap_lon
+from healforge.io.storage import remove_dead_siblings
 
 LATITUDES = ("spherical", "authalic")
 LON_CONVENTIONS = ("0_360", "-180_180")
@@ -91,6 +93,7 @@ class Rejects:
             return None
         table = pa.concat_tables(self.tables, promote_options="permissive")
         tmp = f"{path}.tmp-{os.getpid()}"
+        remove_dead_siblings(Path(path))  # what a killed write of this file left
         pq.write_table(table, tmp)
         os.replace(tmp, path)
         return path

@@ -17,6 +17,7 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -36,6 +37,7 @@ from healforge.engine import Engine
 from healforge.errors import BadInputError, OptionError
 from healforge.healpix import check_order
 from healforge.io.readers import DEFAULT_BATCH_ROWS
+from healforge.io.storage import remove_dead_siblings
 
 SIDECAR_KEY = b"healforge_sidecar"
 
@@ -245,6 +247,7 @@ def write_sidecar(tables: pa.Table | dict[int, pa.Table], output: str | os.PathL
         items = [(os.path.join(output, f"order={o}.parquet"), t) for o, t in tables.items()]
     for path, table in items:
         tmp = f"{path}.tmp-{os.getpid()}"
+        remove_dead_siblings(Path(path))  # what a killed write of this file left
         pq.write_table(table, tmp, compression="zstd")
         os.replace(tmp, path)
 

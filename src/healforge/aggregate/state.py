@@ -24,6 +24,7 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -34,6 +35,7 @@ from healforge.aggregate import sketch as sk
 from healforge.aggregate.grouping import cell_index, group_cells, group_sort, sorted_by_cell
 from healforge.errors import BadInputError, OptionError
 from healforge.healpix import check_order
+from healforge.io.storage import remove_dead_siblings
 
 MOMENTS = ("n", "min", "max", "dmean", "m2", "wsum", "wdmean", "wm2")
 STATE_KEY = b"healforge_state"
@@ -233,6 +235,7 @@ class State:
         """Write the state to a Parquet file (atomically: temporary name, then rename)."""
         path = os.fspath(path)
         tmp = f"{path}.tmp-{os.getpid()}"
+        remove_dead_siblings(Path(path))  # what a killed save of this file left
         table = self.to_table()
         # statistics only where a reader can use them (row-group pruning by cell)
         pq.write_table(

@@ -8,13 +8,12 @@ a crashed or killed run stopped; the work directory is removed when the catalog 
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +23,15 @@ from healforge import __version__
 from healforge.catalog import ancillary, duplicates
 from healforge.catalog import format as fmt
 from healforge.catalog.alignment import Alignment, dense_histogram, generate_alignment
+from healforge.catalog.importrun import (
+    build_members,
+    prepare_output,
+    read_record,
+    record_fields,
+    rejected_path_for,
+    remove_work_dir,
+    write_record,
+)
 from healforge.catalog.options import parse_dtypes, parse_size, schema_types
 from healforge.catalog.pipeline import common_schema, map_stage, reduce_stage, rejected_tables, split_stage
 from healforge.catalog.reimport import SourceCatalog, source_catalog
@@ -50,6 +58,7 @@ class ImportResult:
     pixels: list[tuple[int, int]]
     rejected_path: str | None = None
     resumed: bool = False
+    complete: bool = False
     stage_seconds: dict = field(default_factory=dict)
     margin: object = None
     collection: str | None = None
@@ -69,12 +78,6 @@ class ImportResult:
         for warning in self.warnings:
             text += f"\nwarning: {warning}"
         return text
-
-
-def rejected_path_for(output: str | AnyPath) -> AnyPath:
-    """Where quarantined rows of an import into ``output`` are written (beside the catalog)."""
-    output = as_path(output)
-    return output.with_name(output.name + ".rejected.parquet")
 
 
 def import_catalog(
@@ -345,7 +348,27 @@ def import_catalog(
         "on_bad_rows": on_bad_rows,
         "version": __version__,
     }
-    resumed = _prepare_output(output, work, args, resume, overwrite)
+    state = prepare_output(output, work, args, resume, overwrite)
+    if state in ("complete", "members"):
+        result = _completed_result(output)
+        if state == "complete":
+            return result
+        return build_members(
+            result,
+            output,
+            margin_arcsec,
+            margin_path,
+            indexes,
+            args,
+            storage_options=storage_options,
+            tmp_dir=tmp_dir,
+            engine=engine,
+            workers=workers,
+            scheduler=scheduler,
+            synchronous=synchronous,
+            quiet=quiet,
+        )
+    resumed = state == "resumed"
     spec = InputSpec(
         ra,
         dec,
@@ -407,7 +430,7 @@ def import_catalog(
         try:
             dup = duplicates.check_shards(shards, id_column, on_duplicate_ids) if id_column else None
         except BadInputError:
-            shutil.rmtree(work, ignore_errors=True)  # nothing written: a corrected rerun starts afresh
+            remove_work_dir(work)  # nothing written: a corrected rerun starts afresh
             raise
         timings["split"] = time.perf_counter() - t0
 
@@ -453,59 +476,35 @@ def import_catalog(
     n_rows = mapped["rows"]
     if written + n_rejected != n_rows:
         raise RuntimeError(f"row count mismatch: read {n_rows}, rejected {n_rejected}, wrote {written}")
-    shutil.rmtree(work, ignore_errors=True)
-    finishing.update()
-    finishing.close()
-    timings["finish"] = time.perf_counter() - t0
+    storage.clean_leftovers(output, fmt.DATASET_DIR)
     result = ImportResult(
         str(output), written, n_rejected, pixels_out, str(rejected_file) if rejected_file else None, resumed
     )
+    # the point of completion: a rerun finds this record and answers "already complete"
+    write_record(output, args, record_fields(result), members_done=not (margin_arcsec or indexes))
+    remove_work_dir(work)
+    finishing.update()
+    finishing.close()
+    timings["finish"] = time.perf_counter() - t0
     result.stage_seconds = timings
     if dup is not None:
         result.duplicate_ids = dup
         result.warnings.append(str(dup))
-    if margin_arcsec:
-        from healforge.catalog.margin import margin
-
-        target = (
-            as_path(margin_path, storage_options)
-            if margin_path
-            else output.with_name(output.name + "_margin")
-        )
-        t0 = time.perf_counter()
-        result.margin = margin(
-            output,
-            target,
-            margin_arcsec,
-            overwrite=True,
-            tmp_dir=tmp_dir,
-            engine=engine,
-            workers=workers,
-            scheduler=scheduler,
-            synchronous=synchronous,
-            quiet=quiet,
-        )
-        timings["margin"] = time.perf_counter() - t0
-    if indexes:
-        from healforge.catalog.index import index_catalog
-
-        t0 = time.perf_counter()
-        result.members = [result.margin] if result.margin is not None else []
-        for col in indexes:
-            result.members.append(
-                index_catalog(
-                    output,
-                    col,
-                    tmp_dir=tmp_dir,
-                    engine=engine,
-                    workers=workers,
-                    scheduler=scheduler,
-                    synchronous=synchronous,
-                    quiet=quiet,
-                )
-            )
-        timings["index"] = time.perf_counter() - t0
-    return result
+    return build_members(
+        result,
+        output,
+        margin_arcsec,
+        margin_path,
+        indexes,
+        args,
+        storage_options=storage_options,
+        tmp_dir=tmp_dir,
+        engine=engine,
+        workers=workers,
+        scheduler=scheduler,
+        synchronous=synchronous,
+        quiet=quiet,
+    )
 
 
 def _import_collection(
@@ -523,20 +522,18 @@ def _import_collection(
     primary = root / cat_name
     if overwrite and root.exists():
         storage.rmtree(root)
-    if (root / COLLECTION_FILE).exists():
-        raise CatalogError(f"collection {root} exists; use --overwrite to replace it")
-    complete = (primary / "hats.properties").exists() and not storage.scratch_dir(
-        primary, WORK_DIR, tmp_dir
-    ).exists()
     with owned_engine(**engine_args) as eng:
-        if complete and resume is not False:
-            props = fmt.read_properties(primary)
-            result = ImportResult(str(primary), int(props["hats_nrows"]), 0, fmt.read_partition_info(primary))
-            result.resumed = True
-        else:
-            result = import_catalog(
-                inputs, primary, name=cat_name, resume=resume, engine=eng, quiet=eng.quiet, **options
-            )
+        # the catalog: finished already (its record matches), resumed, or imported afresh
+        result = import_catalog(
+            inputs, primary, name=cat_name, resume=resume, engine=eng, quiet=eng.quiet, **options
+        )
+        if (root / COLLECTION_FILE).exists():
+            _check_collection_members(root, cat_name, margins, indexes)
+            result.complete = True
+            result.collection = str(root)
+            return result
+        if result.complete:  # a kill while building the members: they are built again
+            result.complete, result.resumed = False, True
         margin_dirs, index_dirs = [], {}
         for radius in margins:
             target = root / margin_name(cat_name, radius)
@@ -563,6 +560,23 @@ def _import_collection(
     result.collection = str(root)
     result.margin = result.members[0] if margins else None
     return result
+
+
+def _check_collection_members(root: AnyPath, cat_name: str, margins: list, indexes: list) -> None:
+    """A finished collection import rerun: it must hold the margins and indexes asked for."""
+    from hats.catalog.dataset.collection_properties import CollectionProperties
+
+    from healforge.catalog.collection import margin_name
+
+    props = CollectionProperties.read_from_dir(str(root) if storage.is_local(root) else root)
+    have_margins = {PurePosixPath(m).name for m in props.all_margins or []}
+    have_indexes = set(props.all_indexes or {})
+    missing = [margin_name(cat_name, r) for r in margins if margin_name(cat_name, r) not in have_margins]
+    missing += [f"index on {c}" for c in indexes if c not in have_indexes]
+    if missing:
+        raise CatalogError(
+            f"collection {root} exists without {', '.join(missing)}; use --overwrite to rebuild it"
+        )
 
 
 def check_file_sizes(files: list[AnyPath], max_bytes: int, slack: float = 0.1) -> None:
@@ -631,37 +645,12 @@ def finish_catalog(
     return total
 
 
-def _prepare_output(output: AnyPath, work, args: dict, resume: bool | None, overwrite: bool) -> bool:
-    plan = work / "plan.json"
-    if overwrite:
-        if output.exists():
-            storage.rmtree(output)
-        if work.exists():  # intermediate files kept apart from the output (--tmp-dir, URL output)
-            shutil.rmtree(work)
-    if plan.exists():
-        previous = json.loads(plan.read_text())
-        if previous == args and resume is not False:
-            return True
-        if resume:
-            diff = sorted(k for k in args if previous.get(k) != args[k])
-            raise CatalogError(
-                f"cannot resume the unfinished import in {output}: arguments differ ({', '.join(diff)}); "
-                "use --overwrite to start again"
-            )
-        raise CatalogError(
-            f"{output} holds an unfinished import with other arguments; rerun with the same arguments "
-            "to resume it, or use --overwrite"
-        )
-    if resume:
-        raise CatalogError(f"nothing to resume: {output} has no unfinished import")
-    if not storage.is_empty_dir(output):
-        raise CatalogError(f"output {output} exists and is not empty; use --overwrite to replace it")
-    rejected = rejected_path_for(output)
-    if rejected.exists():
-        storage.rmtree(rejected)
-    work.mkdir(parents=True, exist_ok=True)
-    fmt.atomic_write_text(plan, json.dumps(args, indent=1))
-    return False
+def _completed_result(output: AnyPath) -> ImportResult:
+    record = read_record(output)
+    pixels = [(int(o), int(p)) for o, p in record["pixels"]]
+    result = ImportResult(str(output), record["rows"], record["rejected"], pixels, record["rejected_path"])
+    result.complete = True
+    return result
 
 
 def _write_rejected(output: AnyPath, tables: list[pa.Table]) -> AnyPath:

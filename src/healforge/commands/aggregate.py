@@ -240,6 +240,15 @@ def _accumulate(args) -> int:
             filter=args.filter,
             **kw,
         )
+    skipped = getattr(state, "skipped_inputs", [])
+    if getattr(state, "already_complete", False):
+        print(
+            f"already complete: {args.state} holds all {len(skipped)} input file(s) "
+            f"({state.rows_in} rows) -> {args.output or args.state}"
+        )
+        return 0
+    if skipped:
+        print(f"skipped {len(skipped)} input file(s) the state already holds", file=sys.stderr)
     if not args.quiet:
         print(
             f"state: order {state.order}, {state.cell_ids.size} cells, {state.rows_in} rows "

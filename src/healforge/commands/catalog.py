@@ -193,7 +193,10 @@ def _import(args: argparse.Namespace) -> int:
         **storage_kwargs(args),
         **engine_kwargs(args),
     )
-    print(("resumed and finished: " if result.resumed else "imported ") + str(result))
+    if result.complete:
+        print("already complete: " + str(result))
+    else:
+        print(("resumed and finished: " if result.resumed else "imported ") + str(result))
     return 0
 
 

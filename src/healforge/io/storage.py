@@ -128,18 +128,115 @@ def _local_scratch() -> Path:
     return Path(tempfile.gettempdir())
 
 
+# Temporaries of a catalog's data files live here, at the catalog root beside ``dataset/``: never
+# where a reader of the catalog (hats, lsdb, pyarrow, our own finish stage) lists files.
+STAGING_DIR = ".healforge-tmp"
+TMP_SUFFIX = ".tmp"
+
+
+def staging_dir(path: AnyPath) -> Path | None:
+    """``ROOT/.healforge-tmp`` for a local file below ``ROOT/dataset/Norder=K/``, else ``None``."""
+    parts = Path(path).parts
+    for i in range(len(parts) - 2, 0, -1):
+        if parts[i] == "dataset" and parts[i + 1].startswith("Norder="):
+            return Path(*parts[:i]) / STAGING_DIR
+    return None
+
+
+def local_tmp_name(path: Path) -> Path:
+    """A fresh temporary name for writing ``path`` locally: in the catalog's staging directory for
+    a catalog data file, else a hidden sibling (``.NAME.<uuid>.tmp``)."""
+    stage = staging_dir(path)
+    if stage is not None:
+        own = stage / uuid.uuid4().hex  # one directory per write: removed with its file
+        for _ in range(10):  # another writer may remove the (empty) staging directory meanwhile
+            try:
+                own.mkdir(parents=True)
+                break
+            except FileNotFoundError:
+                continue
+        return own / f"{path.name}{TMP_SUFFIX}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_siblings(path)
+    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex}{TMP_SUFFIX}")
+
+
+_STALE_TMP = re.compile(r"^\..+\.(\d+-)?[0-9a-f]{32}\.tmp$|^.+\.tmp-\d+$")
+_PID_TMP = re.compile(r"\.(\d+)-[0-9a-f]{32}\.tmp$|\.tmp-(\d+)$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_dead_siblings(path: Path) -> None:
+    """Remove temporaries of ``path`` (``.NAME.<pid>-<uuid>.tmp``, ``NAME.tmp-<pid>``) whose
+    writer process no longer runs on this host: what a killed writer of the same file left."""
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return
+    for e in entries:
+        if not (e.name.startswith(f".{path.name}.") or e.name.startswith(f"{path.name}.tmp-")):
+            continue
+        m = _PID_TMP.search(e.name)
+        if m is None or _alive(int(m.group(1) or m.group(2))):
+            continue
+        if e.is_dir(follow_symlinks=False):
+            shutil.rmtree(e.path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(e.path)
+
+
+def is_stale_tmp(name: str) -> bool:
+    """Whether a file name is one of our temporaries (``.NAME.<uuid>.tmp``, ``NAME.tmp-<pid>``)."""
+    return bool(_STALE_TMP.match(name))
+
+
+def clean_leftovers(root: AnyPath, below: str | None = None) -> int:
+    """Remove what killed writers left in a local catalog ``root``: its staging directory and our
+    temporary files below ``root/below`` (e.g. ``dataset``). Returns the number of files removed.
+
+    Only for a writer that owns ``root`` (an import, or one holding the writer lock)."""
+    root = as_path(root)
+    if not is_local(root):
+        return 0
+    removed = 0
+    stage = root / STAGING_DIR
+    if stage.is_dir():
+        removed += sum(1 for p in stage.rglob("*") if p.is_file())
+        shutil.rmtree(stage, ignore_errors=True)
+    base = root / below if below else None
+    if base is not None and base.is_dir():
+        for dirpath, _, names in os.walk(base):
+            for n in names:
+                if is_stale_tmp(n):
+                    (Path(dirpath) / n).unlink(missing_ok=True)
+                    removed += 1
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_output(path: AnyPath) -> Iterator[str]:
     """Yield a local file name to write; on success its content appears at ``path`` at once.
 
-    Locally the file is a hidden sibling renamed into place; for a URL it is a file in local
-    scratch, uploaded in one put at the end (creating parent directories is implied there).
-    On an exception nothing appears at ``path``.
+    Locally the file is written under a temporary name and renamed into place: a catalog data
+    file (below ``dataset/Norder=K/``) in the catalog's staging directory ``.healforge-tmp`` (so
+    that no reader ever lists a half-written file, even after a kill), any other file as a
+    hidden sibling. For a URL it is a file in local scratch, uploaded in one put at the end
+    (creating parent directories is implied there). On an exception nothing appears at ``path``.
     """
     path = as_path(path)
     if is_local(path):
+        tmp = local_tmp_name(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     else:
         tmp = _local_scratch() / f"healforge-upload-{uuid.uuid4().hex}-{path.name}"
     try:
@@ -152,6 +249,10 @@ def atomic_output(path: AnyPath) -> Iterator[str]:
     finally:
         if tmp.exists():
             tmp.unlink()
+        if is_local(path) and tmp.parent.parent.name == STAGING_DIR:
+            for d in (tmp.parent, tmp.parent.parent):  # ours, then the staging dir if now empty
+                with contextlib.suppress(OSError):
+                    d.rmdir()
 
 
 def atomic_write_bytes(path: AnyPath, data: bytes) -> None:
@@ -324,6 +425,7 @@ __all__ = [
     "atomic_output",
     "atomic_write_bytes",
     "atomic_write_text",
+    "clean_leftovers",
     "copy_file",
     "create_exclusive",
     "filesystem_of",
@@ -335,9 +437,11 @@ __all__ = [
     "read_parquet_metadata",
     "read_parquet_schema",
     "read_parquet_table",
+    "remove_dead_siblings",
     "replace",
     "rmtree",
     "scratch_dir",
+    "staging_dir",
 ]
 
 

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import shapely
+from fsspec.implementations.local import LocalFileSystem
 
 from healforge.healpix import pixel_centers, pixel_vertices
+from healforge.io.storage import remove_dead_siblings
 from healforge.maps.table import CELL_IDS, authalic_to_geodetic, map_metadata
 
 CRS = "OGC:CRS84"
@@ -155,6 +158,8 @@ def write_geoparquet(
 
     fs, fs_path = fsspec.core.url_to_fs(str(path), **(storage_options or {}))
     tmp = f"{fs_path}.tmp-{os.getpid()}"
+    if isinstance(fs, LocalFileSystem):
+        remove_dead_siblings(Path(fs_path))  # what a killed write of this file left
     with fs.open(tmp, "wb") as f:
         if table.num_rows <= batch_cells:
             pq.write_table(geoparquet_table(table, step=step), f, compression="zstd")

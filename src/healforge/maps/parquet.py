@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import posixpath
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -17,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from healforge.io.storage import remove_dead_siblings
 from healforge.maps.table import (
     CELL_IDS,
     MapError,
@@ -34,13 +36,23 @@ def _fs(path: str, storage_options: dict[str, Any] | None):
 
 def _write_table(table: pa.Table, fs, fs_path: str) -> None:
     tmp = f"{fs_path}.tmp-{os.getpid()}"
+    _clean_local(fs, fs_path)
     with fs.open(tmp, "wb") as f:
         pq.write_table(table, f, compression="zstd", row_group_size=1 << 20)
     fs.mv(tmp, fs_path)
 
 
+def _clean_local(fs, fs_path: str) -> None:
+    """Locally, remove the temporaries of ``fs_path`` that a killed writer left."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    if isinstance(fs, LocalFileSystem):
+        remove_dead_siblings(Path(fs_path))
+
+
 def _write_chunks(chunks: Iterable[pa.Table], fs, fs_path: str) -> None:
     tmp = f"{fs_path}.tmp-{os.getpid()}"
+    _clean_local(fs, fs_path)
     writer = None
     last = -1
     try:

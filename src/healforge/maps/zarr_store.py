@@ -21,12 +21,14 @@ import os
 import shutil
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from healforge import __version__
+from healforge.io.storage import remove_dead_siblings
 from healforge.maps.table import (
     CELL_IDS,
     WGS84,
@@ -275,6 +277,7 @@ def write_zarr(
     if local and mode == "w":
         target = f"{path.rstrip('/')}.tmp-{os.getpid()}"
         shutil.rmtree(target, ignore_errors=True)
+        remove_dead_siblings(Path(path.rstrip("/")))  # stores a killed run left half-written
     open_mode = "w" if (mode == "w" or (local and not os.path.exists(path))) else "a"
     try:
         root = zarr.open_group(
