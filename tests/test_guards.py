@@ -11,6 +11,7 @@ import pytest
 
 import healforge
 from conftest import make_points, run_cli, survey_table
+from healforge.catalog.collection import resolve_catalog
 from healforge.errors import OptionError
 from healforge.names import check_name, name_problem
 
@@ -166,7 +167,9 @@ def _ids(path) -> np.ndarray:
 
 
 def _a_pixel_dir(root):
-    return next(p for p in sorted((root / "dataset").glob("Norder=*/Dir=*/Npix=*")) if p.is_dir())
+    """A directory pixel of the catalog's current version (a change makes it a collection)."""
+    primary = resolve_catalog(root)
+    return next(p for p in sorted((primary / "dataset").glob("Norder=*/Dir=*/Npix=*")) if p.is_dir())
 
 
 def test_compact_accounts_for_every_row(small):

@@ -13,6 +13,7 @@ import pytest
 import healforge
 from conftest import make_points, run_cli, survey_table
 from healforge.catalog import format as fmt
+from healforge.catalog.collection import resolve_catalog
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +45,19 @@ def _validate(cat) -> list[str]:
         assert ": valid " in proc.stdout
         return []
     assert proc.returncode == 1, proc.stderr
-    return [line.strip()[2:] for line in proc.stderr.splitlines() if line.strip().startswith("- ")]
+    problems = [line.strip()[2:] for line in proc.stderr.splitlines() if line.strip().startswith("- ")]
+    # a collection's problems are prefixed with the member's name
+    prefix = f"{resolve_catalog(cat).name}: "
+    return [p.removeprefix(prefix) for p in problems]
 
 
 def _dir_pixel(cat):
-    return next(p for p in sorted((cat / "dataset").glob("Norder=*/Dir=*/Npix=*")) if p.is_dir())
+    """A directory pixel of the catalog's current version (the append made it a collection)."""
+    return next(p for p in sorted((_dataset(cat)).glob("Norder=*/Dir=*/Npix=*")) if p.is_dir())
+
+
+def _dataset(cat):
+    return resolve_catalog(cat) / "dataset"
 
 
 def test_intact_catalogs_pass(pristine):
@@ -69,7 +78,7 @@ def test_legacy_properties_with_rows_outside_their_pixel(pristine, tmp_path):
     pq.write_table(moved.replace_schema_metadata(ta.schema.metadata), a)
     pq.write_table(tb.slice(1), b)
     problems = _validate(cat)
-    rel = "/".join(a.parts[len((cat / "dataset").parts) :])
+    rel = "/".join(a.parts[len(_dataset(cat).parts) :])
     assert any(p.startswith(f"{rel}: 1 row(s) outside pixel") for p in problems), problems
 
 
@@ -79,7 +88,7 @@ def test_truncated_parquet_file(pristine, tmp_path):
     data = f.read_bytes()
     f.write_bytes(data[: len(data) // 2])
     problems = _validate(cat)
-    rel = "/".join(f.parts[len((cat / "dataset").parts) :])
+    rel = "/".join(f.parts[len(_dataset(cat).parts) :])
     assert any(p.startswith(f"{rel}: unreadable parquet file") for p in problems), problems
 
 
@@ -95,7 +104,7 @@ def test_damaged_page_found_by_reading_every_column(pristine, tmp_path):
     data[start : start + col.total_compressed_size] = b"\xff" * col.total_compressed_size
     f.write_bytes(bytes(data))
     problems = _validate(cat)
-    rel = "/".join(f.parts[len((cat / "dataset").parts) :])
+    rel = "/".join(f.parts[len(_dataset(cat).parts) :])
     assert any(p.startswith(f"{rel}: unreadable parquet file") for p in problems), problems
 
 
@@ -105,7 +114,7 @@ def test_hidden_file_in_a_pixel_directory(pristine, tmp_path):
     src = next(pixel.glob("*.parquet"))
     shutil.move(src, pixel / f".{src.name}")  # rows counted in hats_nrows, invisible to readers
     problems = _validate(cat)
-    rel = "/".join((pixel / f".{src.name}").parts[len((cat / "dataset").parts) :])
+    rel = "/".join((pixel / f".{src.name}").parts[len(_dataset(cat).parts) :])
     assert f"dataset/{rel}: readers skip it (the name '.{src.name}' starts with '.')" in problems, problems
     assert any(p.startswith("hats_nrows is 2400 but the data files hold") for p in problems), problems
 
@@ -132,7 +141,7 @@ def test_extra_file_in_a_pixel_directory(pristine, tmp_path, where):
     if where == "extra.parquet":  # lsdb reads these rows too: more rows than hats_nrows
         assert any(p.startswith("hats_nrows is 2400 but the data files hold") for p in problems), problems
     else:
-        rel = "/".join(extra.parts[len((cat / "dataset").parts) :])
+        rel = "/".join(extra.parts[len(_dataset(cat).parts) :])
         assert any(p.startswith(f"dataset/{rel}: ") for p in problems), problems
 
 

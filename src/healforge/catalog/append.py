@@ -156,6 +156,8 @@ def append(
         root, compression=compression, margin=margin, storage_options=storage_options, tmp_dir=tmp_dir,
         engine=engine, workers=workers, scheduler=scheduler, synchronous=synchronous, quiet=quiet,
     )  # fmt: skip
+    if converted:  # the conversion committed a new version: work on it
+        root = fmt.require_catalog(resolve_catalog(root))
     with txn.CatalogLock(root, "append"):
         work = txn.begin(root, tmp_dir)
         label = batch or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

@@ -204,6 +204,8 @@ def increment(
         root, compression=compression, margin=margin, storage_options=storage_options, tmp_dir=tmp_dir,
         engine=engine, workers=workers, scheduler=scheduler, synchronous=synchronous, quiet=quiet,
     )  # fmt: skip
+    if converted:  # the conversion committed a new version: work on it
+        root = fmt.require_catalog(resolve_catalog(root))
     obj_files = expand_inputs([objects] if isinstance(objects, str | os.PathLike) else objects)
     src_files = {
         name: expand_inputs([f] if isinstance(f, str | os.PathLike) else f)
