@@ -19,6 +19,17 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 os.environ["PYTHONPATH"] = SRC + os.pathsep + os.environ.get("PYTHONPATH", "")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Measurement runs (``@pytest.mark.long``) only when asked for: ``-m long`` or
+    ``HEALFORGE_LONG_TESTS=1``."""
+    if "long" in (config.getoption("-m") or "") or os.environ.get("HEALFORGE_LONG_TESTS"):
+        return
+    keep = [item for item in items if item.get_closest_marker("long") is None]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i.get_closest_marker("long")])
+        items[:] = keep
+
+
 def run_cli(*args: str, check: bool = True, env: dict | None = None, timeout: float = 300):
     """Run ``python -m healforge ARGS``; returns the CompletedProcess."""
     full_env = dict(os.environ, **(env or {}))

@@ -149,13 +149,13 @@ def test_reader_sees_only_committed_states_s3(tmp_path, s3_options):
     _check_reads(records, states, 10)
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_reader_sees_only_committed_states_local_long(tmp_path):
     records, states = _readers_during_changes(tmp_path, str(tmp_path / "cat"), None, 8, 100)
     _check_reads(records, states, 100)
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_reader_sees_only_committed_states_s3_long(tmp_path, s3_options):
     url = f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}/cat"
     records, states = _readers_during_changes(tmp_path, url, s3_options, 8, 100)
