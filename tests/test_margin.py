@@ -263,9 +263,14 @@ def test_hats_validation_lsdb_open_and_properties(tmp_path):
     assert len(c.compute()) == 8000
     assert len(c.margin.compute()) == m.catalog_info.total_rows
 
-    # an existing output is refused without --overwrite
+    # a rerun of the finished margin has nothing to do; other arguments need --overwrite
+    stamp = {str(f): f.stat().st_mtime_ns for f in out.rglob("*.parquet")}
     proc = margin_cli("--synchronous")
-    assert proc.returncode == 2 and "exists" in proc.stderr
+    assert proc.returncode == 0 and proc.stdout.startswith("already complete: "), proc.stderr
+    assert {str(f): f.stat().st_mtime_ns for f in out.rglob("*.parquet")} == stamp
+    proc = run_cli("margin", cat, "-o", out, "--radius", "200", "--synchronous", check=False)
+    assert proc.returncode == 2 and "radius_arcsec" in proc.stderr and "--overwrite" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_empty_margin_is_valid(tmp_path):
@@ -302,7 +307,7 @@ def test_directory_pixels_are_read(tmp_path):
     assert sorted(a["id"]) == sorted(b["id"])
 
     # rebuilding over an existing margin replaces it (built aside, then swapped in)
-    with pytest.raises(healforge.errors.CatalogError, match="exists"):
+    with pytest.raises(healforge.errors.CatalogError, match="other arguments .radius_arcsec.*--overwrite"):
         healforge.margin(cat, tmp_path / "m1", 300, synchronous=True, quiet=True)
     res = healforge.margin(cat, tmp_path / "m1", 300, overwrite=True, synchronous=True, quiet=True)
     assert res.rows < ref.rows
