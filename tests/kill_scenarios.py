@@ -330,14 +330,14 @@ SCENARIOS = {
             ["cat"],
             lambda d, t: ["margin", d / "cat", "-o", d / "cat_margin", "--radius", "60", *QUIET],
             _margin_check,
-            ["cat_margin/*.parquet", "*.tmp"],
+            [".cat_margin.building-*/dataset/*.parquet", "cat_margin/*.parquet", "*.tmp"],
         ),
         Scenario(
             "index",
             ["cat"],
             lambda d, t: ["index", d / "cat", "--column", "id", "-o", d / "cat_id_index", *QUIET],
             _index_check,
-            ["cat_id_index/*.parquet", "*.tmp"],
+            [".cat_id_index.building-*/dataset/*.parquet", "cat_id_index/*.parquet", "*.tmp"],
         ),
         Scenario(
             "nest",
@@ -357,7 +357,7 @@ SCENARIOS = {
                 *QUIET,
             ],  # fmt: skip
             _nest_check,
-            ["nested/*.parquet", "*.tmp"],
+            [".nested.building-*/dataset/*.parquet", "nested/*.parquet", "*.tmp"],
         ),
         Scenario(
             "accumulate",

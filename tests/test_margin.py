@@ -263,9 +263,14 @@ def test_hats_validation_lsdb_open_and_properties(tmp_path):
     assert len(c.compute()) == 8000
     assert len(c.margin.compute()) == m.catalog_info.total_rows
 
-    # an existing output is refused without --overwrite
+    # a rerun of the finished margin has nothing to do; other arguments need --overwrite
+    stamp = {str(f): f.stat().st_mtime_ns for f in out.rglob("*.parquet")}
     proc = margin_cli("--synchronous")
-    assert proc.returncode == 2 and "exists" in proc.stderr
+    assert proc.returncode == 0 and proc.stdout.startswith("already complete: "), proc.stderr
+    assert {str(f): f.stat().st_mtime_ns for f in out.rglob("*.parquet")} == stamp
+    proc = run_cli("margin", cat, "-o", out, "--radius", "200", "--synchronous", check=False)
+    assert proc.returncode == 2 and "radius_arcsec" in proc.stderr and "--overwrite" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_empty_margin_is_valid(tmp_path):
@@ -302,7 +307,7 @@ def test_directory_pixels_are_read(tmp_path):
     assert sorted(a["id"]) == sorted(b["id"])
 
     # rebuilding over an existing margin replaces it (built aside, then swapped in)
-    with pytest.raises(healforge.errors.CatalogError, match="exists"):
+    with pytest.raises(healforge.errors.CatalogError, match="other arguments .radius_arcsec.*--overwrite"):
         healforge.margin(cat, tmp_path / "m1", 300, synchronous=True, quiet=True)
     res = healforge.margin(cat, tmp_path / "m1", 300, overwrite=True, synchronous=True, quiet=True)
     assert res.rows < ref.rows
@@ -435,3 +440,31 @@ def test_margin_covers_empty_pixels_beside_dense_ones(tmp_path):
     res = lsdb.open_catalog(left).crossmatch(rc, radius_arcsec=4, n_neighbors=1, suffixes=("_l", "_r"))
     got = res.compute()
     assert set(zip(got["id_l"].astype(int), got["id_r"].astype(int), strict=True)) == truth
+
+
+def test_rerun_of_a_collection_member_is_already_complete(tmp_path):
+    """Margin and index of a collection, asked for again with the same arguments: "already
+    complete", no new version, ``collection.properties`` unchanged; other arguments are refused."""
+    rng = np.random.default_rng(14)
+    ra, dec = uniform(3000, rng)
+    src = write(tmp_path, ra, dec, "cat")
+    coll = tmp_path / "coll"
+    import_catalog([str(src)], coll, collection=True, threshold=500, synchronous=True, quiet=True)
+    first = healforge.margin(coll, None, 120, synchronous=True, quiet=True)
+    idx = healforge.index_catalog(coll, "id", synchronous=True, quiet=True)
+    props = (coll / "collection.properties").read_text()
+    entries = sorted(p.name for p in coll.iterdir())
+    again = healforge.margin(coll, None, 120, synchronous=True, quiet=True)
+    assert again.complete and again.rows == first.rows and str(again).startswith("already complete")
+    assert again.pixels == first.pixels
+    idx2 = healforge.index_catalog(coll, "id", synchronous=True, quiet=True)
+    assert idx2.complete and idx2.rows == idx.rows == 3000
+    assert (coll / "collection.properties").read_text() == props
+    assert sorted(p.name for p in coll.iterdir()) == entries
+    with pytest.raises(healforge.errors.CatalogError, match="other arguments .include_columns"):
+        healforge.index_catalog(coll, "id", include_columns=["ra"], synchronous=True, quiet=True)
+    # with --overwrite the member is rebuilt as its next version
+    new = healforge.index_catalog(
+        coll, "id", include_columns=["ra"], overwrite=True, synchronous=True, quiet=True
+    )
+    assert not new.complete and new.path != idx.path

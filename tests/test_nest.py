@@ -153,6 +153,21 @@ def test_nest_cli_and_errors(inputs, tmp_path):
     assert pa.types.is_struct(lc_type) and lc_type.num_fields == len(src.columns) + 1  # + _healpix_29
     assert all(pa.types.is_list(f.type) for f in lc_type)
     assert sum(len(x["source_id"]) for x in t.column("sources").to_pylist()) == len(src)
+    # a rerun of the finished nest: already complete, nothing rewritten; a killed run's building
+    # directory is removed by the next run; other arguments are refused without --overwrite
+    args = ["nest", tmp / "objects", tmp / "sources", "-o", out, "--on", "object_id", "--synchronous", "-q"]
+    stamp = {str(f): f.stat().st_mtime_ns for f in out.rglob("*.parquet")}
+    again = run_cli(*args, "--as", "sources", check=False, timeout=120)
+    assert again.returncode == 0 and again.stdout.startswith("already complete: "), again.stderr
+    assert {str(f): f.stat().st_mtime_ns for f in out.rglob("*.parquet")} == stamp
+    other = run_cli(*args, "--as", "lc", check=False, timeout=120)
+    assert other.returncode == 2 and "as_name" in other.stderr and "--overwrite" in other.stderr
+    stale = tmp_path / ".nested_2.building-0123456789ab"
+    (stale / "dataset").mkdir(parents=True)
+    (stale / "dataset" / "half.parquet").write_bytes(b"PAR1")
+    fresh = run_cli(*args[:4], tmp_path / "nested_2", *args[5:], "--as", "sources", timeout=120)
+    assert not fresh.stdout.startswith("already") and not stale.exists()
+    assert pq.read_table(tmp_path / "nested_2" / "dataset").equals(t)
 
     # sources without objects: an error naming the problem, or dropped and counted on request
     few = obj.iloc[500:].to_parquet(tmp_path / "few.parquet", index=False)
@@ -259,6 +274,11 @@ def test_nest_of_a_collection_is_a_collection(inputs, tmp_path):
     )  # fmt: skip
     assert "collection" in proc.stdout
     assert is_valid_catalog(out, strict=True)
+    again = run_cli(
+        "nest", coll, tmp / "sources", "-o", out, "--on", "object_id", "--as", "lc", "--sort-by", "mjd",
+        "--synchronous", "-q",
+    )  # fmt: skip
+    assert again.stdout.startswith("already complete: ") and "collection" in again.stdout
     nested = healforge.open_collection(out)
     assert nested.default_margin and nested.default_index == "object_id"
     cat = lsdb.open_catalog(out)

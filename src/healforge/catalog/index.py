@@ -23,7 +23,7 @@ import math
 import os
 import shutil
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from healforge.catalog import format as fmt
+from healforge.catalog.importrun import finished_command, write_command_record
 from healforge.catalog.snapshot import CatalogSnapshot
 from healforge.engine import Engine, iter_chunks, owned_engine
 from healforge.errors import BadInputError, CatalogError, OptionError
@@ -57,9 +58,12 @@ class IndexResult:
     duplicates: int = 0
     duplicate_rows: int = 0
     duplicate_examples: list[dict] = field(default_factory=list)
+    complete: bool = False  # a rerun found it finished: nothing was written
 
     def __str__(self) -> str:
-        text = f"index on {self.column!r}: {self.rows} rows in {self.files} file(s) at {self.path}"
+        text = (
+            "already complete: " if self.complete else ""
+        ) + f"index on {self.column!r}: {self.rows} rows in {self.files} file(s) at {self.path}"
         if self.duplicates:
             examples = ", ".join(
                 f"{e['value']!r} x{e['count']} in {e['pixels']}" for e in self.duplicate_examples
@@ -148,6 +152,24 @@ def index_catalog(
     with txn.CatalogLock(primary, "index"):  # as for a margin: no change commits meanwhile
         txn.recover(primary)
         target, replaced = versions.member_version(coll.path, output) if coll else (output, None)
+        args = {
+            "catalog": str(catalog),
+            "column": column,
+            "include_columns": list(include_columns),
+            "name": name,
+            "rows_per_file": int(rows_per_file),
+        }
+        done = finished_command(coll.path / replaced if replaced else output, "index", args, overwrite)
+        if done is not None:  # a rerun of a finished index (perhaps killed before it was listed)
+            if coll is not None and not replaced and str(output.parent) == str(coll.path):
+                if output.name not in {p.name for p in open_collection(coll.path).indexes.values()}:
+                    add_member(coll.path, output, "index", column=column, default=default)
+            elif coll is None:
+                members.register(
+                    primary,
+                    members.Member("index", output, column=column, include_columns=list(include_columns)),
+                )
+            return IndexResult(**done, complete=True)
         if replaced and not overwrite:
             raise CatalogError(f"output {output} exists and is not empty; use --overwrite to replace it")
         with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
@@ -161,6 +183,7 @@ def index_catalog(
                 tmp_dir=tmp_dir,
                 engine=eng,
                 rows_per_file=rows_per_file,
+                record=args,
             )
         if replaced:
             versions.replace_member(coll.path, replaced, target)
@@ -184,8 +207,12 @@ def build_index(
     tmp_dir: str | os.PathLike | None = None,
     engine: Engine,
     rows_per_file: int = ROWS_PER_FILE,
+    record: dict | None = None,
 ) -> IndexResult:
     """Build (or rebuild, with ``overwrite``) an index of ``source`` with an existing engine.
+
+    ``record``: the arguments of an ``index`` command, kept in the index so that a rerun with
+    them answers "already complete".
 
     Built in a hidden sibling directory and moved (on object stores: copied) into place at the
     end, like a margin; the sorted shards stay on local disk (``tmp_dir``, see
@@ -280,9 +307,8 @@ def build_index(
         hats_index_column=column,
         hats_index_extra_column=wanted[1:] or None,
     )
-    swap_into_place(build, final)
     examples = [e for r in reduced for e in r["examples"]][:MAX_EXAMPLES]
-    return IndexResult(
+    result = IndexResult(
         str(final),
         column,
         total,
@@ -291,6 +317,11 @@ def build_index(
         duplicate_rows=sum(r["dup_rows"] for r in reduced),
         duplicate_examples=examples,
     )
+    if record is not None:
+        fields = {k: v for k, v in asdict(result).items() if k != "complete"}
+        write_command_record(build, "index", record, fields)
+    swap_into_place(build, final)
+    return result
 
 
 def swap_into_place(built: AnyPath, final: AnyPath) -> None:

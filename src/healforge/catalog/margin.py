@@ -37,7 +37,7 @@ import math
 import os
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cdshealpix.nested as cdsn
@@ -50,6 +50,7 @@ import pyarrow.parquet as pq
 from healforge.arrays import concat_ranges
 from healforge.catalog import format as fmt
 from healforge.catalog.geometry import ARCSEC_PER_RAD, lonlat_to_xyz, within_radius
+from healforge.catalog.importrun import finished_command, write_command_record
 from healforge.catalog.snapshot import CatalogSnapshot
 from healforge.engine import Engine, iter_chunks, owned_engine
 from healforge.errors import CatalogError, OptionError
@@ -71,9 +72,10 @@ class MarginResult:
     radius_arcsec: float
     margin_order: int
     pixels: list[tuple[int, int]]
+    complete: bool = False  # a rerun found it finished: nothing was written
 
     def __str__(self) -> str:
-        return (
+        return ("already complete: " if self.complete else "") + (
             f"{self.rows} margin rows within {self.radius_arcsec:g} arcsec in {len(self.pixels)} pixels "
             f"at {self.path}"
         )
@@ -159,11 +161,28 @@ def margin(
     with txn.CatalogLock(primary, "margin"):
         txn.recover(primary)
         target, replaced = versions.member_version(coll.path, output) if coll else (output, None)
+        args = {"catalog": str(catalog), "radius_arcsec": float(radius_arcsec), "name": name}
+        done = finished_command(coll.path / replaced if replaced else output, "margin", args, overwrite)
+        if done is not None:  # a rerun of a finished margin (perhaps killed before it was listed)
+            if coll is not None and not replaced and str(output.parent) == str(coll.path):
+                if output.name not in {p.name for p in open_collection(coll.path).margins.values()}:
+                    add_member(coll.path, output, "margin", default=default)
+            elif coll is None:
+                members.register(primary, members.Member("margin", output, float(radius_arcsec)))
+            done["pixels"] = [tuple(p) for p in done["pixels"]]
+            return MarginResult(**done, complete=True)
         if replaced and not overwrite:
             raise CatalogError(f"output {output} exists and is not empty; use --overwrite to replace it")
         with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
             result = build_margin(
-                primary, target, radius_arcsec, name=name, overwrite=overwrite, tmp_dir=tmp_dir, engine=eng
+                primary,
+                target,
+                radius_arcsec,
+                name=name,
+                overwrite=overwrite,
+                tmp_dir=tmp_dir,
+                engine=eng,
+                record=args,
             )
         if replaced:
             versions.replace_member(coll.path, replaced, target)
@@ -185,6 +204,7 @@ def build_margin(
     tmp_dir: str | os.PathLike | None = None,
     engine: Engine,
     source: CatalogSnapshot | None = None,
+    record: dict | None = None,
 ) -> MarginResult:
     """Build (or rebuild, with ``overwrite=True``) a margin with an existing engine.
 
@@ -195,7 +215,8 @@ def build_margin(
     by the next run). ``source`` gives the catalog's partitions and files when they differ from
     what is on disk (a change about to be committed); by default the catalog as it is. On object
     stores the finished margin is copied into place, its metadata files last. Intermediate files
-    go to ``tmp_dir`` (see :func:`margin`).
+    go to ``tmp_dir`` (see :func:`margin`). ``record``: the arguments of a ``margin`` command,
+    kept in the margin so that a rerun with them answers "already complete".
     """
     catalog = as_path(catalog, storage_options)
     output = as_path(output, storage_options)
@@ -269,8 +290,12 @@ def build_margin(
     out_pixels = [(int(table["orders"][d]), int(table["pixels"][d])) for d in dests]
     total = _finish(output, source, out_pixels, int(per_dest.sum()), radius, name or final.name)
     shutil.rmtree(work, ignore_errors=True)
+    result = MarginResult(str(final), total, radius, m_order, out_pixels)
+    if record is not None:
+        fields = {k: v for k, v in asdict(result).items() if k != "complete"}
+        write_command_record(output, "margin", record, fields)
     swap_into_place(output, final)
-    return MarginResult(str(final), total, radius, m_order, out_pixels)
+    return result
 
 
 def partition_table(

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,8 @@ from healforge.catalog.collection import (
     resolve_catalog,
     write_collection,
 )
-from healforge.catalog.margin import read_pixel
+from healforge.catalog.importrun import finished_command, write_command_record
+from healforge.catalog.margin import read_pixel, swap_into_place
 from healforge.catalog.nested import STATE_FILE, read_state
 from healforge.catalog.transaction import STATE_DIR
 from healforge.engine import Engine, owned_engine
@@ -64,9 +66,11 @@ class NestResult:
     pixels: list[tuple[int, int]]
     collection: str | None = None
     members: list[str] = field(default_factory=list)
+    complete: bool = False  # a rerun found it finished: nothing was written
 
     def __str__(self) -> str:
-        text = f"{self.objects} objects with {self.sources} nested sources in {len(self.pixels)} pixels at {self.path}"
+        text = "already complete: " if self.complete else ""
+        text += f"{self.objects} objects with {self.sources} nested sources in {len(self.pixels)} pixels at {self.path}"
         if self.unmatched:
             text += f"; {self.unmatched} sources without an object were dropped"
         if self.collection:
@@ -117,7 +121,11 @@ def nest(
     on_unmatched
         Sources whose key matches no object: ``"error"`` (default) or ``"drop"`` (counted).
     overwrite
-        Replace an existing output.
+        Replace an existing output. Without it, a rerun of a finished nest with the same
+        arguments returns at once (``complete``) and other arguments are refused. The output is
+        built in a hidden sibling ``.NAME.building-*`` directory and moved into place at the end
+        (copied, metadata last, on object stores): a killed run leaves no partial output, and
+        its building directory is removed by the next run.
     storage_options, tmp_dir
         fsspec options for URL catalogs; local directory for intermediate files (default: inside
         a local output, the system temp dir otherwise).
@@ -135,6 +143,15 @@ def nest(
     obj_on, src_on = nst.split_on(on)
     objects, sources, output = (as_path(p, storage_options) for p in (objects, sources, output))
     inputs = {str(objects), str(sources)}
+    args = {
+        "objects": str(objects),
+        "sources": str(sources),
+        "on": on,
+        "as_name": as_name,
+        "sort_by": sort_by,
+        "name": name,
+        "on_unmatched": on_unmatched,
+    }
     coll = open_collection(objects) if is_collection(objects) else None
     objects, sources = resolve_catalog(objects), resolve_catalog(sources)
     # objects from a collection: the nested catalog is the primary of a collection at ``output``
@@ -153,12 +170,23 @@ def nest(
         raise BadInputError(f"the object catalog {objects} already has a column {as_name!r}")
     if {str(root), str(output)} & (inputs | {str(objects), str(sources)}):
         raise CatalogError("the nested catalog cannot be written over one of its inputs")
-    if not storage.is_empty_dir(root):
-        if not overwrite:
-            raise CatalogError(f"output {root} exists and is not empty; use --overwrite to replace it")
-        storage.rmtree(root)
-    work = storage.scratch_dir(output, WORK_DIR, tmp_dir)
-    work.mkdir(parents=True, exist_ok=True)
+    done = finished_command(root, "nest", args, overwrite)
+    if done is not None:
+        done["pixels"] = [tuple(p) for p in done["pixels"]]
+        return NestResult(**done, complete=True)
+    if not overwrite and not storage.is_empty_dir(root):
+        raise CatalogError(f"output {root} exists and is not empty; use --overwrite to replace it")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    for stale in root.parent.glob(f".{root.name}.building-*"):  # left by a killed run
+        storage.rmtree(stale)
+    final_root, final_output = root, output
+    root = root.parent / f".{root.name}.building-{uuid.uuid4().hex[:12]}"
+    output = root / cat_name if coll else root
+    local_work = tmp_dir is None and storage.is_local(output)
+    work = storage.scratch_dir(output if local_work else final_output, WORK_DIR, tmp_dir)
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
 
     obj_pixels = fmt.read_partition_info(objects)
     src_pixels = fmt.read_partition_info(sources)
@@ -218,18 +246,22 @@ def nest(
         state = {**read_state(objects), as_name: {"on": obj_on, "source_on": src_on, "sort_by": sort_by}}
         fmt.atomic_write_text(output / STATE_DIR / STATE_FILE, json.dumps(state, indent=1))
         shutil.rmtree(work, ignore_errors=True)
-        result = NestResult(str(output), total, int(per_obj.sum()), int(unmatched), obj_pixels)
+        result = NestResult(str(final_output), total, int(per_obj.sum()), int(unmatched), obj_pixels)
         if coll:
-            result.members = _rebuild_members(coll, root, output, cat_name, tmp_dir, eng)
-            result.collection = str(root)
+            result.members = _rebuild_members(coll, root, output, cat_name, final_root.name, tmp_dir, eng)
+            result.collection = str(final_root)
+    fields = {k: v for k, v in asdict(result).items() if k != "complete"}
+    write_command_record(root, "nest", args, fields)
+    swap_into_place(root, final_root)
     return result
 
 
 def _rebuild_members(
-    coll: Collection, root: AnyPath, primary: AnyPath, cat_name: str, tmp_dir, eng
+    coll: Collection, root: AnyPath, primary: AnyPath, cat_name: str, coll_name: str, tmp_dir, eng
 ) -> list[str]:
     """The margins and indexes of the objects' collection, built again for the nested catalog, and
-    ``collection.properties`` listing them; returns the member directory names."""
+    ``collection.properties`` (collection ``coll_name``) listing them; returns the member
+    directory names."""
     from healforge.catalog.index import build_index
     from healforge.catalog.margin import build_margin
     from healforge.catalog.snapshot import CatalogSnapshot
@@ -254,7 +286,7 @@ def _rebuild_members(
     default_index = coll.default_index if coll.default_index in indexes else next(iter(indexes), None)
     write_collection(
         root,
-        root.name,
+        coll_name,
         cat_name,
         margins,
         default_margin or next(iter(margins), None),
