@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import PurePosixPath
 
 import numpy as np
@@ -349,25 +350,26 @@ def import_catalog(
         "version": __version__,
     }
     state = prepare_output(output, work, args, resume, overwrite)
+    members = partial(
+        build_members,
+        output=output,
+        margin_arcsec=margin_arcsec,
+        margin_path=margin_path,
+        indexes=indexes,
+        args=args,
+        storage_options=storage_options,
+        tmp_dir=tmp_dir,
+        engine=engine,
+        workers=workers,
+        scheduler=scheduler,
+        synchronous=synchronous,
+        quiet=quiet,
+    )
     if state in ("complete", "members"):
         result = _completed_result(output)
         if state == "complete":
             return result
-        return build_members(
-            result,
-            output,
-            margin_arcsec,
-            margin_path,
-            indexes,
-            args,
-            storage_options=storage_options,
-            tmp_dir=tmp_dir,
-            engine=engine,
-            workers=workers,
-            scheduler=scheduler,
-            synchronous=synchronous,
-            quiet=quiet,
-        )
+        return members(result)
     resumed = state == "resumed"
     spec = InputSpec(
         ra,
@@ -490,21 +492,7 @@ def import_catalog(
     if dup is not None:
         result.duplicate_ids = dup
         result.warnings.append(str(dup))
-    return build_members(
-        result,
-        output,
-        margin_arcsec,
-        margin_path,
-        indexes,
-        args,
-        storage_options=storage_options,
-        tmp_dir=tmp_dir,
-        engine=engine,
-        workers=workers,
-        scheduler=scheduler,
-        synchronous=synchronous,
-        quiet=quiet,
-    )
+    return members(result)
 
 
 def _import_collection(
