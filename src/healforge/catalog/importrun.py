@@ -60,6 +60,14 @@ def build_members(
     timings = result.stage_seconds
     if not (margin_arcsec or indexes):
         return result
+    run = dict(
+        tmp_dir=tmp_dir,
+        engine=engine,
+        workers=workers,
+        scheduler=scheduler,
+        synchronous=synchronous,
+        quiet=quiet,
+    )
     if margin_arcsec:
         from healforge.catalog.margin import margin
 
@@ -74,12 +82,7 @@ def build_members(
             target,
             margin_arcsec,
             overwrite=True,
-            tmp_dir=tmp_dir,
-            engine=engine,
-            workers=workers,
-            scheduler=scheduler,
-            synchronous=synchronous,
-            quiet=quiet,
+            **run,
         )
         timings["margin"] = time.perf_counter() - t0
     if indexes:
@@ -93,12 +96,7 @@ def build_members(
                     output,
                     col,
                     overwrite=True,
-                    tmp_dir=tmp_dir,
-                    engine=engine,
-                    workers=workers,
-                    scheduler=scheduler,
-                    synchronous=synchronous,
-                    quiet=quiet,
+                    **run,
                 )
             )
         timings["index"] = time.perf_counter() - t0
