@@ -121,8 +121,8 @@ def main() -> None:
     from hats_import.margin_cache.margin_cache_arguments import MarginCacheArguments
     from hats_import.pipeline import pipeline_with_client
 
-    from healforge.catalog.importer import import_catalog
-    from healforge.catalog.margin import margin
+    from healforge.catalog.build.importer import import_catalog
+    from healforge.catalog.derived.margin import margin
     from healforge.engine import Engine
 
     work = Path(args.workdir).absolute()
@@ -150,7 +150,7 @@ def main() -> None:
                 with Engine(workers=args.workers, quiet=True) as eng:
                     eng.start()
                     if args.warm:
-                        eng.client.run(importlib.import_module, "healforge.catalog.margin")
+                        eng.client.run(importlib.import_module, "healforge.catalog.derived.margin")
                     t0 = time.perf_counter()
                     res = margin(cat, ours, radius, engine=eng)
                     t_ours.append(time.perf_counter() - t0)

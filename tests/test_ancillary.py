@@ -16,9 +16,9 @@ from hats.pixel_math import compute_spatial_index
 
 import healforge
 from conftest import make_points, run_cli, survey_table, write_parquet_files
-from healforge.catalog import ancillary
 from healforge.catalog import format as fmt
-from healforge.catalog.collection import resolve_catalog
+from healforge.catalog.build import ancillary
+from healforge.catalog.derived.collection import resolve_catalog
 
 ALT = [1, 3]
 STAT_KINDS = ("min_value", "max_value", "null_count", "row_count")

@@ -12,7 +12,7 @@ from hats.io.validation import is_valid_catalog
 import healforge
 from conftest import make_points, run_cli, survey_table
 from healforge.catalog import format as fmt
-from healforge.catalog.collection import resolve_catalog
+from healforge.catalog.derived.collection import resolve_catalog
 
 
 def _write(path, table):
@@ -94,7 +94,7 @@ def test_schema_mismatch_lists_columns(base):
 
 def test_second_writer_is_refused(base):
     tmp_path, _ = base
-    from healforge.catalog.transaction import CatalogLock
+    from healforge.catalog.change.transaction import CatalogLock
 
     b = _batch(tmp_path, "B", "uniform", 100, 100_000, 2)
     with CatalogLock(tmp_path / "cat", "test holder"):

@@ -9,7 +9,7 @@ import pytest
 
 import healforge
 from conftest import make_points, run_cli, survey_table
-from healforge.catalog.importer import rejected_path_for
+from healforge.catalog.build.importer import rejected_path_for
 
 
 def _file_with(tmp_path, name, col, row, value, n=1000):

@@ -199,7 +199,7 @@ def test_killed_append_on_s3_leaves_catalog_readable_and_next_writer_recovers(tm
 
 
 def test_second_writer_on_s3_is_refused(tmp_path, s3_options):
-    from healforge.catalog.transaction import CatalogLock
+    from healforge.catalog.change.transaction import CatalogLock
     from healforge.errors import CatalogError
 
     a = _batch(tmp_path, "A", 500, 0, 1, kind="uniform")

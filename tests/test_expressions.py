@@ -13,7 +13,6 @@ import yaml
 import healforge
 from conftest import run_cli
 from healforge.cli import main
-from healforge.config import ConfigError
 from healforge.expressions import (
     FUNCTIONS,
     ExpressionError,
@@ -22,7 +21,8 @@ from healforge.expressions import (
     parse_filter,
     parse_row,
 )
-from healforge.pipeline import run_pipeline
+from healforge.run import ConfigError
+from healforge.run.runner import run_pipeline
 
 RNG = np.random.default_rng(5)
 COLS = {

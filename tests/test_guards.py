@@ -11,7 +11,7 @@ import pytest
 
 import healforge
 from conftest import make_points, run_cli, survey_table
-from healforge.catalog.collection import resolve_catalog
+from healforge.catalog.derived.collection import resolve_catalog
 from healforge.errors import OptionError
 from healforge.names import check_name, name_problem
 

@@ -12,7 +12,7 @@ import healforge
 from conftest import make_points, run_cli, survey_table, write_parquet_files
 from healforge.catalog import format as fmt
 from healforge.catalog.alignment import ThresholdError
-from healforge.catalog.options import parse_size, row_bytes
+from healforge.catalog.build.column_types import parse_size, row_bytes
 from healforge.errors import BadInputError, OptionError
 
 QUIET = {"synchronous": True, "quiet": True}

@@ -15,7 +15,7 @@ from hats.io.validation import is_valid_catalog
 import healforge
 from conftest import make_points, run_cli, survey_table
 from healforge.catalog import format as fmt
-from healforge.catalog.collection import open_collection, resolve_catalog
+from healforge.catalog.derived.collection import open_collection, resolve_catalog
 from healforge.demo import nightly_batches
 
 KW = {"synchronous": True, "quiet": True}
@@ -229,7 +229,7 @@ def test_increments_then_consolidation_keep_every_source(catalog):
 
 def _to_list_struct(root) -> None:
     """Rewrite the catalog's nested columns as ``list<struct>`` (what healforge wrote before)."""
-    from healforge.catalog.collection import resolve_catalog
+    from healforge.catalog.derived.collection import resolve_catalog
     from healforge.healpix import SPATIAL_INDEX_COLUMN
 
     root = resolve_catalog(root)  # the current version once a change made it a collection
@@ -276,7 +276,7 @@ def test_list_struct_catalogs_are_converted_by_the_next_change(catalog, tmp_path
     res = healforge.delete(copy, [int(items["__owner"].iloc[0])], ID, **KW)
     assert res.rows_removed == 1 and res.converted == list(NESTED) and "converted" in str(res)
     assert is_valid_catalog(str(copy), strict=True)
-    from healforge.catalog.delete import convert_nested_layout
+    from healforge.catalog.change.delete import convert_nested_layout
 
     assert convert_nested_layout(copy, **KW) == []  # nothing left to convert
     _flat_files(copy, "forced")

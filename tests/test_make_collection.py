@@ -145,7 +145,7 @@ def test_errors_name_the_problem(tmp_path):
 def test_interrupted_run_is_finished_by_the_next(tmp_path, monkeypatch):
     """A run that stops after some moves leaves a plan; running the command again finishes it."""
     import healforge
-    from healforge.catalog import make_collection as mc
+    from healforge.catalog.derived import make_collection as mc
 
     src, raw = _inputs(tmp_path)
     cat = tmp_path / "cat"

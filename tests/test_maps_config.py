@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import yaml
 
-from healforge.config import ConfigError, load_pipeline, validate_pipeline
 from healforge.errors import BadInputError
 from healforge.expressions import ExpressionError, parse_filter, parse_row
 from healforge.io.hdf5 import iter_hdf5_template
+from healforge.run import ConfigError, load_pipeline, validate_pipeline
 
 BEAMS = ["gt1l", "gt1r", "gt2l", "gt2r"]  # gt3l/gt3r absent, as in files with weak beams off
 FILL = np.float32(3.4028235e38)

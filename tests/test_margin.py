@@ -14,7 +14,7 @@ from scipy.spatial import cKDTree
 import healforge
 import healforge.errors
 from conftest import run_cli
-from healforge.catalog.importer import import_catalog
+from healforge.catalog.build.importer import import_catalog
 
 TOL = 0.001  # arcsec
 RAD = np.pi / 180 / 3600  # radians per arcsec

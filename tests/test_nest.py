@@ -11,7 +11,7 @@ from hats.io.validation import is_valid_catalog
 
 import healforge
 from conftest import run_cli
-from healforge.catalog.importer import import_catalog
+from healforge.catalog.build.importer import import_catalog
 from healforge.errors import BadInputError
 
 

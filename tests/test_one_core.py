@@ -13,7 +13,7 @@ import healforge
 from conftest import run_cli
 from healforge.healpix import lonlat_to_pixel
 from healforge.maps import read_map
-from healforge.pipeline import run_pipeline
+from healforge.run.runner import run_pipeline
 
 ORDER = 3
 MIN_ORDER = 1

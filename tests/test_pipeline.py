@@ -11,10 +11,10 @@ import pytest
 import yaml
 
 from conftest import BUCKET, run_cli
-from healforge.config import ConfigError
 from healforge.errors import BadInputError
 from healforge.maps import read_map
-from healforge.pipeline import PipelineStateError, run_pipeline
+from healforge.run import ConfigError
+from healforge.run.runner import PipelineStateError, run_pipeline
 from test_maps_config import BEAMS, FILL, TEMPLATES, make_atl06
 
 ORDER = 4

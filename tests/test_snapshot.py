@@ -21,7 +21,7 @@ import pytest
 import healforge
 from conftest import BUCKET, make_points, run_cli, survey_table
 from healforge.catalog import format as fmt
-from healforge.catalog.collection import open_collection, resolve_catalog
+from healforge.catalog.derived.collection import open_collection, resolve_catalog
 
 FAST = {"synchronous": True, "quiet": True}
 CONE = (200.0, -20.0, 3600.0)  # ra, dec (degrees), radius (arcsec): inside the clustered blob

@@ -13,7 +13,7 @@ import pytest
 import healforge
 from conftest import make_points, run_cli, survey_table
 from healforge.catalog import format as fmt
-from healforge.catalog.collection import resolve_catalog
+from healforge.catalog.derived.collection import resolve_catalog
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import xdggs
 import yaml
 
 from conftest import run_cli
-from healforge.config import ConfigError
+from healforge.run import ConfigError
 from healforge.zagg import load, morton_of, run_zagg, translate
 from healforge.zagg.read import iter_granule
 

@@ -68,8 +68,8 @@ def run_demo(out: str | Path, rows: int = 200_000, workers: int | None = None, q
     states) and a Parquet map, and plots the mean magnitude. Returns the paths made.
     """
     from healforge.aggregate.api import accumulate, finalize
-    from healforge.catalog.importer import import_catalog
-    from healforge.catalog.validate import validate_catalog
+    from healforge.catalog.build.importer import import_catalog
+    from healforge.catalog.check.validate import validate_catalog
     from healforge.engine import Engine
     from healforge.maps.parquet import write_parquet
     from healforge.maps.plot import plot_map

@@ -26,6 +26,7 @@ from healforge.aggregate.core import (
     sum_counts,
 )
 from healforge.aggregate.finalize import DEFAULT_STATE_STATS, cell_area, finalize_state
+from healforge.aggregate.kernels import cell_statistics
 from healforge.aggregate.maptable import make_map_table, write_map
 from healforge.aggregate.plan import Assignment, Plan, PlanBuilder, parse_cell_specs
 from healforge.aggregate.sidecar import gather_rejects, quarantine_target, read_sidecar, sidecar_metadata
@@ -34,7 +35,6 @@ from healforge.aggregate.sources import Source, default_position, to_sources
 from healforge.aggregate.state import State
 from healforge.aggregate.state import merge_states as merge_state_objects
 from healforge.aggregate.statistics import DEFAULT_STATS, resolve, resolve_all
-from healforge.aggregate.stats import cell_statistics
 from healforge.engine import Engine
 from healforge.errors import BadInputError, OptionError
 from healforge.expressions import parse_column_spec
@@ -124,7 +124,7 @@ def aggregate(
         Statistic names: count, sum, mean, var, std, min, max, median, qNN, mad, robust_std,
         wsum, wmean, wvar, wstd, a numpy function of :mod:`healforge.registry` (``maximum``,
         ``numpy:ptp``...), or a callable of a cell's values (Python API only; see
-        :mod:`healforge.aggregate.stats`).
+        :mod:`healforge.aggregate.kernels`).
     weight
         Expression for a per-row user weight (e.g. ``"1 / sigma**2"``), multiplied by the sidecar
         (area-fraction) weight in the ``w*`` statistics.

@@ -6,7 +6,7 @@ accumulated, and which statistics (:class:`PlanStatistic`, vocabulary of
 :mod:`~.statistics`) and cell expressions (:class:`CellStatistic`) are computed from them.
 
 The CLI commands (``aggregate``, ``accumulate``, ``finalize``) build a plan with
-:class:`PlanBuilder`; ``healforge run`` builds one from its YAML file (:mod:`healforge.config.load`).
+:class:`PlanBuilder`; ``healforge run`` builds one from its YAML file (:mod:`healforge.run.load`).
 """
 
 from __future__ import annotations

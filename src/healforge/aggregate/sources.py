@@ -177,7 +177,7 @@ def is_hats_catalog(path) -> bool:
 
 def _primary(path: str) -> str:
     """A collection's primary catalog; any other path as it is."""
-    from healforge.catalog.collection import is_collection, resolve_catalog
+    from healforge.catalog.derived.collection import is_collection, resolve_catalog
 
     return str(resolve_catalog(path)) if os.path.isdir(path) and is_collection(path) else path
 

@@ -157,7 +157,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from healforge.catalog.importer import import_catalog
+    from healforge.catalog.build.importer import import_catalog
 
     result = import_catalog(
         args.inputs,
@@ -201,7 +201,7 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _append(args: argparse.Namespace) -> int:
-    from healforge.catalog.append import append
+    from healforge.catalog.change.append import append
 
     result = append(
         args.catalog,
@@ -220,7 +220,7 @@ def _append(args: argparse.Namespace) -> int:
 
 
 def _compact(args: argparse.Namespace) -> int:
-    from healforge.catalog.compact import compact
+    from healforge.catalog.change.compact import compact
 
     result = compact(
         args.catalog,
@@ -259,7 +259,7 @@ def _add_output_args(p: argparse.ArgumentParser) -> None:
 
 
 def _output_kwargs(args: argparse.Namespace) -> dict:
-    from healforge.catalog.ancillary import parse_property
+    from healforge.catalog.build.ancillary import parse_property
 
     return {
         "skymap_alt_orders": args.skymap_alt_orders,
@@ -281,14 +281,14 @@ def _reader_options(args: argparse.Namespace) -> dict:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from healforge.catalog.info import catalog_info
+    from healforge.catalog.check.info import catalog_info
 
     print(catalog_info(args.path, **storage_kwargs(args)))
     return 0
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from healforge.catalog.validate import validate_catalog
+    from healforge.catalog.check.validate import validate_catalog
 
     report = validate_catalog(args.catalog, id_column=args.id_column, **storage_kwargs(args))
     print(report, file=sys.stdout if report.ok else sys.stderr)

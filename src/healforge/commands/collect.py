@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _collection(args: argparse.Namespace) -> int:
-    from healforge.catalog.make_collection import make_collection
+    from healforge.catalog.derived.make_collection import make_collection
 
     result = make_collection(
         args.catalog,

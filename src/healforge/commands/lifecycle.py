@@ -79,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _margin(args: argparse.Namespace) -> int:
-    from healforge.catalog.margin import margin
+    from healforge.catalog.derived.margin import margin
 
     result = margin(
         args.catalog,
@@ -96,7 +96,7 @@ def _margin(args: argparse.Namespace) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
-    from healforge.catalog.index import index_catalog
+    from healforge.catalog.derived.index import index_catalog
 
     result = index_catalog(
         args.catalog,
@@ -115,7 +115,7 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _nest(args: argparse.Namespace) -> int:
-    from healforge.catalog.nest import nest
+    from healforge.catalog.derived.nest import nest
 
     result = nest(
         args.objects,

@@ -85,7 +85,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _increment(args: argparse.Namespace) -> int:
-    from healforge.catalog.increment import increment
+    from healforge.catalog.change.increment import increment
 
     result = increment(
         args.catalog,
@@ -107,7 +107,7 @@ def _increment(args: argparse.Namespace) -> int:
 
 
 def _delete(args: argparse.Namespace) -> int:
-    from healforge.catalog.delete import delete
+    from healforge.catalog.change.delete import delete
     from healforge.errors import OptionError
 
     if args.ids is None and args.nested_ids is None:

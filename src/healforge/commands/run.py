@@ -72,8 +72,8 @@ def _run_zagg(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from healforge.config import load_pipeline
-    from healforge.pipeline import check_runnable, run_pipeline
+    from healforge.run import load_pipeline
+    from healforge.run.runner import check_runnable, run_pipeline
 
     if _is_zagg(args.pipeline):
         return _run_zagg(args)

@@ -13,7 +13,7 @@ import os
 import fsspec
 import numpy as np
 
-from healforge.config import ConfigError
+from healforge.run import ConfigError
 
 REQUIRED = ("grid_signature", "shard_keys", "granules")
 

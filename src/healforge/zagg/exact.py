@@ -5,11 +5,11 @@ the same with the catalog import's machinery:
 
 1. **prepare** (one task per granule): read, filter, convert latitudes to authalic and write the
    needed columns to a Parquet file (``_lon``, ``_lat`` + statistic inputs);
-2. **map / split / reduce** (:mod:`healforge.catalog.pipeline`): histogram at the shard order,
+2. **map / split / reduce** (:mod:`healforge.catalog.build.stages`): histogram at the shard order,
    every non-empty shard pixel one destination, rows split and gathered into one Parquet file per
    shard, sorted by ``_healpix_29``;
 3. **statistics** (one task per shard, so memory is bounded by the largest shard): exact
-   statistics per cell with :func:`healforge.aggregate.stats.cell_statistics` at every pyramid
+   statistics per cell with :func:`healforge.aggregate.kernels.cell_statistics` at every pyramid
    order (all at or finer than the shard order, so each cell lies in one shard);
 4. **write**: per-order tables concatenated in shard order (cells stay sorted), finished with
    zagg's variables and written to the Zarr store.
@@ -32,10 +32,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from healforge.config import PipelineConfig, Statistic
 from healforge.engine import Engine
 from healforge.errors import BadInputError
 from healforge.healpix import SPATIAL_INDEX_COLUMN, bad_coordinate_mask, describe_bad_coordinate
+from healforge.run import PipelineConfig, Statistic
 
 LON, LAT = "_lon", "_lat"
 
@@ -125,8 +125,8 @@ def prepare_granule(
 def shard_statistics(target: str, cfg: PipelineConfig, orders: list[int]) -> dict[int, pa.Table]:
     """Statistics stage: exact statistics of every cell of one shard at every order."""
     from healforge.aggregate.api import exact_cell_expression
+    from healforge.aggregate.kernels import cell_statistics
     from healforge.aggregate.statistics import resolve
-    from healforge.aggregate.stats import cell_statistics
 
     table = pq.read_table(target)
     h29 = table.column(SPATIAL_INDEX_COLUMN).to_numpy()
@@ -184,8 +184,8 @@ def shard_statistics(target: str, cfg: PipelineConfig, orders: list[int]) -> dic
 
 def _claim(work: Path, cfg: PipelineConfig, plan) -> None:
     """Keep a work directory made by the same configuration (resume); start afresh otherwise."""
-    from healforge.config import to_plan
-    from healforge.pipeline import config_sections
+    from healforge.run import to_plan
+    from healforge.run.runner import config_sections
 
     sections = config_sections(cfg, to_plan(cfg))
     sections["statistics"] = [repr(s) for s in cfg.statistics]
@@ -210,8 +210,8 @@ def run_exact(
 ) -> dict[str, Any]:
     """Exact run of a translated zagg plan (see the module docstring); returns a run summary."""
     from healforge.catalog.alignment import Alignment
-    from healforge.catalog.pipeline import common_schema, map_stage, reduce_stage, split_stage
-    from healforge.catalog.stages import InputSpec
+    from healforge.catalog.build.stages import common_schema, map_stage, reduce_stage, split_stage
+    from healforge.catalog.build.tasks import InputSpec
     from healforge.maps.table import make_map_table
     from healforge.maps.zarr_store import write_zarr
     from healforge.zagg.run import finish_map

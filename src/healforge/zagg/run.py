@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from healforge.config import PipelineConfig, validate_pipeline
 from healforge.engine import Engine, owned_engine
 from healforge.maps.table import map_metadata, with_metadata
+from healforge.run import PipelineConfig, validate_pipeline
 from healforge.zagg.translate import ZaggPlan, load
 
 
@@ -104,7 +104,7 @@ def run_zagg(
             from healforge.zagg.exact import run_exact
 
             return run_exact(plan, cfg, eng, batch_rows=batch_rows, work_dir=work_dir, product=product)
-        from healforge.pipeline import run_pipeline
+        from healforge.run.runner import run_pipeline
 
         return run_pipeline(
             cfg,

@@ -2,7 +2,7 @@
 
 :func:`translate` checks every key of the zagg file (a key healforge cannot honour is an error
 naming it, never ignored) and builds a :class:`ZaggPlan`: the healforge pipeline configuration
-(the schema of :mod:`healforge.config`, as a dict) plus what the map products need beyond it
+(the schema of :mod:`healforge.run`, as a dict) plus what the map products need beyond it
 (output dtypes and fill values, attributes, the ``morton`` coordinate, zagg's conventions).
 
 zagg's meanings apply: latitudes are authalic (mortie's default), ``var``/``std`` are numpy's
@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from healforge.config import ConfigError
 from healforge.expressions import parse_cell
 from healforge.healpix import MAX_ORDER
+from healforge.run import ConfigError
 from healforge.zagg.cellexpr import cell_expression, row_expression, row_names
 from healforge.zagg.read import KEEP
 
@@ -483,7 +483,7 @@ def translate(
                 stats[guard[1]] = {"function": "count"}
                 o.nan_guard = guard
         else:  # another numpy function of healforge.registry: exact mode calls it per cell
-            from healforge.config.schema import resolve_callable
+            from healforge.run.schema import resolve_callable
 
             try:
                 resolve_callable(func)

@@ -1,0 +1,173 @@
+"""The map, split and reduce stages as driver-side steps, shared by import and append.
+
+Each step skips the tasks whose outputs already exist in the work directory, so a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from healforge.catalog import format as fmt
+from healforge.catalog.alignment import merge_histograms
+from healforge.catalog.build.tasks import InputSpec, map_file, reduce_pixel, split_file
+from healforge.engine import Engine
+from healforge.errors import BadInputError
+
+
+def input_keys(files: list[str]) -> list[str]:
+    """Stable task keys of input files."""
+    return [f"in{i:05d}" for i in range(len(files))]
+
+
+def map_stage(eng: Engine, files: list[str], spec: InputSpec, order: int, work: Path) -> dict:
+    """Histogram every input at ``order``; returns pixels, counts, rows, bad rows and schemas."""
+    keys = input_keys(files)
+    (work / "map").mkdir(parents=True, exist_ok=True)
+    schemas_file = work / "schemas.json"
+    schemas = json.loads(schemas_file.read_text()) if schemas_file.exists() else {}
+    todo = [
+        {"path": f, "order": order, "spec": spec, "out": str(work / "map" / f"{k}.npz")}
+        for f, k in zip(files, keys, strict=True)
+        if not ((work / "map" / f"{k}.npz").exists() and f in schemas)
+    ]
+
+    def record_schema(i, res):
+        schemas[todo[i]["path"]] = res["schema"].serialize().to_pybytes().hex()
+        fmt.atomic_write_text(schemas_file, json.dumps(schemas))
+
+    eng.map(map_file, todo, "Mapping", labels=[t["path"] for t in todo], on_result=record_schema)
+    histos, sizes, n_rows, n_bad = [], [], 0, 0
+    for k in keys:
+        with np.load(work / "map" / f"{k}.npz") as z:
+            histos.append((z["pixels"], z["counts"]))
+            if "bytes" in z:
+                sizes.append((z["pixels"], z["bytes"]))
+            n_rows += int(z["n_rows"])
+            n_bad += int(z["n_bad"])
+    pixels, counts = merge_histograms(histos)
+    schema_list = [pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(schemas[f]))) for f in files]
+    out = {"pixels": pixels, "counts": counts, "rows": n_rows, "bad": n_bad, "schemas": schema_list}
+    if spec.measure_bytes:
+        out["bytes"] = merge_histograms(sizes)[1]
+    return out
+
+
+def common_schema(files: list[str], schemas: list[pa.Schema], required=()) -> pa.Schema:
+    """The one schema all inputs share; errors list the differing columns and name the files."""
+    first = schemas[0]
+    for f, s in zip(files[1:], schemas[1:], strict=True):
+        if not s.equals(first):
+            raise BadInputError(
+                f"input files have different schemas ({files[0]} vs {f}): {schema_diff(first, s)}; "
+                "give the types to use with --dtype COL=TYPE or --schema FILE",
+                path=f,
+            )
+    for col in required:
+        if col and col not in first.names:
+            raise BadInputError(
+                f"column {col!r} not found; available columns: {', '.join(first.names)}", path=files[0]
+            )
+    return first
+
+
+def schema_diff(a: pa.Schema, b: pa.Schema) -> str:
+    """``col: type vs type`` for every column that differs (missing on one side included)."""
+    ta = {f.name: str(f.type) for f in a}
+    tb = {f.name: str(f.type) for f in b}
+    diffs = [
+        f"{c}: {ta.get(c, 'missing')} vs {tb.get(c, 'missing')}"
+        for c in list(ta) + [c for c in tb if c not in ta]
+        if ta.get(c) != tb.get(c)
+    ]
+    return "; ".join(diffs) or "column order differs"
+
+
+def split_stage(
+    eng: Engine, files: list[str], spec: InputSpec, work: Path, align_file: Path, schema: pa.Schema
+) -> tuple[list[list], int]:
+    """Split every input into a shard; returns per-destination slices and the rejected-row count."""
+    keys = input_keys(files)
+    split_dir = work / "split"
+    split_dir.mkdir(parents=True, exist_ok=True)
+    todo = [
+        {
+            "path": f,
+            "key": k,
+            "spec": spec,
+            "work": str(split_dir),
+            "alignment": str(align_file),
+            "schema": schema,
+        }
+        for f, k in zip(files, keys, strict=True)
+        if not (split_dir / f"{k}.index.npz").exists()
+    ]
+    eng.map(split_file, todo, "Splitting", labels=[t["path"] for t in todo])
+    slices: dict[int, list] = {}
+    n_rejected = 0
+    for k in keys:
+        with np.load(split_dir / f"{k}.index.npz") as z:
+            n_rejected += int(z["rejected"])
+            shard = str(split_dir / f"{k}.arrow")
+            for b, d, s, n in zip(z["batch"], z["dest"], z["start"], z["length"], strict=True):
+                slices.setdefault(int(d), []).append((shard, int(b), int(s), int(n)))
+    return [slices.get(i, []) for i in range(max(slices, default=-1) + 1)], n_rejected
+
+
+def rejected_tables(work: Path, files: list[str]) -> list[pa.Table]:
+    """Rows the split stage rejected (quarantine mode)."""
+    import pyarrow.parquet as pq
+
+    parts = [work / "split" / f"{k}.rejected.parquet" for k in input_keys(files)]
+    return [pq.read_table(p) for p in parts if p.exists()]
+
+
+# A reduce stage writing at most this many rows runs in-process when no cluster is up yet (an
+# append of a nightly batch): starting a local cluster takes longer than writing them.
+SMALL_REDUCE_ROWS = 2_000_000
+
+
+def reduce_stage(
+    eng: Engine,
+    destinations: list[tuple[int, int, int]],
+    slices: list[list],
+    targets: list,
+    done_dir: Path,
+    sort_columns=(),
+    compression: str | None = "zstd:3",
+    row_group_rows: int = 1_048_576,
+    subtile_order_delta: int | None = None,
+) -> None:
+    """Write every destination pixel from its slices to its target path (local or URL).
+
+    ``subtile_order_delta`` D: one row group per order K+D sub-pixel of an order-K pixel."""
+    done_dir.mkdir(parents=True, exist_ok=True)
+    todo = []
+    for i, ((order, pixel, rows), target) in enumerate(zip(destinations, targets, strict=True)):
+        done = done_dir / f"{order}_{pixel}.done"
+        if done.exists() or rows == 0:
+            continue
+        todo.append(
+            {
+                "order": order,
+                "pixel": pixel,
+                "rows": rows,
+                "slices": slices[i] if i < len(slices) else [],
+                "sort_columns": list(sort_columns),
+                "compression": compression,
+                "row_group_rows": row_group_rows,
+                "subtile_order_delta": subtile_order_delta,
+                "target": target,  # a path object: keeps a URL's storage options
+                "done": str(done),
+            }
+        )
+    eng.map(
+        reduce_pixel,
+        todo,
+        "Reducing",
+        labels=[f"Norder={t['order']}/Npix={t['pixel']}" for t in todo],
+        small=sum(t["rows"] for t in todo) <= SMALL_REDUCE_ROWS,
+    )

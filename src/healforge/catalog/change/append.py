@@ -1,0 +1,343 @@
+"""``append``: add a batch of rows to an existing catalog, keeping its partitioning.
+
+Rows falling in an existing partition become a new file ``Npix=P/<batch>.parquet`` in that
+pixel's directory; rows outside the coverage get new partitions by the drop-empty-siblings rule.
+The change is a transaction (see :mod:`healforge.catalog.change.transaction`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from healforge.catalog import format as fmt
+from healforge.catalog.alignment import coarsen_histogram, dense_histogram, incremental_alignment
+from healforge.catalog.build.stages import map_stage, reduce_stage, rejected_tables, split_stage
+from healforge.catalog.build.tasks import InputSpec
+from healforge.catalog.change import transaction as txn
+from healforge.catalog.change.casting import check_schema
+from healforge.catalog.check.unseen import check_pixel_dirs
+from healforge.catalog.derived.collection import resolve_catalog
+from healforge.catalog.derived.members import Member, stage_members
+from healforge.catalog.format import read_histogram
+from healforge.engine import Engine, owned_engine
+from healforge.healpix import SPATIAL_INDEX_COLUMN
+from healforge.io import storage
+from healforge.io.readers import expand_inputs
+from healforge.io.storage import AnyPath, as_path
+from healforge.names import check_optional_name
+
+
+@dataclass
+class AppendResult:
+    """What an append did."""
+
+    path: str
+    label: str
+    rows: int
+    rejected: int
+    touched_pixels: int
+    new_pixels: list[tuple[int, int]]
+    total_rows: int
+    skipped: bool = False
+    rejected_path: str | None = None
+    converted: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        if self.skipped:
+            return f"batch {self.label!r} was already appended to {self.path}; nothing to do"
+        text = (
+            f"appended {self.rows} rows as batch {self.label!r}: {self.touched_pixels} existing pixels "
+            f"got a new file, {len(self.new_pixels)} new pixels; catalog now {self.total_rows} rows"
+        )
+        if self.rejected:
+            text += f"; {self.rejected} rejected rows in {self.rejected_path}"
+        if self.converted:
+            from healforge.catalog.derived.nested_columns import conversion_note
+
+            text += "\n" + conversion_note(self.converted)
+        return text
+
+
+def catalog_schema(root: AnyPath):
+    """Data schema of a catalog (``_common_metadata`` without ``_healpix_29``)."""
+    schema = storage.read_parquet_schema(as_path(root) / fmt.DATASET_DIR / "_common_metadata")
+    schema = schema.remove_metadata()
+    return (
+        schema.remove(schema.get_field_index(SPATIAL_INDEX_COLUMN))
+        if SPATIAL_INDEX_COLUMN in schema.names
+        else schema
+    )
+
+
+def batch_key(files: list[str], label: str | None) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        try:
+            st = os.stat(f)
+            h.update(f"{os.path.abspath(f)}|{st.st_size}|{st.st_mtime_ns}".encode())
+        except OSError:
+            h.update(f.encode())
+    h.update(str(label).encode())
+    return h.hexdigest()[:24]
+
+
+def append(
+    catalog: str | os.PathLike,
+    inputs: list[str] | str,
+    batch: str | None = None,
+    *,
+    input_format: str | None = None,
+    reader_options: dict | None = None,
+    on_bad_rows: str = "error",
+    cast: str = "safe",
+    batch_rows: int = 500_000,
+    compression: str | None = "zstd:3",
+    margin: str | os.PathLike | None = None,
+    storage_options: dict | None = None,
+    tmp_dir: str | os.PathLike | None = None,
+    engine: Engine | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    synchronous: bool = False,
+    quiet: bool = False,
+) -> AppendResult:
+    """Append input tables to an existing catalog.
+
+    Parameters
+    ----------
+    catalog
+        HATS catalog made by healforge (or any catalog with ``point_map.fits``), or a collection
+        (its primary catalog is appended to).
+    inputs
+        Files, directories or globs with the catalog's columns and types.
+    batch
+        Label of the batch; its files are named ``<batch>.parquet`` (default: UTC timestamp).
+        It must be one safe path component (:data:`healforge.names.NAME_RULE`), else nothing
+        is written.
+        Appending the same files with the same label twice is detected and skipped.
+    cast
+        ``"safe"`` (default): a column of another type that keeps every value when cast to the
+        catalog's type (float32 for float64, large_string for string...) is cast; ``"none"``:
+        any type difference is refused.
+    margin
+        A margin of this catalog to rebuild besides its recorded members. Every member (the
+        collection's margins and indexes, or those recorded by :func:`healforge.margin` and
+        :func:`healforge.index_catalog`) is rebuilt from the new rows before the commit and
+        swapped in by it: readers see the old catalog and members or the new ones.
+    storage_options, tmp_dir
+        fsspec options for a URL catalog (and margin); local directory for intermediate files.
+    on_bad_rows, input_format, reader_options, batch_rows, compression, engine, workers, scheduler, synchronous, quiet
+        As for :func:`healforge.import_catalog`.
+
+    Raises
+    ------
+    BadInputError
+        When the inputs' schema differs from the catalog's (the message lists the columns).
+    CatalogError
+        When another writer holds the catalog.
+    OptionError
+        When ``batch`` is not one safe path component (:func:`healforge.names.check_name`).
+    """
+    check_optional_name(batch, "batch label")
+    root = fmt.require_catalog(resolve_catalog(as_path(catalog, storage_options)))
+    files = expand_inputs([inputs] if isinstance(inputs, str | os.PathLike) else inputs)
+    from healforge.catalog.change.delete import convert_nested_layout
+
+    # list<struct> nested columns of an older catalog are first rewritten packed (one transaction)
+    converted = convert_nested_layout(
+        root, compression=compression, margin=margin, storage_options=storage_options, tmp_dir=tmp_dir,
+        engine=engine, workers=workers, scheduler=scheduler, synchronous=synchronous, quiet=quiet,
+    )  # fmt: skip
+    if converted:  # the conversion committed a new version: work on it
+        root = fmt.require_catalog(resolve_catalog(root))
+    with txn.CatalogLock(root, "append"):
+        work = txn.begin(root, tmp_dir)
+        label = batch or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        batch_id = batch_key(files, batch)
+        if batch_id in txn.applied_batches(root):
+            storage.rmtree(txn.txn_dir(root))
+            shutil.rmtree(work, ignore_errors=True)
+            total = int(fmt.read_properties(root)["hats_nrows"])
+            return AppendResult(str(root), label, 0, 0, 0, [], total, skipped=True, converted=converted)
+        result = stage_and_commit(
+            root,
+            work,
+            files,
+            label,
+            batch_id,
+            input_format=input_format,
+            reader_options=reader_options,
+            on_bad_rows=on_bad_rows,
+            cast=cast,
+            batch_rows=batch_rows,
+            compression=compression,
+            margin=margin,
+            storage_options=storage_options,
+            tmp_dir=tmp_dir,
+            engine=engine,
+            workers=workers,
+            scheduler=scheduler,
+            synchronous=synchronous,
+            quiet=quiet,
+        )
+    result.converted = converted
+    return result
+
+
+def stage_and_commit(
+    root: AnyPath,
+    work: Path,
+    files: list[str],
+    label: str,
+    batch_id: str,
+    *,
+    kind: str = "append",
+    state: dict | None = None,
+    input_format: str | None = None,
+    reader_options: dict | None = None,
+    on_bad_rows: str = "error",
+    cast: str = "safe",
+    batch_rows: int = 500_000,
+    compression: str | None = "zstd:3",
+    margin: str | os.PathLike | None = None,
+    storage_options: dict | None = None,
+    tmp_dir: str | os.PathLike | None = None,
+    engine: Engine | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    synchronous: bool = False,
+    quiet: bool = False,
+) -> AppendResult:
+    """Add prepared input files to a catalog as one transaction (the caller holds the lock and
+    called :func:`transaction.begin`, which gave ``work``).
+
+    Rows in covered pixels become ``Npix=P/<label>.parquet``, rows outside get new pixels by the
+    alignment rule. Every member of the catalog (its collection's margins and indexes, or those
+    recorded beside it, and ``margin``) is rebuilt from the catalog-to-be into the staging area
+    (:func:`healforge.catalog.derived.members.stage_members`), and the manifest commit swaps in the rows
+    and the members together. ``state`` holds extra ``.healforge/<name>`` JSON files written by the commit's record phase.
+    Shared by :func:`append` and :func:`healforge.increment`.
+    """
+    check_pixel_dirs(root, kind)
+    props = fmt.read_properties(root)
+    existing = fmt.read_partition_info(root)
+    ra, dec = props["hats_col_ra"], props["hats_col_dec"]
+    histogram = read_histogram(root)
+    skymap_order = int(np.log2(len(histogram) // 12) // 2)
+    mapping_order = max(skymap_order, max(o for o, _ in existing))
+    threshold = int(props.get("hats_max_rows", 1_000_000))
+    spec = InputSpec(ra, dec, input_format, batch_rows, on_bad_rows, dict(reader_options or {}))
+
+    with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
+        mapped = map_stage(eng, files, spec, mapping_order, work)
+        schema = catalog_schema(root)
+        for f, s in zip(files, mapped["schemas"], strict=True):
+            check_schema(s, schema, cast, f)
+        alignment = incremental_alignment(
+            mapped["pixels"], mapped["counts"], existing, mapping_order, 0, threshold
+        )
+        align_file = work / "alignment.npz"
+        alignment.save(align_file)
+        destinations = alignment.destinations()
+        slices, n_rejected = split_stage(eng, files, spec, work, align_file, schema)
+        label = _free_label(root, label, destinations)
+        rels = [fmt.pixel_file(Path(), o, p, "/") / f"{label}.parquet" for o, p, _ in destinations]
+        staged = [f"{o}_{p}.parquet" for o, p, _ in destinations]
+        targets = [txn.staging_dir(root) / name for name in staged]
+        reduce_stage(eng, destinations, slices, targets, work / "reduce", (), compression)
+
+        new_rows = sum(r for _, _, r in destinations)
+        existing_set = set(existing)
+        new_pixels = [(o, p) for o, p, _ in destinations if (o, p) not in existing_set]
+        all_pixels = existing + new_pixels
+        new_hist = dense_histogram(
+            *coarsen_histogram(mapped["pixels"], mapped["counts"], mapping_order - skymap_order), skymap_order
+        )
+        txn.save_array(txn.txn_dir(root) / "point_map.npy", histogram + new_hist)
+        rejected_path = None
+        if n_rejected:
+            rejected_path = _write_rejected(root, label, rejected_tables(work, files))
+
+        sky = fmt.sky_fraction(all_pixels)
+        properties = carry_properties(props)
+        properties.update(
+            {
+                "hats_nrows": int(props["hats_nrows"]) + new_rows,
+                "hats_npix_suffix": "/",
+                "hats_order": max(o for o, _ in all_pixels),
+                "moc_sky_fraction": f"{sky:0.5f}",
+                "hats_skymap_order": skymap_order,
+            }
+        )
+        manifest = {
+            "kind": kind,
+            "batch_id": batch_id,
+            "label": label,
+            "convert": [list(p) for p in existing]
+            if props.get("hats_npix_suffix", ".parquet") != "/"
+            else [],
+            "move": [[name, str(rel)] for name, rel in zip(staged, rels, strict=True)],
+            "pixels": [list(p) for p in all_pixels],
+            "properties": properties,
+            "state": state or {},
+        }
+        # margins and indexes rebuilt from the catalog-to-be, swapped in by the same commit
+        stage_members(root, manifest, eng, extra=given_margin(margin, storage_options), tmp_dir=tmp_dir)
+        root = txn.commit(root, manifest)
+    shutil.rmtree(work, ignore_errors=True)
+    return AppendResult(
+        str(root),
+        label,
+        new_rows,
+        n_rejected,
+        len(destinations) - len(new_pixels),
+        new_pixels,
+        properties["hats_nrows"],
+        rejected_path=str(rejected_path) if rejected_path else None,
+    )
+
+
+def _free_label(root: AnyPath, label: str, destinations) -> str:
+    """``label``, or ``label-2``, ``label-3``... if a pixel already has a file of that name."""
+    candidate, n = label, 1
+    while any(
+        (fmt.pixel_file(root, o, p, "/") / f"{candidate}.parquet").exists() for o, p, _ in destinations
+    ):
+        n += 1
+        candidate = f"{label}-{n}"
+    return candidate
+
+
+def carry_properties(props: dict[str, str]) -> dict:
+    """Properties kept across a change (the writer fills dates, builder and size again)."""
+    skip = {"hats_estsize", "hats_creation_date", "hats_builder", "hats_version"}
+    return {k: v for k, v in props.items() if k not in skip}
+
+
+def _write_rejected(root: AnyPath, label: str, tables) -> AnyPath:
+    import pyarrow as pa
+
+    from healforge.catalog.change.versions import home_of
+
+    home = home_of(root)  # beside the catalog (or its collection), whatever its version
+    target = home.with_name(f"{home.name}.{label}.rejected.parquet")
+    with storage.atomic_output(target) as tmp:
+        pq.write_table(pa.concat_tables(tables), tmp)
+    return target
+
+
+def given_margin(margin: str | os.PathLike | None, storage_options: dict | None = None) -> list[Member]:
+    """An explicitly named margin to keep current besides the recorded members."""
+    if margin is None:
+        return []
+    path = as_path(margin, storage_options)
+    props = fmt.read_properties(path)
+    return [Member("margin", path, radius_arcsec=float(props["hats_margin_threshold"]))]

@@ -1,0 +1,580 @@
+"""``compact``: merge each pixel's files, de-duplicate, partition the kept rows afresh.
+
+Run periodically on a catalog that grows by appends. The result has one file per pixel
+(``Npix=P/compacted.parquet``), rows unique on the chosen id (keeping the latest row: ties go to
+the most recently appended batch, in the order ``.healforge/batches.json`` records, whatever
+pixel its row is in), the partitioning a fresh import of the kept rows would get (hats' rule over
+their counts at the mapping order: pixels over the threshold split, small siblings merge; a single
+mapping-order pixel over the threshold stays one partition), and fresh metadata, skymaps and
+margins. The change is a transaction like an append.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from healforge.catalog import format as fmt
+from healforge.catalog.alignment import generate_alignment, sparse_histogram
+from healforge.catalog.change import transaction as txn
+from healforge.catalog.change.append import carry_properties, given_margin
+from healforge.catalog.check.unseen import check_pixel_dirs
+from healforge.catalog.derived.collection import resolve_catalog
+from healforge.catalog.derived.members import stage_members
+from healforge.catalog.derived.nested_columns import conversion_note, legacy_columns, pack_table
+from healforge.catalog.format import read_histogram
+from healforge.engine import Engine, owned_engine
+from healforge.errors import BadInputError, CatalogError, OptionError
+from healforge.healpix import SPATIAL_INDEX_COLUMN
+from healforge.io import storage
+from healforge.io.storage import AnyPath, as_path
+
+COMPACTED_NAME = "compacted.parquet"
+BATCH_COLUMN = "__batch"
+
+
+@dataclass
+class CompactResult:
+    """What a compaction did."""
+
+    path: str
+    rows_before: int
+    rows_after: int
+    files_before: int
+    pixels_before: int
+    pixels_after: int
+    nested_before: dict[str, int] = field(default_factory=dict)
+    nested_after: dict[str, int] = field(default_factory=dict)
+    nested_duplicates: dict[str, int] = field(default_factory=dict)
+    replaced: list[str] = field(default_factory=list)
+    converted: list[str] = field(default_factory=list)
+
+    @property
+    def superseded(self) -> int:
+        """Object rows merged into a later row of the same id."""
+        return self.rows_before - self.rows_after
+
+    def __str__(self) -> str:
+        text = (
+            f"compacted {self.path}: {self.files_before} files in {self.pixels_before} pixels -> "
+            f"{self.pixels_after} pixels, rows in {self.rows_before}, rows out {self.rows_after} "
+            f"({self.superseded} duplicates removed: superseded rows)"
+        )
+        for name in self.nested_before:
+            text += (
+                f"; {name}: nested rows in {self.nested_before[name]}, out {self.nested_after[name]}"
+                f" ({self.nested_duplicates.get(name, 0)} duplicates removed)"
+            )
+        if self.replaced:
+            text += f"; nested columns replaced by the latest row's lists: {', '.join(self.replaced)}"
+        if self.converted:
+            text += "\n" + conversion_note(self.converted)
+        return text
+
+
+def batch_order(root: AnyPath) -> dict[str, int]:
+    """Rank of each batch label, in the order the batches were applied (1 = oldest).
+
+    ``.healforge/batches.json`` lists applied batches in application order; a label used again
+    (after a compaction removed the first batch's files) ranks at its last use. Files whose name is
+    no recorded label (an import's ``Npix=P.parquet``, a compaction's ``compacted.parquet``) rank
+    0: they hold the rows that were there before any batch still in the catalog."""
+    path = as_path(root) / ".healforge" / "batches.json"
+    if not path.exists():
+        return {}
+    batches = json.loads(path.read_text() or "{}")
+    return {
+        info.get("label"): rank for rank, info in enumerate(batches.values(), start=1) if info.get("label")
+    }
+
+
+def file_rank(path: AnyPath, ranks: dict[str, int]) -> int:
+    """Batch rank of a data file (see :func:`batch_order`)."""
+    return ranks.get(path.name[: -len(".parquet")], 0) if path.name.endswith(".parquet") else 0
+
+
+def pixel_files(root: AnyPath, order: int, pixel: int, ranks: dict[str, int] | None = None) -> list[AnyPath]:
+    """Data files of a pixel, oldest first: by batch rank (:func:`batch_order`), then modification
+    time, then name (object stores keep modification times to the second)."""
+    single = fmt.pixel_file(root, order, pixel, ".parquet")
+    if single.is_file():
+        return [single]
+    if ranks is None:
+        ranks = batch_order(root)
+    folder = fmt.pixel_file(root, order, pixel, "/")
+    files = [p for p in folder.glob("*.parquet") if p.is_file()]
+    return sorted(files, key=lambda p: (file_rank(p, ranks), p.stat().st_mtime_ns, p.name))
+
+
+def check_rows_in(files: list[list[AnyPath]], nrows: int) -> int:
+    """Rows in the pixels' files (from their footers); a :class:`CatalogError` when they differ
+    from ``hats_nrows`` (rows readers would see are not the rows the catalog declares)."""
+    rows = sum(storage.parquet_file(f).metadata.num_rows for fs in files for f in fs)
+    if rows != nrows:
+        raise CatalogError(
+            f"compact stopped: the data files hold {rows} rows but hats_nrows is {nrows}; "
+            "run 'healforge validate' to find the damage"
+        )
+    return rows
+
+
+def check_rows_out(rows_in: int, rows_out: int, deduplicated: int) -> None:
+    """Every row read is written or was de-duplicated on purpose (checked before the commit)."""
+    if rows_in != rows_out + deduplicated:
+        raise CatalogError(
+            f"compact stopped before its commit: {rows_in} rows in, {rows_out} rows out and "
+            f"{deduplicated} de-duplicated; {rows_in - rows_out - deduplicated} rows unaccounted for"
+        )
+
+
+def _read_keys(task: dict) -> dict:
+    """Spatial index, id and ``latest`` columns of a pixel's files, with each row's batch rank."""
+    cols = list(dict.fromkeys(c for c in (SPATIAL_INDEX_COLUMN, task["id"], task["latest"]) if c))
+    parts = []
+    for f, rank in zip(task["files"], task["ranks"], strict=True):
+        table = storage.read_parquet_table(f, columns=cols)
+        parts.append(table.append_column(BATCH_COLUMN, pa.array(np.full(table.num_rows, rank, np.int64))))
+    return {"table": pa.concat_tables(parts) if parts else None}
+
+
+def _winners(tables: list[pa.Table], id_col: str, latest: str | None, details: bool = False):
+    """Keep-mask per table: one row per id, the one with the greatest ``latest`` (ties go to the
+    latest batch, then to later rows).
+
+    With ``details``, also per table: each row's rank (later = more recent version) and the index
+    of the table holding the row that its id keeps."""
+    sizes = [t.num_rows for t in tables]
+    ids = pa.chunked_array([t[id_col] for t in tables])
+    if ids.null_count:
+        raise BadInputError(
+            f"the id column has {ids.null_count} null value(s); cannot de-duplicate", column=id_col
+        )
+    codes = pc.dictionary_encode(ids).combine_chunks().indices
+    columns = {"code": codes}
+    keys = [("code", "ascending", "at_start")]
+    if latest:
+        columns["latest"] = pa.chunked_array([t[latest] for t in tables]).combine_chunks()
+        keys.append(("latest", "ascending", "at_start"))
+    if all(BATCH_COLUMN in t.column_names for t in tables):
+        columns["batch"] = pa.chunked_array([t[BATCH_COLUMN] for t in tables]).combine_chunks()
+        keys.append(("batch", "ascending", "at_start"))
+    columns["seq"] = pa.array(np.arange(sum(sizes), dtype=np.int64))
+    keys.append(("seq", "ascending", "at_start"))
+    order = pc.sort_indices(pa.table(columns), sort_keys=keys).to_numpy()
+    code_sorted = codes.to_numpy(zero_copy_only=False)[order]
+    last = np.flatnonzero(np.r_[code_sorted[1:] != code_sorted[:-1], True])
+    keep = np.zeros(sum(sizes), dtype=bool)
+    keep[order[last]] = True
+    cuts = np.cumsum(sizes)[:-1]
+    if not details:
+        return np.split(keep, cuts)
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    group = np.cumsum(np.r_[True, code_sorted[1:] != code_sorted[:-1]]) - 1
+    winner_row = np.empty(len(order), dtype=np.int64)
+    winner_row[order] = order[last][group]
+    winner_table = np.searchsorted(np.cumsum(sizes), winner_row, side="right")
+    return np.split(keep, cuts), np.split(rank, cuts), np.split(winner_table, cuts)
+
+
+def _compact_pixel(task: dict) -> dict:
+    table = pa.concat_tables([storage.read_parquet_table(f) for f in task["files"]])
+    table = table.replace_schema_metadata(None)
+    if task.get("keep") is not None:
+        keep = np.load(task["keep"])
+        stats = {}
+        if task.get("merge"):
+            table, stats = _merge_nested(task, table, keep)
+        else:
+            table = table.filter(pa.array(keep))
+    else:
+        stats = {}
+    table, _ = pack_table(table)  # list<struct> columns of older catalogs: written packed
+    sort_cols = [SPATIAL_INDEX_COLUMN, *task["sort_columns"]]
+    table = table.take(pc.sort_indices(table, sort_keys=[(c, "ascending") for c in sort_cols]))
+    h29 = table[SPATIAL_INDEX_COLUMN].to_numpy()
+    # the destinations were chosen from every pixel's kept rows; each takes a contiguous range
+    starts = [p << (2 * (29 - o)) for o, p in task["dests"]]
+    bounds = np.r_[np.searchsorted(h29, starts), len(h29)]
+    written = []
+    for k, (d_order, d_pixel) in enumerate(task["dests"]):
+        part = table.slice(bounds[k], bounds[k + 1] - bounds[k])
+        name = f"{d_order}_{d_pixel}.{task['index']}.parquet"
+        fmt.atomic_write_parquet(part, task["staging"] / name, sort_cols, task["compression"])
+        written.append((d_order, d_pixel, part.num_rows, name))
+    sky = task["skymap_order"]
+    return {"written": written, "histogram": sparse_histogram(h29 >> (2 * (29 - sky))), "nested": stats}
+
+
+def _repartition(kept: list[np.ndarray], mapping_order: int, threshold: int) -> list[list[tuple[int, int]]]:
+    """Partition the kept rows as a fresh import would (hats' rule over their histogram at the
+    mapping order); returns the destination pixels of each source pixel's kept rows, in order.
+
+    A single mapping-order pixel over the threshold stays one partition (its weight is capped)."""
+    shift = 2 * (29 - mapping_order)
+    pix, cnt = sparse_histogram(np.concatenate([h >> shift for h in kept]))
+    if not len(pix):
+        raise CatalogError("compaction would leave an empty catalog")
+    alignment = generate_alignment(
+        pix, cnt, mapping_order, 0, threshold, True, weights=np.minimum(cnt, threshold)
+    )
+    dest_list = alignment.destinations()
+    shift = 2 * (29 - alignment.mapping_order)
+    out = []
+    for h in kept:
+        idx = np.unique(alignment.lookup(np.unique(h >> shift))) if len(h) else []
+        out.append([dest_list[j][:2] for j in idx])
+    return out
+
+
+def _combine_parts(task: dict) -> None:
+    """One destination pixel's parts (from several source pixels) as one sorted file."""
+    table = pa.concat_tables([storage.read_parquet_table(task["staging"] / n) for n in task["parts"]])
+    table = table.replace_schema_metadata(None)
+    sort_cols = [SPATIAL_INDEX_COLUMN, *task["sort_columns"]]
+    table = table.take(pc.sort_indices(table, sort_keys=[(c, "ascending") for c in sort_cols]))
+    fmt.atomic_write_parquet(table, task["staging"] / task["name"], sort_cols, task["compression"])
+    for n in task["parts"]:
+        storage.rmtree(task["staging"] / n)
+
+
+def _export_nested(task: dict) -> None:
+    """Rows of a pixel that lose to a row of another pixel send their nested lists there."""
+    cols = [task["id"], *task["merge"]]
+    table = pa.concat_tables([storage.read_parquet_table(f, columns=cols) for f in task["files"]])
+    with np.load(task["details"]) as z:
+        rank, dest = z["rank"], z["dest"]
+    table = table.append_column("__rank", pa.array(rank))
+    for d in np.unique(dest[dest != task["index"]]):
+        part = table.filter(pa.array(dest == d))
+        path = Path(task["work"]) / "nested_in" / str(int(d)) / f"{task['index']}.arrow"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with pa.ipc.new_file(tmp, part.schema) as writer:
+            writer.write_table(part)
+        os.replace(tmp, path)
+
+
+def _merge_nested(task: dict, table: pa.Table, keep: np.ndarray) -> tuple[pa.Table, dict]:
+    """The kept rows, each nested column the union of the lists of every row of its id (this
+    pixel's and those sent from other pixels), de-duplicated by source id, sorted."""
+    from healforge.catalog.derived import nested_columns as nst
+
+    id_col, merge = task["id"], task["merge"]
+    with np.load(task["details"]) as z:
+        rank, dest = z["rank"], z["dest"]
+    local = dest == task["index"]
+    parts = [table.select([id_col, *merge]).append_column("__rank", pa.array(rank)).filter(pa.array(local))]
+    for path in sorted((Path(task["work"]) / "nested_in" / str(task["index"])).glob("*.arrow")):
+        with pa.memory_map(str(path)) as source:
+            parts.append(pa.ipc.open_file(source).read_all())
+    contrib = pa.concat_tables(parts)
+    out = table.filter(pa.array(keep))
+    winners = out.column(id_col).combine_chunks()
+    owner_row = pc.index_in(contrib.column(id_col), value_set=winners).to_numpy(zero_copy_only=False)
+    stats = {}
+    for name in merge:
+        list_type = table.schema.field(name).type
+        items, parents = nst.explode(contrib.column(name))
+        before = items.num_rows
+        owner = owner_row[parents].astype(np.int64)
+        item_rank = contrib.column("__rank").to_numpy()[parents]
+        src_id = task["nested_ids"].get(name)
+        if src_id:
+            mask = nst.latest_per_key([pa.array(owner), items.column(src_id).combine_chunks()], item_rank)
+            items, owner, item_rank = items.filter(pa.array(mask)), owner[mask], item_rank[mask]
+        # history order (older rows first) before the sort column
+        order = np.lexsort((np.arange(len(owner)), item_rank))
+        items, owner = items.take(pa.array(order)), owner[order]
+        lists = nst.build_lists(out.num_rows, owner, items, task["sorts"].get(name), list_type)
+        out = out.set_column(out.schema.get_field_index(name), name, lists)
+        stats[name] = (before, items.num_rows)
+    return out, stats
+
+
+def compact(
+    catalog: str | os.PathLike,
+    dedupe_on: str | None = None,
+    keep_latest_by: str | None = None,
+    threshold: int | None = None,
+    *,
+    merge_nested: list[str] | None = None,
+    nested_dedupe_on: str | dict[str, str] | None = None,
+    replace_nested: bool = False,
+    compression: str | None = "zstd:3",
+    margin: str | os.PathLike | None = None,
+    storage_options: dict | None = None,
+    tmp_dir: str | os.PathLike | None = None,
+    engine: Engine | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    synchronous: bool = False,
+    quiet: bool = False,
+) -> CompactResult:
+    """Compact a catalog in place.
+
+    Parameters
+    ----------
+    catalog
+        The catalog directory, or a collection (its primary catalog is compacted; every member
+        is rebuilt and swapped in by the same commit).
+    dedupe_on
+        Id column: keep one row per value.
+    keep_latest_by
+        Column whose greatest value marks the row to keep (ties, and every row without it: the
+        row of the most recently appended batch).
+    threshold
+        Maximum rows per pixel (default: the catalog's ``hats_max_rows``).
+    merge_nested
+        Nested columns (``struct`` of lists) whose lists are merged when rows of one id are: the
+        kept row's list becomes the union of the lists of all its rows, sorted by the column's
+        recorded sort column (default: every nested column).
+    nested_dedupe_on
+        Source id inside the nested columns (one name, or ``{nested column: name}``): a source
+        met in several rows is kept once, from the most recent row.
+    replace_nested
+        Nested columns not merged keep only the latest row's list (history dropped); without
+        it, leaving a nested column out of ``merge_nested`` is an error.
+    compression, margin, storage_options, tmp_dir, engine, workers, scheduler, synchronous, quiet
+        As for :func:`healforge.append`.
+    """
+    root = fmt.require_catalog(resolve_catalog(as_path(catalog, storage_options)))
+    if keep_latest_by and not dedupe_on:
+        raise OptionError("keep_latest_by needs dedupe_on")
+    if threshold is not None and threshold < 1:
+        raise OptionError(f"threshold must be a positive number of rows, got {threshold}")
+    with txn.CatalogLock(root, "compact"):
+        work = txn.begin(root, tmp_dir)
+        props = fmt.read_properties(root)
+        pixels = fmt.read_partition_info(root)
+        schema = storage.read_parquet_schema(root / fmt.DATASET_DIR / "_common_metadata")
+        names = schema.names
+        converted = legacy_columns(schema)
+        for col in (dedupe_on, keep_latest_by):
+            if col and col not in names:
+                raise BadInputError(
+                    f"column {col!r} not found; available columns: {', '.join(names)}", column=col
+                )
+        merge, nested_ids, sorts, replaced = _nested_plan(
+            root, dedupe_on, merge_nested, nested_dedupe_on, replace_nested
+        )
+        histogram = read_histogram(root)
+        skymap_order = int(np.log2(len(histogram) // 12) // 2)
+        mapping_order = max(skymap_order, max(o for o, _ in pixels))
+        threshold = int(threshold or props.get("hats_max_rows", 1_000_000))
+        check_pixel_dirs(root, "compact")
+        batch_ranks = batch_order(root)
+        files = [pixel_files(root, o, p, batch_ranks) for o, p in pixels]
+        details: list[str | None] = [None] * len(pixels)
+        rows_before = int(props["hats_nrows"])
+        rows_in = check_rows_in(files, rows_before)
+        deduplicated = 0
+        sort_columns = [c for c in props.get("hats_cols_sort", "").split(",") if c]
+
+        with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
+            keep_files: list[str | None] = [None] * len(pixels)
+            keys = eng.map(
+                _read_keys,
+                [
+                    {
+                        "files": fs,
+                        "id": dedupe_on,
+                        "latest": keep_latest_by,
+                        "ranks": [file_rank(f, batch_ranks) for f in fs],
+                    }
+                    for fs in files
+                ],
+                "Reading ids",
+                labels=[f"Norder={o}/Npix={p}" for o, p in pixels],
+            )
+            masks = [None] * len(pixels)
+            if dedupe_on:
+                if merge:
+                    masks, ranks, dests = _winners(
+                        [k["table"] for k in keys], dedupe_on, keep_latest_by, True
+                    )
+                else:
+                    masks = _winners([k["table"] for k in keys], dedupe_on, keep_latest_by)
+                deduplicated = int(sum(len(m) - int(m.sum()) for m in masks))
+                for i, mask in enumerate(masks):
+                    keep_files[i] = str(work / f"keep_{i}.npy")
+                    np.save(keep_files[i], mask)
+                    if merge:
+                        details[i] = str(work / f"details_{i}.npz")
+                        np.savez(details[i], rank=ranks[i], dest=dests[i])
+                if merge:
+                    exporting = [i for i in range(len(pixels)) if (dests[i] != i).any()]
+                    eng.map(
+                        _export_nested,
+                        [
+                            {
+                                "files": files[i],
+                                "id": dedupe_on,
+                                "merge": merge,
+                                "details": details[i],
+                                "index": i,
+                                "work": str(work),
+                            }
+                            for i in exporting
+                        ],
+                        "Moving nested lists",
+                    )
+            # pixels are chosen from the row counts after de-duplication, as a fresh import would
+            kept = [
+                k["table"][SPATIAL_INDEX_COLUMN].to_numpy()
+                if mask is None
+                else k["table"][SPATIAL_INDEX_COLUMN].to_numpy()[mask]
+                for k, mask in zip(keys, masks, strict=True)
+            ]
+            del keys
+            partitions = _repartition(kept, mapping_order, threshold)
+            results = eng.map(
+                _compact_pixel,
+                [
+                    {
+                        "order": o,
+                        "pixel": p,
+                        "files": fs,
+                        "keep": keep_files[i],
+                        "details": details[i],
+                        "index": i,
+                        "id": dedupe_on,
+                        "merge": merge,
+                        "nested_ids": nested_ids,
+                        "sorts": sorts,
+                        "work": str(work),
+                        "sort_columns": sort_columns,
+                        "skymap_order": skymap_order,
+                        "dests": partitions[i],
+                        "staging": txn.staging_dir(root),
+                        "compression": compression,
+                    }
+                    for i, ((o, p), fs) in enumerate(zip(pixels, files, strict=True))
+                ],
+                "Compacting",
+                labels=[f"Norder={o}/Npix={p}" for o, p in pixels],
+            )
+
+            parts: dict[tuple[int, int], list] = {}
+            for r in results:
+                for o, p, rows, name in r["written"]:
+                    parts.setdefault((o, p), []).append((rows, name))
+            combine = [
+                {
+                    "parts": [name for _, name in ps],
+                    "name": f"{o}_{p}.parquet",
+                    "staging": txn.staging_dir(root),
+                    "sort_columns": sort_columns,
+                    "compression": compression,
+                }
+                for (o, p), ps in parts.items()
+                if len(ps) > 1
+            ]
+            if combine:
+                eng.map(_combine_parts, combine, "Merging pixels")
+            written = [
+                (
+                    o,
+                    p,
+                    sum(rows for rows, _ in ps),
+                    [
+                        ps[0][1] if len(ps) == 1 else f"{o}_{p}.parquet",
+                        str(fmt.pixel_file(Path(), o, p, "/") / COMPACTED_NAME),
+                    ],
+                )
+                for (o, p), ps in sorted(parts.items(), key=lambda kv: kv[0][1] << (2 * (29 - kv[0][0])))
+            ]
+            new_hist = np.zeros_like(histogram)
+            for r in results:
+                pix, cnt = r["histogram"]
+                np.add.at(new_hist, pix, cnt)
+            txn.save_array(txn.txn_dir(root) / "point_map.npy", new_hist)
+            rows_after = sum(w[2] for w in written)
+            check_rows_out(rows_in, rows_after, deduplicated)
+            new_pixels = [(o, p) for o, p, _, _ in written]
+            if not new_pixels:
+                raise CatalogError("compaction would leave an empty catalog")
+
+            sky = fmt.sky_fraction(new_pixels)
+            properties = carry_properties(props)
+            properties.update(
+                {
+                    "hats_nrows": rows_after,
+                    "hats_npix_suffix": "/",
+                    "hats_order": max(o for o, _ in new_pixels),
+                    "hats_max_rows": threshold,
+                    "moc_sky_fraction": f"{sky:0.5f}",
+                }
+            )
+            retire = []
+            for o, p in pixels:
+                single = fmt.pixel_file(root, o, p, ".parquet")
+                path = single if single.is_file() else fmt.pixel_file(root, o, p, "/")
+                retire.append(str(path.relative_to(root)))
+            manifest = {
+                "kind": "compact",
+                "retire": retire,
+                "move": [move for _, _, _, move in written],
+                "pixels": [list(p) for p in new_pixels],
+                "properties": properties,
+            }
+            stage_members(root, manifest, eng, extra=given_margin(margin, storage_options), tmp_dir=tmp_dir)
+            root = txn.commit(root, manifest)
+        shutil.rmtree(work, ignore_errors=True)
+    result = CompactResult(
+        str(root), rows_before, rows_after, sum(len(f) for f in files), len(pixels), len(new_pixels)
+    )
+    for name in merge:
+        result.nested_before[name] = sum(r["nested"][name][0] for r in results)
+        result.nested_after[name] = sum(r["nested"][name][1] for r in results)
+        result.nested_duplicates[name] = result.nested_before[name] - result.nested_after[name]
+    result.replaced = replaced
+    result.converted = converted
+    return result
+
+
+def _nested_plan(root: AnyPath, dedupe_on, merge_nested, nested_dedupe_on, replace_nested):
+    """Which nested columns to merge, their source ids and sort columns, and those replaced."""
+    from healforge.catalog.derived import nested_columns as nst
+
+    schema = storage.read_parquet_schema(root / fmt.DATASET_DIR / "_common_metadata")
+    names = nst.nested_columns(schema)
+    unknown = [n for n in merge_nested or [] if n not in names]
+    if unknown:
+        raise BadInputError(
+            f"not a nested column: {', '.join(unknown)}; nested columns: {', '.join(names) or 'none'}"
+        )
+    if not dedupe_on or not names:
+        return [], {}, {}, []
+    merge = list(merge_nested) if merge_nested else ([] if replace_nested else names)
+    left = [n for n in names if n not in merge]
+    if left and not replace_nested:
+        raise BadInputError(
+            f"nested column(s) {', '.join(left)} would keep only the latest row's list, dropping history; "
+            "merge them too (--merge-nested) or pass --replace-nested"
+        )
+    if isinstance(nested_dedupe_on, dict):
+        nested_ids = {n: nested_dedupe_on[n] for n in merge if n in nested_dedupe_on}
+    elif nested_dedupe_on:
+        nested_ids = {
+            n: nested_dedupe_on
+            for n in merge
+            if nested_dedupe_on in nst.struct_schema(schema.field(n).type).names
+        }
+        if not nested_ids:
+            raise BadInputError(f"no merged nested column has a field {nested_dedupe_on!r}")
+    else:
+        nested_ids = {}
+    for n, col in nested_ids.items():
+        if col not in nst.struct_schema(schema.field(n).type).names:
+            raise BadInputError(f"nested column {n!r} has no field {col!r}")
+    state = nst.read_state(root)
+    sorts = {n: state.get(n, {}).get("sort_by") for n in merge}
+    return merge, nested_ids, sorts, left

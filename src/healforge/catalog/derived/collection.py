@@ -1,0 +1,226 @@
+"""HATS collections: ``collection.properties`` and the sub-catalogs it lists.
+
+A collection directory holds a primary catalog, any number of margins and indexes (each a
+sub-catalog directory, named as hats-import names them: ``<name>``, ``<name>_<R>arcs``,
+``<name>_<column>``) and ``collection.properties``, read by hats as
+:class:`hats.catalog.dataset.collection_properties.CollectionProperties`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from healforge import __version__
+from healforge.errors import CatalogError
+from healforge.io import storage
+from healforge.io.storage import AnyPath, as_path
+
+COLLECTION_FILE = "collection.properties"
+_VERSIONED = re.compile(r"^(?P<base>.+)\.v(?P<n>[0-9]+)$")
+
+
+def split_version(name: str) -> tuple[str, int]:
+    """``("cat", 3)`` for a catalog version directory ``cat.v3``; a plain name is version 1
+    (see :mod:`healforge.catalog.change.versions`)."""
+    m = _VERSIONED.match(name)
+    return (m["base"], int(m["n"])) if m else (name, 1)
+
+
+@dataclass
+class Collection:
+    """A collection on disk or in an object store: its primary catalog and members (absolute
+    paths or UPaths carrying the collection's storage options)."""
+
+    path: AnyPath
+    name: str
+    primary: AnyPath
+    margins: dict[str, AnyPath] = field(default_factory=dict)
+    default_margin: str | None = None
+    indexes: dict[str, AnyPath] = field(default_factory=dict)
+    default_index: str | None = None
+
+    def __str__(self) -> str:
+        return (
+            f"collection {self.name} at {self.path}: primary {self.primary.name}, "
+            f"{len(self.margins)} margin(s), {len(self.indexes)} index(es)"
+        )
+
+
+def is_collection(path: str | os.PathLike, storage_options: dict | None = None) -> bool:
+    """Whether ``path`` (local or URL) is a directory holding ``collection.properties``."""
+    return (as_path(path, storage_options) / COLLECTION_FILE).is_file()
+
+
+def _options(root: AnyPath) -> dict | None:
+    return None if storage.is_local(root) else dict(root.storage_options)
+
+
+def _inner(root: AnyPath, value: str) -> AnyPath:
+    """A member path of the properties file: relative to the collection, absolute, or a URL."""
+    if storage.protocol_of(value) or Path(value).is_absolute():
+        return as_path(value, _options(root))
+    return root.joinpath(*value.split("/"))
+
+
+def open_collection(path: str | os.PathLike, storage_options: dict | None = None) -> Collection:
+    """Read ``collection.properties`` (with hats' own parser) and resolve its members."""
+    from hats.catalog.dataset.collection_properties import CollectionProperties
+
+    root = as_path(path, storage_options)
+    if not is_collection(root):
+        raise CatalogError(f"{root} is not a HATS collection (no {COLLECTION_FILE})")
+    try:
+        props = CollectionProperties.read_from_dir(str(root) if storage.is_local(root) else root)
+    except Exception as exc:
+        raise CatalogError(f"{root / COLLECTION_FILE} is invalid: {exc}") from exc
+    return Collection(
+        path=root,
+        name=props.name,
+        primary=_inner(root, props.hats_primary_table_url),
+        margins={m: _inner(root, m) for m in props.all_margins or []},
+        default_margin=props.default_margin,
+        indexes={col: _inner(root, d) for col, d in (props.all_indexes or {}).items()},
+        default_index=props.default_index,
+    )
+
+
+def resolve_catalog(path: str | os.PathLike, storage_options: dict | None = None) -> AnyPath:
+    """The primary catalog of a collection (also given one of its primary's versions, current
+    or superseded), or ``path`` itself when it is not a collection."""
+    path = as_path(path, storage_options)
+    if is_collection(path):
+        return open_collection(path).primary
+    coll = collection_of(path)
+    return coll.primary if coll is not None else path
+
+
+def collection_of(catalog: str | os.PathLike, storage_options: dict | None = None) -> Collection | None:
+    """The collection whose primary catalog ``catalog`` is, if any (its parent directory); a
+    version of the primary (``<name>.v<N>``, current or superseded) counts as the primary."""
+    catalog = as_path(catalog, storage_options)
+    parent = catalog.parent
+    if str(parent) == str(catalog) or not is_collection(parent):
+        return None
+    coll = open_collection(parent)
+    same = split_version(coll.primary.name)[0] == split_version(catalog.name)[0]
+    return coll if same and str(coll.primary.parent).rstrip("/") == str(parent).rstrip("/") else None
+
+
+def pretty_angle(arcsec: float) -> str:
+    """hats-import's suffix for a margin radius (``10arcs``, ``5arcmin``, ``1deg``, ``500msec``)."""
+    if arcsec >= 3600:
+        return f"{int(arcsec / 3600)}deg"
+    if arcsec >= 60:
+        return f"{int(arcsec / 60)}arcmin"
+    if arcsec >= 1:
+        return f"{int(arcsec)}arcs"
+    return f"{int(arcsec * 1000)}msec"
+
+
+def margin_name(catalog_name: str, radius_arcsec: float) -> str:
+    """Directory name hats-import gives a margin of ``catalog_name``."""
+    return f"{catalog_name}_{pretty_angle(radius_arcsec)}"
+
+
+def index_name(catalog_name: str, column: str) -> str:
+    """Directory name hats-import gives an index of ``catalog_name`` on ``column``."""
+    return f"{catalog_name}_{column}"
+
+
+def write_collection(
+    path: str | os.PathLike,
+    name: str,
+    primary: str,
+    margins: list[str] | None = None,
+    default_margin: str | None = None,
+    indexes: dict[str, str] | None = None,
+    default_index: str | None = None,
+) -> None:
+    """Write ``collection.properties`` (members relative to the collection, as hats-import does)."""
+    from hats.catalog.dataset.collection_properties import CollectionProperties
+    from hats.catalog.dataset.table_properties import TableProperties
+
+    from healforge.catalog.format import atomic_write_text
+
+    root = as_path(path)
+    info = {
+        "obs_collection": name,
+        "hats_primary_table_url": primary,
+        "all_margins": list(margins) if margins else None,
+        "default_margin": default_margin,
+        "all_indexes": dict(indexes) if indexes else None,
+        "default_index": default_index,
+    }
+    info = {k: v for k, v in info.items() if v is not None}
+    info |= TableProperties.new_provenance_dict(
+        str(root) if storage.is_local(root) else root, builder=f"healforge v{__version__}"
+    )
+    try:
+        props = CollectionProperties(**info)
+    except Exception as exc:
+        raise CatalogError(f"invalid collection properties for {root}: {exc}") from exc
+    with tempfile.TemporaryDirectory(prefix="healforge-collection-") as tmp:
+        props.to_properties_file(tmp)
+        atomic_write_text(root / COLLECTION_FILE, (Path(tmp) / COLLECTION_FILE).read_text())
+
+
+def _relative(root: AnyPath, member: str | os.PathLike) -> str:
+    """``member`` relative to the collection when inside it, else its absolute path or URL."""
+    base, text = str(root).rstrip("/") + "/", str(as_path(member, _options(root)))
+    return text[len(base) :] if text.startswith(base) else text
+
+
+def add_member(
+    collection: str | os.PathLike,
+    member: str | os.PathLike,
+    kind: str,
+    column: str | None = None,
+    default: bool = False,
+) -> Collection:
+    """List a margin (``kind="margin"``) or index (``kind="index"``, on ``column``) in the
+    collection; it becomes the default when ``default`` or when it is the first of its kind."""
+    coll = open_collection(collection)
+    rel = _relative(coll.path, member)
+    margins = {m: _relative(coll.path, p) for m, p in coll.margins.items()}
+    indexes = {c: _relative(coll.path, p) for c, p in coll.indexes.items()}
+    default_margin, default_index = coll.default_margin, coll.default_index
+    if kind == "margin":
+        margins[rel] = rel
+        if default or default_margin is None:
+            default_margin = rel
+    elif kind == "index":
+        if not column:
+            raise ValueError("an index member needs its column")
+        indexes[column] = rel
+        if default or default_index is None:
+            default_index = column
+    else:
+        raise ValueError(f"member kind must be 'margin' or 'index', got {kind!r}")
+    write_collection(
+        coll.path,
+        coll.name,
+        _relative(coll.path, coll.primary),
+        list(margins),
+        default_margin,
+        indexes,
+        default_index,
+    )
+    return open_collection(coll.path)
+
+
+__all__ = [
+    "Collection",
+    "add_member",
+    "collection_of",
+    "index_name",
+    "is_collection",
+    "margin_name",
+    "open_collection",
+    "resolve_catalog",
+    "split_version",
+    "write_collection",
+]

@@ -1,0 +1,528 @@
+"""``healforge run PIPELINE.yaml``: raw input files to finished map products in one command.
+
+Stages (see :mod:`healforge.run` for the YAML file); this module is the run driver (per-input
+resume, outputs) on top of the one aggregation core:
+
+1. **validate** the configuration (every key, before any data is read);
+2. **accumulate**: one task per input file (run in parallel by :class:`healforge.engine.Engine`).
+   Each batch is read, the quality ``filter`` applied, rows assigned to cells at the assignment
+   order, statistic inputs (columns or expressions) and weights (e.g. ``1 / h_li_sigma**2``)
+   evaluated, and reduced exactly into a streaming :class:`~healforge.aggregate.state.State`
+   (moments + quantile sketch per cell and state column). Batch states merge into a per-file state;
+2b. **resume**: with ``outputs.state``, each finished file's state is saved under
+   ``{state}.parts/`` and listed in ``{state}.progress.json`` (with the file's size and
+   modification stamp and the configuration sections the states depend on). A rerun with the same
+   configuration skips listed files; a changed configuration is refused (``restart=True`` /
+   ``--restart`` starts again). The final state merges the per-file states in input order, so a
+   resumed run gives the same outputs as an uninterrupted one;
+3. **pyramid**: the merged state is saved to ``outputs.state`` and coarsened order by order
+   (states merge; means are never averaged), each order finalized to a map table with the
+   configured variable names and dtypes;
+4. **write** the Zarr store (all its orders), Parquet, GeoParquet and PNG plots (local or URL).
+
+The plan and the per-file work are those of the CLI commands (:func:`healforge.run.to_plan`,
+:func:`healforge.aggregate.core.accumulate_source`); statistics use the one vocabulary of
+:mod:`healforge.aggregate.statistics`. User functions need every raw value and are refused by the
+runner (use ``healforge aggregate`` for exact user statistics).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import posixpath
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from healforge.aggregate.core import (
+    SourceResult,
+    accumulate_source,
+    merge_tree,
+    plan_columns,
+    pyramid,
+    run_sources,
+    sum_counts,
+)
+from healforge.aggregate.plan import Plan
+from healforge.engine import Engine, Progress, owned_engine
+from healforge.errors import BadInputError, HealforgeError
+from healforge.io.storage import as_path, atomic_write_bytes, filesystem_of, is_local
+from healforge.run import ConfigError, PipelineConfig, load_pipeline, to_plan, validate_pipeline
+from healforge.run.schema import builtin_parameters
+
+PROGRESS_FORMAT = "healforge-pipeline-progress"
+PROGRESS_VERSION = 2
+DEFAULT_BATCH_ROWS = 1_000_000
+
+
+class PipelineStateError(HealforgeError):
+    """Saved pipeline progress that does not belong to this configuration."""
+
+
+def check_runnable(cfg: PipelineConfig) -> None:
+    """Refuse what a streaming pipeline cannot compute (before any data is read)."""
+    errors = []
+    for stat in cfg.statistics:
+        if stat.cell is None and builtin_parameters(stat.function) is None:
+            errors.append(
+                (
+                    f"statistics.{stat.name}.function",
+                    f"user function {stat.function!r} needs every raw value and cannot be computed "
+                    "from the streaming state of a pipeline; built-in functions: "
+                    f"{', '.join(sorted(_builtin_names()))} "
+                    "(use `healforge aggregate` for exact user statistics)",
+                )
+            )
+        if stat.dtype.startswith("int") and stat.function != "count":
+            errors.append(
+                (
+                    f"statistics.{stat.name}.dtype",
+                    f"{stat.function} can be NaN (empty cells): use a float dtype",
+                )
+            )
+    if errors:
+        raise ConfigError(errors, cfg.source)
+
+
+def _builtin_names() -> list[str]:
+    from healforge.aggregate.statistics import CANONICAL
+
+    return list(CANONICAL)
+
+
+def config_sections(cfg: PipelineConfig, plan: Plan) -> dict[str, Any]:
+    """The parts of a configuration the accumulated states depend on (JSON-able, no credentials)."""
+    return {
+        "inputs": [
+            {
+                "paths": list(s.paths),
+                "format": s.format,
+                "groups": list(s.groups),
+                "columns": dict(s.columns),
+                "options": dict(s.options),
+            }
+            for s in cfg.inputs
+        ],
+        **plan.describe(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Storage helpers (local paths or fsspec URLs)
+
+
+def _fs(path: str, storage_options: Mapping[str, Any] | None):
+    return filesystem_of(as_path(path, dict(storage_options or {}) or None))
+
+
+def _write_bytes(path: str, data: bytes, storage_options) -> None:
+    """Write ``data`` to ``path`` atomically (readers see the old file or the whole new one)."""
+    atomic_write_bytes(as_path(path, dict(storage_options or {}) or None), data)
+
+
+def _read_bytes(path: str, storage_options) -> bytes | None:
+    fs, fs_path = _fs(path, storage_options)
+    if not fs.exists(fs_path):
+        return None
+    with fs.open(fs_path, "rb") as f:
+        return f.read()
+
+
+def _table_bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd", use_dictionary=False)
+    return buf.getvalue()
+
+
+def save_state(state, path: str, storage_options=None) -> str:
+    """Save a state to a local path or URL (atomically)."""
+    _write_bytes(path, _table_bytes(state.to_table()), storage_options)
+    return path
+
+
+def load_state(path: str, storage_options=None):
+    from healforge.aggregate.state import State
+
+    data = _read_bytes(path, storage_options)
+    if data is None:
+        raise BadInputError("state file not found", path=path)
+    return State.from_table(pq.read_table(io.BytesIO(data)), path)
+
+
+def file_stamp(path: str, storage_options) -> dict[str, Any]:
+    """Size and modification stamp of an input file (to notice files changed since a run)."""
+    fs, fs_path = _fs(path, storage_options)
+    info = fs.info(fs_path)
+    stamp = None
+    for key in ("mtime", "LastModified", "ETag", "last_modified", "created"):
+        if info.get(key) is not None:
+            stamp = str(info[key])
+            break
+    return {"size": int(info.get("size") or 0), "modified": stamp}
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress of a run (resume)
+
+
+class RunProgress:
+    """Per-input-file progress beside the state: ``{state}.progress.json`` + ``{state}.parts/``."""
+
+    def __init__(self, state_path: str, storage_options, sections: dict, restart: bool, quiet: bool):
+        self.state_path = state_path
+        self.storage_options = storage_options
+        self.json_path = f"{state_path}.progress.json"
+        self.parts_dir = f"{state_path}.parts"
+        self.sections = sections
+        self.files: dict[str, dict] = {}
+        raw = _read_bytes(self.json_path, storage_options)
+        if raw is None:
+            return
+        try:
+            saved = json.loads(raw)
+        except ValueError:
+            saved = None
+        if not isinstance(saved, dict) or saved.get("format") != PROGRESS_FORMAT:
+            if not restart:
+                raise PipelineStateError(
+                    f"{self.json_path} is not a healforge pipeline progress file; remove it or rerun "
+                    "with --restart (restart=True)"
+                )
+            saved = {"config": sections, "files": {}}
+        changed = [k for k in sections if saved.get("config", {}).get(k) != sections[k]]
+        if changed and not restart:
+            raise PipelineStateError(
+                f"the saved progress at {self.json_path} was made with a different configuration "
+                f"(changed: {', '.join(changed)}); rerun with --restart (restart=True) to start again "
+                "from scratch, or give outputs.state another path"
+            )
+        if changed or restart:
+            if not quiet:
+                what = f" (changed: {', '.join(changed)})" if changed else ""
+                print(f"healforge run: starting again{what}; discarding {self.json_path}", file=sys.stderr)
+            self._clear()
+            return
+        self.files = dict(saved.get("files", {}))
+
+    def _clear(self) -> None:
+        fs, fs_path = _fs(self.parts_dir, self.storage_options)
+        if fs.exists(fs_path):
+            fs.rm(fs_path, recursive=True)
+        fs, fs_path = _fs(self.json_path, self.storage_options)
+        if fs.exists(fs_path):
+            fs.rm(fs_path)
+        self.files = {}
+
+    @staticmethod
+    def part_name(path: str) -> str:
+        return "part-" + hashlib.sha1(path.encode()).hexdigest()[:16]
+
+    def done(self, path: str, stamp: dict) -> bool:
+        entry = self.files.get(path)
+        return entry is not None and entry.get("stamp") == stamp
+
+    def record(self, path: str, stamp: dict, state, counts: dict, rejected: pa.Table | None) -> None:
+        name = self.part_name(path)
+        save_state(state, posixpath.join(self.parts_dir, f"{name}.parquet"), self.storage_options)
+        if rejected is not None:
+            _write_bytes(
+                posixpath.join(self.parts_dir, f"{name}.rejected.parquet"),
+                _table_bytes(rejected),
+                self.storage_options,
+            )
+        self.files[path] = {"part": name, "stamp": stamp, "counts": counts, "rejected": rejected is not None}
+        self._write()
+
+    def _write(self) -> None:
+        doc = {
+            "format": PROGRESS_FORMAT,
+            "format_version": PROGRESS_VERSION,
+            "config": self.sections,
+            "files": self.files,
+        }
+        _write_bytes(self.json_path, json.dumps(doc, indent=1).encode(), self.storage_options)
+
+    def load(self, path: str):
+        entry = self.files[path]
+        state = load_state(posixpath.join(self.parts_dir, f"{entry['part']}.parquet"), self.storage_options)
+        rejected = None
+        if entry.get("rejected"):
+            data = _read_bytes(
+                posixpath.join(self.parts_dir, f"{entry['part']}.rejected.parquet"), self.storage_options
+            )
+            rejected = pq.read_table(io.BytesIO(data)) if data else None
+        return state, dict(entry["counts"]), rejected
+
+
+# ---------------------------------------------------------------------------------------------
+# Finalize: state -> map table with the configured variables
+
+
+def finalize_map(state, cfg: PipelineConfig, plan: Plan, extra_meta: dict | None = None) -> pa.Table:
+    """Map table of a state at its order: one column per configured variable, configured dtype."""
+    from healforge.maps.table import make_map_table
+
+    cols = plan_columns(state, plan)
+    sources = sorted({s.column for s in cfg.statistics if s.column})
+    meta = {
+        "pipeline": cfg.name,
+        "functions": {s.name: s.function for s in cfg.statistics},
+        "source": "pipeline",
+        **(extra_meta or {}),
+    }
+    cells = {s.name: s.cell.source for s in cfg.statistics if s.cell is not None}
+    if cells:
+        meta["cell_expressions"] = cells
+    return make_map_table(
+        state.cell_ids,
+        cols,
+        state.order,
+        lon_convention=state.lon_convention,
+        latitude=state.latitude,
+        statistics=sorted({s.function for s in cfg.statistics}),
+        source_columns=sources,
+        **meta,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The runner
+
+
+def _load_config(path_or_config) -> PipelineConfig:
+    if isinstance(path_or_config, PipelineConfig):
+        return path_or_config
+    if isinstance(path_or_config, Mapping):
+        return validate_pipeline(dict(path_or_config), base_dir=os.getcwd(), source="<pipeline>")
+    return load_pipeline(path_or_config)
+
+
+def run_pipeline(
+    path_or_config,
+    *,
+    engine: Engine | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    synchronous: bool = False,
+    quiet: bool = False,
+    restart: bool = False,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    max_files: int | None = None,
+    map_hook=None,
+    product_metadata: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run a pipeline (a YAML path, a parsed dict or a :class:`~healforge.run.PipelineConfig`).
+
+    Parameters
+    ----------
+    engine, workers, scheduler, synchronous, quiet
+        How input files are processed in parallel (see :class:`~healforge.engine.Engine`).
+    restart
+        Discard saved progress (also when the configuration changed) and start again.
+    batch_rows
+        Rows per read batch.
+    max_files
+        Stop after accumulating this many new files (progress saved, no outputs written); for
+        splitting long runs into sessions and for tests.
+    map_hook
+        Applied to every finalized map table before it is written (front ends such as zagg
+        files derive their own variables from the configured statistics).
+    product_metadata
+        Extra entries of the Zarr store's root ``healforge`` attribute.
+
+    Returns
+    -------
+    dict
+        Summary: ``files``, ``files_skipped`` (resumed), ``rows_*`` counts, ``orders``, ``outputs``
+        and ``complete`` (False when stopped by ``max_files``).
+
+    Raises
+    ------
+    ConfigError
+        Invalid configuration (raised before any data is read).
+    PipelineStateError
+        Saved progress made with another configuration (without ``restart``).
+    """
+    cfg = _load_config(path_or_config)
+    check_runnable(cfg)
+    plan = to_plan(cfg)
+    sections = config_sections(cfg, plan)
+    out = cfg.outputs
+    so = out.storage_options
+    quiet = engine.quiet if engine is not None else quiet
+
+    # input files (listing only), in configuration order
+    paths = [s.path for s in plan.sources]
+    stamps = {s.path: file_stamp(s.path, s.storage_options) for s in plan.sources}
+    progress = RunProgress(out.state, so, sections, restart, quiet) if out.state else None
+    todo = [s for s in plan.sources if progress is None or not progress.done(s.path, stamps[s.path])]
+    skipped = len(paths) - len(todo)
+    if progress is not None and skipped and not quiet:
+        print(
+            f"healforge run: resuming, {skipped} of {len(paths)} input file(s) already accumulated",
+            file=sys.stderr,
+        )
+    if max_files is not None:
+        todo = todo[: max(0, int(max_files))]
+
+    results: dict[str, tuple] = {}
+
+    def on_result(i: int, result: SourceResult) -> None:
+        path = todo[i].path
+        rejected = (
+            pa.concat_tables(result.rejects.tables, promote_options="permissive")
+            if result.rejects.tables
+            else None
+        )
+        entry = (result.state, result.counts.as_dict(), rejected)
+        if progress is not None:
+            progress.record(path, stamps[path], *entry)
+        results[path] = entry
+
+    with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
+        run_sources(
+            eng, accumulate_source, todo, "accumulate", on_result=on_result, plan=plan, batch_rows=batch_rows
+        )
+
+    summary: dict[str, Any] = {
+        "files": len(paths),
+        "files_skipped": skipped,
+        "files_accumulated": len(results),
+        "complete": False,
+        "outputs": [],
+    }
+    for path in paths:
+        if path not in results and progress is not None and path in progress.files:
+            results[path] = progress.load(path)
+    if len(results) < len(paths):
+        left = len(paths) - len(results)
+        if not quiet:
+            print(
+                f"healforge run: stopped with {left} input file(s) left; rerun to continue", file=sys.stderr
+            )
+        return summary
+
+    # the final state: per-file states merged in input order (same result after a resume)
+    ordered = [results[p] for p in paths]
+    state = merge_tree([r[0] for r in ordered])
+    counts = sum_counts([SourceResult(None, _counts(r[1])) for r in ordered]).as_dict()
+    summary.update(counts)
+    state.set_counts(rows_in=counts["rows_read"], rows_rejected=counts["rows_rejected"])
+    state.annotate(pipeline=cfg.name, state_columns=[c.describe() for c in plan.state_columns])
+    if out.state:
+        save_state(state, out.state, so)
+        summary["outputs"].append(out.state)
+    rejected = [r[2] for r in ordered if r[2] is not None]
+    if cfg.assignment.on_bad_rows == "quarantine":
+        target = _quarantine_path(cfg)
+        if rejected:
+            _write_bytes(target, _table_bytes(pa.concat_tables(rejected, promote_options="permissive")), so)
+            summary["outputs"].append(target)
+            if not quiet:
+                print(
+                    f"healforge run: {counts['rows_rejected']} bad row(s) quarantined to {target}",
+                    file=sys.stderr,
+                )
+
+    # pyramid: each order the previous one merged (means are never averaged), so that a map at
+    # order k does not depend on which orders were asked for
+    needed = set(out.orders)
+    extra_meta = {
+        "inputs": paths,
+        "filter": cfg.filter.source if cfg.filter is not None else None,
+        **counts,
+    }
+    maps: dict[int, pa.Table] = {}
+    with Progress(len(needed), "pyramid", quiet=quiet, unit="order") as bar:
+        for level in pyramid(state, needed):
+            maps[level.order] = finalize_map(level, cfg, plan, extra_meta)
+            if map_hook is not None:
+                maps[level.order] = map_hook(maps[level.order])
+            bar.update()
+    summary["orders"] = sorted(maps)
+    summary["cells"] = {k: t.num_rows for k, t in maps.items()}
+
+    n_out = sum(1 for x in (out.zarr, out.parquet, out.geoparquet) if x) + len(out.plots)
+    with Progress(n_out, "write", quiet=quiet, unit="output") as bar:
+        if out.zarr:
+            from healforge.maps.zarr_store import write_zarr
+
+            write_zarr(
+                {k: maps[k] for k in out.zarr.orders},
+                out.zarr.path,
+                chunk_cells=out.zarr.chunk_cells,
+                storage_options=so or None,
+                metadata={"inputs": extra_meta["inputs"], "pipeline": cfg.name, **(product_metadata or {})},
+            )
+            summary["outputs"].append(out.zarr.path)
+            bar.update()
+        if out.parquet:
+            from healforge.maps.parquet import write_parquet
+
+            orders_p = out.parquet.orders
+            target = maps[orders_p[0]] if len(orders_p) == 1 else {k: maps[k] for k in orders_p}
+            write_parquet(target, out.parquet.path, storage_options=so or None)
+            summary["outputs"].append(out.parquet.path)
+            bar.update()
+        if out.geoparquet:
+            from healforge.maps.geoparquet import write_geoparquet
+
+            g = out.geoparquet
+            if is_local(g.path):
+                os.makedirs(os.path.dirname(os.path.abspath(g.path.removeprefix("file://"))), exist_ok=True)
+            write_geoparquet(maps[g.order], g.path, step=g.edge_points, storage_options=so or None)
+            summary["outputs"].append(g.path)
+            bar.update()
+        for plot in out.plots:
+            _plot(maps[plot.order], plot, so)
+            summary["outputs"].append(plot.path)
+            bar.update()
+    summary["complete"] = True
+    return summary
+
+
+def _counts(d: Mapping[str, int]):
+    from healforge.aggregate.core import Counts
+
+    return Counts(**{k: int(d.get(k, 0)) for k in Counts().as_dict()})
+
+
+def _quarantine_path(cfg: PipelineConfig) -> str:
+    out = cfg.outputs
+    for base in (out.state, out.zarr and out.zarr.path, out.parquet and out.parquet.path):
+        if base:
+            return f"{str(base).rstrip('/')}.quarantine.parquet"
+    base = out.geoparquet.path if out.geoparquet else out.plots[0].path
+    return f"{base}.quarantine.parquet"
+
+
+def _plot(table: pa.Table, plot, storage_options) -> None:
+    import matplotlib.pyplot as plt
+
+    from healforge.maps.plot import plot_map
+
+    kwargs = dict(
+        projection=plot.projection,
+        center=plot.center,
+        cmap=plot.cmap,
+        vrange=plot.range,
+        bounding_lat=plot.bounding_lat,
+        width=plot.width,
+    )
+    if is_local(plot.path):
+        path = plot.path.removeprefix("file://")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        plot_map(table, plot.variable, out=path, **kwargs)
+        plt.close("all")
+        return
+    fig = plot_map(table, plot.variable, out=None, **kwargs)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=150)
+    plt.close(fig)
+    _write_bytes(plot.path, buf.getvalue(), storage_options)

@@ -1,0 +1,302 @@
+"""The healforge pipeline schema (``healforge run PIPELINE.yaml``): keys, types, defaults.
+
+The configuration objects built by :mod:`healforge.run.validate`; see :mod:`healforge.run`
+for the YAML file. Statistic names are those of :mod:`healforge.aggregate.statistics` (aliases
+included); expressions are those of :mod:`healforge.expressions`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from healforge.aggregate.statistics import ALIASES, PARAMETERS, canonical_name, quantile_level
+from healforge.errors import HealforgeError
+from healforge.expressions import CellExpression, RowExpression
+from healforge.io.readers import FORMATS, SUFFIXES
+
+INPUT_FORMATS = FORMATS
+ASSIGNMENT_MODES = ("points", "strict", "center", "fuzzy", "overlap")
+LON_CONVENTIONS = ("0_360", "-180_180")
+LATITUDES = ("spherical", "authalic")
+ON_BAD_ROWS = ("error", "quarantine")
+PROJECTIONS = ("mollweide", "polar-north", "polar-south", "orthographic")
+DTYPES = ("float64", "float32", "int64", "int32")
+# Built-in statistics (canonical names of the vocabulary) and their parameters: name -> (allowed, required).
+FUNCTIONS: dict[str, tuple[set[str], set[str]]] = PARAMETERS
+NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+TOP_KEYS = (
+    "name",
+    "inputs",
+    "filter",
+    "coordinates",
+    "assignment",
+    "statistics",
+    "outputs",
+    "storage_options",
+)
+INPUT_KEYS = ("paths", "format", "groups", "columns", "options", "storage_options")
+STAT_KEYS = ("function", "column", "expression", "parameters", "dtype")
+ASSIGNMENT_KEYS = ("order", "nside", "mode", "lon_convention", "latitude", "on_bad_rows", "radius_km")
+
+
+def builtin_parameters(func: str) -> tuple[set[str], set[str]] | None:
+    """``(allowed, required)`` parameters of a built-in statistic name or alias (``None``: a user
+    function)."""
+    if func in PARAMETERS:
+        return PARAMETERS[func]
+    if func in ALIASES:
+        return PARAMETERS[ALIASES[func]]
+    if canonical_name(func) == "quantile" and quantile_level(func) is not None:
+        return set(), set()
+    return None
+
+
+class ConfigError(HealforgeError, ValueError):
+    """A pipeline configuration that cannot be run; ``errors`` lists ``(key path, message)``."""
+
+    def __init__(self, errors: Sequence[tuple[str, str]], source: str | None = None):
+        self.errors = list(errors)
+        self.source = source
+        prefix = f"{source}: " if source else ""
+        lines = [f"{prefix}{key}: {msg}" if key else f"{prefix}{msg}" for key, msg in self.errors]
+        head = "invalid pipeline configuration" if len(lines) > 1 else ""
+        super().__init__("\n  ".join([head, *lines]) if head else lines[0])
+
+
+def resolve_callable(name: str) -> Callable:
+    """A user statistic function by registered numpy name (:mod:`healforge.registry`;
+    ``ValueError`` otherwise, and nothing is imported)."""
+    from healforge.registry import user_statistic
+
+    return user_statistic(name)[1]
+
+
+def format_of(path: str, fmt: str | None = None) -> str:
+    """An input's format: ``fmt``, else from the suffix (``ValueError`` when unknown)."""
+    if fmt:
+        return fmt
+    name = path.lower()
+    for suffix in sorted(SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return SUFFIXES[suffix]
+    raise ValueError(f"cannot tell the format of {path}")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One input entry: files, format and column mapping."""
+
+    paths: tuple[str, ...]
+    format: str | None = None
+    groups: tuple[str, ...] = ()
+    columns: dict[str, str] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    def sources(self) -> list:
+        """One :class:`~healforge.aggregate.sources.Source` per file (globs and directories
+        expanded; lists files, reads no data)."""
+        from healforge.aggregate.sources import file_sources
+
+        return file_sources(
+            self.paths,
+            format=self.format,
+            columns=self.columns,
+            groups=self.groups,
+            options=self.options,
+            storage_options=self.storage_options,
+        )
+
+    def files(self) -> list[str]:
+        """The input files (globs and directories expanded)."""
+        return [s.path for s in self.sources()]
+
+    def iter_tables(self, batch_rows: int = 1_000_000) -> Iterator[tuple[str, int, Any]]:
+        """Yield ``(path, first_row, pyarrow table)`` for every input file, columns renamed as configured."""
+        for source in self.sources():
+            for first, table in source.batches(None, batch_rows):
+                yield source.path, first, table
+
+    def iter_file(self, path: str, batch_rows: int = 1_000_000) -> Iterator[tuple[int, Any]]:
+        """Yield ``(first_row, pyarrow table)`` batches of one input file read as this entry says."""
+        from healforge.aggregate.sources import Source
+
+        source = Source(
+            label=path,
+            path=path,
+            format=self.format,
+            columns=dict(self.columns),
+            groups=self.groups,
+            options=dict(self.options),
+            storage_options=dict(self.storage_options),
+        )
+        yield from source.batches(None, batch_rows)
+
+
+@dataclass(frozen=True)
+class Coordinates:
+    lon: str = "lon"
+    lat: str = "lat"
+    geometry: str | None = None
+
+
+@dataclass(frozen=True)
+class Assignment:
+    order: int
+    mode: str = "points"
+    lon_convention: str = "0_360"
+    latitude: str = "spherical"
+    on_bad_rows: str = "error"
+    radius_km: float | None = None  # gives cell expressions' ``area`` in km2 (default steradians)
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """One output variable: ``function`` applied per cell to ``column`` or ``expression`` (a row
+    expression), or a cell expression ``cell`` (function ``expression``)."""
+
+    name: str
+    function: str
+    column: str | None = None
+    expression: RowExpression | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    dtype: str = "float64"
+    cell: CellExpression | None = None
+
+    @property
+    def weight(self) -> RowExpression | None:
+        w = self.parameters.get("weight")
+        return w if isinstance(w, RowExpression) else None
+
+    @property
+    def output_names(self) -> list[str]:
+        q = self.parameters.get("q")
+        if canonical_name(self.function) == "quantile" and isinstance(q, list | tuple):
+            return [f"{self.name}_p{100 * float(v):g}" for v in q]
+        return [self.name]
+
+    def resolve_function(self) -> Callable | None:
+        """The callable of a user function (a registered numpy name); ``None`` for built-ins."""
+        if self.cell is not None or builtin_parameters(self.function) is not None:
+            return None
+        return resolve_callable(self.function)
+
+    def values(self, columns: Mapping[str, Any]) -> np.ndarray:
+        """The per-row input values of this statistic (column or expression) as float64."""
+        if self.expression is not None:
+            return np.asarray(self.expression.evaluate(columns), dtype=np.float64)
+        if self.column is None:
+            n = len(next(iter(columns.values())))
+            return np.ones(n)
+        col = columns[self.column]
+        return np.asarray(col.to_numpy() if hasattr(col, "to_numpy") else col, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class ZarrOutput:
+    path: str
+    orders: tuple[int, ...]
+    chunk_cells: int = 1 << 18
+
+
+@dataclass(frozen=True)
+class ParquetOutput:
+    path: str
+    orders: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class GeoParquetOutput:
+    path: str
+    order: int
+    edge_points: int = 1
+
+
+@dataclass(frozen=True)
+class PlotOutput:
+    path: str
+    variable: str
+    order: int
+    projection: str = "mollweide"
+    center: tuple[float, float] | None = None
+    cmap: str = "viridis"
+    range: tuple[float, float] | None = None
+    bounding_lat: float | None = None
+    width: int = 2000
+
+
+@dataclass(frozen=True)
+class Outputs:
+    state: str | None = None
+    zarr: ZarrOutput | None = None
+    parquet: ParquetOutput | None = None
+    geoparquet: GeoParquetOutput | None = None
+    plots: tuple[PlotOutput, ...] = ()
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def orders(self) -> list[int]:
+        """Every order some output needs, ascending."""
+        found = set()
+        if self.zarr:
+            found.update(self.zarr.orders)
+        if self.parquet:
+            found.update(self.parquet.orders)
+        if self.geoparquet:
+            found.add(self.geoparquet.order)
+        found.update(p.order for p in self.plots)
+        return sorted(found)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """A validated pipeline; build with :func:`load_pipeline`."""
+
+    name: str
+    inputs: tuple[InputSpec, ...]
+    coordinates: Coordinates
+    assignment: Assignment
+    statistics: tuple[Statistic, ...]
+    outputs: Outputs
+    filter: RowExpression | None = None
+    source: str | None = None
+
+    @property
+    def min_order(self) -> int:
+        """Coarsest order any output needs (the pyramid goes down to it)."""
+        return min(self.outputs.orders or [self.assignment.order])
+
+    @property
+    def variables(self) -> list[str]:
+        return [n for s in self.statistics for n in s.output_names]
+
+    @property
+    def needed_columns(self) -> set[str]:
+        """Input columns the pipeline reads (coordinates, filter, statistics, weights)."""
+        cols = {self.coordinates.lon, self.coordinates.lat}
+        if self.coordinates.geometry:
+            cols.add(self.coordinates.geometry)
+        if self.filter:
+            cols |= self.filter.names
+        for s in self.statistics:
+            if s.column:
+                cols.add(s.column)
+            if s.expression:
+                cols |= s.expression.names
+            if s.weight:
+                cols |= s.weight.names
+            if s.cell:
+                for a in s.cell.aggregates:
+                    cols |= a.row.names
+        return cols
+
+    def filter_mask(self, columns: Mapping[str, Any]) -> np.ndarray | None:
+        """Boolean mask of rows passing the quality filter (``None`` without a filter)."""
+        if self.filter is None:
+            return None
+        return np.asarray(self.filter.evaluate(columns), dtype=bool)
