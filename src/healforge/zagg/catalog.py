@@ -18,13 +18,6 @@ from healforge.run import ConfigError
 REQUIRED = ("grid_signature", "shard_keys", "granules")
 
 
-def granules_of(
-    path: str, driver: str = "s3", grid_orders: tuple[int | None, int | None] = (None, None)
-) -> list[str]:
-    """Unique granule hrefs of a catalog, in catalog order."""
-    return read_catalog(path, driver, grid_orders)[0]
-
-
 def shard_cells(keys: list[int]) -> tuple[int, list[int]]:
     """Order and nested cells of zagg shard keys (mortie morton words)."""
     import mortie

@@ -71,11 +71,6 @@ def row_expression(text: str) -> str:
     return out
 
 
-def row_names(text: str) -> frozenset[str]:
-    """Column names of a healforge row expression."""
-    return parse_row(text).names
-
-
 class _Cell(ast.NodeTransformer):
     def __init__(self, text: str):
         self.text = text

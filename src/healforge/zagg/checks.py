@@ -67,7 +67,7 @@ class Problems:
     def add(self, key: str, msg: str) -> None:
         self.items.append((key, msg))
 
-    def keys(self, d: Any, where: str, allowed: Sequence[str], why: Mapping[str, str] | None = None) -> dict:
+    def keys(self, d: Any, where: str, allowed: Sequence[str]) -> dict:
         if not isinstance(d, Mapping):
             self.add(where, f"must be a mapping; got {type(d).__name__}")
             return {}
