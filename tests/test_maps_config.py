@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
+from healforge.aggregate.statistics import resolve
 from healforge.errors import BadInputError
 from healforge.expressions import ExpressionError, parse_filter, parse_row
 from healforge.io.hdf5 import iter_hdf5_template
@@ -120,7 +121,7 @@ def test_good_config_loads_and_drives_a_map(tmp_path):
     assert cfg.outputs.zarr.orders == (6, 4, 2) and cfg.outputs.parquet.orders == (6,)
     assert cfg.outputs.zarr.path == str(tmp_path / "out" / "map.zarr")
     assert cfg.variables == ["h_mean", "h_wmean", "h_q_p10", "h_q_p50", "h_q_p90", "h_span", "h_km", "n"]
-    assert cfg.statistics[3].resolve_function() is np.ptp
+    assert resolve(cfg.statistics[3].function).function == "ptp"  # numpy.ptp is the statistic ptp
     assert cfg.needed_columns == {"longitude", "latitude", "quality", "h_li", "h_li_sigma"}
     # the config objects are enough to read, filter and weight the inputs
     spec = cfg.inputs[0]

@@ -296,9 +296,12 @@ def test_bad_config_fails_before_reading_data(tmp_path, capsys):
     assert "broken.h5" not in proc.stderr and not (tmp_path / "out").exists()
     # a user function cannot come from a streaming state: refused up front, naming the key
     bad = copy.deepcopy(PIPELINE)
-    bad["statistics"]["h_span"] = {"function": "numpy.ptp", "column": "h_li"}
+    bad["statistics"]["h_prod"] = {"function": "numpy.prod", "column": "h_li"}
     assert main(["run", str(write_config(tmp_path, bad))]) == 2  # the CLI entry point, in-process
-    assert "statistics.h_span.function: user function 'numpy.ptp'" in capsys.readouterr().err
+    assert (
+        "statistics.h_prod.function: numpy function 'numpy.prod' needs every raw value"
+        in capsys.readouterr().err
+    )
     with pytest.raises(ConfigError, match=r"assignment\.order"):
         bad = copy.deepcopy(PIPELINE)
         bad["assignment"]["order"] = 40

@@ -161,12 +161,16 @@ def test_registered_numpy_reduction_works_in_yaml_cli_and_api(sandbox):
 
     tmp_path, env, _ = sandbox
     want = _expected_ptp(tmp_path)
-    # a streaming pipeline file knows numpy:ptp (and says it needs the exact aggregation)
+    # a streaming pipeline file computes numpy:ptp (the statistic ptp: max - min of the state);
+    # a numpy function that needs every value is refused up front
     path = tmp_path / "p.yaml"
     stats = {"n": {"function": "count"}, "span": {"function": "numpy:ptp", "column": "v"}}
     path.write_text(yaml.safe_dump(_pipeline(tmp_path, stats)))
+    assert run_cli("run", path, "--check", env=env).returncode == 0
+    stats["span"]["function"] = "numpy:prod"
+    path.write_text(yaml.safe_dump(_pipeline(tmp_path, stats)))
     proc = run_cli("run", path, "--check", check=False, env=env)
-    assert proc.returncode == 2 and "user function 'numpy:ptp' needs every raw value" in proc.stderr
+    assert proc.returncode == 2 and "numpy function 'numpy:prod' needs every raw value" in proc.stderr
     # a zagg file runs it exactly
     rng = np.random.default_rng(8)
     lat, lon, h = rng.uniform(-75, -74.95, 500), rng.uniform(10, 10.1, 500), rng.normal(50, 3, 500)

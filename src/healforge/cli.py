@@ -32,19 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"healforge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 
 # Errors of the operating system and of pyarrow that only a user's path or file causes; shown as
 # one line like healforge's own errors. Anything else is a bug and keeps its traceback.
 USER_OS_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+# botocore's (named, so that the CLI needs no botocore import)
+CREDENTIAL_ERRORS = ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError")
 
 
 def user_error_message(exc: BaseException) -> str | None:
@@ -64,6 +62,11 @@ def user_error_message(exc: BaseException) -> str | None:
         detail = user_error_message(cause)
         prefix = str(exc).rsplit(f": {type(cause).__name__}: ", 1)[0]
         return f"{prefix}: {detail}" if detail else None
+    if type(exc).__name__ in CREDENTIAL_ERRORS:
+        return (
+            f"no credentials for remote storage ({type(exc).__name__}: {exc}); give them with "
+            '--storage-options \'{"key": ..., "secret": ...}\' or the storage\'s environment'
+        )
     if isinstance(exc, json.JSONDecodeError):
         return f"invalid JSON: {exc}"
     return None

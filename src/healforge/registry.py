@@ -4,8 +4,9 @@ Pipeline files, zagg files and CLI options name *data*: they may name readers, s
 functions only from this registry, never a module to import. The registry holds
 
 - :data:`READERS`: the reader functions of healforge's own layouts (``inputs[].options.reader``);
-  file formats are named by ``format`` (:data:`healforge.io.readers.FORMATS`);
-- the built-in statistics (:mod:`healforge.aggregate.statistics`: names, aliases, ``qNN``);
+  file formats are named by ``format`` (the registry of :mod:`healforge.io.formats`);
+- (the statistics themselves are :mod:`healforge.aggregate.statistics`: names, aliases, ``qNN``,
+  registered statistics; it asks this module about numpy names, never the other way round);
 - :data:`NUMPY_REDUCTIONS` and :data:`NUMPY_UFUNCS`: numpy functions usable as per-cell
   statistics, named ``ptp``, ``numpy.ptp``, ``np.ptp`` or ``numpy:ptp``;
 - the expression language (:mod:`healforge.expressions`), which has its own whitelist.
@@ -81,12 +82,9 @@ def numpy_function_name(name: str) -> str | None:
     return None
 
 
-def vocabulary_hint() -> str:
-    """One line listing what a statistic may be named."""
-    from healforge.aggregate.statistics import ALIASES, CANONICAL
-
+def numpy_hint() -> str:
+    """One line listing the numpy functions a statistic may name."""
     return (
-        f"built-in: {', '.join(CANONICAL)} (aliases {', '.join(ALIASES)}, median, qNN, pNN); "
         f"numpy reductions: {', '.join(NUMPY_REDUCTIONS)}; numpy ufuncs: {', '.join(NUMPY_UFUNCS)} "
         "(as NAME, numpy.NAME, np.NAME or numpy:NAME); Python API users may pass a callable"
     )
@@ -107,7 +105,7 @@ def user_statistic(name: str) -> tuple[str, Callable]:
     if fn is None:
         raise UnknownName(
             f"unknown statistic {name!r}: not in healforge's vocabulary (files and options name "
-            f"data, never code to import); {vocabulary_hint()}"
+            f"data, never code to import); {numpy_hint()}"
         )
     if isinstance(fn, np.ufunc):
         return "ufunc", fn
@@ -140,6 +138,6 @@ __all__ = [
     "check_reader",
     "numpy_function_name",
     "reader",
+    "numpy_hint",
     "user_statistic",
-    "vocabulary_hint",
 ]

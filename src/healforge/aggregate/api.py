@@ -40,6 +40,7 @@ from healforge.errors import BadInputError, OptionError
 from healforge.expressions import parse_column_spec
 from healforge.healpix import check_order
 from healforge.io.readers import DEFAULT_BATCH_ROWS
+from healforge.io.storage import as_path
 from healforge.maps.parquet import write_parquet
 
 CellSpecs = Sequence[str] | Mapping[str, str] | None
@@ -72,8 +73,10 @@ def value_builder(
     return b, names
 
 
-def _assignment(inputs, order, lon, lat, geometry, mode, lon_convention, latitude, on_bad_rows) -> Assignment:
-    lon, lat = default_position(inputs, lon, lat, geometry)
+def _assignment(
+    inputs, order, lon, lat, geometry, mode, lon_convention, latitude, on_bad_rows, storage_options=None
+) -> Assignment:
+    lon, lat = default_position(inputs, lon, lat, geometry, storage_options)
     if geometry is None and (lon is None or lat is None):
         raise OptionError("give lon and lat columns, or a geometry column")
     if geometry is not None and (lon is not None or lat is not None):
@@ -106,6 +109,7 @@ def aggregate(
     cell_expressions: CellSpecs = None,
     filter: str | None = None,
     radius_km: float | None = None,
+    storage_options: dict | None = None,
 ) -> pa.Table:
     """Exact per-cell statistics of value columns, as a map table.
 
@@ -140,6 +144,8 @@ def aggregate(
         (``area``: the cell's area in steradians, or km2 with ``radius_km``).
     filter
         Row expression; only rows where it is true are aggregated.
+    storage_options
+        fsspec options for URL inputs, sidecar and output (credentials, endpoint).
 
     Returns
     -------
@@ -153,14 +159,18 @@ def aggregate(
     ):
         check_choice(name, value, choices)
     builder, names = value_builder(columns, weight, stats, cell_expressions)
-    sources = to_sources(inputs)
+    sources = to_sources(inputs, storage_options)
     engine = engine or Engine(synchronous=True, quiet=True)
     if sidecar is not None:
         if filter:
             raise OptionError(
                 "a filter cannot be combined with a sidecar: filter the rows before making the sidecar"
             )
-        sc = read_sidecar(sidecar, order) if isinstance(sidecar, str | os.PathLike) else sidecar
+        sc = (
+            read_sidecar(sidecar, order, storage_options)
+            if isinstance(sidecar, str | os.PathLike)
+            else sidecar
+        )
         meta = sidecar_metadata(sc)
         order = int(meta["order"])
         latitude = meta.get("latitude", latitude)
@@ -173,7 +183,7 @@ def aggregate(
         if order is None:
             raise OptionError("give a sidecar, or an order with lon/lat (or geometry) columns")
         assignment = _assignment(
-            inputs, order, lon, lat, geometry, mode, lon_convention, latitude, on_bad_rows
+            inputs, order, lon, lat, geometry, mode, lon_convention, latitude, on_bad_rows, storage_options
         )
         plan = builder.build(
             sources, assignment, filter=_filter(filter), radius_km=radius_km, ddof=ddof, min_count=min_count
@@ -204,7 +214,7 @@ def aggregate(
         meta["cell_expressions"] = {c.name: c.expression.source for c in plan.cell_statistics}
     table = make_map_table(cell_ids, out, meta)
     if output is not None:
-        write_map(table, output)
+        write_map(table, output, storage_options=storage_options)
     return table
 
 
@@ -361,6 +371,7 @@ def accumulate(
     engine: Engine | None = None,
     cell_expressions: CellSpecs = None,
     filter: str | None = None,
+    storage_options: dict | None = None,
 ) -> State:
     """Accumulate inputs into a streaming state (moments + quantile sketches per cell and column).
 
@@ -389,8 +400,8 @@ def accumulate(
         else:
             if output is None:
                 output = state
-            if os.path.exists(os.fspath(state)):
-                base = State.load(state)
+            if as_path(state, storage_options).exists():
+                base = State.load(state, storage_options)
     if order is None:
         if base is None:
             raise OptionError("give an order (or an existing state to add to)")
@@ -398,12 +409,14 @@ def accumulate(
     exprs = dict(base.extra.get("cell_expressions", {})) if base is not None else {}
     exprs.update({k: v.source for k, v in parse_cell_specs(cell_expressions).items()})
     builder, _ = value_builder(columns, weight, (), exprs)
-    assignment = _assignment(inputs, order, lon, lat, geometry, mode, lon_convention, latitude, on_bad_rows)
+    assignment = _assignment(
+        inputs, order, lon, lat, geometry, mode, lon_convention, latitude, on_bad_rows, storage_options
+    )
     held = journal.absorbed(base)
-    sources, skipped, prints = journal.split_new(to_sources(inputs), held)
+    sources, skipped, prints = journal.split_new(to_sources(inputs, storage_options), held)
     if base is not None and skipped and not sources:  # a rerun after the state was saved
         if output is not None and os.fspath(output) != os.fspath(state):
-            base.save(output)
+            base.save(output, storage_options)
         base.skipped_inputs, base.already_complete = [s.label for s in skipped], True
         return base
     plan = builder.build(sources, assignment, filter=_filter(filter), delta=delta)
@@ -421,24 +434,26 @@ def accumulate(
         out.annotate(**{journal.JOURNAL_KEY: sorted(held | set(prints))})
     out.skipped_inputs, out.already_complete = [s.label for s in skipped], False
     if output is not None:
-        out.save(output)
+        out.save(output, storage_options)
     return out
 
 
 def merge_states(
-    states: Sequence[State | str | os.PathLike], output: str | os.PathLike | None = None
+    states: Sequence[State | str | os.PathLike],
+    output: str | os.PathLike | None = None,
+    storage_options: dict | None = None,
 ) -> State:
-    """Merge states (objects or files) of the same order, columns and conventions.
+    """Merge states (objects or files, local or URLs) of the same order, columns and conventions.
 
     Raises :class:`~healforge.aggregate.state.StateMismatchError` naming what differs.
     """
-    loaded = [s if isinstance(s, State) else State.load(s) for s in states]
+    loaded = [s if isinstance(s, State) else State.load(s, storage_options) for s in states]
     labels = [str(s) if not isinstance(s, State) else f"state {i}" for i, s in enumerate(states)]
     for i, s in enumerate(loaded[1:], 1):
         loaded[0].check_compatible(s, where=f" ({labels[0]} and {labels[i]})")
     out = merge_state_objects(loaded)
     if output is not None:
-        out.save(output)
+        out.save(output, storage_options)
     return out
 
 
@@ -454,6 +469,7 @@ def finalize(
     metadata: dict | None = None,
     cell_expressions: CellSpecs = None,
     radius_km: float | None = None,
+    storage_options: dict | None = None,
 ) -> pa.Table | dict[int, pa.Table]:
     """Map table of a state, or a pyramid of map tables down to ``min_order``.
 
@@ -476,7 +492,7 @@ def finalize(
     radius_km
         Sphere radius giving ``area`` in km2 in cell expressions (default: steradians).
     """
-    st = state if isinstance(state, State) else State.load(state)
+    st = state if isinstance(state, State) else State.load(state, storage_options)
     exprs = parse_cell_specs(st.extra.get("cell_expressions"))
     exprs.update(parse_cell_specs(cell_expressions))
     if order is not None and order != st.order:
@@ -492,19 +508,23 @@ def finalize(
         result = {lv.order: finalize_state(lv, stats, ddof, min_count, **kw) for lv in levels}
         result = dict(sorted(result.items()))
     if output is not None:
-        write_output(result, output, metadata=metadata)
+        write_output(result, output, metadata=metadata, storage_options=storage_options)
     return result
 
 
 def write_output(
-    maps: pa.Table | dict[int, pa.Table], output: str | os.PathLike, metadata: dict | None = None
+    maps: pa.Table | dict[int, pa.Table],
+    output: str | os.PathLike,
+    metadata: dict | None = None,
+    storage_options: dict | None = None,
 ):
-    """Write a map or pyramid in the format of ``output``'s suffix (``.zarr`` or Parquet)."""
+    """Write a map or pyramid in the format of ``output``'s suffix (``.zarr`` or Parquet), local
+    or URL."""
     if os.fspath(output).rstrip("/").endswith(".zarr"):
         from healforge.maps.zarr_store import write_zarr
 
-        write_zarr(maps, output, metadata=metadata)
+        write_zarr(maps, output, metadata=metadata, storage_options=storage_options)
     elif isinstance(maps, pa.Table):
-        write_map(maps, output)
+        write_map(maps, output, storage_options=storage_options)
     else:
-        write_parquet(maps, output)
+        write_parquet(maps, output, storage_options=storage_options)

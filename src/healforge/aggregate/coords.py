@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from healforge.errors import BadInputError, OptionError
 from healforge.healpix import bad_coordinate_mask, describe_bad_coordinate, wrap_lon
-from healforge.io.storage import remove_dead_siblings
+from healforge.io.storage import write_parquet_table
 
 LATITUDES = ("spherical", "authalic")
 LON_CONVENTIONS = ("0_360", "-180_180")
@@ -92,10 +90,7 @@ class Rejects:
         if not self.tables:
             return None
         table = pa.concat_tables(self.tables, promote_options="permissive")
-        tmp = f"{path}.tmp-{os.getpid()}"
-        remove_dead_siblings(Path(path))  # what a killed write of this file left
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
+        write_parquet_table(table, path)
         return path
 
 

@@ -17,7 +17,14 @@ import pyarrow as pa
 from healforge.aggregate import sketch as sk
 from healforge.aggregate.maptable import make_map_table
 from healforge.aggregate.state import State
-from healforge.aggregate.statistics import DEFAULT_STATS, MAD_TO_STD, Stat, resolve_all
+from healforge.aggregate.statistics import (
+    DEFAULT_STATS,
+    MAD_TO_STD,
+    REGISTERED,
+    CellMoments,
+    Stat,
+    resolve_all,
+)
 from healforge.errors import OptionError
 from healforge.healpix import order_to_npix
 
@@ -75,6 +82,10 @@ def column_statistics(
                 d = s.ddof_or()
                 v = np.where(m["wsum"] - d > 0, m["wm2"] / (m["wsum"] - d), np.nan)
                 v = np.sqrt(v) if f == "weighted_std" else v
+            elif f in REGISTERED and REGISTERED[f].streaming is not None:
+                mean = m["min"] + m["dmean"]
+                cells = CellMoments(n, np.where(n > 0, mean * n, 0.0), mean, m["min"], m["max"], m["m2"])
+                v = REGISTERED[f].streaming(cells)
             else:
                 raise OptionError(f"statistic {f!r} cannot be computed from a streaming state")
             out[s.label] = np.where(n >= max(min_count, 1), v, np.nan)

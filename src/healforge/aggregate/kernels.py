@@ -29,6 +29,7 @@ from healforge.aggregate.statistics import (
     DEFAULT_STATS,
     MAD_TO_STD,
     MOMENTS,
+    REGISTERED,
     WEIGHTED,
     Stat,
     resolve_all,
@@ -184,6 +185,8 @@ def cell_statistics(
                     r = full(wmean)
                 else:
                     r = full(_weighted_var(wm2, wsum, s.ddof_or(), f == "weighted_std"))
+            elif f in REGISTERED:
+                r = full(REGISTERED[f].exact(v, starts, nh))
             else:
                 kind, fn = s.user
                 if kind == "ufunc":

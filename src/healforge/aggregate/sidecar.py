@@ -17,11 +17,9 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from healforge.aggregate.assign import Spec
 from healforge.aggregate.coords import (
@@ -37,7 +35,7 @@ from healforge.engine import Engine
 from healforge.errors import BadInputError, OptionError
 from healforge.healpix import check_order
 from healforge.io.readers import DEFAULT_BATCH_ROWS
-from healforge.io.storage import remove_dead_siblings
+from healforge.io.storage import as_path, read_parquet_table, write_parquet_table
 
 SIDECAR_KEY = b"healforge_sidecar"
 
@@ -99,6 +97,7 @@ def sidecar(
     quarantine: str | os.PathLike | None = None,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     engine: Engine | None = None,
+    storage_options: dict | None = None,
 ) -> pa.Table | dict[int, pa.Table]:
     """Assign every input row (point or footprint) to HEALPix cells.
 
@@ -129,6 +128,8 @@ def sidecar(
         ``<output>.rejected.parquet``) and counted in the metadata.
     engine
         :class:`~healforge.engine.Engine` to run on (default: synchronous, quiet).
+    storage_options
+        fsspec options for URL inputs and output (credentials, endpoint).
 
     Returns
     -------
@@ -142,10 +143,10 @@ def sidecar(
     from healforge.aggregate.core import run_sources
     from healforge.aggregate.plan import Assignment, Plan
 
-    lon, lat = default_position(inputs, lon, lat, geometry)
+    lon, lat = default_position(inputs, lon, lat, geometry, storage_options)
     spec = Spec(lon=lon, lat=lat, geometry=geometry, mode=mode, latitude=latitude, on_bad_rows=on_bad_rows)
     qpath = quarantine_target(on_bad_rows, quarantine, output)
-    sources = to_sources(inputs)
+    sources = to_sources(inputs, storage_options)
     assignment = Assignment(max(orders), lon, lat, geometry, mode, lon_convention, latitude, on_bad_rows)
     plan = Plan(tuple(sources), assignment, ())
     engine = engine or Engine(synchronous=True, quiet=True)
@@ -197,7 +198,7 @@ def sidecar(
         ).replace_schema_metadata({SIDECAR_KEY: json.dumps(meta).encode()})
         tables[o] = table
     if output is not None:
-        write_sidecar(tables, output)
+        write_sidecar(tables, output, storage_options)
     return tables[orders[0]] if np.ndim(order) == 0 else tables
 
 
@@ -235,21 +236,22 @@ def report_quarantine(rejects: Rejects, qpath: str | None, quiet: bool) -> None:
         print(f"healforge: {rejects.count} bad row(s) quarantined to {qpath}", file=sys.stderr)
 
 
-def write_sidecar(tables: pa.Table | dict[int, pa.Table], output: str | os.PathLike) -> None:
-    """Write one sidecar table to ``output``, or several (by order) as ``output/order=K.parquet``."""
-    output = os.fspath(output)
+def write_sidecar(
+    tables: pa.Table | dict[int, pa.Table],
+    output: str | os.PathLike,
+    storage_options: dict | None = None,
+) -> None:
+    """Write one sidecar table to ``output`` (local path or URL), or several (by order) as
+    ``output/order=K.parquet``; each file appears whole or not at all."""
+    target = as_path(output, storage_options)
     if isinstance(tables, pa.Table):
         tables = {sidecar_order(tables): tables}
     if len(tables) == 1:
-        items = [(output, next(iter(tables.values())))]
+        items = [(target, next(iter(tables.values())))]
     else:
-        os.makedirs(output, exist_ok=True)
-        items = [(os.path.join(output, f"order={o}.parquet"), t) for o, t in tables.items()]
+        items = [(target / f"order={o}.parquet", t) for o, t in tables.items()]
     for path, table in items:
-        tmp = f"{path}.tmp-{os.getpid()}"
-        remove_dead_siblings(Path(path))  # what a killed write of this file left
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
+        write_parquet_table(table, path, compression="zstd")
 
 
 def sidecar_order(table: pa.Table) -> int:
@@ -263,18 +265,20 @@ def sidecar_metadata(table: pa.Table, path: str | None = None) -> dict:
     return json.loads(raw)
 
 
-def read_sidecar(path: str | os.PathLike, order: int | None = None) -> pa.Table:
-    """Read a sidecar file (or, from a multi-order directory, the one at ``order``)."""
-    path = os.fspath(path)
-    if os.path.isdir(path):
+def read_sidecar(
+    path: str | os.PathLike, order: int | None = None, storage_options: dict | None = None
+) -> pa.Table:
+    """Read a sidecar file, local or URL (or, from a multi-order directory, the one at ``order``)."""
+    target = as_path(path, storage_options)
+    if target.is_dir():
         if order is None:
             raise OptionError(f"{path} holds sidecars at several orders; give the order")
-        path = os.path.join(path, f"order={order}.parquet")
-    if not os.path.exists(path):
-        raise BadInputError("sidecar file not found", path=path)
+        target = target / f"order={order}.parquet"
+    if not target.is_file():
+        raise BadInputError("sidecar file not found", path=str(target))
     try:
-        table = pq.read_table(path)
+        table = read_parquet_table(target)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise BadInputError(f"cannot read sidecar file: {exc}", path=path) from None
-    sidecar_metadata(table, path)
+        raise BadInputError(f"cannot read sidecar file: {exc}", path=str(target)) from None
+    sidecar_metadata(table, str(target))
     return table

@@ -131,16 +131,18 @@ def file_sources(
 
 
 def _expand(paths: Sequence[str], storage_options: dict[str, Any]) -> list[str]:
-    """Files of ``paths`` in order: a local HATS catalog gives its partition files."""
+    """Files of ``paths`` in order: a HATS catalog (local or URL) gives its partition files."""
     out: dict[str, None] = {}
     for p in paths:
-        files = catalog_files(p) if is_hats_catalog(p) else expand_inputs([p], storage_options or None)
+        so = storage_options or None
+        files = catalog_files(p, so) if is_hats_catalog(p, so) else expand_inputs([p], so)
         out.update(dict.fromkeys(files))
     return list(out)
 
 
-def to_sources(inputs) -> list[Source]:
-    """Sources from a path, a list of paths/globs/directories, a pyarrow Table or a (Geo)DataFrame."""
+def to_sources(inputs, storage_options: dict[str, Any] | None = None) -> list[Source]:
+    """Sources from a path, a list of paths/globs/directories/HATS catalogs (local or URLs, read
+    with ``storage_options``), a pyarrow Table or a (Geo)DataFrame."""
     if isinstance(inputs, pa.Table | pa.RecordBatch) or _is_frame(inputs):
         return [_table_source(inputs, "<table>")]
     if isinstance(inputs, str | os.PathLike):
@@ -150,56 +152,39 @@ def to_sources(inputs) -> list[Source]:
         return items
     if items and all(isinstance(x, pa.Table) or _is_frame(x) for x in items):
         return [_table_source(x, f"<table {i}>") for i, x in enumerate(items)]
-    out: list[Source] = []
-    plain: list[str] = []
-    for x in items:
-        x = os.fspath(x)
-        if is_hats_catalog(x):
-            if plain:  # keep the order of the inputs
-                out.extend(Source(label=p, path=p) for p in expand_inputs(plain))
-                plain = []
-            out.extend(Source(label=p, path=p) for p in catalog_files(x))
-        else:
-            plain.append(x)
-    if plain:
-        out.extend(Source(label=p, path=p) for p in expand_inputs(plain))
-    return out
+    so = dict(storage_options or {})
+    return [Source(label=p, path=p, storage_options=so) for p in _expand([os.fspath(x) for x in items], so)]
 
 
-def is_hats_catalog(path) -> bool:
-    """Whether ``path`` is a local HATS catalog directory (it holds ``hats.properties``) or a
-    collection (read as its primary catalog)."""
+def is_hats_catalog(path, storage_options: dict[str, Any] | None = None) -> bool:
+    """Whether ``path`` (local or URL) is a HATS catalog, or a collection (read as its primary
+    catalog); decided by the one opener (:func:`healforge.catalog.opener.open_path`)."""
     if not isinstance(path, str | os.PathLike):
         return False
-    path = _primary(os.fspath(path))
-    return os.path.isdir(path) and os.path.isfile(os.path.join(path, "hats.properties"))
+    from healforge.catalog.opener import open_path
+
+    return open_path(path, storage_options).is_hats
 
 
-def _primary(path: str) -> str:
-    """A collection's primary catalog; any other path as it is."""
-    from healforge.catalog.derived.collection import is_collection, resolve_catalog
-
-    return str(resolve_catalog(path)) if os.path.isdir(path) and is_collection(path) else path
-
-
-def catalog_files(path: str) -> list[str]:
+def catalog_files(path: str, storage_options: dict[str, Any] | None = None) -> list[str]:
     """The data files of a HATS catalog, one per partition (or several for a split pixel)."""
     from healforge.catalog.format import list_data_files
+    from healforge.catalog.opener import open_path
     from healforge.errors import BadInputError
 
-    path = _primary(os.fspath(path))
-    files = [str(p) for p in list_data_files(path)]
+    table = open_path(path, storage_options).table
+    files = [str(p) for p in list_data_files(table)] if table is not None else []
     if not files:
-        raise BadInputError("HATS catalog has no data files", path=path)
+        raise BadInputError("HATS catalog has no data files", path=str(table or path))
     return files
 
 
-def catalog_position_columns(inputs) -> tuple[str, str] | None:
+def catalog_position_columns(inputs, storage_options: dict[str, Any] | None = None) -> tuple[str, str] | None:
     """``(hats_col_ra, hats_col_dec)`` of the HATS catalogs among ``inputs`` (None if there are none).
 
     Raises when catalogs disagree or a catalog does not name its position columns.
     """
-    from healforge.catalog.format import read_properties
+    from healforge.catalog.opener import open_path
     from healforge.errors import BadInputError
 
     if isinstance(inputs, str | os.PathLike):
@@ -208,8 +193,9 @@ def catalog_position_columns(inputs) -> tuple[str, str] | None:
         return None
     found: set[tuple[str, str]] = set()
     for x in inputs:
-        if is_hats_catalog(x):
-            props = read_properties(_primary(os.fspath(x)))
+        opened = open_path(x, storage_options) if isinstance(x, str | os.PathLike) else None
+        if opened is not None and opened.is_hats:
+            props = opened.properties
             ra, dec = props.get("hats_col_ra"), props.get("hats_col_dec")
             if not ra or not dec:
                 raise BadInputError(
@@ -259,11 +245,13 @@ def _table_source(obj, label: str) -> Source:
     return Source(label=label, table=table)
 
 
-def default_position(inputs, lon: str | None, lat: str | None, geometry: str | None) -> tuple:
+def default_position(
+    inputs, lon: str | None, lat: str | None, geometry: str | None, storage_options: dict | None = None
+) -> tuple:
     """lon/lat, defaulting to a HATS catalog's ``hats_col_ra`` / ``hats_col_dec``."""
     if geometry is not None or (lon is not None and lat is not None):
         return lon, lat
-    cols = catalog_position_columns(inputs)
+    cols = catalog_position_columns(inputs, storage_options)
     if cols is None:
         return lon, lat
     return lon or cols[0], lat or cols[1]

@@ -24,18 +24,16 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numba
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from healforge.aggregate import sketch as sk
 from healforge.aggregate.grouping import cell_index, group_cells, group_sort, sorted_by_cell
 from healforge.errors import BadInputError, OptionError
 from healforge.healpix import check_order
-from healforge.io.storage import remove_dead_siblings
+from healforge.io.storage import as_path, read_parquet_table, write_parquet_table
 
 MOMENTS = ("n", "min", "max", "dmean", "m2", "wsum", "wdmean", "wm2")
 STATE_KEY = b"healforge_state"
@@ -231,18 +229,19 @@ class State:
             meta["unit_weight_columns"] = unit
         return table.replace_schema_metadata({STATE_KEY: json.dumps(meta).encode()})
 
-    def save(self, path: str | os.PathLike) -> str:
-        """Write the state to a Parquet file (atomically: temporary name, then rename)."""
-        path = os.fspath(path)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        remove_dead_siblings(Path(path))  # what a killed save of this file left
+    def save(self, path: str | os.PathLike, storage_options: dict | None = None) -> str:
+        """Write the state to a Parquet file, local or URL (atomically: readers see the old file
+        or the whole new one)."""
         table = self.to_table()
         # statistics only where a reader can use them (row-group pruning by cell)
-        pq.write_table(
-            table, tmp, compression=_compression(table), use_dictionary=False, write_statistics=["cell_ids"]
+        return write_parquet_table(
+            table,
+            path,
+            storage_options,
+            compression=_compression(table),
+            use_dictionary=False,
+            write_statistics=["cell_ids"],
         )
-        os.replace(tmp, path)
-        return path
 
     @classmethod
     def from_table(cls, table: pa.Table, path: str | None = None) -> State:
@@ -298,16 +297,16 @@ class State:
         )
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> State:
-        """Read a state written by :meth:`save`."""
-        path = os.fspath(path)
-        if not os.path.exists(path):
-            raise BadInputError("state file not found", path=path)
+    def load(cls, path: str | os.PathLike, storage_options: dict | None = None) -> State:
+        """Read a state written by :meth:`save` (local or URL)."""
+        target = as_path(path, storage_options)
+        if not target.exists():
+            raise BadInputError("state file not found", path=str(path))
         try:
-            table = pq.ParquetFile(path).read()
+            table = read_parquet_table(target)
         except Exception as exc:
-            raise BadInputError(f"cannot read state file: {exc}", path=path) from exc
-        return cls.from_table(table, path)
+            raise BadInputError(f"cannot read state file: {exc}", path=str(path)) from exc
+        return cls.from_table(table, os.fspath(path))
 
 
 def _unit_weights(m: dict[str, np.ndarray]) -> bool:

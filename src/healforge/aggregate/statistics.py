@@ -37,6 +37,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from healforge.errors import OptionError
 
 CANONICAL = (
@@ -82,6 +84,88 @@ _QUANTILE = re.compile(r"^[qp](\d{2,})$")
 
 
 @dataclass(frozen=True)
+class CellMoments:
+    """What a streaming state holds per cell for one column, as streaming implementations see it:
+    ``n`` values, their ``sum``, ``mean``, ``min``, ``max`` and ``m2`` (sum of squared deviations
+    from the mean); arrays aligned with the state's cells."""
+
+    n: np.ndarray
+    sum: np.ndarray
+    mean: np.ndarray
+    min: np.ndarray
+    max: np.ndarray
+    m2: np.ndarray
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """A statistic added to the vocabulary with :func:`register_statistic`.
+
+    ``exact(values, starts, counts)`` gets the values of every non-empty cell sorted by cell and,
+    within a cell, by value (cell ``i`` is ``values[starts[i]:starts[i] + counts[i]]``) and returns
+    one value per cell; ``streaming(moments)`` computes it from a state's :class:`CellMoments`
+    (``None``: exact aggregation only). ``numpy`` names the numpy functions it equals, so that
+    ``numpy:NAME`` means this statistic everywhere (API, CLI and pipeline files alike).
+    """
+
+    name: str
+    exact: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+    streaming: Callable[[CellMoments], np.ndarray] | None = None
+    numpy: tuple[str, ...] = ()
+    parameters: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
+
+
+REGISTERED: dict[str, Statistic] = {}
+
+
+def register_statistic(
+    name: str,
+    exact: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
+    streaming: Callable[[CellMoments], np.ndarray] | None = None,
+    *,
+    numpy: Sequence[str] = (),
+    replace: bool = False,
+) -> Statistic:
+    """Add a statistic to the one vocabulary: ``aggregate``, ``finalize``, ``run`` and zagg files
+    accept ``name`` at once (see :class:`Statistic` for the two implementations)."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise OptionError(f"a statistic name is an identifier, not {name!r}")
+    if (name in REGISTERED and not replace) or _builtin_name(name):
+        raise OptionError(f"statistic {name!r} is already in the vocabulary")
+    stat = Statistic(name, exact, streaming, tuple(numpy))
+    REGISTERED[name] = stat
+    return stat
+
+
+def streaming_names() -> list[str]:
+    """Statistic names a streaming state can give (built-in and registered)."""
+    return [*CANONICAL, *(n for n, st in REGISTERED.items() if st.streaming is not None)]
+
+
+def unregister_statistic(name: str) -> None:
+    """Remove a registered statistic (tests, plugins replacing one)."""
+    REGISTERED.pop(name, None)
+
+
+def _builtin_name(name: str) -> bool:
+    return name in CANONICAL or name in ALIASES or name == "median" or quantile_level(name) is not None
+
+
+def _registered_name(name: str) -> str | None:
+    """The registered statistic ``name`` means, directly or as a numpy function it equals."""
+    if name in REGISTERED:
+        return name
+    from healforge.registry import numpy_function_name
+
+    base = numpy_function_name(name)
+    return next((s.name for s in REGISTERED.values() if base is not None and base in s.numpy), None)
+
+
+def _ptp_exact(values: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    return values[starts + counts - 1] - values[starts]
+
+
+@dataclass(frozen=True)
 class Stat:
     """A resolved statistic: canonical ``function``, its quantile level / ddof, and the ``label``
     the user wrote (output column suffix). ``user`` is ``("ufunc" | "callable", function)`` for user
@@ -99,8 +183,10 @@ class Stat:
 
     @property
     def from_state(self) -> bool:
-        """Whether a streaming state can give this statistic (everything but user functions)."""
-        return self.user is None
+        """Whether a streaming state can give this statistic (everything but user functions and
+        registered statistics without a streaming implementation)."""
+        registered = REGISTERED.get(self.function)
+        return self.user is None and (registered is None or registered.streaming is not None)
 
     def ddof_or(self, default: int | None = None) -> int:
         """This statistic's ddof: its own, else ``default`` (var/std only), else the vocabulary's."""
@@ -128,7 +214,7 @@ def canonical_name(name: str) -> str | None:
         return ALIASES[name]
     if name == "median" or quantile_level(name) is not None:
         return "quantile"
-    return None
+    return _registered_name(name)
 
 
 def resolve(
@@ -170,16 +256,33 @@ def expand_quantiles(q: Any) -> list[float]:
 def resolve_user(name: str) -> tuple[str, Callable]:
     """``("ufunc", ufunc)`` or ``("callable", function)`` for a user statistic name: only the
     numpy functions of :mod:`healforge.registry` (``UnknownName`` otherwise; nothing imported)."""
-    from healforge.registry import user_statistic
+    from healforge.registry import UnknownName, user_statistic
 
-    return user_statistic(name)
+    try:
+        return user_statistic(name)
+    except UnknownName:
+        raise UnknownName(
+            f"unknown statistic {name!r}: not in healforge's vocabulary (files and options name "
+            f"data, never code to import); {vocabulary_hint()}"
+        ) from None
+
+
+def vocabulary_hint() -> str:
+    """One line listing what a statistic may be named."""
+    from healforge.registry import numpy_hint
+
+    registered = f", {', '.join(REGISTERED)}" if REGISTERED else ""
+    return (
+        f"built-in: {', '.join(CANONICAL)}{registered} (aliases {', '.join(ALIASES)}, median, qNN, "
+        f"pNN); {numpy_hint()}"
+    )
 
 
 def stat_label(name: str | Callable) -> str:
     """Column-name suffix of a statistic name (user functions: the last part of their name)."""
     if not isinstance(name, str):
         return str(getattr(name, "__name__", type(name).__name__))
-    if canonical_name(name) is not None:
+    if _builtin_name(name) or name in REGISTERED:
         return name
     return re.split(r"[.:]", name)[-1]
 
@@ -199,3 +302,6 @@ def resolve_all(names: Sequence[str], *, from_state: bool = False) -> list[Stat]
                     f"{', '.join(CANONICAL)} and their aliases (use `healforge aggregate` for user functions)"
                 )
     return out
+
+
+register_statistic("ptp", _ptp_exact, lambda m: m.max - m.min, numpy=("ptp",))

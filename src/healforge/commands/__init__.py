@@ -5,6 +5,20 @@ from __future__ import annotations
 import argparse
 
 
+def add_run_args(
+    parser: argparse.ArgumentParser, *, engine: bool = True, storage: bool = True, tmp_dir: bool = False
+) -> None:
+    """The options every subcommand shares, where they apply: ``--quiet`` always; ``--workers |
+    --scheduler | --synchronous`` for commands that run tasks; ``--storage-options`` for commands
+    that read or write paths, with ``--tmp-dir`` for those with intermediate files."""
+    if engine:
+        add_engine_args(parser)
+    else:
+        parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars or summaries")
+    if storage:
+        add_storage_args(parser, tmp_dir=tmp_dir)
+
+
 def add_engine_args(parser: argparse.ArgumentParser) -> None:
     """``--workers N | --scheduler ADDR`` plus ``--quiet``."""
     group = parser.add_mutually_exclusive_group()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from healforge.commands import add_engine_args, engine_kwargs
+from healforge.commands import add_run_args, engine_kwargs, storage_kwargs
 
 
 def _orders(args, many: bool):
@@ -85,7 +85,7 @@ def register(sub) -> None:
     _add_order(p, many=True, required=True)
     _add_position(p)
     p.add_argument("--id-column", help="integer id column used as source_id (default: row position)")
-    add_engine_args(p)
+    add_run_args(p)
     p.set_defaults(func=_sidecar)
 
     p = sub.add_parser("aggregate", help="exact per-cell statistics into a map (parquet)")
@@ -102,7 +102,7 @@ def register(sub) -> None:
     p.add_argument("--min-count", type=int, default=1)
     _add_cell_args(p)
     p.add_argument("--filter", help="row expression; only rows where it holds are aggregated")
-    add_engine_args(p)
+    add_run_args(p)
     p.set_defaults(func=_aggregate)
 
     p = sub.add_parser("accumulate", help="add inputs to a streaming state (created if missing)")
@@ -121,12 +121,13 @@ def register(sub) -> None:
         help="keep the aggregates of a per-cell expression in the state (finalize computes it at every order)",
     )
     p.add_argument("--filter", help="row expression; only rows where it holds are accumulated")
-    add_engine_args(p)
+    add_run_args(p)
     p.set_defaults(func=_accumulate)
 
     p = sub.add_parser("merge-states", help="merge states made by separate runs or workers")
     p.add_argument("states", nargs="+", metavar="STATE")
     p.add_argument("-o", "--output", required=True)
+    add_run_args(p, engine=False)
     p.set_defaults(func=_merge)
 
     p = sub.add_parser(
@@ -149,6 +150,7 @@ def register(sub) -> None:
     p.add_argument("--min-count", type=int, default=1)
     _add_cell_args(p)
     _add_order(p, many=False, required=False)
+    add_run_args(p, engine=False)
     p.set_defaults(func=_finalize)
 
 
@@ -179,6 +181,7 @@ def _sidecar(args) -> int:
             output=args.output,
             engine=engine,
             **_position_kwargs(args),
+            **storage_kwargs(args),
         )
     tables = out if isinstance(out, dict) else {orders[0]: out}
     if not args.quiet:
@@ -208,6 +211,7 @@ def _aggregate(args) -> int:
             filter=args.filter,
             radius_km=args.radius_km,
             **_position_kwargs(args),
+            **storage_kwargs(args),
         )
     if not args.quiet:
         print(
@@ -239,6 +243,7 @@ def _accumulate(args) -> int:
             cell_expressions=args.cell_expr,
             filter=args.filter,
             **kw,
+            **storage_kwargs(args),
         )
     skipped = getattr(state, "skipped_inputs", [])
     if getattr(state, "already_complete", False):
@@ -261,8 +266,11 @@ def _accumulate(args) -> int:
 def _merge(args) -> int:
     from healforge.aggregate.api import merge_states
 
-    state = merge_states(args.states, output=args.output)
-    print(f"merged {len(args.states)} states: {state.cell_ids.size} cells -> {args.output}", file=sys.stderr)
+    state = merge_states(args.states, output=args.output, **storage_kwargs(args))
+    if not args.quiet:
+        print(
+            f"merged {len(args.states)} states: {state.cell_ids.size} cells -> {args.output}", file=sys.stderr
+        )
     return 0
 
 
@@ -280,7 +288,10 @@ def _finalize(args) -> int:
         metadata={"inputs": [args.state]} if args.output.rstrip("/").endswith(".zarr") else None,
         cell_expressions=args.cell_expr,
         radius_km=args.radius_km,
+        **storage_kwargs(args),
     )
+    if args.quiet:
+        return 0
     if isinstance(table, dict):
         for k, t in table.items():
             print(f"map order {k}: {t.num_rows} cells -> {args.output}", file=sys.stderr)

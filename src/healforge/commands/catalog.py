@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from healforge.commands import add_engine_args, add_storage_args, engine_kwargs, storage_kwargs
-
-# Kept here (not imported from healforge.io.readers) so that ``healforge --help`` stays fast.
-FORMATS = ["csv", "parquet", "fits", "hdf5", "ecsv"]
+from healforge.commands import add_run_args, engine_kwargs, storage_kwargs
+from healforge.io.formats import format_names
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--catalog-type", choices=["object", "source"], default=None, help="default object")
     p.add_argument("--sort-columns", nargs="*", default=None, help="secondary sort columns")
     p.add_argument("--compression", default="zstd:3", help="parquet codec[:level] (default zstd:3)")
-    p.add_argument("--format", dest="input_format", choices=FORMATS, default=None)
+    p.add_argument("--format", dest="input_format", choices=format_names(), default=None)
     p.add_argument("--columns", nargs="+", default=None, metavar="COL", help="import only these (+ ra, dec)")
     p.add_argument("--schema", default=None, metavar="FILE", help="parquet file whose schema gives the types")
     p.add_argument(
@@ -93,8 +91,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also build index catalogs on these columns (the first is the default)",
     )
     _add_output_args(p)
-    add_storage_args(p)
-    add_engine_args(p)
+    add_run_args(p, tmp_dir=True)
     p.set_defaults(func=_import)
 
     p = sub.add_parser(
@@ -105,14 +102,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("catalog", help="catalog or collection")
     p.add_argument("inputs", nargs="+", metavar="INPUT")
     p.add_argument("--batch", default=None, help="batch label (file name in each pixel; default: UTC time)")
-    p.add_argument("--format", dest="input_format", choices=FORMATS, default=None)
+    p.add_argument("--format", dest="input_format", choices=format_names(), default=None)
     p.add_argument("--on-bad-rows", choices=["error", "quarantine"], default="error")
     p.add_argument("--hdf5-group", default=None, help="HDF5 group holding the column datasets")
     p.add_argument("--fits-hdu", type=int, default=None, help="FITS table extension (default: the first)")
     p.add_argument("--cast", choices=["safe", "none"], default="safe", help="cast value-keeping type changes")
     p.add_argument("--margin", default=None, help="margin catalog to rebuild (default: the recorded ones)")
-    add_storage_args(p)
-    add_engine_args(p)
+    add_run_args(p, tmp_dir=True)
     p.set_defaults(func=_append)
 
     p = sub.add_parser("compact", help="merge appended files, de-duplicate, split pixels over the threshold")
@@ -136,13 +132,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="nested columns not merged keep only the latest row's list",
     )
     p.add_argument("--margin", default=None, help="margin catalog to rebuild (default: the recorded ones)")
-    add_storage_args(p)
-    add_engine_args(p)
+    add_run_args(p, tmp_dir=True)
     p.set_defaults(func=_compact)
 
     p = sub.add_parser("info", help="describe a HATS catalog or collection")
     p.add_argument("path")
-    add_storage_args(p, tmp_dir=False)
+    add_run_args(p, engine=False)
     p.set_defaults(func=_info)
 
     p = sub.add_parser(
@@ -152,7 +147,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("catalog")
     p.add_argument("--id", dest="id_column", default=None, help="check this column is unique")
-    add_storage_args(p, tmp_dir=False)
+    add_run_args(p, engine=False)
     p.set_defaults(func=_validate)
 
 

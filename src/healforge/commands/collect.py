@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from healforge.commands import add_storage_args, storage_kwargs
+from healforge.commands import add_run_args, storage_kwargs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--default-margin", default=None, metavar="DIR", help="margin lsdb attaches (default: the first)"
     )
-    add_storage_args(p, tmp_dir=False)
+    add_run_args(p, engine=False)
     p.set_defaults(func=_collection)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from healforge.commands import add_engine_args, add_storage_args, engine_kwargs, storage_kwargs
+from healforge.commands import add_run_args, engine_kwargs, storage_kwargs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,8 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default=None, help="margin catalog name (default: the directory name)")
     p.add_argument("--default", action="store_true", help="make it the collection's default margin")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    add_storage_args(p)
-    add_engine_args(p)
+    add_run_args(p, tmp_dir=True)
     p.set_defaults(func=_margin)
 
     p = subparsers.add_parser(
@@ -48,8 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--default", action="store_true", help="make it the collection's default index")
     p.add_argument("--rows-per-file", type=int, default=2_000_000, help="rows per index data file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    add_storage_args(p)
-    add_engine_args(p)
+    add_run_args(p, tmp_dir=True)
     p.set_defaults(func=_index)
 
     p = subparsers.add_parser(
@@ -73,8 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--drop-unmatched", action="store_true", help="leave out sources with no object instead of failing"
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    add_storage_args(p)
-    add_engine_args(p)
+    add_run_args(p, tmp_dir=True)
     p.set_defaults(func=_nest)
 
 

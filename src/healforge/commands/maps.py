@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from healforge.commands import add_run_args
+
 # Kept here (not imported from healforge.maps.plot) so that ``healforge --help`` stays fast.
 PROJECTIONS = ("mollweide", "polar-north", "polar-south", "orthographic")
 
@@ -26,6 +28,7 @@ def register(subparsers) -> None:
     p.add_argument("--width", type=int, default=2000, help="raster width in pixels")
     p.add_argument("--title", default=None)
     p.add_argument("-o", "--output", required=True, help="PNG file")
+    add_run_args(p, engine=False, storage=False)
     p.set_defaults(func=_plot)
 
     e = subparsers.add_parser(
@@ -41,6 +44,7 @@ def register(subparsers) -> None:
     e.add_argument("-o", "--output", required=True, help="OUT.zarr, OUT.parquet or OUT.geoparquet")
     e.add_argument("--order", type=int, action="append", default=None, help="order(s) to export (repeatable)")
     e.add_argument("--edge-points", type=int, default=1, help="GeoParquet: boundary points per cell edge")
+    add_run_args(e, engine=False, storage=False)
     e.set_defaults(func=_export)
 
 

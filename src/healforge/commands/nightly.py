@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from healforge.commands import add_engine_args, add_storage_args, engine_kwargs, storage_kwargs
+from healforge.commands import add_run_args, engine_kwargs, storage_kwargs
 
 
 def _name_files(values: list[str]) -> dict[str, list[str]]:
@@ -67,8 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="COL",
         help="build an index on COL if the catalog has none (lsdb's id_search reads it)",
     )
-    add_storage_args(p)
-    add_engine_args(p)
+    add_run_args(p, tmp_dir=True)
     p.set_defaults(func=_increment)
 
     p = sub.add_parser("delete", help="withdraw objects, or single nested sources, by id")
@@ -79,8 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nested-ids", default=None, metavar="FILE")
     p.add_argument("--nested-on", default=None, metavar="SRC_ID", help="source id field")
     p.add_argument("--margin", default=None, help="margin catalog to rebuild (default: the recorded ones)")
-    add_storage_args(p)
-    add_engine_args(p)
+    add_run_args(p, tmp_dir=True)
     p.set_defaults(func=_delete)
 
 

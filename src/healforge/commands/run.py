@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from healforge.commands import add_engine_args, engine_kwargs
+from healforge.commands import add_run_args, engine_kwargs, storage_kwargs
 from healforge.errors import OptionError
 
 
@@ -41,7 +41,7 @@ def register(subparsers) -> None:
         default=None,
         help="exact per-cell statistics (rows shuffled by shard)",
     )
-    add_engine_args(p)
+    add_run_args(p)
     p.set_defaults(func=_run)
 
 
@@ -61,6 +61,8 @@ def _run_zagg(args: argparse.Namespace) -> int:
     from healforge.zagg import load, run_zagg
     from healforge.zagg.run import runnable
 
+    if args.storage_options:
+        raise OptionError("--storage-options applies to healforge pipeline files; a zagg file sets its own")
     plan = load(args.pipeline, inputs=args.inputs, store=args.store, exact=args.exact)
     runnable(plan)
     if args.check:
@@ -73,7 +75,7 @@ def _run_zagg(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from healforge.run import load_pipeline
-    from healforge.run.runner import check_runnable, run_pipeline
+    from healforge.run.runner import run_pipeline
 
     if _is_zagg(args.pipeline):
         return _run_zagg(args)
@@ -81,7 +83,6 @@ def _run(args: argparse.Namespace) -> int:
         if getattr(args, flag) is not None:
             raise OptionError(f"--{flag} applies to zagg pipeline files only")
     cfg = load_pipeline(args.pipeline)
-    check_runnable(cfg)
     if args.check:
         print(f"{args.pipeline}: configuration is valid")
         return 0
@@ -91,6 +92,7 @@ def _run(args: argparse.Namespace) -> int:
         batch_rows=args.batch_rows,
         max_files=args.max_files,
         **engine_kwargs(args),
+        **storage_kwargs(args),
     )
     if not summary["complete"]:
         return 0

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from healforge.errors import BadInputError
+from healforge.io.columns import check_columns, to_arrow
 
 
 @contextlib.contextmanager
@@ -157,3 +158,34 @@ def iter_hdf5_template(
                     data[GROUP_COLUMN] = pa.repeat(pa.scalar(group, type=pa.string()), stop - start)
                 yield total, pa.table(data)
                 total += stop - start
+
+
+def iter_hdf5(path, columns, batch_rows, group="/", storage_options=None, **_):
+    """The ``hdf5`` input format: 1-D datasets of one group as columns (or a compound dataset
+    as a table), in batches."""
+    import h5py
+
+    with open_hdf5(path, storage_options) as h5:
+        if group not in h5:
+            raise BadInputError(
+                f"HDF5 group {group!r} not found; top-level keys: {list(h5.keys())}", path=path
+            )
+        node = h5[group]
+        if isinstance(node, h5py.Dataset) and node.dtype.names:
+            names = list(node.dtype.names)
+            check_columns(path, names, columns)
+            wanted = columns or names
+            for start in range(0, node.shape[0], batch_rows):
+                rec = node[start : start + batch_rows]
+                yield pa.table({c: to_arrow(rec[c]) for c in wanted})
+            return
+        dsets = {k: v for k, v in node.items() if isinstance(v, h5py.Dataset) and v.ndim == 1}
+        names = list(dsets)
+        check_columns(path, names, columns)
+        wanted = columns or names
+        lengths = {c: dsets[c].shape[0] for c in wanted}
+        if len(set(lengths.values())) > 1:
+            raise BadInputError(f"HDF5 columns have different lengths: {lengths}", path=path)
+        n = next(iter(lengths.values()), 0)
+        for start in range(0, n, batch_rows):
+            yield pa.table({c: to_arrow(dsets[c][start : start + batch_rows]) for c in wanted})

@@ -17,45 +17,12 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from healforge.errors import BadInputError, OptionError
+from healforge.errors import BadInputError
+from healforge.io.columns import check_columns, to_arrow
+from healforge.io.formats import detect_format, get_format
 
-FORMATS = ("csv", "parquet", "geoparquet", "fits", "hdf5", "ecsv")
-SUFFIXES = {
-    ".geoparquet": "geoparquet",
-    ".csv": "csv",
-    ".csv.gz": "csv",
-    ".txt": "csv",
-    ".tsv": "csv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".fits": "fits",
-    ".fit": "fits",
-    ".fits.gz": "fits",
-    ".h5": "hdf5",
-    ".hdf5": "hdf5",
-    ".he5": "hdf5",
-    ".ecsv": "ecsv",
-    ".ecsv.gz": "ecsv",
-}
 DEFAULT_BATCH_ROWS = 1_000_000
 CSV_BLOCK_BYTES = 64 << 20  # pyarrow infers CSV column types from the first block
-
-
-def detect_format(path: str, fmt: str | None = None) -> str:
-    """Input format from an explicit name or the file suffix."""
-    if fmt:
-        if fmt not in FORMATS:
-            raise OptionError(f"unknown input format {fmt!r}; expected one of {', '.join(FORMATS)}")
-        return fmt
-    name = str(path).lower()
-    for suffix in sorted(SUFFIXES, key=len, reverse=True):
-        if name.endswith(suffix):
-            return SUFFIXES[suffix]
-    raise BadInputError(
-        f"cannot tell the format from the file name; use one of {', '.join(sorted(SUFFIXES))} "
-        "or pass the format explicitly",
-        path=path,
-    )
 
 
 def _open(path: str, storage_options: dict | None = None):
@@ -75,28 +42,20 @@ def _check_exists_and_nonempty(path: str, storage_options: dict | None = None) -
         raise BadInputError("input file is empty (0 bytes)", path=path)
 
 
-def _check_columns(path: str, available: Sequence[str], wanted: Sequence[str] | None) -> None:
-    if not wanted:
-        return
-    missing = [c for c in wanted if c not in available]
-    if missing:
-        raise BadInputError(
-            f"column(s) {', '.join(map(repr, missing))} not found; available columns: {', '.join(available)}",
-            path=path,
-            column=missing[0],
-        )
-
-
-def read_schema(path: str, fmt: str | None = None, **options) -> pa.Schema:
+def read_schema(
+    path: str, fmt: str | None = None, storage_options: dict | None = None, **options
+) -> pa.Schema:
     """Schema (all columns) of an input file, without reading its data."""
     fmt = detect_format(path, fmt)
-    _check_exists_and_nonempty(path)
+    _check_exists_and_nonempty(path, storage_options)
     try:
-        if fmt == "parquet":
-            fs, fs_path = _open(path)
+        if fmt in ("parquet", "geoparquet"):
+            fs, fs_path = _open(path, storage_options)
             with fs.open(fs_path, "rb") as f:
                 return _strip_pandas(pq.read_schema(f))
-        for _, table in iter_batches(path, fmt=fmt, batch_rows=1024, **options):
+        for _, table in iter_batches(
+            path, fmt=fmt, batch_rows=1024, storage_options=storage_options, **options
+        ):
             return table.schema
     except BadInputError:
         raise
@@ -125,8 +84,9 @@ def iter_batches(
     batch_rows
         Upper bound on rows per batch (CSV batches follow the parser's block size instead).
     fmt
-        A name of :data:`READERS` (``csv``, ``parquet``, ``geoparquet``, ``fits``, ``hdf5``,
-        ``ecsv``); guessed from the suffix (:data:`SUFFIXES`) when omitted.
+        A format of the registry (:mod:`healforge.io.formats`: ``csv``, ``parquet``,
+        ``geoparquet``, ``fits``, ``hdf5``, ``ecsv`` and any registered since); guessed from
+        the file suffix when omitted.
     options
         Format options: ``hdu`` (FITS extension), ``group`` (HDF5 group holding 1-D column
         datasets), ``delimiter`` (CSV).
@@ -141,7 +101,7 @@ def iter_batches(
     """
     fmt = detect_format(path, fmt)
     _check_exists_and_nonempty(path, storage_options)
-    reader = READERS[fmt]
+    reader = get_format(fmt).load()
     total = 0
     gen = reader(
         path, list(columns) if columns else None, batch_rows, storage_options=storage_options, **options
@@ -167,7 +127,7 @@ def _strip_pandas(schema: pa.Schema) -> pa.Schema:
     return schema.with_metadata(meta or None)
 
 
-def _iter_parquet(path, columns, batch_rows, storage_options=None, **_):
+def iter_parquet(path, columns, batch_rows, storage_options=None, **_):
     fs, fs_path = _open(path, storage_options)
     with fs.open(fs_path, "rb") as f:
         try:
@@ -175,13 +135,13 @@ def _iter_parquet(path, columns, batch_rows, storage_options=None, **_):
         except Exception as exc:
             raise BadInputError(f"not a readable parquet file: {exc}", path=path) from exc
         schema = _strip_pandas(pf.schema_arrow)
-        _check_columns(path, schema.names, columns)
+        check_columns(path, schema.names, columns)
         for batch in pf.iter_batches(batch_size=batch_rows, columns=columns, use_pandas_metadata=False):
             table = pa.Table.from_batches([batch])
             yield table.replace_schema_metadata(None)
 
 
-def _iter_csv(path, columns, batch_rows, delimiter=None, storage_options=None, **_):
+def iter_csv(path, columns, batch_rows, delimiter=None, storage_options=None, **_):
     fs, fs_path = _open(path, storage_options)
     compression = "gzip" if str(path).endswith(".gz") else None
     delimiter = delimiter or ("\t" if str(path).endswith(".tsv") else ",")
@@ -194,7 +154,7 @@ def _iter_csv(path, columns, batch_rows, delimiter=None, storage_options=None, *
         except pa.ArrowInvalid as exc:
             raise csv_error(path, exc, delimiter, storage_options) from exc
         names = reader.schema.names
-        _check_columns(path, names, columns)
+        check_columns(path, names, columns)
         while True:
             try:
                 batch = reader.read_next_batch()
@@ -281,19 +241,7 @@ def _scan_csv(path: str, delimiter: str, storage_options: dict | None, match) ->
     return None
 
 
-def _fits_column(col: np.ndarray) -> pa.Array:
-    arr = np.asarray(col)
-    if arr.dtype.kind == "S":
-        return pa.array(np.char.rstrip(np.char.decode(arr, "ascii")).astype(object), type=pa.string())
-    if arr.dtype.kind == "U":
-        return pa.array(arr.astype(object), type=pa.string())
-    if arr.ndim > 1:
-        native = arr.astype(arr.dtype.newbyteorder("="))
-        return pa.array(list(native))
-    return pa.array(arr.astype(arr.dtype.newbyteorder("="), copy=False))
-
-
-def _iter_fits(path, columns, batch_rows, hdu=None, storage_options=None, **_):
+def iter_fits(path, columns, batch_rows, hdu=None, storage_options=None, **_):
     from astropy.io import fits
 
     fs, fs_path = _open(path, storage_options)
@@ -309,42 +257,12 @@ def _iter_fits(path, columns, batch_rows, hdu=None, storage_options=None, **_):
                 raise BadInputError("FITS file has no table extension", path=path)
         data = hdul[ext].data
         names = list(hdul[ext].columns.names)
-        _check_columns(path, names, columns)
+        check_columns(path, names, columns)
         wanted = columns or names
         n = 0 if data is None else len(data)
         for start in range(0, n, batch_rows):
             chunk = data[start : start + batch_rows]
-            yield pa.table({c: _fits_column(chunk.field(c)) for c in wanted})
-
-
-def _iter_hdf5(path, columns, batch_rows, group="/", storage_options=None, **_):
-    import h5py
-
-    fs, fs_path = _open(path, storage_options)
-    with fs.open(fs_path, "rb") as f, h5py.File(f, "r") as h5:
-        if group not in h5:
-            raise BadInputError(
-                f"HDF5 group {group!r} not found; top-level keys: {list(h5.keys())}", path=path
-            )
-        node = h5[group]
-        if isinstance(node, h5py.Dataset) and node.dtype.names:
-            names = list(node.dtype.names)
-            _check_columns(path, names, columns)
-            wanted = columns or names
-            for start in range(0, node.shape[0], batch_rows):
-                rec = node[start : start + batch_rows]
-                yield pa.table({c: _fits_column(rec[c]) for c in wanted})
-            return
-        dsets = {k: v for k, v in node.items() if isinstance(v, h5py.Dataset) and v.ndim == 1}
-        names = list(dsets)
-        _check_columns(path, names, columns)
-        wanted = columns or names
-        lengths = {c: dsets[c].shape[0] for c in wanted}
-        if len(set(lengths.values())) > 1:
-            raise BadInputError(f"HDF5 columns have different lengths: {lengths}", path=path)
-        n = next(iter(lengths.values()), 0)
-        for start in range(0, n, batch_rows):
-            yield pa.table({c: _fits_column(dsets[c][start : start + batch_rows]) for c in wanted})
+            yield pa.table({c: to_arrow(chunk.field(c)) for c in wanted})
 
 
 def _ecsv_column(col) -> pa.Array:
@@ -360,7 +278,7 @@ def _ecsv_column(col) -> pa.Array:
     return pa.array(arr.astype(arr.dtype.newbyteorder("="), copy=False), mask=mask)
 
 
-def _iter_ecsv(path, columns, batch_rows, storage_options=None, **_):
+def iter_ecsv(path, columns, batch_rows, storage_options=None, **_):
     """ECSV with astropy (column types from the ECSV header); read whole, yielded in batches."""
     from astropy.table import Table
 
@@ -368,24 +286,12 @@ def _iter_ecsv(path, columns, batch_rows, storage_options=None, **_):
     compression = "gzip" if str(path).endswith(".gz") else None
     with fs.open(fs_path, "rb", compression=compression) as f:
         table = Table.read(f, format="ascii.ecsv")
-    _check_columns(path, table.colnames, columns)
+    check_columns(path, table.colnames, columns)
     wanted = columns or table.colnames
     arrays = {c: _ecsv_column(table[c]) for c in wanted}
     out = pa.table(arrays)
     for start in range(0, out.num_rows, batch_rows):
         yield out.slice(start, batch_rows)
-
-
-# The reader registry: format name -> reader(path, columns, batch_rows, storage_options=, **options)
-# yielding pyarrow tables. Formats are detected from SUFFIXES.
-READERS = {
-    "csv": _iter_csv,
-    "parquet": _iter_parquet,
-    "geoparquet": _iter_parquet,
-    "fits": _iter_fits,
-    "hdf5": _iter_hdf5,
-    "ecsv": _iter_ecsv,
-}
 
 
 def expand_inputs(paths: Sequence[str | os.PathLike], storage_options: dict | None = None) -> list[str]:

@@ -442,6 +442,7 @@ __all__ = [
     "rmtree",
     "scratch_dir",
     "staging_dir",
+    "write_parquet_table",
 ]
 
 
@@ -470,8 +471,26 @@ def read_parquet_metadata(path: AnyPath):
 
 
 def read_parquet_table(path: AnyPath, columns: list[str] | None = None):
-    """A whole parquet file as an Arrow table, local or URL."""
+    """A whole parquet file as an Arrow table, local or URL (a remote file is fetched in one
+    request and decoded in memory: no Arrow thread ever calls back into the Python filesystem)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    fs, p = arrow_filesystem(as_path(path))
-    return pq.read_table(p, columns=columns, filesystem=fs)
+    path = as_path(path)
+    if is_local(path):
+        return pq.read_table(str(path), columns=columns)
+    fs, p = filesystem_of(path)
+    return pq.read_table(pa.BufferReader(fs.cat_file(p)), columns=columns)
+
+
+def write_parquet_table(
+    table, path: str | os.PathLike | AnyPath, storage_options: dict | None = None, **kwargs
+) -> str:
+    """Write an Arrow table to one parquet file atomically, local or URL; ``kwargs`` go to
+    ``pyarrow.parquet.write_table``. Returns ``path`` as a string."""
+    import pyarrow.parquet as pq
+
+    target = as_path(path, storage_options)
+    with atomic_output(target) as tmp:
+        pq.write_table(table, tmp, **kwargs)
+    return str(target)

@@ -50,11 +50,11 @@ from healforge.aggregate.core import (
     sum_counts,
 )
 from healforge.aggregate.plan import Plan
+from healforge.aggregate.state import State
 from healforge.engine import Engine, Progress, owned_engine
-from healforge.errors import BadInputError, HealforgeError
-from healforge.io.storage import as_path, atomic_write_bytes, filesystem_of, is_local
-from healforge.run import ConfigError, PipelineConfig, load_pipeline, to_plan, validate_pipeline
-from healforge.run.schema import builtin_parameters
+from healforge.errors import HealforgeError
+from healforge.io.storage import as_path, atomic_write_bytes, filesystem_of, is_local, write_parquet_table
+from healforge.run import PipelineConfig, load_pipeline, to_plan, validate_pipeline
 
 PROGRESS_FORMAT = "healforge-pipeline-progress"
 PROGRESS_VERSION = 2
@@ -63,37 +63,6 @@ DEFAULT_BATCH_ROWS = 1_000_000
 
 class PipelineStateError(HealforgeError):
     """Saved pipeline progress that does not belong to this configuration."""
-
-
-def check_runnable(cfg: PipelineConfig) -> None:
-    """Refuse what a streaming pipeline cannot compute (before any data is read)."""
-    errors = []
-    for stat in cfg.statistics:
-        if stat.cell is None and builtin_parameters(stat.function) is None:
-            errors.append(
-                (
-                    f"statistics.{stat.name}.function",
-                    f"user function {stat.function!r} needs every raw value and cannot be computed "
-                    "from the streaming state of a pipeline; built-in functions: "
-                    f"{', '.join(sorted(_builtin_names()))} "
-                    "(use `healforge aggregate` for exact user statistics)",
-                )
-            )
-        if stat.dtype.startswith("int") and stat.function != "count":
-            errors.append(
-                (
-                    f"statistics.{stat.name}.dtype",
-                    f"{stat.function} can be NaN (empty cells): use a float dtype",
-                )
-            )
-    if errors:
-        raise ConfigError(errors, cfg.source)
-
-
-def _builtin_names() -> list[str]:
-    from healforge.aggregate.statistics import CANONICAL
-
-    return list(CANONICAL)
 
 
 def config_sections(cfg: PipelineConfig, plan: Plan) -> dict[str, Any]:
@@ -132,27 +101,6 @@ def _read_bytes(path: str, storage_options) -> bytes | None:
         return None
     with fs.open(fs_path, "rb") as f:
         return f.read()
-
-
-def _table_bytes(table: pa.Table) -> bytes:
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd", use_dictionary=False)
-    return buf.getvalue()
-
-
-def save_state(state, path: str, storage_options=None) -> str:
-    """Save a state to a local path or URL (atomically)."""
-    _write_bytes(path, _table_bytes(state.to_table()), storage_options)
-    return path
-
-
-def load_state(path: str, storage_options=None):
-    from healforge.aggregate.state import State
-
-    data = _read_bytes(path, storage_options)
-    if data is None:
-        raise BadInputError("state file not found", path=path)
-    return State.from_table(pq.read_table(io.BytesIO(data)), path)
 
 
 def file_stamp(path: str, storage_options) -> dict[str, Any]:
@@ -229,12 +177,13 @@ class RunProgress:
 
     def record(self, path: str, stamp: dict, state, counts: dict, rejected: pa.Table | None) -> None:
         name = self.part_name(path)
-        save_state(state, posixpath.join(self.parts_dir, f"{name}.parquet"), self.storage_options)
+        state.save(posixpath.join(self.parts_dir, f"{name}.parquet"), self.storage_options)
         if rejected is not None:
-            _write_bytes(
+            write_parquet_table(
+                rejected,
                 posixpath.join(self.parts_dir, f"{name}.rejected.parquet"),
-                _table_bytes(rejected),
                 self.storage_options,
+                compression="zstd",
             )
         self.files[path] = {"part": name, "stamp": stamp, "counts": counts, "rejected": rejected is not None}
         self._write()
@@ -250,7 +199,7 @@ class RunProgress:
 
     def load(self, path: str):
         entry = self.files[path]
-        state = load_state(posixpath.join(self.parts_dir, f"{entry['part']}.parquet"), self.storage_options)
+        state = State.load(posixpath.join(self.parts_dir, f"{entry['part']}.parquet"), self.storage_options)
         rejected = None
         if entry.get("rejected"):
             data = _read_bytes(
@@ -316,6 +265,7 @@ def run_pipeline(
     max_files: int | None = None,
     map_hook=None,
     product_metadata: Mapping[str, Any] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run a pipeline (a YAML path, a parsed dict or a :class:`~healforge.run.PipelineConfig`).
 
@@ -335,6 +285,9 @@ def run_pipeline(
         files derive their own variables from the configured statistics).
     product_metadata
         Extra entries of the Zarr store's root ``healforge`` attribute.
+    storage_options
+        fsspec options for the inputs and outputs whose configuration gives none (the CLI's
+        ``--storage-options``).
 
     Returns
     -------
@@ -349,8 +302,7 @@ def run_pipeline(
     PipelineStateError
         Saved progress made with another configuration (without ``restart``).
     """
-    cfg = _load_config(path_or_config)
-    check_runnable(cfg)
+    cfg = _load_config(path_or_config).with_storage_options(storage_options)
     plan = to_plan(cfg)
     sections = config_sections(cfg, plan)
     out = cfg.outputs
@@ -416,13 +368,14 @@ def run_pipeline(
     state.set_counts(rows_in=counts["rows_read"], rows_rejected=counts["rows_rejected"])
     state.annotate(pipeline=cfg.name, state_columns=[c.describe() for c in plan.state_columns])
     if out.state:
-        save_state(state, out.state, so)
+        state.save(out.state, so)
         summary["outputs"].append(out.state)
     rejected = [r[2] for r in ordered if r[2] is not None]
     if cfg.assignment.on_bad_rows == "quarantine":
         target = _quarantine_path(cfg)
         if rejected:
-            _write_bytes(target, _table_bytes(pa.concat_tables(rejected, promote_options="permissive")), so)
+            table = pa.concat_tables(rejected, promote_options="permissive")
+            write_parquet_table(table, target, so, compression="zstd")
             summary["outputs"].append(target)
             if not quiet:
                 print(

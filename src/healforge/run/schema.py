@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from healforge.aggregate.statistics import ALIASES, PARAMETERS, canonical_name, quantile_level
+from healforge.aggregate.statistics import ALIASES, PARAMETERS, REGISTERED, canonical_name, quantile_level
 from healforge.errors import HealforgeError
 from healforge.expressions import CellExpression, RowExpression
-from healforge.io.readers import FORMATS, SUFFIXES
 
-INPUT_FORMATS = FORMATS
 ASSIGNMENT_MODES = ("points", "strict", "center", "fuzzy", "overlap")
 LON_CONVENTIONS = ("0_360", "-180_180")
 LATITUDES = ("spherical", "authalic")
@@ -51,7 +49,10 @@ def builtin_parameters(func: str) -> tuple[set[str], set[str]] | None:
         return PARAMETERS[func]
     if func in ALIASES:
         return PARAMETERS[ALIASES[func]]
-    if canonical_name(func) == "quantile" and quantile_level(func) is not None:
+    canon = canonical_name(func)
+    if canon == "quantile" and quantile_level(func) is not None:
+        return set(), set()
+    if canon in REGISTERED:
         return set(), set()
     return None
 
@@ -74,17 +75,6 @@ def resolve_callable(name: str) -> Callable:
     from healforge.registry import user_statistic
 
     return user_statistic(name)[1]
-
-
-def format_of(path: str, fmt: str | None = None) -> str:
-    """An input's format: ``fmt``, else from the suffix (``ValueError`` when unknown)."""
-    if fmt:
-        return fmt
-    name = path.lower()
-    for suffix in sorted(SUFFIXES, key=len, reverse=True):
-        if name.endswith(suffix):
-            return SUFFIXES[suffix]
-    raise ValueError(f"cannot tell the format of {path}")
 
 
 @dataclass(frozen=True)
@@ -180,12 +170,6 @@ class Statistic:
             return [f"{self.name}_p{100 * float(v):g}" for v in q]
         return [self.name]
 
-    def resolve_function(self) -> Callable | None:
-        """The callable of a user function (a registered numpy name); ``None`` for built-ins."""
-        if self.cell is not None or builtin_parameters(self.function) is not None:
-            return None
-        return resolve_callable(self.function)
-
     def values(self, columns: Mapping[str, Any]) -> np.ndarray:
         """The per-row input values of this statistic (column or expression) as float64."""
         if self.expression is not None:
@@ -265,6 +249,19 @@ class PipelineConfig:
     outputs: Outputs
     filter: RowExpression | None = None
     source: str | None = None
+
+    def with_storage_options(self, options: Mapping[str, Any] | None) -> PipelineConfig:
+        """This configuration with ``options`` (e.g. ``--storage-options``) for every input and
+        the outputs that set none of their own."""
+        if not options:
+            return self
+        inputs = tuple(
+            s if s.storage_options else replace(s, storage_options=dict(options)) for s in self.inputs
+        )
+        outputs = self.outputs
+        if not outputs.storage_options:
+            outputs = replace(outputs, storage_options=dict(options))
+        return replace(self, inputs=inputs, outputs=outputs)
 
     @property
     def min_order(self) -> int:

@@ -10,15 +10,16 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from healforge.aggregate.sources import is_hats_catalog
+from healforge.aggregate.statistics import streaming_names
 from healforge.expressions import ExpressionError, RowExpression, parse_cell, parse_filter, parse_row
 from healforge.healpix import MAX_ORDER
+from healforge.io.formats import format_names, suffixes
 from healforge.registry import UnknownName, check_reader
 from healforge.run.schema import (
     ASSIGNMENT_KEYS,
     ASSIGNMENT_MODES,
     DTYPES,
     FUNCTIONS,
-    INPUT_FORMATS,
     INPUT_KEYS,
     LATITUDES,
     LON_CONVENTIONS,
@@ -26,7 +27,6 @@ from healforge.run.schema import (
     ON_BAD_ROWS,
     PROJECTIONS,
     STAT_KEYS,
-    SUFFIXES,
     TOP_KEYS,
     Assignment,
     ConfigError,
@@ -178,10 +178,10 @@ def _check_inputs(
         paths = c.string_list(d.get("paths"), f"{key}.paths") if d.get("paths") is not None else []
         fmt = d.get("format")
         if fmt is not None:
-            fmt = c.string(fmt, f"{key}.format", INPUT_FORMATS)
+            fmt = c.string(fmt, f"{key}.format", format_names())
         else:
             for j, p in enumerate(paths):
-                if not any(p.lower().endswith(s) for s in SUFFIXES) and not is_hats_catalog(
+                if not any(p.lower().endswith(s) for s in suffixes()) and not is_hats_catalog(
                     resolve_path(p, base)
                 ):
                     c.error(
@@ -293,6 +293,13 @@ def _check_statistics(c: Checker, raw: Any, known: set[str] | None) -> list[Stat
                 close = difflib.get_close_matches(func, list(FUNCTIONS), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 c.error(f"{key}.function", f"{exc}{hint}")
+            else:
+                c.error(
+                    f"{key}.function",
+                    f"numpy function {func!r} needs every raw value and cannot be computed from the "
+                    f"streaming state of a pipeline; pipeline statistics: {', '.join(streaming_names())} "
+                    "(use `healforge aggregate` for exact user statistics)",
+                )
         column, expression = d.get("column"), d.get("expression")
         if column is not None and expression is not None:
             c.error(key, "give either 'column' or 'expression', not both")
@@ -327,6 +334,8 @@ def _check_statistics(c: Checker, raw: Any, known: set[str] | None) -> list[Stat
             params["weight"] = w
         dtype = d.get("dtype", "int64" if func == "count" else "float64")
         c.string(dtype, f"{key}.dtype", DTYPES)
+        if isinstance(dtype, str) and dtype.startswith("int") and func != "count":
+            c.error(f"{key}.dtype", f"{func} can be NaN (empty cells): use a float dtype")
         out.append(Statistic(str(name), func, column, expr, params, dtype if dtype in DTYPES else "float64"))
     return out
 

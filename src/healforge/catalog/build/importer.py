@@ -309,7 +309,7 @@ def import_catalog(
         properties=properties,
     )
     output = as_path(output, storage_options)
-    source = _source_catalog(inputs, output)
+    source = _source_catalog(inputs, output, storage_options)
     extra: dict = {}
     if source is not None:
         props = source.properties
@@ -322,7 +322,7 @@ def import_catalog(
             sort_columns = [c for c in props["hats_cols_sort"].split(",") if c]
         extra = source.carried_properties()
     else:
-        files = expand_inputs(inputs)
+        files = expand_inputs(inputs, storage_options)
     ra, dec, catalog_type = ra or "ra", dec or "dec", catalog_type or "object"
     sort_columns = list(sort_columns or ())
     if catalog_type not in CATALOG_TYPES:
@@ -388,6 +388,7 @@ def import_catalog(
         tuple(columns) if columns is not None else None,
         dtypes,
         measure_bytes=max_bytes is not None,
+        storage_options=storage_options,
     )
     timings: dict[str, float] = {}
 
@@ -589,9 +590,11 @@ def check_file_sizes(files: list[AnyPath], max_bytes: int, slack: float = 0.1) -
             )
 
 
-def _source_catalog(inputs: list, output: AnyPath) -> SourceCatalog | None:
+def _source_catalog(
+    inputs: list, output: AnyPath, storage_options: dict | None = None
+) -> SourceCatalog | None:
     """The HATS catalog to re-import when the input is one (it must then be the only input)."""
-    found = [(p, c) for p in inputs if (c := source_catalog(p)) is not None]
+    found = [(p, c) for p in inputs if (c := source_catalog(p, storage_options)) is not None]
     if not found:
         return None
     if len(inputs) != 1:

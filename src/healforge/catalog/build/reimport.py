@@ -6,12 +6,13 @@ import measures again (rows, orders, sizes, builder, dates, thresholds).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from healforge.catalog import format as fmt
-from healforge.catalog.derived.collection import is_collection, resolve_catalog
+from healforge.catalog.opener import open_path
 from healforge.errors import CatalogError
+from healforge.io.storage import AnyPath
 
 # Properties an import writes afresh; every other property of the input catalog is carried over.
 RECOMPUTED = {
@@ -40,7 +41,7 @@ RECOMPUTED = {
 class SourceCatalog:
     """A HATS catalog given as import input."""
 
-    root: Path
+    root: AnyPath
     properties: dict[str, str]
 
     @property
@@ -53,25 +54,22 @@ class SourceCatalog:
         return {k: v for k, v in self.properties.items() if k not in RECOMPUTED and "date" not in k}
 
 
-def source_catalog(path: str | Path) -> SourceCatalog | None:
-    """The catalog an input path names (catalog or collection directory), or ``None``."""
-    if "://" in str(path):
+def source_catalog(path: str | os.PathLike, storage_options: dict | None = None) -> SourceCatalog | None:
+    """The catalog an input path or URL names (catalog or collection directory), or ``None``;
+    decided by the one opener (:func:`healforge.catalog.opener.open_path`)."""
+    if not isinstance(path, str | os.PathLike):
         return None
-    path = Path(path)
-    if not path.is_dir():
+    opened = open_path(path, storage_options)
+    if opened.kind == "collection" and not opened.properties:
+        raise CatalogError(f"collection {opened.path}: primary catalog {opened.table} has no hats.properties")
+    if not opened.is_hats:
         return None
-    if is_collection(path):
-        path = resolve_catalog(path)
-        if not (path / "hats.properties").is_file():
-            raise CatalogError(f"collection {path.parent}: primary catalog {path} has no hats.properties")
-    elif not (path / "hats.properties").is_file():
-        return None
-    props = fmt.read_properties(path)
+    root, props = opened.table, opened.properties
     kind = props.get("dataproduct_type")
     if kind not in ("object", "source"):
         raise CatalogError(
-            f"{path} is a {kind or 'untyped'} HATS catalog; only object and source catalogs can be re-imported"
+            f"{root} is a {kind or 'untyped'} HATS catalog; only object and source catalogs can be re-imported"
         )
-    if not fmt.list_data_files(path):
-        raise CatalogError(f"catalog {path} has no data files")
-    return SourceCatalog(path.absolute(), props)
+    if not fmt.list_data_files(root):
+        raise CatalogError(f"catalog {root} has no data files")
+    return SourceCatalog(root, props)

@@ -44,6 +44,7 @@ class InputSpec:
     columns: tuple[str, ...] | None = None
     dtypes: dict = field(default_factory=dict)
     measure_bytes: bool = False
+    storage_options: dict | None = None
 
     def selected(self, names: list[str], path: str) -> list[str]:
         """Columns of a file to read, in file order: all, or the chosen ones plus ra, dec and an
@@ -155,14 +156,16 @@ def map_file(task: dict) -> dict:
     """
     spec: InputSpec = task["spec"]
     path, order, out = task["path"], task["order"], Path(task["out"])
-    file_schema = read_schema(path, spec.fmt, **spec.options)
+    file_schema = read_schema(path, spec.fmt, storage_options=spec.storage_options, **spec.options)
     schema = spec.target_schema(file_schema, path)
     names = spec.selected(file_schema.names, path)
     read = names if spec.measure_bytes else [spec.ra, spec.dec]
     if SPATIAL_INDEX_COLUMN in file_schema.names and SPATIAL_INDEX_COLUMN not in read:
         read = [*read, SPATIAL_INDEX_COLUMN]
     parts, weights, n_rows, n_bad = [], [], 0, 0
-    for first, table in iter_batches(path, read, spec.batch_rows, spec.fmt, **spec.options):
+    for first, table in iter_batches(
+        path, read, spec.batch_rows, spec.fmt, spec.storage_options, **spec.options
+    ):
         ra, dec, bad = coordinates(table, spec, path, first)
         good = ~bad
         pix = index_to_order(row_index(table, ra, dec, path, first)[good], order)
@@ -202,8 +205,12 @@ def split_file(task: dict) -> dict:
     shift = 2 * (29 - alignment.mapping_order)
     with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, out_schema) as writer:
         b = 0
-        names = spec.selected(read_schema(path, spec.fmt, **spec.options).names, path)
-        for first, table in iter_batches(path, names, spec.batch_rows, spec.fmt, **spec.options):
+        names = spec.selected(
+            read_schema(path, spec.fmt, storage_options=spec.storage_options, **spec.options).names, path
+        )
+        for first, table in iter_batches(
+            path, names, spec.batch_rows, spec.fmt, spec.storage_options, **spec.options
+        ):
             ra, dec, bad = coordinates(table, spec, path, first)
             h29 = row_index(table, ra, dec, path, first)
             if SPATIAL_INDEX_COLUMN in table.column_names:

@@ -148,7 +148,7 @@ def append(
     """
     check_optional_name(batch, "batch label")
     root = fmt.require_catalog(resolve_catalog(as_path(catalog, storage_options)))
-    files = expand_inputs([inputs] if isinstance(inputs, str | os.PathLike) else inputs)
+    files = expand_inputs([inputs] if isinstance(inputs, str | os.PathLike) else inputs, storage_options)
     from healforge.catalog.change.delete import convert_nested_layout
 
     # list<struct> nested columns of an older catalog are first rewritten packed (one transaction)
@@ -234,7 +234,15 @@ def stage_and_commit(
     skymap_order = int(np.log2(len(histogram) // 12) // 2)
     mapping_order = max(skymap_order, max(o for o, _ in existing))
     threshold = int(props.get("hats_max_rows", 1_000_000))
-    spec = InputSpec(ra, dec, input_format, batch_rows, on_bad_rows, dict(reader_options or {}))
+    spec = InputSpec(
+        ra,
+        dec,
+        input_format,
+        batch_rows,
+        on_bad_rows,
+        dict(reader_options or {}),
+        storage_options=storage_options,
+    )
 
     with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
         mapped = map_stage(eng, files, spec, mapping_order, work)

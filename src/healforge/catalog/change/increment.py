@@ -88,8 +88,14 @@ class IncrementResult:
         return "\n".join([text, *notes])
 
 
-def _read_files(files: list[str], input_format: str | None, options: dict) -> pa.Table:
-    parts = [t for f in files for _, t in iter_batches(f, None, 1_000_000, input_format, **options)]
+def _read_files(
+    files: list[str], input_format: str | None, options: dict, storage_options: dict | None = None
+) -> pa.Table:
+    parts = [
+        t
+        for f in files
+        for _, t in iter_batches(f, None, 1_000_000, input_format, storage_options, **options)
+    ]
     if not parts:
         raise BadInputError("no rows in the input files", path=files[0] if files else None)
     try:
@@ -206,9 +212,11 @@ def increment(
     )  # fmt: skip
     if converted:  # the conversion committed a new version: work on it
         root = fmt.require_catalog(resolve_catalog(root))
-    obj_files = expand_inputs([objects] if isinstance(objects, str | os.PathLike) else objects)
+    obj_files = expand_inputs(
+        [objects] if isinstance(objects, str | os.PathLike) else objects, storage_options
+    )
     src_files = {
-        name: expand_inputs([f] if isinstance(f, str | os.PathLike) else f)
+        name: expand_inputs([f] if isinstance(f, str | os.PathLike) else f, storage_options)
         for name, f in (nested or {}).items()
     }
     schema = catalog_schema(root)
@@ -254,7 +262,7 @@ def increment(
             result = IncrementResult(str(root), label, converted=converted)
 
             # objects: latest version per key
-            objs = _read_files(obj_files, input_format, options)
+            objs = _read_files(obj_files, input_format, options, storage_options)
             check_schema(objs.schema.remove_metadata(), top, cast, obj_files[0])
             objs = cast_checked(objs, top, obj_files[0])
             if objs.column(on).null_count:
@@ -279,7 +287,7 @@ def increment(
             for name, files in src_files.items():
                 sk = src_on[name]
                 items = nst.struct_schema(schema.field(name).type)
-                t = _read_files(files, input_format, options)
+                t = _read_files(files, input_format, options, storage_options)
                 t = _with_spatial_index(t, items, root)
                 if sk not in t.column_names:
                     raise BadInputError(f"source files of {name!r} have no key column {sk!r}", path=files[0])
