@@ -40,6 +40,7 @@ from healforge.run.schema import (
     Statistic,
     ZarrOutput,
     builtin_parameters,
+    check_exact,
     resolve_callable,
 )
 
@@ -583,6 +584,7 @@ def validate_pipeline(raw: Any, *, base_dir: str | None = None, source: str | No
     name = d.get("name", "pipeline")
     if not isinstance(name, str):
         c.error("name", f"must be a string; got {kind(name)}")
+    exact = check_exact(c, d.get("exact"), base_dir, min(outputs.orders or [finest or MAX_ORDER]))
     if c.errors:
         raise ConfigError(c.errors, source)
     return PipelineConfig(
@@ -594,4 +596,5 @@ def validate_pipeline(raw: Any, *, base_dir: str | None = None, source: str | No
         outputs=outputs,
         filter=filt,
         source=source,
+        exact=exact,
     )
