@@ -518,7 +518,7 @@ def test_user_function_needs_exact(tmp_path):
 
 
 def test_exact_run_resumes_after_a_crash_and_restarts_on_a_changed_config(granules, tmp_path, monkeypatch):
-    import healforge.zagg.exact as ex
+    import healforge.aggregate.shuffle as ex
 
     base, files, rows = granules
     raw = yaml.safe_load(SHIPPED.read_text())
@@ -532,14 +532,14 @@ def test_exact_run_resumes_after_a_crash_and_restarts_on_a_changed_config(granul
     monkeypatch.setattr(ex, "shard_statistics", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("killed")))
     with pytest.raises(Exception, match="killed"):
         run_zagg(plan(raw), synchronous=True, quiet=True, work_dir=str(work))
-    prepared = {p: p.stat().st_mtime_ns for p in (work / "prep").glob("*.parquet")}
-    assert len(prepared) == 2 and list((work / "shards").glob("*.parquet"))
+    scattered = list((work / "scattered").glob("*.json"))
+    assert len(scattered) == 2 and list((work / "pieces").rglob("*.parquet"))
     monkeypatch.setattr(ex, "shard_statistics", real)
     calls = []
-    real_prepare = ex.prepare_granule
-    monkeypatch.setattr(ex, "prepare_granule", lambda *a, **k: calls.append(a) or real_prepare(*a, **k))
+    real_scatter = ex.scatter_source
+    monkeypatch.setattr(ex, "scatter_source", lambda *a, **k: calls.append(a) or real_scatter(*a, **k))
     run_zagg(plan(raw), synchronous=True, quiet=True, work_dir=str(work))
-    assert calls == []  # resumed: no granule prepared again
+    assert calls == []  # resumed: no granule read again
     check(open_level(tmp_path / "o.zarr", 12)[0], expected(rows, 12), rtol=2e-7, quantiles_exact=True)
     assert not work.exists()  # removed after the store is written
     # a changed configuration does not reuse stale work files

@@ -2,7 +2,8 @@
 
 Modules: :mod:`~.sidecar` (assignment tables), :mod:`~.assign` / :mod:`~.footprints` (points and
 polygons to cells), :mod:`~.stats` (exact statistics), :mod:`~.sketch` (quantile sketch),
-:mod:`~.state` (mergeable state), :mod:`~.finalize` (state to map), :mod:`~.maptable` (map tables),
+:mod:`~.state` (mergeable state), :mod:`~.shuffle` (exact statistics at scale, rows shuffled by
+shard), :mod:`~.finalize` (state to map), :mod:`~.maptable` (map tables),
 :mod:`~.api` (public entry points).
 
 ``healforge.aggregate`` is both this package and the function :func:`healforge.aggregate.api.aggregate`:

@@ -19,22 +19,23 @@ from healforge.aggregate.core import (
     accumulate_source,
     collect_source,
     column_values,
+    exact_statistics,
     merge_tree,
     numeric_columns,
     pyramid,
     run_sources,
     sum_counts,
 )
-from healforge.aggregate.finalize import DEFAULT_STATE_STATS, cell_area, finalize_state
-from healforge.aggregate.kernels import cell_statistics
+from healforge.aggregate.finalize import DEFAULT_STATE_STATS, finalize_state
 from healforge.aggregate.maptable import make_map_table, write_map
 from healforge.aggregate.plan import Assignment, Plan, PlanBuilder, parse_cell_specs
+from healforge.aggregate.shuffle import shuffle_statistics
 from healforge.aggregate.sidecar import gather_rejects, quarantine_target, read_sidecar, sidecar_metadata
 from healforge.aggregate.sketch import DEFAULT_DELTA
 from healforge.aggregate.sources import Source, default_position, to_sources
 from healforge.aggregate.state import State
 from healforge.aggregate.state import merge_states as merge_state_objects
-from healforge.aggregate.statistics import DEFAULT_STATS, resolve, resolve_all
+from healforge.aggregate.statistics import DEFAULT_STATS, resolve_all
 from healforge.engine import Engine
 from healforge.errors import BadInputError, OptionError
 from healforge.expressions import parse_column_spec
@@ -110,6 +111,8 @@ def aggregate(
     filter: str | None = None,
     radius_km: float | None = None,
     storage_options: dict | None = None,
+    work_dir: str | os.PathLike | None = None,
+    shard_order: int | None = None,
 ) -> pa.Table:
     """Exact per-cell statistics of value columns, as a map table.
 
@@ -146,6 +149,10 @@ def aggregate(
         Row expression; only rows where it is true are aggregated.
     storage_options
         fsspec options for URL inputs, sidecar and output (credentials, endpoint).
+    work_dir, shard_order
+        With ``work_dir``, rows are shuffled by shard (HEALPix pixels at ``shard_order``) through
+        that scratch directory and each shard aggregated alone, so that data larger than memory
+        is aggregated exactly with the same result (:mod:`healforge.aggregate.shuffle`).
 
     Returns
     -------
@@ -162,6 +169,8 @@ def aggregate(
     sources = to_sources(inputs, storage_options)
     engine = engine or Engine(synchronous=True, quiet=True)
     if sidecar is not None:
+        if work_dir is not None:
+            raise OptionError("a sidecar cannot be combined with a work directory (shuffled statistics)")
         if filter:
             raise OptionError(
                 "a filter cannot be combined with a sidecar: filter the rows before making the sidecar"
@@ -179,6 +188,7 @@ def aggregate(
         )
         cells, values, w, rows_in = _sidecar_rows(plan, sc, sources, engine, id_column, batch_rows)
         rows_rejected = int(meta.get("rows_rejected", 0))
+        cell_ids, out = exact_statistics(cells, values, w, plan, order)
     else:
         if order is None:
             raise OptionError("give a sidecar, or an order with lon/lat (or geometry) columns")
@@ -189,14 +199,22 @@ def aggregate(
             sources, assignment, filter=_filter(filter), radius_km=radius_km, ddof=ddof, min_count=min_count
         )
         qpath = quarantine_target(on_bad_rows, quarantine, output)
-        results = run_sources(engine, collect_source, sources, "aggregate", plan=plan, batch_rows=batch_rows)
-        cells = np.concatenate([r.cells for r in results])
-        values = {k: np.concatenate([r.values[k] for r in results]) for k in plan.keys}
-        wkey = plan.state_columns[0].weight.source if plan.state_columns[0].weight is not None else None
-        w = np.concatenate([r.weights.get(wkey, np.ones(r.cells.size)) for r in results])
-        rows_in = sum_counts(results).rows_read
-        rows_rejected = gather_rejects((r.rejects for r in results), qpath, engine.quiet).count
-    cell_ids, out = exact_statistics(cells, values, w, plan, order)
+        if work_dir is not None:  # rows shuffled by shard: the same numbers, one shard in memory
+            res = shuffle_statistics(
+                engine, plan, [order], work_dir, shard_order=shard_order, batch_rows=batch_rows
+            )
+            (cell_ids, out), rows_in, rejects = res.maps[order], res.counts.rows_read, [res.rejects]
+        else:
+            results = run_sources(
+                engine, collect_source, sources, "aggregate", plan=plan, batch_rows=batch_rows
+            )
+            cells = np.concatenate([r.cells for r in results])
+            values = {k: np.concatenate([r.values[k] for r in results]) for k in plan.keys}
+            wkey = plan.state_columns[0].weight.source if plan.state_columns[0].weight is not None else None
+            w = np.concatenate([r.weights.get(wkey, np.ones(r.cells.size)) for r in results])
+            rows_in, rejects = sum_counts(results).rows_read, [r.rejects for r in results]
+            cell_ids, out = exact_statistics(cells, values, w, plan, order)
+        rows_rejected = gather_rejects(rejects, qpath, engine.quiet).count
     meta = {
         "order": order,
         "lon_convention": lon_convention,
@@ -222,68 +240,6 @@ def _filter(src: str | None):
     from healforge.expressions import parse_filter
 
     return parse_filter(src) if src else None
-
-
-def exact_statistics(
-    cells: np.ndarray,
-    values: dict[str, np.ndarray],
-    weights: np.ndarray,
-    plan: Plan,
-    order: int,
-    ddof: int | None = None,
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Exact values of a plan's statistics and cell expressions from every assigned row:
-    ``(cell_ids, {variable: array})``."""
-    ddof = plan.ddof if ddof is None else ddof
-    by_column: dict[str, list] = {}
-    for s in plan.statistics:
-        by_column.setdefault(s.column, []).append(s)
-    # columns asking for the same statistics go through one call (one grouping by cell for all)
-    groups: dict[tuple, list[str]] = {}
-    for key, stats in by_column.items():
-        groups.setdefault(tuple(s.stat for s in stats), []).append(key)
-    cell_ids = None
-    out: dict[str, np.ndarray] = {}
-    for stats, keys in groups.items():
-        cell_ids, res = cell_statistics(
-            cells,
-            {k: values[k] for k in keys},
-            list(stats),
-            weights=weights,
-            ddof=ddof,
-            min_count=plan.min_count,
-        )
-        for k in keys:
-            for s in by_column[k]:
-                out[s.name] = res[f"{k}_{s.stat.label}"]
-    for cs in plan.cell_statistics:
-        rows = {src: values[key] for src, key in cs.columns.items()}
-        cell_ids, out[cs.name] = exact_cell_expression(cells, rows, cs.expression, order, plan.radius_km)
-    if cell_ids is None:
-        cell_ids = np.unique(np.asarray(cells, np.int64))
-    return cell_ids, out
-
-
-def exact_cell_expression(
-    cells: np.ndarray,
-    rows: Mapping[str, np.ndarray],
-    expression,
-    order: int,
-    radius_km: float | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact per-cell values of a cell expression from every row: ``(cell_ids, values)``.
-
-    ``rows`` maps the source text of each aggregate's row expression to its values (row order of
-    ``cells``)."""
-    agg = {}
-    cell_ids = np.unique(np.asarray(cells, np.int64))
-    for a in expression.aggregates:
-        st = resolve(a.func, {"ddof": a.ddof} if a.func in ("var", "std") else None)
-        cell_ids, res = cell_statistics(cells, {"v": rows[a.row.source]}, [resolve("count"), st], ddof=0)
-        agg[a.key] = np.asarray(res[f"v_{st.label}"], dtype=np.float64)
-    area = cell_area(order, radius_km) if expression.uses_area else None
-    v = np.asarray(expression.evaluate(agg, area=area), dtype=np.float64)
-    return cell_ids, (np.broadcast_to(v, cell_ids.shape).copy() if v.ndim == 0 else v)
 
 
 def _values_task(source: Source, plan: Plan, id_column: str | None, batch_rows: int):

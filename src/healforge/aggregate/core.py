@@ -10,7 +10,7 @@ batch exactly into a :class:`~healforge.aggregate.state.State` merged per source
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,10 +18,12 @@ import pyarrow as pa
 
 from healforge.aggregate.assign import assign_batch
 from healforge.aggregate.coords import Rejects, value_column
-from healforge.aggregate.finalize import cell_expression_values, column_statistics
+from healforge.aggregate.finalize import cell_area, cell_expression_values, column_statistics
+from healforge.aggregate.kernels import cell_statistics
 from healforge.aggregate.plan import Plan, StateColumn
 from healforge.aggregate.sources import Source
 from healforge.aggregate.state import State, merge_states
+from healforge.aggregate.statistics import resolve
 from healforge.engine import Engine
 from healforge.errors import BadInputError
 from healforge.io.readers import DEFAULT_BATCH_ROWS
@@ -324,3 +326,67 @@ def pyramid(state: State, orders: Sequence[int]) -> Iterator[State]:
             current = current.coarsen(k)
         if k in orders:
             yield current
+
+
+def exact_statistics(
+    cells: np.ndarray,
+    values: dict[str, np.ndarray],
+    weights: np.ndarray,
+    plan: Plan,
+    order: int,
+    ddof: int | None = None,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Exact values of a plan's statistics and cell expressions from every assigned row:
+    ``(cell_ids, {variable: array})``."""
+    ddof = plan.ddof if ddof is None else ddof
+    by_column: dict[str, list] = {}
+    for s in plan.statistics:
+        by_column.setdefault(s.column, []).append(s)
+    # columns asking for the same statistics go through one call (one grouping by cell for all)
+    groups: dict[tuple, list[str]] = {}
+    for key, stats in by_column.items():
+        groups.setdefault(tuple(s.stat for s in stats), []).append(key)
+    cell_ids = None
+    out: dict[str, np.ndarray] = {}
+    for stats, keys in groups.items():
+        if not any(s.function == "count" for s in stats):  # resolved as they are, whatever their labels
+            stats = (resolve("count", label="_count"), *stats)
+        cell_ids, res = cell_statistics(
+            cells,
+            {k: values[k] for k in keys},
+            list(stats),
+            weights=weights,
+            ddof=ddof,
+            min_count=plan.min_count,
+        )
+        for k in keys:
+            for s in by_column[k]:
+                out[s.name] = res[f"{k}_{s.stat.label}"]
+    for cs in plan.cell_statistics:
+        rows = {src: values[key] for src, key in cs.columns.items()}
+        cell_ids, out[cs.name] = exact_cell_expression(cells, rows, cs.expression, order, plan.radius_km)
+    if cell_ids is None:
+        cell_ids = np.unique(np.asarray(cells, np.int64))
+    return cell_ids, out
+
+
+def exact_cell_expression(
+    cells: np.ndarray,
+    rows: Mapping[str, np.ndarray],
+    expression,
+    order: int,
+    radius_km: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact per-cell values of a cell expression from every row: ``(cell_ids, values)``.
+
+    ``rows`` maps the source text of each aggregate's row expression to its values (row order of
+    ``cells``)."""
+    agg = {}
+    cell_ids = np.unique(np.asarray(cells, np.int64))
+    for a in expression.aggregates:
+        st = resolve(a.func, {"ddof": a.ddof} if a.func in ("var", "std") else None)
+        cell_ids, res = cell_statistics(cells, {"v": rows[a.row.source]}, [resolve("count"), st], ddof=0)
+        agg[a.key] = np.asarray(res[f"v_{st.label}"], dtype=np.float64)
+    area = cell_area(order, radius_km) if expression.uses_area else None
+    v = np.asarray(expression.evaluate(agg, area=area), dtype=np.float64)
+    return cell_ids, (np.broadcast_to(v, cell_ids.shape).copy() if v.ndim == 0 else v)

@@ -102,6 +102,7 @@ def register(sub) -> None:
     p.add_argument("--min-count", type=int, default=1)
     _add_cell_args(p)
     p.add_argument("--filter", help="row expression; only rows where it holds are aggregated")
+    _add_shuffle_args(p)
     add_run_args(p)
     p.set_defaults(func=_aggregate)
 
@@ -152,6 +153,32 @@ def register(sub) -> None:
     _add_order(p, many=False, required=False)
     add_run_args(p, engine=False)
     p.set_defaults(func=_finalize)
+
+
+def _add_shuffle_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("exact statistics at scale (data larger than memory)")
+    g.add_argument(
+        "--shuffle",
+        action="store_true",
+        help="shuffle rows by shard through a work directory and aggregate one shard at a time "
+        "(the same numbers as in memory)",
+    )
+    g.add_argument("--work-dir", help="scratch directory or URL for --shuffle (default: OUTPUT.work)")
+    g.add_argument(
+        "--shard-order", type=int, help="HEALPix order of the shards (default: 3, at most --order)"
+    )
+
+
+def _work_dir(args) -> str | None:
+    """The work directory of ``--shuffle`` (``None`` without it)."""
+    if not args.shuffle:
+        for flag in ("work_dir", "shard_order"):
+            if getattr(args, flag) is not None:
+                raise SystemExit(
+                    f"healforge {args.command}: error: --{flag.replace('_', '-')} needs --shuffle"
+                )
+        return None
+    return args.work_dir or f"{args.output.rstrip('/')}.work"
 
 
 def _add_cell_args(p: argparse.ArgumentParser) -> None:
@@ -210,6 +237,8 @@ def _aggregate(args) -> int:
             cell_expressions=args.cell_expr,
             filter=args.filter,
             radius_km=args.radius_km,
+            work_dir=_work_dir(args),
+            shard_order=args.shard_order,
             **_position_kwargs(args),
             **storage_kwargs(args),
         )

@@ -35,12 +35,15 @@ def register(subparsers) -> None:
         "--inputs", nargs="+", default=None, help="granule files, or a zagg granule catalog JSON"
     )
     zagg.add_argument("--store", default=None, help="output Zarr store (overrides output.store)")
-    zagg.add_argument(
+    exact = p.add_argument_group("exact statistics at scale (rows shuffled by shard)")
+    exact.add_argument(
         "--exact",
         action="store_true",
         default=None,
-        help="exact per-cell statistics (rows shuffled by shard)",
+        help="exact per-cell statistics at every order, user functions included (overrides the exact key)",
     )
+    exact.add_argument("--work-dir", help="scratch directory or URL of --exact (default: beside the output)")
+    exact.add_argument("--shard-order", type=int, help="HEALPix order of the shards of --exact (default: 3)")
     add_run_args(p)
     p.set_defaults(func=_run)
 
@@ -68,7 +71,11 @@ def _run_zagg(args: argparse.Namespace) -> int:
     if args.check:
         print(f"{args.pipeline}: zagg configuration is valid ({'exact' if plan.exact else 'streaming'})")
         return 0
-    summary = run_zagg(plan, batch_rows=args.batch_rows, **engine_kwargs(args))
+    if args.shard_order is not None:
+        raise OptionError(
+            "--shard-order applies to healforge pipelines (a zagg file shards at its parent order)"
+        )
+    summary = run_zagg(plan, batch_rows=args.batch_rows, work_dir=args.work_dir, **engine_kwargs(args))
     head = f"zagg file, {summary['files']} granule(s)"
     return _report(args, summary, head, f"{summary['rows_filtered']} filtered out")
 
@@ -79,10 +86,11 @@ def _run(args: argparse.Namespace) -> int:
 
     if _is_zagg(args.pipeline):
         return _run_zagg(args)
-    for flag in ("inputs", "store", "exact"):
+    for flag in ("inputs", "store"):
         if getattr(args, flag) is not None:
             raise OptionError(f"--{flag} applies to zagg pipeline files only")
-    cfg = load_pipeline(args.pipeline)
+    exact = True if args.exact or args.work_dir or args.shard_order is not None else None
+    cfg = load_pipeline(args.pipeline, exact=exact)
     if args.check:
         print(f"{args.pipeline}: configuration is valid")
         return 0
@@ -91,6 +99,9 @@ def _run(args: argparse.Namespace) -> int:
         restart=args.restart,
         batch_rows=args.batch_rows,
         max_files=args.max_files,
+        exact=exact,
+        work_dir=args.work_dir,
+        shard_order=args.shard_order,
         **engine_kwargs(args),
         **storage_kwargs(args),
     )

@@ -9,8 +9,9 @@ from healforge.run.schema import ConfigError, PipelineConfig
 from healforge.run.validate import validate_pipeline
 
 
-def load_pipeline(path: str | os.PathLike) -> PipelineConfig:
-    """Read and validate a pipeline YAML file (no input data is read).
+def load_pipeline(path: str | os.PathLike, exact: bool | None = None) -> PipelineConfig:
+    """Read and validate a pipeline YAML file (no input data is read); ``exact`` overrides its
+    ``exact`` key when deciding what the run can compute.
 
     Raises
     ------
@@ -36,7 +37,9 @@ def load_pipeline(path: str | os.PathLike) -> PipelineConfig:
         raise ConfigError([("", f"{where}not valid YAML: {problem}")], path) from None
     if raw is None:
         raise ConfigError([("", "the pipeline file is empty")], path)
-    return validate_pipeline(raw, base_dir=os.path.dirname(os.path.abspath(path)), source=path)
+    return validate_pipeline(
+        raw, base_dir=os.path.dirname(os.path.abspath(path)), source=path, exact_override=exact
+    )
 
 
 def load_plan(path: str | os.PathLike):

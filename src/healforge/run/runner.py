@@ -22,8 +22,10 @@ resume, outputs) on top of the one aggregation core:
 
 The plan and the per-file work are those of the CLI commands (:func:`healforge.run.to_plan`,
 :func:`healforge.aggregate.core.accumulate_source`); statistics use the one vocabulary of
-:mod:`healforge.aggregate.statistics`. User functions need every raw value and are refused by the
-runner (use ``healforge aggregate`` for exact user statistics).
+:mod:`healforge.aggregate.statistics`. User functions need every raw value: a streaming run refuses
+them. An **exact run** (``exact:`` key, ``--exact``; :mod:`healforge.run.exact`) replaces stages 2-3:
+rows are shuffled by shard through a work directory and every order is computed from the rows
+(:mod:`healforge.aggregate.shuffle`), user functions included; stage 4 is the same.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from healforge.aggregate.core import (
+    Counts,
     SourceResult,
     accumulate_source,
     merge_tree,
@@ -52,9 +55,11 @@ from healforge.aggregate.core import (
 from healforge.aggregate.plan import Plan
 from healforge.aggregate.state import State
 from healforge.engine import Engine, Progress, owned_engine
-from healforge.errors import HealforgeError
+from healforge.errors import HealforgeError, OptionError
 from healforge.io.storage import as_path, atomic_write_bytes, filesystem_of, is_local, write_parquet_table
 from healforge.run import PipelineConfig, load_pipeline, to_plan, validate_pipeline
+from healforge.run.exact import exact_options, map_table, run_shuffled
+from healforge.run.validate import check_runnable
 
 PROGRESS_FORMAT = "healforge-pipeline-progress"
 PROGRESS_VERSION = 2
@@ -215,41 +220,22 @@ class RunProgress:
 
 def finalize_map(state, cfg: PipelineConfig, plan: Plan, extra_meta: dict | None = None) -> pa.Table:
     """Map table of a state at its order: one column per configured variable, configured dtype."""
-    from healforge.maps.table import make_map_table
-
-    cols = plan_columns(state, plan)
-    sources = sorted({s.column for s in cfg.statistics if s.column})
-    meta = {
-        "pipeline": cfg.name,
-        "functions": {s.name: s.function for s in cfg.statistics},
-        "source": "pipeline",
-        **(extra_meta or {}),
-    }
-    cells = {s.name: s.cell.source for s in cfg.statistics if s.cell is not None}
-    if cells:
-        meta["cell_expressions"] = cells
-    return make_map_table(
-        state.cell_ids,
-        cols,
-        state.order,
-        lon_convention=state.lon_convention,
-        latitude=state.latitude,
-        statistics=sorted({s.function for s in cfg.statistics}),
-        source_columns=sources,
-        **meta,
-    )
+    conv = {"lon_convention": state.lon_convention, "latitude": state.latitude}
+    return map_table(state.cell_ids, plan_columns(state, plan), state.order, conv, cfg, extra_meta)
 
 
 # ---------------------------------------------------------------------------------------------
 # The runner
 
 
-def _load_config(path_or_config) -> PipelineConfig:
+def _load_config(path_or_config, exact: bool | None = None) -> PipelineConfig:
     if isinstance(path_or_config, PipelineConfig):
         return path_or_config
     if isinstance(path_or_config, Mapping):
-        return validate_pipeline(dict(path_or_config), base_dir=os.getcwd(), source="<pipeline>")
-    return load_pipeline(path_or_config)
+        return validate_pipeline(
+            dict(path_or_config), base_dir=os.getcwd(), source="<pipeline>", exact_override=exact
+        )
+    return load_pipeline(path_or_config, exact=exact)
 
 
 def run_pipeline(
@@ -266,6 +252,9 @@ def run_pipeline(
     map_hook=None,
     product_metadata: Mapping[str, Any] | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    exact: bool | None = None,
+    work_dir: str | None = None,
+    shard_order: int | None = None,
 ) -> dict[str, Any]:
     """Run a pipeline (a YAML path, a parsed dict or a :class:`~healforge.run.PipelineConfig`).
 
@@ -288,6 +277,12 @@ def run_pipeline(
     storage_options
         fsspec options for the inputs and outputs whose configuration gives none (the CLI's
         ``--storage-options``).
+    exact, work_dir, shard_order
+        Exact statistics at scale instead of the streaming state (default: the configuration's
+        ``exact`` key): rows shuffled by shard through ``work_dir`` (default ``exact.work_dir``,
+        else beside the first output) and every order computed from the rows
+        (:mod:`healforge.aggregate.shuffle`); user functions are allowed. A killed run resumes
+        from the work directory, which is removed at the end.
 
     Returns
     -------
@@ -302,13 +297,42 @@ def run_pipeline(
     PipelineStateError
         Saved progress made with another configuration (without ``restart``).
     """
-    cfg = _load_config(path_or_config).with_storage_options(storage_options)
+    cfg = _load_config(path_or_config, exact).with_storage_options(storage_options)
+    shuffled = exact_options(cfg, exact, work_dir, shard_order)
+    check_runnable(cfg, exact=shuffled is not None)
     plan = to_plan(cfg)
+    quiet = engine.quiet if engine is not None else quiet
+    if shuffled is not None:
+        if max_files is not None:
+            raise OptionError(
+                "max_files applies to streaming runs only (an exact run resumes from its work_dir)"
+            )
+        with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
+            summary, maps, rejected = run_shuffled(cfg, plan, eng, shuffled, batch_rows)
+        product_metadata = {**(product_metadata or {}), "exact": True, "shard_order": summary["shard_order"]}
+    else:
+        summary, state, rejected = _accumulate(
+            cfg, plan, engine, workers, scheduler, synchronous, quiet, restart, batch_rows, max_files
+        )
+        if state is None:  # stopped by max_files
+            return summary
+        maps = _pyramid(state, cfg, plan, summary, quiet)
+    if map_hook is not None:
+        maps = {k: map_hook(t) for k, t in maps.items()}
+    _write_quarantine(cfg, rejected, summary, quiet)
+    summary["orders"] = sorted(maps)
+    summary["cells"] = {k: t.num_rows for k, t in maps.items()}
+    _write_outputs(cfg, maps, summary, quiet, product_metadata, [s.path for s in plan.sources])
+    summary["complete"] = True
+    return summary
+
+
+def _accumulate(cfg, plan, engine, workers, scheduler, synchronous, quiet, restart, batch_rows, max_files):
+    """A streaming run's accumulation (with per-file resume); returns the summary, the merged
+    state (``None`` when stopped by ``max_files``) and the rejected rows."""
     sections = config_sections(cfg, plan)
     out = cfg.outputs
     so = out.storage_options
-    quiet = engine.quiet if engine is not None else quiet
-
     # input files (listing only), in configuration order
     paths = [s.path for s in plan.sources]
     stamps = {s.path: file_stamp(s.path, s.storage_options) for s in plan.sources}
@@ -358,7 +382,7 @@ def run_pipeline(
             print(
                 f"healforge run: stopped with {left} input file(s) left; rerun to continue", file=sys.stderr
             )
-        return summary
+        return summary, None, []
 
     # the final state: per-file states merged in input order (same result after a resume)
     ordered = [results[p] for p in paths]
@@ -370,37 +394,45 @@ def run_pipeline(
     if out.state:
         state.save(out.state, so)
         summary["outputs"].append(out.state)
-    rejected = [r[2] for r in ordered if r[2] is not None]
-    if cfg.assignment.on_bad_rows == "quarantine":
-        target = _quarantine_path(cfg)
-        if rejected:
-            table = pa.concat_tables(rejected, promote_options="permissive")
-            write_parquet_table(table, target, so, compression="zstd")
-            summary["outputs"].append(target)
-            if not quiet:
-                print(
-                    f"healforge run: {counts['rows_rejected']} bad row(s) quarantined to {target}",
-                    file=sys.stderr,
-                )
+    return summary, state, [r[2] for r in ordered if r[2] is not None]
 
-    # pyramid: each order the previous one merged (means are never averaged), so that a map at
-    # order k does not depend on which orders were asked for
-    needed = set(out.orders)
+
+def _pyramid(state, cfg: PipelineConfig, plan: Plan, summary: dict, quiet: bool) -> dict[int, pa.Table]:
+    """The map tables of a streaming run: each order the previous one merged (means are never
+    averaged), so that a map at order k does not depend on which orders were asked for."""
+    needed = set(cfg.outputs.orders)
     extra_meta = {
-        "inputs": paths,
+        "inputs": [s.path for s in plan.sources],
         "filter": cfg.filter.source if cfg.filter is not None else None,
-        **counts,
+        **{k: summary[k] for k in Counts().as_dict()},
     }
     maps: dict[int, pa.Table] = {}
     with Progress(len(needed), "pyramid", quiet=quiet, unit="order") as bar:
         for level in pyramid(state, needed):
             maps[level.order] = finalize_map(level, cfg, plan, extra_meta)
-            if map_hook is not None:
-                maps[level.order] = map_hook(maps[level.order])
             bar.update()
-    summary["orders"] = sorted(maps)
-    summary["cells"] = {k: t.num_rows for k, t in maps.items()}
+    return maps
 
+
+def _write_quarantine(cfg: PipelineConfig, rejected: list[pa.Table], summary: dict, quiet: bool) -> None:
+    if cfg.assignment.on_bad_rows != "quarantine" or not rejected:
+        return
+    target = _quarantine_path(cfg)
+    table = pa.concat_tables(rejected, promote_options="permissive")
+    write_parquet_table(table, target, cfg.outputs.storage_options, compression="zstd")
+    summary["outputs"].append(target)
+    if not quiet:
+        print(
+            f"healforge run: {summary['rows_rejected']} bad row(s) quarantined to {target}", file=sys.stderr
+        )
+
+
+def _write_outputs(
+    cfg: PipelineConfig, maps: dict[int, pa.Table], summary: dict, quiet: bool, product_metadata, inputs: list
+) -> None:
+    """Write the Zarr store, Parquet, GeoParquet and plots of a run (adding them to the summary)."""
+    out = cfg.outputs
+    so = out.storage_options
     n_out = sum(1 for x in (out.zarr, out.parquet, out.geoparquet) if x) + len(out.plots)
     with Progress(n_out, "write", quiet=quiet, unit="output") as bar:
         if out.zarr:
@@ -411,7 +443,7 @@ def run_pipeline(
                 out.zarr.path,
                 chunk_cells=out.zarr.chunk_cells,
                 storage_options=so or None,
-                metadata={"inputs": extra_meta["inputs"], "pipeline": cfg.name, **(product_metadata or {})},
+                metadata={"inputs": inputs, "pipeline": cfg.name, **(product_metadata or {})},
             )
             summary["outputs"].append(out.zarr.path)
             bar.update()
@@ -436,13 +468,9 @@ def run_pipeline(
             _plot(maps[plot.order], plot, so)
             summary["outputs"].append(plot.path)
             bar.update()
-    summary["complete"] = True
-    return summary
 
 
 def _counts(d: Mapping[str, int]):
-    from healforge.aggregate.core import Counts
-
     return Counts(**{k: int(d.get(k, 0)) for k in Counts().as_dict()})
 
 

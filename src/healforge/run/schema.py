@@ -7,6 +7,7 @@ included); expressions are those of :mod:`healforge.expressions`.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -36,9 +37,11 @@ TOP_KEYS = (
     "statistics",
     "outputs",
     "storage_options",
+    "exact",
 )
 INPUT_KEYS = ("paths", "format", "groups", "columns", "options", "storage_options")
 STAT_KEYS = ("function", "column", "expression", "parameters", "dtype")
+EXACT_KEYS = ("work_dir", "shard_order")
 ASSIGNMENT_KEYS = ("order", "nside", "mode", "lon_convention", "latitude", "on_bad_rows", "radius_km")
 
 
@@ -238,6 +241,36 @@ class Outputs:
 
 
 @dataclass(frozen=True)
+class Exact:
+    """``exact:``: exact statistics at scale, rows shuffled by shard through ``work_dir``
+    (default: beside the first output, ``.work``) with shards at ``shard_order``
+    (see :mod:`healforge.aggregate.shuffle`)."""
+
+    work_dir: str | None = None
+    shard_order: int | None = None
+
+
+def check_exact(c: Any, value: Any, base_dir: str | None, coarsest: int) -> Exact | None:
+    """The ``exact`` key: ``true``, ``false`` or ``{work_dir, shard_order}``; problems are
+    recorded on the validation checker ``c`` (:class:`healforge.run.validate.Checker`)."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return Exact()
+    if not isinstance(value, Mapping):
+        c.error("exact", f"must be true, false or a mapping with keys {', '.join(EXACT_KEYS)}; got {value!r}")
+        return None
+    d = c.mapping(value, "exact", EXACT_KEYS)
+    work = c.string(d["work_dir"], "exact.work_dir") if d.get("work_dir") is not None else None
+    if work and "://" not in work and base_dir and not os.path.isabs(work):
+        work = os.path.normpath(os.path.join(base_dir, os.path.expanduser(work)))
+    shard = None
+    if d.get("shard_order") is not None:
+        shard = c.integer(d["shard_order"], "exact.shard_order", 0, coarsest, " (the coarsest output order)")
+    return Exact(work, shard)
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """A validated pipeline; build with :func:`load_pipeline`."""
 
@@ -249,6 +282,7 @@ class PipelineConfig:
     outputs: Outputs
     filter: RowExpression | None = None
     source: str | None = None
+    exact: Exact | None = None
 
     def with_storage_options(self, options: Mapping[str, Any] | None) -> PipelineConfig:
         """This configuration with ``options`` (e.g. ``--storage-options``) for every input and

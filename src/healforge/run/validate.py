@@ -40,6 +40,7 @@ from healforge.run.schema import (
     Statistic,
     ZarrOutput,
     builtin_parameters,
+    check_exact,
     resolve_callable,
 )
 
@@ -293,13 +294,7 @@ def _check_statistics(c: Checker, raw: Any, known: set[str] | None) -> list[Stat
                 close = difflib.get_close_matches(func, list(FUNCTIONS), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 c.error(f"{key}.function", f"{exc}{hint}")
-            else:
-                c.error(
-                    f"{key}.function",
-                    f"numpy function {func!r} needs every raw value and cannot be computed from the "
-                    f"streaming state of a pipeline; pipeline statistics: {', '.join(streaming_names())} "
-                    "(use `healforge aggregate` for exact user statistics)",
-                )
+
         column, expression = d.get("column"), d.get("expression")
         if column is not None and expression is not None:
             c.error(key, "give either 'column' or 'expression', not both")
@@ -495,8 +490,12 @@ def _check_outputs(
     return Outputs(state, zarr, parquet, geo, tuple(plots), dict(so))
 
 
-def validate_pipeline(raw: Any, *, base_dir: str | None = None, source: str | None = None) -> PipelineConfig:
-    """Validate a parsed pipeline (a dict) and build the :class:`PipelineConfig`.
+def validate_pipeline(
+    raw: Any, *, base_dir: str | None = None, source: str | None = None, exact_override: bool | None = None
+) -> PipelineConfig:
+    """Validate a parsed pipeline (a dict) and build the :class:`PipelineConfig`;
+    ``exact_override`` (the CLI's --exact) replaces the configuration's ``exact`` key in
+    :func:`check_runnable`.
 
     Raises
     ------
@@ -592,9 +591,10 @@ def validate_pipeline(raw: Any, *, base_dir: str | None = None, source: str | No
     name = d.get("name", "pipeline")
     if not isinstance(name, str):
         c.error("name", f"must be a string; got {kind(name)}")
+    exact = check_exact(c, d.get("exact"), base_dir, min(outputs.orders or [finest or MAX_ORDER]))
     if c.errors:
         raise ConfigError(c.errors, source)
-    return PipelineConfig(
+    cfg = PipelineConfig(
         name=str(name),
         inputs=tuple(inputs),
         coordinates=coords,
@@ -603,4 +603,26 @@ def validate_pipeline(raw: Any, *, base_dir: str | None = None, source: str | No
         outputs=outputs,
         filter=filt,
         source=source,
+        exact=exact,
     )
+    check_runnable(cfg, exact_override)
+    return cfg
+
+
+def check_runnable(cfg: PipelineConfig, exact: bool | None = None) -> None:
+    """The rule set of what a run can compute, applied by :func:`validate_pipeline` (with the
+    configuration's ``exact`` key, or the override it was given) and again by the runner with the
+    effective mode: a numpy function that needs every raw value needs an exact run."""
+    exact = cfg.exact is not None if exact is None else exact
+    errors = [
+        (
+            f"statistics.{stat.name}.function",
+            f"numpy function {stat.function!r} needs every raw value and cannot be computed from the "
+            f"streaming state of a pipeline; streaming statistics: {', '.join(streaming_names())} "
+            "(set `exact: true`, run with --exact, or use `healforge aggregate`)",
+        )
+        for stat in cfg.statistics
+        if stat.cell is None and builtin_parameters(stat.function) is None and not exact
+    ]
+    if errors:
+        raise ConfigError(errors, cfg.source)

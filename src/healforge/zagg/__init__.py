@@ -4,7 +4,7 @@
 docs/zagg.md for what maps to what. Modules: :mod:`~healforge.zagg.translate` (zagg file ->
 healforge pipeline), :mod:`~healforge.zagg.read` (HDF5 granules: groups, filters, levels),
 :mod:`~healforge.zagg.catalog` (granule catalogs), :mod:`~healforge.zagg.cellexpr` (zagg
-expressions), :mod:`~healforge.zagg.run` and :mod:`~healforge.zagg.exact` (the runs).
+expressions) and :mod:`~healforge.zagg.run` (the runs, exact ones through :mod:`healforge.aggregate.shuffle`).
 """
 
 from healforge.zagg.run import finish_map, morton_of, run_zagg

@@ -1,9 +1,11 @@
-"""Running a zagg pipeline file: streaming (default) or exact (rows shuffled by shard)."""
+"""Running a zagg pipeline file through the pipeline runner: streaming (default) or exact (rows
+shuffled by shard, :mod:`healforge.aggregate.shuffle`)."""
 
 from __future__ import annotations
 
 import math
 import os
+import tempfile
 from typing import Any
 
 import numpy as np
@@ -12,6 +14,7 @@ import pyarrow as pa
 from healforge.engine import Engine, owned_engine
 from healforge.maps.table import map_metadata, with_metadata
 from healforge.run import PipelineConfig, validate_pipeline
+from healforge.run.runner import run_pipeline
 from healforge.zagg.translate import ZaggPlan, load
 
 
@@ -92,24 +95,26 @@ def run_zagg(
     """Run a zagg pipeline file (or a translated :class:`ZaggPlan`); returns the run summary.
 
     ``inputs`` (granules or a granule catalog JSON) and ``store`` override the file's ``catalog``
-    and ``output.store``; ``exact`` overrides its ``exact`` key.
+    and ``output.store``; ``exact`` overrides its ``exact`` key. An exact run shards at the
+    plan's shard order through ``work_dir`` (default: ``{store}.work`` beside a local store, a
+    temporary folder for a URL), which a killed run resumes from.
     """
     plan = path_or_plan
     if not isinstance(plan, ZaggPlan):
         plan = load(str(path_or_plan), inputs=inputs, store=store, exact=exact)
     cfg = runnable(plan)
     product = {"zagg": plan.conventions, "zagg_config": plan.source}
+    if plan.exact and work_dir is None:  # local scratch beside a local store, a temporary folder for a URL
+        store_path = plan.store.rstrip("/")
+        work_dir = tempfile.mkdtemp(prefix="healforge-zagg-") if "://" in store_path else f"{store_path}.work"
     with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
-        if plan.exact:
-            from healforge.zagg.exact import run_exact
-
-            return run_exact(plan, cfg, eng, batch_rows=batch_rows, work_dir=work_dir, product=product)
-        from healforge.run.runner import run_pipeline
-
         return run_pipeline(
             cfg,
             engine=eng,
             batch_rows=batch_rows,
             map_hook=lambda t: finish_map(t, plan, cfg),
             product_metadata=product,
+            exact=plan.exact,
+            work_dir=work_dir,
+            shard_order=plan.shard_order if plan.exact else None,
         )

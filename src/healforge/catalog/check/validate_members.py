@@ -10,14 +10,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from healforge.catalog import format as fmt
-from healforge.catalog.check.unseen import unseen_files
-from healforge.catalog.check.validate import (
+from healforge.catalog.check.partitioned import (
     ValidationReport,
     begin_report,
     check_metadata,
     hats_strict,
     validate_partitioned,
 )
+from healforge.catalog.check.unseen import unseen_files
 from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path

@@ -158,16 +158,7 @@ def nest(
     root, cat_name = output, name or output.name
     if coll:
         output = root / cat_name
-    obj_schema = _schema(objects)
-    src_schema = _schema(sources)
-    for cat, schema, cols in ((objects, obj_schema, [obj_on]), (sources, src_schema, [src_on, sort_by])):
-        for col in cols:
-            if col and col not in schema.names:
-                raise BadInputError(
-                    f"column {col!r} not found in catalog {cat}; available columns: {', '.join(schema.names)}"
-                )
-    if as_name in obj_schema.names:
-        raise BadInputError(f"the object catalog {objects} already has a column {as_name!r}")
+    src_schema = _check_columns(objects, sources, obj_on, src_on, sort_by, as_name)
     if {str(root), str(output)} & (inputs | {str(objects), str(sources)}):
         raise CatalogError("the nested catalog cannot be written over one of its inputs")
     done = finished_command(root, "nest", args, overwrite)
@@ -191,56 +182,11 @@ def nest(
     obj_pixels = fmt.read_partition_info(objects)
     src_pixels = fmt.read_partition_info(sources)
     with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
-        keys = eng.map(
-            _read_keys,
-            [{"root": objects, "order": o, "pixel": p, "on": obj_on} for o, p in obj_pixels],
-            "Nest keys",
+        per_obj, unmatched = _shuffle_sources(
+            eng, objects, sources, obj_pixels, src_pixels, obj_on, src_on, work, on_unmatched == "drop"
         )
-        lookup = _write_lookup(work, keys, objects, obj_on)
-        tasks = [
-            {
-                "root": sources,
-                "order": o,
-                "pixel": p,
-                "source": i,
-                "on": src_on,
-                "obj_on": obj_on,
-                "lookup": str(lookup),
-                "work": str(work),
-                "drop": on_unmatched == "drop",
-            }
-            for i, (o, p) in enumerate(src_pixels)
-        ]
-        mapped = eng.map(
-            _map_sources, tasks, "Nest map", labels=[f"Norder={o}/Npix={p}" for o, p in src_pixels]
-        )
-        unmatched = sum(m["unmatched"] for m in mapped)
-        per_obj = np.zeros(len(obj_pixels), dtype=np.int64)
-        for m in mapped:
-            for d, n in m["counts"].items():
-                per_obj[d] += n
-        reduce_tasks = [
-            {
-                "objects": objects,
-                "output": output,
-                "order": o,
-                "pixel": p,
-                "index": i,
-                "on": obj_on,
-                "src_on": src_on,
-                "as_name": as_name,
-                "sort_by": sort_by,
-                "work": str(work),
-                "expected": int(per_obj[i]),
-                "source_schema": src_schema,
-            }
-            for i, (o, p) in enumerate(obj_pixels)
-        ]
-        eng.map(
-            _reduce_objects,
-            reduce_tasks,
-            "Nest reduce",
-            labels=[f"Norder={o}/Npix={p}" for o, p in obj_pixels],
+        _nest_pixels(
+            eng, objects, output, obj_pixels, per_obj, obj_on, src_on, as_name, sort_by, work, src_schema
         )
         total = _finish(output, objects, obj_pixels, cat_name)
         state = {**read_state(objects), as_name: {"on": obj_on, "source_on": src_on, "sort_by": sort_by}}
@@ -254,6 +200,105 @@ def nest(
     write_command_record(root, "nest", args, fields)
     swap_into_place(root, final_root)
     return result
+
+
+def _check_columns(
+    objects: AnyPath, sources: AnyPath, obj_on: str, src_on: str, sort_by: str | None, as_name: str
+) -> pa.Schema:
+    """Refuse key or sort columns missing from their catalog and a nested name the objects already
+    use; returns the sources' schema."""
+    obj_schema = _schema(objects)
+    src_schema = _schema(sources)
+    for cat, schema, cols in ((objects, obj_schema, [obj_on]), (sources, src_schema, [src_on, sort_by])):
+        for col in cols:
+            if col and col not in schema.names:
+                raise BadInputError(
+                    f"column {col!r} not found in catalog {cat}; available columns: {', '.join(schema.names)}"
+                )
+    if as_name in obj_schema.names:
+        raise BadInputError(f"the object catalog {objects} already has a column {as_name!r}")
+    return src_schema
+
+
+def _shuffle_sources(
+    eng: Engine,
+    objects: AnyPath,
+    sources: AnyPath,
+    obj_pixels: list[tuple[int, int]],
+    src_pixels: list[tuple[int, int]],
+    obj_on: str,
+    src_on: str,
+    work: Path,
+    drop: bool,
+) -> tuple[np.ndarray, int]:
+    """Split every source partition by the partition of its object into Arrow shards under
+    ``work``; returns the sources per object partition and the number of unmatched sources."""
+    keys = eng.map(
+        _read_keys,
+        [{"root": objects, "order": o, "pixel": p, "on": obj_on} for o, p in obj_pixels],
+        "Nest keys",
+    )
+    lookup = _write_lookup(work, keys, objects, obj_on)
+    tasks = [
+        {
+            "root": sources,
+            "order": o,
+            "pixel": p,
+            "source": i,
+            "on": src_on,
+            "obj_on": obj_on,
+            "lookup": str(lookup),
+            "work": str(work),
+            "drop": drop,
+        }
+        for i, (o, p) in enumerate(src_pixels)
+    ]
+    mapped = eng.map(_map_sources, tasks, "Nest map", labels=[f"Norder={o}/Npix={p}" for o, p in src_pixels])
+    unmatched = sum(m["unmatched"] for m in mapped)
+    per_obj = np.zeros(len(obj_pixels), dtype=np.int64)
+    for m in mapped:
+        for d, n in m["counts"].items():
+            per_obj[d] += n
+    return per_obj, int(unmatched)
+
+
+def _nest_pixels(
+    eng: Engine,
+    objects: AnyPath,
+    output: AnyPath,
+    obj_pixels: list[tuple[int, int]],
+    per_obj: np.ndarray,
+    obj_on: str,
+    src_on: str,
+    as_name: str,
+    sort_by: str | None,
+    work: Path,
+    src_schema: pa.Schema,
+) -> None:
+    """Join every object partition with its source shards and write it to ``output``."""
+    reduce_tasks = [
+        {
+            "objects": objects,
+            "output": output,
+            "order": o,
+            "pixel": p,
+            "index": i,
+            "on": obj_on,
+            "src_on": src_on,
+            "as_name": as_name,
+            "sort_by": sort_by,
+            "work": str(work),
+            "expected": int(per_obj[i]),
+            "source_schema": src_schema,
+        }
+        for i, (o, p) in enumerate(obj_pixels)
+    ]
+    eng.map(
+        _reduce_objects,
+        reduce_tasks,
+        "Nest reduce",
+        labels=[f"Norder={o}/Npix={p}" for o, p in obj_pixels],
+    )
 
 
 def _rebuild_members(
