@@ -171,6 +171,8 @@ def test_run_exact_flag(inputs, tmp_path):
     config = _pipeline(tmp_path, paths, tmp_path / "flag.parquet")
     proc = run_cli("run", config, "--synchronous", "-q", check=False)  # streaming: no user function
     assert proc.returncode == 2 and "statistics.span.function" in proc.stderr and "exact" in proc.stderr
+    proc = run_cli("run", config, "--work-dir", tmp_path / "w", "--synchronous", "-q", check=False)
+    assert proc.returncode == 2 and "apply to exact runs" in proc.stderr
     run_cli("run", config, "--exact", "--shard-order", 1, "--synchronous", "-q")
     names = {"count": "n", "mean": "m", "median": "med", "q90": "q", "ptp": "span"}
     for order in (ORDER, 2):
