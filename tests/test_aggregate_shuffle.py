@@ -175,6 +175,8 @@ def test_run_exact_flag(inputs, tmp_path):
     proc = run_cli("run", bad, "--synchronous", "-q", check=False)
     assert proc.returncode == 2 and "statistics.span.function" in proc.stderr and "exact" in proc.stderr
     assert run_cli("run", bad, "--exact", "--check").returncode == 0
+    proc = run_cli("run", config, "--work-dir", tmp_path / "w", "--synchronous", "-q", check=False)
+    assert proc.returncode == 2 and "apply to exact runs" in proc.stderr
     run_cli("run", config, "--exact", "--shard-order", 1, "--synchronous", "-q")
     names = {"count": "n", "mean": "m", "median": "med", "q90": "q", "ptp": "span"}
     for order in (ORDER, 2):
@@ -182,3 +184,51 @@ def test_run_exact_flag(inputs, tmp_path):
         check_numpy(table, expected(rows, order), names)
         assert table.schema.metadata is not None and b'"exact": true' in table.schema.metadata[b"healforge"]
     assert not (tmp_path / "flag.parquet.work").exists()
+
+
+def test_exact_key_is_validated(inputs, tmp_path):
+    from healforge.run import ConfigError, load_pipeline
+
+    _, paths, _ = inputs
+    for exact, message in (
+        ("yes", "exact: must be true, false or a mapping"),
+        ({"shard_order": 3}, r"exact.shard_order: must be an integer in \[0, 2\]"),
+        ({"workdir": "w"}, "exact.workdir: unknown key; did you mean 'work_dir'"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_pipeline(_pipeline(tmp_path, paths, tmp_path / "bad.parquet", exact))
+    cfg = load_pipeline(_pipeline(tmp_path, paths, tmp_path / "ok.parquet", {"work_dir": "scratch"}))
+    assert cfg.exact.work_dir == str(tmp_path / "scratch")  # relative to the YAML file
+
+
+def test_run_exact_scratch_on_s3_resumes(inputs, tmp_path, s3_options, monkeypatch):
+    """Outputs on S3: the work directory is there too (no shared local disk needed); a run killed
+    in the statistics stage resumes without reading its inputs again."""
+    import s3fs
+
+    import healforge.aggregate.shuffle as shuffle
+    from healforge.run.runner import run_pipeline
+
+    _, paths, rows = inputs
+    cfg = yaml.safe_load(open(_pipeline(tmp_path, paths, tmp_path / "s3.parquet", True)))
+    url = "s3://healforge-test/shuffle/map.parquet"
+    cfg["outputs"] = {"parquet": {"path": url, "orders": [ORDER, 2]}, "storage_options": s3_options}
+    real = shuffle.shard_statistics
+    monkeypatch.setattr(
+        shuffle, "shard_statistics", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("killed"))
+    )
+    with pytest.raises(RuntimeError, match="killed"):
+        run_pipeline(cfg, synchronous=True, quiet=True)
+    fs = s3fs.S3FileSystem(**s3_options)
+    assert len(fs.glob("healforge-test/shuffle/map.parquet.work/scattered/*.json")) == N_FILES
+    monkeypatch.setattr(shuffle, "shard_statistics", real)
+    calls = []
+    monkeypatch.setattr(shuffle, "scatter_source", lambda *a, **k: calls.append(a))
+    summary = run_pipeline(cfg, synchronous=True, quiet=True)
+    assert calls == [] and summary["mode"] == "exact" and summary["rows_rejected"] == 1
+    names = {"count": "n", "mean": "m", "median": "med", "q90": "q", "ptp": "span"}
+    for order in (ORDER, 2):
+        with fs.open(f"healforge-test/shuffle/map.parquet/order_{order:02d}.parquet") as f:
+            check_numpy(pq.read_table(f), expected(rows, order), names)
+    fs.invalidate_cache()
+    assert not fs.exists("healforge-test/shuffle/map.parquet.work")

@@ -533,7 +533,7 @@ def test_exact_run_resumes_after_a_crash_and_restarts_on_a_changed_config(granul
     with pytest.raises(Exception, match="killed"):
         run_zagg(plan(raw), synchronous=True, quiet=True, work_dir=str(work))
     scattered = list((work / "scattered").glob("*.json"))
-    assert len(scattered) == 2 and list((work / "pieces").rglob("*.parquet"))
+    assert len(scattered) == 2 and list((work / "pieces").glob("*.arrow"))
     monkeypatch.setattr(ex, "shard_statistics", real)
     calls = []
     real_scatter = ex.scatter_source

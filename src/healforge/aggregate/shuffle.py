@@ -7,12 +7,13 @@ aggregated exactly:
 
 1. **scatter** (one task per source): the source's batches are filtered and assigned to cells by
    the one batch loop of the core (:func:`healforge.aggregate.core.batches`), the values of the
-   plan's state columns and their weights evaluated, and the rows written, split by shard, to
-   Parquet pieces ``pieces/{shard}/{source}-{part}.parquet`` of the work directory (at most about
-   ``batch_rows`` rows are held before a part is written). A marker ``scattered/{source}.json``
-   with the source's counts, written last, says the source is done;
+   plan's state columns and their weights evaluated, and the rows written, grouped by shard, to
+   Arrow IPC files ``pieces/{source}-{part}.arrow`` of the work directory, one record batch per
+   shard (at most about ``batch_rows`` rows are held before a part is written). A marker
+   ``scattered/{source}.json`` with the source's counts and where each shard's rows are,
+   written last, says the source is done;
 2. **statistics** (one task per shard, so memory is bounded by the largest shard): the shard's
-   pieces read in source order, so that every cell sees its rows in the order of the in-memory
+   record batches read in source order, so that every cell sees its rows in the order of the in-memory
    path, and the plan's statistics computed with :func:`healforge.aggregate.core.exact_statistics`
    at every requested order (all at or finer than the shard order, so each cell lies in one
    shard): the results equal the in-memory aggregation number for number;
@@ -117,23 +118,47 @@ def _write_table(table: pa.Table, path: AnyPath) -> None:
         pq.write_table(table, tmp, compression="zstd")
 
 
+def _write_batches(batches_: list[pa.RecordBatch], path: AnyPath) -> None:
+    """Record batches as one Arrow IPC file (compressed), atomically, local or URL."""
+    options = pa.ipc.IpcWriteOptions(compression="lz4")
+    with storage.atomic_output(path) as tmp, pa.ipc.new_file(tmp, batches_[0].schema, options=options) as w:
+        for batch in batches_:
+            w.write_batch(batch)
+
+
+def _read_batch(path: AnyPath, index: int) -> pa.RecordBatch:
+    """Record batch ``index`` of an Arrow IPC file (memory-mapped locally; ranged reads remotely)."""
+    if storage.is_local(path):
+        with pa.memory_map(str(path)) as source:
+            return pa.ipc.open_file(source).get_batch(index)
+    with path.open("rb") as f:
+        return pa.ipc.open_file(f).get_batch(index)
+
+
 def scatter_source(
     item: tuple[int, Source], plan: Plan, work: AnyPath, shard_order: int, batch_rows: int
 ) -> dict:
-    """Scatter stage: one source's assigned rows as per-shard Parquet pieces (see module doc);
-    returns the marker written last: counts and rows per shard."""
+    """Scatter stage: one source's assigned rows as Arrow files of one record batch per shard (see
+    the module doc); returns the marker written last: counts, and per shard its rows and
+    ``[file, batch]`` places."""
     index, source = item
     counts, rejects = Counts(), Rejects()
     shift = 2 * (plan.assignment.order - shard_order)
     wkeys = _weight_keys(plan)
     pending: dict[int, list[pa.Table]] = {}
-    held, part, rows = 0, 0, {}
+    held, rows, places, files = 0, {}, {}, []
 
     def flush() -> None:
-        for shard, tables in pending.items():
-            _write_table(
-                pa.concat_tables(tables), work / "pieces" / str(shard) / f"{index:06d}-{part:04d}.parquet"
-            )
+        if not pending:
+            return
+        name = f"{index:06d}-{len(files):04d}.arrow"
+        files.append(name)
+        out = []
+        for shard in sorted(pending):
+            table = pa.concat_tables(pending[shard]).combine_chunks()
+            places.setdefault(shard, []).append([name, len(out)])
+            out.append(pa.record_batch([c.chunk(0) for c in table.columns], names=table.column_names))
+        _write_batches(out, work / "pieces" / name)
         pending.clear()
 
     for b in batches(source, plan, batch_rows, counts, rejects):
@@ -157,7 +182,7 @@ def scatter_source(
         held += table.num_rows
         if held >= batch_rows:
             flush()
-            held, part = 0, part + 1
+            held = 0
     flush()
     counts.rows_rejected = rejects.count
     if rejects.tables:
@@ -168,6 +193,7 @@ def scatter_source(
     marker = {
         "counts": counts.as_dict(),
         "rows": {str(k): v for k, v in rows.items()},
+        "places": {str(k): v for k, v in places.items()},
         "rejects": bool(rejects.tables),
     }
     storage.atomic_write_text(work / "scattered" / f"{index:06d}.json", json.dumps(marker))
@@ -198,12 +224,11 @@ def exact_columns(
     return cell_ids, {name: out[name] for name in plan.variables}
 
 
-def _read_shard(work: AnyPath, shard: int, plan: Plan) -> tuple[np.ndarray, dict, dict]:
-    """Cells, values by state column and weights by weight key of every row of one shard, in
-    source order."""
-    pieces = sorted((p for p, _ in storage.list_files(work / "pieces" / str(shard))), key=lambda p: p.name)
-    table = pa.concat_tables([storage.read_parquet_table(p) for p in pieces]) if pieces else None
-    return _columns(table, plan)
+def _read_shard(work: AnyPath, places: list, plan: Plan) -> tuple[np.ndarray, dict, dict]:
+    """Cells, values by state column and weights by weight key of every row of one shard, from
+    its ``[file, batch]`` places in source order."""
+    parts = [_read_batch(work / "pieces" / name, i) for name, i in places]
+    return _columns(pa.Table.from_batches(parts) if parts else None, plan)
 
 
 def _columns(table: pa.Table | None, plan: Plan) -> tuple[np.ndarray, dict, dict]:
@@ -219,9 +244,10 @@ def _columns(table: pa.Table | None, plan: Plan) -> tuple[np.ndarray, dict, dict
     return cells, values, weights
 
 
-def shard_statistics(shard: int, work: AnyPath, plan: Plan, orders: Sequence[int]) -> dict[int, tuple]:
-    """Statistics stage: exact statistics of every cell of one shard at every order."""
-    cells, values, weights = _read_shard(work, shard, plan)
+def shard_statistics(places: list, work: AnyPath, plan: Plan, orders: Sequence[int]) -> dict[int, tuple]:
+    """Statistics stage: exact statistics of every cell of one shard (its rows at ``places``) at
+    every order."""
+    cells, values, weights = _read_shard(work, places, plan)
     finest = plan.assignment.order
     return {k: exact_columns(cells >> (2 * (finest - k)), values, weights, plan, k) for k in orders}
 
@@ -280,9 +306,10 @@ def shuffle_statistics(
         if m["rejects"]:
             rejects.tables.append(storage.read_parquet_table(work / "scattered" / f"{i:06d}.rejects.parquet"))
     shards = sorted({int(s) for m in markers for s in m["rows"]})
+    places = [[p for m in markers for p in m["places"].get(str(s), [])] for s in shards]
     pieces = engine.map(
         shard_statistics,
-        shards,
+        places,
         "statistics",
         labels=[f"shard {s}" for s in shards],
         work=work,

@@ -75,6 +75,8 @@ def _run_zagg(args: argparse.Namespace) -> int:
         raise OptionError(
             "--shard-order applies to healforge pipelines (a zagg file shards at its parent order)"
         )
+    if args.work_dir is not None and not plan.exact:
+        raise OptionError("--work-dir applies to exact runs (--exact or the exact key)")
     summary = run_zagg(plan, batch_rows=args.batch_rows, work_dir=args.work_dir, **engine_kwargs(args))
     head = f"zagg file, {summary['files']} granule(s)"
     return _report(args, summary, head, f"{summary['rows_filtered']} filtered out")
@@ -82,6 +84,7 @@ def _run_zagg(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from healforge.run import load_pipeline
+    from healforge.run.exact import exact_options
     from healforge.run.runner import run_pipeline
 
     if _is_zagg(args.pipeline):
@@ -89,8 +92,8 @@ def _run(args: argparse.Namespace) -> int:
     for flag in ("inputs", "store"):
         if getattr(args, flag) is not None:
             raise OptionError(f"--{flag} applies to zagg pipeline files only")
-    exact = True if args.exact or args.work_dir or args.shard_order is not None else None
-    cfg = load_pipeline(args.pipeline, exact=exact)
+    cfg = load_pipeline(args.pipeline, exact=True if args.exact else None)
+    exact = exact_options(cfg, True if args.exact else None, args.work_dir, args.shard_order) is not None
     if args.check:
         print(f"{args.pipeline}: configuration is valid")
         return 0

@@ -11,16 +11,21 @@ import numpy as np
 from healforge.aggregate.plan import Plan
 from healforge.aggregate.shuffle import shuffle_statistics
 from healforge.engine import Engine
+from healforge.errors import OptionError
 from healforge.run.schema import Exact, PipelineConfig
 
 
-def exact_options(cfg: PipelineConfig, exact: bool | None, work_dir: str | None, shard_order: int | None):
+def exact_options(
+    cfg: PipelineConfig, exact: bool | None, work_dir: str | None, shard_order: int | None
+) -> Exact | None:
     """The exact-run options (:class:`~healforge.run.schema.Exact`) of a run, ``None`` for a
     streaming run: the configuration's ``exact`` key overridden by the arguments."""
     base = cfg.exact
-    if exact is None:
-        exact = base is not None or work_dir is not None or shard_order is not None
-    if not exact:
+    if not (base is not None if exact is None else exact):
+        if work_dir is not None or shard_order is not None:
+            raise OptionError(
+                "a work directory and a shard order apply to exact runs (--exact or the exact key)"
+            )
         return None
     base = base or Exact()
     return Exact(work_dir or base.work_dir, base.shard_order if shard_order is None else shard_order)

@@ -278,9 +278,9 @@ def run_pipeline(
         fsspec options for the inputs and outputs whose configuration gives none (the CLI's
         ``--storage-options``).
     exact, work_dir, shard_order
-        Exact statistics at scale instead of the streaming state (default: the configuration's
-        ``exact`` key): rows shuffled by shard through ``work_dir`` (default ``exact.work_dir``,
-        else beside the first output) and every order computed from the rows
+        Exact statistics at scale instead of the streaming state (``exact``, default: the
+        configuration's ``exact`` key): rows shuffled by shard through ``work_dir`` (default
+        ``exact.work_dir``, else beside the first output) and every order computed from the rows
         (:mod:`healforge.aggregate.shuffle`); user functions are allowed. A killed run resumes
         from the work directory, which is removed at the end.
 

@@ -115,6 +115,6 @@ def run_zagg(
             map_hook=lambda t: finish_map(t, plan, cfg),
             product_metadata=product,
             exact=plan.exact,
-            work_dir=work_dir,
+            work_dir=work_dir if plan.exact else None,  # a streaming run needs none
             shard_order=plan.shard_order if plan.exact else None,
         )
