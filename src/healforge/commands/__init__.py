@@ -79,3 +79,22 @@ def storage_kwargs(args: argparse.Namespace) -> dict:
     if getattr(args, "tmp_dir", None):
         out["tmp_dir"] = args.tmp_dir
     return out
+
+
+def call_api(args: argparse.Namespace, target: str, **overrides):
+    """Call healforge's API function ``target`` (``"module:function"``, imported now) with the
+    parsed options whose names are its parameters, the run options (engine and storage, where
+    the subcommand has them) and ``overrides`` for options that the CLI spells differently."""
+    import importlib
+    import inspect
+
+    module, _, name = target.partition(":")
+    function = getattr(importlib.import_module(module), name)
+    params = inspect.signature(function).parameters
+    kwargs = {p: getattr(args, p) for p in params if hasattr(args, p)}
+    if hasattr(args, "workers"):
+        kwargs.update(engine_kwargs(args))
+    kwargs.pop("storage_options", None)
+    kwargs.update(storage_kwargs(args))
+    kwargs.update(overrides)
+    return function(**kwargs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from healforge.commands import add_run_args, engine_kwargs, storage_kwargs
+from healforge.commands import add_run_args, call_api, storage_kwargs
 from healforge.io.formats import format_names
 
 
@@ -152,41 +152,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from healforge.catalog.build.importer import import_catalog
+    from healforge.catalog.build.ancillary import parse_property
 
-    result = import_catalog(
-        args.inputs,
-        args.output,
-        args.ra,
-        args.dec,
-        id_column=args.id_column,
-        threshold=args.threshold,
-        max_bytes=args.max_bytes,
-        highest_order=args.highest_order,
-        lowest_order=args.lowest_order,
-        name=args.name,
-        catalog_type=args.catalog_type,
-        sort_columns=args.sort_columns,
-        compression=args.compression,
+    result = call_api(
+        args,
+        "healforge.catalog.build.importer:import_catalog",
         drop_empty_siblings=not args.no_drop_empty_siblings,
-        input_format=args.input_format,
         reader_options=_reader_options(args),
-        columns=args.columns,
-        schema=args.schema,
-        dtype=args.dtype,
-        row_group_rows=args.row_group_rows,
-        subtile_order_delta=args.subtile_order_delta,
-        on_bad_rows=args.on_bad_rows,
-        on_duplicate_ids=args.on_duplicate_ids,
         margins=args.margin,
-        margin_path=args.margin_path,
-        collection=args.collection,
         indexes=args.index,
-        **_output_kwargs(args),
+        properties=dict(parse_property(text) for text in args.property),
         resume=True if args.resume else None,
-        overwrite=args.overwrite,
-        **storage_kwargs(args),
-        **engine_kwargs(args),
     )
     if result.complete:
         print("already complete: " + str(result))
@@ -196,40 +172,12 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _append(args: argparse.Namespace) -> int:
-    from healforge.catalog.change.append import append
-
-    result = append(
-        args.catalog,
-        args.inputs,
-        args.batch,
-        input_format=args.input_format,
-        reader_options=_reader_options(args),
-        on_bad_rows=args.on_bad_rows,
-        cast=args.cast,
-        margin=args.margin,
-        **storage_kwargs(args),
-        **engine_kwargs(args),
-    )
-    print(result)
+    print(call_api(args, "healforge.catalog.change.append:append", reader_options=_reader_options(args)))
     return 0
 
 
 def _compact(args: argparse.Namespace) -> int:
-    from healforge.catalog.change.compact import compact
-
-    result = compact(
-        args.catalog,
-        args.dedupe_on,
-        args.keep_latest_by,
-        args.threshold,
-        merge_nested=args.merge_nested,
-        nested_dedupe_on=args.nested_dedupe_on,
-        replace_nested=args.replace_nested,
-        margin=args.margin,
-        **storage_kwargs(args),
-        **engine_kwargs(args),
-    )
-    print(result)
+    print(call_api(args, "healforge.catalog.change.compact:compact"))
     return 0
 
 
@@ -251,19 +199,6 @@ def _add_output_args(p: argparse.ArgumentParser) -> None:
         "--property", action="append", default=[], metavar="KEY=VALUE", help="extra hats.properties entry"
     )
     g.add_argument("--summary", action="store_true", help="write a README.md summary of the catalog")
-
-
-def _output_kwargs(args: argparse.Namespace) -> dict:
-    from healforge.catalog.build.ancillary import parse_property
-
-    return {
-        "skymap_alt_orders": args.skymap_alt_orders,
-        "thumbnail": args.thumbnail,
-        "per_partition_stats": args.per_partition_stats,
-        "default_columns": args.default_columns,
-        "properties": dict(parse_property(text) for text in args.property),
-        "summary": args.summary,
-    }
 
 
 def _reader_options(args: argparse.Namespace) -> dict:

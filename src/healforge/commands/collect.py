@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from healforge.commands import add_run_args, storage_kwargs
+from healforge.commands import add_run_args, call_api
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,16 +32,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _collection(args: argparse.Namespace) -> int:
-    from healforge.catalog.derived.make_collection import make_collection
-
-    result = make_collection(
-        args.catalog,
-        args.margin,
-        args.index,
-        args.output,
-        name=args.name,
-        default_margin=args.default_margin,
-        **storage_kwargs(args),
-    )
-    print(result)
+    target = "healforge.catalog.derived.make_collection:make_collection"
+    print(call_api(args, target, margins=args.margin, indexes=args.index))
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from healforge.commands import add_run_args, engine_kwargs, storage_kwargs
+from healforge.commands import add_run_args, call_api
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -76,56 +76,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _margin(args: argparse.Namespace) -> int:
-    from healforge.catalog.derived.margin import margin
-
-    result = margin(
-        args.catalog,
-        args.output,
-        args.radius,
-        name=args.name,
-        default=args.default,
-        overwrite=args.overwrite,
-        **storage_kwargs(args),
-        **engine_kwargs(args),
-    )
-    print(result)
+    print(call_api(args, "healforge.catalog.derived.margin:margin", radius_arcsec=args.radius))
     return 0
 
 
 def _index(args: argparse.Namespace) -> int:
-    from healforge.catalog.derived.index import index_catalog
-
-    result = index_catalog(
-        args.catalog,
-        args.column,
-        args.output,
-        args.include_columns,
-        name=args.name,
-        default=args.default,
-        rows_per_file=args.rows_per_file,
-        overwrite=args.overwrite,
-        **storage_kwargs(args),
-        **engine_kwargs(args),
-    )
-    print(result)
+    print(call_api(args, "healforge.catalog.derived.index:index_catalog"))
     return 0
 
 
 def _nest(args: argparse.Namespace) -> int:
-    from healforge.catalog.derived.nest import nest
-
-    result = nest(
-        args.objects,
-        args.sources,
-        args.output,
-        on=args.on,
-        as_name=args.as_name,
-        sort_by=args.sort_by,
-        name=args.name,
-        on_unmatched="drop" if args.drop_unmatched else "error",
-        overwrite=args.overwrite,
-        **storage_kwargs(args),
-        **engine_kwargs(args),
-    )
-    print(result)
+    unmatched = "drop" if args.drop_unmatched else "error"
+    print(call_api(args, "healforge.catalog.derived.nest:nest", on_unmatched=unmatched))
     return 0

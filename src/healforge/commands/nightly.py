@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from healforge.commands import add_run_args, engine_kwargs, storage_kwargs
+from healforge.commands import add_run_args, call_api
 
 
 def _name_files(values: list[str]) -> dict[str, list[str]]:
@@ -83,43 +83,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _increment(args: argparse.Namespace) -> int:
-    from healforge.catalog.change.increment import increment
-
-    result = increment(
-        args.catalog,
-        args.objects,
-        _name_files(args.nested),
-        on=args.on,
-        latest_by=args.latest_by,
-        sort_nested_by=_sort_option(args.sort_nested_by),
-        batch=args.batch,
-        on_orphans=args.on_orphans,
-        cast=args.cast,
-        margin=args.margin,
-        index=args.index,
-        **storage_kwargs(args),
-        **engine_kwargs(args),
+    nested, sort_by = _name_files(args.nested), _sort_option(args.sort_nested_by)
+    print(
+        call_api(args, "healforge.catalog.change.increment:increment", nested=nested, sort_nested_by=sort_by)
     )
-    print(result)
     return 0
 
 
 def _delete(args: argparse.Namespace) -> int:
-    from healforge.catalog.change.delete import delete
     from healforge.errors import OptionError
 
     if args.ids is None and args.nested_ids is None:
         raise OptionError("give --ids FILE --on ID and/or --nested NAME --nested-ids FILE --nested-on SRC_ID")
-    result = delete(
-        args.catalog,
-        args.ids,
-        args.on,
-        nested=args.nested,
-        nested_ids=args.nested_ids,
-        nested_on=args.nested_on,
-        margin=args.margin,
-        **storage_kwargs(args),
-        **engine_kwargs(args),
-    )
-    print(result)
+    print(call_api(args, "healforge.catalog.change.delete:delete"))
     return 0
