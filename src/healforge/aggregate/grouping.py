@@ -25,13 +25,20 @@ def cell_index(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @numba.njit(cache=True)
-def _group_sort(inv, values, ncell):
-    n = inv.size
+def _offsets(inv, ncell):
+    """Start of each cell's run in cell order (a counting sort's prefix sums), ``ncell + 1`` long."""
     offsets = np.zeros(ncell + 1, np.int64)
-    for i in range(n):
+    for i in range(inv.size):
         offsets[inv[i] + 1] += 1
     for c in range(ncell):
         offsets[c + 1] += offsets[c]
+    return offsets
+
+
+@numba.njit(cache=True)
+def _group_sort(inv, values, ncell):
+    n = inv.size
+    offsets = _offsets(inv, ncell)
     pos = offsets[:-1].copy()
     perm = np.empty(n, np.int64)
     vs = np.empty(n, np.float64)
@@ -136,11 +143,7 @@ def minmax(ci: np.ndarray, v: np.ndarray, ncell: int) -> tuple[np.ndarray, np.nd
 @numba.njit(cache=True)
 def _group_cells(inv, ncell):
     n = inv.size
-    offsets = np.zeros(ncell + 1, np.int64)
-    for i in range(n):
-        offsets[inv[i] + 1] += 1
-    for c in range(ncell):
-        offsets[c + 1] += offsets[c]
+    offsets = _offsets(inv, ncell)
     pos = offsets[:-1].copy()
     perm = np.empty(n, np.int64)
     for i in range(n):

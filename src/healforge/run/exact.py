@@ -31,21 +31,12 @@ def exact_options(
     return Exact(work_dir or base.work_dir, base.shard_order if shard_order is None else shard_order)
 
 
-def _default_work_dir(cfg: PipelineConfig) -> str:
-    out = cfg.outputs
-    for base in (out.state, out.zarr and out.zarr.path, out.parquet and out.parquet.path):
-        if base:
-            return f"{str(base).rstrip('/')}.work"
-    base = out.geoparquet.path if out.geoparquet else out.plots[0].path
-    return f"{base}.work"
-
-
 def run_shuffled(cfg: PipelineConfig, plan: Plan, eng: Engine, opts: Exact, batch_rows: int):
     """An exact run: every order computed from the rows shuffled by shard; returns the summary,
     the map tables by order and the rejected rows."""
     orders = cfg.outputs.orders or [cfg.assignment.order]
     so = cfg.outputs.storage_options
-    work = opts.work_dir or _default_work_dir(cfg)
+    work = opts.work_dir or f"{cfg.outputs.base}.work"
     res = shuffle_statistics(
         eng,
         plan,

@@ -417,7 +417,7 @@ def _pyramid(state, cfg: PipelineConfig, plan: Plan, summary: dict, quiet: bool)
 def _write_quarantine(cfg: PipelineConfig, rejected: list[pa.Table], summary: dict, quiet: bool) -> None:
     if cfg.assignment.on_bad_rows != "quarantine" or not rejected:
         return
-    target = _quarantine_path(cfg)
+    target = f"{cfg.outputs.base}.quarantine.parquet"
     table = pa.concat_tables(rejected, promote_options="permissive")
     write_parquet_table(table, target, cfg.outputs.storage_options, compression="zstd")
     summary["outputs"].append(target)
@@ -472,15 +472,6 @@ def _write_outputs(
 
 def _counts(d: Mapping[str, int]):
     return Counts(**{k: int(d.get(k, 0)) for k in Counts().as_dict()})
-
-
-def _quarantine_path(cfg: PipelineConfig) -> str:
-    out = cfg.outputs
-    for base in (out.state, out.zarr and out.zarr.path, out.parquet and out.parquet.path):
-        if base:
-            return f"{str(base).rstrip('/')}.quarantine.parquet"
-    base = out.geoparquet.path if out.geoparquet else out.plots[0].path
-    return f"{base}.quarantine.parquet"
 
 
 def _plot(table: pa.Table, plot, storage_options) -> None:

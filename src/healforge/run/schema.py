@@ -227,6 +227,15 @@ class Outputs:
     storage_options: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def base(self) -> str:
+        """The path the run's side products are named after: the state, else the Zarr store, the
+        Parquet map, the GeoParquet map or the first plot."""
+        for path in (self.state, self.zarr and self.zarr.path, self.parquet and self.parquet.path):
+            if path:
+                return str(path).rstrip("/")
+        return self.geoparquet.path if self.geoparquet else self.plots[0].path
+
+    @property
     def orders(self) -> list[int]:
         """Every order some output needs, ascending."""
         found = set()

@@ -28,6 +28,7 @@ from healforge.healpix import (
     spatial_index,
     wrap_lon,
 )
+from healforge.io.columns import check_columns
 from healforge.io.readers import iter_batches, read_schema
 
 
@@ -52,13 +53,7 @@ class InputSpec:
         if self.columns is None:
             return list(names)
         wanted = [*self.columns, self.ra, self.dec]
-        missing = [c for c in wanted if c not in names]
-        if missing:
-            raise BadInputError(
-                f"column(s) {', '.join(map(repr, missing))} not found; available columns: {', '.join(names)}",
-                path=path,
-                column=missing[0],
-            )
+        check_columns(path, names, wanted)
         keep = set(wanted) | {SPATIAL_INDEX_COLUMN}
         return [n for n in names if n in keep]
 
