@@ -211,29 +211,3 @@ def write_record(output: AnyPath, args: dict, result: dict, members_done: bool) 
     ``rejected``, ``rejected_path``, ``pixels``), and whether its margin and indexes are built."""
     record = {"args": args, **result, "members_done": members_done}
     fmt.atomic_write_text(output / RECORD, json.dumps(record, indent=1))
-
-
-def finished_command(output: AnyPath, command: str, args: dict, overwrite: bool) -> dict | None:
-    """The results a finished ``command`` (margin, index, nest) recorded in ``output`` when its
-    arguments were ``args`` (then a rerun has nothing to do); ``None`` when ``output`` holds no
-    finished run of it or ``overwrite``. Other recorded arguments are refused (``--overwrite``)."""
-    path = output / ".healforge" / f"{command}.json"
-    if overwrite or not path.exists():
-        return None
-    if not any((output / n).exists() for n in ("hats.properties", "collection.properties")):
-        return None  # copied into place on an object store, its properties not yet
-    record = json.loads(path.read_text())
-    if record["args"] != args:
-        diff = sorted(k for k in args if record["args"].get(k) != args[k])
-        raise CatalogError(
-            f"{output} holds a finished {command} with other arguments ({', '.join(diff)}); "
-            "use --overwrite to replace it"
-        )
-    return record["result"]
-
-
-def write_command_record(output: AnyPath, command: str, args: dict, result: dict) -> None:
-    """Record in ``output`` (before it is moved into place) that ``command`` finished with
-    ``args`` and produced ``result`` (what :func:`finished_command` returns to a rerun)."""
-    record = {"args": args, "result": result}
-    fmt.atomic_write_text(output / ".healforge" / f"{command}.json", json.dumps(record, indent=1))

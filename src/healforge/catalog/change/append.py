@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from healforge.catalog import format as fmt
 from healforge.catalog.alignment import coarsen_histogram, dense_histogram, incremental_alignment
@@ -23,12 +22,12 @@ from healforge.catalog.build.stages import map_stage, reduce_stage, rejected_tab
 from healforge.catalog.build.tasks import InputSpec
 from healforge.catalog.change import transaction as txn
 from healforge.catalog.change.casting import check_schema
+from healforge.catalog.change.delete import convert_nested_layout
+from healforge.catalog.change.writer import carry_properties, catalog_schema, commit_change, write_beside
 from healforge.catalog.check.unseen import check_pixel_dirs
 from healforge.catalog.derived.collection import resolve_catalog
-from healforge.catalog.derived.members import Member, stage_members
 from healforge.catalog.format import read_histogram
 from healforge.engine import Engine, owned_engine
-from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
 from healforge.io.readers import expand_inputs
 from healforge.io.storage import AnyPath, as_path
@@ -64,17 +63,6 @@ class AppendResult:
 
             text += "\n" + conversion_note(self.converted)
         return text
-
-
-def catalog_schema(root: AnyPath):
-    """Data schema of a catalog (``_common_metadata`` without ``_healpix_29``)."""
-    schema = storage.read_parquet_schema(as_path(root) / fmt.DATASET_DIR / "_common_metadata")
-    schema = schema.remove_metadata()
-    return (
-        schema.remove(schema.get_field_index(SPATIAL_INDEX_COLUMN))
-        if SPATIAL_INDEX_COLUMN in schema.names
-        else schema
-    )
 
 
 def batch_key(files: list[str], label: str | None) -> str:
@@ -149,8 +137,6 @@ def append(
     check_optional_name(batch, "batch label")
     root = fmt.require_catalog(resolve_catalog(as_path(catalog, storage_options)))
     files = expand_inputs([inputs] if isinstance(inputs, str | os.PathLike) else inputs)
-    from healforge.catalog.change.delete import convert_nested_layout
-
     # list<struct> nested columns of an older catalog are first rewritten packed (one transaction)
     converted = convert_nested_layout(
         root, compression=compression, margin=margin, storage_options=storage_options, tmp_dir=tmp_dir,
@@ -222,7 +208,7 @@ def stage_and_commit(
     Rows in covered pixels become ``Npix=P/<label>.parquet``, rows outside get new pixels by the
     alignment rule. Every member of the catalog (its collection's margins and indexes, or those
     recorded beside it, and ``margin``) is rebuilt from the catalog-to-be into the staging area
-    (:func:`healforge.catalog.derived.members.stage_members`), and the manifest commit swaps in the rows
+    (:func:`healforge.catalog.change.writer.stage_members`), and the manifest commit swaps in the rows
     and the members together. ``state`` holds extra ``.healforge/<name>`` JSON files written by the commit's record phase.
     Shared by :func:`append` and :func:`healforge.increment`.
     """
@@ -264,7 +250,7 @@ def stage_and_commit(
         txn.save_array(txn.txn_dir(root) / "point_map.npy", histogram + new_hist)
         rejected_path = None
         if n_rejected:
-            rejected_path = _write_rejected(root, label, rejected_tables(work, files))
+            rejected_path = write_beside(root, f"{label}.rejected.parquet", rejected_tables(work, files))
 
         sky = fmt.sky_fraction(all_pixels)
         properties = carry_properties(props)
@@ -290,8 +276,9 @@ def stage_and_commit(
             "state": state or {},
         }
         # margins and indexes rebuilt from the catalog-to-be, swapped in by the same commit
-        stage_members(root, manifest, eng, extra=given_margin(margin, storage_options), tmp_dir=tmp_dir)
-        root = txn.commit(root, manifest)
+        root = commit_change(
+            root, manifest, eng, margin=margin, storage_options=storage_options, tmp_dir=tmp_dir
+        )
     shutil.rmtree(work, ignore_errors=True)
     return AppendResult(
         str(root),
@@ -314,30 +301,3 @@ def _free_label(root: AnyPath, label: str, destinations) -> str:
         n += 1
         candidate = f"{label}-{n}"
     return candidate
-
-
-def carry_properties(props: dict[str, str]) -> dict:
-    """Properties kept across a change (the writer fills dates, builder and size again)."""
-    skip = {"hats_estsize", "hats_creation_date", "hats_builder", "hats_version"}
-    return {k: v for k, v in props.items() if k not in skip}
-
-
-def _write_rejected(root: AnyPath, label: str, tables) -> AnyPath:
-    import pyarrow as pa
-
-    from healforge.catalog.change.versions import home_of
-
-    home = home_of(root)  # beside the catalog (or its collection), whatever its version
-    target = home.with_name(f"{home.name}.{label}.rejected.parquet")
-    with storage.atomic_output(target) as tmp:
-        pq.write_table(pa.concat_tables(tables), tmp)
-    return target
-
-
-def given_margin(margin: str | os.PathLike | None, storage_options: dict | None = None) -> list[Member]:
-    """An explicitly named margin to keep current besides the recorded members."""
-    if margin is None:
-        return []
-    path = as_path(margin, storage_options)
-    props = fmt.read_properties(path)
-    return [Member("margin", path, radius_arcsec=float(props["hats_margin_threshold"]))]

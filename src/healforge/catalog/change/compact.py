@@ -11,7 +11,6 @@ margins. The change is a transaction like an append.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -24,10 +23,15 @@ import pyarrow.compute as pc
 from healforge.catalog import format as fmt
 from healforge.catalog.alignment import generate_alignment, sparse_histogram
 from healforge.catalog.change import transaction as txn
-from healforge.catalog.change.append import carry_properties, given_margin
+from healforge.catalog.change.writer import (
+    batch_order,
+    carry_properties,
+    commit_change,
+    file_rank,
+    pixel_files,
+)
 from healforge.catalog.check.unseen import check_pixel_dirs
 from healforge.catalog.derived.collection import resolve_catalog
-from healforge.catalog.derived.members import stage_members
 from healforge.catalog.derived.nested_columns import conversion_note, legacy_columns, pack_table
 from healforge.catalog.format import read_histogram
 from healforge.engine import Engine, owned_engine
@@ -77,40 +81,6 @@ class CompactResult:
         if self.converted:
             text += "\n" + conversion_note(self.converted)
         return text
-
-
-def batch_order(root: AnyPath) -> dict[str, int]:
-    """Rank of each batch label, in the order the batches were applied (1 = oldest).
-
-    ``.healforge/batches.json`` lists applied batches in application order; a label used again
-    (after a compaction removed the first batch's files) ranks at its last use. Files whose name is
-    no recorded label (an import's ``Npix=P.parquet``, a compaction's ``compacted.parquet``) rank
-    0: they hold the rows that were there before any batch still in the catalog."""
-    path = as_path(root) / ".healforge" / "batches.json"
-    if not path.exists():
-        return {}
-    batches = json.loads(path.read_text() or "{}")
-    return {
-        info.get("label"): rank for rank, info in enumerate(batches.values(), start=1) if info.get("label")
-    }
-
-
-def file_rank(path: AnyPath, ranks: dict[str, int]) -> int:
-    """Batch rank of a data file (see :func:`batch_order`)."""
-    return ranks.get(path.name[: -len(".parquet")], 0) if path.name.endswith(".parquet") else 0
-
-
-def pixel_files(root: AnyPath, order: int, pixel: int, ranks: dict[str, int] | None = None) -> list[AnyPath]:
-    """Data files of a pixel, oldest first: by batch rank (:func:`batch_order`), then modification
-    time, then name (object stores keep modification times to the second)."""
-    single = fmt.pixel_file(root, order, pixel, ".parquet")
-    if single.is_file():
-        return [single]
-    if ranks is None:
-        ranks = batch_order(root)
-    folder = fmt.pixel_file(root, order, pixel, "/")
-    files = [p for p in folder.glob("*.parquet") if p.is_file()]
-    return sorted(files, key=lambda p: (file_rank(p, ranks), p.stat().st_mtime_ns, p.name))
 
 
 def check_rows_in(files: list[list[AnyPath]], nrows: int) -> int:
@@ -525,8 +495,9 @@ def compact(
                 "pixels": [list(p) for p in new_pixels],
                 "properties": properties,
             }
-            stage_members(root, manifest, eng, extra=given_margin(margin, storage_options), tmp_dir=tmp_dir)
-            root = txn.commit(root, manifest)
+            root = commit_change(
+                root, manifest, eng, margin=margin, storage_options=storage_options, tmp_dir=tmp_dir
+            )
         shutil.rmtree(work, ignore_errors=True)
     result = CompactResult(
         str(root), rows_before, rows_after, sum(len(f) for f in files), len(pixels), len(new_pixels)

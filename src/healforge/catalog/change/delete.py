@@ -18,11 +18,9 @@ import pyarrow.compute as pc
 from healforge.catalog import format as fmt
 from healforge.catalog.alignment import sparse_histogram
 from healforge.catalog.change import transaction as txn
-from healforge.catalog.change.append import carry_properties, given_margin
-from healforge.catalog.change.compact import pixel_files
+from healforge.catalog.change.writer import carry_properties, commit_change, pixel_files
 from healforge.catalog.derived import nested_columns as nst
 from healforge.catalog.derived.collection import resolve_catalog
-from healforge.catalog.derived.members import stage_members
 from healforge.catalog.format import read_histogram
 from healforge.engine import Engine, owned_engine
 from healforge.errors import BadInputError, CatalogError, OptionError
@@ -305,7 +303,8 @@ def _rewrite(
                 "properties": properties,
             }
             # margins and indexes rebuilt from the catalog-to-be, swapped in by the same commit
-            stage_members(root, manifest, eng, extra=given_margin(margin, storage_options), tmp_dir=tmp_dir)
-            root = txn.commit(root, manifest)
+            root = commit_change(
+                root, manifest, eng, margin=margin, storage_options=storage_options, tmp_dir=tmp_dir
+            )
         shutil.rmtree(work, ignore_errors=True)
     return result

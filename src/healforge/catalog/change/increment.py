@@ -28,10 +28,10 @@ import pyarrow.compute as pc
 from healforge.catalog import format as fmt
 from healforge.catalog.build.column_types import cast_checked
 from healforge.catalog.change import transaction as txn
-from healforge.catalog.change.append import batch_key, catalog_schema, stage_and_commit
+from healforge.catalog.change.append import batch_key, stage_and_commit
 from healforge.catalog.change.casting import check_schema
-from healforge.catalog.change.compact import pixel_files
 from healforge.catalog.change.delete import convert_nested_layout
+from healforge.catalog.change.writer import catalog_schema, pixel_files
 from healforge.catalog.derived import nested_columns as nst
 from healforge.catalog.derived.collection import resolve_catalog
 from healforge.engine import Engine, owned_engine

@@ -31,13 +31,24 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from healforge.catalog import format as fmt
-from healforge.catalog.build.importrun import finished_command, write_command_record
+from healforge.catalog.change import transaction as txn
+from healforge.catalog.change import versions
 from healforge.catalog.change.snapshot import CatalogSnapshot
+from healforge.catalog.change.transaction import finished_command, swap_into_place, write_command_record
+from healforge.catalog.derived import members
+from healforge.catalog.derived.collection import (
+    add_member,
+    collection_of,
+    index_name,
+    is_collection,
+    open_collection,
+    split_version,
+)
 from healforge.engine import Engine, iter_chunks, owned_engine
 from healforge.errors import BadInputError, CatalogError, OptionError
 from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
-from healforge.io.storage import AnyPath, as_path
+from healforge.io.storage import as_path
 from healforge.names import check_name, check_optional_name
 
 WORK_DIR = ".healforge-index"
@@ -121,17 +132,6 @@ def index_catalog(
     IndexResult
         Including the number of duplicated id values and a few examples.
     """
-    from healforge.catalog.change import versions
-    from healforge.catalog.derived import members
-    from healforge.catalog.derived.collection import (
-        add_member,
-        collection_of,
-        index_name,
-        is_collection,
-        open_collection,
-        split_version,
-    )
-
     check_optional_name(name, "index name")
     catalog = as_path(catalog, storage_options)
     coll = open_collection(catalog) if is_collection(catalog) else collection_of(catalog)
@@ -148,8 +148,6 @@ def index_catalog(
     output = as_path(output, storage_options)
     if coll is not None and str(output.parent) == str(coll.path):
         check_name(output.name, "collection member name")
-    from healforge.catalog.change import transaction as txn
-
     with txn.CatalogLock(primary, "index"):  # as for a margin: no change commits meanwhile
         txn.recover(primary)
         target, replaced = versions.member_version(coll.path, output) if coll else (output, None)
@@ -323,12 +321,6 @@ def build_index(
         write_command_record(build, "index", record, fields)
     swap_into_place(build, final)
     return result
-
-
-def swap_into_place(built: AnyPath, final: AnyPath) -> None:
-    from healforge.catalog.derived.margin import swap_into_place as swap
-
-    swap(built, final)
 
 
 def _index_schema(schema: pa.Schema, wanted: list[str]) -> pa.Schema:

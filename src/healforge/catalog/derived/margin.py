@@ -49,8 +49,19 @@ import pyarrow.parquet as pq
 
 from healforge.arrays import concat_ranges
 from healforge.catalog import format as fmt
-from healforge.catalog.build.importrun import finished_command, write_command_record
+from healforge.catalog.change import transaction as txn
+from healforge.catalog.change import versions
 from healforge.catalog.change.snapshot import CatalogSnapshot
+from healforge.catalog.change.transaction import finished_command, swap_into_place, write_command_record
+from healforge.catalog.derived import members
+from healforge.catalog.derived.collection import (
+    add_member,
+    collection_of,
+    is_collection,
+    margin_name,
+    open_collection,
+    split_version,
+)
 from healforge.catalog.geometry import ARCSEC_PER_RAD, lonlat_to_xyz, within_radius
 from healforge.engine import Engine, iter_chunks, owned_engine
 from healforge.errors import CatalogError, OptionError
@@ -134,18 +145,6 @@ def margin(
     -------
     MarginResult
     """
-    from healforge.catalog.change import transaction as txn
-    from healforge.catalog.change import versions
-    from healforge.catalog.derived import members
-    from healforge.catalog.derived.collection import (
-        add_member,
-        collection_of,
-        is_collection,
-        margin_name,
-        open_collection,
-        split_version,
-    )
-
     check_optional_name(name, "margin name")
     catalog = as_path(catalog, storage_options)
     coll = open_collection(catalog) if is_collection(catalog) else collection_of(catalog)
@@ -352,36 +351,6 @@ def negative_tree_pixels(pixels: list[tuple[int, int]]) -> list[tuple[int, int]]
     orders, npix = np.concatenate(found_o), np.concatenate(found_p)
     by_start = np.argsort(npix << (2 * (SPATIAL_INDEX_ORDER - orders)))
     return [(int(o), int(p)) for o, p in zip(orders[by_start], npix[by_start], strict=True)]
-
-
-def swap_into_place(built: AnyPath, final: AnyPath) -> None:
-    """Replace ``final`` by ``built`` with renames; the old content is deleted afterwards.
-
-    On object stores (no renames) ``final`` is emptied and the files of ``built`` are copied in,
-    the catalog-level metadata last, so a reader never sees properties without their data."""
-    if not storage.is_local(final):
-        storage.rmtree(final)
-        files = [p for p, _ in storage.list_files(built)]
-        depth = len(built.parts)
-        last = ("partition_info.csv", "properties", "hats.properties")
-        files.sort(
-            key=lambda p: (
-                len(p.parts) == depth + 1,
-                p.name in last,
-                last.index(p.name) if p.name in last else 0,
-            )
-        )
-        for f in files:
-            storage.copy_file(f, final.joinpath(*f.parts[depth:]))
-        storage.rmtree(built)
-        return
-    if final.exists():
-        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:12]}"
-        os.replace(final, old)
-        os.replace(built, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(built, final)
 
 
 def pixel_data_files(root: str | AnyPath, order: int, pixel: int) -> list[AnyPath]:
@@ -610,4 +579,5 @@ __all__ = [
     "negative_tree_pixels",
     "pixel_data_files",
     "read_pixel",
+    "swap_into_place",
 ]
