@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,15 +22,21 @@ from healforge.catalog.build.tasks import InputSpec
 from healforge.catalog.change import transaction as txn
 from healforge.catalog.change.casting import check_schema
 from healforge.catalog.change.delete import convert_nested_layout
-from healforge.catalog.change.writer import carry_properties, catalog_schema, commit_change, write_beside
+from healforge.catalog.change.writer import (
+    carry_properties,
+    catalog_schema,
+    change,
+    commit_change,
+    write_beside,
+)
 from healforge.catalog.check.unseen import check_pixel_dirs
 from healforge.catalog.derived.collection import resolve_catalog
 from healforge.catalog.format import read_histogram
-from healforge.engine import Engine, owned_engine
 from healforge.io import storage
 from healforge.io.readers import expand_inputs
-from healforge.io.storage import AnyPath, as_path
+from healforge.io.storage import AnyPath
 from healforge.names import check_optional_name
+from healforge.options import RunOptions
 
 
 @dataclass
@@ -89,13 +94,8 @@ def append(
     batch_rows: int = 500_000,
     compression: str | None = "zstd:3",
     margin: str | os.PathLike | None = None,
-    storage_options: dict | None = None,
-    tmp_dir: str | os.PathLike | None = None,
-    engine: Engine | None = None,
-    workers: int | None = None,
-    scheduler: str | None = None,
-    synchronous: bool = False,
-    quiet: bool = False,
+    run: RunOptions | None = None,
+    **run_options,
 ) -> AppendResult:
     """Append input tables to an existing catalog.
 
@@ -120,10 +120,13 @@ def append(
         collection's margins and indexes, or those recorded by :func:`healforge.margin` and
         :func:`healforge.index_catalog`) is rebuilt from the new rows before the commit and
         swapped in by it: readers see the old catalog and members or the new ones.
-    storage_options, tmp_dir
-        fsspec options for a URL catalog (and margin); local directory for intermediate files.
-    on_bad_rows, input_format, reader_options, batch_rows, compression, engine, workers, scheduler, synchronous, quiet
+    on_bad_rows, input_format, reader_options, batch_rows, compression
         As for :func:`healforge.import_catalog`.
+    run, **run_options
+        How it runs: a :class:`healforge.options.RunOptions` and/or its fields as keywords
+        (``engine``, ``workers``, ``scheduler``, ``synchronous``, ``quiet``, ``storage_options``:
+        fsspec options of a URL catalog and margin, ``tmp_dir``: local directory for
+        intermediate files).
 
     Raises
     ------
@@ -134,23 +137,19 @@ def append(
     OptionError
         When ``batch`` is not one safe path component (:func:`healforge.names.check_name`).
     """
+    run = RunOptions.of(run, **run_options)
     check_optional_name(batch, "batch label")
-    root = fmt.require_catalog(resolve_catalog(as_path(catalog, storage_options)))
+    root = fmt.require_catalog(resolve_catalog(run.path(catalog)))
     files = expand_inputs([inputs] if isinstance(inputs, str | os.PathLike) else inputs)
     # list<struct> nested columns of an older catalog are first rewritten packed (one transaction)
-    converted = convert_nested_layout(
-        root, compression=compression, margin=margin, storage_options=storage_options, tmp_dir=tmp_dir,
-        engine=engine, workers=workers, scheduler=scheduler, synchronous=synchronous, quiet=quiet,
-    )  # fmt: skip
+    converted = convert_nested_layout(root, compression=compression, margin=margin, run=run)
     if converted:  # the conversion committed a new version: work on it
         root = fmt.require_catalog(resolve_catalog(root))
-    with txn.CatalogLock(root, "append"):
-        work = txn.begin(root, tmp_dir)
+    with change(root, "append", run.tmp_dir) as work:
         label = batch or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         batch_id = batch_key(files, batch)
         if batch_id in txn.applied_batches(root):
             storage.rmtree(txn.txn_dir(root))
-            shutil.rmtree(work, ignore_errors=True)
             total = int(fmt.read_properties(root)["hats_nrows"])
             return AppendResult(str(root), label, 0, 0, 0, [], total, skipped=True, converted=converted)
         result = stage_and_commit(
@@ -166,13 +165,7 @@ def append(
             batch_rows=batch_rows,
             compression=compression,
             margin=margin,
-            storage_options=storage_options,
-            tmp_dir=tmp_dir,
-            engine=engine,
-            workers=workers,
-            scheduler=scheduler,
-            synchronous=synchronous,
-            quiet=quiet,
+            run=run,
         )
     result.converted = converted
     return result
@@ -194,16 +187,11 @@ def stage_and_commit(
     batch_rows: int = 500_000,
     compression: str | None = "zstd:3",
     margin: str | os.PathLike | None = None,
-    storage_options: dict | None = None,
-    tmp_dir: str | os.PathLike | None = None,
-    engine: Engine | None = None,
-    workers: int | None = None,
-    scheduler: str | None = None,
-    synchronous: bool = False,
-    quiet: bool = False,
+    run: RunOptions | None = None,
+    **run_options,
 ) -> AppendResult:
-    """Add prepared input files to a catalog as one transaction (the caller holds the lock and
-    called :func:`transaction.begin`, which gave ``work``).
+    """Add prepared input files to a catalog as one transaction (the caller is inside
+    :func:`healforge.catalog.change.writer.change`, which gave ``work``).
 
     Rows in covered pixels become ``Npix=P/<label>.parquet``, rows outside get new pixels by the
     alignment rule. Every member of the catalog (its collection's margins and indexes, or those
@@ -212,6 +200,7 @@ def stage_and_commit(
     and the members together. ``state`` holds extra ``.healforge/<name>`` JSON files written by the commit's record phase.
     Shared by :func:`append` and :func:`healforge.increment`.
     """
+    run = RunOptions.of(run, **run_options)
     check_pixel_dirs(root, kind)
     props = fmt.read_properties(root)
     existing = fmt.read_partition_info(root)
@@ -222,7 +211,7 @@ def stage_and_commit(
     threshold = int(props.get("hats_max_rows", 1_000_000))
     spec = InputSpec(ra, dec, input_format, batch_rows, on_bad_rows, dict(reader_options or {}))
 
-    with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
+    with run.engine_scope() as eng:
         mapped = map_stage(eng, files, spec, mapping_order, work)
         schema = catalog_schema(root)
         for f, s in zip(files, mapped["schemas"], strict=True):
@@ -276,10 +265,7 @@ def stage_and_commit(
             "state": state or {},
         }
         # margins and indexes rebuilt from the catalog-to-be, swapped in by the same commit
-        root = commit_change(
-            root, manifest, eng, margin=margin, storage_options=storage_options, tmp_dir=tmp_dir
-        )
-    shutil.rmtree(work, ignore_errors=True)
+        root = commit_change(root, manifest, eng, margin, run)
     return AppendResult(
         str(root),
         label,

@@ -13,6 +13,12 @@ after a grace period.
 On object stores (any fsspec URL, through :mod:`healforge.io.storage`) unchanged files are
 copied into the new version and the commit is one put of ``collection.properties``. The
 change's intermediate files (``work``) are always local.
+
+Commands that write a new catalog directory (margin, index, nest) build it aside and move it in
+with :func:`swap_into_place`, recording their arguments in it (:func:`write_command_record`) so
+that a rerun answers "already complete" (:func:`finished_command`). This module sits below the
+margin and index builders and :mod:`healforge.catalog.change.writer`; it imports only
+:mod:`healforge.catalog.change.versions` of the catalog modules.
 """
 
 from __future__ import annotations

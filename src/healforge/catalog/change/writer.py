@@ -32,6 +32,7 @@ from healforge.engine import Engine
 from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
+from healforge.options import RunOptions
 
 
 @contextmanager
@@ -48,14 +49,15 @@ def commit_change(
     root: AnyPath,
     manifest: dict,
     engine: Engine,
-    *,
     margin: str | os.PathLike | None = None,
-    storage_options: dict | None = None,
-    tmp_dir: str | os.PathLike | None = None,
+    run: RunOptions | None = None,
 ) -> AnyPath:
     """Rebuild every member of ``root`` (and ``margin``) for the staged change in ``manifest``
-    and commit them together; returns the new version of the catalog."""
-    stage_members(root, manifest, engine, extra=given_margin(margin, storage_options), tmp_dir=tmp_dir)
+    and commit them together; returns the new version of the catalog. ``run`` gives the
+    storage options of ``margin`` and the members' scratch directory."""
+    run = run or RunOptions()
+    extra = given_margin(margin, run.storage_options)
+    stage_members(root, manifest, engine, extra=extra, tmp_dir=run.tmp_dir)
     return txn.commit(root, manifest)
 
 

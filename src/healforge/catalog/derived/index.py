@@ -44,12 +44,13 @@ from healforge.catalog.derived.collection import (
     open_collection,
     split_version,
 )
-from healforge.engine import Engine, iter_chunks, owned_engine
+from healforge.engine import Engine, iter_chunks
 from healforge.errors import BadInputError, CatalogError, OptionError
 from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
 from healforge.io.storage import as_path
 from healforge.names import check_name, check_optional_name
+from healforge.options import RunOptions
 
 WORK_DIR = ".healforge-index"
 INDEX_DIR = "index"
@@ -96,13 +97,8 @@ def index_catalog(
     default: bool = False,
     rows_per_file: int = ROWS_PER_FILE,
     overwrite: bool = False,
-    storage_options: dict | None = None,
-    tmp_dir: str | os.PathLike | None = None,
-    engine: Engine | None = None,
-    workers: int | None = None,
-    scheduler: str | None = None,
-    synchronous: bool = False,
-    quiet: bool = False,
+    run: RunOptions | None = None,
+    **run_options,
 ) -> IndexResult:
     """Build an index catalog on ``column`` of a catalog or collection.
 
@@ -124,7 +120,7 @@ def index_catalog(
         Make it the collection's default index (the first index of a collection always is).
     rows_per_file
         Rows per index data file (and per reduce task).
-    overwrite, storage_options, tmp_dir, engine, workers, scheduler, synchronous, quiet
+    overwrite, run, **run_options
         As for :func:`healforge.margin` (the catalog and output may be fsspec URLs).
 
     Returns
@@ -133,7 +129,8 @@ def index_catalog(
         Including the number of duplicated id values and a few examples.
     """
     check_optional_name(name, "index name")
-    catalog = as_path(catalog, storage_options)
+    run = RunOptions.of(run, **run_options)
+    catalog = run.path(catalog)
     coll = open_collection(catalog) if is_collection(catalog) else collection_of(catalog)
     primary = fmt.require_catalog(coll.primary if coll else catalog)
     if rows_per_file < 1:
@@ -145,7 +142,7 @@ def index_catalog(
             if coll
             else primary.with_name(f"{primary.name}_{column}_index")
         )
-    output = as_path(output, storage_options)
+    output = run.path(output)
     if coll is not None and str(output.parent) == str(coll.path):
         check_name(output.name, "collection member name")
     with txn.CatalogLock(primary, "index"):  # as for a margin: no change commits meanwhile
@@ -171,7 +168,7 @@ def index_catalog(
             return IndexResult(**done, complete=True)
         if replaced and not overwrite:
             raise CatalogError(f"output {output} exists and is not empty; use --overwrite to replace it")
-        with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
+        with run.engine_scope() as eng:
             result = build_index(
                 CatalogSnapshot.of(primary),
                 target,
@@ -179,7 +176,7 @@ def index_catalog(
                 include_columns,
                 name=name,
                 overwrite=overwrite,
-                tmp_dir=tmp_dir,
+                tmp_dir=run.tmp_dir,
                 engine=eng,
                 rows_per_file=rows_per_file,
                 record=args,

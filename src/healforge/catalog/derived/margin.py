@@ -63,12 +63,13 @@ from healforge.catalog.derived.collection import (
     split_version,
 )
 from healforge.catalog.geometry import ARCSEC_PER_RAD, lonlat_to_xyz, within_radius
-from healforge.engine import Engine, iter_chunks, owned_engine
+from healforge.engine import Engine, iter_chunks
 from healforge.errors import CatalogError, OptionError
 from healforge.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, border_cells
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 from healforge.names import check_name, check_optional_name
+from healforge.options import RunOptions
 
 WORK_DIR = ".healforge-margin"
 MAX_RADIUS_ARCSEC = 3 * 3600.0
@@ -108,13 +109,8 @@ def margin(
     *,
     default: bool = False,
     overwrite: bool = False,
-    storage_options: dict | None = None,
-    tmp_dir: str | os.PathLike | None = None,
-    engine: Engine | None = None,
-    workers: int | None = None,
-    scheduler: str | None = None,
-    synchronous: bool = False,
-    quiet: bool = False,
+    run: RunOptions | None = None,
+    **run_options,
 ) -> MarginResult:
     """Build the margin cache of a HATS catalog or collection.
 
@@ -133,27 +129,26 @@ def margin(
         Make it the collection's default margin (the first margin of a collection always is).
     overwrite
         Replace an existing output.
-    storage_options
-        fsspec options for URL paths (``s3://...``) of the catalog and the output.
-    tmp_dir
-        Local directory for intermediate files (default: inside the output when it is local,
-        the system temp dir otherwise).
-    engine, workers, scheduler, synchronous, quiet
-        Where tasks run (see :class:`healforge.engine.Engine`) and whether to show progress.
+    run, **run_options
+        How it runs: a :class:`healforge.options.RunOptions` and/or its fields as keywords
+        (``engine``, ``workers``, ``scheduler``, ``synchronous``, ``quiet``; ``storage_options``:
+        fsspec options of URL paths, catalog and output; ``tmp_dir``: local directory for
+        intermediate files, by default inside a local output, else the system temp dir).
 
     Returns
     -------
     MarginResult
     """
     check_optional_name(name, "margin name")
-    catalog = as_path(catalog, storage_options)
+    run = RunOptions.of(run, **run_options)
+    catalog = run.path(catalog)
     coll = open_collection(catalog) if is_collection(catalog) else collection_of(catalog)
     primary = coll.primary if coll else fmt.require_catalog(catalog)
     if output is None:
         if coll is None:
             raise OptionError(f"{catalog} is not a collection: give the margin's output directory")
         output = coll.path / margin_name(split_version(primary.name)[0], radius_arcsec)
-    output = as_path(output, storage_options)
+    output = run.path(output)
     if coll is not None and str(output.parent) == str(coll.path):
         check_name(output.name, "collection member name")
     # under the writer lock, after finishing any committed change: a concurrent append would
@@ -173,14 +168,14 @@ def margin(
             return MarginResult(**done, complete=True)
         if replaced and not overwrite:
             raise CatalogError(f"output {output} exists and is not empty; use --overwrite to replace it")
-        with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
+        with run.engine_scope() as eng:
             result = build_margin(
                 primary,
                 target,
                 radius_arcsec,
                 name=name,
                 overwrite=overwrite,
-                tmp_dir=tmp_dir,
+                tmp_dir=run.tmp_dir,
                 engine=eng,
                 record=args,
             )
