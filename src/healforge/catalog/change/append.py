@@ -152,17 +152,16 @@ def append(
             storage.rmtree(txn.txn_dir(root))
             total = int(fmt.read_properties(root)["hats_nrows"])
             return AppendResult(str(root), label, 0, 0, 0, [], total, skipped=True, converted=converted)
+        reading = {"input_format": input_format, "reader_options": reader_options}
+        reading |= {"on_bad_rows": on_bad_rows, "batch_rows": batch_rows}
         result = stage_and_commit(
             root,
             work,
             files,
             label,
             batch_id,
-            input_format=input_format,
-            reader_options=reader_options,
-            on_bad_rows=on_bad_rows,
+            reading=reading,
             cast=cast,
-            batch_rows=batch_rows,
             compression=compression,
             margin=margin,
             run=run,
@@ -178,17 +177,13 @@ def stage_and_commit(
     label: str,
     batch_id: str,
     *,
+    run: RunOptions,
     kind: str = "append",
     state: dict | None = None,
-    input_format: str | None = None,
-    reader_options: dict | None = None,
-    on_bad_rows: str = "error",
+    reading: dict | None = None,
     cast: str = "safe",
-    batch_rows: int = 500_000,
     compression: str | None = "zstd:3",
     margin: str | os.PathLike | None = None,
-    run: RunOptions | None = None,
-    **run_options,
 ) -> AppendResult:
     """Add prepared input files to a catalog as one transaction (the caller is inside
     :func:`healforge.catalog.change.writer.change`, which gave ``work``).
@@ -197,10 +192,17 @@ def stage_and_commit(
     alignment rule. Every member of the catalog (its collection's margins and indexes, or those
     recorded beside it, and ``margin``) is rebuilt from the catalog-to-be into the staging area
     (:func:`healforge.catalog.change.writer.stage_members`), and the manifest commit swaps in the rows
-    and the members together. ``state`` holds extra ``.healforge/<name>`` JSON files written by the commit's record phase.
-    Shared by :func:`append` and :func:`healforge.increment`.
+    and the members together. ``state`` holds extra ``.healforge/<name>`` JSON files written by
+    the commit; ``reading``: how the inputs are read (``input_format``, ``reader_options``,
+    ``on_bad_rows``, ``batch_rows`` as for :func:`append`). Shared by :func:`append` and
+    :func:`healforge.increment`.
     """
-    run = RunOptions.of(run, **run_options)
+    reading = {
+        "input_format": None,
+        "reader_options": None,
+        "on_bad_rows": "error",
+        "batch_rows": 500_000,
+    } | (reading or {})
     check_pixel_dirs(root, kind)
     props = fmt.read_properties(root)
     existing = fmt.read_partition_info(root)
@@ -209,7 +211,14 @@ def stage_and_commit(
     skymap_order = int(np.log2(len(histogram) // 12) // 2)
     mapping_order = max(skymap_order, max(o for o, _ in existing))
     threshold = int(props.get("hats_max_rows", 1_000_000))
-    spec = InputSpec(ra, dec, input_format, batch_rows, on_bad_rows, dict(reader_options or {}))
+    spec = InputSpec(
+        ra,
+        dec,
+        reading["input_format"],
+        reading["batch_rows"],
+        reading["on_bad_rows"],
+        dict(reading["reader_options"] or {}),
+    )
 
     with run.engine_scope() as eng:
         mapped = map_stage(eng, files, spec, mapping_order, work)

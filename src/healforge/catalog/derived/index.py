@@ -31,24 +31,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from healforge.catalog import format as fmt
-from healforge.catalog.change import transaction as txn
-from healforge.catalog.change import versions
 from healforge.catalog.change.snapshot import CatalogSnapshot
-from healforge.catalog.change.transaction import finished_command, swap_into_place, write_command_record
+from healforge.catalog.change.transaction import swap_into_place, write_command_record
 from healforge.catalog.derived import members
 from healforge.catalog.derived.collection import (
-    add_member,
     collection_of,
     index_name,
     is_collection,
     open_collection,
     split_version,
 )
+from healforge.catalog.derived.member_command import add_member_command
 from healforge.engine import Engine, iter_chunks
 from healforge.errors import BadInputError, CatalogError, OptionError
 from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
-from healforge.io.storage import as_path
+from healforge.io.storage import AnyPath, as_path
 from healforge.names import check_name, check_optional_name
 from healforge.options import RunOptions
 
@@ -145,31 +143,17 @@ def index_catalog(
     output = run.path(output)
     if coll is not None and str(output.parent) == str(coll.path):
         check_name(output.name, "collection member name")
-    with txn.CatalogLock(primary, "index"):  # as for a margin: no change commits meanwhile
-        txn.recover(primary)
-        target, replaced = versions.member_version(coll.path, output) if coll else (output, None)
-        args = {
-            "catalog": str(catalog),
-            "column": column,
-            "include_columns": list(include_columns),
-            "name": name,
-            "rows_per_file": int(rows_per_file),
-        }
-        done = finished_command(coll.path / replaced if replaced else output, "index", args, overwrite)
-        if done is not None:  # a rerun of a finished index (perhaps killed before it was listed)
-            if coll is not None and not replaced and str(output.parent) == str(coll.path):
-                if output.name not in {p.name for p in open_collection(coll.path).indexes.values()}:
-                    add_member(coll.path, output, "index", column=column, default=default)
-            elif coll is None:
-                members.register(
-                    primary,
-                    members.Member("index", output, column=column, include_columns=list(include_columns)),
-                )
-            return IndexResult(**done, complete=True)
-        if replaced and not overwrite:
-            raise CatalogError(f"output {output} exists and is not empty; use --overwrite to replace it")
+    args = {
+        "catalog": str(catalog),
+        "column": column,
+        "include_columns": list(include_columns),
+        "name": name,
+        "rows_per_file": int(rows_per_file),
+    }
+
+    def build(target: AnyPath) -> IndexResult:
         with run.engine_scope() as eng:
-            result = build_index(
+            return build_index(
                 CatalogSnapshot.of(primary),
                 target,
                 column,
@@ -181,15 +165,18 @@ def index_catalog(
                 rows_per_file=rows_per_file,
                 record=args,
             )
-        if replaced:
-            versions.replace_member(coll.path, replaced, target)
-        elif coll is not None and str(output.parent) == str(coll.path):
-            add_member(coll.path, output, "index", column=column, default=default)
-        else:
-            members.register(
-                primary, members.Member("index", output, column=column, include_columns=list(include_columns))
-            )
-    return result
+
+    member = members.Member("index", output, column=column, include_columns=list(include_columns))
+    return add_member_command(
+        member,
+        primary,
+        coll,
+        args,
+        overwrite=overwrite,
+        default=default,
+        build=build,
+        complete=lambda done: IndexResult(**done, complete=True),
+    )
 
 
 def build_index(

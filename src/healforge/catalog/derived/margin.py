@@ -49,19 +49,17 @@ import pyarrow.parquet as pq
 
 from healforge.arrays import concat_ranges
 from healforge.catalog import format as fmt
-from healforge.catalog.change import transaction as txn
-from healforge.catalog.change import versions
 from healforge.catalog.change.snapshot import CatalogSnapshot
-from healforge.catalog.change.transaction import finished_command, swap_into_place, write_command_record
+from healforge.catalog.change.transaction import swap_into_place, write_command_record
 from healforge.catalog.derived import members
 from healforge.catalog.derived.collection import (
-    add_member,
     collection_of,
     is_collection,
     margin_name,
     open_collection,
     split_version,
 )
+from healforge.catalog.derived.member_command import add_member_command
 from healforge.catalog.geometry import ARCSEC_PER_RAD, lonlat_to_xyz, within_radius
 from healforge.engine import Engine, iter_chunks
 from healforge.errors import CatalogError, OptionError
@@ -151,25 +149,11 @@ def margin(
     output = run.path(output)
     if coll is not None and str(output.parent) == str(coll.path):
         check_name(output.name, "collection member name")
-    # under the writer lock, after finishing any committed change: a concurrent append would
-    # otherwise commit without rebuilding this new member
-    with txn.CatalogLock(primary, "margin"):
-        txn.recover(primary)
-        target, replaced = versions.member_version(coll.path, output) if coll else (output, None)
-        args = {"catalog": str(catalog), "radius_arcsec": float(radius_arcsec), "name": name}
-        done = finished_command(coll.path / replaced if replaced else output, "margin", args, overwrite)
-        if done is not None:  # a rerun of a finished margin (perhaps killed before it was listed)
-            if coll is not None and not replaced and str(output.parent) == str(coll.path):
-                if output.name not in {p.name for p in open_collection(coll.path).margins.values()}:
-                    add_member(coll.path, output, "margin", default=default)
-            elif coll is None:
-                members.register(primary, members.Member("margin", output, float(radius_arcsec)))
-            done["pixels"] = [tuple(p) for p in done["pixels"]]
-            return MarginResult(**done, complete=True)
-        if replaced and not overwrite:
-            raise CatalogError(f"output {output} exists and is not empty; use --overwrite to replace it")
+    args = {"catalog": str(catalog), "radius_arcsec": float(radius_arcsec), "name": name}
+
+    def build(target: AnyPath) -> MarginResult:
         with run.engine_scope() as eng:
-            result = build_margin(
+            return build_margin(
                 primary,
                 target,
                 radius_arcsec,
@@ -179,13 +163,15 @@ def margin(
                 engine=eng,
                 record=args,
             )
-        if replaced:
-            versions.replace_member(coll.path, replaced, target)
-        elif coll is not None and str(output.parent) == str(coll.path):
-            add_member(coll.path, output, "margin", default=default)
-        else:
-            members.register(primary, members.Member("margin", output, float(radius_arcsec)))
-    return result
+
+    def complete(done: dict) -> MarginResult:
+        done["pixels"] = [tuple(p) for p in done["pixels"]]
+        return MarginResult(**done, complete=True)
+
+    member = members.Member("margin", output, float(radius_arcsec))
+    return add_member_command(
+        member, primary, coll, args, overwrite=overwrite, default=default, build=build, complete=complete
+    )
 
 
 def build_margin(
