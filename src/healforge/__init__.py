@@ -9,6 +9,8 @@ __version__ = "0.1.0"
 # Public API, imported lazily so that ``import healforge`` stays fast: name -> module.
 _API = {
     "import_catalog": "healforge.catalog.build.importer",
+    "ImportArguments": "healforge.catalog.build.arguments",
+    "RunOptions": "healforge.options",
     "validate_catalog": "healforge.catalog.check.validate",
     "catalog_info": "healforge.catalog.check.info",
     "append": "healforge.catalog.change.append",

@@ -81,17 +81,25 @@ def storage_kwargs(args: argparse.Namespace) -> dict:
     return out
 
 
-def call_api(args: argparse.Namespace, target: str, **overrides):
+def call_api(args: argparse.Namespace, target: str, fields_from: str | None = None, **overrides):
     """Call healforge's API function ``target`` (``"module:function"``, imported now) with the
-    parsed options whose names are its parameters, the run options (engine and storage, where
-    the subcommand has them) and ``overrides`` for options that the CLI spells differently."""
+    parsed options whose names are its parameters (or the fields of the dataclass
+    ``fields_from``, for a function taking them as ``**options``), the run options (engine and
+    storage, where the subcommand has them) and ``overrides`` for options the CLI spells
+    differently."""
+    import dataclasses
     import importlib
     import inspect
 
-    module, _, name = target.partition(":")
-    function = getattr(importlib.import_module(module), name)
-    params = inspect.signature(function).parameters
-    kwargs = {p: getattr(args, p) for p in params if hasattr(args, p)}
+    def load(path: str):
+        module, _, name = path.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    function = load(target)
+    names = list(inspect.signature(function).parameters)
+    if fields_from is not None:
+        names += [f.name for f in dataclasses.fields(load(fields_from))]
+    kwargs = {p: getattr(args, p) for p in names if hasattr(args, p)}
     if hasattr(args, "workers"):
         kwargs.update(engine_kwargs(args))
     kwargs.pop("storage_options", None)

@@ -157,6 +157,7 @@ def _import(args: argparse.Namespace) -> int:
     result = call_api(
         args,
         "healforge.catalog.build.importer:import_catalog",
+        "healforge.catalog.build.arguments:ImportArguments",
         drop_empty_siblings=not args.no_drop_empty_siblings,
         reader_options=_reader_options(args),
         margins=args.margin,

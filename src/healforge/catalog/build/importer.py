@@ -11,8 +11,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from pathlib import PurePosixPath
 
@@ -25,7 +24,8 @@ from healforge.catalog import format as fmt
 from healforge.catalog.alignment import Alignment, dense_histogram, generate_alignment
 from healforge.catalog.build import ancillary
 from healforge.catalog.build import duplicate_ids as duplicates
-from healforge.catalog.build.column_types import parse_dtypes, parse_size, schema_types
+from healforge.catalog.build.arguments import CATALOG_TYPES, ImportArguments
+from healforge.catalog.build.column_types import parse_dtypes, schema_types
 from healforge.catalog.build.importrun import (
     build_members,
     prepare_output,
@@ -44,16 +44,19 @@ from healforge.catalog.build.stages import (
     split_stage,
 )
 from healforge.catalog.build.tasks import InputSpec
-from healforge.engine import Engine, Progress, owned_engine
+from healforge.catalog.change.snapshot import CatalogSnapshot
+from healforge.catalog.derived.collection import COLLECTION_FILE, index_name, margin_name, write_collection
+from healforge.catalog.derived.index import build_index
+from healforge.catalog.derived.margin import build_margin
+from healforge.engine import Engine, Progress
 from healforge.errors import BadInputError, CatalogError, OptionError
-from healforge.healpix import check_order
 from healforge.io import storage
 from healforge.io.readers import expand_inputs
 from healforge.io.storage import AnyPath, as_path
-from healforge.names import check_name, check_optional_name
+from healforge.options import RunOptions
 
 WORK_DIR = ".healforge-import"
-CATALOG_TYPES = ("object", "source")
+RUN_FIELDS = {f.name for f in fields(RunOptions)}
 
 
 @dataclass
@@ -94,222 +97,109 @@ def import_catalog(
     ra: str | None = None,
     dec: str | None = None,
     *,
-    id_column: str | None = None,
-    threshold: int | None = None,
-    max_bytes: int | str | None = None,
-    highest_order: int = 10,
-    lowest_order: int = 0,
-    name: str | None = None,
-    catalog_type: str | None = None,
-    sort_columns: list[str] | tuple[str, ...] | None = None,
-    compression: str | None = "zstd:3",
-    drop_empty_siblings: bool = True,
-    input_format: str | None = None,
-    reader_options: dict | None = None,
-    columns: list[str] | tuple[str, ...] | None = None,
-    schema: str | os.PathLike | pa.Schema | None = None,
-    dtype: dict | list[str] | None = None,
-    batch_rows: int = 500_000,
-    row_group_rows: int = 1_048_576,
-    subtile_order_delta: int | None = None,
-    on_bad_rows: str = "error",
-    on_duplicate_ids: str = "report",
-    margin_arcsec: float | None = None,
-    margin_path: str | os.PathLike | None = None,
-    collection: bool = False,
-    margins: list[float] | tuple[float, ...] = (),
-    indexes: list[str] | tuple[str, ...] = (),
-    skymap_alt_orders: Sequence[int] = (),
-    thumbnail: bool = False,
-    per_partition_stats: bool = False,
-    default_columns: Sequence[str] | None = None,
-    properties: dict[str, str] | None = None,
-    summary: bool = False,
-    resume: bool | None = None,
-    overwrite: bool = False,
-    storage_options: dict | None = None,
-    tmp_dir: str | os.PathLike | None = None,
-    engine: Engine | None = None,
-    workers: int | None = None,
-    scheduler: str | None = None,
-    synchronous: bool = False,
-    quiet: bool = False,
+    run: RunOptions | None = None,
+    **options,
 ) -> ImportResult:
     """Import point tables into a HATS catalog.
 
     Parameters
     ----------
-    inputs
-        Files, directories or glob patterns (CSV, Parquet, FITS, HDF5, ECSV; local or fsspec
-        URLs), or one existing HATS catalog or collection directory to re-import (repartition):
-        its rows, ``_healpix_29`` and properties are kept, sizes, orders and dates are new.
-    output
-        Catalog directory to create: a local path or an fsspec URL (``s3://bucket/cat``).
-    ra, dec
-        Coordinate columns, degrees (default ``ra``/``dec``, or the re-imported catalog's).
-    id_column
-        Optional unique-id column; checked to exist and recorded in the properties.
-    on_duplicate_ids
-        What repeated values of ``id_column`` do: ``report`` (default; the count and a few
-        examples go to ``ImportResult.duplicate_ids`` and a warning line) or ``error`` (stop
-        before any data file is written).
-    threshold
-        Maximum rows per partition (default 1,000,000).
-    max_bytes
-        Instead of ``threshold``: maximum estimated in-memory bytes per partition (``500MB``,
-        ``1GiB`` or an int; hats-import's ``byte_pixel_threshold``), recorded as
-        ``hats_max_bytes``. Every data file written is checked to be at most 10% over it.
-    highest_order, lowest_order
-        Range of partition orders; equal values give a fixed-order catalog.
-    name
-        ``obs_collection`` (default: the output directory name).
-    catalog_type
-        ``object`` or ``source``.
-    input_format, reader_options
-        Input format (guessed from the suffix by default) and reader options: ``hdu`` (FITS
-        extension), ``group`` (HDF5 group of column datasets), ``delimiter`` (CSV).
-    sort_columns
-        Columns sorting rows after ``_healpix_29`` inside each file (default: none, or the
-        re-imported catalog's ``hats_cols_sort``).
-    columns
-        Import only these columns (plus ra, dec, the id and sort columns).
-    schema, dtype
-        Column types to use, from a parquet file's schema and/or ``{column: type}`` (or
-        ``["col=type", ...]``; ``dtype`` wins). Inputs whose types differ are cast to them; a
-        cast that would change a value is an error naming the file, column and row.
-    row_group_rows, subtile_order_delta
-        Rows per parquet row group, or (D) one row group per order K+D sub-pixel of an order K
-        partition instead.
-    compression
-        Parquet codec and level, ``"zstd:3"`` style (codec[:level]).
-    on_bad_rows
-        ``"error"`` (default: stop at the first bad row, naming file, column, row, value) or
-        ``"quarantine"`` (write bad rows to ``OUTPUT.rejected.parquet`` and count them).
-    margin_arcsec, margin_path
-        Also build a margin cache of this radius, at ``margin_path`` (default ``OUTPUT_margin``
-        beside the catalog); append and compact keep it up to date.
-    collection
-        Write a HATS collection at ``output``: the catalog in ``OUTPUT/<name>``, each margin in
-        ``OUTPUT/<name>_<R>arcs`` and each index in ``OUTPUT/<name>_<column>`` (hats-import's
-        names), and ``OUTPUT/collection.properties`` (the first margin and index are the defaults).
-        Rerunning after a crash resumes the catalog, or keeps it if it is complete.
-    margins
-        Margin radii (arcsec) to build (several only in a collection).
-    indexes
-        Columns to build index catalogs on (beside a stand-alone catalog as ``OUTPUT_<col>_index``).
-    skymap_alt_orders, thumbnail, per_partition_stats, default_columns, properties, summary
-        hats-import's optional outputs: ``skymap.K.fits`` maps at these orders (at most
-        ``highest_order``), ``data_thumbnail.parquet``, ``per_partition_statistics.parquet``,
-        ``hats_cols_default``, extra ``hats.properties`` entries, and a ``README.md`` summary.
-        Append and compact keep them current (see :mod:`healforge.catalog.build.ancillary`).
-    resume
-        ``None``: continue an unfinished run with the same arguments if there is one.
-        ``True``: there must be one. ``False``: start afresh (needs ``overwrite`` if output exists).
-    overwrite
-        Delete an existing output first.
-    storage_options
-        fsspec options for a URL ``output`` (and ``margin_path``): credentials, endpoint...
-    tmp_dir
-        Local directory for the intermediate files (default: inside a local output, the system
-        temp dir for a URL output). A rerun with the same output finds them there and resumes.
-    engine, workers, scheduler, synchronous, quiet
-        Where tasks run (see :class:`healforge.engine.Engine`) and whether to show progress.
+    inputs, output, ra, dec, **options
+        The fields of :class:`healforge.catalog.build.arguments.ImportArguments` (``threshold``,
+        ``highest_order``, ``margins``, ``collection``, ``resume``...), checked before anything
+        is read.
+    run, **options
+        How it runs: a :class:`healforge.options.RunOptions` and/or its fields as keywords
+        (``engine``, ``workers``, ``scheduler``, ``synchronous``, ``quiet``,
+        ``storage_options``, ``tmp_dir``).
 
     Returns
     -------
     ImportResult
     """
-    margins = [float(m) for m in margins] + ([float(margin_arcsec)] if margin_arcsec else [])
-    check_optional_name(name, "catalog name")
-    if collection:
-        # members are directories of the collection named after the catalog (and index columns)
-        check_name(name or as_path(output, storage_options).name, "catalog name")
-        for col in indexes:
-            check_name(col, "index column name")
-        options = dict(
-            ra=ra,
-            dec=dec,
-            id_column=id_column,
-            threshold=threshold,
-            max_bytes=max_bytes,
-            highest_order=highest_order,
-            lowest_order=lowest_order,
-            catalog_type=catalog_type,
-            sort_columns=sort_columns,
-            compression=compression,
-            drop_empty_siblings=drop_empty_siblings,
-            input_format=input_format,
-            reader_options=reader_options,
-            columns=columns,
-            schema=schema,
-            dtype=dtype,
-            batch_rows=batch_rows,
-            row_group_rows=row_group_rows,
-            subtile_order_delta=subtile_order_delta,
-            on_bad_rows=on_bad_rows,
-            on_duplicate_ids=on_duplicate_ids,
-            skymap_alt_orders=skymap_alt_orders,
-            thumbnail=thumbnail,
-            per_partition_stats=per_partition_stats,
-            default_columns=default_columns,
-            properties=properties,
-            summary=summary,
-            tmp_dir=tmp_dir,
-        )
-        return _import_collection(
-            inputs,
-            as_path(output, storage_options),
-            options,
-            name=name,
-            margins=margins,
-            indexes=list(indexes),
-            resume=resume,
-            overwrite=overwrite,
-            engine_args=dict(
-                engine=engine, workers=workers, scheduler=scheduler, synchronous=synchronous, quiet=quiet
-            ),
-        )
-    if len(margins) > 1:
-        raise ValueError("several margins need a collection (collection=True / --collection)")
-    margin_arcsec = margins[0] if margins else None
-    check_order(highest_order)
-    check_order(lowest_order)
-    if lowest_order > highest_order:
-        raise OptionError(f"lowest order {lowest_order} is above highest order {highest_order}")
-    if on_bad_rows not in ("error", "quarantine"):
-        raise OptionError("on_bad_rows must be 'error' or 'quarantine'")
-    duplicates.check_mode(on_duplicate_ids)
-    if max_bytes is not None:
-        if threshold is not None:
-            raise OptionError("give either a row threshold or max_bytes, not both")
-        if lowest_order == highest_order:
-            raise OptionError(
-                "max_bytes has no effect on a fixed-order catalog (lowest order = highest order)"
-            )
-        max_bytes = parse_size(max_bytes)
-    threshold = int(threshold) if threshold is not None else (None if max_bytes else 1_000_000)
-    if threshold is not None and threshold < 1:
-        raise OptionError(f"threshold must be a positive number of rows, got {threshold}")
-    if row_group_rows is None or int(row_group_rows) < 1:
-        raise OptionError(f"row_group_rows must be at least 1, got {row_group_rows}")
-    if subtile_order_delta is not None and not 0 <= int(subtile_order_delta) <= 29 - highest_order:
-        raise OptionError(
-            f"subtile_order_delta must be in [0, {29 - highest_order}] (order + delta at most 29), "
-            f"got {subtile_order_delta}"
-        )
-    if isinstance(inputs, str | os.PathLike):
-        inputs = [inputs]
-    outputs = ancillary.import_outputs(
-        skymap_order=highest_order,
-        skymap_alt_orders=skymap_alt_orders,
-        thumbnail=thumbnail,
-        per_partition_stats=per_partition_stats,
-        summary=summary,
-        default_columns=default_columns,
-        properties=properties,
+    run_fields = {k: options.pop(k) for k in list(options) if k in RUN_FIELDS}
+    args = ImportArguments(inputs, output, ra, dec, run=RunOptions.of(run, **run_fields), **options)
+    return run_import(args)
+
+
+def run_import(args: ImportArguments) -> ImportResult:
+    """Run the import ``args`` describe: resume or start it, or answer that it is complete."""
+    if args.collection:
+        return _import_collection(args)
+    output = args.run.path(args.output)
+    plan = _resolve(args, output)
+    work = storage.scratch_dir(output, WORK_DIR, args.run.tmp_dir)
+    state = prepare_output(output, work, plan.record, args.resume, args.overwrite)
+    members = partial(
+        build_members,
+        output=output,
+        margin_arcsec=args.margin_radius,
+        margin_path=args.margin_path,
+        indexes=args.indexes,
+        args=plan.record,
+        run=args.run,
     )
-    output = as_path(output, storage_options)
-    source = _source_catalog(inputs, output, storage_options)
+    if state in ("complete", "members"):
+        result = _completed_result(output)
+        if state == "complete":
+            return result
+        return members(result)
+    timings: dict[str, float] = {}
+    with args.run.engine_scope() as eng:
+        done = _run_stages(eng, args, plan, work, timings)
+        if args.max_bytes is not None:
+            check_file_sizes(done["targets"], args.max_bytes)
+
+    t0 = time.perf_counter()
+    finishing = Progress(2, "Finishing", quiet=args.run.quiet)
+    result = _finish_import(args, plan, output, work, done)
+    result.resumed = state == "resumed"
+    finishing.update()
+    # the point of completion: a rerun finds this record and answers "already complete"
+    write_record(output, plan.record, record_fields(result), members_done=not (args.margins or args.indexes))
+    remove_work_dir(work)
+    finishing.update()
+    finishing.close()
+    timings["finish"] = time.perf_counter() - t0
+    result.stage_seconds = timings
+    if done["duplicates"] is not None:
+        result.duplicate_ids = done["duplicates"]
+        result.warnings.append(str(done["duplicates"]))
+    return members(result)
+
+
+@dataclass
+class _Plan:
+    """An import's inputs resolved: files, columns and types, what the re-imported catalog
+    carries, the optional outputs, and ``record``: the arguments a rerun must repeat."""
+
+    files: list
+    ra: str
+    dec: str
+    name: str | None
+    catalog_type: str
+    sort_columns: list[str]
+    spec: InputSpec
+    explicit_types: dict
+    extra: dict
+    outputs: object
+    record: dict
+
+
+def _resolve(args: ImportArguments, output: AnyPath) -> _Plan:
+    """Expand the inputs (or open the catalog re-imported) and settle the columns and types."""
+    outputs = ancillary.import_outputs(
+        skymap_order=args.highest_order,
+        skymap_alt_orders=args.skymap_alt_orders,
+        thumbnail=args.thumbnail,
+        per_partition_stats=args.per_partition_stats,
+        summary=args.summary,
+        default_columns=args.default_columns,
+        properties=args.properties,
+    )
+    ra, dec, name, id_column = args.ra, args.dec, args.name, args.id_column
+    catalog_type, sort_columns, input_format = args.catalog_type, args.sort_columns, args.input_format
+    source = _source_catalog(args.inputs, output, args.run.storage_options)
     extra: dict = {}
     if source is not None:
         props = source.properties
@@ -322,212 +212,188 @@ def import_catalog(
             sort_columns = [c for c in props["hats_cols_sort"].split(",") if c]
         extra = source.carried_properties()
     else:
-        files = expand_inputs(inputs, storage_options)
+        files = expand_inputs(args.inputs, args.run.storage_options)
     ra, dec, catalog_type = ra or "ra", dec or "dec", catalog_type or "object"
     sort_columns = list(sort_columns or ())
     if catalog_type not in CATALOG_TYPES:
         raise OptionError(f"catalog type must be one of {CATALOG_TYPES}, got {catalog_type!r}")
-    explicit_types = parse_dtypes(dtype)
-    dtypes = {**(schema_types(schema) if schema is not None else {}), **explicit_types}
+    explicit_types = parse_dtypes(args.dtype)
+    dtypes = {**(schema_types(args.schema) if args.schema is not None else {}), **explicit_types}
+    columns = args.columns
     if columns is not None:
         columns = list(dict.fromkeys([*columns, *([id_column] if id_column else []), *sort_columns]))
     if id_column:
         extra["hats_col_id"] = id_column
-    work = storage.scratch_dir(output, WORK_DIR, tmp_dir)
-    args = {
+    record = {
         "files": files,
         "ra": ra,
         "dec": dec,
         "id_column": id_column,
-        "threshold": threshold,
-        "max_bytes": max_bytes,
-        "highest_order": int(highest_order),
-        "lowest_order": int(lowest_order),
+        "threshold": args.threshold,
+        "max_bytes": args.max_bytes,
+        "highest_order": int(args.highest_order),
+        "lowest_order": int(args.lowest_order),
         "catalog_type": catalog_type,
         "sort_columns": list(sort_columns),
-        "compression": compression,
-        "drop_empty_siblings": bool(drop_empty_siblings),
+        "compression": args.compression,
+        "drop_empty_siblings": bool(args.drop_empty_siblings),
         "input_format": input_format,
-        "reader_options": reader_options or {},
+        "reader_options": args.reader_options or {},
         "columns": columns,
         "dtypes": {c: str(t) for c, t in dtypes.items()},
-        "row_group_rows": int(row_group_rows),
-        "subtile_order_delta": subtile_order_delta,
-        "on_bad_rows": on_bad_rows,
+        "row_group_rows": int(args.row_group_rows),
+        "subtile_order_delta": args.subtile_order_delta,
+        "on_bad_rows": args.on_bad_rows,
         "version": __version__,
     }
-    state = prepare_output(output, work, args, resume, overwrite)
-    members = partial(
-        build_members,
-        output=output,
-        margin_arcsec=margin_arcsec,
-        margin_path=margin_path,
-        indexes=indexes,
-        args=args,
-        storage_options=storage_options,
-        tmp_dir=tmp_dir,
-        engine=engine,
-        workers=workers,
-        scheduler=scheduler,
-        synchronous=synchronous,
-        quiet=quiet,
-    )
-    if state in ("complete", "members"):
-        result = _completed_result(output)
-        if state == "complete":
-            return result
-        return members(result)
-    resumed = state == "resumed"
     spec = InputSpec(
         ra,
         dec,
         input_format,
-        batch_rows,
-        on_bad_rows,
-        dict(reader_options or {}),
+        args.batch_rows,
+        args.on_bad_rows,
+        dict(args.reader_options or {}),
         tuple(columns) if columns is not None else None,
         dtypes,
-        measure_bytes=max_bytes is not None,
-        storage_options=storage_options,
+        measure_bytes=args.max_bytes is not None,
+        storage_options=args.run.storage_options,
     )
-    timings: dict[str, float] = {}
+    return _Plan(
+        files, ra, dec, name, catalog_type, sort_columns, spec, explicit_types, extra, outputs, record
+    )
 
-    with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
-        t0 = time.perf_counter()
-        mapped = map_stage(eng, files, spec, highest_order, work)
-        timings["map"] = time.perf_counter() - t0
 
-        t0 = time.perf_counter()
-        binning = Progress(1, "Binning", quiet=quiet)
-        schema = common_schema(files, mapped["schemas"], [id_column, *sort_columns])
-        ancillary.check_columns(outputs, schema.names)
-        unknown = [c for c in explicit_types if c not in schema.names]
-        if unknown:
-            raise BadInputError(
-                f"--dtype column(s) {', '.join(map(repr, unknown))} not found; imported columns: "
-                f"{', '.join(schema.names)}",
-                path=files[0],
-            )
-        pixels, counts = mapped["pixels"], mapped["counts"]
-        align_file = work / "alignment.npz"
-        if align_file.exists():
-            alignment = Alignment.load(align_file)
-        else:
-            alignment = generate_alignment(
-                pixels,
-                counts,
-                highest_order,
-                lowest_order,
-                max_bytes or threshold,
-                drop_empty_siblings,
-                weights=mapped.get("bytes"),
-            )
-            tmp = work / f".alignment.{uuid.uuid4().hex}.npz"
-            alignment.save(tmp)
-            os.replace(tmp, align_file)
-        destinations = alignment.destinations()
-        binning.update()
-        binning.close()
-        timings["binning"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        slices, n_rejected = split_stage(eng, files, spec, work, align_file, schema)
-        if n_rejected != mapped["bad"]:
-            raise RuntimeError(
-                f"split rejected {n_rejected} rows but mapping found {mapped['bad']}: did the inputs change?"
-            )
-        shards = sorted({piece[0] for pieces in slices for piece in pieces})
-        try:
-            dup = duplicates.check_shards(shards, id_column, on_duplicate_ids) if id_column else None
-        except BadInputError:
-            remove_work_dir(work)  # nothing written: a corrected rerun starts afresh
-            raise
-        timings["split"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        targets = [fmt.pixel_file(output, o, p) for o, p, _ in destinations]
-        reduce_stage(
-            eng,
-            destinations,
-            slices,
-            targets,
-            work / "reduce",
-            sort_columns,
-            compression,
-            int(row_group_rows),
-            subtile_order_delta,
-        )
-        timings["reduce"] = time.perf_counter() - t0
-        if max_bytes is not None:
-            check_file_sizes(targets, max_bytes)
+def _run_stages(eng: Engine, args: ImportArguments, plan: _Plan, work: AnyPath, timings: dict) -> dict:
+    """Map, binning, split and reduce; returns what the finish needs (``mapped``,
+    ``destinations``, ``rejected``, ``targets``, ``duplicates``)."""
+    files, id_column = plan.files, plan.record["id_column"]
+    t0 = time.perf_counter()
+    mapped = map_stage(eng, files, plan.spec, args.highest_order, work)
+    timings["map"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    finishing = Progress(2, "Finishing", quiet=quiet)
-    pixels_out = [(o, p) for o, p, _ in destinations]
-    rejected_file = _write_rejected(output, rejected_tables(work, files)) if n_rejected else None
+    binning = Progress(1, "Binning", quiet=args.run.quiet)
+    schema = common_schema(files, mapped["schemas"], [id_column, *plan.sort_columns])
+    ancillary.check_columns(plan.outputs, schema.names)
+    unknown = [c for c in plan.explicit_types if c not in schema.names]
+    if unknown:
+        raise BadInputError(
+            f"--dtype column(s) {', '.join(map(repr, unknown))} not found; imported columns: "
+            f"{', '.join(schema.names)}",
+            path=files[0],
+        )
+    align_file = work / "alignment.npz"
+    if align_file.exists():
+        alignment = Alignment.load(align_file)
+    else:
+        alignment = generate_alignment(
+            mapped["pixels"],
+            mapped["counts"],
+            args.highest_order,
+            args.lowest_order,
+            args.max_bytes or args.threshold,
+            args.drop_empty_siblings,
+            weights=mapped.get("bytes"),
+        )
+        tmp = work / f".alignment.{uuid.uuid4().hex}.npz"
+        alignment.save(tmp)
+        os.replace(tmp, align_file)
+    destinations = alignment.destinations()
+    binning.update()
+    binning.close()
+    timings["binning"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    slices, n_rejected = split_stage(eng, files, plan.spec, work, align_file, schema)
+    if n_rejected != mapped["bad"]:
+        raise RuntimeError(
+            f"split rejected {n_rejected} rows but mapping found {mapped['bad']}: did the inputs change?"
+        )
+    shards = sorted({piece[0] for pieces in slices for piece in pieces})
+    try:
+        dup = duplicates.check_shards(shards, id_column, args.on_duplicate_ids) if id_column else None
+    except BadInputError:
+        remove_work_dir(work)  # nothing written: a corrected rerun starts afresh
+        raise
+    timings["split"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    output = args.run.path(args.output)
+    targets = [fmt.pixel_file(output, o, p) for o, p, _ in destinations]
+    reduce_stage(
+        eng,
+        destinations,
+        slices,
+        targets,
+        work / "reduce",
+        plan.sort_columns,
+        args.compression,
+        int(args.row_group_rows),
+        args.subtile_order_delta,
+    )
+    timings["reduce"] = time.perf_counter() - t0
+    return {
+        "mapped": mapped,
+        "destinations": destinations,
+        "rejected": n_rejected,
+        "targets": targets,
+        "duplicates": dup,
+    }
+
+
+def _finish_import(args: ImportArguments, plan: _Plan, output: AnyPath, work, done: dict) -> ImportResult:
+    """The catalog-level files, the quarantined rows and the row-count check."""
+    mapped, n_rejected = done["mapped"], done["rejected"]
+    pixels_out = [(o, p) for o, p, _ in done["destinations"]]
+    rejected_file = _write_rejected(output, rejected_tables(work, plan.files)) if n_rejected else None
     written = finish_catalog(
         output,
         pixels_out,
-        dense_histogram(pixels, counts, highest_order),
-        name=name or output.name,
-        catalog_type=catalog_type,
-        ra=ra,
-        dec=dec,
-        threshold=threshold,
-        sort_columns=sort_columns,
+        dense_histogram(mapped["pixels"], mapped["counts"], args.highest_order),
+        name=plan.name or output.name,
+        catalog_type=plan.catalog_type,
+        ra=plan.ra,
+        dec=plan.dec,
+        threshold=args.threshold,
+        sort_columns=plan.sort_columns,
         extra={
-            **extra,
-            **outputs.hats_properties(),
-            **({"hats_max_bytes": max_bytes} if max_bytes is not None else {}),
+            **plan.extra,
+            **plan.outputs.hats_properties(),
+            **({"hats_max_bytes": args.max_bytes} if args.max_bytes is not None else {}),
         },
     )
-    ancillary.write_at_import(output, outputs)
-    finishing.update()
+    ancillary.write_at_import(output, plan.outputs)
     n_rows = mapped["rows"]
     if written + n_rejected != n_rows:
         raise RuntimeError(f"row count mismatch: read {n_rows}, rejected {n_rejected}, wrote {written}")
     storage.clean_leftovers(output, fmt.DATASET_DIR)
-    result = ImportResult(
-        str(output), written, n_rejected, pixels_out, str(rejected_file) if rejected_file else None, resumed
-    )
-    # the point of completion: a rerun finds this record and answers "already complete"
-    write_record(output, args, record_fields(result), members_done=not (margin_arcsec or indexes))
-    remove_work_dir(work)
-    finishing.update()
-    finishing.close()
-    timings["finish"] = time.perf_counter() - t0
-    result.stage_seconds = timings
-    if dup is not None:
-        result.duplicate_ids = dup
-        result.warnings.append(str(dup))
-    return members(result)
+    rejected = str(rejected_file) if rejected_file else None
+    return ImportResult(str(output), written, n_rejected, pixels_out, rejected)
 
 
-def _import_collection(
-    inputs, output, options: dict, *, name, margins, indexes, resume, overwrite, engine_args
-) -> ImportResult:
+def _import_collection(args: ImportArguments) -> ImportResult:
     """``import_catalog(collection=True)``: the catalog, its margins and indexes, the properties."""
-    from healforge.catalog.change.snapshot import CatalogSnapshot
-    from healforge.catalog.derived.collection import (
-        COLLECTION_FILE,
-        index_name,
-        margin_name,
-        write_collection,
-    )
-    from healforge.catalog.derived.index import build_index
-    from healforge.catalog.derived.margin import build_margin
-
-    root = output
-    tmp_dir = options.get("tmp_dir")
-    cat_name = name or root.name
+    root = args.run.path(args.output)
+    tmp_dir = args.run.tmp_dir
+    cat_name = args.name or root.name
     primary = root / cat_name
-    if overwrite and root.exists():
+    margins, indexes = list(args.margins), list(args.indexes)
+    if args.overwrite and root.exists():
         storage.rmtree(root)
-    with owned_engine(**engine_args) as eng:
+    with args.run.engine_scope() as eng:
         # the catalog: finished already (its record matches), resumed, or imported afresh
-        result = import_catalog(
-            inputs, primary, name=cat_name, resume=resume, engine=eng, quiet=eng.quiet, **options
+        catalog_args = replace(
+            args,
+            output=primary,
+            name=cat_name,
+            collection=False,
+            margins=(),
+            indexes=(),
+            margin_path=None,
+            overwrite=False,
+            run=args.run.using(eng),
         )
+        result = run_import(catalog_args)
         if (root / COLLECTION_FILE).exists():
             _check_collection_members(root, cat_name, margins, indexes)
             result.complete = True
@@ -566,8 +432,6 @@ def _import_collection(
 def _check_collection_members(root: AnyPath, cat_name: str, margins: list, indexes: list) -> None:
     """A finished collection import rerun: it must hold the margins and indexes asked for."""
     from hats.catalog.dataset.collection_properties import CollectionProperties
-
-    from healforge.catalog.derived.collection import margin_name
 
     props = CollectionProperties.read_from_dir(str(root) if storage.is_local(root) else root)
     have_margins = {PurePosixPath(m).name for m in props.all_margins or []}
@@ -663,4 +527,11 @@ def _write_rejected(output: AnyPath, tables: list[pa.Table]) -> AnyPath:
     return target
 
 
-__all__ = ["ImportResult", "finish_catalog", "import_catalog", "rejected_path_for"]
+__all__ = [
+    "ImportArguments",
+    "ImportResult",
+    "finish_catalog",
+    "import_catalog",
+    "rejected_path_for",
+    "run_import",
+]

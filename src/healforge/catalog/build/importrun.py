@@ -17,9 +17,12 @@ import uuid
 from pathlib import Path
 
 from healforge.catalog import format as fmt
+from healforge.catalog.derived.index import index_catalog
+from healforge.catalog.derived.margin import margin
 from healforge.errors import CatalogError
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
+from healforge.options import RunOptions
 
 RECORD = ".healforge/import.json"
 
@@ -43,62 +46,26 @@ def record_fields(result) -> dict:
 def build_members(
     result,
     output: AnyPath,
-    margin_arcsec,
-    margin_path,
+    margin_arcsec: float | None,
+    margin_path: str | os.PathLike | None,
     indexes,
     args: dict,
-    *,
-    storage_options,
-    tmp_dir,
-    engine,
-    workers,
-    scheduler,
-    synchronous,
-    quiet,
+    run: RunOptions,
 ) -> object:
     """The margin and indexes of a finished stand-alone import (rebuilt whole after a kill)."""
     timings = result.stage_seconds
     if not (margin_arcsec or indexes):
         return result
-    run = dict(
-        tmp_dir=tmp_dir,
-        engine=engine,
-        workers=workers,
-        scheduler=scheduler,
-        synchronous=synchronous,
-        quiet=quiet,
-    )
     if margin_arcsec:
-        from healforge.catalog.derived.margin import margin
-
-        target = (
-            as_path(margin_path, storage_options)
-            if margin_path
-            else output.with_name(output.name + "_margin")
-        )
+        target = run.path(margin_path) if margin_path else output.with_name(output.name + "_margin")
         t0 = time.perf_counter()
-        result.margin = margin(
-            output,
-            target,
-            margin_arcsec,
-            overwrite=True,
-            **run,
-        )
+        result.margin = margin(output, target, margin_arcsec, overwrite=True, run=run)
         timings["margin"] = time.perf_counter() - t0
     if indexes:
-        from healforge.catalog.derived.index import index_catalog
-
         t0 = time.perf_counter()
         result.members = [result.margin] if result.margin is not None else []
         for col in indexes:
-            result.members.append(
-                index_catalog(
-                    output,
-                    col,
-                    overwrite=True,
-                    **run,
-                )
-            )
+            result.members.append(index_catalog(output, col, overwrite=True, run=run))
         timings["index"] = time.perf_counter() - t0
     write_record(output, args, record_fields(result), members_done=True)
     return result
@@ -211,29 +178,3 @@ def write_record(output: AnyPath, args: dict, result: dict, members_done: bool) 
     ``rejected``, ``rejected_path``, ``pixels``), and whether its margin and indexes are built."""
     record = {"args": args, **result, "members_done": members_done}
     fmt.atomic_write_text(output / RECORD, json.dumps(record, indent=1))
-
-
-def finished_command(output: AnyPath, command: str, args: dict, overwrite: bool) -> dict | None:
-    """The results a finished ``command`` (margin, index, nest) recorded in ``output`` when its
-    arguments were ``args`` (then a rerun has nothing to do); ``None`` when ``output`` holds no
-    finished run of it or ``overwrite``. Other recorded arguments are refused (``--overwrite``)."""
-    path = output / ".healforge" / f"{command}.json"
-    if overwrite or not path.exists():
-        return None
-    if not any((output / n).exists() for n in ("hats.properties", "collection.properties")):
-        return None  # copied into place on an object store, its properties not yet
-    record = json.loads(path.read_text())
-    if record["args"] != args:
-        diff = sorted(k for k in args if record["args"].get(k) != args[k])
-        raise CatalogError(
-            f"{output} holds a finished {command} with other arguments ({', '.join(diff)}); "
-            "use --overwrite to replace it"
-        )
-    return record["result"]
-
-
-def write_command_record(output: AnyPath, command: str, args: dict, result: dict) -> None:
-    """Record in ``output`` (before it is moved into place) that ``command`` finished with
-    ``args`` and produced ``result`` (what :func:`finished_command` returns to a rerun)."""
-    record = {"args": args, "result": result}
-    fmt.atomic_write_text(output / ".healforge" / f"{command}.json", json.dumps(record, indent=1))

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from healforge.catalog import format as fmt
 from healforge.catalog.alignment import coarsen_histogram, dense_histogram, incremental_alignment
@@ -23,16 +21,22 @@ from healforge.catalog.build.stages import map_stage, reduce_stage, rejected_tab
 from healforge.catalog.build.tasks import InputSpec
 from healforge.catalog.change import transaction as txn
 from healforge.catalog.change.casting import check_schema
+from healforge.catalog.change.delete import convert_nested_layout
+from healforge.catalog.change.writer import (
+    carry_properties,
+    catalog_schema,
+    change,
+    commit_change,
+    write_beside,
+)
 from healforge.catalog.check.unseen import check_pixel_dirs
 from healforge.catalog.derived.collection import resolve_catalog
-from healforge.catalog.derived.members import Member, stage_members
 from healforge.catalog.format import read_histogram
-from healforge.engine import Engine, owned_engine
-from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
 from healforge.io.readers import expand_inputs
-from healforge.io.storage import AnyPath, as_path
+from healforge.io.storage import AnyPath
 from healforge.names import check_optional_name
+from healforge.options import RunOptions
 
 
 @dataclass
@@ -66,17 +70,6 @@ class AppendResult:
         return text
 
 
-def catalog_schema(root: AnyPath):
-    """Data schema of a catalog (``_common_metadata`` without ``_healpix_29``)."""
-    schema = storage.read_parquet_schema(as_path(root) / fmt.DATASET_DIR / "_common_metadata")
-    schema = schema.remove_metadata()
-    return (
-        schema.remove(schema.get_field_index(SPATIAL_INDEX_COLUMN))
-        if SPATIAL_INDEX_COLUMN in schema.names
-        else schema
-    )
-
-
 def batch_key(files: list[str], label: str | None) -> str:
     h = hashlib.sha256()
     for f in files:
@@ -101,13 +94,8 @@ def append(
     batch_rows: int = 500_000,
     compression: str | None = "zstd:3",
     margin: str | os.PathLike | None = None,
-    storage_options: dict | None = None,
-    tmp_dir: str | os.PathLike | None = None,
-    engine: Engine | None = None,
-    workers: int | None = None,
-    scheduler: str | None = None,
-    synchronous: bool = False,
-    quiet: bool = False,
+    run: RunOptions | None = None,
+    **run_options,
 ) -> AppendResult:
     """Append input tables to an existing catalog.
 
@@ -132,10 +120,13 @@ def append(
         collection's margins and indexes, or those recorded by :func:`healforge.margin` and
         :func:`healforge.index_catalog`) is rebuilt from the new rows before the commit and
         swapped in by it: readers see the old catalog and members or the new ones.
-    storage_options, tmp_dir
-        fsspec options for a URL catalog (and margin); local directory for intermediate files.
-    on_bad_rows, input_format, reader_options, batch_rows, compression, engine, workers, scheduler, synchronous, quiet
+    on_bad_rows, input_format, reader_options, batch_rows, compression
         As for :func:`healforge.import_catalog`.
+    run, **run_options
+        How it runs: a :class:`healforge.options.RunOptions` and/or its fields as keywords
+        (``engine``, ``workers``, ``scheduler``, ``synchronous``, ``quiet``, ``storage_options``:
+        fsspec options of a URL catalog and margin, ``tmp_dir``: local directory for
+        intermediate files).
 
     Raises
     ------
@@ -146,47 +137,34 @@ def append(
     OptionError
         When ``batch`` is not one safe path component (:func:`healforge.names.check_name`).
     """
+    run = RunOptions.of(run, **run_options)
     check_optional_name(batch, "batch label")
-    root = fmt.require_catalog(resolve_catalog(as_path(catalog, storage_options)))
-    files = expand_inputs([inputs] if isinstance(inputs, str | os.PathLike) else inputs, storage_options)
-    from healforge.catalog.change.delete import convert_nested_layout
-
+    root = fmt.require_catalog(resolve_catalog(run.path(catalog)))
+    files = expand_inputs([inputs] if isinstance(inputs, str | os.PathLike) else inputs, run.storage_options)
     # list<struct> nested columns of an older catalog are first rewritten packed (one transaction)
-    converted = convert_nested_layout(
-        root, compression=compression, margin=margin, storage_options=storage_options, tmp_dir=tmp_dir,
-        engine=engine, workers=workers, scheduler=scheduler, synchronous=synchronous, quiet=quiet,
-    )  # fmt: skip
+    converted = convert_nested_layout(root, compression=compression, margin=margin, run=run)
     if converted:  # the conversion committed a new version: work on it
         root = fmt.require_catalog(resolve_catalog(root))
-    with txn.CatalogLock(root, "append"):
-        work = txn.begin(root, tmp_dir)
+    with change(root, "append", run.tmp_dir) as work:
         label = batch or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         batch_id = batch_key(files, batch)
         if batch_id in txn.applied_batches(root):
             storage.rmtree(txn.txn_dir(root))
-            shutil.rmtree(work, ignore_errors=True)
             total = int(fmt.read_properties(root)["hats_nrows"])
             return AppendResult(str(root), label, 0, 0, 0, [], total, skipped=True, converted=converted)
+        reading = {"input_format": input_format, "reader_options": reader_options}
+        reading |= {"on_bad_rows": on_bad_rows, "batch_rows": batch_rows}
         result = stage_and_commit(
             root,
             work,
             files,
             label,
             batch_id,
-            input_format=input_format,
-            reader_options=reader_options,
-            on_bad_rows=on_bad_rows,
+            reading=reading,
             cast=cast,
-            batch_rows=batch_rows,
             compression=compression,
             margin=margin,
-            storage_options=storage_options,
-            tmp_dir=tmp_dir,
-            engine=engine,
-            workers=workers,
-            scheduler=scheduler,
-            synchronous=synchronous,
-            quiet=quiet,
+            run=run,
         )
     result.converted = converted
     return result
@@ -199,33 +177,32 @@ def stage_and_commit(
     label: str,
     batch_id: str,
     *,
+    run: RunOptions,
     kind: str = "append",
     state: dict | None = None,
-    input_format: str | None = None,
-    reader_options: dict | None = None,
-    on_bad_rows: str = "error",
+    reading: dict | None = None,
     cast: str = "safe",
-    batch_rows: int = 500_000,
     compression: str | None = "zstd:3",
     margin: str | os.PathLike | None = None,
-    storage_options: dict | None = None,
-    tmp_dir: str | os.PathLike | None = None,
-    engine: Engine | None = None,
-    workers: int | None = None,
-    scheduler: str | None = None,
-    synchronous: bool = False,
-    quiet: bool = False,
 ) -> AppendResult:
-    """Add prepared input files to a catalog as one transaction (the caller holds the lock and
-    called :func:`transaction.begin`, which gave ``work``).
+    """Add prepared input files to a catalog as one transaction (the caller is inside
+    :func:`healforge.catalog.change.writer.change`, which gave ``work``).
 
     Rows in covered pixels become ``Npix=P/<label>.parquet``, rows outside get new pixels by the
     alignment rule. Every member of the catalog (its collection's margins and indexes, or those
     recorded beside it, and ``margin``) is rebuilt from the catalog-to-be into the staging area
-    (:func:`healforge.catalog.derived.members.stage_members`), and the manifest commit swaps in the rows
-    and the members together. ``state`` holds extra ``.healforge/<name>`` JSON files written by the commit's record phase.
-    Shared by :func:`append` and :func:`healforge.increment`.
+    (:func:`healforge.catalog.change.writer.stage_members`), and the manifest commit swaps in the rows
+    and the members together. ``state`` holds extra ``.healforge/<name>`` JSON files written by
+    the commit; ``reading``: how the inputs are read (``input_format``, ``reader_options``,
+    ``on_bad_rows``, ``batch_rows`` as for :func:`append`). Shared by :func:`append` and
+    :func:`healforge.increment`.
     """
+    reading = {
+        "input_format": None,
+        "reader_options": None,
+        "on_bad_rows": "error",
+        "batch_rows": 500_000,
+    } | (reading or {})
     check_pixel_dirs(root, kind)
     props = fmt.read_properties(root)
     existing = fmt.read_partition_info(root)
@@ -237,14 +214,14 @@ def stage_and_commit(
     spec = InputSpec(
         ra,
         dec,
-        input_format,
-        batch_rows,
-        on_bad_rows,
-        dict(reader_options or {}),
-        storage_options=storage_options,
+        reading["input_format"],
+        reading["batch_rows"],
+        reading["on_bad_rows"],
+        dict(reading["reader_options"] or {}),
+        storage_options=run.storage_options,
     )
 
-    with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
+    with run.engine_scope() as eng:
         mapped = map_stage(eng, files, spec, mapping_order, work)
         schema = catalog_schema(root)
         for f, s in zip(files, mapped["schemas"], strict=True):
@@ -272,7 +249,7 @@ def stage_and_commit(
         txn.save_array(txn.txn_dir(root) / "point_map.npy", histogram + new_hist)
         rejected_path = None
         if n_rejected:
-            rejected_path = _write_rejected(root, label, rejected_tables(work, files))
+            rejected_path = write_beside(root, f"{label}.rejected.parquet", rejected_tables(work, files))
 
         sky = fmt.sky_fraction(all_pixels)
         properties = carry_properties(props)
@@ -298,9 +275,7 @@ def stage_and_commit(
             "state": state or {},
         }
         # margins and indexes rebuilt from the catalog-to-be, swapped in by the same commit
-        stage_members(root, manifest, eng, extra=given_margin(margin, storage_options), tmp_dir=tmp_dir)
-        root = txn.commit(root, manifest)
-    shutil.rmtree(work, ignore_errors=True)
+        root = commit_change(root, manifest, eng, margin, run)
     return AppendResult(
         str(root),
         label,
@@ -322,30 +297,3 @@ def _free_label(root: AnyPath, label: str, destinations) -> str:
         n += 1
         candidate = f"{label}-{n}"
     return candidate
-
-
-def carry_properties(props: dict[str, str]) -> dict:
-    """Properties kept across a change (the writer fills dates, builder and size again)."""
-    skip = {"hats_estsize", "hats_creation_date", "hats_builder", "hats_version"}
-    return {k: v for k, v in props.items() if k not in skip}
-
-
-def _write_rejected(root: AnyPath, label: str, tables) -> AnyPath:
-    import pyarrow as pa
-
-    from healforge.catalog.change.versions import home_of
-
-    home = home_of(root)  # beside the catalog (or its collection), whatever its version
-    target = home.with_name(f"{home.name}.{label}.rejected.parquet")
-    with storage.atomic_output(target) as tmp:
-        pq.write_table(pa.concat_tables(tables), tmp)
-    return target
-
-
-def given_margin(margin: str | os.PathLike | None, storage_options: dict | None = None) -> list[Member]:
-    """An explicitly named margin to keep current besides the recorded members."""
-    if margin is None:
-        return []
-    path = as_path(margin, storage_options)
-    props = fmt.read_properties(path)
-    return [Member("margin", path, radius_arcsec=float(props["hats_margin_threshold"]))]

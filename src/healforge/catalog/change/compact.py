@@ -11,9 +11,7 @@ margins. The change is a transaction like an append.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,17 +22,24 @@ import pyarrow.compute as pc
 from healforge.catalog import format as fmt
 from healforge.catalog.alignment import generate_alignment, sparse_histogram
 from healforge.catalog.change import transaction as txn
-from healforge.catalog.change.append import carry_properties, given_margin
+from healforge.catalog.change.writer import (
+    batch_order,
+    carry_properties,
+    change,
+    commit_change,
+    file_rank,
+    pixel_files,
+)
 from healforge.catalog.check.unseen import check_pixel_dirs
 from healforge.catalog.derived.collection import resolve_catalog
-from healforge.catalog.derived.members import stage_members
 from healforge.catalog.derived.nested_columns import conversion_note, legacy_columns, pack_table
 from healforge.catalog.format import read_histogram
-from healforge.engine import Engine, owned_engine
+from healforge.engine import Engine
 from healforge.errors import BadInputError, CatalogError, OptionError
 from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
-from healforge.io.storage import AnyPath, as_path
+from healforge.io.storage import AnyPath
+from healforge.options import RunOptions
 
 COMPACTED_NAME = "compacted.parquet"
 BATCH_COLUMN = "__batch"
@@ -77,40 +82,6 @@ class CompactResult:
         if self.converted:
             text += "\n" + conversion_note(self.converted)
         return text
-
-
-def batch_order(root: AnyPath) -> dict[str, int]:
-    """Rank of each batch label, in the order the batches were applied (1 = oldest).
-
-    ``.healforge/batches.json`` lists applied batches in application order; a label used again
-    (after a compaction removed the first batch's files) ranks at its last use. Files whose name is
-    no recorded label (an import's ``Npix=P.parquet``, a compaction's ``compacted.parquet``) rank
-    0: they hold the rows that were there before any batch still in the catalog."""
-    path = as_path(root) / ".healforge" / "batches.json"
-    if not path.exists():
-        return {}
-    batches = json.loads(path.read_text() or "{}")
-    return {
-        info.get("label"): rank for rank, info in enumerate(batches.values(), start=1) if info.get("label")
-    }
-
-
-def file_rank(path: AnyPath, ranks: dict[str, int]) -> int:
-    """Batch rank of a data file (see :func:`batch_order`)."""
-    return ranks.get(path.name[: -len(".parquet")], 0) if path.name.endswith(".parquet") else 0
-
-
-def pixel_files(root: AnyPath, order: int, pixel: int, ranks: dict[str, int] | None = None) -> list[AnyPath]:
-    """Data files of a pixel, oldest first: by batch rank (:func:`batch_order`), then modification
-    time, then name (object stores keep modification times to the second)."""
-    single = fmt.pixel_file(root, order, pixel, ".parquet")
-    if single.is_file():
-        return [single]
-    if ranks is None:
-        ranks = batch_order(root)
-    folder = fmt.pixel_file(root, order, pixel, "/")
-    files = [p for p in folder.glob("*.parquet") if p.is_file()]
-    return sorted(files, key=lambda p: (file_rank(p, ranks), p.stat().st_mtime_ns, p.name))
 
 
 def check_rows_in(files: list[list[AnyPath]], nrows: int) -> int:
@@ -310,13 +281,8 @@ def compact(
     replace_nested: bool = False,
     compression: str | None = "zstd:3",
     margin: str | os.PathLike | None = None,
-    storage_options: dict | None = None,
-    tmp_dir: str | os.PathLike | None = None,
-    engine: Engine | None = None,
-    workers: int | None = None,
-    scheduler: str | None = None,
-    synchronous: bool = False,
-    quiet: bool = False,
+    run: RunOptions | None = None,
+    **run_options,
 ) -> CompactResult:
     """Compact a catalog in place.
 
@@ -342,90 +308,55 @@ def compact(
     replace_nested
         Nested columns not merged keep only the latest row's list (history dropped); without
         it, leaving a nested column out of ``merge_nested`` is an error.
-    compression, margin, storage_options, tmp_dir, engine, workers, scheduler, synchronous, quiet
+    compression, margin
         As for :func:`healforge.append`.
+    run, **run_options
+        How it runs: a :class:`healforge.options.RunOptions` and/or its fields as keywords
+        (``engine``, ``workers``, ``scheduler``, ``synchronous``, ``quiet``,
+        ``storage_options``, ``tmp_dir``).
     """
-    root = fmt.require_catalog(resolve_catalog(as_path(catalog, storage_options)))
+    run = RunOptions.of(run, **run_options)
+    root = fmt.require_catalog(resolve_catalog(run.path(catalog)))
     if keep_latest_by and not dedupe_on:
         raise OptionError("keep_latest_by needs dedupe_on")
     if threshold is not None and threshold < 1:
         raise OptionError(f"threshold must be a positive number of rows, got {threshold}")
-    with txn.CatalogLock(root, "compact"):
-        work = txn.begin(root, tmp_dir)
+    with change(root, "compact", run.tmp_dir) as work:
         props = fmt.read_properties(root)
         pixels = fmt.read_partition_info(root)
         schema = storage.read_parquet_schema(root / fmt.DATASET_DIR / "_common_metadata")
-        names = schema.names
         converted = legacy_columns(schema)
         for col in (dedupe_on, keep_latest_by):
-            if col and col not in names:
+            if col and col not in schema.names:
                 raise BadInputError(
-                    f"column {col!r} not found; available columns: {', '.join(names)}", column=col
+                    f"column {col!r} not found; available columns: {', '.join(schema.names)}", column=col
                 )
         merge, nested_ids, sorts, replaced = _nested_plan(
             root, dedupe_on, merge_nested, nested_dedupe_on, replace_nested
         )
         histogram = read_histogram(root)
         skymap_order = int(np.log2(len(histogram) // 12) // 2)
-        mapping_order = max(skymap_order, max(o for o, _ in pixels))
-        threshold = int(threshold or props.get("hats_max_rows", 1_000_000))
         check_pixel_dirs(root, "compact")
         batch_ranks = batch_order(root)
         files = [pixel_files(root, o, p, batch_ranks) for o, p in pixels]
-        details: list[str | None] = [None] * len(pixels)
         rows_before = int(props["hats_nrows"])
         rows_in = check_rows_in(files, rows_before)
-        deduplicated = 0
-        sort_columns = [c for c in props.get("hats_cols_sort", "").split(",") if c]
-
-        with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
-            keep_files: list[str | None] = [None] * len(pixels)
-            keys = eng.map(
-                _read_keys,
-                [
-                    {
-                        "files": fs,
-                        "id": dedupe_on,
-                        "latest": keep_latest_by,
-                        "ranks": [file_rank(f, batch_ranks) for f in fs],
-                    }
-                    for fs in files
-                ],
-                "Reading ids",
-                labels=[f"Norder={o}/Npix={p}" for o, p in pixels],
+        task = {
+            "id": dedupe_on,
+            "merge": merge,
+            "nested_ids": nested_ids,
+            "sorts": sorts,
+            "work": str(work),
+            "sort_columns": [c for c in props.get("hats_cols_sort", "").split(",") if c],
+            "skymap_order": skymap_order,
+            "staging": txn.staging_dir(root),
+            "compression": compression,
+        }
+        with run.engine_scope() as eng:
+            keys, masks, keep_files, details = _deduplicate(
+                eng, pixels, files, task, keep_latest_by, batch_ranks, work
             )
-            masks = [None] * len(pixels)
-            if dedupe_on:
-                if merge:
-                    masks, ranks, dests = _winners(
-                        [k["table"] for k in keys], dedupe_on, keep_latest_by, True
-                    )
-                else:
-                    masks = _winners([k["table"] for k in keys], dedupe_on, keep_latest_by)
-                deduplicated = int(sum(len(m) - int(m.sum()) for m in masks))
-                for i, mask in enumerate(masks):
-                    keep_files[i] = str(work / f"keep_{i}.npy")
-                    np.save(keep_files[i], mask)
-                    if merge:
-                        details[i] = str(work / f"details_{i}.npz")
-                        np.savez(details[i], rank=ranks[i], dest=dests[i])
-                if merge:
-                    exporting = [i for i in range(len(pixels)) if (dests[i] != i).any()]
-                    eng.map(
-                        _export_nested,
-                        [
-                            {
-                                "files": files[i],
-                                "id": dedupe_on,
-                                "merge": merge,
-                                "details": details[i],
-                                "index": i,
-                                "work": str(work),
-                            }
-                            for i in exporting
-                        ],
-                        "Moving nested lists",
-                    )
+            deduplicated = int(sum(len(m) - int(m.sum()) for m in masks if m is not None))
             # pixels are chosen from the row counts after de-duplication, as a fresh import would
             kept = [
                 k["table"][SPATIAL_INDEX_COLUMN].to_numpy()
@@ -434,63 +365,25 @@ def compact(
                 for k, mask in zip(keys, masks, strict=True)
             ]
             del keys
+            mapping_order = max(skymap_order, max(o for o, _ in pixels))
+            threshold = int(threshold or props.get("hats_max_rows", 1_000_000))
             partitions = _repartition(kept, mapping_order, threshold)
-            results = eng.map(
-                _compact_pixel,
-                [
-                    {
-                        "order": o,
-                        "pixel": p,
-                        "files": fs,
-                        "keep": keep_files[i],
-                        "details": details[i],
-                        "index": i,
-                        "id": dedupe_on,
-                        "merge": merge,
-                        "nested_ids": nested_ids,
-                        "sorts": sorts,
-                        "work": str(work),
-                        "sort_columns": sort_columns,
-                        "skymap_order": skymap_order,
-                        "dests": partitions[i],
-                        "staging": txn.staging_dir(root),
-                        "compression": compression,
-                    }
-                    for i, ((o, p), fs) in enumerate(zip(pixels, files, strict=True))
-                ],
-                "Compacting",
-                labels=[f"Norder={o}/Npix={p}" for o, p in pixels],
-            )
-
-            parts: dict[tuple[int, int], list] = {}
-            for r in results:
-                for o, p, rows, name in r["written"]:
-                    parts.setdefault((o, p), []).append((rows, name))
-            combine = [
+            tasks = [
                 {
-                    "parts": [name for _, name in ps],
-                    "name": f"{o}_{p}.parquet",
-                    "staging": txn.staging_dir(root),
-                    "sort_columns": sort_columns,
-                    "compression": compression,
+                    **task,
+                    "order": o,
+                    "pixel": p,
+                    "files": fs,
+                    "keep": keep_files[i],
+                    "details": details[i],
+                    "index": i,
+                    "dests": partitions[i],
                 }
-                for (o, p), ps in parts.items()
-                if len(ps) > 1
+                for i, ((o, p), fs) in enumerate(zip(pixels, files, strict=True))
             ]
-            if combine:
-                eng.map(_combine_parts, combine, "Merging pixels")
-            written = [
-                (
-                    o,
-                    p,
-                    sum(rows for rows, _ in ps),
-                    [
-                        ps[0][1] if len(ps) == 1 else f"{o}_{p}.parquet",
-                        str(fmt.pixel_file(Path(), o, p, "/") / COMPACTED_NAME),
-                    ],
-                )
-                for (o, p), ps in sorted(parts.items(), key=lambda kv: kv[0][1] << (2 * (29 - kv[0][0])))
-            ]
+            labels = [f"Norder={o}/Npix={p}" for o, p in pixels]
+            results = eng.map(_compact_pixel, tasks, "Compacting", labels=labels)
+            written = _combine(eng, results, task)
             new_hist = np.zeros_like(histogram)
             for r in results:
                 pix, cnt = r["histogram"]
@@ -498,38 +391,10 @@ def compact(
             txn.save_array(txn.txn_dir(root) / "point_map.npy", new_hist)
             rows_after = sum(w[2] for w in written)
             check_rows_out(rows_in, rows_after, deduplicated)
-            new_pixels = [(o, p) for o, p, _, _ in written]
-            if not new_pixels:
-                raise CatalogError("compaction would leave an empty catalog")
-
-            sky = fmt.sky_fraction(new_pixels)
-            properties = carry_properties(props)
-            properties.update(
-                {
-                    "hats_nrows": rows_after,
-                    "hats_npix_suffix": "/",
-                    "hats_order": max(o for o, _ in new_pixels),
-                    "hats_max_rows": threshold,
-                    "moc_sky_fraction": f"{sky:0.5f}",
-                }
-            )
-            retire = []
-            for o, p in pixels:
-                single = fmt.pixel_file(root, o, p, ".parquet")
-                path = single if single.is_file() else fmt.pixel_file(root, o, p, "/")
-                retire.append(str(path.relative_to(root)))
-            manifest = {
-                "kind": "compact",
-                "retire": retire,
-                "move": [move for _, _, _, move in written],
-                "pixels": [list(p) for p in new_pixels],
-                "properties": properties,
-            }
-            stage_members(root, manifest, eng, extra=given_margin(margin, storage_options), tmp_dir=tmp_dir)
-            root = txn.commit(root, manifest)
-        shutil.rmtree(work, ignore_errors=True)
+            manifest = _manifest(root, props, pixels, written, threshold)
+            root = commit_change(root, manifest, eng, margin, run)
     result = CompactResult(
-        str(root), rows_before, rows_after, sum(len(f) for f in files), len(pixels), len(new_pixels)
+        str(root), rows_before, rows_after, sum(len(f) for f in files), len(pixels), len(written)
     )
     for name in merge:
         result.nested_before[name] = sum(r["nested"][name][0] for r in results)
@@ -538,6 +403,118 @@ def compact(
     result.replaced = replaced
     result.converted = converted
     return result
+
+
+def _deduplicate(eng: Engine, pixels, files, task: dict, keep_latest_by, batch_ranks, work: Path):
+    """Read every pixel's ids and choose the rows kept (``masks``, saved as ``keep_files``); with
+    nested columns to merge, also where each dropped row's lists go (``details``), and move the
+    lists that leave their pixel. Returns ``keys, masks, keep_files, details``."""
+    dedupe_on, merge = task["id"], task["merge"]
+    keep_files: list[str | None] = [None] * len(pixels)
+    details: list[str | None] = [None] * len(pixels)
+    reads = [
+        {
+            "files": fs,
+            "id": dedupe_on,
+            "latest": keep_latest_by,
+            "ranks": [file_rank(f, batch_ranks) for f in fs],
+        }
+        for fs in files
+    ]
+    labels = [f"Norder={o}/Npix={p}" for o, p in pixels]
+    keys = eng.map(_read_keys, reads, "Reading ids", labels=labels)
+    masks = [None] * len(pixels)
+    if not dedupe_on:
+        return keys, masks, keep_files, details
+    tables = [k["table"] for k in keys]
+    if merge:
+        masks, ranks, dests = _winners(tables, dedupe_on, keep_latest_by, True)
+    else:
+        masks = _winners(tables, dedupe_on, keep_latest_by)
+    for i, mask in enumerate(masks):
+        keep_files[i] = str(work / f"keep_{i}.npy")
+        np.save(keep_files[i], mask)
+        if merge:
+            details[i] = str(work / f"details_{i}.npz")
+            np.savez(details[i], rank=ranks[i], dest=dests[i])
+    if merge:
+        exporting = [i for i in range(len(pixels)) if (dests[i] != i).any()]
+        moves = [
+            {
+                "files": files[i],
+                "id": dedupe_on,
+                "merge": merge,
+                "details": details[i],
+                "index": i,
+                "work": str(work),
+            }
+            for i in exporting
+        ]
+        eng.map(_export_nested, moves, "Moving nested lists")
+    return keys, masks, keep_files, details
+
+
+def _combine(eng: Engine, results: list[dict], task: dict) -> list[tuple]:
+    """Merge the parts of a new pixel written by several tasks into one staged file; returns
+    ``(order, pixel, rows, [staged name, destination])`` per new pixel, in spatial order."""
+    parts: dict[tuple[int, int], list] = {}
+    for r in results:
+        for o, p, rows, name in r["written"]:
+            parts.setdefault((o, p), []).append((rows, name))
+    combine = [
+        {
+            "parts": [name for _, name in ps],
+            "name": f"{o}_{p}.parquet",
+            "staging": task["staging"],
+            "sort_columns": task["sort_columns"],
+            "compression": task["compression"],
+        }
+        for (o, p), ps in parts.items()
+        if len(ps) > 1
+    ]
+    if combine:
+        eng.map(_combine_parts, combine, "Merging pixels")
+    return [
+        (
+            o,
+            p,
+            sum(rows for rows, _ in ps),
+            [
+                ps[0][1] if len(ps) == 1 else f"{o}_{p}.parquet",
+                str(fmt.pixel_file(Path(), o, p, "/") / COMPACTED_NAME),
+            ],
+        )
+        for (o, p), ps in sorted(parts.items(), key=lambda kv: kv[0][1] << (2 * (29 - kv[0][0])))
+    ]
+
+
+def _manifest(root: AnyPath, props: dict, pixels, written: list[tuple], threshold: int) -> dict:
+    """The commit of a compaction: every old pixel retired, the new ones moved in."""
+    new_pixels = [(o, p) for o, p, _, _ in written]
+    if not new_pixels:
+        raise CatalogError("compaction would leave an empty catalog")
+    properties = carry_properties(props)
+    properties.update(
+        {
+            "hats_nrows": sum(w[2] for w in written),
+            "hats_npix_suffix": "/",
+            "hats_order": max(o for o, _ in new_pixels),
+            "hats_max_rows": threshold,
+            "moc_sky_fraction": f"{fmt.sky_fraction(new_pixels):0.5f}",
+        }
+    )
+    retire = []
+    for o, p in pixels:
+        single = fmt.pixel_file(root, o, p, ".parquet")
+        path = single if single.is_file() else fmt.pixel_file(root, o, p, "/")
+        retire.append(str(path.relative_to(root)))
+    return {
+        "kind": "compact",
+        "retire": retire,
+        "move": [move for _, _, _, move in written],
+        "pixels": [list(p) for p in new_pixels],
+        "properties": properties,
+    }
 
 
 def _nested_plan(root: AnyPath, dedupe_on, merge_nested, nested_dedupe_on, replace_nested):

@@ -8,7 +8,6 @@ empty leave the partition list. Ids not found are reported.
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,18 +17,16 @@ import pyarrow.compute as pc
 from healforge.catalog import format as fmt
 from healforge.catalog.alignment import sparse_histogram
 from healforge.catalog.change import transaction as txn
-from healforge.catalog.change.append import carry_properties, given_margin
-from healforge.catalog.change.compact import pixel_files
+from healforge.catalog.change.writer import carry_properties, change, commit_change, pixel_files
 from healforge.catalog.derived import nested_columns as nst
 from healforge.catalog.derived.collection import resolve_catalog
-from healforge.catalog.derived.members import stage_members
 from healforge.catalog.format import read_histogram
-from healforge.engine import Engine, owned_engine
 from healforge.errors import BadInputError, CatalogError, OptionError
 from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
 from healforge.io.readers import iter_batches
-from healforge.io.storage import as_path
+from healforge.io.storage import AnyPath, as_path
+from healforge.options import RunOptions
 
 
 @dataclass
@@ -122,13 +119,8 @@ def delete(
     nested_on: str | None = None,
     compression: str | None = "zstd:3",
     margin: str | os.PathLike | None = None,
-    storage_options: dict | None = None,
-    tmp_dir: str | os.PathLike | None = None,
-    engine: Engine | None = None,
-    workers: int | None = None,
-    scheduler: str | None = None,
-    synchronous: bool = False,
-    quiet: bool = False,
+    run: RunOptions | None = None,
+    **run_options,
 ) -> DeleteResult:
     """Remove objects by id, and/or single sources of a nested column by source id.
 
@@ -142,10 +134,11 @@ def delete(
         ``on``) and the id column.
     nested, nested_ids, nested_on
         Nested column, source ids (same forms) and the source id field inside it.
-    compression, margin, storage_options, tmp_dir, engine, workers, scheduler, synchronous, quiet
+    compression, margin, run, **run_options
         As for :func:`healforge.append`.
     """
-    root = fmt.require_catalog(resolve_catalog(as_path(catalog, storage_options)))
+    run = RunOptions.of(run, **run_options)
+    root = fmt.require_catalog(resolve_catalog(run.path(catalog)))
     schema = storage.read_parquet_schema(root / fmt.DATASET_DIR / "_common_metadata")
     if ids is None and nested_ids is None:
         raise OptionError("give ids (with on) and/or nested_ids (with nested and nested_on)")
@@ -153,19 +146,16 @@ def delete(
     if ids is not None:
         if not on or on not in schema.names:
             raise BadInputError(f"id column {on!r} not found; columns: {', '.join(schema.names)}")
-        obj_ids = read_ids(ids, on, schema.field(on).type, storage_options)
+        obj_ids = read_ids(ids, on, schema.field(on).type, run.storage_options)
     if nested_ids is not None:
         if nested not in nst.nested_columns(schema):
             raise BadInputError(f"{nested!r} is not a nested column of {root}")
         fields = nst.struct_schema(schema.field(nested).type)
         if nested_on not in fields.names:
             raise BadInputError(f"nested column {nested!r} has no field {nested_on!r}")
-        src_ids = read_ids(nested_ids, nested_on, fields.field(nested_on).type, storage_options)
+        src_ids = read_ids(nested_ids, nested_on, fields.field(nested_on).type, run.storage_options)
     task = {"on": on, "ids": obj_ids, "nested": nested, "nested_on": nested_on, "nested_ids": src_ids}
-    return _rewrite(
-        root, "delete", task, compression, margin, storage_options, tmp_dir,
-        engine, workers, scheduler, synchronous, quiet,
-    )  # fmt: skip
+    return _rewrite(root, "delete", task, compression, margin, run)
 
 
 def convert_nested_layout(
@@ -173,13 +163,8 @@ def convert_nested_layout(
     *,
     compression: str | None = "zstd:3",
     margin: str | os.PathLike | None = None,
-    storage_options: dict | None = None,
-    tmp_dir: str | os.PathLike | None = None,
-    engine: Engine | None = None,
-    workers: int | None = None,
-    scheduler: str | None = None,
-    synchronous: bool = False,
-    quiet: bool = False,
+    run: RunOptions | None = None,
+    **run_options,
 ) -> list[str]:
     """Rewrite the ``list<struct>`` nested columns of a catalog in the packed layout lsdb reads.
 
@@ -190,7 +175,7 @@ def convert_nested_layout(
     ----------
     catalog
         The catalog directory, or a collection (its primary catalog).
-    compression, margin, storage_options, tmp_dir, engine, workers, scheduler, synchronous, quiet
+    compression, margin, run, **run_options
         As for :func:`delete`.
 
     Returns
@@ -198,37 +183,23 @@ def convert_nested_layout(
     list of str
         The nested columns converted (empty when there was nothing to convert).
     """
-    root = fmt.require_catalog(resolve_catalog(as_path(catalog, storage_options)))
+    run = RunOptions.of(run, **run_options)
+    root = fmt.require_catalog(resolve_catalog(run.path(catalog)))
     common = root / fmt.DATASET_DIR / "_common_metadata"
     if not common.exists() or not nst.legacy_columns(storage.read_parquet_schema(common)):
         return []
     task = {"on": None, "ids": None, "nested": None, "nested_on": None, "nested_ids": None}
-    result = _rewrite(
-        root, "convert", task, compression, margin, storage_options, tmp_dir,
-        engine, workers, scheduler, synchronous, quiet,
-    )  # fmt: skip
+    result = _rewrite(root, "convert", task, compression, margin, run)
     return result.converted
 
 
 def _rewrite(
-    root,
-    kind,
-    task,
-    compression,
-    margin,
-    storage_options,
-    tmp_dir,
-    engine,
-    workers,
-    scheduler,
-    synchronous,
-    quiet,
+    root: AnyPath, kind: str, task: dict, compression: str | None, margin, run: RunOptions
 ) -> DeleteResult:
     """Rewrite every file holding ids to delete, or a ``list<struct>`` column, in one transaction."""
-    with txn.CatalogLock(root, kind):
+    with change(root, kind, run.tmp_dir):
         schema = storage.read_parquet_schema(root / fmt.DATASET_DIR / "_common_metadata")
         converted = nst.legacy_columns(schema)
-        work = txn.begin(root, tmp_dir)
         props = fmt.read_properties(root)
         pixels = fmt.read_partition_info(root)
         histogram = read_histogram(root)
@@ -244,7 +215,7 @@ def _rewrite(
             }
             for k, (_, _, f) in enumerate(files)
         ]
-        with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
+        with run.engine_scope() as eng:
             results = eng.map(_delete_file, tasks, "Deleting")
             result = DeleteResult(str(root), converted=converted)
             result.rows_removed = sum(r["removed"] for r in results)
@@ -262,7 +233,6 @@ def _rewrite(
             result.total_rows = int(props["hats_nrows"]) - result.rows_removed
             if not result.files_rewritten:
                 txn.recover(root)
-                shutil.rmtree(work, ignore_errors=True)
                 return result
             rows_left = {}
             for (o, p, _), r in zip(files, results, strict=True):
@@ -305,7 +275,5 @@ def _rewrite(
                 "properties": properties,
             }
             # margins and indexes rebuilt from the catalog-to-be, swapped in by the same commit
-            stage_members(root, manifest, eng, extra=given_margin(margin, storage_options), tmp_dir=tmp_dir)
-            root = txn.commit(root, manifest)
-        shutil.rmtree(work, ignore_errors=True)
+            root = commit_change(root, manifest, eng, margin, run)
     return result

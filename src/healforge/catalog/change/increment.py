@@ -17,7 +17,6 @@ Sources whose object is in neither are orphans: an error listing the counts, or 
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 
@@ -28,19 +27,23 @@ import pyarrow.compute as pc
 from healforge.catalog import format as fmt
 from healforge.catalog.build.column_types import cast_checked
 from healforge.catalog.change import transaction as txn
-from healforge.catalog.change.append import batch_key, catalog_schema, stage_and_commit
+from healforge.catalog.change.append import batch_key, stage_and_commit
 from healforge.catalog.change.casting import check_schema
-from healforge.catalog.change.compact import pixel_files
 from healforge.catalog.change.delete import convert_nested_layout
+from healforge.catalog.change.versions import home_of
+from healforge.catalog.change.writer import catalog_schema, change, pixel_files
 from healforge.catalog.derived import nested_columns as nst
 from healforge.catalog.derived.collection import resolve_catalog
-from healforge.engine import Engine, owned_engine
+from healforge.catalog.derived.index import index_catalog
+from healforge.catalog.derived.members import members_of
+from healforge.engine import Engine
 from healforge.errors import BadInputError, OptionError
 from healforge.healpix import SPATIAL_INDEX_COLUMN, spatial_index, wrap_lon
 from healforge.io import storage
 from healforge.io.readers import expand_inputs, iter_batches
-from healforge.io.storage import AnyPath, as_path
+from healforge.io.storage import AnyPath
 from healforge.names import check_optional_name
+from healforge.options import RunOptions
 
 # A catalog of at most this many rows is searched for the objects of carried sources in-process.
 SMALL_LOOKUP_ROWS = 50_000_000
@@ -155,13 +158,8 @@ def increment(
     compression: str | None = "zstd:3",
     margin: str | os.PathLike | None = None,
     index: str | None = None,
-    storage_options: dict | None = None,
-    tmp_dir: str | os.PathLike | None = None,
-    engine: Engine | None = None,
-    workers: int | None = None,
-    scheduler: str | None = None,
-    synchronous: bool = False,
-    quiet: bool = False,
+    run: RunOptions | None = None,
+    **run_options,
 ) -> IncrementResult:
     """Add a nightly batch of objects and their new sources to a nested catalog.
 
@@ -191,34 +189,94 @@ def increment(
     on_orphans
         Sources whose object is neither in the batch nor in the catalog: ``"error"`` (default,
         with the counts) or ``"quarantine"`` (written aside, reported).
-    cast, input_format, reader_options, compression, margin, storage_options, tmp_dir
+    cast, input_format, reader_options, compression, margin
         As for :func:`healforge.append`.
     index
         Column to keep an index catalog on (lsdb's ``id_search`` reads it): built after the
         batch when the catalog has none on it (beside a stand-alone catalog, or in its
         collection), kept current by later changes. Without it, a catalog with no index gets
         a note saying how to build one.
-    engine, workers, scheduler, synchronous, quiet
-        As for :func:`healforge.append`.
+    run, **run_options
+        How it runs: a :class:`healforge.options.RunOptions` and/or its fields as keywords
+        (``engine``, ``workers``, ``scheduler``, ``synchronous``, ``quiet``,
+        ``storage_options``, ``tmp_dir``).
     """
+    run = RunOptions.of(run, **run_options)
     if on_orphans not in ("error", "quarantine"):
         raise OptionError("on_orphans must be 'error' or 'quarantine'")
     check_optional_name(batch, "batch label")
-    root = fmt.require_catalog(resolve_catalog(as_path(catalog, storage_options)))
+    root = fmt.require_catalog(resolve_catalog(run.path(catalog)))
     # a catalog written with list<struct> nested columns is first rewritten packed (one transaction)
-    converted = convert_nested_layout(
-        root, compression=compression, margin=margin, storage_options=storage_options, tmp_dir=tmp_dir,
-        engine=engine, workers=workers, scheduler=scheduler, synchronous=synchronous, quiet=quiet,
-    )  # fmt: skip
+    converted = convert_nested_layout(root, compression=compression, margin=margin, run=run)
     if converted:  # the conversion committed a new version: work on it
         root = fmt.require_catalog(resolve_catalog(root))
     obj_files = expand_inputs(
-        [objects] if isinstance(objects, str | os.PathLike) else objects, storage_options
+        [objects] if isinstance(objects, str | os.PathLike) else objects, run.storage_options
     )
     src_files = {
-        name: expand_inputs([f] if isinstance(f, str | os.PathLike) else f, storage_options)
+        name: expand_inputs([f] if isinstance(f, str | os.PathLike) else f, run.storage_options)
         for name, f in (nested or {}).items()
     }
+    plan = _plan(root, src_files, on, latest_by, sort_nested_by)
+    plan |= {"cast": cast, "input_format": input_format, "options": dict(reader_options or {})}
+    plan |= {"storage_options": run.storage_options}
+    plan |= {"on_orphans": on_orphans, "src_files": src_files}
+    label = batch or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    all_files = obj_files + [f for n in sorted(src_files) for f in src_files[n]]
+
+    with change(root, "increment", run.tmp_dir) as work, run.engine_scope() as eng:
+        batch_id = batch_key(all_files, label)
+        applied = txn.applied_batches(root)
+        if batch_id in applied or (batch and any(b.get("label") == batch for b in applied.values())):
+            storage.rmtree(txn.txn_dir(root))
+            total = int(fmt.read_properties(root)["hats_nrows"])
+            return IncrementResult(str(root), label, total_rows=total, skipped=True, converted=converted)
+        try:
+            result = IncrementResult(str(root), label, converted=converted)
+            objs = _latest_objects(obj_files, plan, latest_by, result)
+            keys = objs.column(plan["on"]).combine_chunks()
+            sources, wanted = _read_sources(root, plan, keys, result)
+            carried = _carried_rows(root, work, wanted, plan["on"], latest_by, plan["top"], eng)
+            result.carried = carried.num_rows
+            table = pa.concat_tables([objs, carried.cast(plan["top"])]).combine_chunks()
+            table = _nest_sources(root, table, sources, plan, label, result)
+            prepared = work / "prepared"
+            prepared.mkdir(exist_ok=True)
+            target = prepared / "objects.parquet"
+            if not target.exists():
+                fmt.atomic_write_parquet(table, target, (), None)
+            result.objects = table.num_rows
+            new_state = {
+                n: {"on": plan["on"], "source_on": plan["src_on"][n], "sort_by": plan["sorts"][n]}
+                for n in plan["names"]
+            }
+            done = stage_and_commit(
+                root,
+                work,
+                [str(target)],
+                label,
+                batch_id,
+                kind="increment",
+                state={nst.STATE_FILE: {**plan["state"], **new_state}},
+                cast="none",
+                compression=compression,
+                margin=margin,
+                run=run.using(eng),
+            )
+        except BadInputError:
+            txn.recover(root)  # nothing was committed: drop the staged files
+            raise
+    result.label = done.label
+    result.touched_pixels = done.touched_pixels
+    result.new_pixels = done.new_pixels
+    result.total_rows = done.total_rows
+    result.index_hint = _ensure_index(root, index, plan["on"], run)
+    return result
+
+
+def _plan(root: AnyPath, src_files: dict, on: str, latest_by: str | None, sort_nested_by) -> dict:
+    """The catalog's schema, nested columns (``names``), top-level columns (``top``), recorded
+    nesting ``state``, and per nested column the sources' key (``src_on``) and sort column."""
     schema = catalog_schema(root)
     names = nst.nested_columns(schema)
     unknown = [n for n in src_files if n not in names]
@@ -235,164 +293,119 @@ def increment(
         recorded = state.get(n, {})
         same = recorded.get("on") == obj_on
         src_on[n] = pair if "=" in on else (recorded.get("source_on", obj_on) if same else obj_on)
-    on = obj_on
     sorts = _per_name(sort_nested_by, names, "--sort-nested-by")
     sorts = {n: sorts[n] or state.get(n, {}).get("sort_by") for n in names}
     top = pa.schema([f for f in schema if f.name not in names])
-    for col in (on, latest_by):
+    for col in (obj_on, latest_by):
         if col and col not in top.names:
             raise BadInputError(f"column {col!r} not found in the catalog; columns: {', '.join(top.names)}")
-    options = dict(reader_options or {})
-    label = batch or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    all_files = obj_files + [f for n in sorted(src_files) for f in src_files[n]]
-
-    with (
-        txn.CatalogLock(root, "increment"),
-        owned_engine(engine, workers, scheduler, synchronous, quiet) as eng,
-    ):
-        work = txn.begin(root, tmp_dir)
-        batch_id = batch_key(all_files, label)
-        applied = txn.applied_batches(root)
-        if batch_id in applied or (batch and any(b.get("label") == batch for b in applied.values())):
-            storage.rmtree(txn.txn_dir(root))
-            shutil.rmtree(work, ignore_errors=True)
-            total = int(fmt.read_properties(root)["hats_nrows"])
-            return IncrementResult(str(root), label, total_rows=total, skipped=True, converted=converted)
-        try:
-            result = IncrementResult(str(root), label, converted=converted)
-
-            # objects: latest version per key
-            objs = _read_files(obj_files, input_format, options, storage_options)
-            check_schema(objs.schema.remove_metadata(), top, cast, obj_files[0])
-            objs = cast_checked(objs, top, obj_files[0])
-            if objs.column(on).null_count:
-                raise BadInputError(f"{objs.column(on).null_count} objects have a null key", column=on)
-            result.objects_in = objs.num_rows
-            rank = np.arange(objs.num_rows)
-            if latest_by:
-                rank = pc.sort_indices(
-                    pa.table({"l": objs.column(latest_by), "s": rank}),
-                    [("l", "ascending"), ("s", "ascending")],
-                ).to_numpy()
-                inv = np.empty_like(rank)
-                inv[rank] = np.arange(len(rank))
-                rank = inv
-            objs = objs.filter(pa.array(nst.latest_per_key([objs.column(on).combine_chunks()], rank)))
-            result.superseded = result.objects_in - objs.num_rows
-            keys = objs.column(on).combine_chunks()
-
-            # sources: find each one's object in the batch, else in the catalog, else an orphan
-            sources = {}
-            missing = []
-            for name, files in src_files.items():
-                sk = src_on[name]
-                items = nst.struct_schema(schema.field(name).type)
-                t = _read_files(files, input_format, options, storage_options)
-                t = _with_spatial_index(t, items, root)
-                if sk not in t.column_names:
-                    raise BadInputError(f"source files of {name!r} have no key column {sk!r}", path=files[0])
-                check_schema(t.schema.remove_metadata(), items, cast, files[0])
-                t = cast_checked(t, items, files[0])
-                result.sources_in[name] = t.num_rows
-                if t.column(sk).null_count:
-                    raise BadInputError(
-                        f"{t.column(sk).null_count} {name} sources have a null key", column=sk
-                    )
-                sources[name] = t
-                missing.append(
-                    t.column(sk)
-                    .cast(keys.type)
-                    .filter(pc.is_null(pc.index_in(t.column(sk).cast(keys.type), value_set=keys)))
-                )
-            wanted = (
-                pc.unique(pa.chunked_array(missing, keys.type).combine_chunks()) if missing else pa.array([])
-            )
-            carried = _carried_rows(root, work, wanted, on, latest_by, top, eng)
-            result.carried = carried.num_rows
-            table = pa.concat_tables([objs, carried.cast(top)]).combine_chunks()
-            all_keys = table.column(on).combine_chunks()
-
-            for name in names:
-                list_type = schema.field(name).type
-                if name not in sources:
-                    result.nested[name] = 0
-                    table = table.append_column(name, nst.empty_lists(table.num_rows, list_type))
-                    continue
-                t, sk = sources[name], src_on[name]
-                where = pc.index_in(t.column(sk).cast(keys.type), value_set=all_keys)
-                found = pc.is_valid(where).to_numpy(zero_copy_only=False)
-                pos = pc.fill_null(where, 0).to_numpy(zero_copy_only=False)
-                orphans = t.filter(pa.array(~found))
-                result.orphans[name] = orphans.num_rows
-                if orphans.num_rows:
-                    if on_orphans == "error":
-                        raise BadInputError(
-                            f"{orphans.num_rows} {name} sources (of {t.num_rows}) belong to no object of the batch or "
-                            f"the catalog, e.g. {sk}={orphans.column(sk)[0].as_py()!r} "
-                            f"({pc.count_distinct(orphans.column(sk)).as_py()} distinct objects); "
-                            "pass --on-orphans quarantine to write them aside",
-                            path=src_files[name][0],
-                            column=sk,
-                        )
-                    result.orphans_path[name] = str(_write_orphans(root, label, name, orphans))
-                kept = t.filter(pa.array(found))
-                owner = pos[found].astype(np.int64)
-                result.nested[name] = kept.num_rows
-                table = table.append_column(
-                    name, nst.build_lists(table.num_rows, owner, kept, sorts[name], list_type)
-                )
-            table = table.select(schema.names)
-            prepared = work / "prepared"
-            prepared.mkdir(exist_ok=True)
-            target = prepared / "objects.parquet"
-            if not target.exists():
-                fmt.atomic_write_parquet(table, target, (), None)
-            result.objects = table.num_rows
-            new_state = {n: {"on": on, "source_on": src_on[n], "sort_by": sorts[n]} for n in names}
-            done = stage_and_commit(
-                root,
-                work,
-                [str(target)],
-                label,
-                batch_id,
-                kind="increment",
-                state={nst.STATE_FILE: {**state, **new_state}},
-                cast="none",
-                compression=compression,
-                margin=margin,
-                storage_options=storage_options,
-                tmp_dir=tmp_dir,
-                engine=eng,
-            )
-        except BadInputError:
-            txn.recover(root)  # nothing was committed: drop the staged files
-            raise
-    result.label = done.label
-    result.touched_pixels = done.touched_pixels
-    result.new_pixels = done.new_pixels
-    result.total_rows = done.total_rows
-    run = {
-        "engine": engine,
-        "workers": workers,
-        "scheduler": scheduler,
-        "synchronous": synchronous,
-        "quiet": quiet,
+    return {"schema": schema, "names": names, "state": state, "on": obj_on, "src_on": src_on} | {
+        "sorts": sorts,
+        "top": top,
     }
-    result.index_hint = _ensure_index(root, index, on, storage_options, tmp_dir, run)
-    return result
 
 
-def _ensure_index(root, column, on, storage_options, tmp_dir, run: dict) -> str | None:
+def _latest_objects(
+    obj_files: list[str], plan: dict, latest_by: str | None, result: IncrementResult
+) -> pa.Table:
+    """The batch's objects, one row per key: its latest version (greatest ``latest_by``, ties:
+    the later row)."""
+    on, top = plan["on"], plan["top"]
+    objs = _read_files(obj_files, plan["input_format"], plan["options"], plan["storage_options"])
+    check_schema(objs.schema.remove_metadata(), top, plan["cast"], obj_files[0])
+    objs = cast_checked(objs, top, obj_files[0])
+    if objs.column(on).null_count:
+        raise BadInputError(f"{objs.column(on).null_count} objects have a null key", column=on)
+    result.objects_in = objs.num_rows
+    rank = np.arange(objs.num_rows)
+    if latest_by:
+        rank = pc.sort_indices(
+            pa.table({"l": objs.column(latest_by), "s": rank}),
+            [("l", "ascending"), ("s", "ascending")],
+        ).to_numpy()
+        inv = np.empty_like(rank)
+        inv[rank] = np.arange(len(rank))
+        rank = inv
+    objs = objs.filter(pa.array(nst.latest_per_key([objs.column(on).combine_chunks()], rank)))
+    result.superseded = result.objects_in - objs.num_rows
+    return objs
+
+
+def _read_sources(
+    root: AnyPath, plan: dict, keys: pa.Array, result: IncrementResult
+) -> tuple[dict, pa.Array]:
+    """Each nested column's sources, and the keys they name that the batch's objects lack
+    (looked for in the catalog next)."""
+    sources, missing = {}, []
+    for name, files in plan["src_files"].items():
+        sk = plan["src_on"][name]
+        items = nst.struct_schema(plan["schema"].field(name).type)
+        t = _read_files(files, plan["input_format"], plan["options"], plan["storage_options"])
+        t = _with_spatial_index(t, items, root)
+        if sk not in t.column_names:
+            raise BadInputError(f"source files of {name!r} have no key column {sk!r}", path=files[0])
+        check_schema(t.schema.remove_metadata(), items, plan["cast"], files[0])
+        t = cast_checked(t, items, files[0])
+        result.sources_in[name] = t.num_rows
+        if t.column(sk).null_count:
+            raise BadInputError(f"{t.column(sk).null_count} {name} sources have a null key", column=sk)
+        sources[name] = t
+        missing.append(
+            t.column(sk)
+            .cast(keys.type)
+            .filter(pc.is_null(pc.index_in(t.column(sk).cast(keys.type), value_set=keys)))
+        )
+    wanted = pc.unique(pa.chunked_array(missing, keys.type).combine_chunks()) if missing else pa.array([])
+    return sources, wanted
+
+
+def _nest_sources(
+    root: AnyPath, table: pa.Table, sources: dict, plan: dict, label: str, result: IncrementResult
+) -> pa.Table:
+    """``table`` (the objects) with every nested column: each source in its object's list;
+    sources of no object are an error, or written aside with ``on_orphans="quarantine"``."""
+    all_keys = table.column(plan["on"]).combine_chunks()
+    for name in plan["names"]:
+        list_type = plan["schema"].field(name).type
+        if name not in sources:
+            result.nested[name] = 0
+            table = table.append_column(name, nst.empty_lists(table.num_rows, list_type))
+            continue
+        t, sk = sources[name], plan["src_on"][name]
+        where = pc.index_in(t.column(sk).cast(all_keys.type), value_set=all_keys)
+        found = pc.is_valid(where).to_numpy(zero_copy_only=False)
+        pos = pc.fill_null(where, 0).to_numpy(zero_copy_only=False)
+        orphans = t.filter(pa.array(~found))
+        result.orphans[name] = orphans.num_rows
+        if orphans.num_rows:
+            if plan["on_orphans"] == "error":
+                raise BadInputError(
+                    f"{orphans.num_rows} {name} sources (of {t.num_rows}) belong to no object of the batch or "
+                    f"the catalog, e.g. {sk}={orphans.column(sk)[0].as_py()!r} "
+                    f"({pc.count_distinct(orphans.column(sk)).as_py()} distinct objects); "
+                    "pass --on-orphans quarantine to write them aside",
+                    path=plan["src_files"][name][0],
+                    column=sk,
+                )
+            result.orphans_path[name] = str(_write_orphans(root, label, name, orphans))
+        kept = t.filter(pa.array(found))
+        owner = pos[found].astype(np.int64)
+        result.nested[name] = kept.num_rows
+        table = table.append_column(
+            name, nst.build_lists(table.num_rows, owner, kept, plan["sorts"][name], list_type)
+        )
+    return table.select(plan["schema"].names)
+
+
+def _ensure_index(root: AnyPath, column: str | None, on: str, run: RunOptions) -> str | None:
     """Build the index on ``column`` if the catalog has none on it; else a note when the catalog
     has no index at all (how to get lsdb's ``id_search``)."""
-    from healforge.catalog.derived.index import index_catalog
-    from healforge.catalog.derived.members import members_of
 
     indexed = {m.column for m in members_of(root) if m.kind == "index"}
     if column:
         if column in indexed:
             return None
-        built = index_catalog(root, column, storage_options=storage_options, tmp_dir=tmp_dir, **run)
+        built = index_catalog(root, column, run=run)
         return f"index on {column!r} built at {built.path}; lsdb's id_search reads it"
     if indexed:
         return None
@@ -464,8 +477,6 @@ def _with_spatial_index(t: pa.Table, items: pa.Schema, root: AnyPath) -> pa.Tabl
 
 
 def _write_orphans(root: AnyPath, label: str, name: str, table: pa.Table) -> AnyPath:
-    from healforge.catalog.change.versions import home_of
-
     home = home_of(root)  # beside the catalog (or its collection), whatever its version
     target = home.with_name(f"{home.name}.{label}.orphans.{name}.parquet")
     fmt.atomic_write_parquet(table, target, (), None)

@@ -13,6 +13,12 @@ after a grace period.
 On object stores (any fsspec URL, through :mod:`healforge.io.storage`) unchanged files are
 copied into the new version and the commit is one put of ``collection.properties``. The
 change's intermediate files (``work``) are always local.
+
+Commands that write a new catalog directory (margin, index, nest) build it aside and move it in
+with :func:`swap_into_place`, recording their arguments in it (:func:`write_command_record`) so
+that a rerun answers "already complete" (:func:`finished_command`). This module sits below the
+margin and index builders and :mod:`healforge.catalog.change.writer`; it imports only
+:mod:`healforge.catalog.change.versions` of the catalog modules.
 """
 
 from __future__ import annotations
@@ -20,23 +26,23 @@ from __future__ import annotations
 import io
 import json
 import os
-import posixpath
 import shutil
 import socket
 import time
 import uuid
-from pathlib import Path
-
-from upath import UPath
 
 from healforge.catalog import format as fmt
+from healforge.catalog.change import versions
+from healforge.catalog.change.versions import home_of
+from healforge.engine import failpoint
 from healforge.errors import CatalogError
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 
 TXN_DIR = ".healforge-txn"
 LOCK_FILE = ".healforge.lock"
-STATE_DIR = ".healforge"
+STATE_DIR = versions.STATE_DIR
+BATCHES_FILE = "batches.json"
 
 
 class CatalogLock:
@@ -51,8 +57,6 @@ class CatalogLock:
     """
 
     def __init__(self, root: str | AnyPath, purpose: str):
-        from healforge.catalog.change.versions import home_of
-
         self.path = home_of(as_path(root)) / LOCK_FILE
         self.purpose = purpose
 
@@ -103,8 +107,6 @@ class CatalogLock:
 
 def txn_dir(root: str | AnyPath) -> AnyPath:
     """The change's staging area, in the catalog's home (stable across versions)."""
-    from healforge.catalog.change.versions import home_of
-
     return home_of(as_path(root)) / TXN_DIR
 
 
@@ -167,13 +169,15 @@ def commit(root: str | AnyPath, manifest: dict) -> AnyPath:
     (``.healforge/<name>`` JSON files), ``batch_id`` and ``label``. Returns the new version's
     directory (the primary catalog from now on).
     """
-    from healforge.catalog.change import versions
-    from healforge.engine import failpoint
-
     root = as_path(root)
     tdir = txn_dir(root)
     manifest.setdefault("version", versions.next_version(versions.home_of(root)))
-    new = versions.build(root, manifest, staging_dir(root), tdir / "point_map.npy")
+    if manifest.get("batch_id"):
+        batches = applied_batches(root)
+        applied = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        batches[manifest["batch_id"]] = {"label": manifest.get("label"), "applied": applied}
+        manifest.setdefault("state", {})[BATCHES_FILE] = batches
+    new = versions.build(root, manifest, staging_dir(root), load_array(tdir / "point_map.npy"))
     versions.switch(root, new, manifest)
     failpoint("Commit", 1)
     storage.rmtree(tdir)
@@ -181,23 +185,67 @@ def commit(root: str | AnyPath, manifest: dict) -> AnyPath:
     return new
 
 
-def member_path(root: AnyPath, rel: str) -> AnyPath:
-    """The member at ``rel`` (relative to the catalog, ``..`` resolved lexically, as a URL too)."""
-    if storage.is_local(root):
-        return Path(os.path.normpath(Path(root) / rel))
-    return UPath(f"{root.protocol}://{posixpath.normpath(root.path + '/' + rel)}", **root.storage_options)
-
-
 def applied_batches(root: str | AnyPath) -> dict:
-    path = as_path(root) / STATE_DIR / "batches.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def record_batch(root: str | AnyPath, batch_id: str, label: str | None) -> None:
-    batches = applied_batches(root)
-    batches[batch_id] = {"label": label, "applied": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    fmt.atomic_write_text(as_path(root) / STATE_DIR / "batches.json", json.dumps(batches, indent=1))
+    """The batches (append, increment) applied to the catalog at ``root``: id -> label, time."""
+    path = as_path(root) / STATE_DIR / BATCHES_FILE
+    return json.loads(path.read_text() or "{}") if path.exists() else {}
 
 
 def new_txn_id() -> str:
     return uuid.uuid4().hex[:12]
+
+
+def finished_command(output: AnyPath, command: str, args: dict, overwrite: bool) -> dict | None:
+    """The results a finished ``command`` (margin, index, nest) recorded in ``output`` when its
+    arguments were ``args`` (then a rerun has nothing to do); ``None`` when ``output`` holds no
+    finished run of it or ``overwrite``. Other recorded arguments are refused (``--overwrite``)."""
+    path = output / STATE_DIR / f"{command}.json"
+    if overwrite or not path.exists():
+        return None
+    if not any((output / n).exists() for n in ("hats.properties", "collection.properties")):
+        return None  # copied into place on an object store, its properties not yet
+    record = json.loads(path.read_text())
+    if record["args"] != args:
+        diff = sorted(k for k in args if record["args"].get(k) != args[k])
+        raise CatalogError(
+            f"{output} holds a finished {command} with other arguments ({', '.join(diff)}); "
+            "use --overwrite to replace it"
+        )
+    return record["result"]
+
+
+def write_command_record(output: AnyPath, command: str, args: dict, result: dict) -> None:
+    """Record in ``output`` (before it is moved into place) that ``command`` finished with
+    ``args`` and produced ``result`` (what :func:`finished_command` returns to a rerun)."""
+    record = {"args": args, "result": result}
+    fmt.atomic_write_text(output / STATE_DIR / f"{command}.json", json.dumps(record, indent=1))
+
+
+def swap_into_place(built: AnyPath, final: AnyPath) -> None:
+    """Replace ``final`` by ``built`` with renames; the old content is deleted afterwards.
+
+    On object stores (no renames) ``final`` is emptied and the files of ``built`` are copied in,
+    the catalog-level metadata last, so a reader never sees properties without their data."""
+    if not storage.is_local(final):
+        storage.rmtree(final)
+        files = [p for p, _ in storage.list_files(built)]
+        depth = len(built.parts)
+        last = ("partition_info.csv", "properties", "hats.properties")
+        files.sort(
+            key=lambda p: (
+                len(p.parts) == depth + 1,
+                p.name in last,
+                last.index(p.name) if p.name in last else 0,
+            )
+        )
+        for f in files:
+            storage.copy_file(f, final.joinpath(*f.parts[depth:]))
+        storage.rmtree(built)
+        return
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:12]}"
+        os.replace(final, old)
+        os.replace(built, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(built, final)

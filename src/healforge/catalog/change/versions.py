@@ -26,7 +26,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from healforge.catalog import format as fmt
+from healforge.catalog.build import ancillary
 from healforge.catalog.derived.collection import (
     COLLECTION_FILE,
     collection_of,
@@ -35,6 +38,9 @@ from healforge.catalog.derived.collection import (
     split_version,
     write_collection,
 )
+from healforge.catalog.derived.members import unregister
+from healforge.engine import failpoint
+from healforge.errors import CatalogError
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 
@@ -153,14 +159,10 @@ def catalog_entries(root: AnyPath, home: AnyPath) -> list[AnyPath]:
     return out
 
 
-def build(root: AnyPath, manifest: dict, staging: AnyPath, point_map: AnyPath) -> AnyPath:
-    """Build the version the change in ``manifest`` leads to, beside ``root``; nothing that
-    committed metadata lists is modified. Returns the new version's directory."""
-    from healforge.catalog.build import ancillary
-    from healforge.catalog.change import transaction as txn
-    from healforge.engine import failpoint
-    from healforge.errors import CatalogError
-
+def build(root: AnyPath, manifest: dict, staging: AnyPath, histogram: np.ndarray) -> AnyPath:
+    """Build the version the change in ``manifest`` leads to, beside ``root``, with the row-count
+    map ``histogram``; nothing that committed metadata lists is modified. Returns the new
+    version's directory."""
     root = as_path(root)
     home = home_of(root)
     base = split_version(root.name)[0] if str(root) != str(home) else home.name
@@ -205,20 +207,15 @@ def build(root: AnyPath, manifest: dict, staging: AnyPath, point_map: AnyPath) -
         # files makes strict validation fail; like the HATS incremental layout, drop the file
         # until compaction leaves one file per pixel.
         storage.rmtree(new / fmt.DATASET_DIR / "_metadata")
-    histogram = txn.load_array(point_map)
     fmt.write_skymaps(new, histogram)
     fmt.write_properties(new, **manifest["properties"])
     ancillary.refresh(new, histogram)
     failpoint("Apply", 3)
-    state = new / txn.STATE_DIR
+    state = new / STATE_DIR
     for name, content in manifest.get("state", {}).items():
         storage.atomic_write_text(state / name, json.dumps(content, indent=1))
-    if manifest.get("batch_id"):
-        txn.record_batch(new, manifest["batch_id"], manifest.get("label"))
     rebuilt = {m[0] for m in manifest.get("members", [])}
     if rebuilt:
-        from healforge.catalog.derived.members import unregister
-
         unregister(new, root, rebuilt)
     failpoint("Apply", 4)
     return final

@@ -31,14 +31,24 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from healforge.catalog import format as fmt
-from healforge.catalog.build.importrun import finished_command, write_command_record
 from healforge.catalog.change.snapshot import CatalogSnapshot
-from healforge.engine import Engine, iter_chunks, owned_engine
+from healforge.catalog.change.transaction import swap_into_place, write_command_record
+from healforge.catalog.derived import members
+from healforge.catalog.derived.collection import (
+    collection_of,
+    index_name,
+    is_collection,
+    open_collection,
+    split_version,
+)
+from healforge.catalog.derived.member_command import add_member_command
+from healforge.engine import Engine, iter_chunks
 from healforge.errors import BadInputError, CatalogError, OptionError
 from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 from healforge.names import check_name, check_optional_name
+from healforge.options import RunOptions
 
 WORK_DIR = ".healforge-index"
 INDEX_DIR = "index"
@@ -85,13 +95,8 @@ def index_catalog(
     default: bool = False,
     rows_per_file: int = ROWS_PER_FILE,
     overwrite: bool = False,
-    storage_options: dict | None = None,
-    tmp_dir: str | os.PathLike | None = None,
-    engine: Engine | None = None,
-    workers: int | None = None,
-    scheduler: str | None = None,
-    synchronous: bool = False,
-    quiet: bool = False,
+    run: RunOptions | None = None,
+    **run_options,
 ) -> IndexResult:
     """Build an index catalog on ``column`` of a catalog or collection.
 
@@ -113,7 +118,7 @@ def index_catalog(
         Make it the collection's default index (the first index of a collection always is).
     rows_per_file
         Rows per index data file (and per reduce task).
-    overwrite, storage_options, tmp_dir, engine, workers, scheduler, synchronous, quiet
+    overwrite, run, **run_options
         As for :func:`healforge.margin` (the catalog and output may be fsspec URLs).
 
     Returns
@@ -121,19 +126,9 @@ def index_catalog(
     IndexResult
         Including the number of duplicated id values and a few examples.
     """
-    from healforge.catalog.change import versions
-    from healforge.catalog.derived import members
-    from healforge.catalog.derived.collection import (
-        add_member,
-        collection_of,
-        index_name,
-        is_collection,
-        open_collection,
-        split_version,
-    )
-
     check_optional_name(name, "index name")
-    catalog = as_path(catalog, storage_options)
+    run = RunOptions.of(run, **run_options)
+    catalog = run.path(catalog)
     coll = open_collection(catalog) if is_collection(catalog) else collection_of(catalog)
     primary = fmt.require_catalog(coll.primary if coll else catalog)
     if rows_per_file < 1:
@@ -145,56 +140,43 @@ def index_catalog(
             if coll
             else primary.with_name(f"{primary.name}_{column}_index")
         )
-    output = as_path(output, storage_options)
+    output = run.path(output)
     if coll is not None and str(output.parent) == str(coll.path):
         check_name(output.name, "collection member name")
-    from healforge.catalog.change import transaction as txn
+    args = {
+        "catalog": str(catalog),
+        "column": column,
+        "include_columns": list(include_columns),
+        "name": name,
+        "rows_per_file": int(rows_per_file),
+    }
 
-    with txn.CatalogLock(primary, "index"):  # as for a margin: no change commits meanwhile
-        txn.recover(primary)
-        target, replaced = versions.member_version(coll.path, output) if coll else (output, None)
-        args = {
-            "catalog": str(catalog),
-            "column": column,
-            "include_columns": list(include_columns),
-            "name": name,
-            "rows_per_file": int(rows_per_file),
-        }
-        done = finished_command(coll.path / replaced if replaced else output, "index", args, overwrite)
-        if done is not None:  # a rerun of a finished index (perhaps killed before it was listed)
-            if coll is not None and not replaced and str(output.parent) == str(coll.path):
-                if output.name not in {p.name for p in open_collection(coll.path).indexes.values()}:
-                    add_member(coll.path, output, "index", column=column, default=default)
-            elif coll is None:
-                members.register(
-                    primary,
-                    members.Member("index", output, column=column, include_columns=list(include_columns)),
-                )
-            return IndexResult(**done, complete=True)
-        if replaced and not overwrite:
-            raise CatalogError(f"output {output} exists and is not empty; use --overwrite to replace it")
-        with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
-            result = build_index(
+    def build(target: AnyPath) -> IndexResult:
+        with run.engine_scope() as eng:
+            return build_index(
                 CatalogSnapshot.of(primary),
                 target,
                 column,
                 include_columns,
                 name=name,
                 overwrite=overwrite,
-                tmp_dir=tmp_dir,
+                tmp_dir=run.tmp_dir,
                 engine=eng,
                 rows_per_file=rows_per_file,
                 record=args,
             )
-        if replaced:
-            versions.replace_member(coll.path, replaced, target)
-        elif coll is not None and str(output.parent) == str(coll.path):
-            add_member(coll.path, output, "index", column=column, default=default)
-        else:
-            members.register(
-                primary, members.Member("index", output, column=column, include_columns=list(include_columns))
-            )
-    return result
+
+    member = members.Member("index", output, column=column, include_columns=list(include_columns))
+    return add_member_command(
+        member,
+        primary,
+        coll,
+        args,
+        overwrite=overwrite,
+        default=default,
+        build=build,
+        complete=lambda done: IndexResult(**done, complete=True),
+    )
 
 
 def build_index(
@@ -323,12 +305,6 @@ def build_index(
         write_command_record(build, "index", record, fields)
     swap_into_place(build, final)
     return result
-
-
-def swap_into_place(built: AnyPath, final: AnyPath) -> None:
-    from healforge.catalog.derived.margin import swap_into_place as swap
-
-    swap(built, final)
 
 
 def _index_schema(schema: pa.Schema, wanted: list[str]) -> pa.Schema:

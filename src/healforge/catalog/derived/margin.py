@@ -49,15 +49,25 @@ import pyarrow.parquet as pq
 
 from healforge.arrays import concat_ranges
 from healforge.catalog import format as fmt
-from healforge.catalog.build.importrun import finished_command, write_command_record
 from healforge.catalog.change.snapshot import CatalogSnapshot
+from healforge.catalog.change.transaction import swap_into_place, write_command_record
+from healforge.catalog.derived import members
+from healforge.catalog.derived.collection import (
+    collection_of,
+    is_collection,
+    margin_name,
+    open_collection,
+    split_version,
+)
+from healforge.catalog.derived.member_command import add_member_command
 from healforge.catalog.geometry import ARCSEC_PER_RAD, lonlat_to_xyz, within_radius
-from healforge.engine import Engine, iter_chunks, owned_engine
+from healforge.engine import Engine, iter_chunks
 from healforge.errors import CatalogError, OptionError
 from healforge.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, border_cells
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 from healforge.names import check_name, check_optional_name
+from healforge.options import RunOptions
 
 WORK_DIR = ".healforge-margin"
 MAX_RADIUS_ARCSEC = 3 * 3600.0
@@ -97,13 +107,8 @@ def margin(
     *,
     default: bool = False,
     overwrite: bool = False,
-    storage_options: dict | None = None,
-    tmp_dir: str | os.PathLike | None = None,
-    engine: Engine | None = None,
-    workers: int | None = None,
-    scheduler: str | None = None,
-    synchronous: bool = False,
-    quiet: bool = False,
+    run: RunOptions | None = None,
+    **run_options,
 ) -> MarginResult:
     """Build the margin cache of a HATS catalog or collection.
 
@@ -122,76 +127,51 @@ def margin(
         Make it the collection's default margin (the first margin of a collection always is).
     overwrite
         Replace an existing output.
-    storage_options
-        fsspec options for URL paths (``s3://...``) of the catalog and the output.
-    tmp_dir
-        Local directory for intermediate files (default: inside the output when it is local,
-        the system temp dir otherwise).
-    engine, workers, scheduler, synchronous, quiet
-        Where tasks run (see :class:`healforge.engine.Engine`) and whether to show progress.
+    run, **run_options
+        How it runs: a :class:`healforge.options.RunOptions` and/or its fields as keywords
+        (``engine``, ``workers``, ``scheduler``, ``synchronous``, ``quiet``; ``storage_options``:
+        fsspec options of URL paths, catalog and output; ``tmp_dir``: local directory for
+        intermediate files, by default inside a local output, else the system temp dir).
 
     Returns
     -------
     MarginResult
     """
-    from healforge.catalog.change import transaction as txn
-    from healforge.catalog.change import versions
-    from healforge.catalog.derived import members
-    from healforge.catalog.derived.collection import (
-        add_member,
-        collection_of,
-        is_collection,
-        margin_name,
-        open_collection,
-        split_version,
-    )
-
     check_optional_name(name, "margin name")
-    catalog = as_path(catalog, storage_options)
+    run = RunOptions.of(run, **run_options)
+    catalog = run.path(catalog)
     coll = open_collection(catalog) if is_collection(catalog) else collection_of(catalog)
     primary = coll.primary if coll else fmt.require_catalog(catalog)
     if output is None:
         if coll is None:
             raise OptionError(f"{catalog} is not a collection: give the margin's output directory")
         output = coll.path / margin_name(split_version(primary.name)[0], radius_arcsec)
-    output = as_path(output, storage_options)
+    output = run.path(output)
     if coll is not None and str(output.parent) == str(coll.path):
         check_name(output.name, "collection member name")
-    # under the writer lock, after finishing any committed change: a concurrent append would
-    # otherwise commit without rebuilding this new member
-    with txn.CatalogLock(primary, "margin"):
-        txn.recover(primary)
-        target, replaced = versions.member_version(coll.path, output) if coll else (output, None)
-        args = {"catalog": str(catalog), "radius_arcsec": float(radius_arcsec), "name": name}
-        done = finished_command(coll.path / replaced if replaced else output, "margin", args, overwrite)
-        if done is not None:  # a rerun of a finished margin (perhaps killed before it was listed)
-            if coll is not None and not replaced and str(output.parent) == str(coll.path):
-                if output.name not in {p.name for p in open_collection(coll.path).margins.values()}:
-                    add_member(coll.path, output, "margin", default=default)
-            elif coll is None:
-                members.register(primary, members.Member("margin", output, float(radius_arcsec)))
-            done["pixels"] = [tuple(p) for p in done["pixels"]]
-            return MarginResult(**done, complete=True)
-        if replaced and not overwrite:
-            raise CatalogError(f"output {output} exists and is not empty; use --overwrite to replace it")
-        with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
-            result = build_margin(
+    args = {"catalog": str(catalog), "radius_arcsec": float(radius_arcsec), "name": name}
+
+    def build(target: AnyPath) -> MarginResult:
+        with run.engine_scope() as eng:
+            return build_margin(
                 primary,
                 target,
                 radius_arcsec,
                 name=name,
                 overwrite=overwrite,
-                tmp_dir=tmp_dir,
+                tmp_dir=run.tmp_dir,
                 engine=eng,
                 record=args,
             )
-        if replaced:
-            versions.replace_member(coll.path, replaced, target)
-        elif coll is not None and str(output.parent) == str(coll.path):
-            add_member(coll.path, output, "margin", default=default)
-        else:
-            members.register(primary, members.Member("margin", output, float(radius_arcsec)))
-    return result
+
+    def complete(done: dict) -> MarginResult:
+        done["pixels"] = [tuple(p) for p in done["pixels"]]
+        return MarginResult(**done, complete=True)
+
+    member = members.Member("margin", output, float(radius_arcsec))
+    return add_member_command(
+        member, primary, coll, args, overwrite=overwrite, default=default, build=build, complete=complete
+    )
 
 
 def build_margin(
@@ -352,36 +332,6 @@ def negative_tree_pixels(pixels: list[tuple[int, int]]) -> list[tuple[int, int]]
     orders, npix = np.concatenate(found_o), np.concatenate(found_p)
     by_start = np.argsort(npix << (2 * (SPATIAL_INDEX_ORDER - orders)))
     return [(int(o), int(p)) for o, p in zip(orders[by_start], npix[by_start], strict=True)]
-
-
-def swap_into_place(built: AnyPath, final: AnyPath) -> None:
-    """Replace ``final`` by ``built`` with renames; the old content is deleted afterwards.
-
-    On object stores (no renames) ``final`` is emptied and the files of ``built`` are copied in,
-    the catalog-level metadata last, so a reader never sees properties without their data."""
-    if not storage.is_local(final):
-        storage.rmtree(final)
-        files = [p for p, _ in storage.list_files(built)]
-        depth = len(built.parts)
-        last = ("partition_info.csv", "properties", "hats.properties")
-        files.sort(
-            key=lambda p: (
-                len(p.parts) == depth + 1,
-                p.name in last,
-                last.index(p.name) if p.name in last else 0,
-            )
-        )
-        for f in files:
-            storage.copy_file(f, final.joinpath(*f.parts[depth:]))
-        storage.rmtree(built)
-        return
-    if final.exists():
-        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:12]}"
-        os.replace(final, old)
-        os.replace(built, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(built, final)
 
 
 def pixel_data_files(root: str | AnyPath, order: int, pixel: int) -> list[AnyPath]:
@@ -610,4 +560,5 @@ __all__ = [
     "negative_tree_pixels",
     "pixel_data_files",
     "read_pixel",
+    "swap_into_place",
 ]

@@ -1,26 +1,25 @@
-"""The derived catalogs of a catalog (margins, indexes) and their upkeep inside a transaction.
+"""The derived catalogs of a catalog (margins, indexes): which they are, and their registry.
 
 A catalog's members are those its collection lists (when the catalog is a collection's primary)
 and those recorded beside a stand-alone catalog in ``.healforge/margins.json`` and
 ``.healforge/indexes.json`` (paths relative to the catalog, so that a copied or moved catalog
-keeps its own). Any change made through :mod:`healforge.catalog.change.transaction` (append, compact,
-and whatever else commits) calls :func:`stage_members` just before its commit: every member is
-rebuilt from the catalog-to-be as the next version of that member, a new directory in the
-catalog's home (``<member>.v<N>``, see :mod:`healforge.catalog.change.versions`), which the commit lists
-in ``collection.properties`` together with the new primary. A crash before the commit leaves
-the old catalog and members (the next writer removes the unreferenced new versions).
+keeps its own). Every change rebuilds them before its commit
+(:func:`healforge.catalog.change.writer.stage_members`). This module sits below the margin and
+index builders and the writer spine: it imports none of them.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import posixpath
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from upath import UPath
 
 from healforge.catalog import format as fmt
-from healforge.catalog.change.snapshot import CatalogSnapshot
 from healforge.catalog.derived.collection import collection_of
-from healforge.engine import Engine
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 
@@ -83,8 +82,6 @@ def members_of(catalog: str | os.PathLike) -> list[Member]:
 def registered_path(catalog: AnyPath, recorded: str, options: dict | None = None) -> AnyPath:
     """A registry's member path: relative to the catalog (as recorded now), absolute, or a URL
     (recorded without storage options: a member in an object store gets the catalog's)."""
-    from healforge.catalog.change.transaction import member_path
-
     if storage.protocol_of(recorded):
         return as_path(recorded, options)
     if os.path.isabs(recorded) and storage.is_local(catalog):
@@ -127,72 +124,11 @@ def unregister(catalog: AnyPath, base: AnyPath, paths: set[str]) -> None:
             fmt.atomic_write_text(registry, json.dumps(kept, indent=1))
 
 
-def build_member(
-    member: Member,
-    source: CatalogSnapshot,
-    output: AnyPath,
-    engine: Engine,
-    tmp_dir: str | os.PathLike | None = None,
-) -> object:
-    """Build ``member`` from ``source`` at ``output`` (which must not exist yet); intermediate
-    files in ``tmp_dir`` (see :func:`healforge.io.storage.scratch_dir`)."""
-    name = fmt.read_properties(member.path).get("obs_collection") if member.path.exists() else None
-    name = name or member.path.name
-    if member.kind == "margin":
-        from healforge.catalog.derived.margin import build_margin
-
-        return build_margin(
-            source.root,
-            output,
-            member.radius_arcsec,
-            name=name,
-            tmp_dir=tmp_dir,
-            engine=engine,
-            source=source,
-        )
-    from healforge.catalog.derived.index import build_index
-
-    return build_index(
-        source, output, member.column, member.include_columns, name=name, tmp_dir=tmp_dir, engine=engine
-    )
-
-
-def stage_members(
-    root: str | os.PathLike,
-    manifest: dict,
-    engine: Engine,
-    extra: list[Member] = (),
-    tmp_dir: str | os.PathLike | None = None,
-) -> list[Member]:
-    """Rebuild every member of ``root`` (and ``extra``) for the change in ``manifest`` as its
-    next version in the catalog's home, and list them in ``manifest["members"]`` for the commit
-    (``[old path, new name, kind, column]``)."""
-    from healforge.catalog.change import transaction as txn
-    from healforge.catalog.change import versions
-
-    root = as_path(root)
-    members = members_of(root)
-    known = {str(m.path) for m in members}
-    members += [m for m in extra if str(m.path) not in known]
-    home = versions.home_of(root)
-    version = manifest.setdefault("version", versions.next_version(home))
-    if not members:
-        return []
-    source = CatalogSnapshot.after(root, manifest, txn.staging_dir(root))
-    swaps, names = [], set()
-    for member in members:
-        base = versions.split_version(member.path.name)[0]
-        name, k = versions.versioned(base, version), 1
-        while name in names:  # two members of one name (from different places)
-            k += 1
-            name = versions.versioned(f"{base}-{k}", version)
-        names.add(name)
-        place = versions.build_dir(root)
-        storage.rmtree(place / name)  # never committed (the version is new)
-        build_member(member, source, place / name, engine, tmp_dir)
-        swaps.append([str(member.path), name, member.kind, member.column])
-    manifest["members"] = swaps
-    return members
+def member_path(root: AnyPath, rel: str) -> AnyPath:
+    """The member at ``rel`` (relative to the catalog, ``..`` resolved lexically, as a URL too)."""
+    if storage.is_local(root):
+        return Path(os.path.normpath(Path(root) / rel))
+    return UPath(f"{root.protocol}://{posixpath.normpath(root.path + '/' + rel)}", **root.storage_options)
 
 
 def _relpath(path: AnyPath, root: AnyPath) -> str:
@@ -201,17 +137,14 @@ def _relpath(path: AnyPath, root: AnyPath) -> str:
         return os.path.relpath(path, root)
     if storage.protocol_of(path) != storage.protocol_of(root):
         raise ValueError(f"member {path} is not on the same filesystem as its catalog {root}")
-    import posixpath
-
     return posixpath.relpath("/" + path.path, "/" + root.path)
 
 
 __all__ = [
     "Member",
-    "build_member",
+    "member_path",
     "members_of",
     "register",
     "registered_path",
-    "stage_members",
     "unregister",
 ]

@@ -21,8 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from healforge.catalog import format as fmt
-from healforge.catalog.build.importrun import finished_command, write_command_record
-from healforge.catalog.change.transaction import STATE_DIR
+from healforge.catalog.change.transaction import STATE_DIR, finished_command, write_command_record
 from healforge.catalog.derived import nested_columns as nst
 from healforge.catalog.derived.collection import (
     Collection,
