@@ -34,12 +34,13 @@ from healforge.catalog.derived.collection import (
 )
 from healforge.catalog.derived.margin import read_pixel, swap_into_place
 from healforge.catalog.derived.nested_columns import STATE_FILE, read_state
-from healforge.engine import Engine, owned_engine
+from healforge.engine import Engine
 from healforge.errors import BadInputError, CatalogError, OptionError
 from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
-from healforge.io.storage import AnyPath, as_path
+from healforge.io.storage import AnyPath
 from healforge.names import check_name, check_optional_name
+from healforge.options import RunOptions
 
 WORK_DIR = ".healforge-nest"
 # properties of the object catalog carried over to the nested catalog
@@ -90,13 +91,8 @@ def nest(
     name: str | None = None,
     on_unmatched: str = "error",
     overwrite: bool = False,
-    storage_options: dict | None = None,
-    tmp_dir: str | os.PathLike | None = None,
-    engine: Engine | None = None,
-    workers: int | None = None,
-    scheduler: str | None = None,
-    synchronous: bool = False,
-    quiet: bool = False,
+    run: RunOptions | None = None,
+    **run_options,
 ) -> NestResult:
     """Write a catalog of objects with their sources nested in a ``struct`` of lists column.
 
@@ -125,22 +121,23 @@ def nest(
         built in a hidden sibling ``.NAME.building-*`` directory and moved into place at the end
         (copied, metadata last, on object stores): a killed run leaves no partial output, and
         its building directory is removed by the next run.
-    storage_options, tmp_dir
-        fsspec options for URL catalogs; local directory for intermediate files (default: inside
-        a local output, the system temp dir otherwise).
-    engine, workers, scheduler, synchronous, quiet
-        Where tasks run (see :class:`healforge.engine.Engine`) and whether to show progress.
+    run, run_options
+        :class:`~healforge.options.RunOptions` (or its fields as keywords: ``engine``,
+        ``workers``, ``scheduler``, ``synchronous``, ``quiet``, ``storage_options`` for URL
+        catalogs, ``tmp_dir`` for intermediate files, default inside a local output).
 
     Returns
     -------
     NestResult
     """
+    run = RunOptions.of(run, **run_options)
+    tmp_dir = run.tmp_dir
     if on_unmatched not in ("error", "drop"):
         raise OptionError("on_unmatched must be 'error' or 'drop'")
     check_name(as_name, "nested column name")  # names the increments' orphan files
     check_optional_name(name, "catalog name")
     obj_on, src_on = nst.split_on(on)
-    objects, sources, output = (as_path(p, storage_options) for p in (objects, sources, output))
+    objects, sources, output = (run.path(p) for p in (objects, sources, output))
     inputs = {str(objects), str(sources)}
     args = {
         "objects": str(objects),
@@ -180,7 +177,7 @@ def nest(
 
     obj_pixels = fmt.read_partition_info(objects)
     src_pixels = fmt.read_partition_info(sources)
-    with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
+    with run.engine_scope() as eng:
         per_obj, unmatched = _shuffle_sources(
             eng, objects, sources, obj_pixels, src_pixels, obj_on, src_on, work, on_unmatched == "drop"
         )
