@@ -106,3 +106,19 @@ def call_api(args: argparse.Namespace, target: str, fields_from: str | None = No
     kwargs.update(storage_kwargs(args))
     kwargs.update(overrides)
     return function(**kwargs)
+
+
+def add_command(
+    sub: argparse._SubParsersAction, func, name: str, *, run: dict | None = None
+) -> argparse.ArgumentParser:
+    """A subcommand ``name`` handled by ``func(args) -> exit code``, with the shared options of
+    :func:`add_run_args` (``run`` holds its keywords). The first line of ``func``'s docstring is
+    the subcommand's help, the rest its description."""
+    import inspect
+
+    doc = inspect.cleandoc(func.__doc__ or "")
+    summary, _, rest = doc.partition("\n\n")
+    parser = sub.add_parser(name, help=summary, description=" ".join(rest.split()) or summary)
+    add_run_args(parser, **(run or {}))
+    parser.set_defaults(func=func)
+    return parser

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from healforge.commands import add_run_args, engine_kwargs, storage_kwargs
+from healforge.commands import add_command, engine_kwargs, storage_kwargs
 
 
 def _orders(args, many: bool):
@@ -79,16 +79,14 @@ def _split(values):
 
 
 def register(sub) -> None:
-    p = sub.add_parser("sidecar", help="assign rows (points or footprints) to HEALPix cells")
+    p = add_command(sub, _sidecar, "sidecar")
     p.add_argument("inputs", nargs="+", metavar="INPUT")
     p.add_argument("-o", "--output", required=True, help="sidecar parquet (several orders: a directory)")
     _add_order(p, many=True, required=True)
     _add_position(p)
     p.add_argument("--id-column", help="integer id column used as source_id (default: row position)")
-    add_run_args(p)
-    p.set_defaults(func=_sidecar)
 
-    p = sub.add_parser("aggregate", help="exact per-cell statistics into a map (parquet)")
+    p = add_command(sub, _aggregate, "aggregate")
     p.add_argument("inputs", nargs="+", metavar="INPUT")
     p.add_argument("-o", "--output", required=True, help="map parquet file")
     p.add_argument("--sidecar", help="sidecar file (else give --order and --lon/--lat or --geometry)")
@@ -103,10 +101,8 @@ def register(sub) -> None:
     _add_cell_args(p)
     p.add_argument("--filter", help="row expression; only rows where it holds are aggregated")
     _add_shuffle_args(p)
-    add_run_args(p)
-    p.set_defaults(func=_aggregate)
 
-    p = sub.add_parser("accumulate", help="add inputs to a streaming state (created if missing)")
+    p = add_command(sub, _accumulate, "accumulate")
     p.add_argument("inputs", nargs="+", metavar="INPUT")
     p.add_argument("--state", required=True, help="state parquet file, updated in place")
     p.add_argument("-o", "--output", help="write the new state here instead of over --state")
@@ -122,25 +118,12 @@ def register(sub) -> None:
         help="keep the aggregates of a per-cell expression in the state (finalize computes it at every order)",
     )
     p.add_argument("--filter", help="row expression; only rows where it holds are accumulated")
-    add_run_args(p)
-    p.set_defaults(func=_accumulate)
 
-    p = sub.add_parser("merge-states", help="merge states made by separate runs or workers")
+    p = add_command(sub, _merge, "merge-states", run={"engine": False})
     p.add_argument("states", nargs="+", metavar="STATE")
     p.add_argument("-o", "--output", required=True)
-    add_run_args(p, engine=False)
-    p.set_defaults(func=_merge)
 
-    p = sub.add_parser(
-        "finalize",
-        help="turn a state into a map or a pyramid of maps (.zarr or .parquet)",
-        description=(
-            "Finalize a streaming state into a map. The output format follows the suffix: MAP.zarr "
-            "is a Zarr DGGS store (one group per order), anything else Parquet (a pyramid: a "
-            "directory of order_KK.parquet). With --min-order every coarser order down to K is "
-            "made by merging states, so all statistics (quantiles too) exist at every level."
-        ),
-    )
+    p = add_command(sub, _finalize, "finalize", run={"engine": False})
     p.add_argument("state", metavar="STATE")
     p.add_argument("-o", "--output", required=True, help="MAP.zarr or MAP.parquet")
     p.add_argument(
@@ -151,8 +134,6 @@ def register(sub) -> None:
     p.add_argument("--min-count", type=int, default=1)
     _add_cell_args(p)
     _add_order(p, many=False, required=False)
-    add_run_args(p, engine=False)
-    p.set_defaults(func=_finalize)
 
 
 def _add_shuffle_args(p: argparse.ArgumentParser) -> None:
@@ -197,6 +178,7 @@ def _engine(args):
 
 
 def _sidecar(args) -> int:
+    """assign rows (points or footprints) to HEALPix cells"""
     from healforge.aggregate.sidecar import sidecar
 
     orders = _orders(args, many=True)
@@ -218,6 +200,7 @@ def _sidecar(args) -> int:
 
 
 def _aggregate(args) -> int:
+    """exact per-cell statistics into a map (parquet)"""
     from healforge.aggregate.api import aggregate
 
     order = _orders(args, many=False)
@@ -251,6 +234,7 @@ def _aggregate(args) -> int:
 
 
 def _accumulate(args) -> int:
+    """add inputs to a streaming state (created if missing)"""
     from healforge.aggregate.api import accumulate
 
     order = _orders(args, many=False)
@@ -293,6 +277,7 @@ def _accumulate(args) -> int:
 
 
 def _merge(args) -> int:
+    """merge states made by separate runs or workers"""
     from healforge.aggregate.api import merge_states
 
     state = merge_states(args.states, output=args.output, **storage_kwargs(args))
@@ -304,6 +289,13 @@ def _merge(args) -> int:
 
 
 def _finalize(args) -> int:
+    """turn a state into a map or a pyramid of maps (.zarr or .parquet)
+
+    Finalize a streaming state into a map. The output format follows the suffix: MAP.zarr is a
+    Zarr DGGS store (one group per order), anything else Parquet (a pyramid: a directory of
+    order_KK.parquet). With --min-order every coarser order down to K is made by merging states,
+    so all statistics (quantiles too) exist at every level.
+    """
     from healforge.aggregate.api import finalize
 
     table = finalize(

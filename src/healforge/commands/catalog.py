@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from healforge.commands import add_run_args, call_api, storage_kwargs
+from healforge.commands import add_command, call_api, storage_kwargs
 from healforge.io.formats import format_names
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("import", help="import point tables into a HATS catalog")
+    p = add_command(sub, _import, "import", run={"tmp_dir": True})
     p.add_argument(
         "inputs",
         nargs="+",
@@ -91,14 +91,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also build index catalogs on these columns (the first is the default)",
     )
     _add_output_args(p)
-    add_run_args(p, tmp_dir=True)
-    p.set_defaults(func=_import)
 
-    p = sub.add_parser(
-        "append",
-        help="append a batch of rows to a catalog or collection, keeping its partitioning "
-        "(margins and indexes are rebuilt in the same transaction)",
-    )
+    p = add_command(sub, _append, "append", run={"tmp_dir": True})
     p.add_argument("catalog", help="catalog or collection")
     p.add_argument("inputs", nargs="+", metavar="INPUT")
     p.add_argument("--batch", default=None, help="batch label (file name in each pixel; default: UTC time)")
@@ -108,10 +102,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fits-hdu", type=int, default=None, help="FITS table extension (default: the first)")
     p.add_argument("--cast", choices=["safe", "none"], default="safe", help="cast value-keeping type changes")
     p.add_argument("--margin", default=None, help="margin catalog to rebuild (default: the recorded ones)")
-    add_run_args(p, tmp_dir=True)
-    p.set_defaults(func=_append)
 
-    p = sub.add_parser("compact", help="merge appended files, de-duplicate, split pixels over the threshold")
+    p = add_command(sub, _compact, "compact", run={"tmp_dir": True})
     p.add_argument("catalog", help="catalog or collection")
     p.add_argument("--dedupe-on", default=None, metavar="ID", help="keep one row per value of this column")
     p.add_argument("--keep-latest-by", default=None, metavar="COL", help="keep the row with the greatest COL")
@@ -132,26 +124,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="nested columns not merged keep only the latest row's list",
     )
     p.add_argument("--margin", default=None, help="margin catalog to rebuild (default: the recorded ones)")
-    add_run_args(p, tmp_dir=True)
-    p.set_defaults(func=_compact)
 
-    p = sub.add_parser("info", help="describe a HATS catalog or collection")
+    p = add_command(sub, _info, "info", run={"engine": False})
     p.add_argument("path")
-    add_run_args(p, engine=False)
-    p.set_defaults(func=_info)
 
-    p = sub.add_parser(
-        "validate",
-        help="strict hats validation plus data checks (a collection member by member, a margin "
-        "against its primary's exact rows, an index against its primary)",
-    )
+    p = add_command(sub, _validate, "validate", run={"engine": False})
     p.add_argument("catalog")
     p.add_argument("--id", dest="id_column", default=None, help="check this column is unique")
-    add_run_args(p, engine=False)
-    p.set_defaults(func=_validate)
 
 
 def _import(args: argparse.Namespace) -> int:
+    """import point tables into a HATS catalog"""
     from healforge.catalog.build.ancillary import parse_property
 
     result = call_api(
@@ -173,11 +156,13 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _append(args: argparse.Namespace) -> int:
+    """append a batch of rows to a catalog or collection, keeping its partitioning (margins and indexes are rebuilt in the same transaction)"""
     print(call_api(args, "healforge.catalog.change.append:append", reader_options=_reader_options(args)))
     return 0
 
 
 def _compact(args: argparse.Namespace) -> int:
+    """merge appended files, de-duplicate, split pixels over the threshold"""
     print(call_api(args, "healforge.catalog.change.compact:compact"))
     return 0
 
@@ -212,6 +197,7 @@ def _reader_options(args: argparse.Namespace) -> dict:
 
 
 def _info(args: argparse.Namespace) -> int:
+    """describe a HATS catalog or collection"""
     from healforge.catalog.check.info import catalog_info
 
     print(catalog_info(args.path, **storage_kwargs(args)))
@@ -219,6 +205,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    """strict hats validation plus data checks (a collection member by member, a margin against its primary's exact rows, an index against its primary)"""
     from healforge.catalog.check.validate import validate_catalog
 
     report = validate_catalog(args.catalog, id_column=args.id_column, **storage_kwargs(args))

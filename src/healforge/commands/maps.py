@@ -5,18 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from healforge.commands import add_run_args
+from healforge.commands import add_command
 
 # Kept here (not imported from healforge.maps.plot) so that ``healforge --help`` stays fast.
 PROJECTIONS = ("mollweide", "polar-north", "polar-south", "orthographic")
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "plot",
-        help="plot one variable of a map to a PNG",
-        description="Rasterised plot of a Zarr or Parquet map (cells without data in light grey).",
-    )
+    p = add_command(subparsers, _plot, "plot", run={"engine": False, "storage": False})
     p.add_argument("map", metavar="MAP", help="map store (.zarr) or Parquet map (.parquet)")
     p.add_argument("--var", required=True, help="variable to plot, e.g. h_li_mean")
     p.add_argument("--order", type=int, default=None, help="order of a pyramid (default: finest)")
@@ -28,27 +24,19 @@ def register(subparsers) -> None:
     p.add_argument("--width", type=int, default=2000, help="raster width in pixels")
     p.add_argument("--title", default=None)
     p.add_argument("-o", "--output", required=True, help="PNG file")
-    add_run_args(p, engine=False, storage=False)
-    p.set_defaults(func=_plot)
 
-    e = subparsers.add_parser(
-        "export",
-        help="convert a map to Zarr, Parquet or GeoParquet",
-        description=(
-            "Write a map in the format given by the output suffix: .zarr (all orders), .parquet "
-            "(one order: a file; several: a directory of order_KK.parquet) or .geoparquet "
-            "(cell polygons, one order)."
-        ),
-    )
+    e = add_command(subparsers, _export, "export", run={"engine": False, "storage": False})
     e.add_argument("map", metavar="MAP", help="map store (.zarr) or Parquet map (.parquet)")
     e.add_argument("-o", "--output", required=True, help="OUT.zarr, OUT.parquet or OUT.geoparquet")
     e.add_argument("--order", type=int, action="append", default=None, help="order(s) to export (repeatable)")
     e.add_argument("--edge-points", type=int, default=1, help="GeoParquet: boundary points per cell edge")
-    add_run_args(e, engine=False, storage=False)
-    e.set_defaults(func=_export)
 
 
 def _plot(args: argparse.Namespace) -> int:
+    """plot one variable of a map to a PNG
+
+    Rasterised plot of a Zarr or Parquet map (cells without data in light grey).
+    """
     from healforge.maps.plot import plot_map
 
     out = plot_map(
@@ -69,6 +57,12 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    """convert a map to Zarr, Parquet or GeoParquet
+
+    Write a map in the format given by the output suffix: .zarr (all orders), .parquet (one
+    order: a file; several: a directory of order_KK.parquet) or .geoparquet (cell polygons, one
+    order).
+    """
     from healforge.maps.geoparquet import write_geoparquet
     from healforge.maps.parquet import read_map, read_pyramid, write_parquet
     from healforge.maps.table import MapError

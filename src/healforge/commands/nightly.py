@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from healforge.commands import add_run_args, call_api
+from healforge.commands import add_command, call_api
 
 
 def _name_files(values: list[str]) -> dict[str, list[str]]:
@@ -28,12 +28,7 @@ def _sort_option(values: list[str]) -> str | dict[str, str] | None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "increment",
-        help="add a nightly batch of objects with their new sources nested",
-        description="Keep each object's latest version, nest every source set into its objects and add "
-        "them to the nested catalog as one transaction (Npix=P/<batch>.parquet; new sky, new pixels).",
-    )
+    p = add_command(sub, _increment, "increment", run={"tmp_dir": True})
     p.add_argument("catalog")
     p.add_argument("--objects", nargs="+", required=True, metavar="FILE", help="object files of the batch")
     p.add_argument(
@@ -67,10 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="COL",
         help="build an index on COL if the catalog has none (lsdb's id_search reads it)",
     )
-    add_run_args(p, tmp_dir=True)
-    p.set_defaults(func=_increment)
 
-    p = sub.add_parser("delete", help="withdraw objects, or single nested sources, by id")
+    p = add_command(sub, _delete, "delete", run={"tmp_dir": True})
     p.add_argument("catalog")
     p.add_argument("--ids", default=None, metavar="FILE", help="text file one id per line, or parquet/csv")
     p.add_argument("--on", default=None, metavar="ID", help="object id column")
@@ -78,11 +71,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nested-ids", default=None, metavar="FILE")
     p.add_argument("--nested-on", default=None, metavar="SRC_ID", help="source id field")
     p.add_argument("--margin", default=None, help="margin catalog to rebuild (default: the recorded ones)")
-    add_run_args(p, tmp_dir=True)
-    p.set_defaults(func=_delete)
 
 
 def _increment(args: argparse.Namespace) -> int:
+    """add a nightly batch of objects with their new sources nested
+
+    Keep each object's latest version, nest every source set into its objects and add them to
+    the nested catalog as one transaction (Npix=P/<batch>.parquet; new sky, new pixels).
+    """
     nested, sort_by = _name_files(args.nested), _sort_option(args.sort_nested_by)
     print(
         call_api(args, "healforge.catalog.change.increment:increment", nested=nested, sort_nested_by=sort_by)
@@ -91,6 +87,7 @@ def _increment(args: argparse.Namespace) -> int:
 
 
 def _delete(args: argparse.Namespace) -> int:
+    """withdraw objects, or single nested sources, by id"""
     from healforge.errors import OptionError
 
     if args.ids is None and args.nested_ids is None:

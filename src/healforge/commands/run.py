@@ -5,21 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from healforge.commands import add_run_args, engine_kwargs, storage_kwargs
+from healforge.commands import add_command, engine_kwargs, storage_kwargs
 from healforge.errors import OptionError
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "run",
-        help="run a YAML pipeline: inputs -> filter -> statistics -> Zarr/Parquet/GeoParquet/plots",
-        description=(
-            "Validate PIPELINE.yaml (every key, before any data is read), accumulate every input "
-            "file into a streaming state, build the requested orders by merging states and write "
-            "the outputs. With outputs.state, a rerun with the same configuration resumes: files "
-            "already accumulated are skipped. Exit code 2 on a bad configuration or bad input."
-        ),
-    )
+    p = add_command(subparsers, _run, "run")
     p.add_argument("pipeline", metavar="PIPELINE.yaml", help="pipeline configuration file")
     p.add_argument("--restart", action="store_true", help="discard saved progress and start again")
     p.add_argument("--batch-rows", type=int, default=1_000_000, help="rows per read batch")
@@ -44,8 +35,6 @@ def register(subparsers) -> None:
     )
     exact.add_argument("--work-dir", help="scratch directory or URL of --exact (default: beside the output)")
     exact.add_argument("--shard-order", type=int, help="HEALPix order of the shards of --exact (default: 3)")
-    add_run_args(p)
-    p.set_defaults(func=_run)
 
 
 def _is_zagg(path: str) -> bool:
@@ -83,6 +72,13 @@ def _run_zagg(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    """run a YAML pipeline: inputs -> filter -> statistics -> Zarr/Parquet/GeoParquet/plots
+
+    Validate PIPELINE.yaml (every key, before any data is read), accumulate every input file
+    into a streaming state, build the requested orders by merging states and write the outputs.
+    With outputs.state, a rerun with the same configuration resumes: files already accumulated
+    are skipped. Exit code 2 on a bad configuration or bad input.
+    """
     from healforge.run import load_pipeline
     from healforge.run.exact import exact_options
     from healforge.run.runner import run_pipeline

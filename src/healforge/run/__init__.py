@@ -46,49 +46,7 @@ Statistic functions are the vocabulary of :mod:`healforge.aggregate.statistics` 
 from __future__ import annotations
 
 from healforge.run.load import load_pipeline, load_plan, to_plan
-from healforge.run.schema import (
-    ASSIGNMENT_MODES,
-    DTYPES,
-    FUNCTIONS,
-    LATITUDES,
-    LON_CONVENTIONS,
-    ON_BAD_ROWS,
-    PROJECTIONS,
-    Assignment,
-    ConfigError,
-    Coordinates,
-    GeoParquetOutput,
-    InputSpec,
-    Outputs,
-    ParquetOutput,
-    PipelineConfig,
-    PlotOutput,
-    Statistic,
-    ZarrOutput,
-)
+from healforge.run.schema import ConfigError, PipelineConfig
 from healforge.run.validate import validate_pipeline
 
-__all__ = [
-    "ASSIGNMENT_MODES",
-    "DTYPES",
-    "FUNCTIONS",
-    "LATITUDES",
-    "LON_CONVENTIONS",
-    "ON_BAD_ROWS",
-    "PROJECTIONS",
-    "Assignment",
-    "ConfigError",
-    "Coordinates",
-    "GeoParquetOutput",
-    "InputSpec",
-    "Outputs",
-    "ParquetOutput",
-    "PipelineConfig",
-    "PlotOutput",
-    "Statistic",
-    "ZarrOutput",
-    "load_pipeline",
-    "load_plan",
-    "to_plan",
-    "validate_pipeline",
-]
+__all__ = ["ConfigError", "PipelineConfig", "load_pipeline", "load_plan", "to_plan", "validate_pipeline"]
