@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from healforge.healpix import lonlat_to_pixel
 from healforge.maps.table import make_map_table
+from healforge.pixel import lonlat_to_pixel
 
 
 def random_points(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -10,8 +10,8 @@ import pytest
 
 import healforge
 from conftest import run_cli
-from healforge.aggregate.coords import geodetic_to_authalic
-from healforge.healpix import lonlat_to_pixel
+from healforge.pixel import lonlat_to_pixel
+from healforge.pixel.latitude import geodetic_to_authalic
 
 POINTS = ("--lon", "ra", "--lat", "dec")  # the position columns of _write's tables
 

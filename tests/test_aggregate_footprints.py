@@ -12,7 +12,7 @@ from astropy.coordinates import Latitude, Longitude
 from cdshealpix.nested import cone_search
 
 import healforge
-from healforge.healpix import pixel_vertices
+from healforge.pixel import pixel_vertices
 
 ORDER = 8
 
@@ -233,7 +233,7 @@ def test_tiny_footprints_fall_in_the_cell_of_their_centre():
         assert single.mean() > 0.99
         got = sc.set_index("source_id").loc[ids].healpix_id.to_numpy()
         c = shapely.centroid(tri[ids])
-        want = healforge.healpix.lonlat_to_pixel(shapely.get_x(c), shapely.get_y(c), order)
+        want = healforge.pixel.lonlat_to_pixel(shapely.get_x(c), shapely.get_y(c), order)
         np.testing.assert_array_equal(got, want)
 
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from conftest import run_cli
-from healforge.healpix import lonlat_to_pixel
+from healforge.pixel import lonlat_to_pixel
 
 N_FILES, ORDER, BAD_ROW = 4, 4, 17
 STATS = ("count", "mean", "median", "q90")

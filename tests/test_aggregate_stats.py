@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 import healforge
-from healforge.healpix import lonlat_to_pixel
+from healforge.pixel import lonlat_to_pixel
 
 
 def _points(seed=0, n=20000):

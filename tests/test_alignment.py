@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from hats.pixel_math.partition_stats import generate_alignment as hats_alignment
 
-from healforge.catalog.alignment import ThresholdError, generate_alignment
+from healforge.pixel.alignment import ThresholdError, generate_alignment
 
 
 @pytest.mark.parametrize("drop_empty_siblings", [True, False])

@@ -11,9 +11,9 @@ from hats.io.validation import is_valid_catalog
 import healforge
 from conftest import make_points, run_cli, survey_table, write_parquet_files
 from healforge.catalog import format as fmt
-from healforge.catalog.alignment import ThresholdError
 from healforge.catalog.build.column_types import parse_size, row_bytes
 from healforge.errors import BadInputError, OptionError
+from healforge.pixel.alignment import ThresholdError
 
 QUIET = {"synchronous": True, "quiet": True}
 

@@ -230,7 +230,7 @@ def test_increments_then_consolidation_keep_every_source(catalog):
 def _to_list_struct(root) -> None:
     """Rewrite the catalog's nested columns as ``list<struct>`` (what healforge wrote before)."""
     from healforge.catalog.derived.collection import resolve_catalog
-    from healforge.healpix import SPATIAL_INDEX_COLUMN
+    from healforge.pixel import SPATIAL_INDEX_COLUMN
 
     root = resolve_catalog(root)  # the current version once a change made it a collection
     for f in fmt.list_data_files(root):

@@ -6,10 +6,10 @@ import pytest
 from pyproj import Proj
 
 from healforge.commands.maps import PROJECTIONS as CLI_PROJECTIONS
-from healforge.healpix import pixel_centers
 from healforge.maps.plot import EMPTY_COLOUR, PROJECTIONS, lookup_values, plot_map, raster_lonlat
 from healforge.maps.table import make_map_table
 from healforge.maps.zarr_store import open_map, write_zarr
+from healforge.pixel import pixel_centers
 
 
 @pytest.fixture(scope="module")

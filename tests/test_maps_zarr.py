@@ -7,7 +7,8 @@ import xdggs
 import zarr
 
 from healforge.maps import map_to_dataset, open_map, read_map, write_parquet, write_zarr
-from healforge.maps.table import MapError, authalic_to_geodetic, geodetic_to_authalic, make_map_table
+from healforge.maps.table import MapError, make_map_table
+from healforge.pixel.latitude import authalic_to_geodetic, geodetic_to_authalic
 from maps_util import point_map, pyramid, random_points, xdggs_centres
 
 

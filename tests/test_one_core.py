@@ -11,8 +11,8 @@ import pytest
 
 import healforge
 from conftest import run_cli
-from healforge.healpix import lonlat_to_pixel
 from healforge.maps import read_map
+from healforge.pixel import lonlat_to_pixel
 from healforge.run.runner import run_pipeline
 
 ORDER = 3

@@ -17,7 +17,7 @@ import yaml
 import healforge
 from conftest import run_cli
 from healforge.errors import OptionError
-from healforge.healpix import lonlat_to_pixel
+from healforge.pixel import lonlat_to_pixel
 from healforge.registry import UnknownName, check_reader, user_statistic
 
 ORDER = 2

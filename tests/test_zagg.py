@@ -153,8 +153,8 @@ def test_shipped_atl06_file_runs_via_cli(granules, tmp_path, exact):
 
 def _centres_geodetic(cells, order):
     """Geodetic lat/lon of the centres of authalic cells (for mortie's geo2mort)."""
-    from healforge.healpix import pixel_centers
-    from healforge.maps.table import authalic_to_geodetic
+    from healforge.pixel import pixel_centers
+    from healforge.pixel.latitude import authalic_to_geodetic
 
     lon, lat = pixel_centers(cells, order)
     return authalic_to_geodetic(lat), lon

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from healforge.aggregate import journal
-from healforge.aggregate.coords import LATITUDES, LON_CONVENTIONS, ON_BAD_ROWS, check_choice
+from healforge.aggregate.coords import ON_BAD_ROWS, check_choice
 from healforge.aggregate.core import (
     Batch,
     accumulate_source,
@@ -39,10 +39,11 @@ from healforge.aggregate.statistics import DEFAULT_STATS, resolve_all
 from healforge.engine import Engine
 from healforge.errors import BadInputError, OptionError
 from healforge.expressions import parse_column_spec
-from healforge.healpix import check_order
 from healforge.io.readers import DEFAULT_BATCH_ROWS
 from healforge.io.storage import as_path
 from healforge.maps.parquet import write_parquet
+from healforge.pixel import check_order
+from healforge.pixel.latitude import LATITUDES, LON_CONVENTIONS
 
 CellSpecs = Sequence[str] | Mapping[str, str] | None
 

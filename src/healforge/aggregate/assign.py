@@ -8,9 +8,10 @@ import numpy as np
 import pyarrow as pa
 
 from healforge.aggregate import footprints as fp
-from healforge.aggregate.coords import Rejects, geodetic_to_authalic, positions
+from healforge.aggregate.coords import Rejects, positions
 from healforge.errors import BadInputError, OptionError
-from healforge.healpix import bad_coordinate_mask, lonlat_to_pixel, wrap_lon
+from healforge.pixel import bad_coordinate_mask, lonlat_to_pixel, to_parent, wrap_lon
+from healforge.pixel.latitude import geodetic_to_authalic
 
 
 @dataclass
@@ -71,7 +72,7 @@ def assign_batch(
         top = max(orders)
         pix = lonlat_to_pixel(lon, lat, top)
         ones = np.ones(good.size)
-        return good, {o: Assignment(good, pix >> (2 * (top - o)), ones) for o in orders}
+        return good, {o: Assignment(good, to_parent(pix, top, o), ones) for o in orders}
     good, rings = _footprints(table, spec, path, first_row, rejects)
     out = {}
     if good.size == 0:
@@ -82,7 +83,7 @@ def assign_batch(
         pix = fp.strict_cells(rings, top)
         ones = np.ones(good.size)
         for o in orders:
-            out[o] = Assignment(good, pix >> (2 * (top - o)), ones)
+            out[o] = Assignment(good, to_parent(pix, top, o), ones)
     else:
         for o in orders:
             poly, cell, w = fp.fuzzy_cells(rings, o)

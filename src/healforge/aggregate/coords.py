@@ -9,47 +9,17 @@ import numpy as np
 import pyarrow as pa
 
 from healforge.errors import BadInputError, OptionError
-from healforge.healpix import bad_coordinate_mask, describe_bad_coordinate, wrap_lon
 from healforge.io.storage import write_parquet_table
+from healforge.pixel import bad_coordinate_mask, describe_bad_coordinate, wrap_lon
+from healforge.pixel.latitude import geodetic_to_authalic
 
-LATITUDES = ("spherical", "authalic")
-LON_CONVENTIONS = ("0_360", "-180_180")
 ON_BAD_ROWS = ("error", "quarantine")
-
-# WGS84 ellipsoid
-WGS84_A = 6378137.0
-WGS84_INV_F = 298.257223563
-_F = 1 / WGS84_INV_F
-_E2 = _F * (2 - _F)
-_E = np.sqrt(_E2)
-
-
-def _q(sinphi: np.ndarray) -> np.ndarray:
-    es = _E * sinphi
-    return (1 - _E2) * (sinphi / (1 - _E2 * sinphi**2) - np.log((1 - es) / (1 + es)) / (2 * _E))
-
-
-_QP = float(_q(np.array(1.0)))
-
-
-def geodetic_to_authalic(lat: np.ndarray) -> np.ndarray:
-    """Authalic latitude (degrees) of WGS84 geodetic latitudes (degrees)."""
-    s = np.sin(np.radians(np.asarray(lat, dtype=np.float64)))
-    return np.degrees(np.arcsin(np.clip(_q(s) / _QP, -1.0, 1.0)))
 
 
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise OptionError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
     return value
-
-
-def to_lon_convention(lon: np.ndarray, convention: str) -> np.ndarray:
-    """Write-back longitudes (input in [0, 360)) in the requested convention."""
-    lon = np.asarray(lon, dtype=np.float64)
-    if convention == "-180_180":
-        return np.where(lon >= 180.0, lon - 360.0, lon)
-    return lon
 
 
 @dataclass

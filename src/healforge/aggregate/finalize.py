@@ -26,7 +26,7 @@ from healforge.aggregate.statistics import (
     resolve_all,
 )
 from healforge.errors import OptionError
-from healforge.healpix import order_to_npix
+from healforge.pixel import order_to_npix
 
 DEFAULT_STATE_STATS = DEFAULT_STATS
 

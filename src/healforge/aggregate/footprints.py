@@ -28,7 +28,7 @@ import numpy as np
 
 from healforge.aggregate.coverage import chart_cells
 from healforge.arrays import concat_ranges
-from healforge.healpix import lonlat_to_pixel, wrap_lon
+from healforge.pixel import lonlat_to_pixel, wrap_lon
 
 MODES = {"strict": "strict", "center": "strict", "fuzzy": "fuzzy", "overlap": "fuzzy"}
 MAX_FOOTPRINT_DEG = 60.0

@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from healforge.aggregate.assign import Spec
-from healforge.aggregate.coords import LATITUDES, LON_CONVENTIONS, ON_BAD_ROWS, check_choice
+from healforge.aggregate.coords import ON_BAD_ROWS, check_choice
 from healforge.aggregate.sketch import DEFAULT_DELTA
 from healforge.aggregate.sources import Source
 from healforge.aggregate.statistics import Stat
 from healforge.errors import OptionError
 from healforge.expressions import CellExpression, RowExpression, parse_cell, parse_row
+from healforge.pixel.latitude import LATITUDES, LON_CONVENTIONS
 
 ROWS_KEY = "_rows"
 

@@ -44,6 +44,7 @@ from healforge.errors import OptionError
 from healforge.io import storage
 from healforge.io.readers import DEFAULT_BATCH_ROWS
 from healforge.io.storage import AnyPath
+from healforge.pixel import to_parent
 
 DEFAULT_SHARD_ORDER = 3
 CELL = "_cell"
@@ -249,7 +250,7 @@ def shard_statistics(places: list, work: AnyPath, plan: Plan, orders: Sequence[i
     every order."""
     cells, values, weights = _read_shard(work, places, plan)
     finest = plan.assignment.order
-    return {k: exact_columns(cells >> (2 * (finest - k)), values, weights, plan, k) for k in orders}
+    return {k: exact_columns(to_parent(cells, finest, k), values, weights, plan, k) for k in orders}
 
 
 def shuffle_statistics(

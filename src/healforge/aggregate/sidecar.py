@@ -23,8 +23,6 @@ import pyarrow as pa
 
 from healforge.aggregate.assign import Spec
 from healforge.aggregate.coords import (
-    LATITUDES,
-    LON_CONVENTIONS,
     ON_BAD_ROWS,
     Rejects,
     check_choice,
@@ -33,9 +31,10 @@ from healforge.aggregate.coords import (
 from healforge.aggregate.sources import Source, default_position, to_sources
 from healforge.engine import Engine
 from healforge.errors import BadInputError, OptionError
-from healforge.healpix import check_order
 from healforge.io.readers import DEFAULT_BATCH_ROWS
 from healforge.io.storage import as_path, read_parquet_table, write_parquet_table
+from healforge.pixel import check_order
+from healforge.pixel.latitude import LATITUDES, LON_CONVENTIONS
 
 SIDECAR_KEY = b"healforge_sidecar"
 

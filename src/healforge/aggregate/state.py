@@ -32,8 +32,8 @@ import pyarrow as pa
 from healforge.aggregate import sketch as sk
 from healforge.aggregate.grouping import cell_index, group_cells, group_sort, sorted_by_cell
 from healforge.errors import BadInputError, OptionError
-from healforge.healpix import check_order
 from healforge.io.storage import as_path, read_parquet_table, write_parquet_table
+from healforge.pixel import check_order, to_parent
 
 MOMENTS = ("n", "min", "max", "dmean", "m2", "wsum", "wdmean", "wm2")
 STATE_KEY = b"healforge_state"
@@ -145,7 +145,7 @@ class State:
         order = check_order(order)
         if order > self.order:
             raise OptionError(f"cannot coarsen order {self.order} to finer order {order}")
-        keys = self.cell_ids >> (2 * (self.order - order))
+        keys = to_parent(self.cell_ids, self.order, order)
         out = _reduce([self], [keys], order)
         out.rows_in, out.rows_rejected = self.rows_in, self.rows_rejected
         return out

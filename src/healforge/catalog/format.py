@@ -17,9 +17,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from healforge import __version__
-from healforge.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
+from healforge.pixel import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER
 
 DATASET_DIR = "dataset"
 

@@ -10,7 +10,7 @@ from healforge.commands import add_command, engine_kwargs, storage_kwargs
 
 def _orders(args, many: bool):
     if args.nside:
-        from healforge.healpix import nside_to_order
+        from healforge.pixel import nside_to_order
 
         orders = [nside_to_order(n) for n in args.nside]
     else:

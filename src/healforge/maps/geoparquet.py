@@ -19,9 +19,10 @@ import pyarrow as pa
 import shapely
 from fsspec.implementations.local import LocalFileSystem
 
-from healforge.healpix import pixel_centers, pixel_vertices
 from healforge.io.storage import remove_dead_siblings
-from healforge.maps.table import CELL_IDS, authalic_to_geodetic, map_metadata
+from healforge.maps.table import CELL_IDS, map_metadata
+from healforge.pixel import pixel_centers, pixel_vertices
+from healforge.pixel.latitude import authalic_to_geodetic
 
 CRS = "OGC:CRS84"
 _EPS = 1e-9

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from healforge.healpix import lonlat_to_pixel
-from healforge.maps.table import CELL_IDS, MapError, geodetic_to_authalic, map_metadata
+from healforge.maps.table import CELL_IDS, MapError, map_metadata
+from healforge.pixel import lonlat_to_pixel
+from healforge.pixel.latitude import geodetic_to_authalic
 
 PROJECTIONS = ("mollweide", "polar-north", "polar-south", "orthographic")
 EMPTY_COLOUR = (0.86, 0.86, 0.86, 1.0)
@@ -218,7 +219,7 @@ def plot_map(
     latitude = meta.get("latitude", "spherical")
 
     if projection.startswith("polar") and bounding_lat is None and cell_ids.size:
-        from healforge.healpix import pixel_centers
+        from healforge.pixel import pixel_centers
 
         _, clat = pixel_centers(cell_ids[:: max(1, cell_ids.size // 200_000)], order)
         edge = clat.min() if projection == "polar-north" else -clat.max()

@@ -18,15 +18,11 @@ import pyarrow as pa
 
 from healforge import __version__
 from healforge.errors import HealforgeError
-from healforge.healpix import check_order, order_to_npix
+from healforge.pixel import check_order, order_to_npix
+from healforge.pixel.latitude import LATITUDES, LON_CONVENTIONS
 
 METADATA_KEY = b"healforge"
 CELL_IDS = "cell_ids"
-LON_CONVENTIONS = ("0_360", "-180_180")
-LATITUDES = ("spherical", "authalic")
-
-# WGS84, used with authalic latitude (xdggs ``ellipsoid`` attribute names).
-WGS84 = {"semimajor_axis": 6378137.0, "inverse_flattening": 298.257223563}
 
 
 class MapError(HealforgeError, ValueError):
@@ -158,57 +154,3 @@ def as_pyramid(maps: pa.Table | Mapping[int, Any]) -> dict[int, Any]:
 def group_name(order: int) -> str:
     """Name of the Zarr group / Parquet file of one order: ``order_09``."""
     return f"order_{check_order(order):02d}"
-
-
-def output_lon(lon: np.ndarray, lon_convention: str) -> np.ndarray:
-    """Longitudes in [0, 360) written out in ``lon_convention``."""
-    lon = np.asarray(lon, dtype=np.float64)
-    if lon_convention == "-180_180":
-        return np.where(lon >= 180.0, lon - 360.0, lon)
-    return lon
-
-
-def _authalic_constants(inverse_flattening: float):
-    f = 1.0 / inverse_flattening
-    e2 = f * (2 - f)
-    e = np.sqrt(e2)
-    return e2, e
-
-
-def _q(sinphi: np.ndarray, e2: float, e: float) -> np.ndarray:
-    es = e * sinphi
-    return (1 - e2) * (sinphi / (1 - e2 * sinphi**2) - np.log((1 - es) / (1 + es)) / (2 * e))
-
-
-def geodetic_to_authalic(
-    lat: np.ndarray, inverse_flattening: float = WGS84["inverse_flattening"]
-) -> np.ndarray:
-    """Authalic latitude (degrees) of geodetic latitudes (degrees) on an ellipsoid (WGS84)."""
-    e2, e = _authalic_constants(inverse_flattening)
-    qp = _q(np.float64(1.0), e2, e)
-    ratio = _q(np.sin(np.radians(lat)), e2, e) / qp
-    return np.degrees(np.arcsin(np.clip(ratio, -1.0, 1.0)))
-
-
-def authalic_to_geodetic(
-    beta: np.ndarray, inverse_flattening: float = WGS84["inverse_flattening"]
-) -> np.ndarray:
-    """Geodetic latitude (degrees) of authalic latitudes (degrees); series then Newton steps."""
-    e2, e = _authalic_constants(inverse_flattening)
-    qp = _q(np.float64(1.0), e2, e)
-    b = np.radians(np.asarray(beta, dtype=np.float64))
-    phi = (
-        b
-        + (e2 / 3 + 31 * e2**2 / 180 + 517 * e2**3 / 5040) * np.sin(2 * b)
-        + (23 * e2**2 / 360 + 251 * e2**3 / 3780) * np.sin(4 * b)
-        + (761 * e2**3 / 45360) * np.sin(6 * b)
-    )
-    target = qp * np.sin(b)
-    for _ in range(2):
-        s = np.sin(phi)
-        c = np.cos(phi)
-        ok = np.abs(c) > 1e-12
-        dq = 2 * (1 - e2) * c / (1 - e2 * s**2) ** 2  # dq/dphi
-        step = np.where(ok, (_q(s, e2, e) - target) / np.where(ok, dq, 1.0), 0.0)
-        phi = phi - step
-    return np.degrees(phi)

@@ -31,7 +31,6 @@ from healforge import __version__
 from healforge.io.storage import remove_dead_siblings
 from healforge.maps.table import (
     CELL_IDS,
-    WGS84,
     MapError,
     as_pyramid,
     group_name,
@@ -40,6 +39,7 @@ from healforge.maps.table import (
     variables,
     with_metadata,
 )
+from healforge.pixel.latitude import WGS84
 
 DGGS_CONVENTION = {
     "uuid": "7b255807-140c-42ca-97f6-7a1cfecdbc38",

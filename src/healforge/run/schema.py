@@ -20,8 +20,6 @@ from healforge.errors import HealforgeError
 from healforge.expressions import CellExpression, RowExpression
 
 ASSIGNMENT_MODES = ("points", "strict", "center", "fuzzy", "overlap")
-LON_CONVENTIONS = ("0_360", "-180_180")
-LATITUDES = ("spherical", "authalic")
 ON_BAD_ROWS = ("error", "quarantine")
 PROJECTIONS = ("mollweide", "polar-north", "polar-south", "orthographic")
 DTYPES = ("float64", "float32", "int64", "int32")

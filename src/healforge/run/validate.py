@@ -11,8 +11,9 @@ from typing import Any
 from healforge.aggregate.sources import is_hats_catalog
 from healforge.aggregate.statistics import streaming_names
 from healforge.expressions import ExpressionError, parse_cell, parse_filter
-from healforge.healpix import MAX_ORDER
 from healforge.io.formats import format_names, suffixes
+from healforge.pixel import MAX_ORDER
+from healforge.pixel.latitude import LATITUDES, LON_CONVENTIONS
 from healforge.registry import UnknownName, check_reader
 from healforge.run.checker import Checker, kind, resolve_path
 from healforge.run.schema import (
@@ -21,8 +22,6 @@ from healforge.run.schema import (
     DTYPES,
     FUNCTIONS,
     INPUT_KEYS,
-    LATITUDES,
-    LON_CONVENTIONS,
     NAME,
     ON_BAD_ROWS,
     PROJECTIONS,

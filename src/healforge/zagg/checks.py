@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from healforge.healpix import MAX_ORDER
+from healforge.pixel import MAX_ORDER
 
 READER = "healforge.zagg.read:iter_granule"
 TOP = ("data_source", "aggregation", "output", "catalog", "store", "exact", "bounds")

@@ -108,7 +108,7 @@ def _in_shards(lon: np.ndarray, lat: np.ndarray, shards: Mapping[str, Any]) -> n
     """Rows whose cell at the shard order is one of ``shards["cells"]`` (bad coordinates kept,
     so that the pipeline reports them)."""
     from healforge.aggregate.coords import geodetic_to_authalic
-    from healforge.healpix import bad_coordinate_mask, lonlat_to_pixel, wrap_lon
+    from healforge.pixel import bad_coordinate_mask, lonlat_to_pixel, wrap_lon
 
     lon, lat = np.asarray(lon, np.float64), np.asarray(lat, np.float64)
     bad = bad_coordinate_mask(lon, lat)

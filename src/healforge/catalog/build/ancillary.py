@@ -35,9 +35,9 @@ import numpy as np
 from healforge.catalog import format as fmt
 from healforge.engine import failpoint
 from healforge.errors import BadInputError, HealforgeError
-from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
+from healforge.pixel import SPATIAL_INDEX_COLUMN
 
 STATE_DIR = ".healforge"
 RECORD = "outputs.json"

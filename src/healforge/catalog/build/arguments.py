@@ -16,9 +16,9 @@ import pyarrow as pa
 from healforge.catalog.build import duplicate_ids as duplicates
 from healforge.catalog.build.column_types import parse_size
 from healforge.errors import OptionError
-from healforge.healpix import check_order
 from healforge.names import check_name, check_optional_name
 from healforge.options import RunOptions
+from healforge.pixel import check_order
 
 CATALOG_TYPES = ("object", "source")
 

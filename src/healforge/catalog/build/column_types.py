@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from healforge.errors import BadInputError, OptionError
-from healforge.healpix import SPATIAL_INDEX_COLUMN
+from healforge.pixel import SPATIAL_INDEX_COLUMN
 
 _UNITS = {
     "": 1,

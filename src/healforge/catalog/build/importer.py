@@ -21,7 +21,6 @@ import pyarrow.parquet as pq
 
 from healforge import __version__
 from healforge.catalog import format as fmt
-from healforge.catalog.alignment import Alignment, dense_histogram, generate_alignment
 from healforge.catalog.build import ancillary
 from healforge.catalog.build import duplicate_ids as duplicates
 from healforge.catalog.build.arguments import CATALOG_TYPES, ImportArguments
@@ -54,6 +53,7 @@ from healforge.io import storage
 from healforge.io.readers import expand_inputs
 from healforge.io.storage import AnyPath, as_path
 from healforge.options import RunOptions
+from healforge.pixel.alignment import Alignment, dense_histogram, generate_alignment
 
 WORK_DIR = ".healforge-import"
 RUN_FIELDS = {f.name for f in fields(RunOptions)}

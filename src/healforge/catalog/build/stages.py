@@ -12,10 +12,10 @@ import numpy as np
 import pyarrow as pa
 
 from healforge.catalog import format as fmt
-from healforge.catalog.alignment import merge_histograms
 from healforge.catalog.build.tasks import InputSpec, map_file, reduce_pixel, split_file
 from healforge.engine import Engine
 from healforge.errors import BadInputError
+from healforge.pixel.alignment import merge_histograms
 
 
 def input_keys(files: list[str]) -> list[str]:

@@ -16,11 +16,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from healforge.catalog.alignment import Alignment, merge_histograms, sparse_histogram
 from healforge.catalog.build.column_types import cast_checked, row_bytes
 from healforge.catalog.format import atomic_write_parquet, pixel_file
 from healforge.errors import BadInputError
-from healforge.healpix import (
+from healforge.io.columns import check_columns
+from healforge.io.readers import iter_batches, read_schema
+from healforge.pixel import (
     SPATIAL_INDEX_COLUMN,
     bad_coordinate_mask,
     describe_bad_coordinate,
@@ -28,8 +29,7 @@ from healforge.healpix import (
     spatial_index,
     wrap_lon,
 )
-from healforge.io.columns import check_columns
-from healforge.io.readers import iter_batches, read_schema
+from healforge.pixel.alignment import Alignment, merge_histograms, sparse_histogram
 
 
 @dataclass(frozen=True)
@@ -197,7 +197,6 @@ def split_file(task: dict) -> dict:
     out_schema = pa.schema([pa.field(SPATIAL_INDEX_COLUMN, pa.int64())] + list(schema)).with_metadata(None)
     idx_batch, idx_dest, idx_start, idx_len = [], [], [], []
     rejected = []
-    shift = 2 * (29 - alignment.mapping_order)
     with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, out_schema) as writer:
         b = 0
         names = spec.selected(
@@ -222,7 +221,7 @@ def split_file(task: dict) -> dict:
                 table, h29 = table.take(pa.array(good)), h29[good]
             if table.num_rows == 0:
                 continue
-            dest = alignment.lookup(h29 >> shift)
+            dest = alignment.lookup(index_to_order(h29, alignment.mapping_order))
             order = np.argsort(dest, kind="stable")
             dest_sorted = dest[order]
             starts = np.flatnonzero(np.r_[True, dest_sorted[1:] != dest_sorted[:-1]])
@@ -282,5 +281,5 @@ def reduce_pixel(task: dict) -> dict:
 
 def subtile_starts(h29: np.ndarray, order: int) -> np.ndarray:
     """First row of each run of sorted ``_healpix_29`` values sharing one pixel at ``order``."""
-    sub = np.asarray(h29, dtype=np.int64) >> (2 * (29 - order))
+    sub = index_to_order(h29, order)
     return np.flatnonzero(np.r_[True, sub[1:] != sub[:-1]]) if len(sub) else np.zeros(1, np.int64)

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from healforge.catalog import format as fmt
-from healforge.catalog.alignment import coarsen_histogram, dense_histogram, incremental_alignment
 from healforge.catalog.build.stages import map_stage, reduce_stage, rejected_tables, split_stage
 from healforge.catalog.build.tasks import InputSpec
 from healforge.catalog.change import transaction as txn
@@ -37,6 +36,7 @@ from healforge.io.readers import expand_inputs
 from healforge.io.storage import AnyPath
 from healforge.names import check_optional_name
 from healforge.options import RunOptions
+from healforge.pixel.alignment import coarsen_histogram, dense_histogram, incremental_alignment
 
 
 @dataclass

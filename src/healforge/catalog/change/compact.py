@@ -20,7 +20,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from healforge.catalog import format as fmt
-from healforge.catalog.alignment import generate_alignment, sparse_histogram
 from healforge.catalog.change import transaction as txn
 from healforge.catalog.change.writer import (
     batch_order,
@@ -36,10 +35,11 @@ from healforge.catalog.derived.nested_columns import conversion_note, legacy_col
 from healforge.catalog.format import read_histogram
 from healforge.engine import Engine
 from healforge.errors import BadInputError, CatalogError, OptionError
-from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
 from healforge.io.storage import AnyPath
 from healforge.options import RunOptions
+from healforge.pixel import SPATIAL_INDEX_COLUMN, index29_range, index_to_order
+from healforge.pixel.alignment import generate_alignment, sparse_histogram
 
 COMPACTED_NAME = "compacted.parquet"
 BATCH_COLUMN = "__batch"
@@ -172,7 +172,7 @@ def _compact_pixel(task: dict) -> dict:
     table = table.take(pc.sort_indices(table, sort_keys=[(c, "ascending") for c in sort_cols]))
     h29 = table[SPATIAL_INDEX_COLUMN].to_numpy()
     # the destinations were chosen from every pixel's kept rows; each takes a contiguous range
-    starts = [p << (2 * (29 - o)) for o, p in task["dests"]]
+    starts = [int(index29_range(p, o)[0]) for o, p in task["dests"]]
     bounds = np.r_[np.searchsorted(h29, starts), len(h29)]
     written = []
     for k, (d_order, d_pixel) in enumerate(task["dests"]):
@@ -181,7 +181,7 @@ def _compact_pixel(task: dict) -> dict:
         fmt.atomic_write_parquet(part, task["staging"] / name, sort_cols, task["compression"])
         written.append((d_order, d_pixel, part.num_rows, name))
     sky = task["skymap_order"]
-    return {"written": written, "histogram": sparse_histogram(h29 >> (2 * (29 - sky))), "nested": stats}
+    return {"written": written, "histogram": sparse_histogram(index_to_order(h29, sky)), "nested": stats}
 
 
 def _repartition(kept: list[np.ndarray], mapping_order: int, threshold: int) -> list[list[tuple[int, int]]]:
@@ -189,18 +189,20 @@ def _repartition(kept: list[np.ndarray], mapping_order: int, threshold: int) -> 
     mapping order); returns the destination pixels of each source pixel's kept rows, in order.
 
     A single mapping-order pixel over the threshold stays one partition (its weight is capped)."""
-    shift = 2 * (29 - mapping_order)
-    pix, cnt = sparse_histogram(np.concatenate([h >> shift for h in kept]))
+    pix, cnt = sparse_histogram(np.concatenate([index_to_order(h, mapping_order) for h in kept]))
     if not len(pix):
         raise CatalogError("compaction would leave an empty catalog")
     alignment = generate_alignment(
         pix, cnt, mapping_order, 0, threshold, True, weights=np.minimum(cnt, threshold)
     )
     dest_list = alignment.destinations()
-    shift = 2 * (29 - alignment.mapping_order)
     out = []
     for h in kept:
-        idx = np.unique(alignment.lookup(np.unique(h >> shift))) if len(h) else []
+        idx = (
+            np.unique(alignment.lookup(np.unique(index_to_order(h, alignment.mapping_order))))
+            if len(h)
+            else []
+        )
         out.append([dest_list[j][:2] for j in idx])
     return out
 
@@ -484,7 +486,7 @@ def _combine(eng: Engine, results: list[dict], task: dict) -> list[tuple]:
                 str(fmt.pixel_file(Path(), o, p, "/") / COMPACTED_NAME),
             ],
         )
-        for (o, p), ps in sorted(parts.items(), key=lambda kv: kv[0][1] << (2 * (29 - kv[0][0])))
+        for (o, p), ps in sorted(parts.items(), key=lambda kv: int(index29_range(kv[0][1], kv[0][0])[0]))
     ]
 
 

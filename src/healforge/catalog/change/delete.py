@@ -15,18 +15,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from healforge.catalog import format as fmt
-from healforge.catalog.alignment import sparse_histogram
 from healforge.catalog.change import transaction as txn
 from healforge.catalog.change.writer import carry_properties, change, commit_change, pixel_files
 from healforge.catalog.derived import nested_columns as nst
 from healforge.catalog.derived.collection import resolve_catalog
 from healforge.catalog.format import read_histogram
 from healforge.errors import BadInputError, CatalogError, OptionError
-from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
 from healforge.io.readers import iter_batches
 from healforge.io.storage import AnyPath, as_path
 from healforge.options import RunOptions
+from healforge.pixel import SPATIAL_INDEX_COLUMN, index_to_order
+from healforge.pixel.alignment import sparse_histogram
 
 
 @dataclass
@@ -85,7 +85,7 @@ def _delete_file(task: dict) -> dict:
         if hit.any():
             out["found"] = table.column(task["on"]).filter(pa.array(hit)).to_pylist()
             gone = table.column(SPATIAL_INDEX_COLUMN).to_numpy()[hit]
-            out["histogram"] = sparse_histogram(gone >> (2 * (29 - task["skymap_order"])))
+            out["histogram"] = sparse_histogram(index_to_order(gone, task["skymap_order"]))
             table = table.filter(pa.array(~hit))
             out["removed"] = int(hit.sum())
     if task["nested"] and task["nested_ids"] is not None and table.num_rows:

@@ -38,12 +38,12 @@ from healforge.catalog.derived.index import index_catalog
 from healforge.catalog.derived.members import members_of
 from healforge.engine import Engine
 from healforge.errors import BadInputError, OptionError
-from healforge.healpix import SPATIAL_INDEX_COLUMN, spatial_index, wrap_lon
 from healforge.io import storage
 from healforge.io.readers import expand_inputs, iter_batches
 from healforge.io.storage import AnyPath
 from healforge.names import check_optional_name
 from healforge.options import RunOptions
+from healforge.pixel import SPATIAL_INDEX_COLUMN, spatial_index, wrap_lon
 
 # A catalog of at most this many rows is searched for the objects of carried sources in-process.
 SMALL_LOOKUP_ROWS = 50_000_000

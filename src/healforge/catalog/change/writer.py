@@ -29,10 +29,10 @@ from healforge.catalog.derived.index import build_index
 from healforge.catalog.derived.margin import build_margin
 from healforge.catalog.derived.members import Member, members_of
 from healforge.engine import Engine
-from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 from healforge.options import RunOptions
+from healforge.pixel import SPATIAL_INDEX_COLUMN
 
 
 @contextmanager

@@ -14,9 +14,9 @@ import pyarrow.compute as pc
 
 from healforge.catalog import format as fmt
 from healforge.catalog.check.unseen import unseen_files
-from healforge.healpix import SPATIAL_INDEX_COLUMN, spatial_index, wrap_lon
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
+from healforge.pixel import SPATIAL_INDEX_COLUMN, index29_range, index_to_order, spatial_index, wrap_lon
 
 
 @dataclass
@@ -158,7 +158,7 @@ def validate_partitioned(
         if SPATIAL_INDEX_COLUMN not in table.column_names:
             continue
         h29 = table.column(SPATIAL_INDEX_COLUMN).to_numpy()
-        outside = np.flatnonzero((h29 >> (2 * (29 - order))) != pixel)
+        outside = np.flatnonzero(index_to_order(h29, order) != pixel)
         if len(outside):
             problems.append(
                 f"{rel}: {len(outside)} row(s) outside pixel ({order}, {pixel}), first at row {outside[0]}"
@@ -211,8 +211,7 @@ def _check_disjoint(pixels, problems) -> None:
         return
     orders = np.array([o for o, _ in pixels])
     pix = np.array([p for _, p in pixels])
-    start = pix << (2 * (29 - orders))
-    stop = (pix + 1) << (2 * (29 - orders))
+    start, stop = index29_range(pix, orders)
     idx = np.argsort(start)
     overlap = np.flatnonzero(start[idx][1:] < stop[idx][:-1])
     for k in overlap[:5]:

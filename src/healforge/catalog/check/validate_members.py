@@ -18,9 +18,9 @@ from healforge.catalog.check.partitioned import (
     validate_partitioned,
 )
 from healforge.catalog.check.unseen import unseen_files
-from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
+from healforge.pixel import SPATIAL_INDEX_COLUMN, index_to_order
 
 
 def _prefixed(report: ValidationReport, name: str) -> list[str]:
@@ -146,7 +146,7 @@ def validate_margin(
         h29 = df[SPATIAL_INDEX_COLUMN].to_numpy()
         if np.any(np.diff(h29) < 0):
             problems.append(f"{rel}: not sorted by {SPATIAL_INDEX_COLUMN}")
-        inside = int(np.sum((h29 >> (2 * (29 - order))) == pixel))
+        inside = int(np.sum(index_to_order(h29, order) == pixel))
         if inside:
             problems.append(f"{rel}: {inside} row(s) lie inside pixel ({order}, {pixel}) itself")
         present[(order, pixel)] = (

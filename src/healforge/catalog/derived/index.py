@@ -44,11 +44,11 @@ from healforge.catalog.derived.collection import (
 from healforge.catalog.derived.member_command import add_member_command
 from healforge.engine import Engine, iter_chunks
 from healforge.errors import BadInputError, CatalogError, OptionError
-from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 from healforge.names import check_name, check_optional_name
 from healforge.options import RunOptions
+from healforge.pixel import SPATIAL_INDEX_COLUMN
 
 WORK_DIR = ".healforge-index"
 INDEX_DIR = "index"

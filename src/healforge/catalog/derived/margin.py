@@ -16,7 +16,7 @@ order-``M`` pixel and its (up to 8) neighbours. For each source partition ``S``:
    intersection of that pixel with ``D`` (the order-``M`` pixel itself, or ``D`` when ``D`` is
    finer than ``M``);
 3. the exact angular distance from the row to each cell boundary is computed
-   (:func:`healforge.catalog.geometry.within_radius`); the row belongs to ``D``'s margin when
+   (:func:`healforge.pixel.geometry.within_radius`); the row belongs to ``D``'s margin when
    the distance to any of ``D``'s cells is below ``r``. Since the row is outside ``D``, this is
    its distance to ``D``'s boundary.
 
@@ -40,7 +40,6 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import cdshealpix.nested as cdsn
 import numpy as np
 import pandas  # noqa: F401  (pyarrow's conversions import it on first use; a task should not pay that)
 import pyarrow as pa
@@ -60,14 +59,22 @@ from healforge.catalog.derived.collection import (
     split_version,
 )
 from healforge.catalog.derived.member_command import add_member_command
-from healforge.catalog.geometry import ARCSEC_PER_RAD, lonlat_to_xyz, within_radius
 from healforge.engine import Engine, iter_chunks
 from healforge.errors import CatalogError, OptionError
-from healforge.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, border_cells
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 from healforge.names import check_name, check_optional_name
 from healforge.options import RunOptions
+from healforge.pixel import (
+    SPATIAL_INDEX_COLUMN,
+    SPATIAL_INDEX_ORDER,
+    border_cells,
+    index29_range,
+    index29_shift,
+    index_to_order,
+    neighbourhood,
+)
+from healforge.pixel.geometry import ARCSEC_PER_RAD, lonlat_to_xyz, within_radius
 
 WORK_DIR = ".healforge-margin"
 MAX_RADIUS_ARCSEC = 3 * 3600.0
@@ -287,8 +294,7 @@ def partition_table(
     both = [*pixels, *empty]
     orders = np.array([o for o, _ in both], dtype=np.int64)
     npix = np.array([p for _, p in both], dtype=np.int64)
-    shift = 2 * (SPATIAL_INDEX_ORDER - orders)
-    starts, stops = npix << shift, (npix + 1) << shift
+    starts, stops = index29_range(npix, orders)
     order_idx = np.argsort(starts, kind="stable")
     return {
         "orders": orders[order_idx],
@@ -315,7 +321,7 @@ def negative_tree_pixels(pixels: list[tuple[int, int]]) -> list[tuple[int, int]]
     found_o, found_p = [], []
     prev_lo = prev_hi = None
     for k in range(max_order + 1):
-        shift = np.int64(2 * (SPATIAL_INDEX_ORDER - k))
+        shift = np.int64(index29_shift(k))
         lo, hi = -((-a) >> shift), b >> shift  # whole order-k cells inside [a, b)
         hi = np.maximum(hi, lo)
         if prev_lo is None:
@@ -330,7 +336,7 @@ def negative_tree_pixels(pixels: list[tuple[int, int]]) -> list[tuple[int, int]]
             found_p.append(cells)
         prev_lo, prev_hi = lo, hi
     orders, npix = np.concatenate(found_o), np.concatenate(found_p)
-    by_start = np.argsort(npix << (2 * (SPATIAL_INDEX_ORDER - orders)))
+    by_start = np.argsort(index29_range(npix, orders)[0])
     return [(int(o), int(p)) for o, p in zip(orders[by_start], npix[by_start], strict=True)]
 
 
@@ -360,8 +366,8 @@ def _on_border(hp29: np.ndarray, m_order: int, order: int, pixel: int) -> np.nda
     on the border of that pixel: their face coordinate x or y, at ``m_order``, is 0 or maximal.
 
     In a nested index x sits in the even bits and y in the odd bits, so only the bits between
-    ``2 * (29 - m_order)`` and ``2 * (29 - order)`` matter."""
-    low, high = 2 * (SPATIAL_INDEX_ORDER - m_order), 2 * (SPATIAL_INDEX_ORDER - order)
+    the index shifts of ``m_order`` and ``order`` matter."""
+    low, high = index29_shift(m_order), index29_shift(order)
     if high <= low:
         return np.ones(len(hp29), dtype=bool)
     span = ((1 << high) - 1) ^ ((1 << low) - 1)
@@ -378,9 +384,8 @@ def _border_rows(hp29: np.ndarray, m_order: int, order: int, pixel: int) -> np.n
     cells = border_cells(order, pixel, m_order)
     if cells.size > hp29.size or np.any(hp29[1:] < hp29[:-1]):
         return np.flatnonzero(_on_border(hp29, m_order, order, pixel))
-    shift = 2 * (SPATIAL_INDEX_ORDER - m_order)
-    lo = np.searchsorted(hp29, cells << shift)
-    hi = np.searchsorted(hp29, (cells + 1) << shift)
+    start, stop = index29_range(cells, m_order)
+    lo, hi = np.searchsorted(hp29, start), np.searchsorted(hp29, stop)
     return concat_ranges(lo, hi - lo)
 
 
@@ -398,18 +403,18 @@ def margin_candidates(
         rows = _border_rows(hp29, min(m_order + 1, SPATIAL_INDEX_ORDER), s_order, s_pixel)
     else:  # the margin order is coarser than the partition: every row is a candidate
         rows = np.arange(len(hp29))
-    q = hp29[rows] >> (2 * (SPATIAL_INDEX_ORDER - m_order))
+    q = index_to_order(hp29[rows], m_order)
     if len(rows) == 0:
         return empty, empty, empty, empty
     uq, inv = np.unique(q, return_inverse=True)
-    nb = cdsn.neighbours(uq.astype(np.uint64), m_order).astype(np.int64)  # (n, 9), includes uq itself
+    nb = neighbourhood(uq, m_order)  # (n, 9), includes uq itself
     u_idx = np.repeat(np.arange(len(uq)), nb.shape[1])
     cells = nb.ravel()
     keep = cells >= 0
     u_idx, cells = u_idx[keep], cells[keep]
-    shift = 2 * (SPATIAL_INDEX_ORDER - m_order)
-    lo = np.searchsorted(table["stops"], cells << shift, side="right")
-    hi = np.searchsorted(table["starts"], (cells + 1) << shift, side="left")
+    start, stop = index29_range(cells, m_order)
+    lo = np.searchsorted(table["stops"], start, side="right")
+    hi = np.searchsorted(table["starts"], stop, side="left")
     n_over = np.maximum(hi - lo, 0)
     rep = np.repeat(np.arange(len(cells)), n_over)
     first = np.cumsum(n_over) - n_over

@@ -36,11 +36,11 @@ from healforge.catalog.derived.margin import read_pixel, swap_into_place
 from healforge.catalog.derived.nested_columns import STATE_FILE, read_state
 from healforge.engine import Engine
 from healforge.errors import BadInputError, CatalogError, OptionError
-from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
 from healforge.io.storage import AnyPath
 from healforge.names import check_name, check_optional_name
 from healforge.options import RunOptions
+from healforge.pixel import SPATIAL_INDEX_COLUMN
 
 WORK_DIR = ".healforge-nest"
 # properties of the object catalog carried over to the nested catalog

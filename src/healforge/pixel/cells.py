@@ -88,7 +88,28 @@ def spatial_index(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
 
 def index_to_order(index29: np.ndarray, order: int) -> np.ndarray:
     """Pixel at ``order`` of order-29 indices."""
-    return np.asarray(index29, dtype=np.int64) >> (2 * (SPATIAL_INDEX_ORDER - check_order(order)))
+    return np.asarray(index29, dtype=np.int64) >> index29_shift(order)
+
+
+def index29_shift(order: int | np.ndarray) -> int | np.ndarray:
+    """Bits between pixels at ``order`` and the order-29 index, ``2 * (29 - order)`` (one per
+    order for an array of orders)."""
+    if np.ndim(order):
+        return 2 * (SPATIAL_INDEX_ORDER - np.asarray(order, dtype=np.int64))
+    return 2 * (SPATIAL_INDEX_ORDER - check_order(int(order)))
+
+
+def index29_range(pixels: int | np.ndarray, orders: int | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Half-open ranges ``[start, stop)`` of ``_healpix_29`` values inside pixels at ``orders``
+    (one order, or one per pixel)."""
+    shift = index29_shift(orders)
+    pixels = np.asarray(pixels, dtype=np.int64)
+    return pixels << shift, (pixels + 1) << shift
+
+
+def neighbourhood(pixels: np.ndarray, order: int) -> np.ndarray:
+    """Each pixel and its 8 neighbours, shape ``(n, 9)``; -1 where a neighbour does not exist."""
+    return cdsn.neighbours(np.asarray(pixels, dtype=np.uint64), check_order(order)).astype(np.int64)
 
 
 def to_parent(pixels: np.ndarray, order: int, parent_order: int) -> np.ndarray:
@@ -134,7 +155,7 @@ def border_cells(order: int, pixel: int, border_order: int) -> np.ndarray:
 
 def pixel_index29_range(order: int, pixel: int) -> tuple[int, int]:
     """Half-open range of ``_healpix_29`` values inside one pixel."""
-    start, stop = children_range(pixel, order, SPATIAL_INDEX_ORDER)
+    start, stop = index29_range(pixel, order)
     return int(start), int(stop)
 
 
@@ -156,9 +177,7 @@ def pixel_vertices(pixels: np.ndarray, order: int, step: int = 1) -> tuple[np.nd
 
 def neighbours(pixels: np.ndarray, order: int) -> np.ndarray:
     """The 8 neighbours of each pixel, shape ``(n, 8)``; -1 where a neighbour does not exist."""
-    pixels = np.asarray(pixels, dtype=np.uint64)
-    nb = cdsn.neighbours(pixels, check_order(order)).astype(np.int64)
-    return np.delete(nb, 4, axis=1)  # column 4 is the pixel itself
+    return np.delete(neighbourhood(pixels, order), 4, axis=1)  # column 4 is the pixel itself
 
 
 def bad_coordinate_mask(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ import pytest
 from hats.pixel_math import compute_spatial_index
 
 from conftest import make_points
-from healforge import healpix as hp
+from healforge import pixel as hp
 
 
 @pytest.mark.parametrize("kind", ["uniform", "clustered", "polar", "seam"])
@@ -52,7 +52,7 @@ def test_wrap_and_bad_coordinates():
 def test_border_cells_are_children_with_a_neighbour_outside(order, pixel, border_order):
     from cdshealpix.nested import neighbours
 
-    from healforge.healpix import border_cells
+    from healforge.pixel import border_cells
 
     kids = np.arange(pixel << (2 * (border_order - order)), (pixel + 1) << (2 * (border_order - order)))
     nb = neighbours(kids.astype(np.uint64), border_order).astype(np.int64)
