@@ -34,7 +34,7 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import healforge  # noqa: E402
-from healforge.healpix import lonlat_to_pixel  # noqa: E402
+from healforge.pixel import lonlat_to_pixel  # noqa: E402
 
 STATS = ["mean", "median", "std", "mad", "robust_std"]
 COLS = ["a", "b", "c"]

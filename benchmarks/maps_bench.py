@@ -18,9 +18,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import xarray as xr
 
-from healforge.healpix import pixel_centers
 from healforge.maps import make_map_table, read_map, write_parquet, write_zarr
 from healforge.maps.plot import plot_map
+from healforge.pixel import pixel_centers
 
 
 def du(path: str) -> int:
