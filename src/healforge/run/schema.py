@@ -113,21 +113,6 @@ class InputSpec:
             for first, table in source.batches(None, batch_rows):
                 yield source.path, first, table
 
-    def iter_file(self, path: str, batch_rows: int = 1_000_000) -> Iterator[tuple[int, Any]]:
-        """Yield ``(first_row, pyarrow table)`` batches of one input file read as this entry says."""
-        from healforge.aggregate.sources import Source
-
-        source = Source(
-            label=path,
-            path=path,
-            format=self.format,
-            columns=dict(self.columns),
-            groups=self.groups,
-            options=dict(self.options),
-            storage_options=dict(self.storage_options),
-        )
-        yield from source.batches(None, batch_rows)
-
 
 @dataclass(frozen=True)
 class Coordinates:

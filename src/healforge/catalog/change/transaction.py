@@ -191,10 +191,6 @@ def applied_batches(root: str | AnyPath) -> dict:
     return json.loads(path.read_text() or "{}") if path.exists() else {}
 
 
-def new_txn_id() -> str:
-    return uuid.uuid4().hex[:12]
-
-
 def finished_command(output: AnyPath, command: str, args: dict, overwrite: bool) -> dict | None:
     """The results a finished ``command`` (margin, index, nest) recorded in ``output`` when its
     arguments were ``args`` (then a rerun has nothing to do); ``None`` when ``output`` holds no

@@ -81,15 +81,6 @@ def packed_type(items: pa.Schema | pa.DataType) -> pa.StructType:
     return pa.struct([pa.field(f.name, pa.list_(pa.field("element", f.type, True))) for f in items])
 
 
-def packed_schema(schema: pa.Schema) -> pa.Schema:
-    """``schema`` with every ``list<struct>`` column turned into its packed type."""
-    fields = [
-        pa.field(f.name, packed_type(f.type), f.nullable, f.metadata) if is_legacy(f.type) else f
-        for f in schema
-    ]
-    return pa.schema(fields, schema.metadata)
-
-
 def explode(lists: pa.ChunkedArray | pa.Array) -> tuple[pa.Table, np.ndarray]:
     """Items of a nested column (either layout) as a table, and the row each item came from."""
     arr = lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
