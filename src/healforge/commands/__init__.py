@@ -96,14 +96,15 @@ def call_api(args: argparse.Namespace, target: str, fields_from: str | None = No
         return getattr(importlib.import_module(module), name)
 
     function = load(target)
-    names = list(inspect.signature(function).parameters)
+    params = inspect.signature(function).parameters
+    names = list(params)
     if fields_from is not None:
         names += [f.name for f in dataclasses.fields(load(fields_from))]
+    any_keyword = any(p.kind is p.VAR_KEYWORD for p in params.values())
     kwargs = {p: getattr(args, p) for p in names if hasattr(args, p)}
-    if hasattr(args, "workers"):
-        kwargs.update(engine_kwargs(args))
+    run = {**(engine_kwargs(args) if hasattr(args, "workers") else {}), **storage_kwargs(args)}
     kwargs.pop("storage_options", None)
-    kwargs.update(storage_kwargs(args))
+    kwargs.update({k: v for k, v in run.items() if any_keyword or k in names})
     kwargs.update(overrides)
     return function(**kwargs)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from healforge.commands import add_command, engine_kwargs, storage_kwargs
+from healforge.commands import add_command, call_api, engine_kwargs, storage_kwargs
 
 
 def _orders(args, many: bool):
@@ -46,20 +46,6 @@ def _add_position(p: argparse.ArgumentParser) -> None:
     p.add_argument("--on-bad-rows", default="error", choices=["error", "quarantine"])
     p.add_argument("--quarantine", help="file for rejected rows (default: beside the output)")
     p.add_argument("--batch-rows", type=int, default=1_000_000)
-
-
-def _position_kwargs(args) -> dict:
-    return {
-        "lon": args.lon,
-        "lat": args.lat,
-        "geometry": args.geometry,
-        "mode": args.mode,
-        "lon_convention": args.lon_convention,
-        "latitude": args.latitude,
-        "on_bad_rows": args.on_bad_rows,
-        "quarantine": args.quarantine,
-        "batch_rows": args.batch_rows,
-    }
 
 
 CELL_HELP = (
@@ -179,19 +165,9 @@ def _engine(args):
 
 def _sidecar(args) -> int:
     """assign rows (points or footprints) to HEALPix cells"""
-    from healforge.aggregate.sidecar import sidecar
-
     orders = _orders(args, many=True)
     with _engine(args) as engine:
-        out = sidecar(
-            args.inputs,
-            orders,
-            id_column=args.id_column,
-            output=args.output,
-            engine=engine,
-            **_position_kwargs(args),
-            **storage_kwargs(args),
-        )
+        out = call_api(args, "healforge.aggregate.sidecar:sidecar", order=orders, engine=engine)
     tables = out if isinstance(out, dict) else {orders[0]: out}
     if not args.quiet:
         for o, t in tables.items():
@@ -201,29 +177,16 @@ def _sidecar(args) -> int:
 
 def _aggregate(args) -> int:
     """exact per-cell statistics into a map (parquet)"""
-    from healforge.aggregate.api import aggregate
-
-    order = _orders(args, many=False)
     with _engine(args) as engine:
-        table = aggregate(
-            args.inputs,
-            _split(args.columns),
-            _split(args.stats),
-            sidecar=args.sidecar,
-            order=order,
-            weight=args.weight,
-            id_column=args.id_column,
-            ddof=args.ddof,
-            min_count=args.min_count,
-            output=args.output,
+        table = call_api(
+            args,
+            "healforge.aggregate.api:aggregate",
+            columns=_split(args.columns),
+            stats=_split(args.stats),
+            order=_orders(args, many=False),
             engine=engine,
             cell_expressions=args.cell_expr,
-            filter=args.filter,
-            radius_km=args.radius_km,
             work_dir=_work_dir(args),
-            shard_order=args.shard_order,
-            **_position_kwargs(args),
-            **storage_kwargs(args),
         )
     if not args.quiet:
         print(
@@ -235,28 +198,21 @@ def _aggregate(args) -> int:
 
 def _accumulate(args) -> int:
     """add inputs to a streaming state (created if missing)"""
-    from healforge.aggregate.api import accumulate
-
-    order = _orders(args, many=False)
-    kw = _position_kwargs(args)
-    if args.on_bad_rows == "quarantine" and not args.quarantine:
+    quarantine = args.quarantine
+    if args.on_bad_rows == "quarantine" and not quarantine:
         from healforge.aggregate.coords import quarantine_path
 
-        kw["quarantine"] = quarantine_path(args.output or args.state)
+        quarantine = quarantine_path(args.output or args.state)
     with _engine(args) as engine:
-        state = accumulate(
-            args.inputs,
-            _split(args.columns),
-            order=order,
-            state=args.state,
+        state = call_api(
+            args,
+            "healforge.aggregate.api:accumulate",
+            columns=_split(args.columns),
+            order=_orders(args, many=False),
             output=args.output or args.state,
-            weight=args.weight,
-            delta=args.delta,
             engine=engine,
             cell_expressions=args.cell_expr,
-            filter=args.filter,
-            **kw,
-            **storage_kwargs(args),
+            quarantine=quarantine,
         )
     skipped = getattr(state, "skipped_inputs", [])
     if getattr(state, "already_complete", False):
