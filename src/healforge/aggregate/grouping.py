@@ -25,7 +25,7 @@ def cell_index(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @numba.njit(cache=True)
-def _offsets(inv, ncell):
+def segment_offsets(inv, ncell):
     """Start of each cell's run in cell order (a counting sort's prefix sums), ``ncell + 1`` long."""
     offsets = np.zeros(ncell + 1, np.int64)
     for i in range(inv.size):
@@ -36,9 +36,24 @@ def _offsets(inv, ncell):
 
 
 @numba.njit(cache=True)
+def insertion_sort_pairs(keys, values, a, b):
+    """Sort ``keys[a:b]`` in place, moving ``values[a:b]`` along (short segments: no allocation)."""
+    for k in range(a + 1, b):
+        x = keys[k]
+        y = values[k]
+        j = k - 1
+        while j >= a and keys[j] > x:
+            keys[j + 1] = keys[j]
+            values[j + 1] = values[j]
+            j -= 1
+        keys[j + 1] = x
+        values[j + 1] = y
+
+
+@numba.njit(cache=True)
 def _group_sort(inv, values, ncell):
     n = inv.size
-    offsets = _offsets(inv, ncell)
+    offsets = segment_offsets(inv, ncell)
     pos = offsets[:-1].copy()
     perm = np.empty(n, np.int64)
     vs = np.empty(n, np.float64)
@@ -53,16 +68,7 @@ def _group_sort(inv, values, ncell):
         if b - a <= 1:
             continue
         if b - a <= 32:  # insertion sort on contiguous values, no allocation
-            for k in range(a + 1, b):
-                p = perm[k]
-                x = vs[k]
-                j = k - 1
-                while j >= a and vs[j] > x:
-                    vs[j + 1] = vs[j]
-                    perm[j + 1] = perm[j]
-                    j -= 1
-                vs[j + 1] = x
-                perm[j + 1] = p
+            insertion_sort_pairs(vs, perm, a, b)
         else:
             o = np.argsort(vs[a:b])
             seg = perm[a:b][o]
@@ -143,7 +149,7 @@ def minmax(ci: np.ndarray, v: np.ndarray, ncell: int) -> tuple[np.ndarray, np.nd
 @numba.njit(cache=True)
 def _group_cells(inv, ncell):
     n = inv.size
-    offsets = _offsets(inv, ncell)
+    offsets = segment_offsets(inv, ncell)
     pos = offsets[:-1].copy()
     perm = np.empty(n, np.int64)
     for i in range(n):

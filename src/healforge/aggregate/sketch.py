@@ -14,6 +14,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from healforge.aggregate.grouping import insertion_sort_pairs, segment_offsets
+
 DEFAULT_DELTA = 200.0
 # Segments with at most KEEP_FACTOR * delta centroids are left as they are (small cells stay exact).
 KEEP_FACTOR = 2.0
@@ -107,11 +109,7 @@ def from_sorted_values(offsets: np.ndarray, values: np.ndarray, delta: float = D
 @numba.njit(cache=True)
 def _group_centroids(segment, means, weights, nseg):
     n = segment.size
-    offsets = np.zeros(nseg + 1, np.int64)
-    for i in range(n):
-        offsets[segment[i] + 1] += 1
-    for c in range(nseg):
-        offsets[c + 1] += offsets[c]
+    offsets = segment_offsets(segment, nseg)
     pos = offsets[:-1].copy()
     m = np.empty(n)
     w = np.empty(n)
@@ -126,16 +124,7 @@ def _group_centroids(segment, means, weights, nseg):
         if b - a <= 1:
             continue
         if b - a <= 32:
-            for k in range(a + 1, b):
-                x = m[k]
-                y = w[k]
-                j = k - 1
-                while j >= a and m[j] > x:
-                    m[j + 1] = m[j]
-                    w[j + 1] = w[j]
-                    j -= 1
-                m[j + 1] = x
-                w[j + 1] = y
+            insertion_sort_pairs(m, w, a, b)
         else:
             # centroids arrive as sorted runs (one per merged state): merge two runs linearly
             runs = 0

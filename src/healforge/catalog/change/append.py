@@ -63,11 +63,9 @@ class AppendResult:
         )
         if self.rejected:
             text += f"; {self.rejected} rejected rows in {self.rejected_path}"
-        if self.converted:
-            from healforge.catalog.derived.nested_columns import conversion_note
+        from healforge.catalog.derived.nested_columns import with_conversion_note
 
-            text += "\n" + conversion_note(self.converted)
-        return text
+        return with_conversion_note(text, self.converted)
 
 
 def batch_key(files: list[str], label: str | None) -> str:

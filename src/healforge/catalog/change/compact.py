@@ -31,7 +31,7 @@ from healforge.catalog.change.writer import (
 )
 from healforge.catalog.check.unseen import check_pixel_dirs
 from healforge.catalog.derived.collection import resolve_catalog
-from healforge.catalog.derived.nested_columns import conversion_note, legacy_columns, pack_table
+from healforge.catalog.derived.nested_columns import legacy_columns, pack_table, with_conversion_note
 from healforge.catalog.format import read_histogram
 from healforge.engine import Engine
 from healforge.errors import BadInputError, CatalogError, OptionError
@@ -79,9 +79,7 @@ class CompactResult:
             )
         if self.replaced:
             text += f"; nested columns replaced by the latest row's lists: {', '.join(self.replaced)}"
-        if self.converted:
-            text += "\n" + conversion_note(self.converted)
-        return text
+        return with_conversion_note(text, self.converted)
 
 
 def check_rows_in(files: list[list[AnyPath]], nrows: int) -> int:

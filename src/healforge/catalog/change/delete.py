@@ -51,9 +51,7 @@ class DeleteResult:
             if ids:
                 shown = ", ".join(map(repr, ids[:5]))
                 text += f"; {len(ids)} {what} not found: {shown}{', ...' if len(ids) > 5 else ''}"
-        if self.converted:
-            text += "\n" + nst.conversion_note(self.converted)
-        return text
+        return nst.with_conversion_note(text, self.converted)
 
 
 def read_ids(source, column: str | None, dtype: pa.DataType, storage_options: dict | None = None) -> pa.Array:

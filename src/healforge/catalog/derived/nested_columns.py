@@ -146,6 +146,11 @@ def pack_table(table: pa.Table) -> tuple[pa.Table, list[str]]:
     return table, converted
 
 
+def with_conversion_note(text: str, names: list[str]) -> str:
+    """``text`` and, when nested columns were converted, the line saying so."""
+    return f"{text}\n{conversion_note(names)}" if names else text
+
+
 def conversion_note(names: list[str]) -> str:
     """The line telling a user that nested columns were converted to the packed layout."""
     return (
