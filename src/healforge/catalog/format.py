@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from healforge import __version__
+from healforge.hats import Key
 from healforge.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
@@ -234,13 +235,13 @@ def write_properties(root: str | AnyPath, **fields) -> None:
     root = as_path(root)
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M%Z")
     fields = {k: v for k, v in fields.items() if v is not None}
-    fields.setdefault("hats_builder", f"healforge v{__version__}")
-    fields.setdefault("hats_creation_date", now)
-    fields.setdefault("hats_version", "v1.0")
+    fields.setdefault(Key.BUILDER, f"healforge v{__version__}")
+    fields.setdefault(Key.CREATION_DATE, now)
+    fields.setdefault(Key.VERSION, "v1.0")
     if fields.get("dataproduct_type") in ("object", "source", "margin"):
-        fields.setdefault("hats_col_healpix", SPATIAL_INDEX_COLUMN)
-        fields.setdefault("hats_col_healpix_order", SPATIAL_INDEX_ORDER)
-    fields["hats_estsize"] = int(np.ceil(dir_size(root / DATASET_DIR) / 1024))
+        fields.setdefault(Key.COL_HEALPIX, SPATIAL_INDEX_COLUMN)
+        fields.setdefault(Key.COL_HEALPIX_ORDER, SPATIAL_INDEX_ORDER)
+    fields[Key.ESTSIZE] = int(np.ceil(dir_size(root / DATASET_DIR) / 1024))
     TableProperties(**fields).to_properties_file(_hats_path(root))
 
 

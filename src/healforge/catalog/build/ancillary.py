@@ -35,6 +35,7 @@ import numpy as np
 from healforge.catalog import format as fmt
 from healforge.engine import failpoint
 from healforge.errors import BadInputError, HealforgeError
+from healforge.hats import Key
 from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
@@ -53,21 +54,21 @@ MANAGED_PROPERTIES = frozenset(
     {
         "obs_collection",
         "dataproduct_type",
-        "hats_nrows",
-        "hats_col_ra",
-        "hats_col_dec",
-        "hats_col_id",
-        "hats_col_healpix",
-        "hats_col_healpix_order",
-        "hats_cols_sort",
-        "hats_cols_default",
-        "hats_npix_suffix",
-        "hats_order",
-        "hats_max_rows",
-        "hats_estsize",
-        "hats_skymap_order",
-        "hats_skymap_alt_orders",
-        "hats_version",
+        Key.NROWS,
+        Key.COL_RA,
+        Key.COL_DEC,
+        Key.COL_ID,
+        Key.COL_HEALPIX,
+        Key.COL_HEALPIX_ORDER,
+        Key.COLS_SORT,
+        Key.COLS_DEFAULT,
+        Key.NPIX_SUFFIX,
+        Key.ORDER,
+        Key.MAX_ROWS,
+        Key.ESTSIZE,
+        Key.SKYMAP_ORDER,
+        Key.SKYMAP_ALT_ORDERS,
+        Key.VERSION,
         "moc_sky_fraction",
     }
 )
@@ -107,9 +108,9 @@ class Outputs:
         """The properties these choices add to ``hats.properties``."""
         out = dict(self.properties)
         if self.skymap_alt_orders:
-            out["hats_skymap_alt_orders"] = " ".join(map(str, self.skymap_alt_orders))
+            out[Key.SKYMAP_ALT_ORDERS] = " ".join(map(str, self.skymap_alt_orders))
         if self.default_columns:
-            out["hats_cols_default"] = " ".join(self.default_columns)
+            out[Key.COLS_DEFAULT] = " ".join(self.default_columns)
         return out
 
 
@@ -153,8 +154,8 @@ def import_outputs(
             raise OutputsError(f"property key {key!r} is not a valid name (letters, digits, _ . -)")
         if key in MANAGED_PROPERTIES:
             hint = {
-                "hats_cols_default": " (use --default-columns)",
-                "hats_skymap_alt_orders": " (use --skymap-alt-orders)",
+                Key.COLS_DEFAULT: " (use --default-columns)",
+                Key.SKYMAP_ALT_ORDERS: " (use --skymap-alt-orders)",
             }
             raise OutputsError(f"property {key!r} is written by healforge itself{hint.get(key, '')}")
         if "\n" in value or "\r" in value:
@@ -206,7 +207,7 @@ def present(root: str | AnyPath) -> Outputs:
     out = recorded(root)
     props = fmt.read_properties(root)
     orders = set(out.skymap_alt_orders)
-    orders.update(int(k) for k in re.split(r"[\s,;]+", props.get("hats_skymap_alt_orders", "")) if k)
+    orders.update(int(k) for k in re.split(r"[\s,;]+", props.get(Key.SKYMAP_ALT_ORDERS, "")) if k)
     orders.update(int(m.group(1)) for p in root.iterdir() if (m := _ALT_SKYMAP.match(p.name)))
     out.skymap_alt_orders = sorted(orders)
     out.thumbnail = out.thumbnail or (root / THUMBNAIL).exists()
@@ -275,7 +276,7 @@ def refresh(root: str | AnyPath, histogram: np.ndarray | None = None) -> list[st
                 order_by_healpix=False,
                 create_metadata=False,
                 create_thumbnail=want.thumbnail,
-                thumbnail_threshold=int(props.get("hats_max_rows") or 1_000_000),
+                thumbnail_threshold=int(props.get(Key.MAX_ROWS) or 1_000_000),
                 create_per_partition_stats=want.per_partition_stats,
             )
             for name, wanted in ((THUMBNAIL, want.thumbnail), (STATISTICS, want.per_partition_stats)):
@@ -298,7 +299,7 @@ def refresh(root: str | AnyPath, histogram: np.ndarray | None = None) -> list[st
 
 def _skymaps(root: AnyPath, scratch: Path, orders: list[int], histogram, props: dict) -> list[str]:
     """Write ``skymap.K.fits`` for the valid orders, remove the others, fix the property."""
-    if not orders and "hats_skymap_alt_orders" not in props:
+    if not orders and Key.SKYMAP_ALT_ORDERS not in props:
         return []
     from hats.io.file_io import write_fits_image
 
@@ -315,9 +316,9 @@ def _skymaps(root: AnyPath, scratch: Path, orders: list[int], histogram, props: 
         if (m := _ALT_SKYMAP.match(p.name)) and int(m.group(1)) not in valid:
             p.unlink()
     value = " ".join(map(str, valid)) or None
-    if props.get("hats_skymap_alt_orders") != value:
-        fields = {k: v for k, v in props.items() if k != "hats_estsize"}
-        fields["hats_skymap_alt_orders"] = value
+    if props.get(Key.SKYMAP_ALT_ORDERS) != value:
+        fields = {k: v for k, v in props.items() if k != Key.ESTSIZE}
+        fields[Key.SKYMAP_ALT_ORDERS] = value
         fmt.write_properties(root, **fields)
     return written
 

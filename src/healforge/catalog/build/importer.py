@@ -50,6 +50,7 @@ from healforge.catalog.derived.index import build_index
 from healforge.catalog.derived.margin import build_margin
 from healforge.engine import Engine, Progress
 from healforge.errors import BadInputError, CatalogError, OptionError
+from healforge.hats import Key
 from healforge.io import storage
 from healforge.io.readers import expand_inputs
 from healforge.io.storage import AnyPath, as_path
@@ -204,12 +205,12 @@ def _resolve(args: ImportArguments, output: AnyPath) -> _Plan:
     if source is not None:
         props = source.properties
         files, input_format = source.files, "parquet"
-        ra, dec = ra or props.get("hats_col_ra"), dec or props.get("hats_col_dec")
+        ra, dec = ra or props.get(Key.COL_RA), dec or props.get(Key.COL_DEC)
         name = name or props.get("obs_collection")
-        id_column = id_column or props.get("hats_col_id")
+        id_column = id_column or props.get(Key.COL_ID)
         catalog_type = catalog_type or props.get("dataproduct_type")
-        if sort_columns is None and props.get("hats_cols_sort"):
-            sort_columns = [c for c in props["hats_cols_sort"].split(",") if c]
+        if sort_columns is None and props.get(Key.COLS_SORT):
+            sort_columns = [c for c in props[Key.COLS_SORT].split(",") if c]
         extra = source.carried_properties()
     else:
         files = expand_inputs(args.inputs, args.run.storage_options)
@@ -223,7 +224,7 @@ def _resolve(args: ImportArguments, output: AnyPath) -> _Plan:
     if columns is not None:
         columns = list(dict.fromkeys([*columns, *([id_column] if id_column else []), *sort_columns]))
     if id_column:
-        extra["hats_col_id"] = id_column
+        extra[Key.COL_ID] = id_column
     record = {
         "files": files,
         "ra": ra,
@@ -359,7 +360,7 @@ def _finish_import(args: ImportArguments, plan: _Plan, output: AnyPath, work, do
         extra={
             **plan.extra,
             **plan.outputs.hats_properties(),
-            **({"hats_max_bytes": args.max_bytes} if args.max_bytes is not None else {}),
+            **({Key.MAX_BYTES: args.max_bytes} if args.max_bytes is not None else {}),
         },
     )
     ancillary.write_at_import(output, plan.outputs)
@@ -497,15 +498,15 @@ def finish_catalog(
     props = {
         "obs_collection": name,
         "dataproduct_type": catalog_type,
-        "hats_nrows": total,
-        "hats_col_ra": ra,
-        "hats_col_dec": dec,
-        "hats_cols_sort": ",".join(sort_columns) or None,
-        "hats_max_rows": threshold,
-        "hats_order": max_order,
+        Key.NROWS: total,
+        Key.COL_RA: ra,
+        Key.COL_DEC: dec,
+        Key.COLS_SORT: ",".join(sort_columns) or None,
+        Key.MAX_ROWS: threshold,
+        Key.ORDER: max_order,
         "moc_sky_fraction": f"{sky:0.5f}",
-        "hats_npix_suffix": npix_suffix,
-        "hats_skymap_order": int(np.log2(len(histogram) // 12) // 2),
+        Key.NPIX_SUFFIX: npix_suffix,
+        Key.SKYMAP_ORDER: int(np.log2(len(histogram) // 12) // 2),
     }
     props.update(extra or {})
     fmt.write_properties(root, **props)

@@ -32,6 +32,7 @@ from healforge.catalog.change.writer import (
 from healforge.catalog.check.unseen import check_pixel_dirs
 from healforge.catalog.derived.collection import resolve_catalog
 from healforge.catalog.format import read_histogram
+from healforge.hats import Key
 from healforge.io import storage
 from healforge.io.readers import expand_inputs
 from healforge.io.storage import AnyPath
@@ -150,7 +151,7 @@ def append(
         batch_id = batch_key(files, batch)
         if batch_id in txn.applied_batches(root):
             storage.rmtree(txn.txn_dir(root))
-            total = int(fmt.read_properties(root)["hats_nrows"])
+            total = int(fmt.read_properties(root)[Key.NROWS])
             return AppendResult(str(root), label, 0, 0, 0, [], total, skipped=True, converted=converted)
         reading = {"input_format": input_format, "reader_options": reader_options}
         reading |= {"on_bad_rows": on_bad_rows, "batch_rows": batch_rows}
@@ -206,11 +207,11 @@ def stage_and_commit(
     check_pixel_dirs(root, kind)
     props = fmt.read_properties(root)
     existing = fmt.read_partition_info(root)
-    ra, dec = props["hats_col_ra"], props["hats_col_dec"]
+    ra, dec = props[Key.COL_RA], props[Key.COL_DEC]
     histogram = read_histogram(root)
     skymap_order = int(np.log2(len(histogram) // 12) // 2)
     mapping_order = max(skymap_order, max(o for o, _ in existing))
-    threshold = int(props.get("hats_max_rows", 1_000_000))
+    threshold = int(props.get(Key.MAX_ROWS, 1_000_000))
     spec = InputSpec(
         ra,
         dec,
@@ -255,20 +256,18 @@ def stage_and_commit(
         properties = carry_properties(props)
         properties.update(
             {
-                "hats_nrows": int(props["hats_nrows"]) + new_rows,
-                "hats_npix_suffix": "/",
-                "hats_order": max(o for o, _ in all_pixels),
+                Key.NROWS: int(props[Key.NROWS]) + new_rows,
+                Key.NPIX_SUFFIX: "/",
+                Key.ORDER: max(o for o, _ in all_pixels),
                 "moc_sky_fraction": f"{sky:0.5f}",
-                "hats_skymap_order": skymap_order,
+                Key.SKYMAP_ORDER: skymap_order,
             }
         )
         manifest = {
             "kind": kind,
             "batch_id": batch_id,
             "label": label,
-            "convert": [list(p) for p in existing]
-            if props.get("hats_npix_suffix", ".parquet") != "/"
-            else [],
+            "convert": [list(p) for p in existing] if props.get(Key.NPIX_SUFFIX, ".parquet") != "/" else [],
             "move": [[name, str(rel)] for name, rel in zip(staged, rels, strict=True)],
             "pixels": [list(p) for p in all_pixels],
             "properties": properties,
@@ -283,7 +282,7 @@ def stage_and_commit(
         n_rejected,
         len(destinations) - len(new_pixels),
         new_pixels,
-        properties["hats_nrows"],
+        properties[Key.NROWS],
         rejected_path=str(rejected_path) if rejected_path else None,
     )
 

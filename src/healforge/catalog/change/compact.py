@@ -36,6 +36,7 @@ from healforge.catalog.derived.nested_columns import conversion_note, legacy_col
 from healforge.catalog.format import read_histogram
 from healforge.engine import Engine
 from healforge.errors import BadInputError, CatalogError, OptionError
+from healforge.hats import Key
 from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
 from healforge.io.storage import AnyPath
@@ -339,7 +340,7 @@ def compact(
         check_pixel_dirs(root, "compact")
         batch_ranks = batch_order(root)
         files = [pixel_files(root, o, p, batch_ranks) for o, p in pixels]
-        rows_before = int(props["hats_nrows"])
+        rows_before = int(props[Key.NROWS])
         rows_in = check_rows_in(files, rows_before)
         task = {
             "id": dedupe_on,
@@ -347,7 +348,7 @@ def compact(
             "nested_ids": nested_ids,
             "sorts": sorts,
             "work": str(work),
-            "sort_columns": [c for c in props.get("hats_cols_sort", "").split(",") if c],
+            "sort_columns": [c for c in props.get(Key.COLS_SORT, "").split(",") if c],
             "skymap_order": skymap_order,
             "staging": txn.staging_dir(root),
             "compression": compression,
@@ -366,7 +367,7 @@ def compact(
             ]
             del keys
             mapping_order = max(skymap_order, max(o for o, _ in pixels))
-            threshold = int(threshold or props.get("hats_max_rows", 1_000_000))
+            threshold = int(threshold or props.get(Key.MAX_ROWS, 1_000_000))
             partitions = _repartition(kept, mapping_order, threshold)
             tasks = [
                 {
@@ -496,10 +497,10 @@ def _manifest(root: AnyPath, props: dict, pixels, written: list[tuple], threshol
     properties = carry_properties(props)
     properties.update(
         {
-            "hats_nrows": sum(w[2] for w in written),
-            "hats_npix_suffix": "/",
-            "hats_order": max(o for o, _ in new_pixels),
-            "hats_max_rows": threshold,
+            Key.NROWS: sum(w[2] for w in written),
+            Key.NPIX_SUFFIX: "/",
+            Key.ORDER: max(o for o, _ in new_pixels),
+            Key.MAX_ROWS: threshold,
             "moc_sky_fraction": f"{fmt.sky_fraction(new_pixels):0.5f}",
         }
     )

@@ -22,6 +22,7 @@ from healforge.catalog.derived import nested_columns as nst
 from healforge.catalog.derived.collection import resolve_catalog
 from healforge.catalog.format import read_histogram
 from healforge.errors import BadInputError, CatalogError, OptionError
+from healforge.hats import Key
 from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
 from healforge.io.readers import iter_batches
@@ -230,7 +231,7 @@ def _rewrite(
                 v for v in (src_ids.to_pylist() if src_ids is not None else []) if v not in nested_found
             ]
             result.files_rewritten = sum(r["changed"] for r in results)
-            result.total_rows = int(props["hats_nrows"]) - result.rows_removed
+            result.total_rows = int(props[Key.NROWS]) - result.rows_removed
             if not result.files_rewritten:
                 txn.recover(root)
                 return result
@@ -262,8 +263,8 @@ def _rewrite(
             properties = carry_properties(props)
             properties.update(
                 {
-                    "hats_nrows": result.total_rows,
-                    "hats_order": max(o for o, _ in kept),
+                    Key.NROWS: result.total_rows,
+                    Key.ORDER: max(o for o, _ in kept),
                     "moc_sky_fraction": f"{fmt.sky_fraction(kept):0.5f}",
                 }
             )

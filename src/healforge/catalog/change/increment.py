@@ -38,6 +38,7 @@ from healforge.catalog.derived.index import index_catalog
 from healforge.catalog.derived.members import members_of
 from healforge.engine import Engine
 from healforge.errors import BadInputError, OptionError
+from healforge.hats import Key
 from healforge.healpix import SPATIAL_INDEX_COLUMN, spatial_index, wrap_lon
 from healforge.io import storage
 from healforge.io.readers import expand_inputs, iter_batches
@@ -229,7 +230,7 @@ def increment(
         applied = txn.applied_batches(root)
         if batch_id in applied or (batch and any(b.get("label") == batch for b in applied.values())):
             storage.rmtree(txn.txn_dir(root))
-            total = int(fmt.read_properties(root)["hats_nrows"])
+            total = int(fmt.read_properties(root)[Key.NROWS])
             return IncrementResult(str(root), label, total_rows=total, skipped=True, converted=converted)
         try:
             result = IncrementResult(str(root), label, converted=converted)
@@ -434,7 +435,7 @@ def _carried_rows(root, work, wanted, on, latest_by, top, eng: Engine) -> pa.Tab
         for fs, s in zip(files, seqs, strict=True)
     ]
     # two columns of every file: quicker in-process than starting a cluster, up to a large catalog
-    small = int(fmt.read_properties(root)["hats_nrows"]) <= SMALL_LOOKUP_ROWS
+    small = int(fmt.read_properties(root)[Key.NROWS]) <= SMALL_LOOKUP_ROWS
     found = [t for t in eng.map(_find_in_catalog, tasks, "Finding objects", small=small) if t is not None]
     if not found:
         return top.empty_table()
@@ -465,7 +466,7 @@ def _with_spatial_index(t: pa.Table, items: pa.Schema, root: AnyPath) -> pa.Tabl
     if SPATIAL_INDEX_COLUMN not in items.names or SPATIAL_INDEX_COLUMN in t.column_names:
         return t
     props = fmt.read_properties(root)
-    ra, dec = props["hats_col_ra"], props["hats_col_dec"]
+    ra, dec = props[Key.COL_RA], props[Key.COL_DEC]
     if ra not in t.column_names or dec not in t.column_names:
         return t
     h29 = spatial_index(

@@ -41,6 +41,7 @@ from healforge.catalog.derived.collection import (
 from healforge.catalog.derived.members import unregister
 from healforge.engine import failpoint
 from healforge.errors import CatalogError
+from healforge.hats import Key
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 
@@ -198,9 +199,9 @@ def build(root: AnyPath, manifest: dict, staging: AnyPath, histogram: np.ndarray
     failpoint("Apply", 2)
     fmt.write_partition_info(new, [tuple(p) for p in manifest["pixels"]])
     total = fmt.write_dataset_metadata(new)
-    if total != int(manifest["properties"]["hats_nrows"]):
+    if total != int(manifest["properties"][Key.NROWS]):
         raise CatalogError(
-            f"after the change the data files hold {total} rows, expected {manifest['properties']['hats_nrows']}"
+            f"after the change the data files hold {total} rows, expected {manifest['properties'][Key.NROWS]}"
         )
     if fmt.has_multi_file_pixels(new):
         # hats 0.11 counts every file listed in _metadata as one partition, so a pixel with several

@@ -29,6 +29,7 @@ from healforge.catalog.derived.index import build_index
 from healforge.catalog.derived.margin import build_margin
 from healforge.catalog.derived.members import Member, members_of
 from healforge.engine import Engine
+from healforge.hats import Key
 from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
@@ -129,12 +130,12 @@ def given_margin(margin: str | os.PathLike | None, storage_options: dict | None 
         return []
     path = as_path(margin, storage_options)
     props = fmt.read_properties(path)
-    return [Member("margin", path, radius_arcsec=float(props["hats_margin_threshold"]))]
+    return [Member("margin", path, radius_arcsec=float(props[Key.MARGIN_THRESHOLD]))]
 
 
 def carry_properties(props: dict[str, str]) -> dict:
     """Properties kept across a change (the writer fills dates, builder and size again)."""
-    skip = {"hats_estsize", "hats_creation_date", "hats_builder", "hats_version"}
+    skip = {Key.ESTSIZE, Key.CREATION_DATE, Key.BUILDER, Key.VERSION}
     return {k: v for k, v in props.items() if k not in skip}
 
 

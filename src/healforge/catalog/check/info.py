@@ -8,6 +8,7 @@ from pathlib import Path
 
 from healforge.catalog import format as fmt
 from healforge.errors import CatalogError
+from healforge.hats import Key
 from healforge.io import storage
 from healforge.io.storage import as_path
 
@@ -68,7 +69,7 @@ def collection_info(path: str | Path, storage_options: dict | None = None) -> Co
         if not (member / "hats.properties").exists():
             members.append((label, None, f"margin{default}"))
             continue
-        radius = fmt.read_properties(member).get("hats_margin_threshold", "?")
+        radius = fmt.read_properties(member).get(Key.MARGIN_THRESHOLD, "?")
         members.append((label, catalog_info(member), f"{radius} arcsec{default}"))
     for column, member in coll.indexes.items():
         default = " (default)" if column == coll.default_index else ""
@@ -103,8 +104,8 @@ def catalog_info(path: str | Path, storage_options: dict | None = None) -> Catal
         p for p, _ in storage.list_files(root / fmt.DATASET_DIR) if p.name.startswith("part.")
     ]
     rows = (
-        int(props["hats_nrows"])
-        if "hats_nrows" in props
+        int(props[Key.NROWS])
+        if Key.NROWS in props
         else sum(storage.read_parquet_metadata(f).num_rows for f in files)
     )
     return CatalogInfo(

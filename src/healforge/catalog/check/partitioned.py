@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 
 from healforge.catalog import format as fmt
 from healforge.catalog.check.unseen import unseen_files
+from healforge.hats import Key
 from healforge.healpix import SPATIAL_INDEX_COLUMN, spatial_index, wrap_lon
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
@@ -116,7 +117,7 @@ def validate_partitioned(
         return report
     _check_disjoint(pixels, problems)
 
-    ra_col, dec_col = props.get("hats_col_ra"), props.get("hats_col_dec")
+    ra_col, dec_col = props.get(Key.COL_RA), props.get(Key.COL_DEC)
     # files readers skip (hidden), cannot read as data or would read where healforge does not
     # look are problems, and their rows are not counted: lsdb would not count them either
     unseen = unseen_files(root)
@@ -181,8 +182,8 @@ def validate_partitioned(
     for pix in sorted(listed - present):
         problems.append(f"pixel {pix} is in partition_info.csv but has no data file")
     check_metadata(root, file_rows, problems)
-    if "hats_nrows" in props and int(props["hats_nrows"]) != report.rows:
-        problems.append(f"hats_nrows is {props['hats_nrows']} but the data files hold {report.rows} rows")
+    if Key.NROWS in props and int(props[Key.NROWS]) != report.rows:
+        problems.append(f"{Key.NROWS} is {props[Key.NROWS]} but the data files hold {report.rows} rows")
     if id_column and ids:
         import pyarrow as pa
 

@@ -18,6 +18,7 @@ from healforge.catalog.check.partitioned import (
     validate_partitioned,
 )
 from healforge.catalog.check.unseen import unseen_files
+from healforge.hats import Key
 from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
@@ -62,7 +63,7 @@ def validate_collection(
             report.problems.append(f"index on {column} ({path.name}) is listed but missing")
             continue
         member = validate_index(path, coll.primary, hats_check=False)
-        indexed = fmt.read_properties(path).get("hats_index_column")
+        indexed = fmt.read_properties(path).get(Key.INDEX_COLUMN)
         if indexed != column:
             member.problems.append(f"indexes column {indexed!r}, collection.properties says {column!r}")
         report.members.append(member)
@@ -81,7 +82,7 @@ def find_primary(root: AnyPath) -> AnyPath | None:
 
     if is_collection(root.parent):
         return open_collection(root.parent).primary
-    url = fmt.read_properties(root).get("hats_primary_table_url")
+    url = fmt.read_properties(root).get(Key.PRIMARY_TABLE_URL)
     if not url:
         return None
     options = None if storage.is_local(root) else dict(root.storage_options)
@@ -115,11 +116,11 @@ def validate_margin(
         return report
     primary = primary or find_primary(root)
     if primary is None:
-        problems.append(f"primary catalog {props.get('hats_primary_table_url')!r} not found")
+        problems.append(f"primary catalog {props.get(Key.PRIMARY_TABLE_URL)!r} not found")
         return report
-    radius = float(props["hats_margin_threshold"])
+    radius = float(props[Key.MARGIN_THRESHOLD])
     source = CatalogSnapshot.of(primary)
-    ra, dec = source.props["hats_col_ra"], source.props["hats_col_dec"]
+    ra, dec = source.props[Key.COL_RA], source.props[Key.COL_DEC]
     cols = [SPATIAL_INDEX_COLUMN, ra, dec]
     empty = negative_tree_pixels(source.pixels)
     table = partition_table(source.pixels, empty)
@@ -153,8 +154,8 @@ def validate_margin(
             pd.concat([present[(order, pixel)], df]) if (order, pixel) in present else df
         )
     check_metadata(root, file_rows, problems)
-    if "hats_nrows" in props and int(props["hats_nrows"]) != report.rows:
-        problems.append(f"hats_nrows is {props['hats_nrows']} but the data files hold {report.rows} rows")
+    if Key.NROWS in props and int(props[Key.NROWS]) != report.rows:
+        problems.append(f"{Key.NROWS} is {props[Key.NROWS]} but the data files hold {report.rows} rows")
 
     expected: dict[tuple[int, int], list[pd.DataFrame]] = {}
     m_order = margin_order_for(radius)
@@ -213,13 +214,13 @@ def validate_index(
     problems = report.problems
     if props is None:
         return report
-    column = props.get("hats_index_column")
+    column = props.get(Key.INDEX_COLUMN)
     if not column:
-        problems.append("hats_index_column is not set")
+        problems.append(f"{Key.INDEX_COLUMN} is not set")
         return report
     primary = primary or find_primary(root)
     if primary is None:
-        problems.append(f"primary catalog {props.get('hats_primary_table_url')!r} not found")
+        problems.append(f"primary catalog {props.get(Key.PRIMARY_TABLE_URL)!r} not found")
         return report
     files = sorted(
         (f for f, _ in storage.list_files(root / fmt.DATASET_DIR) if f.name.endswith(".parquet")),
@@ -241,8 +242,8 @@ def validate_index(
         pa.concat_tables(tables).to_pandas() if tables else pd.DataFrame(columns=[column, "Norder", "Npix"])
     )
     report.rows = len(index)
-    if "hats_nrows" in props and int(props["hats_nrows"]) != report.rows:
-        problems.append(f"hats_nrows is {props['hats_nrows']} but the data files hold {report.rows} rows")
+    if Key.NROWS in props and int(props[Key.NROWS]) != report.rows:
+        problems.append(f"{Key.NROWS} is {props[Key.NROWS]} but the data files hold {report.rows} rows")
     groups = {
         (int(o), int(p)): g[column].to_numpy() for (o, p), g in index.groupby(["Norder", "Npix"], sort=False)
     }

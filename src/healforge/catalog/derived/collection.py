@@ -16,6 +16,7 @@ from pathlib import Path
 
 from healforge import __version__
 from healforge.errors import CatalogError
+from healforge.hats import Key
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 
@@ -149,7 +150,7 @@ def write_collection(
     root = as_path(path)
     info = {
         "obs_collection": name,
-        "hats_primary_table_url": primary,
+        Key.PRIMARY_TABLE_URL: primary,
         "all_margins": list(margins) if margins else None,
         "default_margin": default_margin,
         "all_indexes": dict(indexes) if indexes else None,

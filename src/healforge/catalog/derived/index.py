@@ -44,6 +44,7 @@ from healforge.catalog.derived.collection import (
 from healforge.catalog.derived.member_command import add_member_command
 from healforge.engine import Engine, iter_chunks
 from healforge.errors import BadInputError, CatalogError, OptionError
+from healforge.hats import Key
 from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
@@ -285,10 +286,12 @@ def build_index(
         build,
         obs_collection=name or final.name,
         dataproduct_type="index",
-        hats_nrows=total,
-        hats_primary_table_url=source.root.name,
-        hats_index_column=column,
-        hats_index_extra_column=wanted[1:] or None,
+        **{
+            Key.NROWS: total,
+            Key.PRIMARY_TABLE_URL: source.root.name,
+            Key.INDEX_COLUMN: column,
+            Key.INDEX_EXTRA_COLUMN: wanted[1:] or None,
+        },
     )
     examples = [e for r in reduced for e in r["examples"]][:MAX_EXAMPLES]
     result = IndexResult(

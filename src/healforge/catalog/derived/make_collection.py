@@ -31,6 +31,7 @@ from healforge.catalog.derived.collection import (
     write_collection,
 )
 from healforge.errors import CatalogError, OptionError
+from healforge.hats import Key
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 
@@ -174,12 +175,12 @@ def _plan(root, out, margins, indexes, name, default_margin, storage_options) ->
                 f"(pass it with --{'index' if mprops.get('dataproduct_type') == 'index' else 'margin'})"
             )
         if kind == "margin":
-            rel = margin_name(name, float(mprops["hats_margin_threshold"]))
+            rel = margin_name(name, float(mprops[Key.MARGIN_THRESHOLD]))
             margin_dirs.append(rel)
             if default_margin is not None and str(as_path(default_margin, storage_options)) == str(path):
                 chosen_default = rel
         else:
-            column = mprops["hats_index_column"]
+            column = mprops[Key.INDEX_COLUMN]
             rel = index_name(name, column)
             if column in index_dirs:
                 raise CatalogError(f"two indexes on column {column!r}: keep one")

@@ -63,6 +63,7 @@ from healforge.catalog.derived.member_command import add_member_command
 from healforge.catalog.geometry import ARCSEC_PER_RAD, lonlat_to_xyz, within_radius
 from healforge.engine import Engine, iter_chunks
 from healforge.errors import CatalogError, OptionError
+from healforge.hats import Key
 from healforge.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER, border_cells
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
@@ -205,7 +206,7 @@ def build_margin(
     m_order = margin_order_for(radius)
     source = source or CatalogSnapshot.of(catalog)
     props = source.props
-    ra, dec = props.get("hats_col_ra"), props.get("hats_col_dec")
+    ra, dec = props.get(Key.COL_RA), props.get(Key.COL_DEC)
     if not ra or not dec:
         raise CatalogError(f"{catalog} has no hats_col_ra/hats_col_dec properties; cannot build a margin")
     pixels = source.pixels
@@ -540,14 +541,16 @@ def _finish(
         output,
         obs_collection=name,
         dataproduct_type="margin",
-        hats_nrows=total,
-        hats_col_ra=props["hats_col_ra"],
-        hats_col_dec=props["hats_col_dec"],
-        hats_primary_table_url=catalog.name,
-        hats_margin_threshold=radius,
-        hats_order=max((o for o, _ in pixels), default=max(primary_orders, default=0)),
         moc_sky_fraction=f"{sky:0.5f}",
-        hats_npix_suffix=".parquet",
+        **{
+            Key.NROWS: total,
+            Key.COL_RA: props[Key.COL_RA],
+            Key.COL_DEC: props[Key.COL_DEC],
+            Key.PRIMARY_TABLE_URL: catalog.name,
+            Key.MARGIN_THRESHOLD: radius,
+            Key.ORDER: max((o for o, _ in pixels), default=max(primary_orders, default=0)),
+            Key.NPIX_SUFFIX: ".parquet",
+        },
     )
     return total
 

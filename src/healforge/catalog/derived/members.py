@@ -20,6 +20,7 @@ from upath import UPath
 
 from healforge.catalog import format as fmt
 from healforge.catalog.derived.collection import collection_of
+from healforge.hats import Key
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 
@@ -46,9 +47,9 @@ class Member:
 def _from_properties(kind: str, path: AnyPath) -> Member:
     props = fmt.read_properties(path)
     if kind == "margin":
-        return Member("margin", path, radius_arcsec=float(props["hats_margin_threshold"]))
-    extra = [c for c in props.get("hats_index_extra_column", "").replace(",", " ").split() if c]
-    return Member("index", path, column=props["hats_index_column"], include_columns=extra)
+        return Member("margin", path, radius_arcsec=float(props[Key.MARGIN_THRESHOLD]))
+    extra = [c for c in props.get(Key.INDEX_EXTRA_COLUMN, "").replace(",", " ").split() if c]
+    return Member("index", path, column=props[Key.INDEX_COLUMN], include_columns=extra)
 
 
 def members_of(catalog: str | os.PathLike) -> list[Member]:

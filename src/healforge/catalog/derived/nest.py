@@ -36,6 +36,7 @@ from healforge.catalog.derived.margin import read_pixel, swap_into_place
 from healforge.catalog.derived.nested_columns import STATE_FILE, read_state
 from healforge.engine import Engine
 from healforge.errors import BadInputError, CatalogError, OptionError
+from healforge.hats import Key
 from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
 from healforge.io.storage import AnyPath
@@ -45,13 +46,13 @@ from healforge.options import RunOptions
 WORK_DIR = ".healforge-nest"
 # properties of the object catalog carried over to the nested catalog
 _KEPT_PROPERTIES = (
-    "hats_col_ra",
-    "hats_col_dec",
-    "hats_col_id",
-    "hats_max_rows",
-    "hats_cols_sort",
-    "hats_skymap_order",
-    "hats_skymap_alt_orders",
+    Key.COL_RA,
+    Key.COL_DEC,
+    Key.COL_ID,
+    Key.MAX_ROWS,
+    Key.COLS_SORT,
+    Key.SKYMAP_ORDER,
+    Key.SKYMAP_ALT_ORDERS,
 )
 
 
@@ -309,7 +310,7 @@ def _rebuild_members(
 
     margins, default_margin = [], None
     for member, path in coll.margins.items():
-        radius = float(fmt.read_properties(path)["hats_margin_threshold"])
+        radius = float(fmt.read_properties(path)[Key.MARGIN_THRESHOLD])
         target = root / margin_name(cat_name, radius)
         build_margin(primary, target, radius, overwrite=True, tmp_dir=tmp_dir, engine=eng)
         margins.append(target.name)
@@ -317,7 +318,7 @@ def _rebuild_members(
             default_margin = target.name
     indexes = {}
     for column, path in coll.indexes.items():
-        extra = fmt.read_properties(path).get("hats_index_extra_column", "")
+        extra = fmt.read_properties(path).get(Key.INDEX_EXTRA_COLUMN, "")
         include = [c for c in extra.replace(" ", "").split(",") if c]
         target = root / index_name(cat_name, column)
         build_index(
@@ -446,18 +447,20 @@ def _finish(output: AnyPath, objects: AnyPath, pixels: list[tuple[int, int]], na
     props = fmt.read_properties(objects)
     kept = {k: props[k] for k in _KEPT_PROPERTIES if k in props}
     if not (output / "skymap.fits").exists():
-        kept.pop("hats_skymap_order", None)
-        kept.pop("hats_skymap_alt_orders", None)
+        kept.pop(Key.SKYMAP_ORDER, None)
+        kept.pop(Key.SKYMAP_ALT_ORDERS, None)
     sky = fmt.sky_fraction(pixels)
     fmt.write_properties(
         output,
         obs_collection=name,
         dataproduct_type="object",
-        hats_nrows=total,
-        hats_order=max((o for o, _ in pixels), default=0),
         moc_sky_fraction=f"{sky:0.5f}",
-        hats_npix_suffix=".parquet",
-        **kept,
+        **{
+            Key.NROWS: total,
+            Key.ORDER: max((o for o, _ in pixels), default=0),
+            Key.NPIX_SUFFIX: ".parquet",
+            **kept,
+        },
     )
     return total
 
