@@ -169,9 +169,9 @@ def is_hats_catalog(path, storage_options: dict[str, Any] | None = None) -> bool
 
 def catalog_files(path: str, storage_options: dict[str, Any] | None = None) -> list[str]:
     """The data files of a HATS catalog, one per partition (or several for a split pixel)."""
-    from healforge.catalog.format import list_data_files
     from healforge.catalog.opener import open_path
     from healforge.errors import BadInputError
+    from healforge.hats.layout import list_data_files
 
     table = open_path(path, storage_options).table
     files = [str(p) for p in list_data_files(table)] if table is not None else []

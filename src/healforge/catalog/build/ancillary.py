@@ -32,10 +32,9 @@ from unittest import mock
 
 import numpy as np
 
-from healforge.catalog import format as fmt
 from healforge.engine import failpoint
 from healforge.errors import BadInputError, HealforgeError
-from healforge.hats import Key
+from healforge.hats import Key, layout
 from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
@@ -192,7 +191,7 @@ def check_columns(outputs: Outputs, names: Sequence[str]) -> None:
 
 def record(root: str | AnyPath, outputs: Outputs) -> None:
     """Keep the choices in ``.healforge/outputs.json`` for the changes to come."""
-    fmt.atomic_write_text(as_path(root) / STATE_DIR / RECORD, json.dumps(asdict(outputs), indent=1))
+    layout.atomic_write_text(as_path(root) / STATE_DIR / RECORD, json.dumps(asdict(outputs), indent=1))
 
 
 def recorded(root: str | AnyPath) -> Outputs:
@@ -205,7 +204,7 @@ def present(root: str | AnyPath) -> Outputs:
     """The optional outputs a catalog has: recorded ones plus those found on disk."""
     root = as_path(root)
     out = recorded(root)
-    props = fmt.read_properties(root)
+    props = layout.read_properties(root)
     orders = set(out.skymap_alt_orders)
     orders.update(int(k) for k in re.split(r"[\s,;]+", props.get(Key.SKYMAP_ALT_ORDERS, "")) if k)
     orders.update(int(m.group(1)) for p in root.iterdir() if (m := _ALT_SKYMAP.match(p.name)))
@@ -258,7 +257,7 @@ def refresh(root: str | AnyPath, histogram: np.ndarray | None = None) -> list[st
         want.skymap_alt_orders or want.thumbnail or want.per_partition_stats or want.summaries or want.plots
     ):
         return []
-    props = fmt.read_properties(root)
+    props = layout.read_properties(root)
     state = root / STATE_DIR
     for old in state.glob(".outputs-*"):
         storage.rmtree(old)
@@ -303,7 +302,7 @@ def _skymaps(root: AnyPath, scratch: Path, orders: list[int], histogram, props: 
         return []
     from hats.io.file_io import write_fits_image
 
-    histogram = fmt.read_histogram(root) if histogram is None else np.asarray(histogram, dtype=np.int64)
+    histogram = layout.read_histogram(root) if histogram is None else np.asarray(histogram, dtype=np.int64)
     skymap_order = int(np.log2(len(histogram) // 12) // 2)
     valid = [k for k in orders if k <= skymap_order]
     written = []
@@ -319,7 +318,7 @@ def _skymaps(root: AnyPath, scratch: Path, orders: list[int], histogram, props: 
     if props.get(Key.SKYMAP_ALT_ORDERS) != value:
         fields = {k: v for k, v in props.items() if k != Key.ESTSIZE}
         fields[Key.SKYMAP_ALT_ORDERS] = value
-        fmt.write_properties(root, **fields)
+        layout.write_properties(root, **fields)
     return written
 
 
@@ -329,13 +328,13 @@ def _summary(root: AnyPath, scratch: Path, kind: str) -> None:
     from hats.io.summary_file import generate_summary
 
     catalog = read_hats(root)
-    if not (root / fmt.DATASET_DIR / "_metadata").exists() and not (root / STATISTICS).exists():
+    if not (root / layout.DATASET_DIR / "_metadata").exists() and not (root / STATISTICS).exists():
         # hats takes the column statistics from _metadata, which a catalog with several files in
         # a pixel does not have: give it one written to the scratch directory instead.
         from hats.io.parquet_metadata import aggregate_column_statistics, write_parquet_metadata
 
         write_parquet_metadata(root, output_path=str(scratch / "meta"))
-        metadata = str(scratch / "meta" / fmt.DATASET_DIR / "_metadata")
+        metadata = str(scratch / "meta" / layout.DATASET_DIR / "_metadata")
         catalog.aggregate_column_statistics = partial(
             _column_statistics, aggregate_column_statistics, metadata
         )

@@ -20,7 +20,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from healforge import __version__
-from healforge.catalog import format as fmt
 from healforge.catalog.alignment import Alignment, dense_histogram, generate_alignment
 from healforge.catalog.build import ancillary
 from healforge.catalog.build import duplicate_ids as duplicates
@@ -50,7 +49,7 @@ from healforge.catalog.derived.index import build_index
 from healforge.catalog.derived.margin import build_margin
 from healforge.engine import Engine, Progress
 from healforge.errors import BadInputError, CatalogError, OptionError
-from healforge.hats import Key
+from healforge.hats import Key, layout
 from healforge.io import storage
 from healforge.io.readers import expand_inputs
 from healforge.io.storage import AnyPath, as_path
@@ -320,7 +319,7 @@ def _run_stages(eng: Engine, args: ImportArguments, plan: _Plan, work: AnyPath, 
 
     t0 = time.perf_counter()
     output = args.run.path(args.output)
-    targets = [fmt.pixel_file(output, o, p) for o, p, _ in destinations]
+    targets = [layout.pixel_file(output, o, p) for o, p, _ in destinations]
     reduce_stage(
         eng,
         destinations,
@@ -367,7 +366,7 @@ def _finish_import(args: ImportArguments, plan: _Plan, output: AnyPath, work, do
     n_rows = mapped["rows"]
     if written + n_rejected != n_rows:
         raise RuntimeError(f"row count mismatch: read {n_rows}, rejected {n_rejected}, wrote {written}")
-    storage.clean_leftovers(output, fmt.DATASET_DIR)
+    storage.clean_leftovers(output, layout.DATASET_DIR)
     rejected = str(rejected_file) if rejected_file else None
     return ImportResult(str(output), written, n_rejected, pixels_out, rejected)
 
@@ -489,12 +488,12 @@ def finish_catalog(
     """Write the catalog-level files of a catalog whose data files are in place; returns its rows."""
 
     root = as_path(root)
-    fmt.write_partition_info(root, pixels)
-    total = fmt.write_dataset_metadata(root)
-    fmt.write_skymaps(root, histogram)
+    layout.write_partition_info(root, pixels)
+    total = layout.write_dataset_metadata(root)
+    layout.write_skymaps(root, histogram)
     max_order = max((o for o, _ in pixels), default=0)
 
-    sky = fmt.sky_fraction(pixels)
+    sky = layout.sky_fraction(pixels)
     props = {
         "obs_collection": name,
         "dataproduct_type": catalog_type,
@@ -509,7 +508,7 @@ def finish_catalog(
         Key.SKYMAP_ORDER: int(np.log2(len(histogram) // 12) // 2),
     }
     props.update(extra or {})
-    fmt.write_properties(root, **props)
+    layout.write_properties(root, **props)
     return total
 
 

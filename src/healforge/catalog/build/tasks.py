@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 
 from healforge.catalog.alignment import Alignment, merge_histograms, sparse_histogram
 from healforge.catalog.build.column_types import cast_checked, row_bytes
-from healforge.catalog.format import atomic_write_parquet, pixel_file
 from healforge.errors import BadInputError
+from healforge.hats.layout import atomic_write_parquet, pixel_file
 from healforge.healpix import (
     SPATIAL_INDEX_COLUMN,
     bad_coordinate_mask,

@@ -31,11 +31,11 @@ import socket
 import time
 import uuid
 
-from healforge.catalog import format as fmt
 from healforge.catalog.change import versions
 from healforge.catalog.change.versions import home_of
 from healforge.engine import failpoint
 from healforge.errors import CatalogError
+from healforge.hats import layout
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 
@@ -218,7 +218,7 @@ def write_command_record(output: AnyPath, command: str, args: dict, result: dict
     """Record in ``output`` (before it is moved into place) that ``command`` finished with
     ``args`` and produced ``result`` (what :func:`finished_command` returns to a rerun)."""
     record = {"args": args, "result": result}
-    fmt.atomic_write_text(output / STATE_DIR / f"{command}.json", json.dumps(record, indent=1))
+    layout.atomic_write_text(output / STATE_DIR / f"{command}.json", json.dumps(record, indent=1))
 
 
 def swap_into_place(built: AnyPath, final: AnyPath) -> None:

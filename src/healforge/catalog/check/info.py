@@ -6,9 +6,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from healforge.catalog import format as fmt
 from healforge.errors import CatalogError
-from healforge.hats import Key
+from healforge.hats import Key, layout
 from healforge.io import storage
 from healforge.io.storage import as_path
 
@@ -69,7 +68,7 @@ def collection_info(path: str | Path, storage_options: dict | None = None) -> Co
         if not (member / "hats.properties").exists():
             members.append((label, None, f"margin{default}"))
             continue
-        radius = fmt.read_properties(member).get(Key.MARGIN_THRESHOLD, "?")
+        radius = layout.read_properties(member).get(Key.MARGIN_THRESHOLD, "?")
         members.append((label, catalog_info(member), f"{radius} arcsec{default}"))
     for column, member in coll.indexes.items():
         default = " (default)" if column == coll.default_index else ""
@@ -89,19 +88,21 @@ def catalog_info(path: str | Path, storage_options: dict | None = None) -> Catal
     if is_collection(root):
         return collection_info(root)
     # an index catalog is not HEALPix-partitioned (no partition_info.csv)
-    is_index = (root / "hats.properties").is_file() and fmt.read_properties(root).get(
+    is_index = (root / "hats.properties").is_file() and layout.read_properties(root).get(
         "dataproduct_type"
     ) == "index"
     if not is_index:
-        root = fmt.require_catalog(root)
-    props = fmt.read_properties(root)
-    pixels = [] if is_index else fmt.read_partition_info(root)
-    common = root / fmt.DATASET_DIR / "_common_metadata"
+        root = layout.require_catalog(root)
+    props = layout.read_properties(root)
+    pixels = [] if is_index else layout.read_partition_info(root)
+    common = root / layout.DATASET_DIR / "_common_metadata"
     if not common.is_file():
-        raise CatalogError(f"{root} is not a complete HATS catalog (no {fmt.DATASET_DIR}/_common_metadata)")
+        raise CatalogError(
+            f"{root} is not a complete HATS catalog (no {layout.DATASET_DIR}/_common_metadata)"
+        )
     schema = storage.read_parquet_schema(common)
-    files = fmt.list_data_files(root) or [
-        p for p, _ in storage.list_files(root / fmt.DATASET_DIR) if p.name.startswith("part.")
+    files = layout.list_data_files(root) or [
+        p for p, _ in storage.list_files(root / layout.DATASET_DIR) if p.name.startswith("part.")
     ]
     rows = (
         int(props[Key.NROWS])
@@ -116,5 +117,5 @@ def catalog_info(path: str | Path, storage_options: dict | None = None) -> Catal
         pixels_by_order=dict(Counter(o for o, _ in pixels)),
         columns=[(f.name, str(f.type)) for f in schema],
         files=len(files),
-        size_bytes=fmt.dir_size(root),
+        size_bytes=layout.dir_size(root),
     )

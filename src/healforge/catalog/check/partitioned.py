@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 
-from healforge.catalog import format as fmt
 from healforge.catalog.check.unseen import unseen_files
-from healforge.hats import Key
+from healforge.hats import Key, layout
 from healforge.healpix import SPATIAL_INDEX_COLUMN, spatial_index, wrap_lon
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
@@ -111,7 +110,7 @@ def validate_partitioned(
     if props is None:
         return report
     try:
-        pixels = fmt.read_partition_info(root)
+        pixels = layout.read_partition_info(root)
     except FileNotFoundError:
         problems.append("partition_info.csv is missing")
         return report
@@ -122,17 +121,17 @@ def validate_partitioned(
     # look are problems, and their rows are not counted: lsdb would not count them either
     unseen = unseen_files(root)
     for rel, reason in unseen:
-        problems.append(f"{fmt.DATASET_DIR}/{rel}: {reason}")
+        problems.append(f"{layout.DATASET_DIR}/{rel}: {reason}")
     skipped = {rel for rel, _ in unseen}
-    base = root / fmt.DATASET_DIR
-    files = [f for f in fmt.list_data_files(root) if "/".join(f.parts[len(base.parts) :]) not in skipped]
+    base = root / layout.DATASET_DIR
+    files = [f for f in layout.list_data_files(root) if "/".join(f.parts[len(base.parts) :]) not in skipped]
     report.files = len(files)
     listed = set(pixels)
     file_rows: dict[str, int] = {}
     ids = []
     for f in files:
-        order, pixel = fmt.pixel_of_path(f)
-        rel = "/".join(f.parts[len((root / fmt.DATASET_DIR).parts) :])
+        order, pixel = layout.pixel_of_path(f)
+        rel = "/".join(f.parts[len((root / layout.DATASET_DIR).parts) :])
         if (order, pixel) not in listed:
             problems.append(f"{rel}: pixel ({order}, {pixel}) is not in partition_info.csv")
         try:
@@ -178,7 +177,7 @@ def validate_partitioned(
                 )
         if id_column and id_column in table.column_names:
             ids.append(table.column(id_column))
-    present = {fmt.pixel_of_path(f) for f in files}
+    present = {layout.pixel_of_path(f) for f in files}
     for pix in sorted(listed - present):
         problems.append(f"pixel {pix} is in partition_info.csv but has no data file")
     check_metadata(root, file_rows, problems)
@@ -222,9 +221,9 @@ def _check_disjoint(pixels, problems) -> None:
 
 
 def check_metadata(root: AnyPath, file_rows: dict[str, int], problems: list[str]) -> None:
-    meta_path = root / fmt.DATASET_DIR / "_metadata"
+    meta_path = root / layout.DATASET_DIR / "_metadata"
     if not meta_path.exists():
-        if not fmt.has_multi_file_pixels(root):
+        if not layout.has_multi_file_pixels(root):
             problems.append("dataset/_metadata is missing")
         return
     meta = storage.read_parquet_metadata(meta_path)

@@ -9,7 +9,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from healforge.catalog import format as fmt
 from healforge.catalog.check.partitioned import (
     ValidationReport,
     begin_report,
@@ -18,7 +17,7 @@ from healforge.catalog.check.partitioned import (
     validate_partitioned,
 )
 from healforge.catalog.check.unseen import unseen_files
-from healforge.hats import Key
+from healforge.hats import Key, layout
 from healforge.healpix import SPATIAL_INDEX_COLUMN
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
@@ -63,7 +62,7 @@ def validate_collection(
             report.problems.append(f"index on {column} ({path.name}) is listed but missing")
             continue
         member = validate_index(path, coll.primary, hats_check=False)
-        indexed = fmt.read_properties(path).get(Key.INDEX_COLUMN)
+        indexed = layout.read_properties(path).get(Key.INDEX_COLUMN)
         if indexed != column:
             member.problems.append(f"indexes column {indexed!r}, collection.properties says {column!r}")
         report.members.append(member)
@@ -82,7 +81,7 @@ def find_primary(root: AnyPath) -> AnyPath | None:
 
     if is_collection(root.parent):
         return open_collection(root.parent).primary
-    url = fmt.read_properties(root).get(Key.PRIMARY_TABLE_URL)
+    url = layout.read_properties(root).get(Key.PRIMARY_TABLE_URL)
     if not url:
         return None
     options = None if storage.is_local(root) else dict(root.storage_options)
@@ -129,10 +128,10 @@ def validate_margin(
     present: dict[tuple[int, int], pd.DataFrame] = {}
     file_rows = {}
     unseen = unseen_files(root)  # files readers skip are problems, their rows not counted
-    problems.extend(f"{fmt.DATASET_DIR}/{rel}: {reason}" for rel, reason in unseen)
-    for f in fmt.list_data_files(root):
-        order, pixel = fmt.pixel_of_path(f)
-        rel = "/".join(f.parts[len((root / fmt.DATASET_DIR).parts) :])
+    problems.extend(f"{layout.DATASET_DIR}/{rel}: {reason}" for rel, reason in unseen)
+    for f in layout.list_data_files(root):
+        order, pixel = layout.pixel_of_path(f)
+        rel = "/".join(f.parts[len((root / layout.DATASET_DIR).parts) :])
         if rel in {r for r, _ in unseen}:
             continue
         df = storage.read_parquet_table(f, columns=cols).to_pandas()
@@ -223,7 +222,7 @@ def validate_index(
         problems.append(f"primary catalog {props.get(Key.PRIMARY_TABLE_URL)!r} not found")
         return report
     files = sorted(
-        (f for f, _ in storage.list_files(root / fmt.DATASET_DIR) if f.name.endswith(".parquet")),
+        (f for f, _ in storage.list_files(root / layout.DATASET_DIR) if f.name.endswith(".parquet")),
         key=lambda f: (len(f.name), f.name, str(f)),
     )
     tables, last = [], None

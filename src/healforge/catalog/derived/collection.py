@@ -145,7 +145,7 @@ def write_collection(
     from hats.catalog.dataset.collection_properties import CollectionProperties
     from hats.catalog.dataset.table_properties import TableProperties
 
-    from healforge.catalog.format import atomic_write_text
+    from healforge.hats.layout import atomic_write_text
 
     root = as_path(path)
     info = {

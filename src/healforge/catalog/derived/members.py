@@ -18,9 +18,8 @@ from pathlib import Path
 
 from upath import UPath
 
-from healforge.catalog import format as fmt
 from healforge.catalog.derived.collection import collection_of
-from healforge.hats import Key
+from healforge.hats import Key, layout
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 
@@ -45,7 +44,7 @@ class Member:
 
 
 def _from_properties(kind: str, path: AnyPath) -> Member:
-    props = fmt.read_properties(path)
+    props = layout.read_properties(path)
     if kind == "margin":
         return Member("margin", path, radius_arcsec=float(props[Key.MARGIN_THRESHOLD]))
     extra = [c for c in props.get(Key.INDEX_EXTRA_COLUMN, "").replace(",", " ").split() if c]
@@ -108,7 +107,7 @@ def register(catalog: str | os.PathLike, member: Member) -> None:
     options = None if storage.is_local(catalog) else dict(catalog.storage_options)
     same = str(registered_path(catalog, out, options))
     entries = [e for e in entries if str(registered_path(catalog, e["path"], options)) != same] + [entry]
-    fmt.atomic_write_text(path, json.dumps(entries, indent=1))
+    layout.atomic_write_text(path, json.dumps(entries, indent=1))
 
 
 def unregister(catalog: AnyPath, base: AnyPath, paths: set[str]) -> None:
@@ -122,7 +121,7 @@ def unregister(catalog: AnyPath, base: AnyPath, paths: set[str]) -> None:
         entries = json.loads(registry.read_text())
         kept = [e for e in entries if str(registered_path(base, e["path"], options)) not in paths]
         if len(kept) != len(entries):
-            fmt.atomic_write_text(registry, json.dumps(kept, indent=1))
+            layout.atomic_write_text(registry, json.dumps(kept, indent=1))
 
 
 def member_path(root: AnyPath, rel: str) -> AnyPath:

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from healforge import __version__
-from healforge.hats import Key
+from healforge.hats.keys import Key
 from healforge.healpix import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
