@@ -24,11 +24,8 @@ import re
 import shutil
 import uuid
 from collections.abc import Iterable, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 
@@ -45,7 +42,6 @@ THUMBNAIL = "data_thumbnail.parquet"
 STATISTICS = "per_partition_statistics.parquet"
 SUMMARIES = {"markdown": "README.md", "html": "index.html"}
 PLOTS = ("skymap.png", "partition_info.png")
-DENSITY_PLOT_ORDER = 6
 _ALT_SKYMAP = re.compile(r"^skymap\.(\d+)\.fits$")
 _PROPERTY_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
 # written by healforge itself (or by the dedicated options): not settable with --property
@@ -323,54 +319,22 @@ def _skymaps(root: AnyPath, scratch: Path, orders: list[int], histogram, props: 
 
 
 def _summary(root: AnyPath, scratch: Path, kind: str) -> None:
-    """hats' catalog summary (``generate_summary``), written atomically."""
-    from hats import read_hats
-    from hats.io.summary_file import generate_summary
+    """hats' catalog summary (``generate_summary``, through a :class:`~healforge.hats.summary.SummaryView`
+    that caps the density map's order), written atomically."""
+    from healforge.hats.summary import summary_text, summary_view
 
-    catalog = read_hats(root)
+    metadata = None
     if not (root / layout.DATASET_DIR / "_metadata").exists() and not (root / STATISTICS).exists():
         # hats takes the column statistics from _metadata, which a catalog with several files in
-        # a pixel does not have: give it one written to the scratch directory instead.
-        from hats.io.parquet_metadata import aggregate_column_statistics, write_parquet_metadata
+        # a pixel does not have: the view reads them from one written to the scratch directory.
+        from hats.io.parquet_metadata import write_parquet_metadata
 
         write_parquet_metadata(root, output_path=str(scratch / "meta"))
         metadata = str(scratch / "meta" / layout.DATASET_DIR / "_metadata")
-        catalog.aggregate_column_statistics = partial(
-            _column_statistics, aggregate_column_statistics, metadata
-        )
-    name = catalog.catalog_info.catalog_name
-    with _density_order_capped(catalog):
-        text = generate_summary(
-            catalog,
-            fmt=kind,
-            name=name,
-            description=f"This is the HATS catalog for {name}.",
-            uri=None,
-            huggingface_metadata=False,
-        )
+    text = summary_text(summary_view(root, scratch / f"view-{kind}", metadata), kind)
     target = scratch / SUMMARIES[kind]
     target.write_text(text)
     storage.copy_file(target, root / SUMMARIES[kind])
-
-
-@contextmanager
-def _density_order_capped(catalog):
-    """hats draws the density image one polygon per skymap pixel (minutes at order 10); draw it
-    at order ``DENSITY_PLOT_ORDER`` at most, as hats' own ``plot_density(order=...)`` allows."""
-    from hats.inspection import visualize_catalog
-
-    order = catalog.catalog_info.skymap_order
-    if order is None or order <= DENSITY_PLOT_ORDER:
-        yield
-        return
-    with mock.patch.object(
-        visualize_catalog, "plot_density", partial(visualize_catalog.plot_density, order=DENSITY_PLOT_ORDER)
-    ):
-        yield
-
-
-def _column_statistics(aggregate, metadata: str, warn_on_modified_catalog: bool = True, **kwargs):
-    return aggregate(metadata, **kwargs)
 
 
 def _plot(root: AnyPath, scratch: Path, name: str) -> None:
@@ -380,11 +344,11 @@ def _plot(root: AnyPath, scratch: Path, name: str) -> None:
 
     catalog = read_hats(root)
     if name == "skymap.png":
-        from hats.inspection import visualize_catalog
         from matplotlib.colors import LogNorm
 
-        with _density_order_capped(catalog):
-            fig, _ = visualize_catalog.plot_density(catalog, norm=LogNorm(), edgecolors="face")
+        from healforge.hats.summary import plot_density_capped
+
+        fig, _ = plot_density_capped(catalog, norm=LogNorm(), edgecolors="face")
     else:
         fig, _ = catalog.plot_pixels()
     target = scratch / name
