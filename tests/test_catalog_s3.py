@@ -367,3 +367,22 @@ def test_collection_with_margin_and_index_on_s3(tmp_path, s3_options):
     assert not (root.parent / ".coll.healforge-members").exists()
     assert not (coll.primary / ".healforge-txn").exists()
     _no_local_s3_dirs(tmp_path)
+
+
+def test_summary_on_s3_matches_local(tmp_path, s3_options):
+    """The summary (density map drawn at a capped order) of a catalog on s3, after an append
+    that leaves it without ``_metadata``, is the one written on local disk."""
+    a = _batch(tmp_path, "A", 3_000, 0, 1)
+    c = _batch(tmp_path, "C", 1_000, 100_000, 2, kind="uniform")
+    url = _url("cat")
+    opts = {"threshold": 1_500, "highest_order": 8, "summary": True, **FAST}
+    healforge.import_catalog([a], url, storage_options=s3_options, **opts)
+    healforge.import_catalog([a], tmp_path / "cat", **opts)
+    healforge.append(url, [c], "c", storage_options=s3_options, **FAST)
+    healforge.append(tmp_path / "cat", [c], "c", **FAST)
+    remote = healforge.resolve_catalog(storage.as_path(url, s3_options))
+    local = healforge.resolve_catalog(tmp_path / "cat")
+    text = (remote / "README.md").read_text()
+    assert "Density Skymap" in text and "| 4,000 |" in text
+    assert text == (local / "README.md").read_text()
+    _no_local_s3_dirs(tmp_path)
