@@ -60,7 +60,7 @@ def open_path(path: str | os.PathLike | AnyPath, storage_options: dict | None = 
     if (p / COLLECTION_FILE).is_file():
         primary = resolve_catalog(p)
         return Opened("collection", p, primary, _properties(primary, layout))
-    if (p / "hats.properties").is_file():
+    if layout.properties_file(p).is_file():
         props = layout.read_properties(p)
         return Opened(_TABLE_KINDS.get(props.get("dataproduct_type", ""), "association"), p, p, props)
     if p.is_dir():
@@ -71,7 +71,7 @@ def open_path(path: str | os.PathLike | AnyPath, storage_options: dict | None = 
 
 
 def _properties(table: AnyPath, layout) -> dict[str, str]:
-    return layout.read_properties(table) if (table / "hats.properties").is_file() else {}
+    return layout.read_properties(table) if layout.properties_file(table).is_file() else {}
 
 
 __all__ = ["KINDS", "Opened", "open_path"]

@@ -324,13 +324,13 @@ def _summary(root: AnyPath, scratch: Path, kind: str) -> None:
     from healforge.hats.summary import summary_text, summary_view
 
     metadata = None
-    if not (root / layout.DATASET_DIR / "_metadata").exists() and not (root / STATISTICS).exists():
+    if not layout.metadata_file(root).exists() and not (root / STATISTICS).exists():
         # hats takes the column statistics from _metadata, which a catalog with several files in
         # a pixel does not have: the view reads them from one written to the scratch directory.
         from hats.io.parquet_metadata import write_parquet_metadata
 
         write_parquet_metadata(root, output_path=str(scratch / "meta"))
-        metadata = str(scratch / "meta" / layout.DATASET_DIR / "_metadata")
+        metadata = str(layout.metadata_file(scratch / "meta"))
     text = summary_text(summary_view(root, scratch / f"view-{kind}", metadata), kind)
     target = scratch / SUMMARIES[kind]
     target.write_text(text)

@@ -74,7 +74,7 @@ def build_members(
 def read_record(output: AnyPath) -> dict | None:
     """The record a finished import left in ``output`` (``None`` if there is none)."""
     path = output / RECORD
-    if not path.exists() or not (output / "hats.properties").exists():
+    if not path.exists() or not layout.properties_file(output).exists():
         return None
     return json.loads(path.read_text())
 

@@ -324,7 +324,7 @@ def compact(
     with change(root, "compact", run.tmp_dir) as work:
         props = layout.read_properties(root)
         pixels = layout.read_partition_info(root)
-        schema = storage.read_parquet_schema(root / layout.DATASET_DIR / "_common_metadata")
+        schema = storage.read_parquet_schema(layout.common_metadata_file(root))
         converted = legacy_columns(schema)
         for col in (dedupe_on, keep_latest_by):
             if col and col not in schema.names:
@@ -521,7 +521,7 @@ def _nested_plan(root: AnyPath, dedupe_on, merge_nested, nested_dedupe_on, repla
     """Which nested columns to merge, their source ids and sort columns, and those replaced."""
     from healforge.catalog.derived import nested_columns as nst
 
-    schema = storage.read_parquet_schema(root / layout.DATASET_DIR / "_common_metadata")
+    schema = storage.read_parquet_schema(layout.common_metadata_file(root))
     names = nst.nested_columns(schema)
     unknown = [n for n in merge_nested or [] if n not in names]
     if unknown:

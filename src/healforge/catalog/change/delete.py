@@ -139,7 +139,7 @@ def delete(
     """
     run = RunOptions.of(run, **run_options)
     root = layout.require_catalog(resolve_catalog(run.path(catalog)))
-    schema = storage.read_parquet_schema(root / layout.DATASET_DIR / "_common_metadata")
+    schema = storage.read_parquet_schema(layout.common_metadata_file(root))
     if ids is None and nested_ids is None:
         raise OptionError("give ids (with on) and/or nested_ids (with nested and nested_on)")
     obj_ids = src_ids = None
@@ -185,7 +185,7 @@ def convert_nested_layout(
     """
     run = RunOptions.of(run, **run_options)
     root = layout.require_catalog(resolve_catalog(run.path(catalog)))
-    common = root / layout.DATASET_DIR / "_common_metadata"
+    common = layout.common_metadata_file(root)
     if not common.exists() or not nst.legacy_columns(storage.read_parquet_schema(common)):
         return []
     task = {"on": None, "ids": None, "nested": None, "nested_on": None, "nested_ids": None}
@@ -198,7 +198,7 @@ def _rewrite(
 ) -> DeleteResult:
     """Rewrite every file holding ids to delete, or a ``list<struct>`` column, in one transaction."""
     with change(root, kind, run.tmp_dir):
-        schema = storage.read_parquet_schema(root / layout.DATASET_DIR / "_common_metadata")
+        schema = storage.read_parquet_schema(layout.common_metadata_file(root))
         converted = nst.legacy_columns(schema)
         props = layout.read_properties(root)
         pixels = layout.read_partition_info(root)

@@ -43,7 +43,7 @@ class CatalogSnapshot:
             props=layout.read_properties(root),
             pixels=pixels,
             files={pix: current.get(pix, []) for pix in pixels},
-            schema_file=root / layout.DATASET_DIR / "_common_metadata",
+            schema_file=layout.common_metadata_file(root),
             sizes=sizes,
         )
 
@@ -76,7 +76,7 @@ class CatalogSnapshot:
             props=props,
             pixels=[tuple(p) for p in manifest["pixels"]],
             files=files,
-            schema_file=root / layout.DATASET_DIR / "_common_metadata",
+            schema_file=layout.common_metadata_file(root),
             sizes=sizes,
         )
 

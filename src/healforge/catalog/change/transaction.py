@@ -202,7 +202,7 @@ def finished_command(output: AnyPath, command: str, args: dict, overwrite: bool)
     path = output / STATE_DIR / f"{command}.json"
     if overwrite or not path.exists():
         return None
-    if not any((output / n).exists() for n in ("hats.properties", "collection.properties")):
+    if not any((output / n).exists() for n in (layout.PROPERTIES_FILE, "collection.properties")):
         return None  # copied into place on an object store, its properties not yet
     record = json.loads(path.read_text())
     if record["args"] != args:
@@ -230,7 +230,7 @@ def swap_into_place(built: AnyPath, final: AnyPath) -> None:
         storage.rmtree(final)
         files = [p for p, _ in storage.list_files(built)]
         depth = len(built.parts)
-        last = ("partition_info.csv", "properties", "hats.properties")
+        last = (layout.PARTITION_INFO_FILE, layout.LEGACY_PROPERTIES_FILE, layout.PROPERTIES_FILE)
         files.sort(
             key=lambda p: (
                 len(p.parts) == depth + 1,

@@ -48,7 +48,7 @@ LOG_FILE = ".healforge-versions.json"
 STATE_DIR = ".healforge"  # healforge's state inside a catalog version (batches, registries)
 GRACE_ENV = "HEALFORGE_SNAPSHOT_GRACE"
 DEFAULT_GRACE_S = 600.0
-ROOT_PROPERTIES = ("properties", "hats.properties")
+ROOT_PROPERTIES = (layout.LEGACY_PROPERTIES_FILE, layout.PROPERTIES_FILE)
 _VERSIONED = re.compile(r"^(?P<base>.+)\.v(?P<n>[0-9]+)$")
 
 
@@ -153,7 +153,7 @@ def catalog_entries(root: AnyPath, home: AnyPath) -> list[AnyPath]:
     for entry in _entries(home):
         if _state_entry(entry.name) or (split_version(entry.name)[0] in bases and entry.name != home.name):
             continue
-        if _VERSIONED.match(entry.name) or (entry / "hats.properties").exists():
+        if _VERSIONED.match(entry.name) or layout.properties_file(entry).exists():
             continue
         out.append(entry)
     return out
@@ -208,7 +208,7 @@ def build(root: AnyPath, manifest: dict, staging: AnyPath, histogram: np.ndarray
         # hats 0.11 counts every file listed in _metadata as one partition, so a pixel with several
         # files makes strict validation fail; like the HATS incremental layout, drop the file
         # until compaction leaves one file per pixel.
-        storage.rmtree(new / layout.DATASET_DIR / "_metadata")
+        storage.rmtree(layout.metadata_file(new))
     layout.write_skymaps(new, histogram)
     layout.write_properties(new, **manifest["properties"])
     ancillary.refresh(new, histogram)

@@ -140,7 +140,7 @@ def carry_properties(props: dict[str, str]) -> dict:
 
 def catalog_schema(root: AnyPath) -> pa.Schema:
     """Data schema of a catalog (``_common_metadata`` without ``_healpix_29``)."""
-    schema = storage.read_parquet_schema(as_path(root) / layout.DATASET_DIR / "_common_metadata")
+    schema = storage.read_parquet_schema(layout.common_metadata_file(root))
     schema = schema.remove_metadata()
     return (
         schema.remove(schema.get_field_index(SPATIAL_INDEX_COLUMN))

@@ -65,14 +65,14 @@ def collection_info(path: str | Path, storage_options: dict | None = None) -> Co
     members = []
     for label, member in coll.margins.items():
         default = " (default)" if label == coll.default_margin else ""
-        if not (member / "hats.properties").exists():
+        if not layout.properties_file(member).exists():
             members.append((label, None, f"margin{default}"))
             continue
         radius = layout.read_properties(member).get(Key.MARGIN_THRESHOLD, "?")
         members.append((label, catalog_info(member), f"{radius} arcsec{default}"))
     for column, member in coll.indexes.items():
         default = " (default)" if column == coll.default_index else ""
-        if not (member / "hats.properties").exists():
+        if not layout.properties_file(member).exists():
             members.append((member.name, None, f"index on {column}{default}"))
             continue
         members.append((member.name, catalog_info(member), f"on {column}{default}"))
@@ -88,14 +88,15 @@ def catalog_info(path: str | Path, storage_options: dict | None = None) -> Catal
     if is_collection(root):
         return collection_info(root)
     # an index catalog is not HEALPix-partitioned (no partition_info.csv)
-    is_index = (root / "hats.properties").is_file() and layout.read_properties(root).get(
-        "dataproduct_type"
-    ) == "index"
+    is_index = (
+        layout.properties_file(root).is_file()
+        and layout.read_properties(root).get("dataproduct_type") == "index"
+    )
     if not is_index:
         root = layout.require_catalog(root)
     props = layout.read_properties(root)
     pixels = [] if is_index else layout.read_partition_info(root)
-    common = root / layout.DATASET_DIR / "_common_metadata"
+    common = layout.common_metadata_file(root)
     if not common.is_file():
         raise CatalogError(
             f"{root} is not a complete HATS catalog (no {layout.DATASET_DIR}/_common_metadata)"

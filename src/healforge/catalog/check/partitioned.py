@@ -85,7 +85,7 @@ def begin_report(
 def read_any_properties(root: AnyPath) -> dict[str, str] | None:
     """The catalog's properties from ``hats.properties`` or, as hats reads it too, the legacy
     ``properties`` file; ``None`` when it has neither."""
-    for name in ("hats.properties", "properties"):
+    for name in (layout.PROPERTIES_FILE, layout.LEGACY_PROPERTIES_FILE):
         if (root / name).is_file():
             out = {}
             for line in (root / name).read_text().splitlines():
@@ -221,7 +221,7 @@ def _check_disjoint(pixels, problems) -> None:
 
 
 def check_metadata(root: AnyPath, file_rows: dict[str, int], problems: list[str]) -> None:
-    meta_path = root / layout.DATASET_DIR / "_metadata"
+    meta_path = layout.metadata_file(root)
     if not meta_path.exists():
         if not layout.has_multi_file_pixels(root):
             problems.append("dataset/_metadata is missing")

@@ -16,7 +16,7 @@ from healforge.hats import layout
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 
-_METADATA = ("_metadata", "_common_metadata")
+_METADATA = (layout.METADATA_FILE, layout.COMMON_METADATA_FILE)
 _PIXEL = re.compile(r"^Norder=\d+/Dir=\d+/Npix=\d+")
 _SINGLE = re.compile(r"^Norder=\d+/Dir=\d+/Npix=\d+\.parquet$")
 _IN_DIR = re.compile(r"^Norder=\d+/Dir=\d+/Npix=\d+/[^/]+\.parquet$")

@@ -42,7 +42,7 @@ def validate_collection(
         report.problems.append(str(exc))
         return report
     hats_strict(root, report.problems)
-    if not (coll.primary / "hats.properties").exists():
+    if not layout.properties_file(coll.primary).exists():
         report.problems.append(f"primary catalog {coll.primary} is missing")
         return report
     # hats' strict collection check above covered every member's hats checks
@@ -51,14 +51,14 @@ def validate_collection(
     report.problems += _prefixed(primary, coll.primary.name)
     report.rows, report.files = primary.rows, primary.files
     for label, path in coll.margins.items():
-        if not (path / "hats.properties").exists():
+        if not layout.properties_file(path).exists():
             report.problems.append(f"margin {label} is listed in collection.properties but missing")
             continue
         member = validate_margin(path, coll.primary, hats_check=False)
         report.members.append(member)
         report.problems += _prefixed(member, label)
     for column, path in coll.indexes.items():
-        if not (path / "hats.properties").exists():
+        if not layout.properties_file(path).exists():
             report.problems.append(f"index on {column} ({path.name}) is listed but missing")
             continue
         member = validate_index(path, coll.primary, hats_check=False)
@@ -89,7 +89,7 @@ def find_primary(root: AnyPath) -> AnyPath | None:
     if storage.protocol_of(url) or os.path.isabs(url):
         candidates.insert(0, as_path(url, options if storage.protocol_of(url) else None))
     for candidate in candidates:
-        if (candidate / "hats.properties").exists():
+        if layout.properties_file(candidate).exists():
             return candidate
     return None
 

@@ -165,7 +165,7 @@ def _plan(root, out, margins, indexes, name, default_margin, storage_options) ->
     index_dirs: dict[str, str] = {}
     chosen_default = None
     for kind, path in given.values():
-        if not (path / "hats.properties").exists() and not (path / "properties").exists():
+        if not layout.properties_file(path).exists() and not (path / layout.LEGACY_PROPERTIES_FILE).exists():
             raise CatalogError(f"{kind} {path} is not a HATS catalog (no hats.properties)")
         mprops = layout.read_properties(path)
         if mprops.get("dataproduct_type") != kind:

@@ -528,7 +528,7 @@ def _finish(
         total = layout.write_dataset_metadata(output)
     else:
         schema = storage.read_parquet_schema(source.schema_file)
-        for leaf in ("_common_metadata", "_metadata"):
+        for leaf in (layout.COMMON_METADATA_FILE, layout.METADATA_FILE):
             with storage.atomic_output(output / layout.DATASET_DIR / leaf) as tmp:
                 pq.write_metadata(schema, tmp)
         total = 0

@@ -59,10 +59,10 @@ def members_of(catalog: str | os.PathLike) -> list[Member]:
     coll = collection_of(catalog)
     if coll is not None:
         for path in coll.margins.values():
-            if (path / "hats.properties").exists():
+            if layout.properties_file(path).exists():
                 found[str(path)] = _from_properties("margin", path)
         for path in coll.indexes.values():
-            if (path / "hats.properties").exists():
+            if layout.properties_file(path).exists():
                 found[str(path)] = _from_properties("index", path)
     for kind, name in REGISTRIES.items():
         registry = catalog / STATE_DIR / name

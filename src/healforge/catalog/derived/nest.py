@@ -339,7 +339,7 @@ def _rebuild_members(
 
 def _schema(root: AnyPath) -> pa.Schema:
     layout.require_catalog(root)
-    path = root / layout.DATASET_DIR / "_common_metadata"
+    path = layout.common_metadata_file(root)
     if not path.exists():
         raise CatalogError(f"{root} is not a HATS catalog (no {layout.DATASET_DIR}/_common_metadata)")
     return storage.read_parquet_schema(path).remove_metadata()
@@ -441,11 +441,11 @@ def _finish(output: AnyPath, objects: AnyPath, pixels: list[tuple[int, int]], na
 
     layout.write_partition_info(output, pixels)
     total = layout.write_dataset_metadata(output)
-    for skymap in list(objects.glob("skymap*.fits")) + list(objects.glob("point_map.fits")):
+    for skymap in list(objects.glob("skymap*.fits")) + list(objects.glob(layout.POINT_MAP_FILE)):
         storage.copy_file(skymap, output / skymap.name)
     props = layout.read_properties(objects)
     kept = {k: props[k] for k in _KEPT_PROPERTIES if k in props}
-    if not (output / "skymap.fits").exists():
+    if not (output / layout.SKYMAP_FILE).exists():
         kept.pop(Key.SKYMAP_ORDER, None)
         kept.pop(Key.SKYMAP_ALT_ORDERS, None)
     sky = layout.sky_fraction(pixels)
