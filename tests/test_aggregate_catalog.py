@@ -7,7 +7,7 @@ import pytest
 import healforge
 from conftest import make_points, run_cli, survey_table, write_parquet_files
 from healforge.aggregate.sources import to_sources
-from healforge.catalog.format import list_data_files
+from healforge.hats.layout import list_data_files
 
 STATS = ["count", "mean", "std", "min", "max", "median"]
 

@@ -16,9 +16,9 @@ from hats.pixel_math import compute_spatial_index
 
 import healforge
 from conftest import make_points, run_cli, survey_table, write_parquet_files
-from healforge.catalog import format as fmt
 from healforge.catalog.build import ancillary
 from healforge.catalog.derived.collection import resolve_catalog
+from healforge.hats import layout
 
 ALT = [1, 3]
 STAT_KINDS = ("min_value", "max_value", "null_count", "row_count")
@@ -64,13 +64,13 @@ def _stats_by_pixel(path) -> pd.DataFrame:
 
 
 def _all_rows(root) -> pa.Table:
-    return pa.concat_tables([pq.read_table(f) for f in fmt.list_data_files(root)])
+    return pa.concat_tables([pq.read_table(f) for f in layout.list_data_files(root)])
 
 
 def check_outputs(root, summary: bool = False):
     """Every optional file matches the data in place (independent numpy/pyarrow computations)."""
     root = Path(resolve_catalog(root))  # a changed catalog: its current version
-    props = fmt.read_properties(root)
+    props = layout.read_properties(root)
     total = int(props["hats_nrows"])
     rows = _all_rows(root)
     assert rows.num_rows == total
@@ -84,7 +84,7 @@ def check_outputs(root, summary: bool = False):
         want = np.bincount(h29 >> (2 * (29 - k)), minlength=12 * 4**k)
         assert got.sum() == total and np.array_equal(got, want), name
     # per-partition statistics: one pixel set with the catalog, rows and min/max per pixel
-    pixels = fmt.read_partition_info(root)
+    pixels = layout.read_partition_info(root)
     stats = _stats_by_pixel(root / ancillary.STATISTICS)
     assert sorted(stats.index) == sorted(pixels)
     df = rows.to_pandas()
@@ -97,7 +97,7 @@ def check_outputs(root, summary: bool = False):
             assert row[f"{col}::max_value"] == part[col].max(), col
     # thumbnail: the first row of every data file, ordered by _healpix_29
     thumb = pq.read_table(root / ancillary.THUMBNAIL)
-    firsts = pa.concat_tables([pq.read_table(f).slice(0, 1) for f in fmt.list_data_files(root)])
+    firsts = pa.concat_tables([pq.read_table(f).slice(0, 1) for f in layout.list_data_files(root)])
     firsts = firsts.sort_by("_healpix_29")
     if firsts.num_rows <= int(props["hats_max_rows"]):
         assert thumb.equals(firsts)
@@ -166,7 +166,7 @@ def test_import_outputs_equal_hats_import(tmp_path):
     pd.testing.assert_frame_equal(s_ours, s_theirs)
     t_ours, t_theirs = (pq.read_table(c / ancillary.THUMBNAIL) for c in (ours, theirs))
     assert t_ours.equals(t_theirs)
-    p_ours, p_theirs = fmt.read_properties(ours), fmt.read_properties(theirs)
+    p_ours, p_theirs = layout.read_properties(ours), layout.read_properties(theirs)
     for key in ("hats_skymap_alt_orders", "hats_cols_default", "obs_title", "hats_skymap_order"):
         assert p_ours[key] == p_theirs[key], key
     assert is_valid_catalog(str(ours), strict=True)
@@ -189,12 +189,12 @@ def test_cli_outputs_kept_current_by_append_and_compact(tmp_path):
     )  # fmt: skip
     check_outputs(root, summary=True)
     run_cli("append", root, *b, "--batch", "b", "--synchronous", "-q")
-    assert fmt.has_multi_file_pixels(resolve_catalog(root))
+    assert layout.has_multi_file_pixels(resolve_catalog(root))
     check_outputs(root, summary=True)
     run_cli("compact", root, "--threshold", 150, "--synchronous", "-q")
-    assert not fmt.has_multi_file_pixels(resolve_catalog(root))
+    assert not layout.has_multi_file_pixels(resolve_catalog(root))
     check_outputs(root, summary=True)
-    props = fmt.read_properties(resolve_catalog(root))
+    props = layout.read_properties(resolve_catalog(root))
     assert props["obs_title"] == "Kept current" and props["creator_did"] == "ivo://example/test"
     assert props["hats_cols_default"] == "id ra name"
     cat = lsdb.open_catalog(str(root))
@@ -221,7 +221,7 @@ def test_summary_without_statistics_after_append(tmp_path):
         root, _batch(tmp_path / "b", 1_000, 50_000, 7, "uniform"), "b", synchronous=True, quiet=True
     )
     root = resolve_catalog(root)  # the catalog's new version
-    assert not (root / fmt.DATASET_DIR / "_metadata").exists()
+    assert not (root / layout.DATASET_DIR / "_metadata").exists()
     text = (root / "README.md").read_text()
     assert "| 4,000 |" in text
     maxima = next(line for line in text.splitlines() if line.startswith("| **Maximum value**"))

@@ -11,8 +11,8 @@ from hats.io.validation import is_valid_catalog
 
 import healforge
 from conftest import make_points, run_cli, survey_table
-from healforge.catalog import format as fmt
 from healforge.catalog.derived.collection import resolve_catalog
+from healforge.hats import layout
 
 
 def _write(path, table):
@@ -42,7 +42,7 @@ def _assert_rows(path, tables: list[pa.Table]):
     want = pa.concat_tables(tables).to_pandas().sort_values("id")
     assert np.array_equal(df["id"].to_numpy(dtype=np.int64), want["id"].to_numpy())
     assert np.array_equal(df["ra"].to_numpy(dtype=np.float64), want["ra"].to_numpy())
-    assert int(fmt.read_properties(resolve_catalog(path))["hats_nrows"]) == len(want)
+    assert int(layout.read_properties(resolve_catalog(path))["hats_nrows"]) == len(want)
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def base(tmp_path):
 def test_append_b_then_c(base):
     tmp_path, a = base
     root = tmp_path / "cat"
-    before = fmt.read_partition_info(resolve_catalog(root))
+    before = layout.read_partition_info(resolve_catalog(root))
     b = _batch(tmp_path, "B", "clustered", 3_000, 100_000, 2)
     # C lies partly outside the current coverage (new pixels) and partly inside
     c_ra = np.r_[np.full(50, 300.0) + np.linspace(0, 0.1, 50), np.linspace(199.5, 200.5, 50)]
@@ -65,16 +65,16 @@ def test_append_b_then_c(base):
     c = _write(tmp_path / "in" / "C.parquet", survey_table(c_ra, c_dec, 200_000, 3))
     res_b = healforge.append(root, [b], "nightB", synchronous=True, quiet=True)
     assert res_b.rows == 3_000
-    assert fmt.read_properties(resolve_catalog(root))["hats_npix_suffix"] == "/"
+    assert layout.read_properties(resolve_catalog(root))["hats_npix_suffix"] == "/"
     proc = run_cli("append", root, c, "--batch", "nightC", "--synchronous", "-q")
     assert "appended 100 rows" in proc.stdout
-    after = fmt.read_partition_info(resolve_catalog(root))
+    after = layout.read_partition_info(resolve_catalog(root))
     # covered areas keep their partitioning: every old pixel is still there
     assert set(before) <= set(after)
     tables = [pq.read_table(p) for p in (a, b, c)]
     _assert_rows(root, tables)
     # files: Npix=P/Npix=P.parquet for A, nightB.parquet and nightC.parquet for the appends
-    names = {f.name for f in fmt.list_data_files(resolve_catalog(root))}
+    names = {f.name for f in layout.list_data_files(resolve_catalog(root))}
     assert {"nightB.parquet", "nightC.parquet"} <= names
     # appending the same batch again is detected
     again = healforge.append(root, [c], "nightC", synchronous=True, quiet=True)
@@ -159,7 +159,7 @@ def test_compact_dedupes_keeps_latest_and_obeys_threshold(base):
     healforge.append(
         root, [_write(tmp_path / "in" / "B2.parquet", t_mjd(tb, 2.0))], "b", synchronous=True, quiet=True
     )
-    assert int(fmt.read_properties(resolve_catalog(root))["hats_nrows"]) == ta.num_rows + tb.num_rows
+    assert int(layout.read_properties(resolve_catalog(root))["hats_nrows"]) == ta.num_rows + tb.num_rows
     proc = run_cli(
         "compact",
         root,
@@ -176,7 +176,7 @@ def test_compact_dedupes_keeps_latest_and_obeys_threshold(base):
     df = _read_all(root)
     assert df["id"].is_unique and len(df) == ta.num_rows + new.num_rows
     assert (df.set_index("id").loc[ids, "mag"] == 99.0).all()
-    for f in fmt.list_data_files(resolve_catalog(root)):
+    for f in layout.list_data_files(resolve_catalog(root)):
         assert pq.read_metadata(f).num_rows <= 800
         assert f.name == "compacted.parquet"
     assert healforge.validate_catalog(root, id_column="id").ok
@@ -185,7 +185,8 @@ def test_compact_dedupes_keeps_latest_and_obeys_threshold(base):
 
 def _margin_ids(path) -> list[int]:
     return sorted(
-        pq.read_table(f, columns=["id"])["id"].to_pylist() for f in fmt.list_data_files(resolve_catalog(path))
+        pq.read_table(f, columns=["id"])["id"].to_pylist()
+        for f in layout.list_data_files(resolve_catalog(path))
     )
 
 

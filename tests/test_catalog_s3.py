@@ -17,7 +17,7 @@ import pytest
 
 import healforge
 from conftest import BUCKET, make_points, run_cli, survey_table
-from healforge.catalog import format as fmt
+from healforge.hats import layout
 from healforge.io import storage
 
 FAST = {"synchronous": True, "quiet": True}
@@ -90,7 +90,7 @@ def test_cli_import_with_margin_to_s3_matches_local(tmp_path, s3_options):
     assert scratch.exists() and not any(scratch.iterdir())
     _no_local_s3_dirs(tmp_path)
     # same partitioning and rows as the local import, read by lsdb through the storage options
-    assert fmt.read_partition_info(storage.as_path(url, s3_options)) == fmt.read_partition_info(
+    assert layout.read_partition_info(storage.as_path(url, s3_options)) == layout.read_partition_info(
         tmp_path / "local"
     )
     _same_rows(_read(url, s3_options), _read(str(tmp_path / "local")))
@@ -149,8 +149,8 @@ def test_api_margin_append_compact_on_s3_match_local(tmp_path, s3_options):
         coll = healforge.open_collection(root, storage_options=so)
         current = coll.margins[coll.default_margin]
         assert current.name == "cat_margin.v2" and str(current.parent) == str(storage.as_path(root, so))
-        assert int(fmt.read_properties(current)["hats_nrows"]) > m.rows
-        assert int(fmt.read_properties(storage.as_path(margin_path, so))["hats_nrows"]) == m.rows
+        assert int(layout.read_properties(current)["hats_nrows"]) > m.rows
+        assert int(layout.read_properties(storage.as_path(margin_path, so))["hats_nrows"]) == m.rows
         report = healforge.validate_catalog(root, id_column=None, storage_options=so)
         assert report.ok, str(report)
     _same_rows(_read(url, s3_options), _read(str(roots["local"])))
@@ -247,7 +247,7 @@ def test_nest_on_s3_matches_local(tmp_path, s3_options):
             **FAST,
         )
         assert len(_read(f"{prefix}/nested", so)) == 300
-        files = fmt.list_data_files(storage.as_path(f"{prefix}/nested", so))
+        files = layout.list_data_files(storage.as_path(f"{prefix}/nested", so))
         out[kind] = pa.concat_tables(storage.read_parquet_table(f) for f in files).sort_by("id")
     assert out["s3"].equals(out["local"]) and out["s3"].num_rows == 300
 
@@ -366,4 +366,23 @@ def test_collection_with_margin_and_index_on_s3(tmp_path, s3_options):
     root = storage.as_path(url, s3_options)
     assert not (root.parent / ".coll.healforge-members").exists()
     assert not (coll.primary / ".healforge-txn").exists()
+    _no_local_s3_dirs(tmp_path)
+
+
+def test_summary_on_s3_matches_local(tmp_path, s3_options):
+    """The summary (density map drawn at a capped order) of a catalog on s3, after an append
+    that leaves it without ``_metadata``, is the one written on local disk."""
+    a = _batch(tmp_path, "A", 3_000, 0, 1)
+    c = _batch(tmp_path, "C", 1_000, 100_000, 2, kind="uniform")
+    url = _url("cat")
+    opts = {"threshold": 1_500, "highest_order": 8, "summary": True, **FAST}
+    healforge.import_catalog([a], url, storage_options=s3_options, **opts)
+    healforge.import_catalog([a], tmp_path / "cat", **opts)
+    healforge.append(url, [c], "c", storage_options=s3_options, **FAST)
+    healforge.append(tmp_path / "cat", [c], "c", **FAST)
+    remote = healforge.resolve_catalog(storage.as_path(url, s3_options))
+    local = healforge.resolve_catalog(tmp_path / "cat")
+    text = (remote / "README.md").read_text()
+    assert "Density Skymap" in text and "| 4,000 |" in text
+    assert text == (local / "README.md").read_text()
     _no_local_s3_dirs(tmp_path)

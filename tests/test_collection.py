@@ -12,7 +12,7 @@ from scipy.spatial import cKDTree
 
 import healforge
 from conftest import make_points, run_cli, survey_table
-from healforge.catalog import format as fmt
+from healforge.hats import layout
 from test_margin import check_margin, xyz
 
 RAD = np.pi / 180 / 3600
@@ -33,7 +33,7 @@ def _batch(tmp_path, name, n, start_id, seed, region=((40, 50), (-5, 5))):
 
 
 def _props(path) -> dict:
-    return fmt.read_properties(path) if (path / "hats.properties").exists() else {}
+    return layout.read_properties(path) if (path / "hats.properties").exists() else {}
 
 
 def _collection_props(coll) -> dict:
@@ -98,8 +98,8 @@ def _files(coll) -> dict:
 def _pixels_of(primary, ids):
     """(Norder, Npix) of the rows with these ids (from the data files)."""
     orders, pixels = [], []
-    for f in fmt.list_data_files(primary):
-        order, pixel = fmt.pixel_of_path(f)
+    for f in layout.list_data_files(primary):
+        order, pixel = layout.pixel_of_path(f)
         n = int(np.isin(pq.read_table(f, columns=["id"])["id"].to_numpy(), ids).sum())
         orders += [order] * n
         pixels += [pixel] * n
@@ -210,7 +210,7 @@ def test_append_and_compact_keep_every_member_current(coll):
     assert index_rows == 7000
     margin = current.margins[current.default_margin]
     assert margin == root / "coll_1arcmin.v3"
-    margin_ids = {i for f in fmt.list_data_files(margin) for i in pq.read_table(f)["id"].to_pylist()}
+    margin_ids = {i for f in layout.list_data_files(margin) for i in pq.read_table(f)["id"].to_pylist()}
     assert any(i >= 100_000 for i in margin_ids)
 
     healforge.compact(root, "id", threshold=600, synchronous=True, quiet=True)
@@ -268,10 +268,10 @@ def test_margin_and_index_commands_add_members(coll):
     assert healforge.validate_catalog(root / "coll_name").ok
     # a margin missing a row is caught, and an extra row too
     m = root / "coll_5arcs"
-    f = fmt.list_data_files(m)[0]
+    f = layout.list_data_files(m)[0]
     t = pq.read_table(f)
-    fmt.atomic_write_parquet(t.slice(1), f)
-    fmt.write_dataset_metadata(m)
+    layout.atomic_write_parquet(t.slice(1), f)
+    layout.write_dataset_metadata(m)
     proc = run_cli("validate", m, check=False)
     assert proc.returncode == 1 and "are missing" in proc.stderr
     report = healforge.validate_catalog(root)

@@ -26,16 +26,16 @@ def _rows(path) -> np.ndarray:
 def _command_module() -> types.ModuleType:
     """``healforge append-table``: append the rows of one Parquet file read whole, as a batch
     named after it; a whole catalog command in one module, on the writer spine."""
-    from healforge.catalog import format as fmt
     from healforge.catalog.change.append import stage_and_commit
     from healforge.catalog.change.writer import change
     from healforge.catalog.derived.collection import resolve_catalog
     from healforge.commands import add_command, call_api
+    from healforge.hats import layout
     from healforge.options import RunOptions
 
     def append_table(catalog, table, label, run=None, **run_options):
         run = RunOptions.of(run, **run_options)
-        root = fmt.require_catalog(resolve_catalog(run.path(catalog)))
+        root = layout.require_catalog(resolve_catalog(run.path(catalog)))
         with change(root, "append-table", run.tmp_dir) as work:
             rows = work / "rows.parquet"
             pq.write_table(table, rows)
@@ -121,7 +121,7 @@ def test_a_storage_backend_is_an_fsspec_implementation(tmp_path, memory_backend)
     assert int(pa.compute.sum(got["mag_count"]).as_py()) == table.num_rows
     with fs.open("/map.parquet", "rb") as f:
         assert pq.read_table(f).equals(got)
-    from healforge.catalog.format import list_data_files
+    from healforge.hats.layout import list_data_files
 
     ids = np.sort(
         np.concatenate(

@@ -12,7 +12,7 @@ from hats.pixel_math import compute_spatial_index
 
 import healforge
 from conftest import make_points, run_cli, survey_table, write_parquet_files
-from healforge.catalog import format as fmt
+from healforge.hats import layout
 
 
 def check_catalog(path, source: pa.Table, threshold: int | None = None):
@@ -29,8 +29,8 @@ def check_catalog(path, source: pa.Table, threshold: int | None = None):
     assert np.array_equal(got.index.to_numpy(dtype=np.int64), want.index.to_numpy(dtype=np.int64))
     for col in want.columns:
         assert np.array_equal(got[col].to_numpy(), want[col].to_numpy()), col
-    for f in fmt.list_data_files(path):
-        order, pixel = fmt.pixel_of_path(f)
+    for f in layout.list_data_files(path):
+        order, pixel = layout.pixel_of_path(f)
         table = pq.read_table(f)
         assert table.schema.names[0] == "_healpix_29"
         assert table.schema.metadata is None or b"pandas" not in table.schema.metadata
@@ -57,7 +57,7 @@ def test_import_point_sets(tmp_path, kind):
     )
     assert result.rows == table.num_rows and result.rejected == 0
     check_catalog(tmp_path / "cat", table, threshold=2_000)
-    props = fmt.read_properties(tmp_path / "cat")
+    props = layout.read_properties(tmp_path / "cat")
     assert props["hats_nrows"] == str(table.num_rows)
     assert props["dataproduct_type"] == "object"
     assert (tmp_path / "cat" / "point_map.fits").exists() and (tmp_path / "cat" / "skymap.fits").exists()
@@ -74,7 +74,7 @@ def test_pixel_exactly_at_threshold(tmp_path):
     res = healforge.import_catalog(
         files, tmp_path / "cat", threshold=40, highest_order=5, synchronous=True, quiet=True
     )
-    counts = {pq.read_metadata(f).num_rows for f in fmt.list_data_files(tmp_path / "cat")}
+    counts = {pq.read_metadata(f).num_rows for f in layout.list_data_files(tmp_path / "cat")}
     assert 40 in counts and res.rows == 79
     check_catalog(tmp_path / "cat", table, threshold=40)
 
@@ -116,7 +116,7 @@ def test_partition_info_identical_to_hats_import(tmp_path):
     assert ours == theirs
     assert ours.startswith("Norder,Npix\n")
     # hats-import's files hold the same rows per pixel
-    for f in fmt.list_data_files(tmp_path / "ours"):
+    for f in layout.list_data_files(tmp_path / "ours"):
         rel = f.relative_to(tmp_path / "ours")
         ref = pq.read_table(tmp_path / "theirs" / rel)
         mine = pq.read_table(f)
@@ -190,7 +190,7 @@ def test_cli_import_info_validate(tmp_path):
     ]
     proc = run_cli(*args)
     assert "5000 rows" in proc.stdout
-    props = fmt.read_properties(out)
+    props = layout.read_properties(out)
     assert props["obs_collection"] == "mysurvey" and props["dataproduct_type"] == "source"
     assert props["hats_cols_sort"] == "id"
     info = run_cli("info", out).stdout
@@ -212,12 +212,12 @@ def test_validate_finds_broken_catalog(tmp_path):
     healforge.import_catalog(
         files, tmp_path / "cat", threshold=400, highest_order=5, synchronous=True, quiet=True
     )
-    f = fmt.list_data_files(tmp_path / "cat")[0]
+    f = layout.list_data_files(tmp_path / "cat")[0]
     t = pq.read_table(f)
     # reverse the rows (unsorted) and duplicate an id
     t = t.take(np.arange(t.num_rows)[::-1].copy())
     ids = t["id"].to_numpy().copy()
-    other = pq.read_table(fmt.list_data_files(tmp_path / "cat")[1])["id"][0].as_py()
+    other = pq.read_table(layout.list_data_files(tmp_path / "cat")[1])["id"][0].as_py()
     ids[0] = other
     t = t.set_column(t.schema.get_field_index("id"), "id", pa.array(ids))
     pq.write_table(t, f)

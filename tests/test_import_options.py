@@ -10,9 +10,9 @@ from hats.io.validation import is_valid_catalog
 
 import healforge
 from conftest import make_points, run_cli, survey_table, write_parquet_files
-from healforge.catalog import format as fmt
 from healforge.catalog.build.column_types import parse_size, row_bytes
 from healforge.errors import BadInputError, OptionError
+from healforge.hats import layout
 from healforge.pixel.alignment import ThresholdError
 
 QUIET = {"synchronous": True, "quiet": True}
@@ -24,7 +24,7 @@ def strict_valid(path) -> bool:
 
 def rows_by_id(path) -> pa.Table:
     """All rows of a catalog's data files, sorted by id."""
-    table = pa.concat_tables([pq.read_table(f) for f in fmt.list_data_files(path)])
+    table = pa.concat_tables([pq.read_table(f) for f in layout.list_data_files(path)])
     return table.sort_by("id")
 
 
@@ -58,16 +58,16 @@ def test_max_bytes(tmp_path, survey, hats_import_catalogs):
     limit = 100_000
     res = healforge.import_catalog(files, tmp_path / "cat", max_bytes="100kB", highest_order=8, **QUIET)
     assert res.rows == table.num_rows
-    for f in fmt.list_data_files(tmp_path / "cat"):
+    for f in layout.list_data_files(tmp_path / "cat"):
         assert f.stat().st_size <= 1.1 * limit
         assert pq.read_metadata(f).num_rows * per_row <= limit
-    props = fmt.read_properties(tmp_path / "cat")
+    props = layout.read_properties(tmp_path / "cat")
     assert props["hats_max_bytes"] == str(limit) and "hats_max_rows" not in props
     assert strict_valid(tmp_path / "cat")
     assert len(lsdb.open_catalog(str(tmp_path / "cat")).compute()) == table.num_rows
     rows = int(limit // per_row)
     healforge.import_catalog(files, tmp_path / "rows", threshold=rows, highest_order=8, **QUIET)
-    assert fmt.read_partition_info(tmp_path / "cat") == fmt.read_partition_info(tmp_path / "rows")
+    assert layout.read_partition_info(tmp_path / "cat") == layout.read_partition_info(tmp_path / "rows")
     # the same partitions as hats-import's byte_pixel_threshold
     theirs = hats_import_catalogs[2] / "partition_info.csv"
     assert (tmp_path / "cat" / "partition_info.csv").read_text() == theirs.read_text()
@@ -88,8 +88,8 @@ def test_subtile_row_groups(tmp_path, survey):
         "--subtile-order-delta", "2", "--synchronous", "-q",
     )  # fmt: skip
     n_groups = 0
-    for f in fmt.list_data_files(tmp_path / "cat"):
-        order, _ = fmt.pixel_of_path(f)
+    for f in layout.list_data_files(tmp_path / "cat"):
+        order, _ = layout.pixel_of_path(f)
         pf = pq.ParquetFile(f)
         h29 = pf.read(columns=["_healpix_29"])["_healpix_29"].to_numpy()
         shift = 2 * (29 - order - 2)
@@ -101,7 +101,7 @@ def test_subtile_row_groups(tmp_path, survey):
         # row groups split exactly at sub-pixel boundaries: one group per distinct sub-pixel
         assert len(subs) == len(set(subs)) == len(np.unique(h29 >> shift))
         n_groups += pf.num_row_groups
-    assert n_groups > len(fmt.list_data_files(tmp_path / "cat"))
+    assert n_groups > len(layout.list_data_files(tmp_path / "cat"))
     assert strict_valid(tmp_path / "cat")
     assert len(rows_by_id(tmp_path / "cat")) == table.num_rows
 
@@ -109,7 +109,7 @@ def test_subtile_row_groups(tmp_path, survey):
 def test_row_group_rows(tmp_path, survey):
     _, files = survey
     healforge.import_catalog(files, tmp_path / "cat", threshold=5000, row_group_rows=700, **QUIET)
-    for f in fmt.list_data_files(tmp_path / "cat"):
+    for f in layout.list_data_files(tmp_path / "cat"):
         meta = pq.read_metadata(f)
         sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
         assert all(s == 700 for s in sizes[:-1]) and 0 < sizes[-1] <= 700
@@ -122,7 +122,7 @@ def test_columns(tmp_path, survey):
     healforge.import_catalog(
         files, tmp_path / "cat", threshold=5000, columns=["mag"], id_column="id", **QUIET
     )
-    for f in fmt.list_data_files(tmp_path / "cat"):
+    for f in layout.list_data_files(tmp_path / "cat"):
         assert pq.read_schema(f).names == ["_healpix_29", "id", "ra", "dec", "mag"]
     got = rows_by_id(tmp_path / "cat")
     assert got["mag"].equals(table["mag"]) and got["id"].equals(table["id"])
@@ -206,7 +206,7 @@ def test_ecsv_round_trip(tmp_path):
 
 
 def rows_by_id_col(path, col):
-    return pa.concat_tables([pq.read_table(f) for f in fmt.list_data_files(path)]).sort_by(col)
+    return pa.concat_tables([pq.read_table(f) for f in layout.list_data_files(path)]).sort_by(col)
 
 
 @pytest.fixture(scope="module")
@@ -256,7 +256,7 @@ def test_reimport_hats_import_catalog(tmp_path, survey, hats_import_catalogs):
     assert after.schema.names == before.schema.names
     assert after.equals(before.cast(after.schema))
     assert after.select(table.column_names).equals(table)
-    old, new = fmt.read_properties(source), fmt.read_properties(tmp_path / "re")
+    old, new = layout.read_properties(source), layout.read_properties(tmp_path / "re")
     for key in ("obs_collection", "hats_col_ra", "hats_col_dec", "obs_regime", "hats_cols_default"):
         assert new[key] == old[key], key
     assert new["obs_collection"] == "theirs5000"
@@ -279,10 +279,10 @@ def test_reimport_healforge_catalog_and_collection(tmp_path, survey, hats_import
     ).read_text()
     before, after = rows_by_id(tmp_path / "cat"), rows_by_id(tmp_path / "re")
     assert after.equals(before)
-    props = fmt.read_properties(tmp_path / "re")
+    props = layout.read_properties(tmp_path / "re")
     assert props["obs_collection"] == "survey" and props["hats_col_id"] == "id"
     assert props["hats_cols_sort"] == "mag" and props["hats_max_rows"] == "1500"
-    for f in fmt.list_data_files(tmp_path / "re"):
+    for f in layout.list_data_files(tmp_path / "re"):
         t = pq.read_table(f)
         assert t.schema.names.count("_healpix_29") == 1
         keys = list(zip(t["_healpix_29"].to_pylist(), t["mag"].to_pylist(), strict=True))
@@ -310,11 +310,11 @@ def test_reimport_appended_catalog_with_columns(tmp_path, survey):
     table, files = survey
     healforge.import_catalog(files[0], tmp_path / "cat", threshold=4000, id_column="id", **QUIET)
     healforge.append(tmp_path / "cat", files[1], "night2", **QUIET)
-    assert fmt.read_properties(healforge.resolve_catalog(tmp_path / "cat"))["hats_npix_suffix"] == "/"
+    assert layout.read_properties(healforge.resolve_catalog(tmp_path / "cat"))["hats_npix_suffix"] == "/"
     healforge.import_catalog(tmp_path / "cat", tmp_path / "re", threshold=3000, columns=["mag"], **QUIET)
     got = rows_by_id(tmp_path / "re")
     assert got.schema.names == ["_healpix_29", "id", "ra", "dec", "mag"]
     assert got.select(["id", "ra", "dec", "mag"]).equals(table.select(["id", "ra", "dec", "mag"]))
-    props = fmt.read_properties(tmp_path / "re")
+    props = layout.read_properties(tmp_path / "re")
     assert props["hats_npix_suffix"] == ".parquet" and props["hats_col_id"] == "id"
     assert strict_valid(tmp_path / "re")

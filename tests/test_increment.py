@@ -14,9 +14,9 @@ from hats.io.validation import is_valid_catalog
 
 import healforge
 from conftest import make_points, run_cli, survey_table
-from healforge.catalog import format as fmt
 from healforge.catalog.derived.collection import open_collection, resolve_catalog
 from healforge.demo import nightly_batches
+from healforge.hats import layout
 
 KW = {"synchronous": True, "quiet": True}
 ID = "diaObjectId"
@@ -82,7 +82,7 @@ def _expected(batches, upto: int):
 
 def _flat_files(root, name) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Top-level rows and the exploded nested column, read with pyarrow from the data files."""
-    tables = [pq.read_table(f) for f in fmt.list_data_files(resolve_catalog(root))]
+    tables = [pq.read_table(f) for f in layout.list_data_files(resolve_catalog(root))]
     table = pa.concat_tables(tables)
     lists = table.column(name).combine_chunks()
     # nested-pandas' packed layout: a struct of equally long lists, one per source column
@@ -173,7 +173,7 @@ def _check_lsdb_queries(root, batches, upto):
 
 def test_increments_then_consolidation_keep_every_source(catalog):
     root, batches = catalog
-    rows_before = int(fmt.read_properties(resolve_catalog(root))["hats_nrows"])
+    rows_before = int(layout.read_properties(resolve_catalog(root))["hats_nrows"])
     margin = root.with_name("cat_margin")
     healforge.margin(root, margin, 60.0, **KW)
     orphans = {name: 0 for name in NESTED}
@@ -193,7 +193,7 @@ def test_increments_then_consolidation_keep_every_source(catalog):
         import lsdb
 
         df = lsdb.open_catalog(str(root)).compute()
-        assert len(df) == int(fmt.read_properties(resolve_catalog(root))["hats_nrows"]) > rows_before
+        assert len(df) == int(layout.read_properties(resolve_catalog(root))["hats_nrows"]) > rows_before
         assert set(pq.read_table(batches[night]["objects"])[ID].to_pylist()) <= set(df[ID])
         # the recorded margin follows the catalog (its rows are rows of the catalog): its next
         # version is the margin of the collection the catalog became
@@ -201,7 +201,7 @@ def test_increments_then_consolidation_keep_every_source(catalog):
         cur_margin = current.margins[current.default_margin]
         assert cur_margin.name == f"cat_margin.v{night + 1}"
         m = lsdb.read_hats(str(cur_margin)).compute()
-        assert len(m) == int(fmt.read_properties(cur_margin)["hats_nrows"]) and set(m[ID]) <= set(df[ID])
+        assert len(m) == int(layout.read_properties(cur_margin)["hats_nrows"]) and set(m[ID]) <= set(df[ID])
         for name in NESTED:
             path = root.with_name(f"{root.name}.night{night}.orphans.{name}.parquet")
             orphans[name] += pq.read_table(path).num_rows if path.exists() else 0
@@ -233,7 +233,7 @@ def _to_list_struct(root) -> None:
     from healforge.pixel import SPATIAL_INDEX_COLUMN
 
     root = resolve_catalog(root)  # the current version once a change made it a collection
-    for f in fmt.list_data_files(root):
+    for f in layout.list_data_files(root):
         t = pq.read_table(f)
         for name in NESTED:
             col = t.column(name).combine_chunks()
@@ -244,8 +244,8 @@ def _to_list_struct(root) -> None:
             lengths = pa.compute.list_value_length(children[0]).to_numpy(zero_copy_only=False)
             offsets = pa.array(np.r_[0, np.cumsum(lengths)].astype(np.int32))
             t = t.set_column(t.schema.get_field_index(name), name, pa.ListArray.from_arrays(offsets, items))
-        fmt.atomic_write_parquet(t, f, (SPATIAL_INDEX_COLUMN,), None)
-    fmt.write_dataset_metadata(root)
+        layout.atomic_write_parquet(t, f, (SPATIAL_INDEX_COLUMN,), None)
+    layout.write_dataset_metadata(root)
     schema = pq.read_schema(root / "dataset" / "_common_metadata")
     assert all(pa.types.is_list(schema.field(n).type) for n in NESTED)
 
@@ -307,11 +307,11 @@ def test_compact_keeps_nested_history_regression(catalog):
 @pytest.mark.parametrize("kill_at", ["Finding objects:1", "Reducing:1", "Commit:1", "Apply:3"])
 def test_killed_increment_rolls_back_or_forward(catalog, kill_at):
     root, batches = catalog
-    before = int(fmt.read_properties(resolve_catalog(root))["hats_nrows"])
+    before = int(layout.read_properties(resolve_catalog(root))["hats_nrows"])
     proc = _increment_cli(root, batches[1], "night1", check=False, env={"HEALFORGE_KILL_AFTER": kill_at})
     assert proc.returncode == -9, proc.stderr
     if kill_at in ("Finding objects:1", "Reducing:1"):
-        assert int(fmt.read_properties(resolve_catalog(root))["hats_nrows"]) == before
+        assert int(layout.read_properties(resolve_catalog(root))["hats_nrows"]) == before
         assert is_valid_catalog(str(root), strict=True)
     proc = _increment_cli(root, batches[1], "night1")
     healforge.compact(root, ID, "validityStart", **KW)
@@ -330,7 +330,7 @@ def test_killed_compact_rolls_back_or_forward(catalog, kill_at):
         import lsdb
 
         assert len(lsdb.open_catalog(str(root)).compute()) == int(
-            fmt.read_properties(resolve_catalog(root))["hats_nrows"]
+            layout.read_properties(resolve_catalog(root))["hats_nrows"]
         )
     run_cli(*args)
     _check_consolidated(root, batches, 2)
@@ -357,7 +357,7 @@ def test_delete_objects_and_nested_sources(catalog, tmp_path):
     top2, items2 = _flat_files(root, "sources")
     assert len(top2) == len(top) - n_rows and not top2[ID].isin(gone).any()
     assert sorted(items2["diaSourceId"]) == sorted(set(left["diaSourceId"]) - set(drop))
-    assert int(fmt.read_properties(resolve_catalog(root))["hats_nrows"]) == len(top2)
+    assert int(layout.read_properties(resolve_catalog(root))["hats_nrows"]) == len(top2)
     assert is_valid_catalog(str(root), strict=True)
 
 
@@ -381,7 +381,9 @@ def test_safe_casts_on_append(tmp_path):
     assert proc.returncode == 2 and "ra: float vs double" in proc.stderr
     res = healforge.append(tmp_path / "cat", [tmp_path / "in" / "b.parquet"], "b", **KW)
     assert res.rows == 300
-    got = pa.concat_tables([pq.read_table(f) for f in fmt.list_data_files(resolve_catalog(tmp_path / "cat"))])
+    got = pa.concat_tables(
+        [pq.read_table(f) for f in layout.list_data_files(resolve_catalog(tmp_path / "cat"))]
+    )
     got = got.filter(pa.compute.greater_equal(got["id"], 10_000)).sort_by("id")
     assert got["ra"].to_pylist() == widened["ra"].to_pylist() and got["flag"].type == pa.int16()
     # a value that would change: flag 40000 does not fit int16; a string column as number
@@ -396,7 +398,7 @@ def test_safe_casts_on_append(tmp_path):
     with pytest.raises(healforge.BadInputError, match=r"cannot be cast .* name: int64 vs string"):
         healforge.append(tmp_path / "cat", [tmp_path / "in" / "d.parquet"], "d", **KW)
     assert is_valid_catalog(str(tmp_path / "cat"), strict=True)
-    assert int(fmt.read_properties(resolve_catalog(tmp_path / "cat"))["hats_nrows"]) == 2300
+    assert int(layout.read_properties(resolve_catalog(tmp_path / "cat"))["hats_nrows"]) == 2300
 
 
 def test_nightly_lifecycle_example_runs(tmp_path):
@@ -477,7 +479,7 @@ def test_increment_consolidation_delete_on_s3_match_local(nights, tmp_path, s3_o
         assert res.nested_duplicates["sources"] == 0
         res = healforge.delete(root, ids, ID, **extra, **KW)
         assert res.rows_removed == 3 and not res.missing
-        files = fmt.list_data_files(resolve_catalog(storage.as_path(root, so)))
+        files = layout.list_data_files(resolve_catalog(storage.as_path(root, so)))
         out[kind] = pa.concat_tables(storage.read_parquet_table(f) for f in files).sort_by(ID)
     assert out["s3"].equals(out["local"])
     assert not set(withdrawn) & set(out["s3"][ID].to_pylist())
@@ -507,7 +509,7 @@ def test_increment_consolidation_delete_keep_a_collection_current(nights, tmp_pa
     def check(step: str, present: int | None, absent: int | None = None) -> None:
         cat = lsdb.open_catalog(str(coll), columns=top)
         fresh = healforge.margin(primary, tmp_path / f"fresh_{step}", 1800, **KW)
-        want = sorted(pq.read_table(f)[ID].to_pylist() for f in fmt.list_data_files(fresh.path))
+        want = sorted(pq.read_table(f)[ID].to_pylist() for f in layout.list_data_files(fresh.path))
         got = sorted(cat.margin.compute()[ID].tolist())
         assert got == sorted(v for part in want for v in part) and got, step
         assert int(cat.hc_structure.catalog_info.total_rows) == len(cat.compute())
@@ -633,7 +635,9 @@ def test_append_nested_rows_in_either_layout(catalog, tmp_path):
     root, batches = catalog
     schema = pq.read_schema(root / "dataset" / "_common_metadata")
     base = set(
-        pa.concat_tables([pq.read_table(f, columns=[ID]) for f in fmt.list_data_files(root)])[ID].to_pylist()
+        pa.concat_tables([pq.read_table(f, columns=[ID]) for f in layout.list_data_files(root)])[
+            ID
+        ].to_pylist()
     )
     objs = _latest(pq.read_table(batches[1]["objects"]).to_pandas())
     objs = objs[~objs[ID].isin(base)].reset_index(drop=True)

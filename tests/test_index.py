@@ -10,8 +10,8 @@ from hats.io.validation import is_valid_catalog
 
 import healforge
 from conftest import make_points, run_cli, survey_table
-from healforge.catalog import format as fmt
 from healforge.errors import BadInputError
+from healforge.hats import layout
 
 
 def _write(path, table):
@@ -50,7 +50,7 @@ def test_index_layout_sorting_and_duplicates(cat):
     out = tmp_path / "cat_id_index"
     assert res.path == str(out) and res.rows == 4000 and res.files >= 5
     assert is_valid_catalog(str(out), strict=True)
-    props = fmt.read_properties(out)
+    props = layout.read_properties(out)
     assert props["dataproduct_type"] == "index" and props["hats_index_column"] == "id"
     assert props["hats_primary_table_url"] == "cat" and props["hats_index_extra_column"] == "mag"
     index = _index_table(out)
@@ -60,8 +60,8 @@ def test_index_layout_sorting_and_duplicates(cat):
     assert np.all(np.diff(ids) >= 0)  # sorted across and within files
     assert sorted(ids.tolist()) == sorted(t["id"].to_pylist())
     # every index row points at the partition holding that row
-    for f in fmt.list_data_files(tmp_path / "cat"):
-        order, pixel = fmt.pixel_of_path(f)
+    for f in layout.list_data_files(tmp_path / "cat"):
+        order, pixel = layout.pixel_of_path(f)
         want = sorted(pq.read_table(f, columns=["id"])["id"].to_pylist())
         mask = (index["Norder"].to_numpy() == order) & (index["Npix"].to_numpy() == pixel)
         assert sorted(ids[mask].tolist()) == want
@@ -127,9 +127,9 @@ def test_standalone_index_kept_current_and_validated(cat):
     bad = pq.read_table(f)
     npix = bad["Npix"].to_numpy().copy()
     npix[0] += 1
-    fmt.atomic_write_parquet(
+    layout.atomic_write_parquet(
         bad.set_column(bad.schema.get_field_index("Npix"), "Npix", pa.array(npix)), f, sort_columns=["id"]
     )
-    fmt.write_metadata_unordered(out)
+    layout.write_metadata_unordered(out)
     report = healforge.validate_catalog(out)
     assert not report.ok and "pixel" in str(report)

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import run_cli
-from healforge.catalog import format as fmt
+from healforge.hats import layout
 from kill_scenarios import (
     CAT_ARGS,
     QUIET,
@@ -27,7 +27,7 @@ from killer import catalog_ids, run_killed, stray_temporaries
 
 
 def _content(path: Path) -> dict:
-    return {str(f.relative_to(path)): pq.read_table(f).to_pydict() for f in fmt.list_data_files(path)}
+    return {str(f.relative_to(path)): pq.read_table(f).to_pydict() for f in layout.list_data_files(path)}
 
 
 @pytest.fixture(scope="module")
@@ -67,17 +67,17 @@ def test_import_killed_mid_write_reruns_to_the_same_catalog(imported, tmp_path):
     assert not stray_temporaries(out)
     # the leftover reported in issue 14 (a half-written hidden temporary inside dataset/, as
     # earlier versions wrote them) is cleaned too
-    pixel = fmt.pixel_dir(out, 3, 0)
+    pixel = layout.pixel_dir(out, 3, 0)
     pixel.mkdir(parents=True, exist_ok=True)
     (pixel / f".Npix=1.parquet.{uuid.uuid4().hex}.tmp").write_bytes(b"PAR1\x00half")
     again = run_cli(*args)
     assert "resumed and finished" in again.stdout
     _assert_same_catalog(out, imported)
     # a plain rerun of the finished import: already complete, exit 0, nothing rewritten
-    stamp = {str(f): f.stat().st_mtime_ns for f in fmt.list_data_files(out)}
+    stamp = {str(f): f.stat().st_mtime_ns for f in layout.list_data_files(out)}
     third = run_cli(*args, check=False)
     assert third.returncode == 0 and third.stdout.startswith("already complete: 8000 rows"), third.stderr
-    assert {str(f): f.stat().st_mtime_ns for f in fmt.list_data_files(out)} == stamp
+    assert {str(f): f.stat().st_mtime_ns for f in layout.list_data_files(out)} == stamp
     resumed = run_cli(*args, "--resume", check=False)  # a scripted retry loop with --resume too
     assert resumed.returncode == 0 and "already complete" in resumed.stdout, resumed.stderr
 
@@ -100,7 +100,7 @@ def test_failed_import_reruns_with_corrected_arguments(imported, tmp_path):
     out = tmp_path / "cat"
     bad = run_cli(*_import_args(templates, out), "--ra", "RA", check=False)
     assert bad.returncode == 2 and "'RA'" in bad.stderr
-    assert not fmt.list_data_files(out)
+    assert not layout.list_data_files(out)
     # corrected arguments, no --overwrite: the failed run wrote no data, so it starts again
     good = run_cli(*_import_args(templates, out))
     assert good.stdout.startswith("imported 8000 rows")

@@ -9,9 +9,9 @@ import pytest
 import healforge
 from conftest import make_points, survey_table
 from healforge import ImportArguments, RunOptions
-from healforge.catalog import format as fmt
 from healforge.catalog.derived.collection import resolve_catalog
 from healforge.errors import OptionError
+from healforge.hats import layout
 
 RUN = RunOptions(synchronous=True, quiet=True)
 
@@ -68,12 +68,12 @@ def test_writer_entry_points_take_one_run_options_object(tmp_path):
     index = healforge.index_catalog(out, "id", run=RUN)
     assert index.rows == 4_997
     root = resolve_catalog(out)
-    assert int(fmt.read_properties(root)["hats_nrows"]) == 4_997
+    assert int(layout.read_properties(root)["hats_nrows"]) == 4_997
     margin_dir = out.with_name(out.name + "_margin")
     assert margin_dir.exists()
     rebuilt = healforge.margin(out, tmp_path / "m2", 30, run=RUN)
     assert rebuilt.rows > 0
     ids = np.concatenate(
-        [pq.read_table(f, columns=["id"]).column("id").to_numpy() for f in fmt.list_data_files(root)]
+        [pq.read_table(f, columns=["id"]).column("id").to_numpy() for f in layout.list_data_files(root)]
     )
     assert len(ids) == 4_997 and not {0, 1, 2} & set(ids.tolist())

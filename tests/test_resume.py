@@ -9,11 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import make_points, run_cli, survey_table, write_parquet_files
-from healforge.catalog import format as fmt
+from healforge.hats import layout
 
 
 def _catalog_content(path: Path) -> dict:
-    return {str(f.relative_to(path)): pq.read_table(f).to_pydict() for f in fmt.list_data_files(path)}
+    return {str(f.relative_to(path)): pq.read_table(f).to_pydict() for f in layout.list_data_files(path)}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_sigkill_then_rerun(inputs, kill_at):
             for o, p in (tuple(map(int, line.split(","))) for line in partitions.splitlines()[1:])
             if f"{o}_{p}.done" not in done
         )
-        target = fmt.pixel_file(out, *pending)
+        target = layout.pixel_file(out, *pending)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(b"PAR1 truncated")
     # the same command again finishes the job

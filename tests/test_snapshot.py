@@ -20,8 +20,8 @@ import pytest
 
 import healforge
 from conftest import BUCKET, make_points, run_cli, survey_table
-from healforge.catalog import format as fmt
 from healforge.catalog.derived.collection import open_collection, resolve_catalog
+from healforge.hats import layout
 
 FAST = {"synchronous": True, "quiet": True}
 CONE = (200.0, -20.0, 3600.0)  # ra, dec (degrees), radius (arcsec): inside the clustered blob
@@ -254,7 +254,7 @@ def test_stand_alone_catalog_converts_and_every_command_follows(cat, tmp_path):
     got = lsdb.open_catalog(str(root)).id_search(values={"id": 5}).compute()
     assert got["ra"].tolist() == want.filter(pa.compute.equal(want["id"], 5))["ra"].to_pylist()
     assert healforge.validate_catalog(root, id_column="id").ok
-    assert fmt.read_properties(resolve_catalog(root))["hats_nrows"] == str(want.num_rows - 3)
+    assert layout.read_properties(resolve_catalog(root))["hats_nrows"] == str(want.num_rows - 3)
 
 
 def test_copied_catalog_never_touches_the_original(cat, tmp_path):
@@ -282,7 +282,7 @@ def test_copied_catalog_never_touches_the_original(cat, tmp_path):
 
 
 def _lsdb_margin_rows(path) -> int:
-    return sum(pq.read_metadata(f).num_rows for f in fmt.list_data_files(path))
+    return sum(pq.read_metadata(f).num_rows for f in layout.list_data_files(path))
 
 
 def test_copied_stand_alone_catalog_with_outside_margin(cat, tmp_path):

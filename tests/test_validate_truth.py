@@ -12,8 +12,8 @@ import pytest
 
 import healforge
 from conftest import make_points, run_cli, survey_table
-from healforge.catalog import format as fmt
 from healforge.catalog.derived.collection import resolve_catalog
+from healforge.hats import layout
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_legacy_properties_with_rows_outside_their_pixel(pristine, tmp_path):
     cat = _copy(pristine, "single", tmp_path)
     (cat / "hats.properties").unlink()
     assert (cat / "properties").is_file()
-    files = fmt.list_data_files(cat)
+    files = layout.list_data_files(cat)
     a, b = files[0], files[-1]
     ta, tb = pq.read_table(a), pq.read_table(b)
     moved = pa.concat_tables([ta, tb.slice(0, 1)])
@@ -84,7 +84,7 @@ def test_legacy_properties_with_rows_outside_their_pixel(pristine, tmp_path):
 
 def test_truncated_parquet_file(pristine, tmp_path):
     cat = _copy(pristine, "single", tmp_path)
-    f = fmt.list_data_files(cat)[3]
+    f = layout.list_data_files(cat)[3]
     data = f.read_bytes()
     f.write_bytes(data[: len(data) // 2])
     problems = _validate(cat)
@@ -94,7 +94,7 @@ def test_truncated_parquet_file(pristine, tmp_path):
 
 def test_damaged_page_found_by_reading_every_column(pristine, tmp_path):
     cat = _copy(pristine, "single", tmp_path)
-    f = fmt.list_data_files(cat)[2]
+    f = layout.list_data_files(cat)[2]
     table = pq.read_table(f)
     # the 'name' column chunk overwritten with garbage; the footer stays valid
     meta = pq.ParquetFile(f).metadata
@@ -121,7 +121,7 @@ def test_hidden_file_in_a_pixel_directory(pristine, tmp_path):
 
 def test_leftover_temporary_file_beside_pixels(pristine, tmp_path):
     cat = _copy(pristine, "single", tmp_path)
-    f = fmt.list_data_files(cat)[0]
+    f = layout.list_data_files(cat)[0]
     shutil.copy(f, f.with_name(f".{f.name}.0123.tmp"))
     problems = _validate(cat)
     assert len(problems) == 1 and problems[0].endswith(
@@ -160,7 +160,7 @@ def test_hidden_file_in_a_margin(pristine, tmp_path):
     margin = tmp_path / "single_margin"
     healforge.margin(cat, margin, 600, synchronous=True, quiet=True)
     assert _validate(margin) == []
-    f = fmt.list_data_files(margin)[0]
+    f = layout.list_data_files(margin)[0]
     shutil.copy(f, f.with_name(f"_{f.name}"))
     problems = _validate(margin)
     rel = "/".join(f.with_name(f"_{f.name}").parts[len((margin / "dataset").parts) :])

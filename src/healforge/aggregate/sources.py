@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from healforge.hats import Key
 from healforge.io.readers import DEFAULT_BATCH_ROWS, detect_format, expand_inputs, iter_batches
 
 
@@ -168,9 +169,9 @@ def is_hats_catalog(path, storage_options: dict[str, Any] | None = None) -> bool
 
 def catalog_files(path: str, storage_options: dict[str, Any] | None = None) -> list[str]:
     """The data files of a HATS catalog, one per partition (or several for a split pixel)."""
-    from healforge.catalog.format import list_data_files
     from healforge.catalog.opener import open_path
     from healforge.errors import BadInputError
+    from healforge.hats.layout import list_data_files
 
     table = open_path(path, storage_options).table
     files = [str(p) for p in list_data_files(table)] if table is not None else []
@@ -196,7 +197,7 @@ def catalog_position_columns(inputs, storage_options: dict[str, Any] | None = No
         opened = open_path(x, storage_options) if isinstance(x, str | os.PathLike) else None
         if opened is not None and opened.is_hats:
             props = opened.properties
-            ra, dec = props.get("hats_col_ra"), props.get("hats_col_dec")
+            ra, dec = props.get(Key.COL_RA), props.get(Key.COL_DEC)
             if not ra or not dec:
                 raise BadInputError(
                     "HATS catalog properties name no hats_col_ra/hats_col_dec: give lon and lat", path=x

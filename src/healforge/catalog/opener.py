@@ -51,17 +51,17 @@ def open_path(path: str | os.PathLike | AnyPath, storage_options: dict | None = 
     A collection resolves to its primary catalog; a directory holding ``hats.properties`` is a
     HATS table whose kind is its ``dataproduct_type``.
     """
-    from healforge.catalog import format as fmt
     from healforge.catalog.derived.collection import COLLECTION_FILE, resolve_catalog
+    from healforge.hats import layout
 
     if isinstance(path, str) and any(ch in path for ch in "*?["):
         return Opened("glob", as_path(path, storage_options))
     p = as_path(path, storage_options)
     if (p / COLLECTION_FILE).is_file():
         primary = resolve_catalog(p)
-        return Opened("collection", p, primary, _properties(primary, fmt))
-    if (p / "hats.properties").is_file():
-        props = fmt.read_properties(p)
+        return Opened("collection", p, primary, _properties(primary, layout))
+    if layout.properties_file(p).is_file():
+        props = layout.read_properties(p)
         return Opened(_TABLE_KINDS.get(props.get("dataproduct_type", ""), "association"), p, p, props)
     if p.is_dir():
         return Opened("directory", p)
@@ -70,8 +70,8 @@ def open_path(path: str | os.PathLike | AnyPath, storage_options: dict | None = 
     return Opened("missing", p)
 
 
-def _properties(table: AnyPath, fmt) -> dict[str, str]:
-    return fmt.read_properties(table) if (table / "hats.properties").is_file() else {}
+def _properties(table: AnyPath, layout) -> dict[str, str]:
+    return layout.read_properties(table) if layout.properties_file(table).is_file() else {}
 
 
 __all__ = ["KINDS", "Opened", "open_path"]

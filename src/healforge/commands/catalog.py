@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from healforge.commands import add_command, call_api, storage_kwargs
+from healforge.hats import Key
 from healforge.io.formats import format_names
 
 
@@ -180,7 +181,7 @@ def _add_output_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="write per_partition_statistics.parquet (footer stats)",
     )
-    g.add_argument("--default-columns", nargs="+", default=None, metavar="COL", help="hats_cols_default")
+    g.add_argument("--default-columns", nargs="+", default=None, metavar="COL", help=Key.COLS_DEFAULT)
     g.add_argument(
         "--property", action="append", default=[], metavar="KEY=VALUE", help="extra hats.properties entry"
     )

@@ -24,17 +24,14 @@ import re
 import shutil
 import uuid
 from collections.abc import Iterable, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 
-from healforge.catalog import format as fmt
 from healforge.engine import failpoint
 from healforge.errors import BadInputError, HealforgeError
+from healforge.hats import Key, layout
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 from healforge.pixel import SPATIAL_INDEX_COLUMN
@@ -45,7 +42,6 @@ THUMBNAIL = "data_thumbnail.parquet"
 STATISTICS = "per_partition_statistics.parquet"
 SUMMARIES = {"markdown": "README.md", "html": "index.html"}
 PLOTS = ("skymap.png", "partition_info.png")
-DENSITY_PLOT_ORDER = 6
 _ALT_SKYMAP = re.compile(r"^skymap\.(\d+)\.fits$")
 _PROPERTY_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
 # written by healforge itself (or by the dedicated options): not settable with --property
@@ -53,21 +49,21 @@ MANAGED_PROPERTIES = frozenset(
     {
         "obs_collection",
         "dataproduct_type",
-        "hats_nrows",
-        "hats_col_ra",
-        "hats_col_dec",
-        "hats_col_id",
-        "hats_col_healpix",
-        "hats_col_healpix_order",
-        "hats_cols_sort",
-        "hats_cols_default",
-        "hats_npix_suffix",
-        "hats_order",
-        "hats_max_rows",
-        "hats_estsize",
-        "hats_skymap_order",
-        "hats_skymap_alt_orders",
-        "hats_version",
+        Key.NROWS,
+        Key.COL_RA,
+        Key.COL_DEC,
+        Key.COL_ID,
+        Key.COL_HEALPIX,
+        Key.COL_HEALPIX_ORDER,
+        Key.COLS_SORT,
+        Key.COLS_DEFAULT,
+        Key.NPIX_SUFFIX,
+        Key.ORDER,
+        Key.MAX_ROWS,
+        Key.ESTSIZE,
+        Key.SKYMAP_ORDER,
+        Key.SKYMAP_ALT_ORDERS,
+        Key.VERSION,
         "moc_sky_fraction",
     }
 )
@@ -107,9 +103,9 @@ class Outputs:
         """The properties these choices add to ``hats.properties``."""
         out = dict(self.properties)
         if self.skymap_alt_orders:
-            out["hats_skymap_alt_orders"] = " ".join(map(str, self.skymap_alt_orders))
+            out[Key.SKYMAP_ALT_ORDERS] = " ".join(map(str, self.skymap_alt_orders))
         if self.default_columns:
-            out["hats_cols_default"] = " ".join(self.default_columns)
+            out[Key.COLS_DEFAULT] = " ".join(self.default_columns)
         return out
 
 
@@ -153,8 +149,8 @@ def import_outputs(
             raise OutputsError(f"property key {key!r} is not a valid name (letters, digits, _ . -)")
         if key in MANAGED_PROPERTIES:
             hint = {
-                "hats_cols_default": " (use --default-columns)",
-                "hats_skymap_alt_orders": " (use --skymap-alt-orders)",
+                Key.COLS_DEFAULT: " (use --default-columns)",
+                Key.SKYMAP_ALT_ORDERS: " (use --skymap-alt-orders)",
             }
             raise OutputsError(f"property {key!r} is written by healforge itself{hint.get(key, '')}")
         if "\n" in value or "\r" in value:
@@ -191,7 +187,7 @@ def check_columns(outputs: Outputs, names: Sequence[str]) -> None:
 
 def record(root: str | AnyPath, outputs: Outputs) -> None:
     """Keep the choices in ``.healforge/outputs.json`` for the changes to come."""
-    fmt.atomic_write_text(as_path(root) / STATE_DIR / RECORD, json.dumps(asdict(outputs), indent=1))
+    layout.atomic_write_text(as_path(root) / STATE_DIR / RECORD, json.dumps(asdict(outputs), indent=1))
 
 
 def recorded(root: str | AnyPath) -> Outputs:
@@ -204,9 +200,9 @@ def present(root: str | AnyPath) -> Outputs:
     """The optional outputs a catalog has: recorded ones plus those found on disk."""
     root = as_path(root)
     out = recorded(root)
-    props = fmt.read_properties(root)
+    props = layout.read_properties(root)
     orders = set(out.skymap_alt_orders)
-    orders.update(int(k) for k in re.split(r"[\s,;]+", props.get("hats_skymap_alt_orders", "")) if k)
+    orders.update(int(k) for k in re.split(r"[\s,;]+", props.get(Key.SKYMAP_ALT_ORDERS, "")) if k)
     orders.update(int(m.group(1)) for p in root.iterdir() if (m := _ALT_SKYMAP.match(p.name)))
     out.skymap_alt_orders = sorted(orders)
     out.thumbnail = out.thumbnail or (root / THUMBNAIL).exists()
@@ -257,7 +253,7 @@ def refresh(root: str | AnyPath, histogram: np.ndarray | None = None) -> list[st
         want.skymap_alt_orders or want.thumbnail or want.per_partition_stats or want.summaries or want.plots
     ):
         return []
-    props = fmt.read_properties(root)
+    props = layout.read_properties(root)
     state = root / STATE_DIR
     for old in state.glob(".outputs-*"):
         storage.rmtree(old)
@@ -275,7 +271,7 @@ def refresh(root: str | AnyPath, histogram: np.ndarray | None = None) -> list[st
                 order_by_healpix=False,
                 create_metadata=False,
                 create_thumbnail=want.thumbnail,
-                thumbnail_threshold=int(props.get("hats_max_rows") or 1_000_000),
+                thumbnail_threshold=int(props.get(Key.MAX_ROWS) or 1_000_000),
                 create_per_partition_stats=want.per_partition_stats,
             )
             for name, wanted in ((THUMBNAIL, want.thumbnail), (STATISTICS, want.per_partition_stats)):
@@ -298,11 +294,11 @@ def refresh(root: str | AnyPath, histogram: np.ndarray | None = None) -> list[st
 
 def _skymaps(root: AnyPath, scratch: Path, orders: list[int], histogram, props: dict) -> list[str]:
     """Write ``skymap.K.fits`` for the valid orders, remove the others, fix the property."""
-    if not orders and "hats_skymap_alt_orders" not in props:
+    if not orders and Key.SKYMAP_ALT_ORDERS not in props:
         return []
     from hats.io.file_io import write_fits_image
 
-    histogram = fmt.read_histogram(root) if histogram is None else np.asarray(histogram, dtype=np.int64)
+    histogram = layout.read_histogram(root) if histogram is None else np.asarray(histogram, dtype=np.int64)
     skymap_order = int(np.log2(len(histogram) // 12) // 2)
     valid = [k for k in orders if k <= skymap_order]
     written = []
@@ -315,62 +311,30 @@ def _skymaps(root: AnyPath, scratch: Path, orders: list[int], histogram, props: 
         if (m := _ALT_SKYMAP.match(p.name)) and int(m.group(1)) not in valid:
             p.unlink()
     value = " ".join(map(str, valid)) or None
-    if props.get("hats_skymap_alt_orders") != value:
-        fields = {k: v for k, v in props.items() if k != "hats_estsize"}
-        fields["hats_skymap_alt_orders"] = value
-        fmt.write_properties(root, **fields)
+    if props.get(Key.SKYMAP_ALT_ORDERS) != value:
+        fields = {k: v for k, v in props.items() if k != Key.ESTSIZE}
+        fields[Key.SKYMAP_ALT_ORDERS] = value
+        layout.write_properties(root, **fields)
     return written
 
 
 def _summary(root: AnyPath, scratch: Path, kind: str) -> None:
-    """hats' catalog summary (``generate_summary``), written atomically."""
-    from hats import read_hats
-    from hats.io.summary_file import generate_summary
+    """hats' catalog summary (``generate_summary``, through a :class:`~healforge.hats.summary.SummaryView`
+    that caps the density map's order), written atomically."""
+    from healforge.hats.summary import summary_text, summary_view
 
-    catalog = read_hats(root)
-    if not (root / fmt.DATASET_DIR / "_metadata").exists() and not (root / STATISTICS).exists():
+    metadata = None
+    if not layout.metadata_file(root).exists() and not (root / STATISTICS).exists():
         # hats takes the column statistics from _metadata, which a catalog with several files in
-        # a pixel does not have: give it one written to the scratch directory instead.
-        from hats.io.parquet_metadata import aggregate_column_statistics, write_parquet_metadata
+        # a pixel does not have: the view reads them from one written to the scratch directory.
+        from hats.io.parquet_metadata import write_parquet_metadata
 
         write_parquet_metadata(root, output_path=str(scratch / "meta"))
-        metadata = str(scratch / "meta" / fmt.DATASET_DIR / "_metadata")
-        catalog.aggregate_column_statistics = partial(
-            _column_statistics, aggregate_column_statistics, metadata
-        )
-    name = catalog.catalog_info.catalog_name
-    with _density_order_capped(catalog):
-        text = generate_summary(
-            catalog,
-            fmt=kind,
-            name=name,
-            description=f"This is the HATS catalog for {name}.",
-            uri=None,
-            huggingface_metadata=False,
-        )
+        metadata = str(layout.metadata_file(scratch / "meta"))
+    text = summary_text(summary_view(root, scratch / f"view-{kind}", metadata), kind)
     target = scratch / SUMMARIES[kind]
     target.write_text(text)
     storage.copy_file(target, root / SUMMARIES[kind])
-
-
-@contextmanager
-def _density_order_capped(catalog):
-    """hats draws the density image one polygon per skymap pixel (minutes at order 10); draw it
-    at order ``DENSITY_PLOT_ORDER`` at most, as hats' own ``plot_density(order=...)`` allows."""
-    from hats.inspection import visualize_catalog
-
-    order = catalog.catalog_info.skymap_order
-    if order is None or order <= DENSITY_PLOT_ORDER:
-        yield
-        return
-    with mock.patch.object(
-        visualize_catalog, "plot_density", partial(visualize_catalog.plot_density, order=DENSITY_PLOT_ORDER)
-    ):
-        yield
-
-
-def _column_statistics(aggregate, metadata: str, warn_on_modified_catalog: bool = True, **kwargs):
-    return aggregate(metadata, **kwargs)
 
 
 def _plot(root: AnyPath, scratch: Path, name: str) -> None:
@@ -380,11 +344,11 @@ def _plot(root: AnyPath, scratch: Path, name: str) -> None:
 
     catalog = read_hats(root)
     if name == "skymap.png":
-        from hats.inspection import visualize_catalog
         from matplotlib.colors import LogNorm
 
-        with _density_order_capped(catalog):
-            fig, _ = visualize_catalog.plot_density(catalog, norm=LogNorm(), edgecolors="face")
+        from healforge.hats.summary import plot_density_capped
+
+        fig, _ = plot_density_capped(catalog, norm=LogNorm(), edgecolors="face")
     else:
         fig, _ = catalog.plot_pixels()
     target = scratch / name

@@ -20,7 +20,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from healforge import __version__
-from healforge.catalog import format as fmt
 from healforge.catalog.build import ancillary
 from healforge.catalog.build import duplicate_ids as duplicates
 from healforge.catalog.build.arguments import CATALOG_TYPES, ImportArguments
@@ -49,6 +48,7 @@ from healforge.catalog.derived.index import build_index
 from healforge.catalog.derived.margin import build_margin
 from healforge.engine import Engine, Progress
 from healforge.errors import BadInputError, CatalogError, OptionError
+from healforge.hats import Key, layout
 from healforge.io import storage
 from healforge.io.readers import expand_inputs
 from healforge.io.storage import AnyPath, as_path
@@ -204,12 +204,12 @@ def _resolve(args: ImportArguments, output: AnyPath) -> _Plan:
     if source is not None:
         props = source.properties
         files, input_format = source.files, "parquet"
-        ra, dec = ra or props.get("hats_col_ra"), dec or props.get("hats_col_dec")
+        ra, dec = ra or props.get(Key.COL_RA), dec or props.get(Key.COL_DEC)
         name = name or props.get("obs_collection")
-        id_column = id_column or props.get("hats_col_id")
+        id_column = id_column or props.get(Key.COL_ID)
         catalog_type = catalog_type or props.get("dataproduct_type")
-        if sort_columns is None and props.get("hats_cols_sort"):
-            sort_columns = [c for c in props["hats_cols_sort"].split(",") if c]
+        if sort_columns is None and props.get(Key.COLS_SORT):
+            sort_columns = [c for c in props[Key.COLS_SORT].split(",") if c]
         extra = source.carried_properties()
     else:
         files = expand_inputs(args.inputs, args.run.storage_options)
@@ -223,7 +223,7 @@ def _resolve(args: ImportArguments, output: AnyPath) -> _Plan:
     if columns is not None:
         columns = list(dict.fromkeys([*columns, *([id_column] if id_column else []), *sort_columns]))
     if id_column:
-        extra["hats_col_id"] = id_column
+        extra[Key.COL_ID] = id_column
     record = {
         "files": files,
         "ra": ra,
@@ -319,7 +319,7 @@ def _run_stages(eng: Engine, args: ImportArguments, plan: _Plan, work: AnyPath, 
 
     t0 = time.perf_counter()
     output = args.run.path(args.output)
-    targets = [fmt.pixel_file(output, o, p) for o, p, _ in destinations]
+    targets = [layout.pixel_file(output, o, p) for o, p, _ in destinations]
     reduce_stage(
         eng,
         destinations,
@@ -359,14 +359,14 @@ def _finish_import(args: ImportArguments, plan: _Plan, output: AnyPath, work, do
         extra={
             **plan.extra,
             **plan.outputs.hats_properties(),
-            **({"hats_max_bytes": args.max_bytes} if args.max_bytes is not None else {}),
+            **({Key.MAX_BYTES: args.max_bytes} if args.max_bytes is not None else {}),
         },
     )
     ancillary.write_at_import(output, plan.outputs)
     n_rows = mapped["rows"]
     if written + n_rejected != n_rows:
         raise RuntimeError(f"row count mismatch: read {n_rows}, rejected {n_rejected}, wrote {written}")
-    storage.clean_leftovers(output, fmt.DATASET_DIR)
+    storage.clean_leftovers(output, layout.DATASET_DIR)
     rejected = str(rejected_file) if rejected_file else None
     return ImportResult(str(output), written, n_rejected, pixels_out, rejected)
 
@@ -488,27 +488,27 @@ def finish_catalog(
     """Write the catalog-level files of a catalog whose data files are in place; returns its rows."""
 
     root = as_path(root)
-    fmt.write_partition_info(root, pixels)
-    total = fmt.write_dataset_metadata(root)
-    fmt.write_skymaps(root, histogram)
+    layout.write_partition_info(root, pixels)
+    total = layout.write_dataset_metadata(root)
+    layout.write_skymaps(root, histogram)
     max_order = max((o for o, _ in pixels), default=0)
 
-    sky = fmt.sky_fraction(pixels)
+    sky = layout.sky_fraction(pixels)
     props = {
         "obs_collection": name,
         "dataproduct_type": catalog_type,
-        "hats_nrows": total,
-        "hats_col_ra": ra,
-        "hats_col_dec": dec,
-        "hats_cols_sort": ",".join(sort_columns) or None,
-        "hats_max_rows": threshold,
-        "hats_order": max_order,
+        Key.NROWS: total,
+        Key.COL_RA: ra,
+        Key.COL_DEC: dec,
+        Key.COLS_SORT: ",".join(sort_columns) or None,
+        Key.MAX_ROWS: threshold,
+        Key.ORDER: max_order,
         "moc_sky_fraction": f"{sky:0.5f}",
-        "hats_npix_suffix": npix_suffix,
-        "hats_skymap_order": int(np.log2(len(histogram) // 12) // 2),
+        Key.NPIX_SUFFIX: npix_suffix,
+        Key.SKYMAP_ORDER: int(np.log2(len(histogram) // 12) // 2),
     }
     props.update(extra or {})
-    fmt.write_properties(root, **props)
+    layout.write_properties(root, **props)
     return total
 
 

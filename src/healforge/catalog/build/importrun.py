@@ -16,10 +16,10 @@ import time
 import uuid
 from pathlib import Path
 
-from healforge.catalog import format as fmt
 from healforge.catalog.derived.index import index_catalog
 from healforge.catalog.derived.margin import margin
 from healforge.errors import CatalogError
+from healforge.hats import layout
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 from healforge.options import RunOptions
@@ -74,7 +74,7 @@ def build_members(
 def read_record(output: AnyPath) -> dict | None:
     """The record a finished import left in ``output`` (``None`` if there is none)."""
     path = output / RECORD
-    if not path.exists() or not (output / "hats.properties").exists():
+    if not path.exists() or not layout.properties_file(output).exists():
         return None
     return json.loads(path.read_text())
 
@@ -98,7 +98,7 @@ def _remove_trash(output: AnyPath, work: Path) -> None:
 
 def _wrote_data(output: AnyPath) -> bool:
     """Whether an unfinished import already put data files in ``output``."""
-    return bool(fmt.list_data_files(output))
+    return bool(layout.list_data_files(output))
 
 
 def _holds_only_leftovers(output: AnyPath, work: Path) -> bool:
@@ -114,7 +114,7 @@ def _holds_only_leftovers(output: AnyPath, work: Path) -> bool:
     for entry in output.iterdir():
         if entry.name in ours:
             continue
-        if entry.name == fmt.DATASET_DIR and entry.is_dir():
+        if entry.name == layout.DATASET_DIR and entry.is_dir():
             if any(p.is_file() for p in entry.rglob("*")):
                 return False
             continue
@@ -147,7 +147,7 @@ def prepare_output(output: AnyPath, work, args: dict, resume: bool | None, overw
         previous = json.loads(plan.read_text())
         diff = sorted(k for k in args if previous.get(k) != args[k])
         if not diff and resume is not False:
-            storage.clean_leftovers(output, fmt.DATASET_DIR)
+            storage.clean_leftovers(output, layout.DATASET_DIR)
             return "resumed"
         if resume:
             raise CatalogError(
@@ -164,12 +164,12 @@ def prepare_output(output: AnyPath, work, args: dict, resume: bool | None, overw
         raise CatalogError(f"nothing to resume: {output} has no unfinished import")
     if not _holds_only_leftovers(output, work):
         raise CatalogError(f"output {output} exists and is not empty; use --overwrite to replace it")
-    storage.clean_leftovers(output, fmt.DATASET_DIR)
+    storage.clean_leftovers(output, layout.DATASET_DIR)
     rejected = rejected_path_for(output)
     if rejected.exists():
         storage.rmtree(rejected)
     work.mkdir(parents=True, exist_ok=True)
-    fmt.atomic_write_text(plan, json.dumps(args, indent=1))
+    layout.atomic_write_text(plan, json.dumps(args, indent=1))
     return "fresh"
 
 
@@ -177,4 +177,4 @@ def write_record(output: AnyPath, args: dict, result: dict, members_done: bool) 
     """Mark the import into ``output`` finished: its arguments and results (``rows``,
     ``rejected``, ``rejected_path``, ``pixels``), and whether its margin and indexes are built."""
     record = {"args": args, **result, "members_done": members_done}
-    fmt.atomic_write_text(output / RECORD, json.dumps(record, indent=1))
+    layout.atomic_write_text(output / RECORD, json.dumps(record, indent=1))

@@ -9,31 +9,31 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from healforge.catalog import format as fmt
 from healforge.catalog.opener import open_path
 from healforge.errors import CatalogError
+from healforge.hats import Key, layout
 from healforge.io.storage import AnyPath
 
 # Properties an import writes afresh; every other property of the input catalog is carried over.
 RECOMPUTED = {
     "obs_collection",
     "dataproduct_type",
-    "hats_nrows",
-    "hats_col_ra",
-    "hats_col_dec",
-    "hats_col_healpix",
-    "hats_col_healpix_order",
-    "hats_cols_sort",
-    "hats_max_rows",
-    "hats_max_bytes",
-    "hats_order",
+    Key.NROWS,
+    Key.COL_RA,
+    Key.COL_DEC,
+    Key.COL_HEALPIX,
+    Key.COL_HEALPIX_ORDER,
+    Key.COLS_SORT,
+    Key.MAX_ROWS,
+    Key.MAX_BYTES,
+    Key.ORDER,
     "moc_sky_fraction",
-    "hats_npix_suffix",
-    "hats_skymap_order",
-    "hats_skymap_alt_orders",
-    "hats_estsize",
-    "hats_builder",
-    "hats_version",
+    Key.NPIX_SUFFIX,
+    Key.SKYMAP_ORDER,
+    Key.SKYMAP_ALT_ORDERS,
+    Key.ESTSIZE,
+    Key.BUILDER,
+    Key.VERSION,
 }
 
 
@@ -47,7 +47,7 @@ class SourceCatalog:
     @property
     def files(self) -> list[str]:
         """Its data files."""
-        return [str(p) for p in fmt.list_data_files(self.root)]
+        return [str(p) for p in layout.list_data_files(self.root)]
 
     def carried_properties(self) -> dict[str, str]:
         """Properties to write again on the new catalog (dates are new, so not carried)."""
@@ -70,6 +70,6 @@ def source_catalog(path: str | os.PathLike, storage_options: dict | None = None)
         raise CatalogError(
             f"{root} is a {kind or 'untyped'} HATS catalog; only object and source catalogs can be re-imported"
         )
-    if not fmt.list_data_files(root):
+    if not layout.list_data_files(root):
         raise CatalogError(f"catalog {root} has no data files")
     return SourceCatalog(root, props)

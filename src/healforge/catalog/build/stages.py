@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from healforge.catalog import format as fmt
 from healforge.catalog.build.tasks import InputSpec, map_file, reduce_pixel, split_file
 from healforge.engine import Engine
 from healforge.errors import BadInputError
+from healforge.hats import layout
 from healforge.pixel.alignment import merge_histograms
 
 
@@ -37,7 +37,7 @@ def map_stage(eng: Engine, files: list[str], spec: InputSpec, order: int, work: 
 
     def record_schema(i, res):
         schemas[todo[i]["path"]] = res["schema"].serialize().to_pybytes().hex()
-        fmt.atomic_write_text(schemas_file, json.dumps(schemas))
+        layout.atomic_write_text(schemas_file, json.dumps(schemas))
 
     eng.map(map_file, todo, "Mapping", labels=[t["path"] for t in todo], on_result=record_schema)
     histos, sizes, n_rows, n_bad = [], [], 0, 0

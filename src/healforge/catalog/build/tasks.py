@@ -17,8 +17,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from healforge.catalog.build.column_types import cast_checked, row_bytes
-from healforge.catalog.format import atomic_write_parquet, pixel_file
 from healforge.errors import BadInputError
+from healforge.hats.layout import atomic_write_parquet, pixel_file
 from healforge.io.columns import check_columns
 from healforge.io.readers import iter_batches, read_schema
 from healforge.pixel import (

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from healforge.catalog import format as fmt
 from healforge.catalog.build.stages import map_stage, reduce_stage, rejected_tables, split_stage
 from healforge.catalog.build.tasks import InputSpec
 from healforge.catalog.change import transaction as txn
@@ -30,7 +29,8 @@ from healforge.catalog.change.writer import (
 )
 from healforge.catalog.check.unseen import check_pixel_dirs
 from healforge.catalog.derived.collection import resolve_catalog
-from healforge.catalog.format import read_histogram
+from healforge.hats import Key, layout
+from healforge.hats.layout import read_histogram
 from healforge.io import storage
 from healforge.io.readers import expand_inputs
 from healforge.io.storage import AnyPath
@@ -137,18 +137,18 @@ def append(
     """
     run = RunOptions.of(run, **run_options)
     check_optional_name(batch, "batch label")
-    root = fmt.require_catalog(resolve_catalog(run.path(catalog)))
+    root = layout.require_catalog(resolve_catalog(run.path(catalog)))
     files = expand_inputs([inputs] if isinstance(inputs, str | os.PathLike) else inputs, run.storage_options)
     # list<struct> nested columns of an older catalog are first rewritten packed (one transaction)
     converted = convert_nested_layout(root, compression=compression, margin=margin, run=run)
     if converted:  # the conversion committed a new version: work on it
-        root = fmt.require_catalog(resolve_catalog(root))
+        root = layout.require_catalog(resolve_catalog(root))
     with change(root, "append", run.tmp_dir) as work:
         label = batch or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         batch_id = batch_key(files, batch)
         if batch_id in txn.applied_batches(root):
             storage.rmtree(txn.txn_dir(root))
-            total = int(fmt.read_properties(root)["hats_nrows"])
+            total = int(layout.read_properties(root)[Key.NROWS])
             return AppendResult(str(root), label, 0, 0, 0, [], total, skipped=True, converted=converted)
         reading = {"input_format": input_format, "reader_options": reader_options}
         reading |= {"on_bad_rows": on_bad_rows, "batch_rows": batch_rows}
@@ -202,13 +202,13 @@ def stage_and_commit(
         "batch_rows": 500_000,
     } | (reading or {})
     check_pixel_dirs(root, kind)
-    props = fmt.read_properties(root)
-    existing = fmt.read_partition_info(root)
-    ra, dec = props["hats_col_ra"], props["hats_col_dec"]
+    props = layout.read_properties(root)
+    existing = layout.read_partition_info(root)
+    ra, dec = props[Key.COL_RA], props[Key.COL_DEC]
     histogram = read_histogram(root)
     skymap_order = int(np.log2(len(histogram) // 12) // 2)
     mapping_order = max(skymap_order, max(o for o, _ in existing))
-    threshold = int(props.get("hats_max_rows", 1_000_000))
+    threshold = int(props.get(Key.MAX_ROWS, 1_000_000))
     spec = InputSpec(
         ra,
         dec,
@@ -232,7 +232,7 @@ def stage_and_commit(
         destinations = alignment.destinations()
         slices, n_rejected = split_stage(eng, files, spec, work, align_file, schema)
         label = _free_label(root, label, destinations)
-        rels = [fmt.pixel_file(Path(), o, p, "/") / f"{label}.parquet" for o, p, _ in destinations]
+        rels = [layout.pixel_file(Path(), o, p, "/") / f"{label}.parquet" for o, p, _ in destinations]
         staged = [f"{o}_{p}.parquet" for o, p, _ in destinations]
         targets = [txn.staging_dir(root) / name for name in staged]
         reduce_stage(eng, destinations, slices, targets, work / "reduce", (), compression)
@@ -249,24 +249,22 @@ def stage_and_commit(
         if n_rejected:
             rejected_path = write_beside(root, f"{label}.rejected.parquet", rejected_tables(work, files))
 
-        sky = fmt.sky_fraction(all_pixels)
+        sky = layout.sky_fraction(all_pixels)
         properties = carry_properties(props)
         properties.update(
             {
-                "hats_nrows": int(props["hats_nrows"]) + new_rows,
-                "hats_npix_suffix": "/",
-                "hats_order": max(o for o, _ in all_pixels),
+                Key.NROWS: int(props[Key.NROWS]) + new_rows,
+                Key.NPIX_SUFFIX: "/",
+                Key.ORDER: max(o for o, _ in all_pixels),
                 "moc_sky_fraction": f"{sky:0.5f}",
-                "hats_skymap_order": skymap_order,
+                Key.SKYMAP_ORDER: skymap_order,
             }
         )
         manifest = {
             "kind": kind,
             "batch_id": batch_id,
             "label": label,
-            "convert": [list(p) for p in existing]
-            if props.get("hats_npix_suffix", ".parquet") != "/"
-            else [],
+            "convert": [list(p) for p in existing] if props.get(Key.NPIX_SUFFIX, ".parquet") != "/" else [],
             "move": [[name, str(rel)] for name, rel in zip(staged, rels, strict=True)],
             "pixels": [list(p) for p in all_pixels],
             "properties": properties,
@@ -281,7 +279,7 @@ def stage_and_commit(
         n_rejected,
         len(destinations) - len(new_pixels),
         new_pixels,
-        properties["hats_nrows"],
+        properties[Key.NROWS],
         rejected_path=str(rejected_path) if rejected_path else None,
     )
 
@@ -290,7 +288,7 @@ def _free_label(root: AnyPath, label: str, destinations) -> str:
     """``label``, or ``label-2``, ``label-3``... if a pixel already has a file of that name."""
     candidate, n = label, 1
     while any(
-        (fmt.pixel_file(root, o, p, "/") / f"{candidate}.parquet").exists() for o, p, _ in destinations
+        (layout.pixel_file(root, o, p, "/") / f"{candidate}.parquet").exists() for o, p, _ in destinations
     ):
         n += 1
         candidate = f"{label}-{n}"

@@ -19,7 +19,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from healforge.catalog import format as fmt
 from healforge.catalog.change import transaction as txn
 from healforge.catalog.change.writer import (
     batch_order,
@@ -31,10 +30,15 @@ from healforge.catalog.change.writer import (
 )
 from healforge.catalog.check.unseen import check_pixel_dirs
 from healforge.catalog.derived.collection import resolve_catalog
-from healforge.catalog.derived.nested_columns import legacy_columns, pack_table, with_conversion_note
-from healforge.catalog.format import read_histogram
+from healforge.catalog.derived.nested_columns import (
+    legacy_columns,
+    pack_table,
+    with_conversion_note,
+)
 from healforge.engine import Engine
 from healforge.errors import BadInputError, CatalogError, OptionError
+from healforge.hats import Key, layout
+from healforge.hats.layout import read_histogram
 from healforge.io import storage
 from healforge.io.storage import AnyPath
 from healforge.options import RunOptions
@@ -176,7 +180,7 @@ def _compact_pixel(task: dict) -> dict:
     for k, (d_order, d_pixel) in enumerate(task["dests"]):
         part = table.slice(bounds[k], bounds[k + 1] - bounds[k])
         name = f"{d_order}_{d_pixel}.{task['index']}.parquet"
-        fmt.atomic_write_parquet(part, task["staging"] / name, sort_cols, task["compression"])
+        layout.atomic_write_parquet(part, task["staging"] / name, sort_cols, task["compression"])
         written.append((d_order, d_pixel, part.num_rows, name))
     sky = task["skymap_order"]
     return {"written": written, "histogram": sparse_histogram(index_to_order(h29, sky)), "nested": stats}
@@ -211,7 +215,7 @@ def _combine_parts(task: dict) -> None:
     table = table.replace_schema_metadata(None)
     sort_cols = [SPATIAL_INDEX_COLUMN, *task["sort_columns"]]
     table = table.take(pc.sort_indices(table, sort_keys=[(c, "ascending") for c in sort_cols]))
-    fmt.atomic_write_parquet(table, task["staging"] / task["name"], sort_cols, task["compression"])
+    layout.atomic_write_parquet(table, task["staging"] / task["name"], sort_cols, task["compression"])
     for n in task["parts"]:
         storage.rmtree(task["staging"] / n)
 
@@ -316,15 +320,15 @@ def compact(
         ``storage_options``, ``tmp_dir``).
     """
     run = RunOptions.of(run, **run_options)
-    root = fmt.require_catalog(resolve_catalog(run.path(catalog)))
+    root = layout.require_catalog(resolve_catalog(run.path(catalog)))
     if keep_latest_by and not dedupe_on:
         raise OptionError("keep_latest_by needs dedupe_on")
     if threshold is not None and threshold < 1:
         raise OptionError(f"threshold must be a positive number of rows, got {threshold}")
     with change(root, "compact", run.tmp_dir) as work:
-        props = fmt.read_properties(root)
-        pixels = fmt.read_partition_info(root)
-        schema = storage.read_parquet_schema(root / fmt.DATASET_DIR / "_common_metadata")
+        props = layout.read_properties(root)
+        pixels = layout.read_partition_info(root)
+        schema = storage.read_parquet_schema(layout.common_metadata_file(root))
         converted = legacy_columns(schema)
         for col in (dedupe_on, keep_latest_by):
             if col and col not in schema.names:
@@ -339,7 +343,7 @@ def compact(
         check_pixel_dirs(root, "compact")
         batch_ranks = batch_order(root)
         files = [pixel_files(root, o, p, batch_ranks) for o, p in pixels]
-        rows_before = int(props["hats_nrows"])
+        rows_before = int(props[Key.NROWS])
         rows_in = check_rows_in(files, rows_before)
         task = {
             "id": dedupe_on,
@@ -347,7 +351,7 @@ def compact(
             "nested_ids": nested_ids,
             "sorts": sorts,
             "work": str(work),
-            "sort_columns": [c for c in props.get("hats_cols_sort", "").split(",") if c],
+            "sort_columns": [c for c in props.get(Key.COLS_SORT, "").split(",") if c],
             "skymap_order": skymap_order,
             "staging": txn.staging_dir(root),
             "compression": compression,
@@ -366,7 +370,7 @@ def compact(
             ]
             del keys
             mapping_order = max(skymap_order, max(o for o, _ in pixels))
-            threshold = int(threshold or props.get("hats_max_rows", 1_000_000))
+            threshold = int(threshold or props.get(Key.MAX_ROWS, 1_000_000))
             partitions = _repartition(kept, mapping_order, threshold)
             tasks = [
                 {
@@ -481,7 +485,7 @@ def _combine(eng: Engine, results: list[dict], task: dict) -> list[tuple]:
             sum(rows for rows, _ in ps),
             [
                 ps[0][1] if len(ps) == 1 else f"{o}_{p}.parquet",
-                str(fmt.pixel_file(Path(), o, p, "/") / COMPACTED_NAME),
+                str(layout.pixel_file(Path(), o, p, "/") / COMPACTED_NAME),
             ],
         )
         for (o, p), ps in sorted(parts.items(), key=lambda kv: int(index29_range(kv[0][1], kv[0][0])[0]))
@@ -496,17 +500,17 @@ def _manifest(root: AnyPath, props: dict, pixels, written: list[tuple], threshol
     properties = carry_properties(props)
     properties.update(
         {
-            "hats_nrows": sum(w[2] for w in written),
-            "hats_npix_suffix": "/",
-            "hats_order": max(o for o, _ in new_pixels),
-            "hats_max_rows": threshold,
-            "moc_sky_fraction": f"{fmt.sky_fraction(new_pixels):0.5f}",
+            Key.NROWS: sum(w[2] for w in written),
+            Key.NPIX_SUFFIX: "/",
+            Key.ORDER: max(o for o, _ in new_pixels),
+            Key.MAX_ROWS: threshold,
+            "moc_sky_fraction": f"{layout.sky_fraction(new_pixels):0.5f}",
         }
     )
     retire = []
     for o, p in pixels:
-        single = fmt.pixel_file(root, o, p, ".parquet")
-        path = single if single.is_file() else fmt.pixel_file(root, o, p, "/")
+        single = layout.pixel_file(root, o, p, ".parquet")
+        path = single if single.is_file() else layout.pixel_file(root, o, p, "/")
         retire.append(str(path.relative_to(root)))
     return {
         "kind": "compact",
@@ -521,7 +525,7 @@ def _nested_plan(root: AnyPath, dedupe_on, merge_nested, nested_dedupe_on, repla
     """Which nested columns to merge, their source ids and sort columns, and those replaced."""
     from healforge.catalog.derived import nested_columns as nst
 
-    schema = storage.read_parquet_schema(root / fmt.DATASET_DIR / "_common_metadata")
+    schema = storage.read_parquet_schema(layout.common_metadata_file(root))
     names = nst.nested_columns(schema)
     unknown = [n for n in merge_nested or [] if n not in names]
     if unknown:

@@ -14,13 +14,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from healforge.catalog import format as fmt
 from healforge.catalog.change import transaction as txn
 from healforge.catalog.change.writer import carry_properties, change, commit_change, pixel_files
 from healforge.catalog.derived import nested_columns as nst
 from healforge.catalog.derived.collection import resolve_catalog
-from healforge.catalog.format import read_histogram
 from healforge.errors import BadInputError, CatalogError, OptionError
+from healforge.hats import Key, layout
+from healforge.hats.layout import read_histogram
 from healforge.io import storage
 from healforge.io.readers import iter_batches
 from healforge.io.storage import AnyPath, as_path
@@ -103,7 +103,7 @@ def _delete_file(task: dict) -> dict:
     out["changed"] = bool(out["removed"] or out["nested_removed"] or converted)
     out["rows"] = table.num_rows
     if out["changed"] and table.num_rows:
-        fmt.atomic_write_parquet(table, task["staged"], (SPATIAL_INDEX_COLUMN,), task["compression"])
+        layout.atomic_write_parquet(table, task["staged"], (SPATIAL_INDEX_COLUMN,), task["compression"])
     return out
 
 
@@ -136,8 +136,8 @@ def delete(
         As for :func:`healforge.append`.
     """
     run = RunOptions.of(run, **run_options)
-    root = fmt.require_catalog(resolve_catalog(run.path(catalog)))
-    schema = storage.read_parquet_schema(root / fmt.DATASET_DIR / "_common_metadata")
+    root = layout.require_catalog(resolve_catalog(run.path(catalog)))
+    schema = storage.read_parquet_schema(layout.common_metadata_file(root))
     if ids is None and nested_ids is None:
         raise OptionError("give ids (with on) and/or nested_ids (with nested and nested_on)")
     obj_ids = src_ids = None
@@ -182,8 +182,8 @@ def convert_nested_layout(
         The nested columns converted (empty when there was nothing to convert).
     """
     run = RunOptions.of(run, **run_options)
-    root = fmt.require_catalog(resolve_catalog(run.path(catalog)))
-    common = root / fmt.DATASET_DIR / "_common_metadata"
+    root = layout.require_catalog(resolve_catalog(run.path(catalog)))
+    common = layout.common_metadata_file(root)
     if not common.exists() or not nst.legacy_columns(storage.read_parquet_schema(common)):
         return []
     task = {"on": None, "ids": None, "nested": None, "nested_on": None, "nested_ids": None}
@@ -196,10 +196,10 @@ def _rewrite(
 ) -> DeleteResult:
     """Rewrite every file holding ids to delete, or a ``list<struct>`` column, in one transaction."""
     with change(root, kind, run.tmp_dir):
-        schema = storage.read_parquet_schema(root / fmt.DATASET_DIR / "_common_metadata")
+        schema = storage.read_parquet_schema(layout.common_metadata_file(root))
         converted = nst.legacy_columns(schema)
-        props = fmt.read_properties(root)
-        pixels = fmt.read_partition_info(root)
+        props = layout.read_properties(root)
+        pixels = layout.read_partition_info(root)
         histogram = read_histogram(root)
         skymap_order = int(np.log2(len(histogram) // 12) // 2)
         files = [(o, p, f) for o, p in pixels for f in pixel_files(root, o, p)]
@@ -228,7 +228,7 @@ def _rewrite(
                 v for v in (src_ids.to_pylist() if src_ids is not None else []) if v not in nested_found
             ]
             result.files_rewritten = sum(r["changed"] for r in results)
-            result.total_rows = int(props["hats_nrows"]) - result.rows_removed
+            result.total_rows = int(props[Key.NROWS]) - result.rows_removed
             if not result.files_rewritten:
                 txn.recover(root)
                 return result
@@ -248,8 +248,8 @@ def _rewrite(
                         move.append([f"{k}.parquet", str(f.relative_to(root))])
             for o, p in pixels:
                 if rows_left[(o, p)] == 0:
-                    single = fmt.pixel_file(root, o, p, ".parquet")
-                    path = single if single.is_file() else fmt.pixel_file(root, o, p, "/")
+                    single = layout.pixel_file(root, o, p, ".parquet")
+                    path = single if single.is_file() else layout.pixel_file(root, o, p, "/")
                     retire.append(str(path.relative_to(root)))
             new_hist = histogram.copy()
             for r in results:
@@ -260,9 +260,9 @@ def _rewrite(
             properties = carry_properties(props)
             properties.update(
                 {
-                    "hats_nrows": result.total_rows,
-                    "hats_order": max(o for o, _ in kept),
-                    "moc_sky_fraction": f"{fmt.sky_fraction(kept):0.5f}",
+                    Key.NROWS: result.total_rows,
+                    Key.ORDER: max(o for o, _ in kept),
+                    "moc_sky_fraction": f"{layout.sky_fraction(kept):0.5f}",
                 }
             )
             manifest = {

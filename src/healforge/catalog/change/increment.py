@@ -24,7 +24,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from healforge.catalog import format as fmt
 from healforge.catalog.build.column_types import cast_checked
 from healforge.catalog.change import transaction as txn
 from healforge.catalog.change.append import batch_key, stage_and_commit
@@ -38,6 +37,7 @@ from healforge.catalog.derived.index import index_catalog
 from healforge.catalog.derived.members import members_of
 from healforge.engine import Engine
 from healforge.errors import BadInputError, OptionError
+from healforge.hats import Key, layout
 from healforge.io import storage
 from healforge.io.readers import expand_inputs, iter_batches
 from healforge.io.storage import AnyPath
@@ -205,11 +205,11 @@ def increment(
     if on_orphans not in ("error", "quarantine"):
         raise OptionError("on_orphans must be 'error' or 'quarantine'")
     check_optional_name(batch, "batch label")
-    root = fmt.require_catalog(resolve_catalog(run.path(catalog)))
+    root = layout.require_catalog(resolve_catalog(run.path(catalog)))
     # a catalog written with list<struct> nested columns is first rewritten packed (one transaction)
     converted = convert_nested_layout(root, compression=compression, margin=margin, run=run)
     if converted:  # the conversion committed a new version: work on it
-        root = fmt.require_catalog(resolve_catalog(root))
+        root = layout.require_catalog(resolve_catalog(root))
     obj_files = expand_inputs(
         [objects] if isinstance(objects, str | os.PathLike) else objects, run.storage_options
     )
@@ -229,7 +229,7 @@ def increment(
         applied = txn.applied_batches(root)
         if batch_id in applied or (batch and any(b.get("label") == batch for b in applied.values())):
             storage.rmtree(txn.txn_dir(root))
-            total = int(fmt.read_properties(root)["hats_nrows"])
+            total = int(layout.read_properties(root)[Key.NROWS])
             return IncrementResult(str(root), label, total_rows=total, skipped=True, converted=converted)
         try:
             result = IncrementResult(str(root), label, converted=converted)
@@ -244,7 +244,7 @@ def increment(
             prepared.mkdir(exist_ok=True)
             target = prepared / "objects.parquet"
             if not target.exists():
-                fmt.atomic_write_parquet(table, target, (), None)
+                layout.atomic_write_parquet(table, target, (), None)
             result.objects = table.num_rows
             new_state = {
                 n: {"on": plan["on"], "source_on": plan["src_on"][n], "sort_by": plan["sorts"][n]}
@@ -419,7 +419,7 @@ def _carried_rows(root, work, wanted, on, latest_by, top, eng: Engine) -> pa.Tab
     """The catalog's latest row (top-level columns) of each wanted key present in the catalog."""
     if not len(wanted):
         return top.empty_table()
-    pixels = fmt.read_partition_info(root)
+    pixels = layout.read_partition_info(root)
     files = [pixel_files(root, o, p) for o, p in pixels]
     wanted_file = work / "wanted.arrow"
     with pa.ipc.new_file(wanted_file, pa.schema([("key", wanted.type)])) as writer:
@@ -434,7 +434,7 @@ def _carried_rows(root, work, wanted, on, latest_by, top, eng: Engine) -> pa.Tab
         for fs, s in zip(files, seqs, strict=True)
     ]
     # two columns of every file: quicker in-process than starting a cluster, up to a large catalog
-    small = int(fmt.read_properties(root)["hats_nrows"]) <= SMALL_LOOKUP_ROWS
+    small = int(layout.read_properties(root)[Key.NROWS]) <= SMALL_LOOKUP_ROWS
     found = [t for t in eng.map(_find_in_catalog, tasks, "Finding objects", small=small) if t is not None]
     if not found:
         return top.empty_table()
@@ -464,8 +464,8 @@ def _with_spatial_index(t: pa.Table, items: pa.Schema, root: AnyPath) -> pa.Tabl
     from their coordinates (the catalog's ra/dec column names)."""
     if SPATIAL_INDEX_COLUMN not in items.names or SPATIAL_INDEX_COLUMN in t.column_names:
         return t
-    props = fmt.read_properties(root)
-    ra, dec = props["hats_col_ra"], props["hats_col_dec"]
+    props = layout.read_properties(root)
+    ra, dec = props[Key.COL_RA], props[Key.COL_DEC]
     if ra not in t.column_names or dec not in t.column_names:
         return t
     h29 = spatial_index(
@@ -479,5 +479,5 @@ def _with_spatial_index(t: pa.Table, items: pa.Schema, root: AnyPath) -> pa.Tabl
 def _write_orphans(root: AnyPath, label: str, name: str, table: pa.Table) -> AnyPath:
     home = home_of(root)  # beside the catalog (or its collection), whatever its version
     target = home.with_name(f"{home.name}.{label}.orphans.{name}.parquet")
-    fmt.atomic_write_parquet(table, target, (), None)
+    layout.atomic_write_parquet(table, target, (), None)
     return target

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from healforge.catalog import format as fmt
+from healforge.hats import layout
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 
@@ -36,14 +36,14 @@ class CatalogSnapshot:
     def of(cls, root: str | os.PathLike) -> CatalogSnapshot:
         """The catalog as it is on disk (or in its object store)."""
         root = as_path(root)
-        pixels = fmt.read_partition_info(root)
+        pixels = layout.read_partition_info(root)
         current, sizes = _current_files(root)
         return cls(
             root=root,
-            props=fmt.read_properties(root),
+            props=layout.read_properties(root),
             pixels=pixels,
             files={pix: current.get(pix, []) for pix in pixels},
-            schema_file=root / fmt.DATASET_DIR / "_common_metadata",
+            schema_file=layout.common_metadata_file(root),
             sizes=sizes,
         )
 
@@ -60,7 +60,7 @@ class CatalogSnapshot:
         current, sizes = _current_files(root)
         staged: dict[tuple[int, int], list[AnyPath]] = {}
         for name, rel in manifest.get("move", []):
-            staged.setdefault(fmt.pixel_of_path(rel), []).append(staging / name)
+            staged.setdefault(layout.pixel_of_path(rel), []).append(staging / name)
         sizes |= {str(p): n for p, n in storage.list_files(staging)}
         files = {}
         for order, pixel in (tuple(p) for p in manifest["pixels"]):
@@ -76,19 +76,19 @@ class CatalogSnapshot:
             props=props,
             pixels=[tuple(p) for p in manifest["pixels"]],
             files=files,
-            schema_file=root / fmt.DATASET_DIR / "_common_metadata",
+            schema_file=layout.common_metadata_file(root),
             sizes=sizes,
         )
 
 
 def _current_files(root: AnyPath) -> tuple[dict[tuple[int, int], list[AnyPath]], dict[str, int]]:
     """Data files of every pixel (a single file, or the files of the pixel's directory) and sizes."""
-    base = root / fmt.DATASET_DIR
+    base = root / layout.DATASET_DIR
     listed = storage.list_files(base)
     by_pixel: dict[tuple[int, int], list[AnyPath]] = {}
     for f, _ in listed:
         rel = "/".join(f.parts[len(base.parts) :])
-        if fmt.is_data_file(rel):
-            by_pixel.setdefault(fmt.pixel_of_path(rel), []).append(f)
+        if layout.is_data_file(rel):
+            by_pixel.setdefault(layout.pixel_of_path(rel), []).append(f)
     sizes = {str(p): n for p, n in listed}
     return {pix: sorted(fs, key=str) for pix, fs in by_pixel.items()}, sizes

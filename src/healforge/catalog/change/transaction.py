@@ -31,11 +31,11 @@ import socket
 import time
 import uuid
 
-from healforge.catalog import format as fmt
 from healforge.catalog.change import versions
 from healforge.catalog.change.versions import home_of
 from healforge.engine import failpoint
 from healforge.errors import CatalogError
+from healforge.hats import layout
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 
@@ -198,7 +198,7 @@ def finished_command(output: AnyPath, command: str, args: dict, overwrite: bool)
     path = output / STATE_DIR / f"{command}.json"
     if overwrite or not path.exists():
         return None
-    if not any((output / n).exists() for n in ("hats.properties", "collection.properties")):
+    if not any((output / n).exists() for n in (layout.PROPERTIES_FILE, "collection.properties")):
         return None  # copied into place on an object store, its properties not yet
     record = json.loads(path.read_text())
     if record["args"] != args:
@@ -214,7 +214,7 @@ def write_command_record(output: AnyPath, command: str, args: dict, result: dict
     """Record in ``output`` (before it is moved into place) that ``command`` finished with
     ``args`` and produced ``result`` (what :func:`finished_command` returns to a rerun)."""
     record = {"args": args, "result": result}
-    fmt.atomic_write_text(output / STATE_DIR / f"{command}.json", json.dumps(record, indent=1))
+    layout.atomic_write_text(output / STATE_DIR / f"{command}.json", json.dumps(record, indent=1))
 
 
 def swap_into_place(built: AnyPath, final: AnyPath) -> None:
@@ -226,7 +226,7 @@ def swap_into_place(built: AnyPath, final: AnyPath) -> None:
         storage.rmtree(final)
         files = [p for p, _ in storage.list_files(built)]
         depth = len(built.parts)
-        last = ("partition_info.csv", "properties", "hats.properties")
+        last = (layout.PARTITION_INFO_FILE, layout.LEGACY_PROPERTIES_FILE, layout.PROPERTIES_FILE)
         files.sort(
             key=lambda p: (
                 len(p.parts) == depth + 1,

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-from healforge.catalog import format as fmt
 from healforge.catalog.build import ancillary
 from healforge.catalog.derived.collection import (
     COLLECTION_FILE,
@@ -41,6 +40,7 @@ from healforge.catalog.derived.collection import (
 from healforge.catalog.derived.members import unregister
 from healforge.engine import failpoint
 from healforge.errors import CatalogError
+from healforge.hats import Key, layout
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 
@@ -48,7 +48,7 @@ LOG_FILE = ".healforge-versions.json"
 STATE_DIR = ".healforge"  # healforge's state inside a catalog version (batches, registries)
 GRACE_ENV = "HEALFORGE_SNAPSHOT_GRACE"
 DEFAULT_GRACE_S = 600.0
-ROOT_PROPERTIES = ("properties", "hats.properties")
+ROOT_PROPERTIES = (layout.LEGACY_PROPERTIES_FILE, layout.PROPERTIES_FILE)
 _VERSIONED = re.compile(r"^(?P<base>.+)\.v(?P<n>[0-9]+)$")
 
 
@@ -153,7 +153,7 @@ def catalog_entries(root: AnyPath, home: AnyPath) -> list[AnyPath]:
     for entry in _entries(home):
         if _state_entry(entry.name) or (split_version(entry.name)[0] in bases and entry.name != home.name):
             continue
-        if _VERSIONED.match(entry.name) or (entry / "hats.properties").exists():
+        if _VERSIONED.match(entry.name) or layout.properties_file(entry).exists():
             continue
         out.append(entry)
     return out
@@ -171,7 +171,7 @@ def build(root: AnyPath, manifest: dict, staging: AnyPath, histogram: np.ndarray
     storage.rmtree(new)
     if str(root) == str(home):
         log = _log(home)
-        log["legacy"] = sorted({e.name for e in catalog_entries(root, home)} | {fmt.DATASET_DIR})
+        log["legacy"] = sorted({e.name for e in catalog_entries(root, home)} | {layout.DATASET_DIR})
         _save_log(home, log)
     retired = [r.rstrip("/") for r in manifest.get("retire", [])]
     convert = {tuple(p) for p in manifest.get("convert", [])}
@@ -181,10 +181,12 @@ def build(root: AnyPath, manifest: dict, staging: AnyPath, histogram: np.ndarray
             rel = "/".join(src.parts[len(root.parts) :])
             if any(part.startswith(".") and part != STATE_DIR for part in rel.split("/")):
                 continue  # temporary files of a killed writer
-            data = rel.startswith(fmt.DATASET_DIR + "/") and fmt.is_data_file(rel[len(fmt.DATASET_DIR) + 1 :])
+            data = rel.startswith(layout.DATASET_DIR + "/") and layout.is_data_file(
+                rel[len(layout.DATASET_DIR) + 1 :]
+            )
             if data and any(rel == r or rel.startswith(r + "/") for r in retired):
                 continue
-            if data and rel.count("/") == 3 and fmt.pixel_of_path(rel) in convert:
+            if data and rel.count("/") == 3 and layout.pixel_of_path(rel) in convert:
                 rel = rel[: -len(".parquet")] + "/" + src.name
             dst = new.joinpath(*rel.split("/"))
             if data and local:
@@ -196,19 +198,19 @@ def build(root: AnyPath, manifest: dict, staging: AnyPath, histogram: np.ndarray
     for name, rel in manifest.get("move", []):
         storage.replace(staging / name, new.joinpath(*str(rel).split("/")))
     failpoint("Apply", 2)
-    fmt.write_partition_info(new, [tuple(p) for p in manifest["pixels"]])
-    total = fmt.write_dataset_metadata(new)
-    if total != int(manifest["properties"]["hats_nrows"]):
+    layout.write_partition_info(new, [tuple(p) for p in manifest["pixels"]])
+    total = layout.write_dataset_metadata(new)
+    if total != int(manifest["properties"][Key.NROWS]):
         raise CatalogError(
-            f"after the change the data files hold {total} rows, expected {manifest['properties']['hats_nrows']}"
+            f"after the change the data files hold {total} rows, expected {manifest['properties'][Key.NROWS]}"
         )
-    if fmt.has_multi_file_pixels(new):
+    if layout.has_multi_file_pixels(new):
         # hats 0.11 counts every file listed in _metadata as one partition, so a pixel with several
         # files makes strict validation fail; like the HATS incremental layout, drop the file
         # until compaction leaves one file per pixel.
-        storage.rmtree(new / fmt.DATASET_DIR / "_metadata")
-    fmt.write_skymaps(new, histogram)
-    fmt.write_properties(new, **manifest["properties"])
+        storage.rmtree(layout.metadata_file(new))
+    layout.write_skymaps(new, histogram)
+    layout.write_properties(new, **manifest["properties"])
     ancillary.refresh(new, histogram)
     failpoint("Apply", 3)
     state = new / STATE_DIR
@@ -238,7 +240,7 @@ def switch(root: AnyPath, new: AnyPath, manifest: dict) -> None:
         indexes = {col: str(p) for col, p in coll.indexes.items()}
         default_margin, default_index = coll.default_margin, coll.default_index
     else:
-        name = fmt.read_properties(root).get("obs_collection") or home.name
+        name = layout.read_properties(root).get("obs_collection") or home.name
         margins, indexes, default_margin, default_index = {}, {}, None, None
 
     def rel(path: str) -> str:

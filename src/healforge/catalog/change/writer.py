@@ -21,7 +21,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from healforge.catalog import format as fmt
 from healforge.catalog.change import transaction as txn
 from healforge.catalog.change import versions
 from healforge.catalog.change.snapshot import CatalogSnapshot
@@ -29,6 +28,7 @@ from healforge.catalog.derived.index import build_index
 from healforge.catalog.derived.margin import build_margin
 from healforge.catalog.derived.members import Member, members_of
 from healforge.engine import Engine
+from healforge.hats import Key, layout
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 from healforge.options import RunOptions
@@ -70,7 +70,7 @@ def build_member(
 ) -> object:
     """Build ``member`` from ``source`` at ``output`` (which must not exist yet); intermediate
     files in ``tmp_dir`` (see :func:`healforge.io.storage.scratch_dir`)."""
-    name = fmt.read_properties(member.path).get("obs_collection") if member.path.exists() else None
+    name = layout.read_properties(member.path).get("obs_collection") if member.path.exists() else None
     name = name or member.path.name
     if member.kind == "margin":
         return build_margin(
@@ -128,19 +128,19 @@ def given_margin(margin: str | os.PathLike | None, storage_options: dict | None 
     if margin is None:
         return []
     path = as_path(margin, storage_options)
-    props = fmt.read_properties(path)
-    return [Member("margin", path, radius_arcsec=float(props["hats_margin_threshold"]))]
+    props = layout.read_properties(path)
+    return [Member("margin", path, radius_arcsec=float(props[Key.MARGIN_THRESHOLD]))]
 
 
 def carry_properties(props: dict[str, str]) -> dict:
     """Properties kept across a change (the writer fills dates, builder and size again)."""
-    skip = {"hats_estsize", "hats_creation_date", "hats_builder", "hats_version"}
+    skip = {Key.ESTSIZE, Key.CREATION_DATE, Key.BUILDER, Key.VERSION}
     return {k: v for k, v in props.items() if k not in skip}
 
 
 def catalog_schema(root: AnyPath) -> pa.Schema:
     """Data schema of a catalog (``_common_metadata`` without ``_healpix_29``)."""
-    schema = storage.read_parquet_schema(as_path(root) / fmt.DATASET_DIR / "_common_metadata")
+    schema = storage.read_parquet_schema(layout.common_metadata_file(root))
     schema = schema.remove_metadata()
     return (
         schema.remove(schema.get_field_index(SPATIAL_INDEX_COLUMN))
@@ -180,12 +180,12 @@ def file_rank(path: AnyPath, ranks: dict[str, int]) -> int:
 def pixel_files(root: AnyPath, order: int, pixel: int, ranks: dict[str, int] | None = None) -> list[AnyPath]:
     """Data files of a pixel, oldest first: by batch rank (:func:`batch_order`), then modification
     time, then name (object stores keep modification times to the second)."""
-    single = fmt.pixel_file(root, order, pixel, ".parquet")
+    single = layout.pixel_file(root, order, pixel, ".parquet")
     if single.is_file():
         return [single]
     if ranks is None:
         ranks = batch_order(root)
-    folder = fmt.pixel_file(root, order, pixel, "/")
+    folder = layout.pixel_file(root, order, pixel, "/")
     files = [p for p in folder.glob("*.parquet") if p.is_file()]
     return sorted(files, key=lambda p: (file_rank(p, ranks), p.stat().st_mtime_ns, p.name))
 

@@ -6,8 +6,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from healforge.catalog import format as fmt
 from healforge.errors import CatalogError
+from healforge.hats import Key, layout
 from healforge.io import storage
 from healforge.io.storage import as_path
 
@@ -65,14 +65,14 @@ def collection_info(path: str | Path, storage_options: dict | None = None) -> Co
     members = []
     for label, member in coll.margins.items():
         default = " (default)" if label == coll.default_margin else ""
-        if not (member / "hats.properties").exists():
+        if not layout.properties_file(member).exists():
             members.append((label, None, f"margin{default}"))
             continue
-        radius = fmt.read_properties(member).get("hats_margin_threshold", "?")
+        radius = layout.read_properties(member).get(Key.MARGIN_THRESHOLD, "?")
         members.append((label, catalog_info(member), f"{radius} arcsec{default}"))
     for column, member in coll.indexes.items():
         default = " (default)" if column == coll.default_index else ""
-        if not (member / "hats.properties").exists():
+        if not layout.properties_file(member).exists():
             members.append((member.name, None, f"index on {column}{default}"))
             continue
         members.append((member.name, catalog_info(member), f"on {column}{default}"))
@@ -88,23 +88,26 @@ def catalog_info(path: str | Path, storage_options: dict | None = None) -> Catal
     if is_collection(root):
         return collection_info(root)
     # an index catalog is not HEALPix-partitioned (no partition_info.csv)
-    is_index = (root / "hats.properties").is_file() and fmt.read_properties(root).get(
-        "dataproduct_type"
-    ) == "index"
+    is_index = (
+        layout.properties_file(root).is_file()
+        and layout.read_properties(root).get("dataproduct_type") == "index"
+    )
     if not is_index:
-        root = fmt.require_catalog(root)
-    props = fmt.read_properties(root)
-    pixels = [] if is_index else fmt.read_partition_info(root)
-    common = root / fmt.DATASET_DIR / "_common_metadata"
+        root = layout.require_catalog(root)
+    props = layout.read_properties(root)
+    pixels = [] if is_index else layout.read_partition_info(root)
+    common = layout.common_metadata_file(root)
     if not common.is_file():
-        raise CatalogError(f"{root} is not a complete HATS catalog (no {fmt.DATASET_DIR}/_common_metadata)")
+        raise CatalogError(
+            f"{root} is not a complete HATS catalog (no {layout.DATASET_DIR}/_common_metadata)"
+        )
     schema = storage.read_parquet_schema(common)
-    files = fmt.list_data_files(root) or [
-        p for p, _ in storage.list_files(root / fmt.DATASET_DIR) if p.name.startswith("part.")
+    files = layout.list_data_files(root) or [
+        p for p, _ in storage.list_files(root / layout.DATASET_DIR) if p.name.startswith("part.")
     ]
     rows = (
-        int(props["hats_nrows"])
-        if "hats_nrows" in props
+        int(props[Key.NROWS])
+        if Key.NROWS in props
         else sum(storage.read_parquet_metadata(f).num_rows for f in files)
     )
     return CatalogInfo(
@@ -115,5 +118,5 @@ def catalog_info(path: str | Path, storage_options: dict | None = None) -> Catal
         pixels_by_order=dict(Counter(o for o, _ in pixels)),
         columns=[(f.name, str(f.type)) for f in schema],
         files=len(files),
-        size_bytes=fmt.dir_size(root),
+        size_bytes=layout.dir_size(root),
     )

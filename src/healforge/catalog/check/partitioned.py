@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 
-from healforge.catalog import format as fmt
 from healforge.catalog.check.unseen import unseen_files
+from healforge.hats import Key, layout
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 from healforge.pixel import SPATIAL_INDEX_COLUMN, index29_range, index_to_order, spatial_index, wrap_lon
@@ -85,7 +85,7 @@ def begin_report(
 def read_any_properties(root: AnyPath) -> dict[str, str] | None:
     """The catalog's properties from ``hats.properties`` or, as hats reads it too, the legacy
     ``properties`` file; ``None`` when it has neither."""
-    for name in ("hats.properties", "properties"):
+    for name in (layout.PROPERTIES_FILE, layout.LEGACY_PROPERTIES_FILE):
         if (root / name).is_file():
             out = {}
             for line in (root / name).read_text().splitlines():
@@ -110,28 +110,28 @@ def validate_partitioned(
     if props is None:
         return report
     try:
-        pixels = fmt.read_partition_info(root)
+        pixels = layout.read_partition_info(root)
     except FileNotFoundError:
         problems.append("partition_info.csv is missing")
         return report
     _check_disjoint(pixels, problems)
 
-    ra_col, dec_col = props.get("hats_col_ra"), props.get("hats_col_dec")
+    ra_col, dec_col = props.get(Key.COL_RA), props.get(Key.COL_DEC)
     # files readers skip (hidden), cannot read as data or would read where healforge does not
     # look are problems, and their rows are not counted: lsdb would not count them either
     unseen = unseen_files(root)
     for rel, reason in unseen:
-        problems.append(f"{fmt.DATASET_DIR}/{rel}: {reason}")
+        problems.append(f"{layout.DATASET_DIR}/{rel}: {reason}")
     skipped = {rel for rel, _ in unseen}
-    base = root / fmt.DATASET_DIR
-    files = [f for f in fmt.list_data_files(root) if "/".join(f.parts[len(base.parts) :]) not in skipped]
+    base = root / layout.DATASET_DIR
+    files = [f for f in layout.list_data_files(root) if "/".join(f.parts[len(base.parts) :]) not in skipped]
     report.files = len(files)
     listed = set(pixels)
     file_rows: dict[str, int] = {}
     ids = []
     for f in files:
-        order, pixel = fmt.pixel_of_path(f)
-        rel = "/".join(f.parts[len((root / fmt.DATASET_DIR).parts) :])
+        order, pixel = layout.pixel_of_path(f)
+        rel = "/".join(f.parts[len((root / layout.DATASET_DIR).parts) :])
         if (order, pixel) not in listed:
             problems.append(f"{rel}: pixel ({order}, {pixel}) is not in partition_info.csv")
         try:
@@ -177,12 +177,12 @@ def validate_partitioned(
                 )
         if id_column and id_column in table.column_names:
             ids.append(table.column(id_column))
-    present = {fmt.pixel_of_path(f) for f in files}
+    present = {layout.pixel_of_path(f) for f in files}
     for pix in sorted(listed - present):
         problems.append(f"pixel {pix} is in partition_info.csv but has no data file")
     check_metadata(root, file_rows, problems)
-    if "hats_nrows" in props and int(props["hats_nrows"]) != report.rows:
-        problems.append(f"hats_nrows is {props['hats_nrows']} but the data files hold {report.rows} rows")
+    if Key.NROWS in props and int(props[Key.NROWS]) != report.rows:
+        problems.append(f"{Key.NROWS} is {props[Key.NROWS]} but the data files hold {report.rows} rows")
     if id_column and ids:
         import pyarrow as pa
 
@@ -220,9 +220,9 @@ def _check_disjoint(pixels, problems) -> None:
 
 
 def check_metadata(root: AnyPath, file_rows: dict[str, int], problems: list[str]) -> None:
-    meta_path = root / fmt.DATASET_DIR / "_metadata"
+    meta_path = layout.metadata_file(root)
     if not meta_path.exists():
-        if not fmt.has_multi_file_pixels(root):
+        if not layout.has_multi_file_pixels(root):
             problems.append("dataset/_metadata is missing")
         return
     meta = storage.read_parquet_metadata(meta_path)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import re
 
-from healforge.catalog import format as fmt
 from healforge.errors import CatalogError
+from healforge.hats import layout
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 
-_METADATA = ("_metadata", "_common_metadata")
+_METADATA = (layout.METADATA_FILE, layout.COMMON_METADATA_FILE)
 _PIXEL = re.compile(r"^Norder=\d+/Dir=\d+/Npix=\d+")
 _SINGLE = re.compile(r"^Norder=\d+/Dir=\d+/Npix=\d+\.parquet$")
 _IN_DIR = re.compile(r"^Norder=\d+/Dir=\d+/Npix=\d+/[^/]+\.parquet$")
@@ -44,7 +44,7 @@ def unseen_files(root: str | AnyPath, pixel_dirs_only: bool = False) -> list[tup
     """``(path relative to dataset/, reason)`` for every file of the catalog's ``dataset/``
     that :func:`unseen_reason` refuses (with ``pixel_dirs_only``: only those inside
     ``Npix=P/`` directories)."""
-    base = as_path(root) / fmt.DATASET_DIR
+    base = as_path(root) / layout.DATASET_DIR
     out = []
     for path, _ in storage.list_files(base):
         rel = "/".join(path.parts[len(base.parts) :])
@@ -65,7 +65,7 @@ def check_pixel_dirs(root: str | AnyPath, command: str) -> None:
         rel, reason = found[0]
         more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
         raise CatalogError(
-            f"{command} stopped: {as_path(root) / fmt.DATASET_DIR / rel}: {reason}{more}; "
+            f"{command} stopped: {as_path(root) / layout.DATASET_DIR / rel}: {reason}{more}; "
             "move it out of the catalog (its rows would be lost or counted twice)"
         )
 

@@ -9,6 +9,7 @@ from healforge.catalog.check import validate_members as vm
 from healforge.catalog.check.partitioned import ValidationReport, read_any_properties, validate_partitioned
 from healforge.catalog.derived.collection import is_collection
 from healforge.errors import CatalogError
+from healforge.hats import layout
 from healforge.io.storage import as_path
 
 
@@ -39,7 +40,9 @@ def validate_catalog(
         raise CatalogError(f"catalog not found: {root}")
     if is_collection(root):
         return vm.validate_collection(root, id_column=id_column, check_index=check_index)
-    if root.is_file() or not any((root / n).is_file() for n in ("hats.properties", "properties")):
+    if root.is_file() or not any(
+        (root / n).is_file() for n in (layout.PROPERTIES_FILE, layout.LEGACY_PROPERTIES_FILE)
+    ):
         raise CatalogError(f"{root} is not a HATS catalog (no hats.properties)")
     kind = (read_any_properties(root) or {}).get("dataproduct_type")
     if kind == "margin":

@@ -9,7 +9,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from healforge.catalog import format as fmt
 from healforge.catalog.check.partitioned import (
     ValidationReport,
     begin_report,
@@ -18,6 +17,7 @@ from healforge.catalog.check.partitioned import (
     validate_partitioned,
 )
 from healforge.catalog.check.unseen import unseen_files
+from healforge.hats import Key, layout
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 from healforge.pixel import SPATIAL_INDEX_COLUMN, index_to_order
@@ -42,7 +42,7 @@ def validate_collection(
         report.problems.append(str(exc))
         return report
     hats_strict(root, report.problems)
-    if not (coll.primary / "hats.properties").exists():
+    if not layout.properties_file(coll.primary).exists():
         report.problems.append(f"primary catalog {coll.primary} is missing")
         return report
     # hats' strict collection check above covered every member's hats checks
@@ -51,18 +51,18 @@ def validate_collection(
     report.problems += _prefixed(primary, coll.primary.name)
     report.rows, report.files = primary.rows, primary.files
     for label, path in coll.margins.items():
-        if not (path / "hats.properties").exists():
+        if not layout.properties_file(path).exists():
             report.problems.append(f"margin {label} is listed in collection.properties but missing")
             continue
         member = validate_margin(path, coll.primary, hats_check=False)
         report.members.append(member)
         report.problems += _prefixed(member, label)
     for column, path in coll.indexes.items():
-        if not (path / "hats.properties").exists():
+        if not layout.properties_file(path).exists():
             report.problems.append(f"index on {column} ({path.name}) is listed but missing")
             continue
         member = validate_index(path, coll.primary, hats_check=False)
-        indexed = fmt.read_properties(path).get("hats_index_column")
+        indexed = layout.read_properties(path).get(Key.INDEX_COLUMN)
         if indexed != column:
             member.problems.append(f"indexes column {indexed!r}, collection.properties says {column!r}")
         report.members.append(member)
@@ -81,7 +81,7 @@ def find_primary(root: AnyPath) -> AnyPath | None:
 
     if is_collection(root.parent):
         return open_collection(root.parent).primary
-    url = fmt.read_properties(root).get("hats_primary_table_url")
+    url = layout.read_properties(root).get(Key.PRIMARY_TABLE_URL)
     if not url:
         return None
     options = None if storage.is_local(root) else dict(root.storage_options)
@@ -89,7 +89,7 @@ def find_primary(root: AnyPath) -> AnyPath | None:
     if storage.protocol_of(url) or os.path.isabs(url):
         candidates.insert(0, as_path(url, options if storage.protocol_of(url) else None))
     for candidate in candidates:
-        if (candidate / "hats.properties").exists():
+        if layout.properties_file(candidate).exists():
             return candidate
     return None
 
@@ -115,11 +115,11 @@ def validate_margin(
         return report
     primary = primary or find_primary(root)
     if primary is None:
-        problems.append(f"primary catalog {props.get('hats_primary_table_url')!r} not found")
+        problems.append(f"primary catalog {props.get(Key.PRIMARY_TABLE_URL)!r} not found")
         return report
-    radius = float(props["hats_margin_threshold"])
+    radius = float(props[Key.MARGIN_THRESHOLD])
     source = CatalogSnapshot.of(primary)
-    ra, dec = source.props["hats_col_ra"], source.props["hats_col_dec"]
+    ra, dec = source.props[Key.COL_RA], source.props[Key.COL_DEC]
     cols = [SPATIAL_INDEX_COLUMN, ra, dec]
     empty = negative_tree_pixels(source.pixels)
     table = partition_table(source.pixels, empty)
@@ -128,10 +128,10 @@ def validate_margin(
     present: dict[tuple[int, int], pd.DataFrame] = {}
     file_rows = {}
     unseen = unseen_files(root)  # files readers skip are problems, their rows not counted
-    problems.extend(f"{fmt.DATASET_DIR}/{rel}: {reason}" for rel, reason in unseen)
-    for f in fmt.list_data_files(root):
-        order, pixel = fmt.pixel_of_path(f)
-        rel = "/".join(f.parts[len((root / fmt.DATASET_DIR).parts) :])
+    problems.extend(f"{layout.DATASET_DIR}/{rel}: {reason}" for rel, reason in unseen)
+    for f in layout.list_data_files(root):
+        order, pixel = layout.pixel_of_path(f)
+        rel = "/".join(f.parts[len((root / layout.DATASET_DIR).parts) :])
         if rel in {r for r, _ in unseen}:
             continue
         df = storage.read_parquet_table(f, columns=cols).to_pandas()
@@ -153,8 +153,8 @@ def validate_margin(
             pd.concat([present[(order, pixel)], df]) if (order, pixel) in present else df
         )
     check_metadata(root, file_rows, problems)
-    if "hats_nrows" in props and int(props["hats_nrows"]) != report.rows:
-        problems.append(f"hats_nrows is {props['hats_nrows']} but the data files hold {report.rows} rows")
+    if Key.NROWS in props and int(props[Key.NROWS]) != report.rows:
+        problems.append(f"{Key.NROWS} is {props[Key.NROWS]} but the data files hold {report.rows} rows")
 
     expected: dict[tuple[int, int], list[pd.DataFrame]] = {}
     m_order = margin_order_for(radius)
@@ -213,16 +213,16 @@ def validate_index(
     problems = report.problems
     if props is None:
         return report
-    column = props.get("hats_index_column")
+    column = props.get(Key.INDEX_COLUMN)
     if not column:
-        problems.append("hats_index_column is not set")
+        problems.append(f"{Key.INDEX_COLUMN} is not set")
         return report
     primary = primary or find_primary(root)
     if primary is None:
-        problems.append(f"primary catalog {props.get('hats_primary_table_url')!r} not found")
+        problems.append(f"primary catalog {props.get(Key.PRIMARY_TABLE_URL)!r} not found")
         return report
     files = sorted(
-        (f for f, _ in storage.list_files(root / fmt.DATASET_DIR) if f.name.endswith(".parquet")),
+        (f for f, _ in storage.list_files(root / layout.DATASET_DIR) if f.name.endswith(".parquet")),
         key=lambda f: (len(f.name), f.name, str(f)),
     )
     tables, last = [], None
@@ -241,8 +241,8 @@ def validate_index(
         pa.concat_tables(tables).to_pandas() if tables else pd.DataFrame(columns=[column, "Norder", "Npix"])
     )
     report.rows = len(index)
-    if "hats_nrows" in props and int(props["hats_nrows"]) != report.rows:
-        problems.append(f"hats_nrows is {props['hats_nrows']} but the data files hold {report.rows} rows")
+    if Key.NROWS in props and int(props[Key.NROWS]) != report.rows:
+        problems.append(f"{Key.NROWS} is {props[Key.NROWS]} but the data files hold {report.rows} rows")
     groups = {
         (int(o), int(p)): g[column].to_numpy() for (o, p), g in index.groupby(["Norder", "Npix"], sort=False)
     }

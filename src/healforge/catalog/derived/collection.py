@@ -16,6 +16,7 @@ from pathlib import Path
 
 from healforge import __version__
 from healforge.errors import CatalogError
+from healforge.hats import Key
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 
@@ -144,12 +145,12 @@ def write_collection(
     from hats.catalog.dataset.collection_properties import CollectionProperties
     from hats.catalog.dataset.table_properties import TableProperties
 
-    from healforge.catalog.format import atomic_write_text
+    from healforge.hats.layout import atomic_write_text
 
     root = as_path(path)
     info = {
         "obs_collection": name,
-        "hats_primary_table_url": primary,
+        Key.PRIMARY_TABLE_URL: primary,
         "all_margins": list(margins) if margins else None,
         "default_margin": default_margin,
         "all_indexes": dict(indexes) if indexes else None,

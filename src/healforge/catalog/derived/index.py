@@ -30,7 +30,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from healforge.catalog import format as fmt
 from healforge.catalog.change.snapshot import CatalogSnapshot
 from healforge.catalog.change.transaction import swap_into_place, write_command_record
 from healforge.catalog.derived import members
@@ -44,6 +43,7 @@ from healforge.catalog.derived.collection import (
 from healforge.catalog.derived.member_command import add_member_command
 from healforge.engine import Engine, iter_chunks
 from healforge.errors import BadInputError, CatalogError, OptionError
+from healforge.hats import Key, layout
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 from healforge.names import check_name, check_optional_name
@@ -130,7 +130,7 @@ def index_catalog(
     run = RunOptions.of(run, **run_options)
     catalog = run.path(catalog)
     coll = open_collection(catalog) if is_collection(catalog) else collection_of(catalog)
-    primary = fmt.require_catalog(coll.primary if coll else catalog)
+    primary = layout.require_catalog(coll.primary if coll else catalog)
     if rows_per_file < 1:
         raise OptionError(f"rows_per_file must be at least 1, got {rows_per_file}")
     if output is None:
@@ -266,7 +266,7 @@ def build_index(
                 "shards": shards,
                 "ranges": [(positions[s][j], positions[s][j + 1]) for s in range(len(shards))],
                 "column": column,
-                "output": build / fmt.DATASET_DIR / INDEX_DIR / f"part.{j}.parquet",
+                "output": build / layout.DATASET_DIR / INDEX_DIR / f"part.{j}.parquet",
                 "schema": _index_schema(schema, wanted),
             }
             for j in range(n_parts)
@@ -278,17 +278,19 @@ def build_index(
     if written != total:
         raise RuntimeError(f"index files hold {written} rows, the partitions {total}")
     shutil.rmtree(work, ignore_errors=True)
-    rows = fmt.write_metadata_unordered(build)
+    rows = layout.write_metadata_unordered(build)
     if rows != total:
         raise RuntimeError(f"index metadata counts {rows} rows, expected {total}")
-    fmt.write_properties(
+    layout.write_properties(
         build,
         obs_collection=name or final.name,
         dataproduct_type="index",
-        hats_nrows=total,
-        hats_primary_table_url=source.root.name,
-        hats_index_column=column,
-        hats_index_extra_column=wanted[1:] or None,
+        **{
+            Key.NROWS: total,
+            Key.PRIMARY_TABLE_URL: source.root.name,
+            Key.INDEX_COLUMN: column,
+            Key.INDEX_EXTRA_COLUMN: wanted[1:] or None,
+        },
     )
     examples = [e for r in reduced for e in r["examples"]][:MAX_EXAMPLES]
     result = IndexResult(
@@ -398,7 +400,7 @@ def _reduce_range(task: dict) -> dict:
     else:
         table = task["schema"].empty_table()
     table = table.select(task["schema"].names).cast(task["schema"])
-    fmt.atomic_write_parquet(table, task["output"], sort_columns=[column], row_group_rows=1_000_000)
+    layout.atomic_write_parquet(table, task["output"], sort_columns=[column], row_group_rows=1_000_000)
     return {"rows": table.num_rows, **_duplicates(table, column)}
 
 

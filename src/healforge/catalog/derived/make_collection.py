@@ -18,7 +18,6 @@ import json
 import os
 from dataclasses import dataclass
 
-from healforge.catalog import format as fmt
 from healforge.catalog.change import transaction as txn
 from healforge.catalog.derived.collection import (
     COLLECTION_FILE,
@@ -31,6 +30,7 @@ from healforge.catalog.derived.collection import (
     write_collection,
 )
 from healforge.errors import CatalogError, OptionError
+from healforge.hats import Key, layout
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 
@@ -102,14 +102,14 @@ def make_collection(
     if not plan_path.exists():
         if is_collection(root):
             raise CatalogError(f"{root} is already a HATS collection")
-        fmt.require_catalog(root)  # before the lock, which would create the directory
+        layout.require_catalog(root)  # before the lock, which would create the directory
     with txn.CatalogLock(root, "collection"):
         if plan_path.exists():
             plan = json.loads(plan_path.read_text())
         else:
             txn.recover(root)
             plan = _plan(root, out, margins, indexes, name, default_margin, storage_options)
-            fmt.atomic_write_text(plan_path, json.dumps(plan, indent=1))
+            layout.atomic_write_text(plan_path, json.dumps(plan, indent=1))
         _execute(root, out, plan, storage_options)
         write_collection(
             out,
@@ -134,7 +134,7 @@ def _plan(root, out, margins, indexes, name, default_margin, storage_options) ->
 
     if is_collection(root):
         raise CatalogError(f"{root} is already a HATS collection")
-    fmt.require_catalog(root)
+    layout.require_catalog(root)
     if collection_of(root) is not None:
         raise CatalogError(f"{root} is already the primary catalog of the collection {root.parent}")
     if str(out).startswith(str(root).rstrip("/") + "/"):
@@ -143,7 +143,7 @@ def _plan(root, out, margins, indexes, name, default_margin, storage_options) ->
         )
     if str(out) != str(root) and out.exists() and not storage.is_empty_dir(out):
         raise CatalogError(f"output {out} exists and is not empty")
-    props = fmt.read_properties(root)
+    props = layout.read_properties(root)
     if props.get("dataproduct_type") not in (None, "object", "source"):
         raise CatalogError(
             f"{root} is a {props['dataproduct_type']} catalog, not an object or source catalog"
@@ -165,21 +165,21 @@ def _plan(root, out, margins, indexes, name, default_margin, storage_options) ->
     index_dirs: dict[str, str] = {}
     chosen_default = None
     for kind, path in given.values():
-        if not (path / "hats.properties").exists() and not (path / "properties").exists():
+        if not layout.properties_file(path).exists() and not (path / layout.LEGACY_PROPERTIES_FILE).exists():
             raise CatalogError(f"{kind} {path} is not a HATS catalog (no hats.properties)")
-        mprops = fmt.read_properties(path)
+        mprops = layout.read_properties(path)
         if mprops.get("dataproduct_type") != kind:
             raise CatalogError(
                 f"{path} is a {mprops.get('dataproduct_type', 'catalog of unknown type')}, not {'an' if kind == 'index' else 'a'} {kind} "
                 f"(pass it with --{'index' if mprops.get('dataproduct_type') == 'index' else 'margin'})"
             )
         if kind == "margin":
-            rel = margin_name(name, float(mprops["hats_margin_threshold"]))
+            rel = margin_name(name, float(mprops[Key.MARGIN_THRESHOLD]))
             margin_dirs.append(rel)
             if default_margin is not None and str(as_path(default_margin, storage_options)) == str(path):
                 chosen_default = rel
         else:
-            column = mprops["hats_index_column"]
+            column = mprops[Key.INDEX_COLUMN]
             rel = index_name(name, column)
             if column in index_dirs:
                 raise CatalogError(f"two indexes on column {column!r}: keep one")

@@ -47,7 +47,6 @@ import pyarrow.compute  # noqa: F401  (Table.take and sort_by load it lazily, sl
 import pyarrow.parquet as pq
 
 from healforge.arrays import concat_ranges
-from healforge.catalog import format as fmt
 from healforge.catalog.change.snapshot import CatalogSnapshot
 from healforge.catalog.change.transaction import swap_into_place, write_command_record
 from healforge.catalog.derived import members
@@ -61,6 +60,7 @@ from healforge.catalog.derived.collection import (
 from healforge.catalog.derived.member_command import add_member_command
 from healforge.engine import Engine, iter_chunks
 from healforge.errors import CatalogError, OptionError
+from healforge.hats import Key, layout
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 from healforge.names import check_name, check_optional_name
@@ -148,7 +148,7 @@ def margin(
     run = RunOptions.of(run, **run_options)
     catalog = run.path(catalog)
     coll = open_collection(catalog) if is_collection(catalog) else collection_of(catalog)
-    primary = coll.primary if coll else fmt.require_catalog(catalog)
+    primary = coll.primary if coll else layout.require_catalog(catalog)
     if output is None:
         if coll is None:
             raise OptionError(f"{catalog} is not a collection: give the margin's output directory")
@@ -212,7 +212,7 @@ def build_margin(
     m_order = margin_order_for(radius)
     source = source or CatalogSnapshot.of(catalog)
     props = source.props
-    ra, dec = props.get("hats_col_ra"), props.get("hats_col_dec")
+    ra, dec = props.get(Key.COL_RA), props.get(Key.COL_DEC)
     if not ra or not dec:
         raise CatalogError(f"{catalog} has no hats_col_ra/hats_col_dec properties; cannot build a margin")
     pixels = source.pixels
@@ -342,10 +342,10 @@ def negative_tree_pixels(pixels: list[tuple[int, int]]) -> list[tuple[int, int]]
 
 def pixel_data_files(root: str | AnyPath, order: int, pixel: int) -> list[AnyPath]:
     """Data files of one pixel: ``Npix=P.parquet``, or the parquet files of directory ``Npix=P/``."""
-    single = fmt.pixel_file(root, order, pixel)
+    single = layout.pixel_file(root, order, pixel)
     if single.is_file():
         return [single]
-    directory = fmt.pixel_file(root, order, pixel, "/")
+    directory = layout.pixel_file(root, order, pixel, "/")
     files = sorted(directory.glob("*.parquet"), key=str) if directory.is_dir() else []
     if not files:
         raise CatalogError(f"no data file for pixel Norder={order}/Npix={pixel} in {root}")
@@ -514,7 +514,7 @@ def _reduce_partition(task: dict) -> int:
     data = pa.concat_tables(tables).sort_by(SPATIAL_INDEX_COLUMN)
     if len(data) != task["rows"]:
         raise RuntimeError(f"margin shards hold {len(data)} rows, expected {task['rows']}")
-    fmt.atomic_write_parquet(data, fmt.pixel_file(task["output"], task["order"], task["pixel"]))
+    layout.atomic_write_parquet(data, layout.pixel_file(task["output"], task["order"], task["pixel"]))
     return len(data)
 
 
@@ -528,31 +528,33 @@ def _finish(
 ) -> int:
     catalog, props = source.root, source.props
 
-    fmt.write_partition_info(output, pixels)
+    layout.write_partition_info(output, pixels)
     if pixels:
-        total = fmt.write_dataset_metadata(output)
+        total = layout.write_dataset_metadata(output)
     else:
         schema = storage.read_parquet_schema(source.schema_file)
-        for leaf in ("_common_metadata", "_metadata"):
-            with storage.atomic_output(output / fmt.DATASET_DIR / leaf) as tmp:
+        for leaf in (layout.COMMON_METADATA_FILE, layout.METADATA_FILE):
+            with storage.atomic_output(output / layout.DATASET_DIR / leaf) as tmp:
                 pq.write_metadata(schema, tmp)
         total = 0
     if total != expected_rows:
         raise RuntimeError(f"margin metadata counts {total} rows, expected {expected_rows}")
     primary_orders = [o for o, _ in source.pixels]
-    sky = fmt.sky_fraction(pixels)
-    fmt.write_properties(
+    sky = layout.sky_fraction(pixels)
+    layout.write_properties(
         output,
         obs_collection=name,
         dataproduct_type="margin",
-        hats_nrows=total,
-        hats_col_ra=props["hats_col_ra"],
-        hats_col_dec=props["hats_col_dec"],
-        hats_primary_table_url=catalog.name,
-        hats_margin_threshold=radius,
-        hats_order=max((o for o, _ in pixels), default=max(primary_orders, default=0)),
         moc_sky_fraction=f"{sky:0.5f}",
-        hats_npix_suffix=".parquet",
+        **{
+            Key.NROWS: total,
+            Key.COL_RA: props[Key.COL_RA],
+            Key.COL_DEC: props[Key.COL_DEC],
+            Key.PRIMARY_TABLE_URL: catalog.name,
+            Key.MARGIN_THRESHOLD: radius,
+            Key.ORDER: max((o for o, _ in pixels), default=max(primary_orders, default=0)),
+            Key.NPIX_SUFFIX: ".parquet",
+        },
     )
     return total
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from upath import UPath
 
-from healforge.catalog import format as fmt
 from healforge.catalog.derived.collection import collection_of
+from healforge.hats import Key, layout
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 
@@ -44,11 +44,11 @@ class Member:
 
 
 def _from_properties(kind: str, path: AnyPath) -> Member:
-    props = fmt.read_properties(path)
+    props = layout.read_properties(path)
     if kind == "margin":
-        return Member("margin", path, radius_arcsec=float(props["hats_margin_threshold"]))
-    extra = [c for c in props.get("hats_index_extra_column", "").replace(",", " ").split() if c]
-    return Member("index", path, column=props["hats_index_column"], include_columns=extra)
+        return Member("margin", path, radius_arcsec=float(props[Key.MARGIN_THRESHOLD]))
+    extra = [c for c in props.get(Key.INDEX_EXTRA_COLUMN, "").replace(",", " ").split() if c]
+    return Member("index", path, column=props[Key.INDEX_COLUMN], include_columns=extra)
 
 
 def members_of(catalog: str | os.PathLike) -> list[Member]:
@@ -59,10 +59,10 @@ def members_of(catalog: str | os.PathLike) -> list[Member]:
     coll = collection_of(catalog)
     if coll is not None:
         for path in coll.margins.values():
-            if (path / "hats.properties").exists():
+            if layout.properties_file(path).exists():
                 found[str(path)] = _from_properties("margin", path)
         for path in coll.indexes.values():
-            if (path / "hats.properties").exists():
+            if layout.properties_file(path).exists():
                 found[str(path)] = _from_properties("index", path)
     for kind, name in REGISTRIES.items():
         registry = catalog / STATE_DIR / name
@@ -107,7 +107,7 @@ def register(catalog: str | os.PathLike, member: Member) -> None:
     options = None if storage.is_local(catalog) else dict(catalog.storage_options)
     same = str(registered_path(catalog, out, options))
     entries = [e for e in entries if str(registered_path(catalog, e["path"], options)) != same] + [entry]
-    fmt.atomic_write_text(path, json.dumps(entries, indent=1))
+    layout.atomic_write_text(path, json.dumps(entries, indent=1))
 
 
 def unregister(catalog: AnyPath, base: AnyPath, paths: set[str]) -> None:
@@ -121,7 +121,7 @@ def unregister(catalog: AnyPath, base: AnyPath, paths: set[str]) -> None:
         entries = json.loads(registry.read_text())
         kept = [e for e in entries if str(registered_path(base, e["path"], options)) not in paths]
         if len(kept) != len(entries):
-            fmt.atomic_write_text(registry, json.dumps(kept, indent=1))
+            layout.atomic_write_text(registry, json.dumps(kept, indent=1))
 
 
 def member_path(root: AnyPath, rel: str) -> AnyPath:

@@ -20,7 +20,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from healforge.catalog import format as fmt
 from healforge.catalog.change.transaction import STATE_DIR, finished_command, write_command_record
 from healforge.catalog.derived import nested_columns as nst
 from healforge.catalog.derived.collection import (
@@ -36,6 +35,7 @@ from healforge.catalog.derived.margin import read_pixel, swap_into_place
 from healforge.catalog.derived.nested_columns import STATE_FILE, read_state
 from healforge.engine import Engine
 from healforge.errors import BadInputError, CatalogError, OptionError
+from healforge.hats import Key, layout
 from healforge.io import storage
 from healforge.io.storage import AnyPath
 from healforge.names import check_name, check_optional_name
@@ -45,13 +45,13 @@ from healforge.pixel import SPATIAL_INDEX_COLUMN
 WORK_DIR = ".healforge-nest"
 # properties of the object catalog carried over to the nested catalog
 _KEPT_PROPERTIES = (
-    "hats_col_ra",
-    "hats_col_dec",
-    "hats_col_id",
-    "hats_max_rows",
-    "hats_cols_sort",
-    "hats_skymap_order",
-    "hats_skymap_alt_orders",
+    Key.COL_RA,
+    Key.COL_DEC,
+    Key.COL_ID,
+    Key.MAX_ROWS,
+    Key.COLS_SORT,
+    Key.SKYMAP_ORDER,
+    Key.SKYMAP_ALT_ORDERS,
 )
 
 
@@ -175,8 +175,8 @@ def nest(
         shutil.rmtree(work)
     work.mkdir(parents=True)
 
-    obj_pixels = fmt.read_partition_info(objects)
-    src_pixels = fmt.read_partition_info(sources)
+    obj_pixels = layout.read_partition_info(objects)
+    src_pixels = layout.read_partition_info(sources)
     with run.engine_scope() as eng:
         per_obj, unmatched = _shuffle_sources(
             eng, objects, sources, obj_pixels, src_pixels, obj_on, src_on, work, on_unmatched == "drop"
@@ -186,7 +186,7 @@ def nest(
         )
         total = _finish(output, objects, obj_pixels, cat_name)
         state = {**read_state(objects), as_name: {"on": obj_on, "source_on": src_on, "sort_by": sort_by}}
-        fmt.atomic_write_text(output / STATE_DIR / STATE_FILE, json.dumps(state, indent=1))
+        layout.atomic_write_text(output / STATE_DIR / STATE_FILE, json.dumps(state, indent=1))
         shutil.rmtree(work, ignore_errors=True)
         result = NestResult(str(final_output), total, int(per_obj.sum()), int(unmatched), obj_pixels)
         if coll:
@@ -309,7 +309,7 @@ def _rebuild_members(
 
     margins, default_margin = [], None
     for member, path in coll.margins.items():
-        radius = float(fmt.read_properties(path)["hats_margin_threshold"])
+        radius = float(layout.read_properties(path)[Key.MARGIN_THRESHOLD])
         target = root / margin_name(cat_name, radius)
         build_margin(primary, target, radius, overwrite=True, tmp_dir=tmp_dir, engine=eng)
         margins.append(target.name)
@@ -317,7 +317,7 @@ def _rebuild_members(
             default_margin = target.name
     indexes = {}
     for column, path in coll.indexes.items():
-        extra = fmt.read_properties(path).get("hats_index_extra_column", "")
+        extra = layout.read_properties(path).get(Key.INDEX_EXTRA_COLUMN, "")
         include = [c for c in extra.replace(" ", "").split(",") if c]
         target = root / index_name(cat_name, column)
         build_index(
@@ -338,10 +338,10 @@ def _rebuild_members(
 
 
 def _schema(root: AnyPath) -> pa.Schema:
-    fmt.require_catalog(root)
-    path = root / fmt.DATASET_DIR / "_common_metadata"
+    layout.require_catalog(root)
+    path = layout.common_metadata_file(root)
     if not path.exists():
-        raise CatalogError(f"{root} is not a HATS catalog (no {fmt.DATASET_DIR}/_common_metadata)")
+        raise CatalogError(f"{root} is not a HATS catalog (no {layout.DATASET_DIR}/_common_metadata)")
     return storage.read_parquet_schema(path).remove_metadata()
 
 
@@ -433,31 +433,33 @@ def _reduce_objects(task: dict) -> int:
         nst.packed_type(srcs.schema),
     )
     out = objects.append_column(task["as_name"], nested)
-    fmt.atomic_write_parquet(out, fmt.pixel_file(task["output"], task["order"], task["pixel"]))
+    layout.atomic_write_parquet(out, layout.pixel_file(task["output"], task["order"], task["pixel"]))
     return len(out)
 
 
 def _finish(output: AnyPath, objects: AnyPath, pixels: list[tuple[int, int]], name: str) -> int:
 
-    fmt.write_partition_info(output, pixels)
-    total = fmt.write_dataset_metadata(output)
-    for skymap in list(objects.glob("skymap*.fits")) + list(objects.glob("point_map.fits")):
+    layout.write_partition_info(output, pixels)
+    total = layout.write_dataset_metadata(output)
+    for skymap in list(objects.glob("skymap*.fits")) + list(objects.glob(layout.POINT_MAP_FILE)):
         storage.copy_file(skymap, output / skymap.name)
-    props = fmt.read_properties(objects)
+    props = layout.read_properties(objects)
     kept = {k: props[k] for k in _KEPT_PROPERTIES if k in props}
-    if not (output / "skymap.fits").exists():
-        kept.pop("hats_skymap_order", None)
-        kept.pop("hats_skymap_alt_orders", None)
-    sky = fmt.sky_fraction(pixels)
-    fmt.write_properties(
+    if not (output / layout.SKYMAP_FILE).exists():
+        kept.pop(Key.SKYMAP_ORDER, None)
+        kept.pop(Key.SKYMAP_ALT_ORDERS, None)
+    sky = layout.sky_fraction(pixels)
+    layout.write_properties(
         output,
         obs_collection=name,
         dataproduct_type="object",
-        hats_nrows=total,
-        hats_order=max((o for o, _ in pixels), default=0),
         moc_sky_fraction=f"{sky:0.5f}",
-        hats_npix_suffix=".parquet",
-        **kept,
+        **{
+            Key.NROWS: total,
+            Key.ORDER: max((o for o, _ in pixels), default=0),
+            Key.NPIX_SUFFIX: ".parquet",
+            **kept,
+        },
     )
     return total
 

@@ -17,11 +17,34 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from healforge import __version__
+from healforge.hats.keys import Key
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 from healforge.pixel import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER
 
 DATASET_DIR = "dataset"
+PROPERTIES_FILE = "hats.properties"
+LEGACY_PROPERTIES_FILE = "properties"  # the same content, for older readers
+PARTITION_INFO_FILE = "partition_info.csv"
+METADATA_FILE = "_metadata"
+COMMON_METADATA_FILE = "_common_metadata"
+SKYMAP_FILE = "skymap.fits"
+POINT_MAP_FILE = "point_map.fits"
+
+
+def properties_file(root: str | AnyPath) -> AnyPath:
+    """``root/hats.properties``."""
+    return as_path(root) / PROPERTIES_FILE
+
+
+def metadata_file(root: str | AnyPath) -> AnyPath:
+    """``root/dataset/_metadata``."""
+    return as_path(root) / DATASET_DIR / METADATA_FILE
+
+
+def common_metadata_file(root: str | AnyPath) -> AnyPath:
+    """``root/dataset/_common_metadata``."""
+    return as_path(root) / DATASET_DIR / COMMON_METADATA_FILE
 
 
 def pixel_dir(root: str | AnyPath, order: int, pixel: int) -> AnyPath:
@@ -146,7 +169,7 @@ def write_partition_info(root: str | AnyPath, pixels: Sequence[tuple[int, int]])
     from hats.pixel_math import HealpixPixel
 
     info = PartitionInfo.from_healpix([HealpixPixel(int(o), int(p)) for o, p in pixels])
-    with storage.atomic_output(as_path(root) / "partition_info.csv") as tmp:
+    with storage.atomic_output(as_path(root) / PARTITION_INFO_FILE) as tmp:
         info.write_to_file(partition_info_file=Path(tmp))
 
 
@@ -159,7 +182,7 @@ def read_partition_info(root: str | AnyPath) -> list[tuple[int, int]]:
     """Pixels listed in ``partition_info.csv``."""
     import pandas as pd
 
-    with (as_path(root) / "partition_info.csv").open("rb") as f:
+    with (as_path(root) / PARTITION_INFO_FILE).open("rb") as f:
         df = pd.read_csv(f)
     return [(int(o), int(p)) for o, p in zip(df["Norder"], df["Npix"], strict=True)]
 
@@ -205,7 +228,7 @@ def read_histogram(root: str | AnyPath) -> np.ndarray:
     """The catalog's row-count map at its skymap order (``point_map.fits``, or our sparse copy)."""
     root = as_path(root)
     cache = root / ".healforge" / "histogram.npz"
-    point_map = root / "point_map.fits"
+    point_map = root / POINT_MAP_FILE
     if cache.exists() and (not point_map.exists() or cache.stat().st_mtime >= point_map.stat().st_mtime):
         with cache.open("rb") as f, np.load(f) as z:
             out = np.zeros(int(z["npix"]), dtype=np.int64)
@@ -234,13 +257,13 @@ def write_properties(root: str | AnyPath, **fields) -> None:
     root = as_path(root)
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M%Z")
     fields = {k: v for k, v in fields.items() if v is not None}
-    fields.setdefault("hats_builder", f"healforge v{__version__}")
-    fields.setdefault("hats_creation_date", now)
-    fields.setdefault("hats_version", "v1.0")
+    fields.setdefault(Key.BUILDER, f"healforge v{__version__}")
+    fields.setdefault(Key.CREATION_DATE, now)
+    fields.setdefault(Key.VERSION, "v1.0")
     if fields.get("dataproduct_type") in ("object", "source", "margin"):
-        fields.setdefault("hats_col_healpix", SPATIAL_INDEX_COLUMN)
-        fields.setdefault("hats_col_healpix_order", SPATIAL_INDEX_ORDER)
-    fields["hats_estsize"] = int(np.ceil(dir_size(root / DATASET_DIR) / 1024))
+        fields.setdefault(Key.COL_HEALPIX, SPATIAL_INDEX_COLUMN)
+        fields.setdefault(Key.COL_HEALPIX_ORDER, SPATIAL_INDEX_ORDER)
+    fields[Key.ESTSIZE] = int(np.ceil(dir_size(root / DATASET_DIR) / 1024))
     TableProperties(**fields).to_properties_file(_hats_path(root))
 
 
@@ -253,7 +276,7 @@ def require_catalog(root: str | AnyPath) -> AnyPath:
         raise CatalogError(f"catalog not found: {root}")
     if root.is_file():
         raise CatalogError(f"{root} is a file, not a HATS catalog directory")
-    for name in ("hats.properties", "partition_info.csv"):
+    for name in (PROPERTIES_FILE, PARTITION_INFO_FILE):
         if not (root / name).is_file():
             raise CatalogError(f"{root} is not a HATS catalog (no {name})")
     return root
@@ -262,7 +285,7 @@ def require_catalog(root: str | AnyPath) -> AnyPath:
 def read_properties(root: str | AnyPath) -> dict[str, str]:
     """Raw ``hats.properties`` as a dict of strings."""
     out = {}
-    for line in (as_path(root) / "hats.properties").read_text().splitlines():
+    for line in properties_file(root).read_text().splitlines():
         if "=" in line and not line.lstrip().startswith("#"):
             k, v = line.split("=", 1)
             out[k.strip()] = v.strip()
