@@ -27,16 +27,16 @@ def _command_module() -> types.ModuleType:
     """``healforge append-table``: append the rows of one Parquet file read whole, as a batch
     named after it; a whole catalog command in one module, on the writer spine."""
     from healforge.catalog.change.append import stage_and_commit
-    from healforge.catalog.change.writer import change
+    from healforge.catalog.change.writer import changing
     from healforge.catalog.derived.collection import resolve_catalog
     from healforge.commands import add_command, call_api
     from healforge.hats import layout
-    from healforge.options import RunOptions
+    from healforge.options import RunOptions, options_as_keywords
 
-    def append_table(catalog, table, label, run=None, **run_options):
-        run = RunOptions.of(run, **run_options)
+    @options_as_keywords(run=RunOptions)
+    def append_table(catalog, table, label, *, run: RunOptions):
         root = layout.require_catalog(resolve_catalog(run.path(catalog)))
-        with change(root, "append-table", run.tmp_dir) as work:
+        with changing(root, "append-table", run.tmp_dir) as work:
             rows = work / "rows.parquet"
             pq.write_table(table, rows)
             return stage_and_commit(root, work, [str(rows)], label, f"table:{label}", run=run)

@@ -12,6 +12,7 @@ from healforge import ImportArguments, RunOptions
 from healforge.catalog.derived.collection import resolve_catalog
 from healforge.errors import OptionError
 from healforge.hats import layout
+from healforge.options import ChangeOptions
 
 RUN = RunOptions(synchronous=True, quiet=True)
 
@@ -77,3 +78,26 @@ def test_writer_entry_points_take_one_run_options_object(tmp_path):
         [pq.read_table(f, columns=["id"]).column("id").to_numpy() for f in layout.list_data_files(root)]
     )
     assert len(ids) == 4_997 and not {0, 1, 2} & set(ids.tolist())
+
+
+def test_a_change_takes_its_shared_options_as_one_object_or_as_keywords(tmp_path):
+    import inspect
+
+    a = _input(tmp_path, "A", 2_000, 0, 1)
+    b = _input(tmp_path, "B", 500, 10_000, 2)
+    out = tmp_path / "cat"
+    healforge.import_catalog([a], out, threshold=800, highest_order=6, run=RUN)
+    shown = inspect.signature(healforge.append).parameters
+    assert {"compression", "margin", "change", "run", "workers", "quiet"} <= set(shown)
+    assert shown["compression"].default == "zstd:3"
+    # the object, then a keyword over one of its fields: the keyword wins
+    healforge.append(out, [b], "b", change=ChangeOptions(compression="zstd:3"), compression="snappy", run=RUN)
+    root = resolve_catalog(out)
+    new_file = next(f for f in layout.list_data_files(root) if f.name == "b.parquet")
+    codecs = {pq.ParquetFile(new_file).metadata.row_group(0).column(i).compression for i in range(3)}
+    assert codecs == {"SNAPPY"}
+    with pytest.raises(TypeError, match="compresion"):
+        healforge.compact(out, compresion=None, run=RUN)
+    with pytest.raises(OptionError, match="expected a ChangeOptions, got RunOptions"):
+        healforge.delete(out, ids=[0], on="id", change=RUN)
+    assert int(layout.read_properties(root)["hats_nrows"]) == 2_500

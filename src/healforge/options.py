@@ -7,8 +7,10 @@ options as keywords (``workers=4, quiet=True``); :meth:`RunOptions.of` merges th
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 
@@ -17,8 +19,31 @@ from healforge.errors import OptionError
 from healforge.io.storage import AnyPath, as_path
 
 
+class KeywordOptions:
+    """An options dataclass that is given as one object and/or as its fields as keywords."""
+
+    @classmethod
+    def of(cls, given=None, /, **options):
+        """``given`` (default: all defaults) with the options given as keywords replacing its fields.
+
+        Raises
+        ------
+        TypeError
+            For a keyword that is no field (as an unknown keyword argument would).
+        OptionError
+            When ``given`` is not an instance of this class.
+        """
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - names)
+        if unknown:
+            raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")
+        if given is not None and not isinstance(given, cls):
+            raise OptionError(f"expected a {cls.__name__}, got {type(given).__name__}")
+        return replace(given or cls(), **options)
+
+
 @dataclass(frozen=True)
-class RunOptions:
+class RunOptions(KeywordOptions):
     """Where and how a command runs.
 
     Parameters
@@ -46,23 +71,6 @@ class RunOptions:
     storage_options: dict | None = None
     tmp_dir: str | os.PathLike | None = None
 
-    @classmethod
-    def of(cls, run: RunOptions | None = None, /, **options) -> RunOptions:
-        """``run`` (default: all defaults) with the options given as keywords replacing its fields.
-
-        Raises
-        ------
-        TypeError
-            For a keyword that is no run option (as an unknown keyword argument would).
-        """
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - names)
-        if unknown:
-            raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)}")
-        if run is not None and not isinstance(run, RunOptions):
-            raise OptionError(f"run must be a RunOptions, got {type(run).__name__}")
-        return replace(run or cls(), **options)
-
     @contextmanager
     def engine_scope(self) -> Iterator[Engine]:
         """The engine to run on: :attr:`engine`, or a new one closed when the block ends."""
@@ -78,4 +86,57 @@ class RunOptions:
         return as_path(path, self.storage_options)
 
 
-__all__ = ["RunOptions"]
+@dataclass(frozen=True)
+class ChangeOptions(KeywordOptions):
+    """What every change of a catalog (append, increment, compact, delete) shares besides how it
+    runs.
+
+    Parameters
+    ----------
+    compression
+        Parquet codec of the files it writes, ``codec[:level]`` (``"zstd:3"``, ``"snappy"``,
+        ``"none"``; ``None``: the default ``"zstd:3"``).
+    margin
+        A margin of the catalog to rebuild besides its recorded members. Every member (the
+        collection's margins and indexes, or those recorded by :func:`healforge.margin` and
+        :func:`healforge.index_catalog`) is rebuilt from the changed rows before the commit and
+        swapped in by it: readers see the old catalog and members or the new ones.
+    """
+
+    compression: str | None = "zstd:3"
+    margin: str | os.PathLike | None = None
+
+
+def options_as_keywords(**groups: type[KeywordOptions]) -> Callable[[Callable], Callable]:
+    """Decorator: each keyword-only parameter of the function named in ``groups``
+    (``run=RunOptions``) takes its options object and/or the object's fields as keywords; the
+    function itself always gets one object per group. The signature shown (and read by the CLI)
+    lists each group and its fields after the function's own parameters."""
+
+    def decorate(func: Callable) -> Callable:
+        signature = inspect.signature(func)
+        params = [p for p in signature.parameters.values() if p.name not in groups]
+        owner: dict[str, str] = {}
+        for group, cls in groups.items():
+            kind = inspect.Parameter.KEYWORD_ONLY
+            params.append(inspect.Parameter(group, kind, default=None, annotation=f"{cls.__name__} | None"))
+            for f in fields(cls):
+                params.append(inspect.Parameter(f.name, kind, default=f.default, annotation=f.type))
+                owner[f.name] = group
+
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            given: dict[str, dict] = {group: {} for group in groups}
+            for name in [k for k in kwargs if k in owner]:
+                given[owner[name]][name] = kwargs.pop(name)
+            for group, cls in groups.items():
+                kwargs[group] = cls.of(kwargs.pop(group, None), **given[group])
+            return func(*args, **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=params)
+        return wrapper
+
+    return decorate
+
+
+__all__ = ["ChangeOptions", "KeywordOptions", "RunOptions", "options_as_keywords"]

@@ -178,6 +178,16 @@ def sky_fraction(pixels: Sequence[tuple[int, int]]) -> float:
     return float(sum(1.0 / (12 * 4 ** int(order)) for order, _ in pixels))
 
 
+def partition_properties(pixels: Sequence[tuple[int, int]], rows: int, empty_order: int = 0) -> dict:
+    """The properties a catalog's partitioning sets: rows, deepest order (``empty_order`` when
+    there are no pixels) and sky fraction."""
+    return {
+        Key.NROWS: int(rows),
+        Key.ORDER: max((int(o) for o, _ in pixels), default=empty_order),
+        "moc_sky_fraction": f"{sky_fraction(pixels):0.5f}",
+    }
+
+
 def read_partition_info(root: str | AnyPath) -> list[tuple[int, int]]:
     """Pixels listed in ``partition_info.csv``."""
     import pandas as pd

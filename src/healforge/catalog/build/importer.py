@@ -491,19 +491,14 @@ def finish_catalog(
     layout.write_partition_info(root, pixels)
     total = layout.write_dataset_metadata(root)
     layout.write_skymaps(root, histogram)
-    max_order = max((o for o, _ in pixels), default=0)
-
-    sky = layout.sky_fraction(pixels)
     props = {
         "obs_collection": name,
         "dataproduct_type": catalog_type,
-        Key.NROWS: total,
+        **layout.partition_properties(pixels, total),
         Key.COL_RA: ra,
         Key.COL_DEC: dec,
         Key.COLS_SORT: ",".join(sort_columns) or None,
         Key.MAX_ROWS: threshold,
-        Key.ORDER: max_order,
-        "moc_sky_fraction": f"{sky:0.5f}",
         Key.NPIX_SUFFIX: npix_suffix,
         Key.SKYMAP_ORDER: int(np.log2(len(histogram) // 12) // 2),
     }

@@ -23,7 +23,7 @@ from healforge.catalog.change.delete import convert_nested_layout
 from healforge.catalog.change.writer import (
     carry_properties,
     catalog_schema,
-    change,
+    changing,
     commit_change,
     write_beside,
 )
@@ -35,7 +35,7 @@ from healforge.io import storage
 from healforge.io.readers import expand_inputs
 from healforge.io.storage import AnyPath
 from healforge.names import check_optional_name
-from healforge.options import RunOptions
+from healforge.options import ChangeOptions, RunOptions, options_as_keywords
 from healforge.pixel.alignment import coarsen_histogram, dense_histogram, incremental_alignment
 
 
@@ -80,20 +80,19 @@ def batch_key(files: list[str], label: str | None) -> str:
     return h.hexdigest()[:24]
 
 
+@options_as_keywords(change=ChangeOptions, run=RunOptions)
 def append(
     catalog: str | os.PathLike,
     inputs: list[str] | str,
     batch: str | None = None,
     *,
+    change: ChangeOptions,
+    run: RunOptions,
     input_format: str | None = None,
     reader_options: dict | None = None,
     on_bad_rows: str = "error",
     cast: str = "safe",
     batch_rows: int = 500_000,
-    compression: str | None = "zstd:3",
-    margin: str | os.PathLike | None = None,
-    run: RunOptions | None = None,
-    **run_options,
 ) -> AppendResult:
     """Append input tables to an existing catalog.
 
@@ -113,14 +112,13 @@ def append(
         ``"safe"`` (default): a column of another type that keeps every value when cast to the
         catalog's type (float32 for float64, large_string for string...) is cast; ``"none"``:
         any type difference is refused.
-    margin
-        A margin of this catalog to rebuild besides its recorded members. Every member (the
-        collection's margins and indexes, or those recorded by :func:`healforge.margin` and
-        :func:`healforge.index_catalog`) is rebuilt from the new rows before the commit and
-        swapped in by it: readers see the old catalog and members or the new ones.
-    on_bad_rows, input_format, reader_options, batch_rows, compression
+    on_bad_rows, input_format, reader_options, batch_rows
         As for :func:`healforge.import_catalog`.
-    run, **run_options
+    change, compression, margin
+        What every change shares: a :class:`healforge.options.ChangeOptions` and/or its fields
+        as keywords (``compression`` of the new files, a ``margin`` to rebuild besides the
+        recorded members).
+    run, engine, workers, scheduler, synchronous, quiet, storage_options, tmp_dir
         How it runs: a :class:`healforge.options.RunOptions` and/or its fields as keywords
         (``engine``, ``workers``, ``scheduler``, ``synchronous``, ``quiet``, ``storage_options``:
         fsspec options of a URL catalog and margin, ``tmp_dir``: local directory for
@@ -135,15 +133,14 @@ def append(
     OptionError
         When ``batch`` is not one safe path component (:func:`healforge.names.check_name`).
     """
-    run = RunOptions.of(run, **run_options)
     check_optional_name(batch, "batch label")
     root = layout.require_catalog(resolve_catalog(run.path(catalog)))
     files = expand_inputs([inputs] if isinstance(inputs, str | os.PathLike) else inputs, run.storage_options)
     # list<struct> nested columns of an older catalog are first rewritten packed (one transaction)
-    converted = convert_nested_layout(root, compression=compression, margin=margin, run=run)
+    converted = convert_nested_layout(root, change=change, run=run)
     if converted:  # the conversion committed a new version: work on it
         root = layout.require_catalog(resolve_catalog(root))
-    with change(root, "append", run.tmp_dir) as work:
+    with changing(root, "append", run.tmp_dir) as work:
         label = batch or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         batch_id = batch_key(files, batch)
         if batch_id in txn.applied_batches(root):
@@ -160,8 +157,7 @@ def append(
             batch_id,
             reading=reading,
             cast=cast,
-            compression=compression,
-            margin=margin,
+            change=change,
             run=run,
         )
     result.converted = converted
@@ -180,21 +176,21 @@ def stage_and_commit(
     state: dict | None = None,
     reading: dict | None = None,
     cast: str = "safe",
-    compression: str | None = "zstd:3",
-    margin: str | os.PathLike | None = None,
+    change: ChangeOptions | None = None,
 ) -> AppendResult:
     """Add prepared input files to a catalog as one transaction (the caller is inside
-    :func:`healforge.catalog.change.writer.change`, which gave ``work``).
+    :func:`healforge.catalog.change.writer.changing`, which gave ``work``).
 
     Rows in covered pixels become ``Npix=P/<label>.parquet``, rows outside get new pixels by the
     alignment rule. Every member of the catalog (its collection's margins and indexes, or those
-    recorded beside it, and ``margin``) is rebuilt from the catalog-to-be into the staging area
+    recorded beside it, and ``change.margin``) is rebuilt from the catalog-to-be into the staging area
     (:func:`healforge.catalog.change.writer.stage_members`), and the manifest commit swaps in the rows
     and the members together. ``state`` holds extra ``.healforge/<name>`` JSON files written by
     the commit; ``reading``: how the inputs are read (``input_format``, ``reader_options``,
     ``on_bad_rows``, ``batch_rows`` as for :func:`append`). Shared by :func:`append` and
     :func:`healforge.increment`.
     """
+    change = change or ChangeOptions()
     reading = {
         "input_format": None,
         "reader_options": None,
@@ -235,7 +231,7 @@ def stage_and_commit(
         rels = [layout.pixel_file(Path(), o, p, "/") / f"{label}.parquet" for o, p, _ in destinations]
         staged = [f"{o}_{p}.parquet" for o, p, _ in destinations]
         targets = [txn.staging_dir(root) / name for name in staged]
-        reduce_stage(eng, destinations, slices, targets, work / "reduce", (), compression)
+        reduce_stage(eng, destinations, slices, targets, work / "reduce", (), change.compression)
 
         new_rows = sum(r for _, _, r in destinations)
         existing_set = set(existing)
@@ -249,14 +245,11 @@ def stage_and_commit(
         if n_rejected:
             rejected_path = write_beside(root, f"{label}.rejected.parquet", rejected_tables(work, files))
 
-        sky = layout.sky_fraction(all_pixels)
         properties = carry_properties(props)
         properties.update(
             {
-                Key.NROWS: int(props[Key.NROWS]) + new_rows,
+                **layout.partition_properties(all_pixels, int(props[Key.NROWS]) + new_rows),
                 Key.NPIX_SUFFIX: "/",
-                Key.ORDER: max(o for o, _ in all_pixels),
-                "moc_sky_fraction": f"{sky:0.5f}",
                 Key.SKYMAP_ORDER: skymap_order,
             }
         )
@@ -271,7 +264,7 @@ def stage_and_commit(
             "state": state or {},
         }
         # margins and indexes rebuilt from the catalog-to-be, swapped in by the same commit
-        root = commit_change(root, manifest, eng, margin, run)
+        root = commit_change(root, manifest, eng, change.margin, run)
     return AppendResult(
         str(root),
         label,

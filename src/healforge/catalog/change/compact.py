@@ -23,7 +23,7 @@ from healforge.catalog.change import transaction as txn
 from healforge.catalog.change.writer import (
     batch_order,
     carry_properties,
-    change,
+    changing,
     commit_change,
     file_rank,
     pixel_files,
@@ -41,7 +41,7 @@ from healforge.hats import Key, layout
 from healforge.hats.layout import read_histogram
 from healforge.io import storage
 from healforge.io.storage import AnyPath
-from healforge.options import RunOptions
+from healforge.options import ChangeOptions, RunOptions, options_as_keywords
 from healforge.pixel import SPATIAL_INDEX_COLUMN, index29_range, index_to_order
 from healforge.pixel.alignment import generate_alignment, sparse_histogram
 
@@ -274,19 +274,18 @@ def _merge_nested(task: dict, table: pa.Table, keep: np.ndarray) -> tuple[pa.Tab
     return out, stats
 
 
+@options_as_keywords(change=ChangeOptions, run=RunOptions)
 def compact(
     catalog: str | os.PathLike,
     dedupe_on: str | None = None,
     keep_latest_by: str | None = None,
     threshold: int | None = None,
     *,
+    change: ChangeOptions,
+    run: RunOptions,
     merge_nested: list[str] | None = None,
     nested_dedupe_on: str | dict[str, str] | None = None,
     replace_nested: bool = False,
-    compression: str | None = "zstd:3",
-    margin: str | os.PathLike | None = None,
-    run: RunOptions | None = None,
-    **run_options,
 ) -> CompactResult:
     """Compact a catalog in place.
 
@@ -312,20 +311,15 @@ def compact(
     replace_nested
         Nested columns not merged keep only the latest row's list (history dropped); without
         it, leaving a nested column out of ``merge_nested`` is an error.
-    compression, margin
+    change, compression, margin, run, engine, workers, scheduler, synchronous, quiet, storage_options, tmp_dir
         As for :func:`healforge.append`.
-    run, **run_options
-        How it runs: a :class:`healforge.options.RunOptions` and/or its fields as keywords
-        (``engine``, ``workers``, ``scheduler``, ``synchronous``, ``quiet``,
-        ``storage_options``, ``tmp_dir``).
     """
-    run = RunOptions.of(run, **run_options)
     root = layout.require_catalog(resolve_catalog(run.path(catalog)))
     if keep_latest_by and not dedupe_on:
         raise OptionError("keep_latest_by needs dedupe_on")
     if threshold is not None and threshold < 1:
         raise OptionError(f"threshold must be a positive number of rows, got {threshold}")
-    with change(root, "compact", run.tmp_dir) as work:
+    with changing(root, "compact", run.tmp_dir) as work:
         props = layout.read_properties(root)
         pixels = layout.read_partition_info(root)
         schema = storage.read_parquet_schema(layout.common_metadata_file(root))
@@ -354,7 +348,7 @@ def compact(
             "sort_columns": [c for c in props.get(Key.COLS_SORT, "").split(",") if c],
             "skymap_order": skymap_order,
             "staging": txn.staging_dir(root),
-            "compression": compression,
+            "compression": change.compression,
         }
         with run.engine_scope() as eng:
             keys, masks, keep_files, details = _deduplicate(
@@ -396,7 +390,7 @@ def compact(
             rows_after = sum(w[2] for w in written)
             check_rows_out(rows_in, rows_after, deduplicated)
             manifest = _manifest(root, props, pixels, written, threshold)
-            root = commit_change(root, manifest, eng, margin, run)
+            root = commit_change(root, manifest, eng, change.margin, run)
     result = CompactResult(
         str(root), rows_before, rows_after, sum(len(f) for f in files), len(pixels), len(written)
     )
@@ -500,11 +494,9 @@ def _manifest(root: AnyPath, props: dict, pixels, written: list[tuple], threshol
     properties = carry_properties(props)
     properties.update(
         {
-            Key.NROWS: sum(w[2] for w in written),
+            **layout.partition_properties(new_pixels, sum(w[2] for w in written)),
             Key.NPIX_SUFFIX: "/",
-            Key.ORDER: max(o for o, _ in new_pixels),
             Key.MAX_ROWS: threshold,
-            "moc_sky_fraction": f"{layout.sky_fraction(new_pixels):0.5f}",
         }
     )
     retire = []

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from healforge.catalog.change import transaction as txn
-from healforge.catalog.change.writer import carry_properties, change, commit_change, pixel_files
+from healforge.catalog.change.writer import carry_properties, changing, commit_change, pixel_files
 from healforge.catalog.derived import nested_columns as nst
 from healforge.catalog.derived.collection import resolve_catalog
 from healforge.errors import BadInputError, CatalogError, OptionError
@@ -24,7 +24,7 @@ from healforge.hats.layout import read_histogram
 from healforge.io import storage
 from healforge.io.readers import iter_batches
 from healforge.io.storage import AnyPath, as_path
-from healforge.options import RunOptions
+from healforge.options import ChangeOptions, RunOptions, options_as_keywords
 from healforge.pixel import SPATIAL_INDEX_COLUMN, index_to_order
 from healforge.pixel.alignment import sparse_histogram
 
@@ -107,18 +107,17 @@ def _delete_file(task: dict) -> dict:
     return out
 
 
+@options_as_keywords(change=ChangeOptions, run=RunOptions)
 def delete(
     catalog: str | os.PathLike,
     ids=None,
     on: str | None = None,
     *,
+    change: ChangeOptions,
+    run: RunOptions,
     nested: str | None = None,
     nested_ids=None,
     nested_on: str | None = None,
-    compression: str | None = "zstd:3",
-    margin: str | os.PathLike | None = None,
-    run: RunOptions | None = None,
-    **run_options,
 ) -> DeleteResult:
     """Remove objects by id, and/or single sources of a nested column by source id.
 
@@ -132,10 +131,9 @@ def delete(
         ``on``) and the id column.
     nested, nested_ids, nested_on
         Nested column, source ids (same forms) and the source id field inside it.
-    compression, margin, run, **run_options
+    change, compression, margin, run, engine, workers, scheduler, synchronous, quiet, storage_options, tmp_dir
         As for :func:`healforge.append`.
     """
-    run = RunOptions.of(run, **run_options)
     root = layout.require_catalog(resolve_catalog(run.path(catalog)))
     schema = storage.read_parquet_schema(layout.common_metadata_file(root))
     if ids is None and nested_ids is None:
@@ -153,16 +151,15 @@ def delete(
             raise BadInputError(f"nested column {nested!r} has no field {nested_on!r}")
         src_ids = read_ids(nested_ids, nested_on, fields.field(nested_on).type, run.storage_options)
     task = {"on": on, "ids": obj_ids, "nested": nested, "nested_on": nested_on, "nested_ids": src_ids}
-    return _rewrite(root, "delete", task, compression, margin, run)
+    return _rewrite(root, "delete", task, change, run)
 
 
+@options_as_keywords(change=ChangeOptions, run=RunOptions)
 def convert_nested_layout(
     catalog: str | os.PathLike,
     *,
-    compression: str | None = "zstd:3",
-    margin: str | os.PathLike | None = None,
-    run: RunOptions | None = None,
-    **run_options,
+    change: ChangeOptions,
+    run: RunOptions,
 ) -> list[str]:
     """Rewrite the ``list<struct>`` nested columns of a catalog in the packed layout lsdb reads.
 
@@ -173,29 +170,26 @@ def convert_nested_layout(
     ----------
     catalog
         The catalog directory, or a collection (its primary catalog).
-    compression, margin, run, **run_options
-        As for :func:`delete`.
+    change, compression, margin, run, engine, workers, scheduler, synchronous, quiet, storage_options, tmp_dir
+        As for :func:`healforge.append`.
 
     Returns
     -------
     list of str
         The nested columns converted (empty when there was nothing to convert).
     """
-    run = RunOptions.of(run, **run_options)
     root = layout.require_catalog(resolve_catalog(run.path(catalog)))
     common = layout.common_metadata_file(root)
     if not common.exists() or not nst.legacy_columns(storage.read_parquet_schema(common)):
         return []
     task = {"on": None, "ids": None, "nested": None, "nested_on": None, "nested_ids": None}
-    result = _rewrite(root, "convert", task, compression, margin, run)
+    result = _rewrite(root, "convert", task, change, run)
     return result.converted
 
 
-def _rewrite(
-    root: AnyPath, kind: str, task: dict, compression: str | None, margin, run: RunOptions
-) -> DeleteResult:
+def _rewrite(root: AnyPath, kind: str, task: dict, change: ChangeOptions, run: RunOptions) -> DeleteResult:
     """Rewrite every file holding ids to delete, or a ``list<struct>`` column, in one transaction."""
-    with change(root, kind, run.tmp_dir):
+    with changing(root, kind, run.tmp_dir):
         schema = storage.read_parquet_schema(layout.common_metadata_file(root))
         converted = nst.legacy_columns(schema)
         props = layout.read_properties(root)
@@ -209,7 +203,7 @@ def _rewrite(
                 "path": f,
                 "skymap_order": skymap_order,
                 "staged": txn.staging_dir(root) / f"{k}.parquet",
-                "compression": compression,
+                "compression": change.compression,
             }
             for k, (_, _, f) in enumerate(files)
         ]
@@ -258,13 +252,7 @@ def _rewrite(
                     np.subtract.at(new_hist, pix, cnt)
             txn.save_array(txn.txn_dir(root) / "point_map.npy", new_hist)
             properties = carry_properties(props)
-            properties.update(
-                {
-                    Key.NROWS: result.total_rows,
-                    Key.ORDER: max(o for o, _ in kept),
-                    "moc_sky_fraction": f"{layout.sky_fraction(kept):0.5f}",
-                }
-            )
+            properties.update(layout.partition_properties(kept, result.total_rows))
             manifest = {
                 "kind": kind,
                 "retire": retire,
@@ -273,5 +261,5 @@ def _rewrite(
                 "properties": properties,
             }
             # margins and indexes rebuilt from the catalog-to-be, swapped in by the same commit
-            root = commit_change(root, manifest, eng, margin, run)
+            root = commit_change(root, manifest, eng, change.margin, run)
     return result

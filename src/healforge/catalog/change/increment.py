@@ -30,7 +30,7 @@ from healforge.catalog.change.append import batch_key, stage_and_commit
 from healforge.catalog.change.casting import check_schema
 from healforge.catalog.change.delete import convert_nested_layout
 from healforge.catalog.change.versions import home_of
-from healforge.catalog.change.writer import catalog_schema, change, pixel_files
+from healforge.catalog.change.writer import catalog_schema, changing, pixel_files
 from healforge.catalog.derived import nested_columns as nst
 from healforge.catalog.derived.collection import resolve_catalog
 from healforge.catalog.derived.index import index_catalog
@@ -42,7 +42,7 @@ from healforge.io import storage
 from healforge.io.readers import expand_inputs, iter_batches
 from healforge.io.storage import AnyPath
 from healforge.names import check_optional_name
-from healforge.options import RunOptions
+from healforge.options import ChangeOptions, RunOptions, options_as_keywords
 from healforge.pixel import SPATIAL_INDEX_COLUMN, spatial_index, wrap_lon
 
 # A catalog of at most this many rows is searched for the objects of carried sources in-process.
@@ -142,6 +142,7 @@ def _find_in_catalog(task: dict) -> pa.Table:
     return pa.concat_tables(out) if out else None
 
 
+@options_as_keywords(change=ChangeOptions, run=RunOptions)
 def increment(
     catalog: str | os.PathLike,
     objects: list[str] | str,
@@ -155,11 +156,9 @@ def increment(
     cast: str = "safe",
     input_format: str | None = None,
     reader_options: dict | None = None,
-    compression: str | None = "zstd:3",
-    margin: str | os.PathLike | None = None,
+    change: ChangeOptions,
+    run: RunOptions,
     index: str | None = None,
-    run: RunOptions | None = None,
-    **run_options,
 ) -> IncrementResult:
     """Add a nightly batch of objects and their new sources to a nested catalog.
 
@@ -189,25 +188,22 @@ def increment(
     on_orphans
         Sources whose object is neither in the batch nor in the catalog: ``"error"`` (default,
         with the counts) or ``"quarantine"`` (written aside, reported).
-    cast, input_format, reader_options, compression, margin
+    cast, input_format, reader_options
         As for :func:`healforge.append`.
     index
         Column to keep an index catalog on (lsdb's ``id_search`` reads it): built after the
         batch when the catalog has none on it (beside a stand-alone catalog, or in its
         collection), kept current by later changes. Without it, a catalog with no index gets
         a note saying how to build one.
-    run, **run_options
-        How it runs: a :class:`healforge.options.RunOptions` and/or its fields as keywords
-        (``engine``, ``workers``, ``scheduler``, ``synchronous``, ``quiet``,
-        ``storage_options``, ``tmp_dir``).
+    change, compression, margin, run, engine, workers, scheduler, synchronous, quiet, storage_options, tmp_dir
+        As for :func:`healforge.append`.
     """
-    run = RunOptions.of(run, **run_options)
     if on_orphans not in ("error", "quarantine"):
         raise OptionError("on_orphans must be 'error' or 'quarantine'")
     check_optional_name(batch, "batch label")
     root = layout.require_catalog(resolve_catalog(run.path(catalog)))
     # a catalog written with list<struct> nested columns is first rewritten packed (one transaction)
-    converted = convert_nested_layout(root, compression=compression, margin=margin, run=run)
+    converted = convert_nested_layout(root, change=change, run=run)
     if converted:  # the conversion committed a new version: work on it
         root = layout.require_catalog(resolve_catalog(root))
     obj_files = expand_inputs(
@@ -224,7 +220,7 @@ def increment(
     label = batch or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     all_files = obj_files + [f for n in sorted(src_files) for f in src_files[n]]
 
-    with change(root, "increment", run.tmp_dir) as work, run.engine_scope() as eng:
+    with changing(root, "increment", run.tmp_dir) as work, run.engine_scope() as eng:
         batch_id = batch_key(all_files, label)
         applied = txn.applied_batches(root)
         if batch_id in applied or (batch and any(b.get("label") == batch for b in applied.values())):
@@ -259,8 +255,7 @@ def increment(
                 kind="increment",
                 state={nst.STATE_FILE: {**plan["state"], **new_state}},
                 cast="none",
-                compression=compression,
-                margin=margin,
+                change=change,
                 run=run.using(eng),
             )
         except BadInputError:

@@ -30,6 +30,7 @@ import shutil
 import socket
 import time
 import uuid
+from pathlib import Path
 
 from healforge.catalog.change import versions
 from healforge.catalog.change.versions import home_of
@@ -215,6 +216,33 @@ def write_command_record(output: AnyPath, command: str, args: dict, result: dict
     ``args`` and produced ``result`` (what :func:`finished_command` returns to a rerun)."""
     record = {"args": args, "result": result}
     layout.atomic_write_text(output / STATE_DIR / f"{command}.json", json.dumps(record, indent=1))
+
+
+def building_dir(final: AnyPath, overwrite: bool) -> AnyPath:
+    """A new hidden sibling ``.NAME.building-*`` directory to build ``final`` in, to be moved
+    into place by :func:`swap_into_place`; those left by killed runs are removed.
+
+    Raises
+    ------
+    CatalogError
+        When ``final`` exists, is not empty and ``overwrite`` is not set.
+    """
+    if not overwrite and not storage.is_empty_dir(final):
+        raise CatalogError(f"output {final} exists and is not empty; use --overwrite to replace it")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{final.name}.building-*"):
+        storage.rmtree(stale)
+    return final.parent / f".{final.name}.building-{uuid.uuid4().hex[:12]}"
+
+
+def fresh_scratch(place: AnyPath, name: str, tmp_dir: str | os.PathLike | None) -> Path:
+    """An empty scratch directory for the intermediate files of a build at ``place`` (see
+    :func:`healforge.io.storage.scratch_dir`)."""
+    work = storage.scratch_dir(place, name, tmp_dir)
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    return work
 
 
 def swap_into_place(built: AnyPath, final: AnyPath) -> None:

@@ -1,6 +1,6 @@
 """The writer spine: what every change of a catalog (append, increment, compact, delete) shares.
 
-A change takes the writer lock, starts a transaction (:func:`change`), stages its new files,
+A change takes the writer lock, starts a transaction (:func:`changing`), stages its new files,
 rebuilds the catalog's members (margins, indexes) from the catalog-to-be and commits both in one
 step (:func:`commit_change`). The protocol itself (lock, staging area, versions, commit) is in
 :mod:`healforge.catalog.change.transaction`; this module sits above the margin and index builders,
@@ -36,7 +36,7 @@ from healforge.pixel import SPATIAL_INDEX_COLUMN
 
 
 @contextmanager
-def change(root: AnyPath, kind: str, tmp_dir: str | os.PathLike | None = None) -> Iterator[Path]:
+def changing(root: AnyPath, kind: str, tmp_dir: str | os.PathLike | None = None) -> Iterator[Path]:
     """Hold the writer lock on ``root`` and start a change (recovering any earlier one); yields
     the change's local work directory, removed when the block ends without an error."""
     with txn.CatalogLock(root, kind):
@@ -195,7 +195,7 @@ __all__ = [
     "build_member",
     "carry_properties",
     "catalog_schema",
-    "change",
+    "changing",
     "commit_change",
     "file_rank",
     "given_margin",

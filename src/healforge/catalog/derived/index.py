@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,23 +30,24 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from healforge.catalog.change.snapshot import CatalogSnapshot
-from healforge.catalog.change.transaction import swap_into_place, write_command_record
+from healforge.catalog.change.transaction import (
+    building_dir,
+    fresh_scratch,
+    swap_into_place,
+    write_command_record,
+)
 from healforge.catalog.derived import members
 from healforge.catalog.derived.collection import (
-    collection_of,
     index_name,
-    is_collection,
-    open_collection,
-    split_version,
 )
-from healforge.catalog.derived.member_command import add_member_command
+from healforge.catalog.derived.member_command import add_member_command, member_place
 from healforge.engine import Engine, iter_chunks
 from healforge.errors import BadInputError, CatalogError, OptionError
 from healforge.hats import Key, layout
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 from healforge.names import check_name, check_optional_name
-from healforge.options import RunOptions
+from healforge.options import RunOptions, options_as_keywords
 from healforge.pixel import SPATIAL_INDEX_COLUMN
 
 WORK_DIR = ".healforge-index"
@@ -85,6 +85,7 @@ class IndexResult:
         return text
 
 
+@options_as_keywords(run=RunOptions)
 def index_catalog(
     catalog: str | os.PathLike,
     column: str,
@@ -92,11 +93,10 @@ def index_catalog(
     include_columns: list[str] | tuple[str, ...] = (),
     name: str | None = None,
     *,
+    run: RunOptions,
     default: bool = False,
     rows_per_file: int = ROWS_PER_FILE,
     overwrite: bool = False,
-    run: RunOptions | None = None,
-    **run_options,
 ) -> IndexResult:
     """Build an index catalog on ``column`` of a catalog or collection.
 
@@ -118,7 +118,7 @@ def index_catalog(
         Make it the collection's default index (the first index of a collection always is).
     rows_per_file
         Rows per index data file (and per reduce task).
-    overwrite, run, **run_options
+    overwrite, run, engine, workers, scheduler, synchronous, quiet, storage_options, tmp_dir
         As for :func:`healforge.margin` (the catalog and output may be fsspec URLs).
 
     Returns
@@ -127,55 +127,35 @@ def index_catalog(
         Including the number of duplicated id values and a few examples.
     """
     check_optional_name(name, "index name")
-    run = RunOptions.of(run, **run_options)
-    catalog = run.path(catalog)
-    coll = open_collection(catalog) if is_collection(catalog) else collection_of(catalog)
-    primary = layout.require_catalog(coll.primary if coll else catalog)
     if rows_per_file < 1:
         raise OptionError(f"rows_per_file must be at least 1, got {rows_per_file}")
     if output is None:
         check_name(column, "index column name")  # part of the index's directory name
-        output = (
-            coll.path / index_name(split_version(primary.name)[0], column)
-            if coll
-            else primary.with_name(f"{primary.name}_{column}_index")
-        )
-    output = run.path(output)
-    if coll is not None and str(output.parent) == str(coll.path):
-        check_name(output.name, "collection member name")
+    primary, coll, output = member_place(
+        catalog,
+        output,
+        run,
+        lambda base: index_name(base, column),
+        beside=lambda primary: primary.with_name(f"{primary.name}_{column}_index"),
+    )
     args = {
-        "catalog": str(catalog),
+        "catalog": str(run.path(catalog)),
         "column": column,
         "include_columns": list(include_columns),
         "name": name,
         "rows_per_file": int(rows_per_file),
     }
 
-    def build(target: AnyPath) -> IndexResult:
-        with run.engine_scope() as eng:
-            return build_index(
-                CatalogSnapshot.of(primary),
-                target,
-                column,
-                include_columns,
-                name=name,
-                overwrite=overwrite,
-                tmp_dir=run.tmp_dir,
-                engine=eng,
-                rows_per_file=rows_per_file,
-                record=args,
-            )
+    def build(target: AnyPath, **common) -> IndexResult:
+        source = CatalogSnapshot.of(primary)
+        return build_index(source, target, column, include_columns, rows_per_file=rows_per_file, **common)
+
+    def complete(done: dict) -> IndexResult:
+        return IndexResult(**done, complete=True)
 
     member = members.Member("index", output, column=column, include_columns=list(include_columns))
     return add_member_command(
-        member,
-        primary,
-        coll,
-        args,
-        overwrite=overwrite,
-        default=default,
-        build=build,
-        complete=lambda done: IndexResult(**done, complete=True),
+        member, primary, coll, args, run, build, complete, overwrite=overwrite, default=default
     )
 
 
@@ -204,8 +184,6 @@ def build_index(
     output = as_path(output, None if storage.is_local(source.root) else source.root.storage_options)
     if str(output) == str(source.root):
         raise CatalogError("the index cannot be written over its primary catalog")
-    if not overwrite and not storage.is_empty_dir(output):
-        raise CatalogError(f"output {output} exists and is not empty; use --overwrite to replace it")
     schema = storage.read_parquet_schema(source.schema_file)
     wanted = [column, *[c for c in include_columns if c not in (column, SPATIAL_INDEX_COLUMN)]]
     for col in wanted:
@@ -221,14 +199,9 @@ def build_index(
             column=column,
         )
     rows_per_file = max(1, int(rows_per_file))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    for stale in output.parent.glob(f".{output.name}.building-*"):
-        storage.rmtree(stale)
-    final, build = output, output.parent / f".{output.name}.building-{uuid.uuid4().hex[:12]}"
-    work = storage.scratch_dir(build, WORK_DIR, tmp_dir)
-    if work.exists():
-        shutil.rmtree(work)
-    (work / "shards").mkdir(parents=True)
+    final, build = output, building_dir(output, overwrite)
+    work = fresh_scratch(build, WORK_DIR, tmp_dir)
+    (work / "shards").mkdir()
 
     columns = [*wanted, SPATIAL_INDEX_COLUMN]
     labels = [f"Norder={o}/Npix={p}" for o, p in source.pixels]

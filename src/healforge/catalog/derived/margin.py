@@ -36,7 +36,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -48,23 +47,24 @@ import pyarrow.parquet as pq
 
 from healforge.arrays import concat_ranges
 from healforge.catalog.change.snapshot import CatalogSnapshot
-from healforge.catalog.change.transaction import swap_into_place, write_command_record
+from healforge.catalog.change.transaction import (
+    building_dir,
+    fresh_scratch,
+    swap_into_place,
+    write_command_record,
+)
 from healforge.catalog.derived import members
 from healforge.catalog.derived.collection import (
-    collection_of,
-    is_collection,
     margin_name,
-    open_collection,
-    split_version,
 )
-from healforge.catalog.derived.member_command import add_member_command
+from healforge.catalog.derived.member_command import add_member_command, member_place
 from healforge.engine import Engine, iter_chunks
 from healforge.errors import CatalogError, OptionError
 from healforge.hats import Key, layout
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
-from healforge.names import check_name, check_optional_name
-from healforge.options import RunOptions
+from healforge.names import check_optional_name
+from healforge.options import RunOptions, options_as_keywords
 from healforge.pixel import (
     SPATIAL_INDEX_COLUMN,
     SPATIAL_INDEX_ORDER,
@@ -106,6 +106,7 @@ def margin_order_for(radius_arcsec: float) -> int:
     return int(min(SPATIAL_INDEX_ORDER, max(0, math.floor(math.log2(size0 / (4 * radius_arcsec))))))
 
 
+@options_as_keywords(run=RunOptions)
 def margin(
     catalog: str | os.PathLike,
     output: str | os.PathLike | None,
@@ -114,8 +115,7 @@ def margin(
     *,
     default: bool = False,
     overwrite: bool = False,
-    run: RunOptions | None = None,
-    **run_options,
+    run: RunOptions,
 ) -> MarginResult:
     """Build the margin cache of a HATS catalog or collection.
 
@@ -134,7 +134,7 @@ def margin(
         Make it the collection's default margin (the first margin of a collection always is).
     overwrite
         Replace an existing output.
-    run, **run_options
+    run, engine, workers, scheduler, synchronous, quiet, storage_options, tmp_dir
         How it runs: a :class:`healforge.options.RunOptions` and/or its fields as keywords
         (``engine``, ``workers``, ``scheduler``, ``synchronous``, ``quiet``; ``storage_options``:
         fsspec options of URL paths, catalog and output; ``tmp_dir``: local directory for
@@ -145,31 +145,11 @@ def margin(
     MarginResult
     """
     check_optional_name(name, "margin name")
-    run = RunOptions.of(run, **run_options)
-    catalog = run.path(catalog)
-    coll = open_collection(catalog) if is_collection(catalog) else collection_of(catalog)
-    primary = coll.primary if coll else layout.require_catalog(catalog)
-    if output is None:
-        if coll is None:
-            raise OptionError(f"{catalog} is not a collection: give the margin's output directory")
-        output = coll.path / margin_name(split_version(primary.name)[0], radius_arcsec)
-    output = run.path(output)
-    if coll is not None and str(output.parent) == str(coll.path):
-        check_name(output.name, "collection member name")
-    args = {"catalog": str(catalog), "radius_arcsec": float(radius_arcsec), "name": name}
+    primary, coll, output = member_place(catalog, output, run, lambda base: margin_name(base, radius_arcsec))
+    args = {"catalog": str(run.path(catalog)), "radius_arcsec": float(radius_arcsec), "name": name}
 
-    def build(target: AnyPath) -> MarginResult:
-        with run.engine_scope() as eng:
-            return build_margin(
-                primary,
-                target,
-                radius_arcsec,
-                name=name,
-                overwrite=overwrite,
-                tmp_dir=run.tmp_dir,
-                engine=eng,
-                record=args,
-            )
+    def build(target: AnyPath, **common) -> MarginResult:
+        return build_margin(primary, target, radius_arcsec, **common)
 
     def complete(done: dict) -> MarginResult:
         done["pixels"] = [tuple(p) for p in done["pixels"]]
@@ -177,7 +157,7 @@ def margin(
 
     member = members.Member("margin", output, float(radius_arcsec))
     return add_member_command(
-        member, primary, coll, args, overwrite=overwrite, default=default, build=build, complete=complete
+        member, primary, coll, args, run, build, complete, overwrite=overwrite, default=default
     )
 
 
@@ -218,16 +198,8 @@ def build_margin(
     pixels = source.pixels
     if str(output) == str(catalog):
         raise CatalogError("the margin cannot be written over its primary catalog")
-    if not overwrite and not storage.is_empty_dir(output):
-        raise CatalogError(f"output {output} exists and is not empty; use --overwrite to replace it")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    for stale in output.parent.glob(f".{output.name}.building-*"):
-        storage.rmtree(stale)
-    final, output = output, output.parent / f".{output.name}.building-{uuid.uuid4().hex[:12]}"
-    work = storage.scratch_dir(output, WORK_DIR, tmp_dir)
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
+    final, output = output, building_dir(output, overwrite)
+    work = fresh_scratch(output, WORK_DIR, tmp_dir)
 
     table = partition_table(pixels, negative_tree_pixels(pixels))
     if np.any(table["starts"][1:] < table["stops"][:-1]):
@@ -539,20 +511,17 @@ def _finish(
         total = 0
     if total != expected_rows:
         raise RuntimeError(f"margin metadata counts {total} rows, expected {expected_rows}")
-    primary_orders = [o for o, _ in source.pixels]
-    sky = layout.sky_fraction(pixels)
+    primary_order = max((o for o, _ in source.pixels), default=0)
     layout.write_properties(
         output,
         obs_collection=name,
         dataproduct_type="margin",
-        moc_sky_fraction=f"{sky:0.5f}",
         **{
-            Key.NROWS: total,
+            **layout.partition_properties(pixels, total, empty_order=primary_order),
             Key.COL_RA: props[Key.COL_RA],
             Key.COL_DEC: props[Key.COL_DEC],
             Key.PRIMARY_TABLE_URL: catalog.name,
             Key.MARGIN_THRESHOLD: radius,
-            Key.ORDER: max((o for o, _ in pixels), default=max(primary_orders, default=0)),
             Key.NPIX_SUFFIX: ".parquet",
         },
     )

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,7 +19,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from healforge.catalog.change.transaction import STATE_DIR, finished_command, write_command_record
+from healforge.catalog.change.transaction import (
+    STATE_DIR,
+    building_dir,
+    finished_command,
+    fresh_scratch,
+    write_command_record,
+)
 from healforge.catalog.derived import nested_columns as nst
 from healforge.catalog.derived.collection import (
     Collection,
@@ -39,7 +44,7 @@ from healforge.hats import Key, layout
 from healforge.io import storage
 from healforge.io.storage import AnyPath
 from healforge.names import check_name, check_optional_name
-from healforge.options import RunOptions
+from healforge.options import RunOptions, options_as_keywords
 from healforge.pixel import SPATIAL_INDEX_COLUMN
 
 WORK_DIR = ".healforge-nest"
@@ -80,6 +85,7 @@ class NestResult:
         return text
 
 
+@options_as_keywords(run=RunOptions)
 def nest(
     objects: str | os.PathLike,
     sources: str | os.PathLike,
@@ -88,11 +94,10 @@ def nest(
     as_name: str,
     sort_by: str | None = None,
     *,
+    run: RunOptions,
     name: str | None = None,
     on_unmatched: str = "error",
     overwrite: bool = False,
-    run: RunOptions | None = None,
-    **run_options,
 ) -> NestResult:
     """Write a catalog of objects with their sources nested in a ``struct`` of lists column.
 
@@ -121,7 +126,7 @@ def nest(
         built in a hidden sibling ``.NAME.building-*`` directory and moved into place at the end
         (copied, metadata last, on object stores): a killed run leaves no partial output, and
         its building directory is removed by the next run.
-    run, run_options
+    run, engine, workers, scheduler, synchronous, quiet, storage_options, tmp_dir
         :class:`~healforge.options.RunOptions` (or its fields as keywords: ``engine``,
         ``workers``, ``scheduler``, ``synchronous``, ``quiet``, ``storage_options`` for URL
         catalogs, ``tmp_dir`` for intermediate files, default inside a local output).
@@ -130,7 +135,6 @@ def nest(
     -------
     NestResult
     """
-    run = RunOptions.of(run, **run_options)
     tmp_dir = run.tmp_dir
     if on_unmatched not in ("error", "drop"):
         raise OptionError("on_unmatched must be 'error' or 'drop'")
@@ -161,19 +165,11 @@ def nest(
     if done is not None:
         done["pixels"] = [tuple(p) for p in done["pixels"]]
         return NestResult(**done, complete=True)
-    if not overwrite and not storage.is_empty_dir(root):
-        raise CatalogError(f"output {root} exists and is not empty; use --overwrite to replace it")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    for stale in root.parent.glob(f".{root.name}.building-*"):  # left by a killed run
-        storage.rmtree(stale)
     final_root, final_output = root, output
-    root = root.parent / f".{root.name}.building-{uuid.uuid4().hex[:12]}"
+    root = building_dir(root, overwrite)
     output = root / cat_name if coll else root
     local_work = tmp_dir is None and storage.is_local(output)
-    work = storage.scratch_dir(output if local_work else final_output, WORK_DIR, tmp_dir)
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
+    work = fresh_scratch(output if local_work else final_output, WORK_DIR, tmp_dir)
 
     obj_pixels = layout.read_partition_info(objects)
     src_pixels = layout.read_partition_info(sources)
@@ -448,15 +444,12 @@ def _finish(output: AnyPath, objects: AnyPath, pixels: list[tuple[int, int]], na
     if not (output / layout.SKYMAP_FILE).exists():
         kept.pop(Key.SKYMAP_ORDER, None)
         kept.pop(Key.SKYMAP_ALT_ORDERS, None)
-    sky = layout.sky_fraction(pixels)
     layout.write_properties(
         output,
         obs_collection=name,
         dataproduct_type="object",
-        moc_sky_fraction=f"{sky:0.5f}",
         **{
-            Key.NROWS: total,
-            Key.ORDER: max((o for o, _ in pixels), default=0),
+            **layout.partition_properties(pixels, total),
             Key.NPIX_SUFFIX: ".parquet",
             **kept,
         },
