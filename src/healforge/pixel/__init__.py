@@ -2,7 +2,7 @@
 spatial index (:mod:`~healforge.pixel.cells`), partition alignment
 (:mod:`~healforge.pixel.alignment`), pixel boundaries and distances
 (:mod:`~healforge.pixel.geometry`), geodetic/authalic latitude and longitude conventions
-(:mod:`~healforge.pixel.latitude`). Only this package imports cdshealpix.
+(:mod:`~healforge.pixel.latitude`). Only this package imports cdshealpix and healpix-geo.
 """
 
 from __future__ import annotations

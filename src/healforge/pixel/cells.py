@@ -1,4 +1,8 @@
-"""HEALPix pixel math (nested scheme) on top of cdshealpix.
+"""HEALPix pixel math (nested scheme) on top of healpix-geo and cdshealpix.
+
+healpix-geo (the cdshealpix Rust crate without astropy, 0.1 s to import) hashes positions and
+draws cells; cdshealpix, whose import pulls astropy (about a second), is imported only by the
+functions that need it.
 
 Everything here is vectorised over numpy arrays. Orders run from 0 to 29; ``nside = 2**order``.
 The order-29 spatial index is bit-identical to ``hats.pixel_math.compute_spatial_index``.
@@ -8,9 +12,8 @@ from __future__ import annotations
 
 import math
 
-import cdshealpix.nested as cdsn
 import numpy as np
-from astropy.coordinates import Latitude, Longitude
+from healpix_geo import nested as hgn
 
 from healforge.errors import OptionError
 
@@ -75,9 +78,11 @@ def lonlat_to_pixel(lon: np.ndarray, lat: np.ndarray, order: int) -> np.ndarray:
     lat = np.ascontiguousarray(lat, dtype=np.float64)
     if lon.size == 0:
         return np.empty(0, dtype=np.int64)
-    ipix = cdsn.lonlat_to_healpix(
-        Longitude(lon, unit="deg", copy=False), Latitude(lat, unit="deg", copy=False), order
-    )
+    if not (np.abs(lat) <= 90).all():  # the Rust hash would panic
+        raise OptionError(
+            f"latitude outside [-90, 90] at index {int(np.flatnonzero(~(np.abs(lat) <= 90))[0])}"
+        )
+    ipix = hgn.lonlat_to_healpix(lon, lat, order, ellipsoid="sphere")
     return ipix.astype(np.int64, copy=False)
 
 
@@ -109,6 +114,8 @@ def index29_range(pixels: int | np.ndarray, orders: int | np.ndarray) -> tuple[n
 
 def neighbourhood(pixels: np.ndarray, order: int) -> np.ndarray:
     """Each pixel and its 8 neighbours, shape ``(n, 9)``; -1 where a neighbour does not exist."""
+    import cdshealpix.nested as cdsn  # its 3x3 layout (healpix-geo's differs)
+
     return cdsn.neighbours(np.asarray(pixels, dtype=np.uint64), check_order(order)).astype(np.int64)
 
 
@@ -164,15 +171,15 @@ def pixel_centers(pixels: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarra
     pixels = np.asarray(pixels, dtype=np.uint64)
     if pixels.size == 0:
         return np.empty(0), np.empty(0)
-    lon, lat = cdsn.healpix_to_lonlat(pixels, check_order(order))
-    return np.asarray(lon.deg, dtype=np.float64), np.asarray(lat.deg, dtype=np.float64)
+    lon, lat = hgn.healpix_to_lonlat(pixels, check_order(order), ellipsoid="sphere")
+    return np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
 
 
 def pixel_vertices(pixels: np.ndarray, order: int, step: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Boundary vertices (lon, lat in degrees), shape ``(n, 4*step)``, counter-clockwise."""
     pixels = np.asarray(pixels, dtype=np.uint64)
-    lon, lat = cdsn.vertices(pixels, check_order(order), step=step)
-    return np.asarray(lon.deg, dtype=np.float64), np.asarray(lat.deg, dtype=np.float64)
+    lon, lat = hgn.vertices(pixels, check_order(order), ellipsoid="sphere", step=step)
+    return np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
 
 
 def neighbours(pixels: np.ndarray, order: int) -> np.ndarray:

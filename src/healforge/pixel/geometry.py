@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import math
 
-import cdshealpix.nested as cdsn
 import numpy as np
+
+from healforge.pixel.cells import pixel_centers, pixel_vertices
 
 ARCSEC_PER_RAD = 180 / math.pi * 3600
 # arcsec: the last arcs. Their sagitta is below 1e-4 arcsec wherever edges curve less than 3000 per
@@ -69,8 +70,8 @@ def _polyline_distance(
     joining every other vertex: the sagitta of those arcs, about four times the polyline's own.
     """
     uniq, inv = np.unique(cells, return_inverse=True)
-    lon, lat = cdsn.vertices(uniq.astype(np.uint64), order, step=step)
-    verts = lonlat_to_xyz(lon.deg, lat.deg)  # (ncells, 4*step, 3)
+    lon, lat = pixel_vertices(uniq, order, step=step)
+    verts = lonlat_to_xyz(lon, lat)  # (ncells, 4*step, 3)
     normal, ea, eb = _arc_frames(verts)
     if step % 2 == 0:
         coarse, _, _ = _arc_frames(verts[:, 0::2])
@@ -117,10 +118,8 @@ def _may_be_within(
         sel = np.flatnonzero(orders == order)
         uniq, inv = np.unique(pixels[sel], return_inverse=True)
         cells = uniq.astype(np.uint64)
-        lon, lat = cdsn.healpix_to_lonlat(cells, int(order))
-        centre = lonlat_to_xyz(lon.deg, lat.deg)
-        lon, lat = cdsn.vertices(cells, int(order))
-        corners = lonlat_to_xyz(lon.deg, lat.deg)
+        centre = lonlat_to_xyz(*pixel_centers(cells, int(order)))
+        corners = lonlat_to_xyz(*pixel_vertices(cells, int(order)))
         reach = 2 * np.arcsin(np.linalg.norm(corners - centre[:, None, :], axis=-1).max(axis=1) / 2)
         reach = reach * 1.01 + radius_arcsec / ARCSEC_PER_RAD + 1e-9
         d = 2 * np.arcsin(np.minimum(np.linalg.norm(points[sel] - centre[inv], axis=1) / 2, 1.0))
