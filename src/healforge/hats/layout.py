@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from healforge import __version__
+from healforge.hats import files
 from healforge.hats.keys import Key
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
@@ -164,13 +165,8 @@ def pixel_of_path(path: str | AnyPath) -> tuple[int, int]:
 
 
 def write_partition_info(root: str | AnyPath, pixels: Sequence[tuple[int, int]]) -> None:
-    """``partition_info.csv`` with hats' writer (header ``Norder,Npix``, hats' pixel order)."""
-    from hats.catalog import PartitionInfo
-    from hats.pixel_math import HealpixPixel
-
-    info = PartitionInfo.from_healpix([HealpixPixel(int(o), int(p)) for o, p in pixels])
-    with storage.atomic_output(as_path(root) / PARTITION_INFO_FILE) as tmp:
-        info.write_to_file(partition_info_file=Path(tmp))
+    """``partition_info.csv`` as hats writes it (header ``Norder,Npix``, hats' pixel order)."""
+    storage.atomic_write_text(as_path(root) / PARTITION_INFO_FILE, files.partition_info_text(pixels))
 
 
 def sky_fraction(pixels: Sequence[tuple[int, int]]) -> float:
@@ -198,18 +194,18 @@ def read_partition_info(root: str | AnyPath) -> list[tuple[int, int]]:
 
 
 def write_dataset_metadata(root: str | AnyPath) -> int:
-    """``dataset/_metadata`` and ``dataset/_common_metadata`` (hats' writer); returns total rows."""
-    from hats.io.parquet_metadata import write_parquet_metadata
-
-    return int(write_parquet_metadata(_hats_path(root)))
+    """``dataset/_metadata`` and ``dataset/_common_metadata`` as hats writes them (row groups in
+    hats' pixel order); returns total rows."""
+    data = list_data_files(root)
+    return files.write_parquet_metadata(root, data, [pixel_of_path(str(f)) for f in data])
 
 
 def write_metadata_unordered(root: str | AnyPath) -> int:
     """``_metadata``/``_common_metadata`` of a dataset that is not HEALPix-partitioned (an index),
     files kept in name order; returns total rows."""
-    from hats.io.parquet_metadata import write_parquet_metadata
-
-    return int(write_parquet_metadata(_hats_path(root), order_by_healpix=False))
+    base = as_path(root) / DATASET_DIR
+    data = [p for p, _ in storage.list_files(base) if not p.name.startswith(("_", ".", "data_thumbnail"))]
+    return files.write_parquet_metadata(root, data)
 
 
 def _hats_path(root: str | AnyPath):
@@ -220,14 +216,11 @@ def _hats_path(root: str | AnyPath):
 
 def write_skymaps(root: str | AnyPath, histogram: np.ndarray) -> None:
     """``point_map.fits`` and ``skymap.fits`` from the row-count histogram at the mapping order."""
-    from hats.io import paths
-    from hats.io.file_io import write_fits_image
-    from hats.io.skymap import write_skymap
-
     histogram = np.asarray(histogram, dtype=np.int64)
     root = as_path(root)
-    write_fits_image(histogram, paths.get_point_map_file_pointer(_hats_path(root)))
-    write_skymap(histogram=histogram, catalog_dir=_hats_path(root))
+    image = files.skymap_fits(histogram)
+    storage.atomic_write_bytes(root / POINT_MAP_FILE, image)
+    storage.atomic_write_bytes(root / SKYMAP_FILE, image)
     # A sparse copy that appends read back quickly (reading the FITS map takes seconds at order 10).
     nz = np.flatnonzero(histogram)
     with storage.atomic_output(root / ".healforge" / "histogram.npz") as tmp, open(tmp, "wb") as f:
@@ -257,13 +250,11 @@ def dir_size(root: str | AnyPath) -> int:
 
 
 def write_properties(root: str | AnyPath, **fields) -> None:
-    """Write ``hats.properties`` (and an identical ``properties``) with hats' TableProperties.
+    """Write ``hats.properties`` (and an identical ``properties``) as hats' TableProperties does.
 
     ``fields`` use the hats property names (``obs_collection``, ``dataproduct_type``, ...).
     ``hats_builder``, ``hats_creation_date``, ``hats_version`` and ``hats_estsize`` are filled in.
     """
-    from hats.catalog.dataset.table_properties import TableProperties
-
     root = as_path(root)
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M%Z")
     fields = {k: v for k, v in fields.items() if v is not None}
@@ -274,7 +265,9 @@ def write_properties(root: str | AnyPath, **fields) -> None:
         fields.setdefault(Key.COL_HEALPIX, SPATIAL_INDEX_COLUMN)
         fields.setdefault(Key.COL_HEALPIX_ORDER, SPATIAL_INDEX_ORDER)
     fields[Key.ESTSIZE] = int(np.ceil(dir_size(root / DATASET_DIR) / 1024))
-    TableProperties(**fields).to_properties_file(_hats_path(root))
+    text = files.properties_text(fields)
+    storage.atomic_write_text(root / PROPERTIES_FILE, text)
+    storage.atomic_write_text(root / LEGACY_PROPERTIES_FILE, text)
 
 
 def require_catalog(root: str | AnyPath) -> AnyPath:
