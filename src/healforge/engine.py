@@ -225,6 +225,11 @@ class Engine:
         return results
 
 
+#: Rows below which a catalog stage runs in this process (``Engine.map(..., small=True)``) when no
+#: cluster is up yet: starting and stopping a local cluster costs 1-4 s, more than the work.
+SMALL_STAGE_ROWS = 500_000
+
+
 def _task_error(desc: str, label: str, exc: Exception) -> Exception:
     from healforge.errors import HealforgeError
 

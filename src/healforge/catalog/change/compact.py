@@ -35,7 +35,7 @@ from healforge.catalog.derived.nested_columns import (
     pack_table,
     with_conversion_note,
 )
-from healforge.engine import Engine
+from healforge.engine import SMALL_STAGE_ROWS, Engine
 from healforge.errors import BadInputError, CatalogError, OptionError
 from healforge.hats import Key, layout
 from healforge.hats.layout import read_histogram
@@ -380,7 +380,8 @@ def compact(
                 for i, ((o, p), fs) in enumerate(zip(pixels, files, strict=True))
             ]
             labels = [f"Norder={o}/Npix={p}" for o, p in pixels]
-            results = eng.map(_compact_pixel, tasks, "Compacting", labels=labels)
+            small = int(props[Key.NROWS]) < SMALL_STAGE_ROWS
+            results = eng.map(_compact_pixel, tasks, "Compacting", labels=labels, small=small)
             written = _combine(eng, results, task)
             new_hist = np.zeros_like(histogram)
             for r in results:

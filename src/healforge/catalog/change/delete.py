@@ -18,6 +18,7 @@ from healforge.catalog.change import transaction as txn
 from healforge.catalog.change.writer import carry_properties, changing, commit_change, pixel_files
 from healforge.catalog.derived import nested_columns as nst
 from healforge.catalog.derived.collection import resolve_catalog
+from healforge.engine import SMALL_STAGE_ROWS
 from healforge.errors import BadInputError, CatalogError, OptionError
 from healforge.hats import Key, layout
 from healforge.hats.layout import read_histogram
@@ -208,7 +209,8 @@ def _rewrite(root: AnyPath, kind: str, task: dict, change: ChangeOptions, run: R
             for k, (_, _, f) in enumerate(files)
         ]
         with run.engine_scope() as eng:
-            results = eng.map(_delete_file, tasks, "Deleting")
+            small = int(props[Key.NROWS]) < SMALL_STAGE_ROWS
+            results = eng.map(_delete_file, tasks, "Deleting", small=small)
             result = DeleteResult(str(root), converted=converted)
             result.rows_removed = sum(r["removed"] for r in results)
             result.nested_removed = sum(r["nested_removed"] for r in results)

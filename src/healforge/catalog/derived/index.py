@@ -41,7 +41,7 @@ from healforge.catalog.derived.collection import (
     index_name,
 )
 from healforge.catalog.derived.member_command import add_member_command, member_place
-from healforge.engine import Engine, iter_chunks
+from healforge.engine import SMALL_STAGE_ROWS, Engine, iter_chunks
 from healforge.errors import BadInputError, CatalogError, OptionError
 from healforge.hats import Key, layout
 from healforge.io import storage
@@ -205,6 +205,7 @@ def build_index(
 
     columns = [*wanted, SPATIAL_INDEX_COLUMN]
     labels = [f"Norder={o}/Npix={p}" for o, p in source.pixels]
+    small = int(source.props.get(Key.NROWS, SMALL_STAGE_ROWS)) < SMALL_STAGE_ROWS
     mapped = engine.map(
         _map_pixel,
         [
@@ -220,6 +221,7 @@ def build_index(
         ],
         "Index map",
         labels=labels,
+        small=small,
     )
     total = sum(m["rows"] for m in mapped)
     cuts = _cut_values(mapped, total, rows_per_file)
@@ -246,6 +248,7 @@ def build_index(
         ],
         "Index reduce",
         labels=[f"part.{j}" for j in range(n_parts)],
+        small=small,
     )
     written = sum(r["rows"] for r in reduced)
     if written != total:

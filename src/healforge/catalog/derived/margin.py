@@ -58,7 +58,7 @@ from healforge.catalog.derived.collection import (
     margin_name,
 )
 from healforge.catalog.derived.member_command import add_member_command, member_place
-from healforge.engine import Engine, iter_chunks
+from healforge.engine import SMALL_STAGE_ROWS, Engine, iter_chunks
 from healforge.errors import CatalogError, OptionError
 from healforge.hats import Key, layout
 from healforge.io import storage
@@ -219,7 +219,9 @@ def build_margin(
         for i in _largest_first(source, table)
     ]
     labels = [f"Norder={o}/Npix={p}" for o, p in zip(table["orders"], table["pixels"], strict=True)]
-    counts = engine.map(_map_partition, tasks, "Margin map", labels=[labels[t["source"]] for t in tasks])
+    small = int(props.get(Key.NROWS, SMALL_STAGE_ROWS)) < SMALL_STAGE_ROWS
+    task_labels = [labels[t["source"]] for t in tasks]
+    counts = engine.map(_map_partition, tasks, "Margin map", labels=task_labels, small=small)
     per_dest = np.zeros(len(table["orders"]), dtype=np.int64)
     for c in counts:
         for d, n in c.items():
@@ -245,6 +247,7 @@ def build_margin(
         groups,
         "Margin reduce",
         labels=[", ".join(labels[t["dest"]] for t in g) for g in groups],
+        small=small,
     )
 
     out_pixels = [(int(table["orders"][d]), int(table["pixels"][d])) for d in dests]
