@@ -136,3 +136,87 @@ def test_import_through_external_scheduler(tmp_path, dask_cluster):
         tmp_path / "in", tmp_path / "ref", threshold=2000, highest_order=7, synchronous=True, quiet=True
     )
     assert (out / "partition_info.csv").read_text() == (tmp_path / "ref" / "partition_info.csv").read_text()
+
+
+def _scheduler(port: int) -> subprocess.Popen:
+    dask = str(Path(sys.executable).parent / "dask")
+    cmd = [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    from distributed import Client
+
+    deadline = time.time() + 60
+    while True:
+        try:
+            with Client(f"tcp://127.0.0.1:{port}", timeout=5):
+                return proc
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def test_a_scheduler_without_workers_is_a_one_line_error_not_a_hang(tmp_path):
+    ra, dec = make_points("uniform", 2_000, seed=4)
+    files = write_parquet_files(tmp_path / "in", survey_table(ra, dec, 0, 4), 2)
+    port = _free_port()
+    sched = _scheduler(port)
+    try:
+        t0 = time.monotonic()
+        proc = run_cli(
+            "import",
+            *files,
+            "-o",
+            tmp_path / "cat",
+            "--scheduler",
+            f"tcp://127.0.0.1:{port}",
+            "--wait-workers",
+            "3",
+            "-q",
+            check=False,
+            timeout=120,
+        )
+        assert time.monotonic() - t0 < 60
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "has had no workers for 3 s" in lines[0] and "--wait-workers" in lines[0]
+        assert not (tmp_path / "cat" / "hats.properties").exists()
+    finally:
+        sched.terminate()
+        sched.wait(30)
+
+
+def test_losing_every_worker_mid_stage_stops_with_an_error(tmp_path):
+    import threading
+
+    from healforge.engine import NoWorkersError
+
+    port = _free_port()
+    sched = _scheduler(port)
+    dask = str(Path(sys.executable).parent / "dask")
+    worker = subprocess.Popen(
+        [
+            dask,
+            "worker",
+            f"tcp://127.0.0.1:{port}",
+            "--nthreads",
+            "1",
+            "--no-dashboard",
+            "--local-directory",
+            str(tmp_path / "dask"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with Engine(scheduler=f"tcp://127.0.0.1:{port}", quiet=True, wait_workers=3) as eng:
+            eng.start()
+            assert eng.parallelism == 1
+            threading.Timer(2.0, worker.kill).start()
+            t0 = time.monotonic()
+            with pytest.raises(NoWorkersError, match="no workers for 3 s"):
+                eng.map(time.sleep, [0.3] * 200, "Sleeping")  # importable by the worker
+            assert time.monotonic() - t0 < 45
+    finally:
+        worker.kill()
+        sched.terminate()
+        sched.wait(30)

@@ -55,7 +55,10 @@ def user_error_message(exc: BaseException) -> str | None:
 
     if isinstance(exc, pa.ArrowInvalid) and ("parquet" in str(exc).lower() or "file" in str(exc).lower()):
         return f"cannot read a file: {exc}"
-    from healforge.engine import TaskError
+    from healforge.engine import NoWorkersError, TaskError
+
+    if isinstance(exc, NoWorkersError):
+        return str(exc)
 
     if isinstance(exc, TaskError) and exc.__cause__ is not None:
         cause = exc.__cause__
@@ -74,6 +77,10 @@ def user_error_message(exc: BaseException) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "wait_workers", None) is not None:
+        from healforge import engine
+
+        engine.WAIT_WORKERS_S = args.wait_workers  # every engine this command makes
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

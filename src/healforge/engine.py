@@ -75,6 +75,15 @@ class TaskError(RuntimeError):
     """A unit of work failed; the message names the task."""
 
 
+class NoWorkersError(RuntimeError):
+    """The scheduler has had no workers for longer than the engine waits (``wait_workers``)."""
+
+
+#: Seconds a command waits for a scheduler to have a worker (at start, or after losing them all)
+#: before it stops with :class:`NoWorkersError`; the CLI's ``--wait-workers`` sets it.
+WAIT_WORKERS_S = 60.0
+
+
 class Engine:
     """Runs pipeline tasks through Dask.
 
@@ -93,6 +102,9 @@ class Engine:
         Per-worker memory limit for a local cluster (dask syntax, e.g. ``"4GB"``; ``"auto"`` default).
     quiet
         Silence progress bars.
+    wait_workers
+        Seconds to wait for an external scheduler to have a worker, at start and whenever it has
+        lost them all, before :class:`NoWorkersError` (default :data:`WAIT_WORKERS_S`).
     """
 
     def __init__(
@@ -103,8 +115,10 @@ class Engine:
         threads_per_worker: int = 1,
         memory_limit: str | None = "auto",
         quiet: bool = False,
+        wait_workers: float | None = None,
     ):
         self.workers = workers or min(os.cpu_count() or 1, 4)
+        self.wait_workers = WAIT_WORKERS_S if wait_workers is None else float(wait_workers)
         self.scheduler = scheduler
         self.synchronous = synchronous
         self.threads_per_worker = threads_per_worker
@@ -140,7 +154,10 @@ class Engine:
             self.client = self.scheduler
             return
         if self.scheduler:
-            self.client = Client(self.scheduler)
+            self.client = Client(self.scheduler, timeout=f"{max(self.wait_workers, 1):g}s")
+            self._own_client = True
+            self._await_workers()
+            return
         else:
             with warnings.catch_warnings():
                 # another cluster on the machine holds the dashboard port: not the user's concern
@@ -155,6 +172,18 @@ class Engine:
                 )
             self.client = Client(self._own_cluster)
         self._own_client = True
+
+    def _await_workers(self) -> None:
+        """Return once the scheduler has a worker; :class:`NoWorkersError` after ``wait_workers`` s."""
+        if self.client.scheduler_info(n_workers=1)["workers"]:
+            return
+        try:
+            self.client.wait_for_workers(1, timeout=self.wait_workers)
+        except TimeoutError:
+            raise NoWorkersError(
+                f"the Dask scheduler {self.scheduler} has had no workers for {self.wait_workers:g} s; "
+                "start workers (dask worker ADDRESS) or give a longer --wait-workers"
+            ) from None
 
     def close(self) -> None:
         if self._own_client and self.client is not None:
@@ -214,10 +243,19 @@ class Engine:
                 for i, item in enumerate(items)
             ]
             index = {f.key: i for i, f in enumerate(futures)}
+            pending = as_completed(futures)
+            checked = time.monotonic()
             try:
-                for fut in as_completed(futures):
-                    finished(index[fut.key], fut.result)
-                    fut.release()
+                while not pending.is_empty():
+                    if not pending.has_ready():
+                        time.sleep(0.01)
+                        if self.scheduler and time.monotonic() - checked > 1:
+                            self._await_workers()  # a cluster that lost every worker stops here
+                            checked = time.monotonic()
+                        continue
+                    for fut in pending.next_batch(block=False):
+                        finished(index[fut.key], fut.result)
+                        fut.release()
             finally:
                 for f in futures:
                     if not f.done():
@@ -244,11 +282,14 @@ def engine_from_args(
     synchronous: bool = False,
     quiet: bool = False,
     engine: Engine | None = None,
+    wait_workers: float | None = None,
 ) -> Engine:
     """The engine to use: the one given, or a new one from the usual options."""
     if engine is not None:
         return engine
-    return Engine(workers=workers, scheduler=scheduler, synchronous=synchronous, quiet=quiet)
+    return Engine(
+        workers=workers, scheduler=scheduler, synchronous=synchronous, quiet=quiet, wait_workers=wait_workers
+    )
 
 
 @contextmanager
@@ -258,6 +299,7 @@ def owned_engine(
     scheduler: str | None = None,
     synchronous: bool = False,
     quiet: bool = False,
+    wait_workers: float | None = None,
 ) -> Iterator[Engine]:
     """The engine to run a pipeline on, closed on exit only when this made it.
 
@@ -265,7 +307,7 @@ def owned_engine(
     ----------
     engine
         An engine the caller owns: used as it is and left open.
-    workers, scheduler, synchronous, quiet
+    workers, scheduler, synchronous, quiet, wait_workers
         Options of the new :class:`Engine` made when ``engine`` is ``None``.
 
     Yields
@@ -273,7 +315,7 @@ def owned_engine(
     Engine
         ``engine``, or the new one (closed when the ``with`` block ends, also on an error).
     """
-    eng = engine_from_args(workers, scheduler, synchronous, quiet, engine)
+    eng = engine_from_args(workers, scheduler, synchronous, quiet, engine, wait_workers)
     try:
         yield eng
     finally:

@@ -56,6 +56,9 @@ class RunOptions(KeywordOptions):
         of an existing Dask scheduler, or everything in-process one task after the other.
     quiet
         No progress bars.
+    wait_workers
+        Seconds to wait for the ``scheduler`` to have a worker before a one-line error
+        (default :data:`healforge.engine.WAIT_WORKERS_S`, 60).
     storage_options
         fsspec options for the URL paths (``s3://...``) of the command's catalogs.
     tmp_dir
@@ -68,13 +71,15 @@ class RunOptions(KeywordOptions):
     scheduler: str | None = None
     synchronous: bool = False
     quiet: bool = False
+    wait_workers: float | None = None
     storage_options: dict | None = None
     tmp_dir: str | os.PathLike | None = None
 
     @contextmanager
     def engine_scope(self) -> Iterator[Engine]:
         """The engine to run on: :attr:`engine`, or a new one closed when the block ends."""
-        with owned_engine(self.engine, self.workers, self.scheduler, self.synchronous, self.quiet) as eng:
+        options = (self.workers, self.scheduler, self.synchronous, self.quiet, self.wait_workers)
+        with owned_engine(self.engine, *options) as eng:
             yield eng
 
     def using(self, engine: Engine) -> RunOptions:

@@ -28,6 +28,13 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
         "--synchronous", action="store_true", help="run every task in this process (debugging)"
     )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--wait-workers",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="with --scheduler: how long to wait for a worker before stopping with an error (default 60)",
+    )
 
 
 def engine_kwargs(args: argparse.Namespace) -> dict:
