@@ -37,6 +37,7 @@ def test_catalog_partitions_are_the_units_of_work(catalog):
     assert [s.path for s in to_sources(root)] == [str(p) for p in files]
 
 
+@pytest.mark.slow
 def test_aggregate_catalog_equals_original_table(catalog, tmp_path):
     table, root = catalog
     # lon/lat default to hats_col_ra / hats_col_dec of the catalog's properties

@@ -42,6 +42,7 @@ def _write(path, seed, n):
     return df
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(tmp_path):
     a = _write(tmp_path / "a.parquet", 1, 3000)
     b = _write(tmp_path / "b.parquet", 2, 2000)
@@ -122,6 +123,7 @@ def test_cli_end_to_end(tmp_path):
     assert not (tmp_path / "bad.parquet").exists()
 
 
+@pytest.mark.slow
 def test_bad_points_error_and_quarantine(tmp_path):
     df = _write(tmp_path / "x.parquet", 3, 1000)
     df.loc[17, "dec"] = np.nan
@@ -220,6 +222,7 @@ def test_write_map_read_map_roundtrip(tmp_path):
         healforge.read_map(tmp_path / "plain.parquet")
 
 
+@pytest.mark.slow
 def test_geoparquet_file_id_column_and_all_rows_rejected(tmp_path):
     gpd = pytest.importorskip("geopandas")
     import shapely

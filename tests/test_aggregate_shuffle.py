@@ -90,6 +90,7 @@ def aggregate(paths, output, *extra):
     return pq.read_table(output)
 
 
+@pytest.mark.slow
 def test_aggregate_shuffle_equals_in_memory_and_numpy(inputs, tmp_path):
     base, paths, rows = inputs
     memory = aggregate(paths, tmp_path / "memory.parquet")
@@ -145,6 +146,7 @@ def _pipeline(tmp_path, paths, out, exact=None) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_run_exact_equals_in_memory_and_numpy_at_every_order(inputs, tmp_path):
     base, paths, rows = inputs
     work = tmp_path / "work"
@@ -166,6 +168,7 @@ def test_run_exact_equals_in_memory_and_numpy_at_every_order(inputs, tmp_path):
     assert q.column("_source_row").to_pylist() == [BAD_ROW]
 
 
+@pytest.mark.slow
 def test_run_exact_flag(inputs, tmp_path):
     _, paths, rows = inputs
     config = _pipeline(tmp_path, paths, tmp_path / "flag.parquet")
@@ -201,6 +204,7 @@ def test_exact_key_is_validated(inputs, tmp_path):
     assert cfg.exact.work_dir == str(tmp_path / "scratch")  # relative to the YAML file
 
 
+@pytest.mark.slow
 def test_run_exact_scratch_on_s3_resumes(inputs, tmp_path, s3_options, monkeypatch):
     """Outputs on S3: the work directory is there too (no shared local disk needed); a run killed
     in the statistics stage resumes without reading its inputs again."""

@@ -149,6 +149,7 @@ def test_merge_mismatch_errors(tmp_path):
     assert b.order == 3
 
 
+@pytest.mark.slow
 def test_dask_cluster_matches_synchronous(tmp_path):
     df = _data(15, 30000)
     files = []

@@ -175,6 +175,7 @@ def test_import_outputs_equal_hats_import(tmp_path):
     check_outputs(ours)
 
 
+@pytest.mark.slow
 def test_cli_outputs_kept_current_by_append_and_compact(tmp_path):
     import lsdb
 
@@ -231,6 +232,7 @@ def test_summary_without_statistics_after_append(tmp_path):
     assert not list((root / ".healforge").glob(".outputs-*"))
 
 
+@pytest.mark.slow
 def test_hats_import_catalog_outputs_refreshed(tmp_path):
     files = _batch(tmp_path / "in", 6_000, 0, 4, "uniform")
     root = _hats_import(
@@ -265,6 +267,7 @@ def test_hats_import_catalog_outputs_refreshed(tmp_path):
     assert (root / "partition_info.png").read_bytes() != before["partition_info.png"]
 
 
+@pytest.mark.slow
 def test_killed_while_refreshing_leaves_old_catalog_and_rerun_completes(tmp_path):
     root = tmp_path / "cat"
     healforge.import_catalog(

@@ -54,6 +54,7 @@ def base(tmp_path):
     return tmp_path, a
 
 
+@pytest.mark.slow
 def test_append_b_then_c(base):
     tmp_path, a = base
     root = tmp_path / "cat"
@@ -104,6 +105,7 @@ def test_second_writer_is_refused(base):
 
 
 @pytest.mark.parametrize("kill_at", ["Mapping:1", "Reducing:2", "Commit:1", "Apply:2"])
+@pytest.mark.slow
 def test_killed_append_leaves_catalog_readable_and_rerun_completes(base, kill_at):
     tmp_path, a = base
     root = tmp_path / "cat"
@@ -131,6 +133,7 @@ def test_killed_append_leaves_catalog_readable_and_rerun_completes(base, kill_at
     assert not (root / ".healforge-txn").exists() and not (root / ".healforge.lock").exists()
 
 
+@pytest.mark.slow
 def test_compact_dedupes_keeps_latest_and_obeys_threshold(base):
     tmp_path, a = base
     root = tmp_path / "cat"
@@ -190,6 +193,7 @@ def _margin_ids(path) -> list[int]:
     )
 
 
+@pytest.mark.slow
 def test_import_margin_kept_current_by_append_and_compact(tmp_path):
     import lsdb
 

@@ -73,6 +73,7 @@ def _no_local_s3_dirs(*folders) -> None:
         assert not (Path(folder) / "s3:").exists(), folder
 
 
+@pytest.mark.slow
 def test_cli_import_with_margin_to_s3_matches_local(tmp_path, s3_options):
     files = [_batch(tmp_path, f"p{i}", 2_500, i * 10_000, i) for i in range(2)]
     opts = json.dumps(s3_options)
@@ -120,6 +121,7 @@ def test_cli_import_with_margin_to_s3_matches_local(tmp_path, s3_options):
     _no_local_s3_dirs(tmp_path)
 
 
+@pytest.mark.slow
 def test_api_margin_append_compact_on_s3_match_local(tmp_path, s3_options):
     a = _batch(tmp_path, "A", 3_000, 0, 1)
     ta = pq.read_table(a)
@@ -171,6 +173,7 @@ def test_api_margin_append_compact_on_s3_match_local(tmp_path, s3_options):
 
 
 @pytest.mark.parametrize("kill_at", ["Reducing:1", "Apply:3"])
+@pytest.mark.slow
 def test_killed_append_on_s3_leaves_catalog_readable_and_next_writer_recovers(tmp_path, s3_options, kill_at):
     a = _batch(tmp_path, "A", 3_000, 0, 1)
     c = _batch(tmp_path, "C", 1_000, 100_000, 2, kind="uniform")
@@ -318,6 +321,7 @@ def test_storage_layer_helpers(tmp_path, s3_options):
     assert os.path.basename(str(storage.scratch_dir(root, ".w"))).startswith("w-")
 
 
+@pytest.mark.slow
 def test_collection_with_margin_and_index_on_s3(tmp_path, s3_options):
     """A collection (margin + index) imported to s3://, opened by lsdb with its margin, searched
     by id through its index, appended to (members rebuilt in the same transaction), validated."""
@@ -369,6 +373,7 @@ def test_collection_with_margin_and_index_on_s3(tmp_path, s3_options):
     _no_local_s3_dirs(tmp_path)
 
 
+@pytest.mark.slow
 def test_summary_on_s3_matches_local(tmp_path, s3_options):
     """The summary (density map drawn at a capped order) of a catalog on s3, after an append
     that leaves it without ``_metadata``, is the one written on local disk."""

@@ -141,6 +141,7 @@ def test_bad_order_and_bad_options(tmp_path, small_input, cli_run):
     assert not (tmp_path / "c").exists()
 
 
+@pytest.mark.slow
 def test_corrupt_file_in_a_dask_worker(tmp_path, small_input):
     corrupt = tmp_path / "corrupt.parquet"
     corrupt.write_bytes(b"PAR1" + bytes(200))

@@ -125,6 +125,7 @@ def coll(tmp_path):
     return tmp_path, a
 
 
+@pytest.mark.slow
 def test_import_collection_layout_and_clients(tmp_path):
     a = _import(tmp_path)
     root = tmp_path / "coll"
@@ -145,6 +146,7 @@ def test_import_collection_layout_and_clients(tmp_path):
     assert "collection coll" in info and "coll_1arcmin" in info and "coll_id" in info and "5,000" in info
 
 
+@pytest.mark.slow
 def test_crossmatch_through_collection_margin_finds_straddling_pairs(tmp_path):
     import lsdb
 
@@ -183,6 +185,7 @@ def test_crossmatch_through_collection_margin_finds_straddling_pairs(tmp_path):
     assert len(bare) < len(truth)  # some pairs straddle partitions: only the margin finds them
 
 
+@pytest.mark.slow
 def test_append_and_compact_keep_every_member_current(coll):
     tmp_path, a = coll
     root = tmp_path / "coll"
@@ -223,6 +226,7 @@ def test_append_and_compact_keep_every_member_current(coll):
 
 
 @pytest.mark.parametrize("kill_at", ["Index reduce:1", "Commit:1", "Apply:4"])
+@pytest.mark.slow
 def test_killed_append_on_collection_leaves_old_or_new(coll, kill_at):
     tmp_path, a = coll
     root = tmp_path / "coll"
@@ -247,6 +251,7 @@ def test_killed_append_on_collection_leaves_old_or_new(coll, kill_at):
     assert not list(root.rglob(".healforge-txn")) and not list(root.glob(".*building*"))
 
 
+@pytest.mark.slow
 def test_margin_and_index_commands_add_members(coll):
     tmp_path, _ = coll
     root = tmp_path / "coll"
@@ -288,6 +293,7 @@ def test_validate_fails_when_default_member_is_missing(coll):
     assert not report.ok and any("listed but missing" in p for p in report.problems), str(report)
 
 
+@pytest.mark.slow
 def test_hats_import_collection(tmp_path):
     """A collection made by hats-import (catalog + margin; its index pipeline refuses this Dask)."""
     from dask.distributed import Client
@@ -336,6 +342,7 @@ def test_other_commands_take_a_collection(coll, tmp_path):
     assert res.objects == 5000 and res.sources == 5000 and res.unmatched == 0
 
 
+@pytest.mark.slow
 def test_killed_collection_import_resumes(tmp_path):
     proc = run_cli(
         "import", _batch(tmp_path, "A", 3000, 0, 1), "-o", tmp_path / "coll", "--collection",

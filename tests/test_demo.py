@@ -2,6 +2,7 @@
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 import xarray as xr
 import xdggs
 from PIL import Image
@@ -10,6 +11,7 @@ import healforge
 from conftest import run_cli
 
 
+@pytest.mark.slow
 def test_demo_cli_makes_catalog_pyramid_parquet_and_png(tmp_path):
     out = tmp_path / "demo"
     rows = 12_000

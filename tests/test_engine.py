@@ -110,6 +110,7 @@ def dask_cluster(tmp_path):
     sched.wait(30)
 
 
+@pytest.mark.slow
 def test_import_through_external_scheduler(tmp_path, dask_cluster):
     ra, dec = make_points("clustered", 20_000, seed=12)
     table = survey_table(ra, dec)
@@ -155,6 +156,7 @@ def _scheduler(port: int) -> subprocess.Popen:
             time.sleep(0.3)
 
 
+@pytest.mark.slow
 def test_a_scheduler_without_workers_is_a_one_line_error_not_a_hang(tmp_path):
     ra, dec = make_points("uniform", 2_000, seed=4)
     files = write_parquet_files(tmp_path / "in", survey_table(ra, dec, 0, 4), 2)
@@ -185,6 +187,7 @@ def test_a_scheduler_without_workers_is_a_one_line_error_not_a_hang(tmp_path):
         sched.wait(30)
 
 
+@pytest.mark.slow
 def test_losing_every_worker_mid_stage_stops_with_an_error(tmp_path):
     import threading
 

@@ -172,6 +172,7 @@ def _a_pixel_dir(root):
     return next(p for p in sorted((primary / "dataset").glob("Norder=*/Dir=*/Npix=*")) if p.is_dir())
 
 
+@pytest.mark.slow
 def test_compact_accounts_for_every_row(small):
     tmp_path, b = small
     cat = tmp_path / "cat"

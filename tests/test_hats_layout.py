@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hats import read_hats
 from hats.catalog.dataset.table_properties import TableProperties
 from hats.inspection import visualize_catalog
@@ -26,6 +27,7 @@ def test_keys_are_the_property_names_hats_reads():
     assert not extra & fields
 
 
+@pytest.mark.slow
 def test_summary_density_at_capped_order_without_patching(tmp_path):
     ra, dec = make_points("clustered", 3_000, seed=3)
     files = write_parquet_files(tmp_path / "in", survey_table(ra, dec, 0, 3), 2)

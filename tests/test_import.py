@@ -48,6 +48,7 @@ def check_catalog(path, source: pa.Table, threshold: int | None = None):
 
 
 @pytest.mark.parametrize("kind", ["uniform", "clustered", "polar", "seam", "negative_ra"])
+@pytest.mark.slow
 def test_import_point_sets(tmp_path, kind):
     ra, dec = make_points(kind, 30_000, seed=1)
     table = survey_table(ra, dec)
@@ -159,6 +160,7 @@ def test_different_schemas_are_refused(tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_cli_import_info_validate(tmp_path):
     ra, dec = make_points("clustered", 5_000, seed=4)
     table = survey_table(ra, dec)

@@ -46,6 +46,7 @@ def test_parse_size():
             parse_size(bad)
 
 
+@pytest.mark.slow
 def test_max_bytes(tmp_path, survey, hats_import_catalogs):
     import lsdb
 
@@ -81,6 +82,7 @@ def test_max_bytes_too_small_for_a_pixel(tmp_path, survey):
         healforge.import_catalog(files, tmp_path / "cat", max_bytes=1000, highest_order=3, **QUIET)
 
 
+@pytest.mark.slow
 def test_subtile_row_groups(tmp_path, survey):
     table, files = survey
     run_cli(
@@ -140,6 +142,7 @@ def _two_typed_files(folder, table):
     return [str(folder / "a.parquet"), str(folder / "b.parquet")]
 
 
+@pytest.mark.slow
 def test_dtype_and_schema_reconcile_files(tmp_path, survey):
     table, _ = survey
     files = _two_typed_files(tmp_path / "in", table)
@@ -170,6 +173,7 @@ def test_dtype_and_schema_reconcile_files(tmp_path, survey):
         healforge.import_catalog(files, tmp_path / "cat5", dtype=["id=int33"], **QUIET)
 
 
+@pytest.mark.slow
 def test_ecsv_round_trip(tmp_path):
     from astropy.table import MaskedColumn, Table
 

@@ -171,6 +171,7 @@ def _check_lsdb_queries(root, batches, upto):
     assert sorted(sub.cone_search(ra0, dec0, radius).compute()[ID]) == sorted(want)
 
 
+@pytest.mark.slow
 def test_increments_then_consolidation_keep_every_source(catalog):
     root, batches = catalog
     rows_before = int(layout.read_properties(resolve_catalog(root))["hats_nrows"])
@@ -250,6 +251,7 @@ def _to_list_struct(root) -> None:
     assert all(pa.types.is_list(schema.field(n).type) for n in NESTED)
 
 
+@pytest.mark.slow
 def test_list_struct_catalogs_are_converted_by_the_next_change(catalog, tmp_path):
     """Catalogs written with list<struct> nested columns: compact, increment and delete read them and
     write them packed, with a note; lsdb then answers partial reads."""
@@ -305,6 +307,7 @@ def test_compact_keeps_nested_history_regression(catalog):
 
 
 @pytest.mark.parametrize("kill_at", ["Finding objects:1", "Reducing:1", "Commit:1", "Apply:3"])
+@pytest.mark.slow
 def test_killed_increment_rolls_back_or_forward(catalog, kill_at):
     root, batches = catalog
     before = int(layout.read_properties(resolve_catalog(root))["hats_nrows"])
@@ -319,6 +322,7 @@ def test_killed_increment_rolls_back_or_forward(catalog, kill_at):
 
 
 @pytest.mark.parametrize("kill_at", ["Compacting:2", "Apply:2"])
+@pytest.mark.slow
 def test_killed_compact_rolls_back_or_forward(catalog, kill_at):
     root, batches = catalog
     _increment(root, batches[1], "night1")
@@ -401,6 +405,7 @@ def test_safe_casts_on_append(tmp_path):
     assert int(layout.read_properties(resolve_catalog(tmp_path / "cat"))["hats_nrows"]) == 2300
 
 
+@pytest.mark.slow
 def test_nightly_lifecycle_example_runs(tmp_path):
     import importlib.util
     from pathlib import Path
@@ -448,6 +453,7 @@ def test_consolidation_removes_redelivered_sources(catalog):
     assert items["diaSourceId"].is_unique
 
 
+@pytest.mark.slow
 def test_increment_consolidation_delete_on_s3_match_local(nights, tmp_path, s3_options):
     """The same increment, consolidation and delete on a local copy and on s3:// (moto) give the
     same rows; the S3 catalog stays readable by lsdb."""
@@ -488,6 +494,7 @@ def test_increment_consolidation_delete_on_s3_match_local(nights, tmp_path, s3_o
     assert len(lsdb.open_catalog(path).compute()) == out["local"].num_rows
 
 
+@pytest.mark.slow
 def test_increment_consolidation_delete_keep_a_collection_current(nights, tmp_path):
     """A nested catalog re-imported as a collection with a margin and an index: an increment, the
     consolidation and a delete on the collection leave its margin equal to one built afresh from

@@ -83,6 +83,7 @@ def test_id_search_through_lsdb(cat):
     assert len(c.id_search(values={"name": "nope"}, index_catalogs={"name": res.path}).compute()) == 0
 
 
+@pytest.mark.slow
 def test_cli_reports_duplicates(cat):
     tmp_path, t = cat
     proc = run_cli("index", tmp_path / "cat", "--column", "id", "-o", tmp_path / "ix", "--synchronous", "-q")

@@ -69,6 +69,7 @@ def test_csv_value_beyond_the_first_block_names_row_and_value(tmp_path, monkeypa
     assert "line 2502" in str(e) and str(src) in str(e)
 
 
+@pytest.mark.slow
 def test_duplicate_ids_are_reported_by_default(tmp_path):
     def repeat(lines):
         for row, value in [(10, 3), (20, 3), (30, 7), (40, 3), (50, 7)]:
@@ -93,6 +94,7 @@ def test_duplicate_ids_are_reported_by_default(tmp_path):
     assert clean.returncode == 0 and "warning" not in clean.stdout
 
 
+@pytest.mark.slow
 def test_duplicate_ids_error_writes_nothing(tmp_path):
     many = [(r, r % 7) for r in range(100, 120)]  # 20 rows onto ids 0-6: more than 5 examples
 

@@ -52,6 +52,7 @@ def _import(src, out, threshold: int = 2_000):
     )
 
 
+@pytest.mark.slow
 def test_latest_batch_wins_across_pixels_and_partitioning_of_a_fresh_import(tmp_path):
     n = 20_000
     first, _ = _versions(tmp_path, "first", n, 1, 1.0)

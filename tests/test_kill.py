@@ -55,6 +55,7 @@ def _assert_same_catalog(out: Path, imported) -> None:
     assert not (out / ".healforge-import").exists() and not (out / ".healforge-tmp").exists()
 
 
+@pytest.mark.slow
 def test_import_killed_mid_write_reruns_to_the_same_catalog(imported, tmp_path):
     templates = imported[0]
     out = tmp_path / "cat"
@@ -83,6 +84,7 @@ def test_import_killed_mid_write_reruns_to_the_same_catalog(imported, tmp_path):
 
 
 @pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.slow
 def test_import_killed_at_a_random_moment_reruns_to_the_same_catalog(imported, tmp_path, seed):
     templates, *_, seconds = imported
     rng = np.random.default_rng(seed)
@@ -95,6 +97,7 @@ def test_import_killed_at_a_random_moment_reruns_to_the_same_catalog(imported, t
     _assert_same_catalog(out, imported)
 
 
+@pytest.mark.slow
 def test_failed_import_reruns_with_corrected_arguments(imported, tmp_path):
     templates = imported[0]
     out = tmp_path / "cat"
@@ -107,6 +110,7 @@ def test_failed_import_reruns_with_corrected_arguments(imported, tmp_path):
     _assert_same_catalog(out, imported)
 
 
+@pytest.mark.slow
 def test_import_with_data_written_keeps_refusing_other_arguments(imported, tmp_path):
     templates = imported[0]
     out = tmp_path / "cat"
@@ -171,6 +175,7 @@ def test_writer_killed_at_a_random_moment_reruns_to_the_inputs(templates, tmp_pa
 
 
 @pytest.mark.parametrize("writer", ["margin", "index", "nest"])
+@pytest.mark.slow
 def test_rerun_of_a_finished_writer_is_already_complete(templates, tmp_path, writer):
     """A rerun after the command finished (as after a kill right at its end): "already complete",
     exit 0, nothing rewritten; the output still holds every row."""
@@ -188,6 +193,7 @@ def test_rerun_of_a_finished_writer_is_already_complete(templates, tmp_path, wri
     assert not [p.name for p in where.iterdir() if ".building-" in p.name]
 
 
+@pytest.mark.slow
 def test_accumulate_rerun_after_the_save_counts_nothing_twice(tmp_path):
     """``accumulate --state S`` updates S in place: a rerun after a kill right after the save (here:
     simply the same command again) finds every input in S and changes nothing."""
@@ -203,6 +209,7 @@ def test_accumulate_rerun_after_the_save_counts_nothing_twice(tmp_path):
     assert int(State.load(state).moments["mag"]["n"].sum()) == 2_000
 
 
+@pytest.mark.slow
 def test_import_to_s3_killed_mid_reduce_reruns_to_the_same_rows(imported, tmp_path, s3_options):
     """On object storage: killed once the first pixel was uploaded, rerun, read back by lsdb."""
     import json

@@ -169,6 +169,7 @@ def s3_kinds(tmp_path_factory, s3_options):
 
 
 @pytest.mark.parametrize(("kind", "operation"), _cells(LOCAL_KINDS))
+@pytest.mark.slow
 def test_local(local_kinds, kind, operation):
     OPERATIONS[operation](local_kinds[kind])
 
@@ -335,6 +336,7 @@ def slow_nested_kinds(tmp_path_factory):
 
 
 @pytest.mark.parametrize(("kind", "operation"), _cells(["nested"]))
+@pytest.mark.slow
 def test_local_nested(nested_kind, kind, operation):
     OPERATIONS[operation](nested_kind[kind])
 

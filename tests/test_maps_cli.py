@@ -2,6 +2,7 @@ import geopandas as gpd
 import matplotlib
 import matplotlib.image
 import numpy as np
+import pytest
 
 from conftest import run_cli
 from healforge.maps import read_map, write_zarr
@@ -12,6 +13,7 @@ def _run(*args):
     return run_cli(*args, check=False)
 
 
+@pytest.mark.slow
 def test_cli_plot_and_export(tmp_path):
     maps = pyramid((2, 4))
     write_zarr(maps, tmp_path / "m.zarr")

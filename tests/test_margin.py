@@ -166,6 +166,7 @@ def clustered(rng):
 
 
 @pytest.mark.parametrize("radius", [30.0, 300.0])
+@pytest.mark.slow
 def test_uniform_and_clustered_mixed_orders(tmp_path, radius):
     rng = np.random.default_rng(1)
     ra, dec = clustered(rng)
@@ -177,6 +178,7 @@ def test_uniform_and_clustered_mixed_orders(tmp_path, radius):
     assert n == res.rows > 0
 
 
+@pytest.mark.slow
 def test_seam_and_poles_dense(tmp_path):
     rng = np.random.default_rng(2)
     seam = uniform(6000, rng, ra=(-1.5, 1.5), dec=(-1.5, 1.5))
@@ -198,6 +200,7 @@ def test_seam_and_poles_dense(tmp_path):
     assert crossing.sum() > 0
 
 
+@pytest.mark.slow
 def test_margin_rows_near_radius_are_decided_exactly(tmp_path):
     """Points placed 0.01 arcsec inside and outside the radius from pixel edges, poles included."""
     order, radius = 5, 20.0
@@ -232,6 +235,7 @@ def test_margin_rows_near_radius_are_decided_exactly(tmp_path):
     assert check_margin(cat, tmp_path / "m", radius) == res.rows
 
 
+@pytest.mark.slow
 def test_hats_validation_lsdb_open_and_properties(tmp_path):
     import hats
     from hats.io.validation import is_valid_catalog
@@ -287,6 +291,7 @@ def test_empty_margin_is_valid(tmp_path):
     assert len(c.compute()) == 2
 
 
+@pytest.mark.slow
 def test_directory_pixels_are_read(tmp_path):
     """Pixels stored as ``Npix=P/`` directories with several files give the same margin."""
     rng = np.random.default_rng(5)

@@ -128,6 +128,7 @@ def test_nest_matches_groupby_and_opens_in_lsdb(inputs, tmp_path):
     assert np.allclose(m["mjd"], m["mjd_in"]) and np.allclose(m["flux"], m["flux_in"])
 
 
+@pytest.mark.slow
 def test_nest_cli_and_errors(inputs, tmp_path):
     tmp, obj, src = inputs
     out = tmp_path / "nested_cli"

@@ -177,6 +177,7 @@ def test_cell_expressions_at_every_level_api(data):
         _check_cells(table.to_pandas().set_index("cell_ids"), numpy_stats(df, k))
 
 
+@pytest.mark.slow
 def test_cell_expressions_through_cli_and_run(data, tmp_path):
     _, files, df = data
     st = tmp_path / "st.parquet"

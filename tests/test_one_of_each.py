@@ -60,6 +60,7 @@ def _rows(path, storage_options=None) -> pd.DataFrame:
 # -- one input layer ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_import_accepts_every_registered_format(tmp_path):
     from healforge.io.formats import format_names
 
@@ -145,6 +146,7 @@ def s3_inputs(tmp_path, s3_options):
     return s3_options, f"s3://{prefix}", tables
 
 
+@pytest.mark.slow
 def test_s3_inputs_with_credentials_only_in_storage_options(tmp_path, s3_inputs):
     options, prefix, tables = s3_inputs
     env, opts = _no_credentials_env(), json.dumps(options)
@@ -202,6 +204,7 @@ def test_s3_inputs_with_credentials_only_in_storage_options(tmp_path, s3_inputs)
 # -- the one opener: catalogs given as URLs ----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_catalog_given_as_file_or_s3_url_is_read_as_a_catalog(tmp_path, s3_options):
     import s3fs
 
@@ -259,6 +262,7 @@ def test_opener_tells_what_a_path_is(tmp_path):
 # -- atomic writers through the storage layer --------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sidecar_accumulate_and_merge_to_urls(tmp_path, s3_options):
     import healforge
 
@@ -310,6 +314,7 @@ def test_every_subcommand_accepts_quiet():
     assert refusing == []
 
 
+@pytest.mark.slow
 def test_quiet_silences_merge_finalize_plot_and_export(tmp_path):
     table = _table(1_500, 0, 9)
     pq.write_table(table, tmp_path / "in.parquet")
@@ -345,6 +350,7 @@ def _pipeline(tmp_path, src, stats: dict, out) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_numpy_ptp_is_the_same_statistic_in_api_cli_and_yaml(tmp_path):
     import yaml
 
@@ -415,6 +421,7 @@ def test_a_statistic_added_once_works_exact_streaming_and_in_pipelines(tmp_path)
         healforge.aggregate(src, ["mag"], ["midrange"], order=4, lon="ra", lat="dec")
 
 
+@pytest.mark.slow
 def test_the_run_docstring_example_runs(tmp_path):
     """The example in ``healforge.run``'s docstring, as written, passes ``healforge run``."""
     import textwrap

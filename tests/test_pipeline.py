@@ -174,6 +174,7 @@ def test_pipeline_on_hdf5_beams_matches_plain_computation(local_run):
     assert len(progress["files"]) == N_FILES
 
 
+@pytest.mark.slow
 def test_pipeline_on_s3_gives_identical_results(local_run, tmp_path, s3_options):
     import s3fs
 
@@ -245,6 +246,7 @@ def test_killed_run_resumes_with_identical_outputs(local_run, tmp_path, capsys):
         assert_same(got[k], expected[k])
 
 
+@pytest.mark.slow
 def test_partial_runs_in_parallel_then_changed_config(local_run, tmp_path):
     base, _, _ = local_run
     (tmp_path / "granules").mkdir()

@@ -38,6 +38,7 @@ def cap_reference(order: int, lat: float) -> dict[int, float]:
     return dict(zip(cells.tolist(), (n / n.sum()).tolist(), strict=True))
 
 
+@pytest.mark.slow
 def test_polar_caps_aggregate_with_weights_summing_to_one(tmp_path):
     src = write_footprints(tmp_path / "fp.parquet", SHAPES)
     out = tmp_path / "sc.parquet"
@@ -63,6 +64,7 @@ def test_polar_caps_aggregate_with_weights_summing_to_one(tmp_path):
     assert set(wedge.healpix_id.to_numpy() >> 16) == {1, 2}
 
 
+@pytest.mark.slow
 def test_polar_cap_at_order_4_as_reported(tmp_path):
     """``box(-180, 89, 180, 90)`` with ``--mode fuzzy --order 4``: the four cells round the pole,
     a quarter each (the cap is symmetric about the sector meridians)."""
@@ -82,6 +84,7 @@ def test_polar_cap_at_order_4_as_reported(tmp_path):
 
 
 @pytest.mark.parametrize("command", ["sidecar", "aggregate"])
+@pytest.mark.slow
 def test_footprint_without_area_never_aborts_the_valid_ones(tmp_path, command):
     flat = shapely.Polygon([(0, 90), (90, 90), (180, 90), (0, 89.9)])  # 2 points on the sphere
     src = write_footprints(tmp_path / "fp.parquet", [*SHAPES[:3], flat, SHAPES[4]])

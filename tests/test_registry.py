@@ -89,6 +89,7 @@ def _cli(sandbox, capsys, monkeypatch, *args) -> tuple[int, list[str]]:
         ("inputs[0].options.reader", None, {"reader": "numpy:savez"}),
     ],
 )
+@pytest.mark.slow
 def test_pipeline_file_naming_code_is_refused(sandbox, key, statistics, options, capsys, monkeypatch):
     tmp_path, env, marker = sandbox
     path = tmp_path / "p.yaml"
@@ -156,6 +157,7 @@ def _expected_ptp(tmp_path) -> pd.Series:
     return df.groupby(cells)["v"].agg(np.ptp).sort_index()
 
 
+@pytest.mark.slow
 def test_registered_numpy_reduction_works_in_yaml_cli_and_api(sandbox):
     from test_zagg import write_h5
 

@@ -28,6 +28,7 @@ def inputs(tmp_path_factory):
 
 
 @pytest.mark.parametrize("kill_at", ["Splitting:3", "Reducing:5"])
+@pytest.mark.slow
 def test_sigkill_then_rerun(inputs, kill_at):
     folder, args, reference, partitions = inputs
     out = folder / f"killed-{kill_at.replace(':', '-')}"
@@ -61,6 +62,7 @@ def test_sigkill_then_rerun(inputs, kill_at):
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_resume_with_other_arguments_is_refused(inputs):
     folder, args, _, _ = inputs
     out = folder / "killed-other"

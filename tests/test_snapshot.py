@@ -138,11 +138,13 @@ def _check_reads(records: list[dict], states: list[tuple[int, int]], min_reads: 
     return figures
 
 
+@pytest.mark.slow
 def test_reader_sees_only_committed_states_local(tmp_path):
     records, states = _readers_during_changes(tmp_path, str(tmp_path / "cat"), None, 2, 10)
     _check_reads(records, states, 10)
 
 
+@pytest.mark.slow
 def test_reader_sees_only_committed_states_s3(tmp_path, s3_options):
     url = f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}/cat"
     records, states = _readers_during_changes(tmp_path, url, s3_options, 2, 10)
@@ -175,6 +177,7 @@ def cat(tmp_path):
     return tmp_path / "cat", a
 
 
+@pytest.mark.slow
 def test_kill_right_after_commit_leaves_new_catalog_readable_without_a_writer(cat, tmp_path):
     root, a = cat
     b = _batch(tmp_path, "B", 500, 100_000, 2)
@@ -193,6 +196,7 @@ def test_kill_right_after_commit_leaves_new_catalog_readable_without_a_writer(ca
 
 
 @pytest.mark.parametrize("kill_at", ["Apply:1", "Apply:3", "Apply:4"])
+@pytest.mark.slow
 def test_kill_while_building_a_version_leaves_old_catalog_and_next_writer_cleans(cat, tmp_path, kill_at):
     root, a = cat
     b = _batch(tmp_path, "B", 500, 100_000, 2)
@@ -235,6 +239,7 @@ def test_old_versions_retired_after_grace_keeping_the_previous(cat, tmp_path, mo
     assert healforge.validate_catalog(root, id_column="id").ok
 
 
+@pytest.mark.slow
 def test_stand_alone_catalog_converts_and_every_command_follows(cat, tmp_path):
     import lsdb
 
@@ -257,6 +262,7 @@ def test_stand_alone_catalog_converts_and_every_command_follows(cat, tmp_path):
     assert layout.read_properties(resolve_catalog(root))["hats_nrows"] == str(want.num_rows - 3)
 
 
+@pytest.mark.slow
 def test_copied_catalog_never_touches_the_original(cat, tmp_path):
     import lsdb
 
@@ -285,6 +291,7 @@ def _lsdb_margin_rows(path) -> int:
     return sum(pq.read_metadata(f).num_rows for f in layout.list_data_files(path))
 
 
+@pytest.mark.slow
 def test_copied_stand_alone_catalog_with_outside_margin(cat, tmp_path):
     root, a = cat
     shutil.copytree(root, tmp_path / "copy")
@@ -302,6 +309,7 @@ def test_copied_stand_alone_catalog_with_outside_margin(cat, tmp_path):
     assert _lsdb_margin_rows(coll.margins[coll.default_margin]) == _lsdb_margin_rows(tmp_path / "fresh")
 
 
+@pytest.mark.slow
 def test_moved_catalog_keeps_working(cat, tmp_path):
     root, a = cat
     healforge.append(root, [_batch(tmp_path, "B", 300, 100_000, 2)], "nightB", **FAST)
@@ -318,6 +326,7 @@ def test_moved_catalog_keeps_working(cat, tmp_path):
     assert healforge.validate_catalog(moved, id_column="id").ok
 
 
+@pytest.mark.slow
 def test_margin_rebuild_in_a_collection_is_a_new_version(cat, tmp_path):
     import lsdb
 
@@ -338,6 +347,7 @@ def test_margin_rebuild_in_a_collection_is_a_new_version(cat, tmp_path):
     assert healforge.validate_catalog(root, id_column="id").ok
 
 
+@pytest.mark.slow
 def test_kill_right_after_commit_on_s3_leaves_new_catalog_readable(tmp_path, s3_options):
     from upath import UPath
 

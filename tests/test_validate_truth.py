@@ -82,6 +82,7 @@ def test_legacy_properties_with_rows_outside_their_pixel(pristine, tmp_path):
     assert any(p.startswith(f"{rel}: 1 row(s) outside pixel") for p in problems), problems
 
 
+@pytest.mark.slow
 def test_truncated_parquet_file(pristine, tmp_path):
     cat = _copy(pristine, "single", tmp_path)
     f = layout.list_data_files(cat)[3]
@@ -92,6 +93,7 @@ def test_truncated_parquet_file(pristine, tmp_path):
     assert any(p.startswith(f"{rel}: unreadable parquet file") for p in problems), problems
 
 
+@pytest.mark.slow
 def test_damaged_page_found_by_reading_every_column(pristine, tmp_path):
     cat = _copy(pristine, "single", tmp_path)
     f = layout.list_data_files(cat)[2]
@@ -130,6 +132,7 @@ def test_leftover_temporary_file_beside_pixels(pristine, tmp_path):
 
 
 @pytest.mark.parametrize("where", ["extra.parquet", "sub/extra.parquet", "notes.txt"])
+@pytest.mark.slow
 def test_extra_file_in_a_pixel_directory(pristine, tmp_path, where):
     cat = _copy(pristine, "dirs", tmp_path)
     pixel = _dir_pixel(cat)
@@ -155,6 +158,7 @@ def test_wrong_hats_nrows(pristine, tmp_path):
     assert np.all([p.count("\n") == 0 for p in problems])
 
 
+@pytest.mark.slow
 def test_hidden_file_in_a_margin(pristine, tmp_path):
     cat = _copy(pristine, "single", tmp_path)
     margin = tmp_path / "single_margin"

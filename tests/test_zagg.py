@@ -121,6 +121,7 @@ def test_shipped_file_is_byte_identical_copy():
 
 
 @pytest.mark.parametrize("exact", [False, True], ids=["streaming", "exact"])
+@pytest.mark.slow
 def test_shipped_atl06_file_runs_via_cli(granules, tmp_path, exact):
     base, files, rows = granules
     store = tmp_path / "out.zarr"
@@ -271,6 +272,7 @@ def _zagg_yaml(tmp_path, raw, name="z.yaml"):
     return path
 
 
+@pytest.mark.slow
 def test_granule_catalog_json_is_the_input_list(granules, tmp_path):
     base, files, rows = granules
     ok = rows["q"] == 0
@@ -554,6 +556,7 @@ def test_exact_run_resumes_after_a_crash_and_restarts_on_a_changed_config(granul
     assert int(ds["count"].sum()) == int((rows["q"] == 1).sum())
 
 
+@pytest.mark.slow
 def test_granules_and_store_on_s3(granules, tmp_path, s3_options, monkeypatch):
     """driver s3: catalog hrefs s3://..., output.store on S3 with output.endpoint_url."""
     import s3fs
