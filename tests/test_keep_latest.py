@@ -116,3 +116,36 @@ def test_compaction_after_a_second_round_keeps_the_newest(tmp_path):
     run_cli("compact", cat, "--dedupe-on", "id", "--synchronous", "--quiet")
     df = _rows(cat)
     assert len(df) == n and bool((df["mag"] == 3.0).all())
+
+
+def test_string_ids_dedupe_to_the_latest_version_of_each(tmp_path):
+    """Ids compared as themselves (no dictionary of every id): string ids, versions spread over
+    three batches and all pixels, each id keeps its greatest ``mag``, ties to the later batch."""
+    import healforge
+
+    rng = np.random.default_rng(8)
+    frames = []
+    for batch in range(3):
+        n = 3_000
+        ra, dec = make_points("uniform", n, seed=20 + batch)
+        ids = np.array([f"obj-{i:05d}" for i in rng.integers(0, 2_500, n)])
+        mag = rng.integers(0, 4, n).astype(np.float32)  # many ties
+        frames.append(pd.DataFrame({"id": ids, "ra": ra, "dec": dec, "mag": mag, "batch": batch}))
+        _write(tmp_path / "in" / f"b{batch}.parquet", pa.Table.from_pandas(frames[-1], preserve_index=False))
+    out = tmp_path / "cat"
+    healforge.import_catalog(
+        [tmp_path / "in" / "b0.parquet"], out, threshold=1_000, highest_order=6, synchronous=True, quiet=True
+    )
+    for batch in (1, 2):
+        healforge.append(
+            out, [tmp_path / "in" / f"b{batch}.parquet"], f"b{batch}", synchronous=True, quiet=True
+        )
+    result = healforge.compact(out, dedupe_on="id", keep_latest_by="mag", synchronous=True, quiet=True)
+    every = pd.concat(frames, ignore_index=True)
+    every["seq"] = np.arange(len(every))  # later batch, then later row, wins a tie
+    want = every.sort_values(["id", "mag", "batch", "seq"]).groupby("id").tail(1).sort_values("id")
+    got = _rows(out)
+    assert result.rows_after == len(want) == len(got)
+    assert got["id"].tolist() == want["id"].tolist()
+    assert np.array_equal(got["mag"].to_numpy(), want["mag"].to_numpy())
+    assert np.array_equal(got["batch"].to_numpy(), want["batch"].to_numpy())

@@ -129,9 +129,9 @@ def _winners(tables: list[pa.Table], id_col: str, latest: str | None, details: b
         raise BadInputError(
             f"the id column has {ids.null_count} null value(s); cannot de-duplicate", column=id_col
         )
-    codes = pc.dictionary_encode(ids).combine_chunks().indices
-    columns = {"code": codes}
-    keys = [("code", "ascending", "at_start")]
+    # sorted by the id itself: no dictionary of ids, whose int32 codes overflow past 2**31 ids
+    columns = {"id": ids.combine_chunks()}
+    keys = [("id", "ascending", "at_start")]
     if latest:
         columns["latest"] = pa.chunked_array([t[latest] for t in tables]).combine_chunks()
         keys.append(("latest", "ascending", "at_start"))
@@ -141,8 +141,10 @@ def _winners(tables: list[pa.Table], id_col: str, latest: str | None, details: b
     columns["seq"] = pa.array(np.arange(sum(sizes), dtype=np.int64))
     keys.append(("seq", "ascending", "at_start"))
     order = pc.sort_indices(pa.table(columns), sort_keys=keys).to_numpy()
-    code_sorted = codes.to_numpy(zero_copy_only=False)[order]
-    last = np.flatnonzero(np.r_[code_sorted[1:] != code_sorted[:-1], True])
+    id_sorted = columns["id"].take(pa.array(order))
+    new_id = pc.not_equal(id_sorted.slice(1), id_sorted.slice(0, len(id_sorted) - 1))
+    starts = np.r_[new_id.to_numpy(zero_copy_only=False), True] if len(order) else np.zeros(0, bool)
+    last = np.flatnonzero(starts)
     keep = np.zeros(sum(sizes), dtype=bool)
     keep[order[last]] = True
     cuts = np.cumsum(sizes)[:-1]
@@ -150,7 +152,7 @@ def _winners(tables: list[pa.Table], id_col: str, latest: str | None, details: b
         return np.split(keep, cuts)
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
-    group = np.cumsum(np.r_[True, code_sorted[1:] != code_sorted[:-1]]) - 1
+    group = np.cumsum(np.r_[True, starts[:-1]]) - 1
     winner_row = np.empty(len(order), dtype=np.int64)
     winner_row[order] = order[last][group]
     winner_table = np.searchsorted(np.cumsum(sizes), winner_row, side="right")
