@@ -91,7 +91,9 @@ def main() -> None:
     hf = [sys.executable, "-m", "healforge"]
     hi = [sys.executable, "-c", HATS_IMPORT]
     cat, cat_hi = work / "tiny_hf", work / "tiny_hi"
-    runs: dict[str, list[float]] = {k: [] for k in ("import", "import_hi", "margin", "margin_hi", "append", "reimport_hi")}
+    runs: dict[str, list[float]] = {
+        k: [] for k in ("import", "import_hi", "margin", "margin_hi", "append", "reimport_hi")
+    }
     big = work / "big_hf"
     if not (big / "hats.properties").exists():
         timed([*hf, "import", *big_inputs, "-o", str(big), "-q", "--workers", "2"], [big])
@@ -100,10 +102,14 @@ def main() -> None:
         shutil.copytree(big, snapshot)
     for _ in range(a.repeat):
         runs["import"].append(timed([*hf, "import", str(tiny), "-o", str(cat), "-q"], [cat]))
-        runs["import_hi"].append(timed([*hi, "import", str(tiny), str(cat_hi)], [cat_hi, work / "tiny_hi_tmp"]))
+        runs["import_hi"].append(
+            timed([*hi, "import", str(tiny), str(cat_hi)], [cat_hi, work / "tiny_hi_tmp"])
+        )
         m, m_hi = work / "tiny_hf_margin", work / "tiny_hi_margin"
         runs["margin"].append(timed([*hf, "margin", str(cat), "-o", str(m), "--radius", "5", "-q"], [m]))
-        runs["margin_hi"].append(timed([*hi, "margin", str(cat_hi), str(m_hi)], [m_hi, work / "tiny_hi_margin_tmp"]))
+        runs["margin_hi"].append(
+            timed([*hi, "margin", str(cat_hi), str(m_hi)], [m_hi, work / "tiny_hi_margin_tmp"])
+        )
         shutil.rmtree(big, ignore_errors=True)
         shutil.copytree(snapshot, big)
         runs["append"].append(timed([*hf, "append", str(big), str(batch), "--batch", "b", "-q"], []))
