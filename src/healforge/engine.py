@@ -158,19 +158,18 @@ class Engine:
             self._own_client = True
             self._await_workers()
             return
-        else:
-            with warnings.catch_warnings():
-                # another cluster on the machine holds the dashboard port: not the user's concern
-                warnings.filterwarnings("ignore", message="Port .* is already in use")
-                self._own_cluster = LocalCluster(
-                    n_workers=self.workers,
-                    threads_per_worker=self.threads_per_worker,
-                    processes=True,
-                    memory_limit=self.memory_limit,
-                    dashboard_address=None,
-                    silence_logs=50,
-                )
-            self.client = Client(self._own_cluster)
+        with warnings.catch_warnings():
+            # another cluster on the machine holds the dashboard port: not the user's concern
+            warnings.filterwarnings("ignore", message="Port .* is already in use")
+            self._own_cluster = LocalCluster(
+                n_workers=self.workers,
+                threads_per_worker=self.threads_per_worker,
+                processes=True,
+                memory_limit=self.memory_limit,
+                dashboard_address=None,
+                silence_logs=50,
+            )
+        self.client = Client(self._own_cluster)
         self._own_client = True
 
     def _await_workers(self) -> None:

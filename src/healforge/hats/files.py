@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from healforge.hats.keys import Key
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
+from healforge.pixel import index29_range
 
 _FITS_BLOCK = 2880
 _CARD = 80
@@ -27,7 +28,7 @@ def breadth_first_order(pixels: Sequence[tuple[int, int]]) -> np.ndarray:
         return np.empty(0, dtype=np.int64)
     orders = np.array([o for o, _ in pixels], dtype=np.int64)
     npix = np.array([p for _, p in pixels], dtype=np.int64)
-    return np.argsort(npix << (2 * (orders.max() - orders)), kind="stable")
+    return np.argsort(index29_range(npix, orders)[0], kind="stable")
 
 
 def partition_info_text(pixels: Sequence[tuple[int, int]]) -> str:

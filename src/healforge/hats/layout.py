@@ -2,7 +2,8 @@
 
 Data files are ours (written with pyarrow, sorted by ``_healpix_29``, ``sorting_columns`` set, no
 pandas metadata); ``partition_info.csv``, ``_metadata``/``_common_metadata``, the properties and
-the skymaps are written with hats' own classes so that they match what hats reads exactly.
+the skymaps are written by :mod:`healforge.hats.files` in the form hats' own writers give, without
+importing hats.
 """
 
 from __future__ import annotations
@@ -206,12 +207,6 @@ def write_metadata_unordered(root: str | AnyPath) -> int:
     base = as_path(root) / DATASET_DIR
     data = [p for p, _ in storage.list_files(base) if not p.name.startswith(("_", ".", "data_thumbnail"))]
     return files.write_parquet_metadata(root, data)
-
-
-def _hats_path(root: str | AnyPath):
-    """``root`` as hats takes it: a UPath carrying the storage options (or a local path string)."""
-    root = as_path(root)
-    return str(root) if storage.is_local(root) else root
 
 
 def write_skymaps(root: str | AnyPath, histogram: np.ndarray) -> None:
