@@ -18,7 +18,7 @@ import pytest
 import healforge
 from conftest import BUCKET, make_points, run_cli, survey_table
 from healforge.hats import layout
-from healforge.io import storage
+from healforge.io import storage, workfiles
 
 FAST = {"synchronous": True, "quiet": True}
 
@@ -140,7 +140,7 @@ def test_api_margin_append_compact_on_s3_match_local(tmp_path, s3_options):
             [a], root, threshold=1_200, highest_order=8, storage_options=so, **FAST, id_column="id"
         )
         # without --tmp-dir the intermediate files of a URL output went to the local temp dir
-        assert not storage.scratch_dir(storage.as_path(root, so), ".healforge-import").exists()
+        assert not workfiles.scratch_dir(storage.as_path(root, so), ".healforge-import").exists()
         margin_path = f"{url}_margin" if kind == "s3" else tmp_path / "cat_margin"
         m = healforge.margin(root, margin_path, 30.0, storage_options=so, **FAST)
         assert m.rows > 0
@@ -312,13 +312,17 @@ def test_storage_layer_helpers(tmp_path, s3_options):
     assert storage.list_files(root) == [] and not (root / "c.bin").exists()
     with pytest.raises(storage.StorageError, match="Protocol not known"):
         storage.as_path("foo://x/y")
-    # intermediate files stay local: inside a local output, else in --tmp-dir or the temp dir
-    assert storage.scratch_dir(tmp_path / "o", ".w") == tmp_path / "o" / ".w"
-    assert storage.scratch_dir(root, ".w").is_relative_to(tempfile.gettempdir())
-    assert storage.scratch_dir(root, ".w", tmp_path).parent == tmp_path
-    with pytest.raises(storage.StorageError):
-        storage.scratch_dir(root, ".w", root)
-    assert os.path.basename(str(storage.scratch_dir(root, ".w"))).startswith("w-")
+    # intermediate files: inside a local output, else in --tmp-dir (local or a URL) or the temp dir
+    assert workfiles.scratch_dir(tmp_path / "o", ".w") == tmp_path / "o" / ".w"
+    assert workfiles.scratch_dir(root, ".w").is_relative_to(tempfile.gettempdir())
+    assert workfiles.scratch_dir(root, ".w", tmp_path).parent == tmp_path
+    remote = workfiles.scratch_dir(tmp_path / "o", ".w", root / "scratch")
+    assert str(remote).startswith(str(root / "scratch")) and remote.storage_options == root.storage_options
+    assert os.path.basename(str(workfiles.scratch_dir(root, ".w"))).startswith("w-")
+    # on an existing scheduler a remote output keeps its scratch beside it, where workers reach it
+    assert workfiles.scratch_base(str(root / "cat"), None, True, s3_options) == root / ".healforge-scratch"
+    assert workfiles.scratch_base(str(root / "cat"), None, False, s3_options) is None
+    assert workfiles.scratch_base(tmp_path / "cat", None, True) is None
 
 
 @pytest.mark.slow

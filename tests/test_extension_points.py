@@ -36,7 +36,7 @@ def _command_module() -> types.ModuleType:
     @options_as_keywords(run=RunOptions)
     def append_table(catalog, table, label, *, run: RunOptions):
         root = layout.require_catalog(resolve_catalog(run.path(catalog)))
-        with changing(root, "append-table", run.tmp_dir) as work:
+        with changing(root, "append-table", run) as work:
             rows = work / "rows.parquet"
             pq.write_table(table, rows)
             return stage_and_commit(root, work, [str(rows)], label, f"table:{label}", run=run)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields, replace
 from healforge.engine import Engine, owned_engine
 from healforge.errors import OptionError
 from healforge.io.storage import AnyPath, as_path
+from healforge.io.workfiles import scratch_base
 
 
 class KeywordOptions:
@@ -62,8 +63,8 @@ class RunOptions(KeywordOptions):
     storage_options
         fsspec options for the URL paths (``s3://...``) of the command's catalogs.
     tmp_dir
-        Local directory for intermediate files (default: see
-        :func:`healforge.io.storage.scratch_dir`).
+        Directory for intermediate files, local or any fsspec URL that every worker reaches
+        (default: see :meth:`scratch`).
     """
 
     engine: Engine | None = None
@@ -85,6 +86,15 @@ class RunOptions(KeywordOptions):
     def using(self, engine: Engine) -> RunOptions:
         """These options running on ``engine`` (to hand to the commands a command runs)."""
         return replace(self, engine=engine, quiet=engine.quiet)
+
+    def scratch(self, output: str | os.PathLike) -> AnyPath | None:
+        """Where the scratch directories of a run writing ``output`` go: :attr:`tmp_dir`; else,
+        on an existing scheduler with a remote ``output``, beside the output (workers on other
+        hosts reach it); else ``None``, the default of
+        :func:`healforge.io.workfiles.scratch_dir` (local)."""
+        engine_scheduler = self.engine.scheduler if self.engine is not None else None
+        distributed = bool(self.scheduler or engine_scheduler)
+        return scratch_base(output, self.tmp_dir, distributed, self.storage_options)
 
     def path(self, path: str | os.PathLike) -> AnyPath:
         """``path`` as a local path or a URL path carrying :attr:`storage_options`."""

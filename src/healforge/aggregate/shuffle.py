@@ -41,7 +41,7 @@ from healforge.aggregate.plan import Plan
 from healforge.aggregate.sources import Source
 from healforge.engine import Engine
 from healforge.errors import OptionError
-from healforge.io import storage
+from healforge.io import storage, workfiles
 from healforge.io.readers import DEFAULT_BATCH_ROWS
 from healforge.io.storage import AnyPath
 from healforge.pixel import to_parent
@@ -122,18 +122,14 @@ def _write_table(table: pa.Table, path: AnyPath) -> None:
 def _write_batches(batches_: list[pa.RecordBatch], path: AnyPath) -> None:
     """Record batches as one Arrow IPC file (compressed), atomically, local or URL."""
     options = pa.ipc.IpcWriteOptions(compression="lz4")
-    with storage.atomic_output(path) as tmp, pa.ipc.new_file(tmp, batches_[0].schema, options=options) as w:
+    with workfiles.ipc_writer(path, batches_[0].schema, options) as w:
         for batch in batches_:
             w.write_batch(batch)
 
 
 def _read_batch(path: AnyPath, index: int) -> pa.RecordBatch:
     """Record batch ``index`` of an Arrow IPC file (memory-mapped locally; ranged reads remotely)."""
-    if storage.is_local(path):
-        with pa.memory_map(str(path)) as source:
-            return pa.ipc.open_file(source).get_batch(index)
-    with path.open("rb") as f:
-        return pa.ipc.open_file(f).get_batch(index)
+    return workfiles.open_ipc(path).get_batch(index)
 
 
 def scatter_source(

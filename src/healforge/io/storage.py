@@ -14,7 +14,6 @@ helpers here cover what pathlib alone does not do the same way on object stores:
   not atomic), :func:`rmtree`, :func:`copy_file`, :func:`list_files` (one recursive listing).
 - :func:`arrow_filesystem`: a pyarrow filesystem and path for pyarrow's readers and writers.
 - :func:`create_exclusive`: write-if-absent (the writer lock).
-- :func:`scratch_dir`: where a run keeps its intermediate files (local even for remote outputs).
 
 A URL that fsspec cannot handle (unknown protocol, or a missing backend such as s3fs for
 ``s3://``) is a :class:`StorageError`, never a local path named ``s3:``.
@@ -23,7 +22,6 @@ A URL that fsspec cannot handle (unknown protocol, or a missing backend such as 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import shutil
@@ -124,7 +122,8 @@ def arrow_filesystem(path: AnyPath):
     return pafs.LocalFileSystem(), str(Path(path).absolute())
 
 
-def _local_scratch() -> Path:
+def local_scratch() -> Path:
+    """This host's temp directory."""
     return Path(tempfile.gettempdir())
 
 
@@ -238,7 +237,7 @@ def atomic_output(path: AnyPath) -> Iterator[str]:
         tmp = local_tmp_name(path)
         path.parent.mkdir(parents=True, exist_ok=True)
     else:
-        tmp = _local_scratch() / f"healforge-upload-{uuid.uuid4().hex}-{path.name}"
+        tmp = local_scratch() / f"healforge-upload-{uuid.uuid4().hex}-{path.name}"
     try:
         yield str(tmp)
         if is_local(path):
@@ -400,23 +399,6 @@ def is_empty_dir(path: AnyPath) -> bool:
     return not fs.find(target, maxdepth=None, withdirs=False)
 
 
-def scratch_dir(output: AnyPath, name: str, tmp_dir: str | os.PathLike | None = None) -> Path:
-    """Local directory for a run's intermediate files.
-
-    ``output/name`` for a local output without ``tmp_dir`` (as before); otherwise a directory in
-    ``tmp_dir`` (default: the system temp dir for a remote output) named after ``name`` and a hash
-    of the output, so that a rerun with the same output finds it again and resumes.
-    """
-    output = as_path(output)
-    if tmp_dir is None and is_local(output):
-        return Path(output) / name
-    if tmp_dir is not None and not is_local(tmp_dir):
-        raise StorageError(f"--tmp-dir must be a local directory, got {str(tmp_dir)!r}")
-    base = Path(tmp_dir).absolute() if tmp_dir is not None else _local_scratch() / "healforge"
-    digest = hashlib.sha256(str(output).encode()).hexdigest()[:16]
-    return base / f"{name.lstrip('.')}-{digest}"
-
-
 __all__ = [
     "AnyPath",
     "StorageError",
@@ -440,7 +422,6 @@ __all__ = [
     "remove_dead_siblings",
     "replace",
     "rmtree",
-    "scratch_dir",
     "staging_dir",
     "write_parquet_table",
 ]

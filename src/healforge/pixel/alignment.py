@@ -6,7 +6,7 @@ work scales with the number of non-empty pixels, not with ``12 * 4**order``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -58,22 +58,15 @@ class Alignment:
             raise RuntimeError("rows fall in pixels that were empty when mapping: did the inputs change?")
         return self._dest_index[pos]
 
-    def save(self, path) -> None:
-        """Store as ``.npz``."""
-        np.savez(
-            path,
-            mapping_order=self.mapping_order,
-            pixels=self.pixels,
-            counts=self.counts,
-            dest_order=self.dest_order,
-            dest_pixel=self.dest_pixel,
-        )
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The fields as arrays, to store (e.g. with :func:`healforge.io.workfiles.write_npz`)."""
+        return {f.name: np.asarray(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
-    def load(cls, path) -> Alignment:
-        """Read an alignment stored with :meth:`save`."""
-        with np.load(path) as z:
-            return cls(int(z["mapping_order"]), z["pixels"], z["counts"], z["dest_order"], z["dest_pixel"])
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Alignment:
+        """The alignment stored by :meth:`arrays`."""
+        names = [f.name for f in fields(cls)]
+        return cls(int(arrays["mapping_order"]), *(arrays[n] for n in names[1:]))
 
 
 def sparse_histogram(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -96,17 +96,19 @@ def run_zagg(
 
     ``inputs`` (granules or a granule catalog JSON) and ``store`` override the file's ``catalog``
     and ``output.store``; ``exact`` overrides its ``exact`` key. An exact run shards at the
-    plan's shard order through ``work_dir`` (default: ``{store}.work`` beside a local store, a
-    temporary folder for a URL), which a killed run resumes from.
+    plan's shard order through ``work_dir`` (default: ``{store}.work`` beside the store; a local
+    temporary folder for a URL store on a local cluster), which a killed run resumes from.
     """
     plan = path_or_plan
     if not isinstance(plan, ZaggPlan):
         plan = load(str(path_or_plan), inputs=inputs, store=store, exact=exact)
     cfg = runnable(plan)
     product = {"zagg": plan.conventions, "zagg_config": plan.source}
-    if plan.exact and work_dir is None:  # local scratch beside a local store, a temporary folder for a URL
+    if plan.exact and work_dir is None:
         store_path = plan.store.rstrip("/")
-        work_dir = tempfile.mkdtemp(prefix="healforge-zagg-") if "://" in store_path else f"{store_path}.work"
+        on_cluster = bool(scheduler or (engine is not None and engine.scheduler))
+        local_scratch = "://" in store_path and not on_cluster  # workers on other hosts need the URL
+        work_dir = tempfile.mkdtemp(prefix="healforge-zagg-") if local_scratch else f"{store_path}.work"
     with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
         return run_pipeline(
             cfg,

@@ -32,7 +32,7 @@ import numpy as np
 from healforge.engine import failpoint
 from healforge.errors import BadInputError, HealforgeError
 from healforge.hats import Key, layout
-from healforge.io import storage
+from healforge.io import storage, workfiles
 from healforge.io.storage import AnyPath, as_path
 from healforge.pixel import SPATIAL_INDEX_COLUMN
 
@@ -257,7 +257,7 @@ def refresh(root: str | AnyPath, histogram: np.ndarray | None = None) -> list[st
     state = root / STATE_DIR
     for old in state.glob(".outputs-*"):
         storage.rmtree(old)
-    scratch = storage.scratch_dir(root, f"{STATE_DIR}/.outputs-{uuid.uuid4().hex}")
+    scratch = workfiles.scratch_dir(root, f"{STATE_DIR}/.outputs-{uuid.uuid4().hex}")
     scratch.mkdir(parents=True)
     written: list[str] = []
     try:

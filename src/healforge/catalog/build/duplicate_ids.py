@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from healforge.errors import BadInputError, OptionError
+from healforge.io import workfiles
 
 MODES = ("error", "report")
 EXAMPLES = 5
@@ -57,7 +58,7 @@ def shard_ids(shards: list[str | Path], column: str) -> pa.ChunkedArray:
     only that column's buffers are read)."""
     chunks, kind = [], None
     for shard in shards:
-        reader = pa.ipc.open_file(pa.memory_map(str(shard), "r"))
+        reader = workfiles.open_ipc(shard)
         index = reader.schema.get_field_index(column)
         kind = reader.schema.field(index).type
         chunks += [reader.get_batch(b).column(index) for b in range(reader.num_record_batches)]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from pathlib import PurePosixPath
@@ -30,7 +29,6 @@ from healforge.catalog.build.importrun import (
     read_record,
     record_fields,
     rejected_path_for,
-    remove_work_dir,
     write_record,
 )
 from healforge.catalog.build.reimport import SourceCatalog, source_catalog
@@ -49,7 +47,7 @@ from healforge.catalog.derived.margin import build_margin
 from healforge.engine import Engine, Progress
 from healforge.errors import BadInputError, CatalogError, OptionError
 from healforge.hats import Key, layout
-from healforge.io import storage
+from healforge.io import storage, workfiles
 from healforge.io.readers import expand_inputs
 from healforge.io.storage import AnyPath, as_path
 from healforge.options import RunOptions
@@ -128,7 +126,7 @@ def run_import(args: ImportArguments) -> ImportResult:
         return _import_collection(args)
     output = args.run.path(args.output)
     plan = _resolve(args, output)
-    work = storage.scratch_dir(output, WORK_DIR, args.run.tmp_dir)
+    work = workfiles.scratch_dir(output, WORK_DIR, args.run.scratch(output))
     state = prepare_output(output, work, plan.record, args.resume, args.overwrite)
     members = partial(
         build_members,
@@ -157,7 +155,7 @@ def run_import(args: ImportArguments) -> ImportResult:
     finishing.update()
     # the point of completion: a rerun finds this record and answers "already complete"
     write_record(output, plan.record, record_fields(result), members_done=not (args.margins or args.indexes))
-    remove_work_dir(work)
+    workfiles.remove_dir(work)
     finishing.update()
     finishing.close()
     timings["finish"] = time.perf_counter() - t0
@@ -284,7 +282,7 @@ def _run_stages(eng: Engine, args: ImportArguments, plan: _Plan, work: AnyPath, 
         )
     align_file = work / "alignment.npz"
     if align_file.exists():
-        alignment = Alignment.load(align_file)
+        alignment = Alignment.from_arrays(workfiles.read_npz(align_file))
     else:
         alignment = generate_alignment(
             mapped["pixels"],
@@ -295,9 +293,7 @@ def _run_stages(eng: Engine, args: ImportArguments, plan: _Plan, work: AnyPath, 
             args.drop_empty_siblings,
             weights=mapped.get("bytes"),
         )
-        tmp = work / f".alignment.{uuid.uuid4().hex}.npz"
-        alignment.save(tmp)
-        os.replace(tmp, align_file)
+        workfiles.write_npz(align_file, **alignment.arrays())
     destinations = alignment.destinations()
     binning.update()
     binning.close()
@@ -313,7 +309,7 @@ def _run_stages(eng: Engine, args: ImportArguments, plan: _Plan, work: AnyPath, 
     try:
         dup = duplicates.check_shards(shards, id_column, args.on_duplicate_ids) if id_column else None
     except BadInputError:
-        remove_work_dir(work)  # nothing written: a corrected rerun starts afresh
+        workfiles.remove_dir(work)  # nothing written: a corrected rerun starts afresh
         raise
     timings["split"] = time.perf_counter() - t0
 
@@ -374,7 +370,7 @@ def _finish_import(args: ImportArguments, plan: _Plan, output: AnyPath, work, do
 def _import_collection(args: ImportArguments) -> ImportResult:
     """``import_catalog(collection=True)``: the catalog, its margins and indexes, the properties."""
     root = args.run.path(args.output)
-    tmp_dir = args.run.tmp_dir
+    tmp_dir = args.run.scratch(root)
     cat_name = args.name or root.name
     primary = root / cat_name
     margins, indexes = list(args.margins), list(args.indexes)

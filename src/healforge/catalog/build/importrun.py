@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
-import uuid
-from pathlib import Path
 
 from healforge.catalog.derived.index import index_catalog
 from healforge.catalog.derived.margin import margin
 from healforge.errors import CatalogError
 from healforge.hats import layout
-from healforge.io import storage
+from healforge.io import storage, workfiles
 from healforge.io.storage import AnyPath, as_path
 from healforge.options import RunOptions
 
@@ -79,29 +76,12 @@ def read_record(output: AnyPath) -> dict | None:
     return json.loads(path.read_text())
 
 
-def remove_work_dir(work: Path) -> None:
-    """Remove a run's work directory: renamed aside first, so that a kill while deleting never
-    leaves a half-deleted directory that looks like an unfinished run."""
-    if not work.exists():
-        return
-    trash = work.with_name(f"{work.name}.trash-{uuid.uuid4().hex}")
-    os.replace(work, trash)
-    shutil.rmtree(trash, ignore_errors=True)
-
-
-def _remove_trash(output: AnyPath, work: Path) -> None:
-    """Work directories a killed run was deleting."""
-    if work.parent.is_dir():
-        for old in work.parent.glob(f"{work.name}.trash-*"):
-            shutil.rmtree(old, ignore_errors=True)
-
-
 def _wrote_data(output: AnyPath) -> bool:
     """Whether an unfinished import already put data files in ``output``."""
     return bool(layout.list_data_files(output))
 
 
-def _holds_only_leftovers(output: AnyPath, work: Path) -> bool:
+def _holds_only_leftovers(output: AnyPath, work: AnyPath) -> bool:
     """Whether ``output`` is absent, empty, or holds only what an import that wrote no data left
     (its work and staging directories, empty pixel directories)."""
     if not storage.is_local(output):
@@ -130,9 +110,8 @@ def prepare_output(output: AnyPath, work, args: dict, resume: bool | None, overw
     if overwrite:
         if output.exists():
             storage.rmtree(output)
-        if work.exists():  # intermediate files kept apart from the output (--tmp-dir, URL output)
-            shutil.rmtree(work)
-    _remove_trash(output, work)
+        storage.rmtree(work)  # intermediate files kept apart from the output (--tmp-dir, URL output)
+    workfiles.remove_trash(work)
     record = read_record(output) if resume is not False else None
     if record is not None:
         if record["args"] != args:
@@ -141,7 +120,7 @@ def prepare_output(output: AnyPath, work, args: dict, resume: bool | None, overw
                 f"{output} holds a finished import with other arguments ({', '.join(diff)}); "
                 "use --overwrite to replace it"
             )
-        remove_work_dir(work)  # a kill right after the record was written
+        workfiles.remove_dir(work)  # a kill right after the record was written
         return "complete" if record.get("members_done", True) else "members"
     if plan.exists():
         previous = json.loads(plan.read_text())
@@ -159,7 +138,7 @@ def prepare_output(output: AnyPath, work, args: dict, resume: bool | None, overw
                 f"{output} holds an unfinished import with other arguments ({', '.join(diff)}); rerun "
                 "with the same arguments to resume it, or use --overwrite"
             )
-        remove_work_dir(work)  # the earlier run failed before writing any data: start again
+        workfiles.remove_dir(work)  # the earlier run failed before writing any data: start again
     elif resume:
         raise CatalogError(f"nothing to resume: {output} has no unfinished import")
     if not _holds_only_leftovers(output, work):
@@ -168,7 +147,7 @@ def prepare_output(output: AnyPath, work, args: dict, resume: bool | None, overw
     rejected = rejected_path_for(output)
     if rejected.exists():
         storage.rmtree(rejected)
-    work.mkdir(parents=True, exist_ok=True)
+    workfiles.make_dir(work)
     layout.atomic_write_text(plan, json.dumps(args, indent=1))
     return "fresh"
 

@@ -6,15 +6,15 @@ Each step skips the tasks whose outputs already exist in the work directory, so 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 
 from healforge.catalog.build.tasks import InputSpec, map_file, reduce_pixel, split_file
 from healforge.engine import Engine
 from healforge.errors import BadInputError
 from healforge.hats import layout
+from healforge.io import workfiles
+from healforge.io.storage import AnyPath
 from healforge.pixel.alignment import merge_histograms
 
 
@@ -23,14 +23,14 @@ def input_keys(files: list[str]) -> list[str]:
     return [f"in{i:05d}" for i in range(len(files))]
 
 
-def map_stage(eng: Engine, files: list[str], spec: InputSpec, order: int, work: Path) -> dict:
+def map_stage(eng: Engine, files: list[str], spec: InputSpec, order: int, work: AnyPath) -> dict:
     """Histogram every input at ``order``; returns pixels, counts, rows, bad rows and schemas."""
     keys = input_keys(files)
-    (work / "map").mkdir(parents=True, exist_ok=True)
+    workfiles.make_dir(work / "map")
     schemas_file = work / "schemas.json"
     schemas = json.loads(schemas_file.read_text()) if schemas_file.exists() else {}
     todo = [
-        {"path": f, "order": order, "spec": spec, "out": str(work / "map" / f"{k}.npz")}
+        {"path": f, "order": order, "spec": spec, "out": work / "map" / f"{k}.npz"}
         for f, k in zip(files, keys, strict=True)
         if not ((work / "map" / f"{k}.npz").exists() and f in schemas)
     ]
@@ -42,12 +42,12 @@ def map_stage(eng: Engine, files: list[str], spec: InputSpec, order: int, work: 
     eng.map(map_file, todo, "Mapping", labels=[t["path"] for t in todo], on_result=record_schema)
     histos, sizes, n_rows, n_bad = [], [], 0, 0
     for k in keys:
-        with np.load(work / "map" / f"{k}.npz") as z:
-            histos.append((z["pixels"], z["counts"]))
-            if "bytes" in z:
-                sizes.append((z["pixels"], z["bytes"]))
-            n_rows += int(z["n_rows"])
-            n_bad += int(z["n_bad"])
+        z = workfiles.read_npz(work / "map" / f"{k}.npz")
+        histos.append((z["pixels"], z["counts"]))
+        if "bytes" in z:
+            sizes.append((z["pixels"], z["bytes"]))
+        n_rows += int(z["n_rows"])
+        n_bad += int(z["n_bad"])
     pixels, counts = merge_histograms(histos)
     schema_list = [pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(schemas[f]))) for f in files]
     out = {"pixels": pixels, "counts": counts, "rows": n_rows, "bad": n_bad, "schemas": schema_list}
@@ -87,19 +87,19 @@ def schema_diff(a: pa.Schema, b: pa.Schema) -> str:
 
 
 def split_stage(
-    eng: Engine, files: list[str], spec: InputSpec, work: Path, align_file: Path, schema: pa.Schema
+    eng: Engine, files: list[str], spec: InputSpec, work: AnyPath, align_file: AnyPath, schema: pa.Schema
 ) -> tuple[list[list], int]:
     """Split every input into a shard; returns per-destination slices and the rejected-row count."""
     keys = input_keys(files)
     split_dir = work / "split"
-    split_dir.mkdir(parents=True, exist_ok=True)
+    workfiles.make_dir(split_dir)
     todo = [
         {
             "path": f,
             "key": k,
             "spec": spec,
-            "work": str(split_dir),
-            "alignment": str(align_file),
+            "work": split_dir,
+            "alignment": align_file,
             "schema": schema,
         }
         for f, k in zip(files, keys, strict=True)
@@ -109,20 +109,18 @@ def split_stage(
     slices: dict[int, list] = {}
     n_rejected = 0
     for k in keys:
-        with np.load(split_dir / f"{k}.index.npz") as z:
-            n_rejected += int(z["rejected"])
-            shard = str(split_dir / f"{k}.arrow")
-            for b, d, s, n in zip(z["batch"], z["dest"], z["start"], z["length"], strict=True):
-                slices.setdefault(int(d), []).append((shard, int(b), int(s), int(n)))
+        z = workfiles.read_npz(split_dir / f"{k}.index.npz")
+        n_rejected += int(z["rejected"])
+        shard = split_dir / f"{k}.arrow"
+        for b, d, s, n in zip(z["batch"], z["dest"], z["start"], z["length"], strict=True):
+            slices.setdefault(int(d), []).append((shard, int(b), int(s), int(n)))
     return [slices.get(i, []) for i in range(max(slices, default=-1) + 1)], n_rejected
 
 
-def rejected_tables(work: Path, files: list[str]) -> list[pa.Table]:
+def rejected_tables(work: AnyPath, files: list[str]) -> list[pa.Table]:
     """Rows the split stage rejected (quarantine mode)."""
-    import pyarrow.parquet as pq
-
     parts = [work / "split" / f"{k}.rejected.parquet" for k in input_keys(files)]
-    return [pq.read_table(p) for p in parts if p.exists()]
+    return [workfiles.read_parquet(p) for p in parts if p.exists()]
 
 
 # A reduce stage writing at most this many rows runs in-process when no cluster is up yet (an
@@ -135,7 +133,7 @@ def reduce_stage(
     destinations: list[tuple[int, int, int]],
     slices: list[list],
     targets: list,
-    done_dir: Path,
+    done_dir: AnyPath,
     sort_columns=(),
     compression: str | None = "zstd:3",
     row_group_rows: int = 1_048_576,
@@ -144,7 +142,7 @@ def reduce_stage(
     """Write every destination pixel from its slices to its target path (local or URL).
 
     ``subtile_order_delta`` D: one row group per order K+D sub-pixel of an order-K pixel."""
-    done_dir.mkdir(parents=True, exist_ok=True)
+    workfiles.make_dir(done_dir)
     todo = []
     for i, ((order, pixel, rows), target) in enumerate(zip(destinations, targets, strict=True)):
         done = done_dir / f"{order}_{pixel}.done"
@@ -161,7 +159,7 @@ def reduce_stage(
                 "row_group_rows": row_group_rows,
                 "subtile_order_delta": subtile_order_delta,
                 "target": target,  # a path object: keeps a URL's storage options
-                "done": str(done),
+                "done": done,
             }
         )
     eng.map(

@@ -6,19 +6,16 @@ so a task either finished (its output exists) or is redone on resume.
 
 from __future__ import annotations
 
-import os
-import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from healforge.catalog.build.column_types import cast_checked, row_bytes
 from healforge.errors import BadInputError
 from healforge.hats.layout import atomic_write_parquet, pixel_file
+from healforge.io import storage, workfiles
 from healforge.io.columns import check_columns
 from healforge.io.readers import iter_batches, read_schema
 from healforge.pixel import (
@@ -64,13 +61,6 @@ class InputSpec:
         return pa.schema(
             [f.with_type(self.dtypes[f.name]) if f.name in self.dtypes else f for f in fields]
         ).with_metadata(None)
-
-
-def _save_npz(path: Path, **arrays) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
 
 
 def coordinates(table: pa.Table, spec: InputSpec, path: str, first_row: int) -> tuple[np.ndarray, ...]:
@@ -150,7 +140,7 @@ def map_file(task: dict) -> dict:
     the estimated bytes of the rows in each pixel (``--max-bytes``).
     """
     spec: InputSpec = task["spec"]
-    path, order, out = task["path"], task["order"], Path(task["out"])
+    path, order, out = task["path"], task["order"], task["out"]
     file_schema = read_schema(path, spec.fmt, storage_options=spec.storage_options, **spec.options)
     schema = spec.target_schema(file_schema, path)
     names = spec.selected(file_schema.names, path)
@@ -175,7 +165,7 @@ def map_file(task: dict) -> dict:
     arrays = {"pixels": pixels, "counts": counts, "n_rows": n_rows, "n_bad": n_bad}
     if spec.measure_bytes:
         arrays["bytes"] = merge_histograms(weights)[1]
-    _save_npz(out, **arrays)
+    workfiles.write_npz(out, **arrays)
     return {"rows": n_rows, "bad": n_bad, "schema": schema}
 
 
@@ -188,16 +178,15 @@ def split_file(task: dict) -> dict:
     go to ``<key>.rejected.parquet``.
     """
     spec: InputSpec = task["spec"]
-    path, work = task["path"], Path(task["work"])
-    alignment = Alignment.load(task["alignment"])
+    path, work = task["path"], task["work"]
+    alignment = Alignment.from_arrays(workfiles.read_npz(task["alignment"]))
     schema: pa.Schema = task["schema"]
     key = task["key"]
     shard = work / f"{key}.arrow"
-    tmp = work / f".{key}.{uuid.uuid4().hex}.arrow.tmp"
     out_schema = pa.schema([pa.field(SPATIAL_INDEX_COLUMN, pa.int64())] + list(schema)).with_metadata(None)
     idx_batch, idx_dest, idx_start, idx_len = [], [], [], []
     rejected = []
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, out_schema) as writer:
+    with workfiles.ipc_writer(shard, out_schema) as writer:
         b = 0
         names = spec.selected(
             read_schema(path, spec.fmt, storage_options=spec.storage_options, **spec.options).names, path
@@ -235,12 +224,11 @@ def split_file(task: dict) -> dict:
             idx_start.append(starts)
             idx_len.append(lengths)
             b += 1
-    os.replace(tmp, shard)
     n_rejected = sum(t.num_rows for t in rejected)
     if rejected:
-        pq.write_table(pa.concat_tables(rejected), work / f"{key}.rejected.parquet")
+        workfiles.write_parquet(pa.concat_tables(rejected), work / f"{key}.rejected.parquet")
     cat = lambda xs: np.concatenate(xs) if xs else np.empty(0, np.int64)  # noqa: E731
-    _save_npz(
+    workfiles.write_npz(
         work / f"{key}.index.npz",
         batch=cat(idx_batch),
         dest=cat(idx_dest),
@@ -256,8 +244,7 @@ def reduce_pixel(task: dict) -> dict:
     order, pixel, expected = task["order"], task["pixel"], task["rows"]
     pieces = []
     for shard, batch, start, length in task["slices"]:
-        source = pa.memory_map(shard, "r")
-        reader = pa.ipc.open_file(source)
+        reader = workfiles.open_ipc(shard)
         pieces.append(reader.get_batch(int(batch)).slice(int(start), int(length)))
     table = pa.Table.from_batches(pieces)
     if table.num_rows != expected:
@@ -274,8 +261,7 @@ def reduce_pixel(task: dict) -> dict:
     size = atomic_write_parquet(
         table, target, sort_cols, task["compression"], task["row_group_rows"], row_group_starts=starts
     )
-    done = Path(task["done"])
-    done.write_text(f"{table.num_rows}\n")
+    storage.atomic_write_text(task["done"], f"{table.num_rows}\n")
     return {"rows": table.num_rows, "bytes": size}
 
 

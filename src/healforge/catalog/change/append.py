@@ -31,7 +31,7 @@ from healforge.catalog.check.unseen import check_pixel_dirs
 from healforge.catalog.derived.collection import resolve_catalog
 from healforge.hats import Key, layout
 from healforge.hats.layout import read_histogram
-from healforge.io import storage
+from healforge.io import storage, workfiles
 from healforge.io.readers import expand_inputs
 from healforge.io.storage import AnyPath
 from healforge.names import check_optional_name
@@ -140,7 +140,7 @@ def append(
     converted = convert_nested_layout(root, change=change, run=run)
     if converted:  # the conversion committed a new version: work on it
         root = layout.require_catalog(resolve_catalog(root))
-    with changing(root, "append", run.tmp_dir) as work:
+    with changing(root, "append", run) as work:
         label = batch or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         batch_id = batch_key(files, batch)
         if batch_id in txn.applied_batches(root):
@@ -224,7 +224,7 @@ def stage_and_commit(
             mapped["pixels"], mapped["counts"], existing, mapping_order, 0, threshold
         )
         align_file = work / "alignment.npz"
-        alignment.save(align_file)
+        workfiles.write_npz(align_file, **alignment.arrays())
         destinations = alignment.destinations()
         slices, n_rejected = split_stage(eng, files, spec, work, align_file, schema)
         label = _free_label(root, label, destinations)

@@ -39,7 +39,7 @@ from healforge.engine import SMALL_STAGE_ROWS, Engine
 from healforge.errors import BadInputError, CatalogError, OptionError
 from healforge.hats import Key, layout
 from healforge.hats.layout import read_histogram
-from healforge.io import storage
+from healforge.io import storage, workfiles
 from healforge.io.storage import AnyPath
 from healforge.options import ChangeOptions, RunOptions, options_as_keywords
 from healforge.pixel import SPATIAL_INDEX_COLUMN, index29_range, index_to_order
@@ -163,7 +163,7 @@ def _compact_pixel(task: dict) -> dict:
     table = pa.concat_tables([storage.read_parquet_table(f) for f in task["files"]])
     table = table.replace_schema_metadata(None)
     if task.get("keep") is not None:
-        keep = np.load(task["keep"])
+        keep = workfiles.read_npz(task["keep"])["keep"]
         stats = {}
         if task.get("merge"):
             table, stats = _merge_nested(task, table, keep)
@@ -226,17 +226,18 @@ def _export_nested(task: dict) -> None:
     """Rows of a pixel that lose to a row of another pixel send their nested lists there."""
     cols = [task["id"], *task["merge"]]
     table = pa.concat_tables([storage.read_parquet_table(f, columns=cols) for f in task["files"]])
-    with np.load(task["details"]) as z:
-        rank, dest = z["rank"], z["dest"]
+    z = workfiles.read_npz(task["details"])
+    rank, dest = z["rank"], z["dest"]
     table = table.append_column("__rank", pa.array(rank))
     for d in np.unique(dest[dest != task["index"]]):
         part = table.filter(pa.array(dest == d))
-        path = Path(task["work"]) / "nested_in" / str(int(d)) / f"{task['index']}.arrow"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with pa.ipc.new_file(tmp, part.schema) as writer:
+        with workfiles.ipc_writer(_nested_in(task["work"], int(d), task["index"]), part.schema) as writer:
             writer.write_table(part)
-        os.replace(tmp, path)
+
+
+def _nested_in(work: AnyPath, dest: int, source: int) -> AnyPath:
+    """The nested lists pixel ``source`` sends to pixel ``dest``."""
+    return work / "nested_in" / str(dest) / f"{source}.arrow"
 
 
 def _merge_nested(task: dict, table: pa.Table, keep: np.ndarray) -> tuple[pa.Table, dict]:
@@ -245,13 +246,11 @@ def _merge_nested(task: dict, table: pa.Table, keep: np.ndarray) -> tuple[pa.Tab
     from healforge.catalog.derived import nested_columns as nst
 
     id_col, merge = task["id"], task["merge"]
-    with np.load(task["details"]) as z:
-        rank, dest = z["rank"], z["dest"]
+    z = workfiles.read_npz(task["details"])
+    rank, dest = z["rank"], z["dest"]
     local = dest == task["index"]
     parts = [table.select([id_col, *merge]).append_column("__rank", pa.array(rank)).filter(pa.array(local))]
-    for path in sorted((Path(task["work"]) / "nested_in" / str(task["index"])).glob("*.arrow")):
-        with pa.memory_map(str(path)) as source:
-            parts.append(pa.ipc.open_file(source).read_all())
+    parts += [workfiles.open_ipc(path).read_all() for path in task["incoming"]]
     contrib = pa.concat_tables(parts)
     out = table.filter(pa.array(keep))
     winners = out.column(id_col).combine_chunks()
@@ -321,7 +320,7 @@ def compact(
         raise OptionError("keep_latest_by needs dedupe_on")
     if threshold is not None and threshold < 1:
         raise OptionError(f"threshold must be a positive number of rows, got {threshold}")
-    with changing(root, "compact", run.tmp_dir) as work:
+    with changing(root, "compact", run) as work:
         props = layout.read_properties(root)
         pixels = layout.read_partition_info(root)
         schema = storage.read_parquet_schema(layout.common_metadata_file(root))
@@ -346,14 +345,14 @@ def compact(
             "merge": merge,
             "nested_ids": nested_ids,
             "sorts": sorts,
-            "work": str(work),
+            "work": work,
             "sort_columns": [c for c in props.get(Key.COLS_SORT, "").split(",") if c],
             "skymap_order": skymap_order,
             "staging": txn.staging_dir(root),
             "compression": change.compression,
         }
         with run.engine_scope() as eng:
-            keys, masks, keep_files, details = _deduplicate(
+            keys, masks, keep_files, details, incoming = _deduplicate(
                 eng, pixels, files, task, keep_latest_by, batch_ranks, work
             )
             deduplicated = int(sum(len(m) - int(m.sum()) for m in masks if m is not None))
@@ -376,6 +375,7 @@ def compact(
                     "files": fs,
                     "keep": keep_files[i],
                     "details": details[i],
+                    "incoming": incoming[i],
                     "index": i,
                     "dests": partitions[i],
                 }
@@ -406,13 +406,15 @@ def compact(
     return result
 
 
-def _deduplicate(eng: Engine, pixels, files, task: dict, keep_latest_by, batch_ranks, work: Path):
+def _deduplicate(eng: Engine, pixels, files, task: dict, keep_latest_by, batch_ranks, work: AnyPath):
     """Read every pixel's ids and choose the rows kept (``masks``, saved as ``keep_files``); with
     nested columns to merge, also where each dropped row's lists go (``details``), and move the
-    lists that leave their pixel. Returns ``keys, masks, keep_files, details``."""
+    lists that leave their pixel (``incoming``: the files each pixel receives). Returns ``keys,
+    masks, keep_files, details, incoming``."""
     dedupe_on, merge = task["id"], task["merge"]
-    keep_files: list[str | None] = [None] * len(pixels)
-    details: list[str | None] = [None] * len(pixels)
+    keep_files: list[AnyPath | None] = [None] * len(pixels)
+    details: list[AnyPath | None] = [None] * len(pixels)
+    incoming: list[list[AnyPath]] = [[] for _ in pixels]
     reads = [
         {
             "files": fs,
@@ -426,20 +428,23 @@ def _deduplicate(eng: Engine, pixels, files, task: dict, keep_latest_by, batch_r
     keys = eng.map(_read_keys, reads, "Reading ids", labels=labels)
     masks = [None] * len(pixels)
     if not dedupe_on:
-        return keys, masks, keep_files, details
+        return keys, masks, keep_files, details, incoming
     tables = [k["table"] for k in keys]
     if merge:
         masks, ranks, dests = _winners(tables, dedupe_on, keep_latest_by, True)
     else:
         masks = _winners(tables, dedupe_on, keep_latest_by)
     for i, mask in enumerate(masks):
-        keep_files[i] = str(work / f"keep_{i}.npy")
-        np.save(keep_files[i], mask)
+        keep_files[i] = work / f"keep_{i}.npz"
+        workfiles.write_npz(keep_files[i], keep=mask)
         if merge:
-            details[i] = str(work / f"details_{i}.npz")
-            np.savez(details[i], rank=ranks[i], dest=dests[i])
+            details[i] = work / f"details_{i}.npz"
+            workfiles.write_npz(details[i], rank=ranks[i], dest=dests[i])
     if merge:
         exporting = [i for i in range(len(pixels)) if (dests[i] != i).any()]
+        for i in exporting:
+            for d in np.unique(dests[i][dests[i] != i]):
+                incoming[int(d)].append(_nested_in(work, int(d), i))
         moves = [
             {
                 "files": files[i],
@@ -447,12 +452,12 @@ def _deduplicate(eng: Engine, pixels, files, task: dict, keep_latest_by, batch_r
                 "merge": merge,
                 "details": details[i],
                 "index": i,
-                "work": str(work),
+                "work": work,
             }
             for i in exporting
         ]
         eng.map(_export_nested, moves, "Moving nested lists")
-    return keys, masks, keep_files, details
+    return keys, masks, keep_files, details, incoming
 
 
 def _combine(eng: Engine, results: list[dict], task: dict) -> list[tuple]:

@@ -190,7 +190,7 @@ def convert_nested_layout(
 
 def _rewrite(root: AnyPath, kind: str, task: dict, change: ChangeOptions, run: RunOptions) -> DeleteResult:
     """Rewrite every file holding ids to delete, or a ``list<struct>`` column, in one transaction."""
-    with changing(root, kind, run.tmp_dir):
+    with changing(root, kind, run):
         schema = storage.read_parquet_schema(layout.common_metadata_file(root))
         converted = nst.legacy_columns(schema)
         props = layout.read_properties(root)

@@ -38,7 +38,7 @@ from healforge.catalog.derived.members import members_of
 from healforge.engine import Engine
 from healforge.errors import BadInputError, OptionError
 from healforge.hats import Key, layout
-from healforge.io import storage
+from healforge.io import storage, workfiles
 from healforge.io.readers import expand_inputs, iter_batches
 from healforge.io.storage import AnyPath
 from healforge.names import check_optional_name
@@ -118,8 +118,7 @@ def _per_name(value, names: list[str], what: str) -> dict[str, str | None]:
 
 def _find_in_catalog(task: dict) -> pa.Table:
     """Rows of a pixel's files whose key is among the wanted ones: key, latest, file, row."""
-    with pa.memory_map(task["wanted"]) as source:
-        wanted = pa.ipc.open_file(source).read_all().column(0).combine_chunks()
+    wanted = workfiles.open_ipc(task["wanted"]).read_all().column(0).combine_chunks()
     out = []
     for seq, path in zip(task["seqs"], task["files"], strict=True):
         cols = [task["on"]] + ([task["latest"]] if task["latest"] else [])
@@ -220,7 +219,7 @@ def increment(
     label = batch or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     all_files = obj_files + [f for n in sorted(src_files) for f in src_files[n]]
 
-    with changing(root, "increment", run.tmp_dir) as work, run.engine_scope() as eng:
+    with changing(root, "increment", run) as work, run.engine_scope() as eng:
         batch_id = batch_key(all_files, label)
         applied = txn.applied_batches(root)
         if batch_id in applied or (batch and any(b.get("label") == batch for b in applied.values())):
@@ -237,7 +236,7 @@ def increment(
             table = pa.concat_tables([objs, carried.cast(plan["top"])]).combine_chunks()
             table = _nest_sources(root, table, sources, plan, label, result)
             prepared = work / "prepared"
-            prepared.mkdir(exist_ok=True)
+            workfiles.make_dir(prepared)
             target = prepared / "objects.parquet"
             if not target.exists():
                 layout.atomic_write_parquet(table, target, (), None)
@@ -417,7 +416,7 @@ def _carried_rows(root, work, wanted, on, latest_by, top, eng: Engine) -> pa.Tab
     pixels = layout.read_partition_info(root)
     files = [pixel_files(root, o, p) for o, p in pixels]
     wanted_file = work / "wanted.arrow"
-    with pa.ipc.new_file(wanted_file, pa.schema([("key", wanted.type)])) as writer:
+    with workfiles.ipc_writer(wanted_file, pa.schema([("key", wanted.type)])) as writer:
         writer.write_table(pa.table({"key": wanted}))
     flat = [f for fs in files for f in fs]
     seqs, start = [], 0
@@ -425,7 +424,7 @@ def _carried_rows(root, work, wanted, on, latest_by, top, eng: Engine) -> pa.Tab
         seqs.append(list(range(start, start + len(fs))))
         start += len(fs)
     tasks = [
-        {"files": fs, "seqs": s, "on": on, "latest": latest_by, "wanted": str(wanted_file)}
+        {"files": fs, "seqs": s, "on": on, "latest": latest_by, "wanted": wanted_file}
         for fs, s in zip(files, seqs, strict=True)
     ]
     # two columns of every file: quicker in-process than starting a cluster, up to a large catalog

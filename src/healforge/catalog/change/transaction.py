@@ -30,14 +30,13 @@ import shutil
 import socket
 import time
 import uuid
-from pathlib import Path
 
 from healforge.catalog.change import versions
 from healforge.catalog.change.versions import home_of
 from healforge.engine import failpoint
 from healforge.errors import CatalogError
 from healforge.hats import layout
-from healforge.io import storage
+from healforge.io import storage, workfiles
 from healforge.io.storage import AnyPath, as_path
 
 TXN_DIR = ".healforge-txn"
@@ -118,16 +117,11 @@ def staging_dir(root: str | AnyPath) -> AnyPath:
 
 
 def begin(root: str | AnyPath, tmp_dir: str | os.PathLike | None = None):
-    """Start a change (caller holds the lock): recover any earlier one, return a clean local work
-    dir (``TXN/work`` for a local catalog without ``tmp_dir``, else in ``tmp_dir`` or the system
-    temp dir)."""
+    """Start a change (caller holds the lock): recover any earlier one, return a clean work dir
+    (``TXN/work`` for a local catalog without ``tmp_dir``, else in ``tmp_dir``, local or a URL,
+    or the system temp dir)."""
     recover(root)
-    work = storage.scratch_dir(txn_dir(root), "work", tmp_dir)
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    staging_dir(root).mkdir(parents=True, exist_ok=True)
-    return work
+    return fresh_scratch(txn_dir(root), "work", tmp_dir, staging=staging_dir(root))
 
 
 def save_array(path: AnyPath, array) -> None:
@@ -235,13 +229,16 @@ def building_dir(final: AnyPath, overwrite: bool) -> AnyPath:
     return final.parent / f".{final.name}.building-{uuid.uuid4().hex[:12]}"
 
 
-def fresh_scratch(place: AnyPath, name: str, tmp_dir: str | os.PathLike | None) -> Path:
+def fresh_scratch(
+    place: AnyPath, name: str, tmp_dir: str | os.PathLike | AnyPath | None, staging: AnyPath | None = None
+) -> AnyPath:
     """An empty scratch directory for the intermediate files of a build at ``place`` (see
-    :func:`healforge.io.storage.scratch_dir`)."""
-    work = storage.scratch_dir(place, name, tmp_dir)
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
+    :func:`healforge.io.workfiles.scratch_dir`); ``staging``: a directory to create too."""
+    work = workfiles.scratch_dir(place, name, tmp_dir)
+    storage.rmtree(work)
+    workfiles.make_dir(work)
+    if staging is not None:
+        staging.mkdir(parents=True, exist_ok=True)
     return work
 
 

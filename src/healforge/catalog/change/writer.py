@@ -13,10 +13,8 @@ Layers, lowest first: ``derived.members`` (the member registry) < ``change.versi
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -36,13 +34,14 @@ from healforge.pixel import SPATIAL_INDEX_COLUMN
 
 
 @contextmanager
-def changing(root: AnyPath, kind: str, tmp_dir: str | os.PathLike | None = None) -> Iterator[Path]:
+def changing(root: AnyPath, kind: str, run: RunOptions) -> Iterator[AnyPath]:
     """Hold the writer lock on ``root`` and start a change (recovering any earlier one); yields
-    the change's local work directory, removed when the block ends without an error."""
+    the change's work directory (see :meth:`RunOptions.scratch`), removed when the block ends
+    without an error."""
     with txn.CatalogLock(root, kind):
-        work = txn.begin(root, tmp_dir)
+        work = txn.begin(root, run.scratch(root))
         yield work
-        shutil.rmtree(work, ignore_errors=True)
+        storage.rmtree(work)
 
 
 def commit_change(
@@ -57,7 +56,7 @@ def commit_change(
     storage options of ``margin`` and the members' scratch directory."""
     run = run or RunOptions()
     extra = given_margin(margin, run.storage_options)
-    stage_members(root, manifest, engine, extra=extra, tmp_dir=run.tmp_dir)
+    stage_members(root, manifest, engine, extra=extra, tmp_dir=run.scratch(root))
     return txn.commit(root, manifest)
 
 
@@ -69,7 +68,7 @@ def build_member(
     tmp_dir: str | os.PathLike | None = None,
 ) -> object:
     """Build ``member`` from ``source`` at ``output`` (which must not exist yet); intermediate
-    files in ``tmp_dir`` (see :func:`healforge.io.storage.scratch_dir`)."""
+    files in ``tmp_dir`` (see :func:`healforge.io.workfiles.scratch_dir`)."""
     name = layout.read_properties(member.path).get("obs_collection") if member.path.exists() else None
     name = name or member.path.name
     if member.kind == "margin":

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -44,7 +42,7 @@ from healforge.catalog.derived.member_command import add_member_command, member_
 from healforge.engine import SMALL_STAGE_ROWS, Engine, iter_chunks
 from healforge.errors import BadInputError, CatalogError, OptionError
 from healforge.hats import Key, layout
-from healforge.io import storage
+from healforge.io import storage, workfiles
 from healforge.io.storage import AnyPath, as_path
 from healforge.names import check_name, check_optional_name
 from healforge.options import RunOptions, options_as_keywords
@@ -201,7 +199,7 @@ def build_index(
     rows_per_file = max(1, int(rows_per_file))
     final, build = output, building_dir(output, overwrite)
     work = fresh_scratch(build, WORK_DIR, tmp_dir)
-    (work / "shards").mkdir()
+    workfiles.make_dir(work / "shards")
 
     columns = [*wanted, SPATIAL_INDEX_COLUMN]
     labels = [f"Norder={o}/Npix={p}" for o, p in source.pixels]
@@ -215,7 +213,7 @@ def build_index(
                 "pixel": pix[1],
                 "columns": columns,
                 "column": column,
-                "shard": str(work / "shards" / f"{i}.arrow"),
+                "shard": work / "shards" / f"{i}.arrow",
             }
             for i, pix in enumerate(source.pixels)
         ],
@@ -225,7 +223,7 @@ def build_index(
     )
     total = sum(m["rows"] for m in mapped)
     cuts = _cut_values(mapped, total, rows_per_file)
-    shards = [str(work / "shards" / f"{i}.arrow") for i in range(len(mapped))]
+    shards = [work / "shards" / f"{i}.arrow" if m["rows"] else None for i, m in enumerate(mapped)]
     size = max(1, math.ceil(len(shards) / (4 * engine.parallelism)))
     groups = list(iter_chunks(list(enumerate(shards)), size))
     positions = {}
@@ -253,7 +251,7 @@ def build_index(
     written = sum(r["rows"] for r in reduced)
     if written != total:
         raise RuntimeError(f"index files hold {written} rows, the partitions {total}")
-    shutil.rmtree(work, ignore_errors=True)
+    storage.rmtree(work)
     rows = layout.write_metadata_unordered(build)
     if rows != total:
         raise RuntimeError(f"index metadata counts {rows} rows, expected {total}")
@@ -315,11 +313,8 @@ def _map_pixel(task: dict) -> dict:
         table = table.append_column("Npix", pa.array(np.full(n, task["pixel"], dtype=np.uint64)))
         order = pc.sort_indices(table, sort_keys=[(column, "ascending"), (SPATIAL_INDEX_COLUMN, "ascending")])
         table = table.take(order)
-        path = Path(task["shard"])
-        tmp = path.with_name(f".{path.name}.tmp")
-        with pa.ipc.new_file(tmp, table.schema) as writer:
+        with workfiles.ipc_writer(task["shard"], table.schema) as writer:
             writer.write_table(table, max_chunksize=1 << 20)
-        os.replace(tmp, path)
         picks = np.unique(np.linspace(0, n - 1, min(n, SAMPLES_PER_SHARD)).astype(np.int64))
         sample = table[column].take(pa.array(picks)).combine_chunks()
     else:
@@ -343,9 +338,8 @@ def _cut_values(mapped: list[dict], total: int, rows_per_file: int) -> list:
     return pc.take(cuts, pc.sort_indices(cuts)).to_pylist()
 
 
-def _open_shard(path: str) -> pa.Table:
-    with pa.memory_map(path) as source:
-        return pa.ipc.open_file(source).read_all()
+def _open_shard(path: AnyPath) -> pa.Table:
+    return workfiles.open_ipc(path).read_all()
 
 
 def _cut_group(args) -> dict[int, list[int]]:
@@ -353,7 +347,7 @@ def _cut_group(args) -> dict[int, list[int]]:
     group, cuts, column = args
     out = {}
     for i, path in group:
-        if not Path(path).exists():
+        if path is None:  # a partition without rows wrote no shard
             out[i] = [0] * (len(cuts) + 2)
             continue
         ids = _open_shard(path)[column]

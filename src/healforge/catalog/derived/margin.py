@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas  # noqa: F401  (pyarrow's conversions import it on first use; a task should not pay that)
@@ -61,7 +59,7 @@ from healforge.catalog.derived.member_command import add_member_command, member_
 from healforge.engine import SMALL_STAGE_ROWS, Engine, iter_chunks
 from healforge.errors import CatalogError, OptionError
 from healforge.hats import Key, layout
-from healforge.io import storage
+from healforge.io import storage, workfiles
 from healforge.io.storage import AnyPath, as_path
 from healforge.names import check_optional_name
 from healforge.options import RunOptions, options_as_keywords
@@ -213,7 +211,7 @@ def build_margin(
             "dec": dec,
             "radius": radius,
             "margin_order": m_order,
-            "work": str(work),
+            "work": work,
             "files": source.files[(int(table["orders"][i]), int(table["pixels"][i]))],
         }
         for i in _largest_first(source, table)
@@ -223,13 +221,15 @@ def build_margin(
     task_labels = [labels[t["source"]] for t in tasks]
     counts = engine.map(_map_partition, tasks, "Margin map", labels=task_labels, small=small)
     per_dest = np.zeros(len(table["orders"]), dtype=np.int64)
-    for c in counts:
+    sources: dict[int, list[int]] = {}
+    for task, c in zip(tasks, counts, strict=True):
         for d, n in c.items():
             per_dest[d] += n
+            sources.setdefault(d, []).append(task["source"])
     dests = np.flatnonzero(per_dest)
     reduce_tasks = [
         {
-            "work": str(work),
+            "shards": [_shard_path(work, int(d), s) for s in sorted(sources[int(d)])],
             "output": output,
             "dest": int(d),
             "order": int(table["orders"][d]),
@@ -252,7 +252,7 @@ def build_margin(
 
     out_pixels = [(int(table["orders"][d]), int(table["pixels"][d])) for d in dests]
     total = _finish(output, source, out_pixels, int(per_dest.sum()), radius, name or final.name)
-    shutil.rmtree(work, ignore_errors=True)
+    storage.rmtree(work)
     result = MarginResult(str(final), total, radius, m_order, out_pixels)
     if record is not None:
         fields = {k: v for k, v in asdict(result).items() if k != "complete"}
@@ -428,8 +428,8 @@ def select_margin_rows(
     return key % len(hp29), key // len(hp29)
 
 
-def _shard_path(work: str, dest: int, source: int) -> Path:
-    return Path(work) / "shards" / f"{dest}" / f"{source}.arrow"
+def _shard_path(work: AnyPath, dest: int, source: int) -> AnyPath:
+    return work / "shards" / f"{dest}" / f"{source}.arrow"
 
 
 def _map_partition(task: dict) -> dict[int, int]:
@@ -452,13 +452,9 @@ def _map_partition(task: dict) -> dict[int, int]:
     uniq, first, n = np.unique(dests, return_index=True, return_counts=True)
     counts = {}
     for d, a, k in zip(uniq.tolist(), first.tolist(), n.tolist(), strict=True):
-        path = _shard_path(task["work"], d, source)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
         part = picked.slice(a, k)
-        with pa.ipc.new_file(tmp, part.schema) as writer:
+        with workfiles.ipc_writer(_shard_path(task["work"], d, source), part.schema) as writer:
             writer.write_table(part)
-        os.replace(tmp, path)
         counts[d] = k
     return counts
 
@@ -481,11 +477,7 @@ def _reduce_group(tasks: list[dict]) -> list[int]:
 
 
 def _reduce_partition(task: dict) -> int:
-    shard_dir = Path(task["work"]) / "shards" / str(task["dest"])
-    tables = []
-    for path in sorted(shard_dir.glob("*.arrow")):
-        with pa.memory_map(str(path)) as source:
-            tables.append(pa.ipc.open_file(source).read_all())
+    tables = [workfiles.open_ipc(path).read_all() for path in task["shards"]]
     data = pa.concat_tables(tables).sort_by(SPATIAL_INDEX_COLUMN)
     if len(data) != task["rows"]:
         raise RuntimeError(f"margin shards hold {len(data)} rows, expected {task['rows']}")

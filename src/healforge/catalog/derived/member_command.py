@@ -114,7 +114,12 @@ def add_member_command(
             raise CatalogError(f"output {output} exists and is not empty; use --overwrite to replace it")
         with run.engine_scope() as eng:
             result = build(
-                target, name=args["name"], overwrite=overwrite, tmp_dir=run.tmp_dir, engine=eng, record=args
+                target,
+                name=args["name"],
+                overwrite=overwrite,
+                tmp_dir=run.scratch(target),
+                engine=eng,
+                record=args,
             )
         if replaced:
             versions.replace_member(coll.path, replaced, target)

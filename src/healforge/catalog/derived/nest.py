@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -41,7 +39,7 @@ from healforge.catalog.derived.nested_columns import STATE_FILE, read_state
 from healforge.engine import Engine
 from healforge.errors import BadInputError, CatalogError, OptionError
 from healforge.hats import Key, layout
-from healforge.io import storage
+from healforge.io import storage, workfiles
 from healforge.io.storage import AnyPath
 from healforge.names import check_name, check_optional_name
 from healforge.options import RunOptions, options_as_keywords
@@ -135,7 +133,7 @@ def nest(
     -------
     NestResult
     """
-    tmp_dir = run.tmp_dir
+    tmp_dir = run.scratch(output)
     if on_unmatched not in ("error", "drop"):
         raise OptionError("on_unmatched must be 'error' or 'drop'")
     check_name(as_name, "nested column name")  # names the increments' orphan files
@@ -174,16 +172,16 @@ def nest(
     obj_pixels = layout.read_partition_info(objects)
     src_pixels = layout.read_partition_info(sources)
     with run.engine_scope() as eng:
-        per_obj, unmatched = _shuffle_sources(
+        per_obj, shards, unmatched = _shuffle_sources(
             eng, objects, sources, obj_pixels, src_pixels, obj_on, src_on, work, on_unmatched == "drop"
         )
         _nest_pixels(
-            eng, objects, output, obj_pixels, per_obj, obj_on, src_on, as_name, sort_by, work, src_schema
+            eng, objects, output, obj_pixels, per_obj, obj_on, src_on, as_name, sort_by, shards, src_schema
         )
         total = _finish(output, objects, obj_pixels, cat_name)
         state = {**read_state(objects), as_name: {"on": obj_on, "source_on": src_on, "sort_by": sort_by}}
         layout.atomic_write_text(output / STATE_DIR / STATE_FILE, json.dumps(state, indent=1))
-        shutil.rmtree(work, ignore_errors=True)
+        storage.rmtree(work)
         result = NestResult(str(final_output), total, int(per_obj.sum()), int(unmatched), obj_pixels)
         if coll:
             result.members = _rebuild_members(coll, root, output, cat_name, final_root.name, tmp_dir, eng)
@@ -220,11 +218,12 @@ def _shuffle_sources(
     src_pixels: list[tuple[int, int]],
     obj_on: str,
     src_on: str,
-    work: Path,
+    work: AnyPath,
     drop: bool,
 ) -> tuple[np.ndarray, int]:
     """Split every source partition by the partition of its object into Arrow shards under
-    ``work``; returns the sources per object partition and the number of unmatched sources."""
+    ``work``; returns the sources per object partition, the shards of each and the number of
+    unmatched sources."""
     keys = eng.map(
         _read_keys,
         [{"root": objects, "order": o, "pixel": p, "on": obj_on} for o, p in obj_pixels],
@@ -239,8 +238,8 @@ def _shuffle_sources(
             "source": i,
             "on": src_on,
             "obj_on": obj_on,
-            "lookup": str(lookup),
-            "work": str(work),
+            "lookup": lookup,
+            "work": work,
             "drop": drop,
         }
         for i, (o, p) in enumerate(src_pixels)
@@ -248,10 +247,16 @@ def _shuffle_sources(
     mapped = eng.map(_map_sources, tasks, "Nest map", labels=[f"Norder={o}/Npix={p}" for o, p in src_pixels])
     unmatched = sum(m["unmatched"] for m in mapped)
     per_obj = np.zeros(len(obj_pixels), dtype=np.int64)
-    for m in mapped:
+    shards: list[list[AnyPath]] = [[] for _ in obj_pixels]
+    for task, m in zip(tasks, mapped, strict=True):
         for d, n in m["counts"].items():
             per_obj[d] += n
-    return per_obj, int(unmatched)
+            shards[d].append(_shard_path(work, d, task["source"]))
+    return per_obj, shards, int(unmatched)
+
+
+def _shard_path(work: AnyPath, dest: int, source: int) -> AnyPath:
+    return work / "shards" / str(dest) / f"{source}.arrow"
 
 
 def _nest_pixels(
@@ -264,7 +269,7 @@ def _nest_pixels(
     src_on: str,
     as_name: str,
     sort_by: str | None,
-    work: Path,
+    shards: list[list[AnyPath]],
     src_schema: pa.Schema,
 ) -> None:
     """Join every object partition with its source shards and write it to ``output``."""
@@ -279,7 +284,7 @@ def _nest_pixels(
             "src_on": src_on,
             "as_name": as_name,
             "sort_by": sort_by,
-            "work": str(work),
+            "shards": shards[i],
             "expected": int(per_obj[i]),
             "source_schema": src_schema,
         }
@@ -349,7 +354,7 @@ def _read_keys(task: dict) -> pa.Array:
     )
 
 
-def _write_lookup(work: Path, keys: list[pa.Array], objects: AnyPath, on: str) -> Path:
+def _write_lookup(work: AnyPath, keys: list[pa.Array], objects: AnyPath, on: str) -> AnyPath:
     """Arrow file ``key, part``: every object key and the index of its partition."""
     part = np.repeat(np.arange(len(keys), dtype=np.int32), [len(k) for k in keys])
     table = pa.table({"key": pa.concat_arrays(keys) if keys else pa.array([]), "part": part})
@@ -363,18 +368,17 @@ def _write_lookup(work: Path, keys: list[pa.Array], objects: AnyPath, on: str) -
             f"e.g. {dup[0]['values'].as_py()!r}"
         )
     path = work / "lookup.arrow"
-    with pa.ipc.new_file(path, table.schema) as writer:
+    with workfiles.ipc_writer(path, table.schema) as writer:
         writer.write_table(table)
     return path
 
 
-def _read_arrow(path: Path) -> pa.Table:
-    with pa.memory_map(str(path)) as source:
-        return pa.ipc.open_file(source).read_all()
+def _read_arrow(path: AnyPath) -> pa.Table:
+    return workfiles.open_ipc(path).read_all()
 
 
 def _map_sources(task: dict) -> dict:
-    lookup = _read_arrow(Path(task["lookup"]))
+    lookup = _read_arrow(task["lookup"])
     table = read_pixel(task["root"], task["order"], task["pixel"])
     key_set = lookup.column("key").combine_chunks()
     pos = pc.index_in(table.column(task["on"]).cast(key_set.type), value_set=key_set)
@@ -399,13 +403,9 @@ def _map_sources(task: dict) -> dict:
     bounds = np.flatnonzero(np.diff(part)) + 1
     for sel in np.split(np.arange(len(rows)), bounds) if len(rows) else []:
         d = int(part[sel[0]])
-        path = Path(task["work"]) / "shards" / str(d) / f"{task['source']}.arrow"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
         shard = table.take(pa.array(rows[sel]))
-        with pa.ipc.new_file(tmp, shard.schema) as writer:
+        with workfiles.ipc_writer(_shard_path(task["work"], d, task["source"]), shard.schema) as writer:
             writer.write_table(shard)
-        os.replace(tmp, path)
         counts[d] = len(sel)
     return {"counts": counts, "unmatched": unmatched}
 
@@ -413,8 +413,7 @@ def _map_sources(task: dict) -> dict:
 def _reduce_objects(task: dict) -> int:
     objects = read_pixel(task["objects"], task["order"], task["pixel"])
     objects = objects.take(pc.sort_indices(objects, [(SPATIAL_INDEX_COLUMN, "ascending")]))
-    shard_dir = Path(task["work"]) / "shards" / str(task["index"])
-    shards = [_read_arrow(p) for p in sorted(shard_dir.glob("*.arrow"), key=lambda p: int(p.stem))]
+    shards = [_read_arrow(p) for p in task["shards"]]
     schema = task["source_schema"]
     srcs = pa.concat_tables([s.cast(schema) for s in shards]) if shards else schema.empty_table()
     if len(srcs) != task["expected"]:
