@@ -201,9 +201,8 @@ def aggregate(
         )
         qpath = quarantine_target(on_bad_rows, quarantine, output)
         if work_dir is not None:  # rows shuffled by shard: the same numbers, one shard in memory
-            res = shuffle_statistics(
-                engine, plan, [order], work_dir, shard_order=shard_order, batch_rows=batch_rows
-            )
+            where = {"shard_order": shard_order, "batch_rows": batch_rows, "storage_options": storage_options}
+            res = shuffle_statistics(engine, plan, [order], work_dir, **where)
             (cell_ids, out), rows_in, rejects = res.maps[order], res.counts.rows_read, [res.rejects]
         else:
             results = run_sources(

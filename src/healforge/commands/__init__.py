@@ -62,8 +62,9 @@ def add_storage_args(parser: argparse.ArgumentParser, tmp_dir: bool = True) -> N
             "--tmp-dir",
             default=None,
             metavar="DIR",
-            help="local directory for intermediate files (default: inside a local output, the "
-            "system temp dir for a URL output)",
+            help="directory or URL (s3://...) for intermediate files, reached by every worker "
+            "(default: inside a local output; for a URL output, beside it with --scheduler, else "
+            "the system temp dir)",
         )
 
 
