@@ -194,15 +194,21 @@ def test_aggregate_on_a_cluster_without_shared_disk(private_tmp_cluster, tmp_pat
         "--lat",
         "dec",
     ]
-    for shuffle in ([], ["--shuffle"]):  # in memory; rows shuffled through OUTPUT.work on S3
-        out = f"{prefix}/map{len(shuffle)}.parquet"
+    mine = tmp_path / "map.parquet"
+    run_cli("aggregate", *local, "-o", mine, *stats, "--synchronous", "-q")  # rows gathered in memory
+    # on a scheduler rows are shuffled through OUTPUT.work by default (no row reaches the client),
+    # or through a --work-dir, or gathered by the client with --no-shuffle: the same map
+    work = f"{prefix}/w"
+    for i, how in enumerate(([], ["--shuffle", "--work-dir", work, "--shard-order", "1"], ["--no-shuffle"])):
+        out = f"{prefix}/map{i}.parquet"
         proc = run_cli_on(
-            private_tmp_cluster, "aggregate", *remote_inputs, "-o", out, *stats, *shuffle, *opts, "-q"
+            private_tmp_cluster, "aggregate", *remote_inputs, "-o", out, *stats, *how, *opts, "-q"
         )
         assert proc.returncode == 0, proc.stderr
-        mine = tmp_path / f"map{len(shuffle)}.parquet"
-        run_cli("aggregate", *local, "-o", mine, *stats, *shuffle, "--synchronous", "-q")
-        assert read_map(out, storage_options=s3_options).equals(read_map(mine))
+        assert read_map(out, storage_options=s3_options).equals(read_map(mine)), how
+    fs = s3fs.S3FileSystem(**s3_options)
+    fs.invalidate_cache()
+    assert not fs.exists(f"{prefix}/map0.parquet.work") and not fs.exists(work)  # removed when done
 
 
 @pytest.mark.slow

@@ -86,6 +86,21 @@ def _assignment(
     return Assignment(check_order(order), lon, lat, geometry, mode, lon_convention, latitude, on_bad_rows)
 
 
+def _shuffle_dir(work_dir, shuffle: bool | None, engine: Engine, sidecar, output) -> str | os.PathLike | None:
+    """The work directory rows are shuffled through, ``None`` for rows gathered here."""
+    if shuffle is False:
+        if work_dir is not None:
+            raise OptionError("a work directory applies to shuffled statistics (shuffle=False given)")
+        return None
+    if work_dir is not None:
+        return work_dir
+    if shuffle or (engine.scheduler and sidecar is None and output is not None):
+        if output is None:
+            raise OptionError("shuffled statistics need an output or a work directory")
+        return f"{str(output).rstrip('/')}.work"
+    return None
+
+
 def aggregate(
     inputs,
     columns: Sequence[str] | str,
@@ -114,6 +129,7 @@ def aggregate(
     storage_options: dict | None = None,
     work_dir: str | os.PathLike | None = None,
     shard_order: int | None = None,
+    shuffle: bool | None = None,
 ) -> pa.Table:
     """Exact per-cell statistics of value columns, as a map table.
 
@@ -150,10 +166,11 @@ def aggregate(
         Row expression; only rows where it is true are aggregated.
     storage_options
         fsspec options for URL inputs, sidecar and output (credentials, endpoint).
-    work_dir, shard_order
-        With ``work_dir``, rows are shuffled by shard (HEALPix pixels at ``shard_order``) through
-        that scratch directory and each shard aggregated alone, so that data larger than memory
-        is aggregated exactly with the same result (:mod:`healforge.aggregate.shuffle`).
+    work_dir, shard_order, shuffle
+        Rows shuffled by shard (pixels at ``shard_order``) through ``work_dir`` (default
+        ``OUTPUT.work``), each shard aggregated alone on a worker: the same numbers, with no row
+        in this process (:mod:`healforge.aggregate.shuffle`). Default: with a ``work_dir``, or on
+        a scheduler with an ``output``; ``shuffle=False``: rows gathered here.
 
     Returns
     -------
@@ -169,6 +186,7 @@ def aggregate(
     builder, names = value_builder(columns, weight, stats, cell_expressions)
     sources = to_sources(inputs, storage_options)
     engine = engine or Engine(synchronous=True, quiet=True)
+    work_dir = _shuffle_dir(work_dir, shuffle, engine, sidecar, output)
     if sidecar is not None:
         if work_dir is not None:
             raise OptionError("a sidecar cannot be combined with a work directory (shuffled statistics)")
@@ -205,15 +223,7 @@ def aggregate(
             res = shuffle_statistics(engine, plan, [order], work_dir, **where)
             (cell_ids, out), rows_in, rejects = res.maps[order], res.counts.rows_read, [res.rejects]
         else:
-            results = run_sources(
-                engine, collect_source, sources, "aggregate", plan=plan, batch_rows=batch_rows
-            )
-            cells = np.concatenate([r.cells for r in results])
-            values = {k: np.concatenate([r.values[k] for r in results]) for k in plan.keys}
-            wkey = plan.state_columns[0].weight.source if plan.state_columns[0].weight is not None else None
-            w = np.concatenate([r.weights.get(wkey, np.ones(r.cells.size)) for r in results])
-            rows_in, rejects = sum_counts(results).rows_read, [r.rejects for r in results]
-            cell_ids, out = exact_statistics(cells, values, w, plan, order)
+            cell_ids, out, rows_in, rejects = _gathered_statistics(engine, plan, sources, order, batch_rows)
         rows_rejected = gather_rejects(rejects, qpath, engine.quiet).count
     meta = {
         "order": order,
@@ -234,6 +244,17 @@ def aggregate(
     if output is not None:
         write_map(table, output, storage_options=storage_options)
     return table
+
+
+def _gathered_statistics(engine: Engine, plan, sources, order: int, batch_rows: int):
+    """Exact statistics of the rows gathered in this process: cells, columns, rows, rejects."""
+    results = run_sources(engine, collect_source, sources, "aggregate", plan=plan, batch_rows=batch_rows)
+    cells = np.concatenate([r.cells for r in results])
+    values = {k: np.concatenate([r.values[k] for r in results]) for k in plan.keys}
+    wkey = plan.state_columns[0].weight.source if plan.state_columns[0].weight is not None else None
+    w = np.concatenate([r.weights.get(wkey, np.ones(r.cells.size)) for r in results])
+    cell_ids, out = exact_statistics(cells, values, w, plan, order)
+    return cell_ids, out, sum_counts(results).rows_read, [r.rejects for r in results]
 
 
 def _filter(src: str | None):

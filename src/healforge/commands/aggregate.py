@@ -124,11 +124,21 @@ def register(sub) -> None:
 
 def _add_shuffle_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("exact statistics at scale (data larger than memory)")
-    g.add_argument(
+    how = g.add_mutually_exclusive_group()
+    how.add_argument(
         "--shuffle",
-        action="store_true",
+        action="store_const",
+        const=True,
         help="shuffle rows by shard through a work directory and aggregate one shard at a time "
-        "(the same numbers as in memory)",
+        "(the same numbers as in memory; the default with --scheduler, so that no row reaches "
+        "this process)",
+    )
+    how.add_argument(
+        "--no-shuffle",
+        dest="shuffle",
+        action="store_const",
+        const=False,
+        help="gather the rows in this process even with --scheduler",
     )
     g.add_argument("--work-dir", help="scratch directory or URL for --shuffle (default: OUTPUT.work)")
     g.add_argument(
@@ -187,6 +197,7 @@ def _aggregate(args) -> int:
             engine=engine,
             cell_expressions=args.cell_expr,
             work_dir=_work_dir(args),
+            shuffle=args.shuffle,
         )
     if not args.quiet:
         print(
