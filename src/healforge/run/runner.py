@@ -37,28 +37,26 @@ import os
 import posixpath
 import sys
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from healforge.aggregate.core import (
     Counts,
     SourceResult,
-    accumulate_source,
-    merge_tree,
     plan_columns,
     pyramid,
-    run_sources,
     sum_counts,
 )
 from healforge.aggregate.plan import Plan
-from healforge.aggregate.state import State
 from healforge.engine import Engine, Progress, owned_engine
 from healforge.errors import HealforgeError, OptionError
+from healforge.io import storage
 from healforge.io.storage import as_path, atomic_write_bytes, filesystem_of, is_local, write_parquet_table
 from healforge.run import PipelineConfig, load_pipeline, to_plan, validate_pipeline
 from healforge.run.exact import exact_options, map_table, run_shuffled
+from healforge.run.streaming import accumulate_part, finish_on_worker, merge_parts, read_rejected
 from healforge.run.validate import check_runnable
 
 PROGRESS_FORMAT = "healforge-pipeline-progress"
@@ -180,17 +178,18 @@ class RunProgress:
         entry = self.files.get(path)
         return entry is not None and entry.get("stamp") == stamp
 
-    def record(self, path: str, stamp: dict, state, counts: dict, rejected: pa.Table | None) -> None:
-        name = self.part_name(path)
-        state.save(posixpath.join(self.parts_dir, f"{name}.parquet"), self.storage_options)
-        if rejected is not None:
-            write_parquet_table(
-                rejected,
-                posixpath.join(self.parts_dir, f"{name}.rejected.parquet"),
-                self.storage_options,
-                compression="zstd",
-            )
-        self.files[path] = {"part": name, "stamp": stamp, "counts": counts, "rejected": rejected is not None}
+    def part_path(self, path: str) -> str:
+        """Where the state of input ``path`` is saved."""
+        return posixpath.join(self.parts_dir, f"{self.part_name(path)}.parquet")
+
+    def record(self, path: str, stamp: dict, counts: dict, rejected: bool) -> None:
+        """List input ``path`` as accumulated (its state saved at :meth:`part_path`)."""
+        self.files[path] = {
+            "part": self.part_name(path),
+            "stamp": stamp,
+            "counts": counts,
+            "rejected": rejected,
+        }
         self._write()
 
     def _write(self) -> None:
@@ -202,16 +201,10 @@ class RunProgress:
         }
         _write_bytes(self.json_path, json.dumps(doc, indent=1).encode(), self.storage_options)
 
-    def load(self, path: str):
+    def result(self, path: str) -> dict:
+        """The counts of accumulated input ``path`` and whether rows were rejected."""
         entry = self.files[path]
-        state = State.load(posixpath.join(self.parts_dir, f"{entry['part']}.parquet"), self.storage_options)
-        rejected = None
-        if entry.get("rejected"):
-            data = _read_bytes(
-                posixpath.join(self.parts_dir, f"{entry['part']}.rejected.parquet"), self.storage_options
-            )
-            rejected = pq.read_table(io.BytesIO(data)) if data else None
-        return state, dict(entry["counts"]), rejected
+        return {"counts": dict(entry["counts"]), "rejected": bool(entry.get("rejected"))}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,13 +303,13 @@ def run_pipeline(
         with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
             summary, maps, rejected = run_shuffled(cfg, plan, eng, shuffled, batch_rows)
         product_metadata = {**(product_metadata or {}), "exact": True, "shard_order": summary["shard_order"]}
-    else:
-        summary, state, rejected = _accumulate(
-            cfg, plan, engine, workers, scheduler, synchronous, quiet, restart, batch_rows, max_files
-        )
-        if state is None:  # stopped by max_files
-            return summary
-        maps = _pyramid(state, cfg, plan, summary, quiet)
+        return _publish(cfg, plan, maps, rejected, summary, quiet, product_metadata, map_hook)
+    with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
+        return _stream(cfg, plan, eng, restart, batch_rows, max_files, map_hook, product_metadata)
+
+
+def _publish(cfg, plan: Plan, maps, rejected, summary: dict, quiet: bool, product_metadata, map_hook) -> dict:
+    """Write a run's maps (through ``map_hook``), its quarantined rows and its other outputs."""
     if map_hook is not None:
         maps = {k: map_hook(t) for k, t in maps.items()}
     _write_quarantine(cfg, rejected, summary, quiet)
@@ -327,9 +320,42 @@ def run_pipeline(
     return summary
 
 
-def _accumulate(cfg, plan, engine, workers, scheduler, synchronous, quiet, restart, batch_rows, max_files):
-    """A streaming run's accumulation (with per-file resume); returns the summary, the merged
-    state (``None`` when stopped by ``max_files``) and the rejected rows."""
+def _stream(cfg, plan: Plan, eng: Engine, restart, batch_rows, max_files, map_hook, product_metadata) -> dict:
+    """A streaming run: per-file states saved by their tasks (with per-file resume), merged on
+    the workers, and the maps made and written by one more task; the client keeps only counts."""
+    so = cfg.outputs.storage_options
+    work = f"{cfg.outputs.base}.work"
+    summary, parts, rejected = _accumulate(cfg, plan, eng, restart, batch_rows, max_files, work)
+    if parts is None:  # stopped by max_files
+        return summary
+    merged = merge_parts(eng, parts, posixpath.join(work, "merge"), so)
+    finish = partial(_finish_state, cfg=cfg, plan=plan, summary=summary, quiet=eng.quiet)
+    summary = finish_on_worker(
+        eng, finish, merged, so, rejected=rejected, product_metadata=product_metadata, map_hook=map_hook
+    )
+    storage.rmtree(as_path(work, so or None))
+    return summary
+
+
+def _finish_state(state, cfg, plan: Plan, summary: dict, quiet, rejected, product_metadata, map_hook) -> dict:
+    """The merged state of a streaming run saved (``outputs.state``) and made into its maps and
+    outputs (a worker's task)."""
+    out = cfg.outputs
+    state.set_counts(rows_in=summary["rows_read"], rows_rejected=summary["rows_rejected"])
+    state.annotate(pipeline=cfg.name, state_columns=[c.describe() for c in plan.state_columns])
+    if out.state:
+        state.save(out.state, out.storage_options)
+        summary["outputs"].append(out.state)
+    maps = _pyramid(state, cfg, plan, summary, quiet)
+    rejected_rows = read_rejected(rejected, out.storage_options)
+    return _publish(cfg, plan, maps, rejected_rows, summary, quiet, product_metadata, map_hook)
+
+
+def _accumulate(cfg, plan, eng: Engine, restart, batch_rows, max_files, work: str):
+    """A streaming run's accumulation (with per-file resume); returns the summary, the saved
+    state of every input in order (``None`` when stopped by ``max_files``) and those of them
+    with rejected rows."""
+    quiet = eng.quiet
     sections = config_sections(cfg, plan)
     out = cfg.outputs
     so = out.storage_options
@@ -347,24 +373,28 @@ def _accumulate(cfg, plan, engine, workers, scheduler, synchronous, quiet, resta
     if max_files is not None:
         todo = todo[: max(0, int(max_files))]
 
-    results: dict[str, tuple] = {}
+    results: dict[str, dict] = {}
 
-    def on_result(i: int, result: SourceResult) -> None:
+    def part_of(path: str) -> str:
+        own = posixpath.join(work, f"{RunProgress.part_name(path)}.parquet")
+        return progress.part_path(path) if progress is not None else own
+
+    def on_result(i: int, result: dict) -> None:
         path = todo[i].path
-        rejected = (
-            pa.concat_tables(result.rejects.tables, promote_options="permissive")
-            if result.rejects.tables
-            else None
-        )
-        entry = (result.state, result.counts.as_dict(), rejected)
         if progress is not None:
-            progress.record(path, stamps[path], *entry)
-        results[path] = entry
+            progress.record(path, stamps[path], result["counts"], result["rejected"])
+        results[path] = result
 
-    with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
-        run_sources(
-            eng, accumulate_source, todo, "accumulate", on_result=on_result, plan=plan, batch_rows=batch_rows
-        )
+    eng.map(
+        accumulate_part,
+        [(s, part_of(s.path)) for s in todo],
+        "accumulate",
+        labels=[s.label for s in todo],
+        on_result=on_result,
+        plan=plan,
+        batch_rows=batch_rows,
+        storage_options=so,
+    )
 
     summary: dict[str, Any] = {
         "files": len(paths),
@@ -375,7 +405,7 @@ def _accumulate(cfg, plan, engine, workers, scheduler, synchronous, quiet, resta
     }
     for path in paths:
         if path not in results and progress is not None and path in progress.files:
-            results[path] = progress.load(path)
+            results[path] = progress.result(path)
     if len(results) < len(paths):
         left = len(paths) - len(results)
         if not quiet:
@@ -383,18 +413,9 @@ def _accumulate(cfg, plan, engine, workers, scheduler, synchronous, quiet, resta
                 f"healforge run: stopped with {left} input file(s) left; rerun to continue", file=sys.stderr
             )
         return summary, None, []
-
-    # the final state: per-file states merged in input order (same result after a resume)
-    ordered = [results[p] for p in paths]
-    state = merge_tree([r[0] for r in ordered])
-    counts = sum_counts([SourceResult(None, _counts(r[1])) for r in ordered]).as_dict()
-    summary.update(counts)
-    state.set_counts(rows_in=counts["rows_read"], rows_rejected=counts["rows_rejected"])
-    state.annotate(pipeline=cfg.name, state_columns=[c.describe() for c in plan.state_columns])
-    if out.state:
-        state.save(out.state, so)
-        summary["outputs"].append(out.state)
-    return summary, state, [r[2] for r in ordered if r[2] is not None]
+    # per-file states merged in input order (the same result after a resume)
+    summary.update(sum_counts([SourceResult(None, _counts(results[p]["counts"])) for p in paths]).as_dict())
+    return summary, [part_of(p) for p in paths], [part_of(p) for p in paths if results[p]["rejected"]]
 
 
 def _pyramid(state, cfg: PipelineConfig, plan: Plan, summary: dict, quiet: bool) -> dict[int, pa.Table]:
