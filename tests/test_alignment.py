@@ -49,3 +49,23 @@ def test_single_pixel_over_threshold_names_pixel_and_order():
 def test_fixed_order_keeps_every_pixel():
     a = generate_alignment(np.array([4, 9, 700]), np.array([10, 20, 5]), 4, 4, 1)
     assert a.destinations() == [(4, 4, 10), (4, 9, 20), (4, 700, 5)]
+
+
+@pytest.mark.parametrize("order", [5, 11])  # a dense running sum, and a sparse one above order 10
+def test_histogram_sum_is_the_merge_of_its_parts(order):
+    from healforge.pixel.alignment import HistogramSum, merge_histograms, sparse_histogram
+
+    rng = np.random.default_rng(order)
+    parts = [sparse_histogram(rng.integers(0, 12 * 4**order, 2_000)) for _ in range(6)]
+    total = HistogramSum(order)
+    for pixels, counts in parts:
+        total.add(pixels, counts)
+    pixels, counts = total.result()
+    want = merge_histograms(parts)
+    np.testing.assert_array_equal(pixels, want[0])
+    np.testing.assert_array_equal(counts, want[1])
+    asked = np.r_[want[0][:20], 12 * 4**order - 1]
+    np.testing.assert_array_equal(
+        total.at(asked), [dict(zip(*want, strict=True)).get(int(p), 0) for p in asked]
+    )
+    assert (total.dense is None) == (order > 10)

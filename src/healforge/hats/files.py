@@ -156,10 +156,70 @@ def skymap_fits(histogram: np.ndarray) -> bytes:
     return primary + _block(cards) + body
 
 
+_FITS_TYPES = {"K": ">i8", "J": ">i4", "I": ">i2", "B": "u1", "D": ">f8", "E": ">f4"}
+
+
+def _header(data: bytes, start: int) -> tuple[dict[str, object], int]:
+    """The cards of the FITS header at ``start`` and where its data begins."""
+    cards: dict[str, object] = {}
+    pos = start
+    while pos < len(data):
+        block = data[pos : pos + _FITS_BLOCK].decode("ascii")
+        pos += _FITS_BLOCK
+        for i in range(0, _FITS_BLOCK, 80):
+            card = block[i : i + 80]
+            key = card[:8].strip()
+            if key == "END":
+                return cards, pos
+            if card[8:10] == "= ":
+                value = card[10:].split("/", 1)[0].strip() if "'" not in card[10:] else card[10:]
+                if value.startswith("'"):
+                    value = value[1:].split("'", 1)[0].strip()
+                elif value in ("T", "F"):
+                    value = value == "T"
+                else:
+                    try:
+                        value = int(value)
+                    except ValueError:
+                        value = float(value)
+                cards[key] = value
+    raise ValueError("FITS header without END")
+
+
+def read_skymap_fits(data: bytes) -> np.ndarray | None:
+    """The HEALPix map of a skymap FITS file (as :func:`skymap_fits`, hats or healpy write it:
+    implicit or explicit, one or many values per table row); ``None`` for a layout it does not
+    know (the caller then uses a general FITS reader)."""
+    primary, pos = _header(data, 0)
+    if primary.get("NAXIS", 0) != 0:
+        return None
+    head, pos = _header(data, pos)
+    fields = []
+    for k in range(1, int(head.get("TFIELDS", 0)) + 1):
+        form = str(head.get(f"TFORM{k}", ""))
+        count, code = (int(form[:-1]) if form[:-1] else 1), form[-1:]
+        if code not in _FITS_TYPES:
+            return None
+        fields.append((str(head.get(f"TTYPE{k}", f"F{k}")), _FITS_TYPES[code], (count,) if count > 1 else ()))
+    dtype = np.dtype(fields)
+    rows = int(head["NAXIS2"])
+    if dtype.itemsize != head.get("NAXIS1"):
+        return None
+    table = np.frombuffer(data, dtype=dtype, count=rows, offset=pos)
+    nside = int(head["NSIDE"])
+    if str(head.get("INDXSCHM", "IMPLICIT")).upper() == "EXPLICIT":
+        out = np.zeros(12 * nside * nside, dtype=np.int64)
+        out[table[dtype.names[0]].reshape(-1).astype(np.int64)] = table[dtype.names[1]].reshape(-1)
+        return out
+    values = table[dtype.names[0]].reshape(-1)
+    return values[: 12 * nside * nside].astype(np.int64)
+
+
 __all__ = [
     "breadth_first_order",
     "partition_info_text",
     "properties_text",
+    "read_skymap_fits",
     "skymap_fits",
     "write_parquet_metadata",
 ]

@@ -211,31 +211,22 @@ def write_metadata_unordered(root: str | AnyPath) -> int:
 
 def write_skymaps(root: str | AnyPath, histogram: np.ndarray) -> None:
     """``point_map.fits`` and ``skymap.fits`` from the row-count histogram at the mapping order."""
-    histogram = np.asarray(histogram, dtype=np.int64)
     root = as_path(root)
-    image = files.skymap_fits(histogram)
+    image = files.skymap_fits(np.asarray(histogram, dtype=np.int64))
     storage.atomic_write_bytes(root / POINT_MAP_FILE, image)
     storage.atomic_write_bytes(root / SKYMAP_FILE, image)
-    # A sparse copy that appends read back quickly (reading the FITS map takes seconds at order 10).
-    nz = np.flatnonzero(histogram)
-    with storage.atomic_output(root / ".healforge" / "histogram.npz") as tmp, open(tmp, "wb") as f:
-        np.savez(f, npix=len(histogram), pixels=nz, counts=histogram[nz])
 
 
 def read_histogram(root: str | AnyPath) -> np.ndarray:
-    """The catalog's row-count map at its skymap order (``point_map.fits``, or our sparse copy)."""
-    root = as_path(root)
-    cache = root / ".healforge" / "histogram.npz"
-    point_map = root / POINT_MAP_FILE
-    if cache.exists() and (not point_map.exists() or cache.stat().st_mtime >= point_map.stat().st_mtime):
-        with cache.open("rb") as f, np.load(f) as z:
-            out = np.zeros(int(z["npix"]), dtype=np.int64)
-            out[z["pixels"]] = z["counts"]
-            return out
-    from hats.io.file_io import read_fits_image
+    """The catalog's row-count map at its skymap order (``point_map.fits``)."""
+    point_map = as_path(root) / POINT_MAP_FILE
+    histogram = files.read_skymap_fits(point_map.read_bytes())
+    if histogram is not None:
+        return histogram
+    from hats.io.file_io import read_fits_image  # a FITS layout of another writer
 
     return np.asarray(
-        read_fits_image(point_map if not storage.is_local(root) else str(point_map)), dtype=np.int64
+        read_fits_image(point_map if not storage.is_local(point_map) else str(point_map)), dtype=np.int64
     )
 
 

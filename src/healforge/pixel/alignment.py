@@ -85,6 +85,43 @@ def merge_histograms(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.nda
     return uniq, np.bincount(inverse, weights=cnt, minlength=len(uniq)).astype(np.int64)
 
 
+class HistogramSum:
+    """A running sum of sparse histograms at one order, in memory bounded by the order rather
+    than by the number of parts or rows: a dense array up to :data:`DENSE_MAX_ORDER` (100 MB at
+    order 10), a running sparse merge above."""
+
+    def __init__(self, order: int):
+        self.dense = np.zeros(12 * 4**order, dtype=np.int64) if order <= DENSE_MAX_ORDER else None
+        self.sparse = (np.empty(0, np.int64), np.empty(0, np.int64))
+
+    def add(self, pixels: np.ndarray, counts: np.ndarray) -> None:
+        """Add a sparse histogram (unique pixels)."""
+        if self.dense is not None:
+            self.dense[pixels] += counts
+        else:
+            self.sparse = merge_histograms([self.sparse, (pixels, counts)])
+
+    def at(self, pixels: np.ndarray) -> np.ndarray:
+        """The sum at each of ``pixels`` (0 where nothing was added)."""
+        if self.dense is not None:
+            return self.dense[pixels]
+        have, sums = self.sparse
+        pos = np.minimum(np.searchsorted(have, pixels), max(len(have) - 1, 0))
+        found = (have[pos] == pixels) if len(have) else np.zeros(len(pixels), bool)
+        return np.where(found, sums[pos] if len(have) else 0, 0).astype(np.int64)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """The sum as a sparse histogram (sorted pixels, counts)."""
+        if self.dense is None:
+            return self.sparse
+        nz = np.flatnonzero(self.dense)
+        return nz, self.dense[nz]
+
+
+#: Highest order at which :class:`HistogramSum` keeps a dense array.
+DENSE_MAX_ORDER = 10
+
+
 def coarsen_histogram(
     pixels: np.ndarray, counts: np.ndarray, levels: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ from healforge.errors import BadInputError
 from healforge.hats import layout
 from healforge.io import workfiles
 from healforge.io.storage import AnyPath
-from healforge.pixel.alignment import merge_histograms
+from healforge.pixel.alignment import HistogramSum
 
 
 def input_keys(files: list[str]) -> list[str]:
@@ -40,19 +40,20 @@ def map_stage(eng: Engine, files: list[str], spec: InputSpec, order: int, work: 
         layout.atomic_write_text(schemas_file, json.dumps(schemas))
 
     eng.map(map_file, todo, "Mapping", labels=[t["path"] for t in todo], on_result=record_schema)
-    histos, sizes, n_rows, n_bad = [], [], 0, 0
+    # one file's histogram at a time: memory bounded by the order, not by the rows
+    histos, sizes, n_rows, n_bad = HistogramSum(order), HistogramSum(order), 0, 0
     for k in keys:
         z = workfiles.read_npz(work / "map" / f"{k}.npz")
-        histos.append((z["pixels"], z["counts"]))
+        histos.add(z["pixels"], z["counts"])
         if "bytes" in z:
-            sizes.append((z["pixels"], z["bytes"]))
+            sizes.add(z["pixels"], z["bytes"])
         n_rows += int(z["n_rows"])
         n_bad += int(z["n_bad"])
-    pixels, counts = merge_histograms(histos)
+    pixels, counts = histos.result()
     schema_list = [pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(schemas[f]))) for f in files]
     out = {"pixels": pixels, "counts": counts, "rows": n_rows, "bad": n_bad, "schemas": schema_list}
     if spec.measure_bytes:
-        out["bytes"] = merge_histograms(sizes)[1]
+        out["bytes"] = sizes.at(pixels)
     return out
 
 
