@@ -118,10 +118,15 @@ def test_compaction_after_a_second_round_keeps_the_newest(tmp_path):
     assert len(df) == n and bool((df["mag"] == 3.0).all())
 
 
-def test_string_ids_dedupe_to_the_latest_version_of_each(tmp_path):
-    """Ids compared as themselves (no dictionary of every id): string ids, versions spread over
-    three batches and all pixels, each id keeps its greatest ``mag``, ties to the later batch."""
+@pytest.mark.parametrize("bucket_rows", [5_000_000, 500])  # one bucket of ids, and 18 buckets
+def test_string_ids_dedupe_to_the_latest_version_of_each(tmp_path, monkeypatch, bucket_rows):
+    """Ids compared as themselves (no dictionary of every id), shuffled by hash to buckets decided
+    apart: string ids, versions spread over three batches and all pixels, each id keeps its
+    greatest ``mag``, ties to the later batch."""
     import healforge
+    from healforge.catalog.change import dedupe
+
+    monkeypatch.setattr(dedupe, "BUCKET_ROWS", bucket_rows)
 
     rng = np.random.default_rng(8)
     frames = []

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from healforge.catalog.change import transaction as txn
+from healforge.catalog.change.dedupe import kept_rows
 from healforge.catalog.change.writer import (
     batch_order,
     carry_properties,
@@ -43,10 +44,9 @@ from healforge.io import storage, workfiles
 from healforge.io.storage import AnyPath
 from healforge.options import ChangeOptions, RunOptions, options_as_keywords
 from healforge.pixel import SPATIAL_INDEX_COLUMN, index29_range, index_to_order
-from healforge.pixel.alignment import generate_alignment, sparse_histogram
+from healforge.pixel.alignment import HistogramSum, generate_alignment, sparse_histogram
 
 COMPACTED_NAME = "compacted.parquet"
-BATCH_COLUMN = "__batch"
 
 
 @dataclass
@@ -107,58 +107,6 @@ def check_rows_out(rows_in: int, rows_out: int, deduplicated: int) -> None:
         )
 
 
-def _read_keys(task: dict) -> dict:
-    """Spatial index, id and ``latest`` columns of a pixel's files, with each row's batch rank."""
-    cols = list(dict.fromkeys(c for c in (SPATIAL_INDEX_COLUMN, task["id"], task["latest"]) if c))
-    parts = []
-    for f, rank in zip(task["files"], task["ranks"], strict=True):
-        table = storage.read_parquet_table(f, columns=cols)
-        parts.append(table.append_column(BATCH_COLUMN, pa.array(np.full(table.num_rows, rank, np.int64))))
-    return {"table": pa.concat_tables(parts) if parts else None}
-
-
-def _winners(tables: list[pa.Table], id_col: str, latest: str | None, details: bool = False):
-    """Keep-mask per table: one row per id, the one with the greatest ``latest`` (ties go to the
-    latest batch, then to later rows).
-
-    With ``details``, also per table: each row's rank (later = more recent version) and the index
-    of the table holding the row that its id keeps."""
-    sizes = [t.num_rows for t in tables]
-    ids = pa.chunked_array([t[id_col] for t in tables])
-    if ids.null_count:
-        raise BadInputError(
-            f"the id column has {ids.null_count} null value(s); cannot de-duplicate", column=id_col
-        )
-    # sorted by the id itself: no dictionary of ids, whose int32 codes overflow past 2**31 ids
-    columns = {"id": ids.combine_chunks()}
-    keys = [("id", "ascending", "at_start")]
-    if latest:
-        columns["latest"] = pa.chunked_array([t[latest] for t in tables]).combine_chunks()
-        keys.append(("latest", "ascending", "at_start"))
-    if all(BATCH_COLUMN in t.column_names for t in tables):
-        columns["batch"] = pa.chunked_array([t[BATCH_COLUMN] for t in tables]).combine_chunks()
-        keys.append(("batch", "ascending", "at_start"))
-    columns["seq"] = pa.array(np.arange(sum(sizes), dtype=np.int64))
-    keys.append(("seq", "ascending", "at_start"))
-    order = pc.sort_indices(pa.table(columns), sort_keys=keys).to_numpy()
-    id_sorted = columns["id"].take(pa.array(order))
-    new_id = pc.not_equal(id_sorted.slice(1), id_sorted.slice(0, len(id_sorted) - 1))
-    starts = np.r_[new_id.to_numpy(zero_copy_only=False), True] if len(order) else np.zeros(0, bool)
-    last = np.flatnonzero(starts)
-    keep = np.zeros(sum(sizes), dtype=bool)
-    keep[order[last]] = True
-    cuts = np.cumsum(sizes)[:-1]
-    if not details:
-        return np.split(keep, cuts)
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order))
-    group = np.cumsum(np.r_[True, starts[:-1]]) - 1
-    winner_row = np.empty(len(order), dtype=np.int64)
-    winner_row[order] = order[last][group]
-    winner_table = np.searchsorted(np.cumsum(sizes), winner_row, side="right")
-    return np.split(keep, cuts), np.split(rank, cuts), np.split(winner_table, cuts)
-
-
 def _compact_pixel(task: dict) -> dict:
     table = pa.concat_tables([storage.read_parquet_table(f) for f in task["files"]])
     table = table.replace_schema_metadata(None)
@@ -188,25 +136,28 @@ def _compact_pixel(task: dict) -> dict:
     return {"written": written, "histogram": sparse_histogram(index_to_order(h29, sky)), "nested": stats}
 
 
-def _repartition(kept: list[np.ndarray], mapping_order: int, threshold: int) -> list[list[tuple[int, int]]]:
+def _repartition(
+    kept: list[tuple[np.ndarray, np.ndarray]], mapping_order: int, threshold: int
+) -> list[list[tuple[int, int]]]:
     """Partition the kept rows as a fresh import would (hats' rule over their histogram at the
-    mapping order); returns the destination pixels of each source pixel's kept rows, in order.
+    mapping order); ``kept``: each source pixel's sparse histogram of its kept rows. Returns the
+    destination pixels of each source pixel's kept rows, in order.
 
     A single mapping-order pixel over the threshold stays one partition (its weight is capped)."""
-    pix, cnt = sparse_histogram(np.concatenate([index_to_order(h, mapping_order) for h in kept]))
+    total = HistogramSum(mapping_order)
+    for pixels, counts in kept:
+        total.add(pixels, counts)
+    pix, cnt = total.result()
     if not len(pix):
         raise CatalogError("compaction would leave an empty catalog")
     alignment = generate_alignment(
         pix, cnt, mapping_order, 0, threshold, True, weights=np.minimum(cnt, threshold)
     )
     dest_list = alignment.destinations()
+    shift = 2 * (mapping_order - alignment.mapping_order)
     out = []
-    for h in kept:
-        idx = (
-            np.unique(alignment.lookup(np.unique(index_to_order(h, alignment.mapping_order))))
-            if len(h)
-            else []
-        )
+    for pixels, _ in kept:
+        idx = np.unique(alignment.lookup(np.unique(pixels >> shift))) if len(pixels) else []
         out.append([dest_list[j][:2] for j in idx])
     return out
 
@@ -351,30 +302,25 @@ def compact(
             "staging": txn.staging_dir(root),
             "compression": change.compression,
         }
+        mapping_order = max(skymap_order, max(o for o, _ in pixels))
+        small = int(props[Key.NROWS]) < SMALL_STAGE_ROWS
         with run.engine_scope() as eng:
-            keys, masks, keep_files, details, incoming = _deduplicate(
-                eng, pixels, files, task, keep_latest_by, batch_ranks, work
-            )
-            deduplicated = int(sum(len(m) - int(m.sum()) for m in masks if m is not None))
+            ranks = [[file_rank(f, batch_ranks) for f in fs] for fs in files]
+            ids = {"id": dedupe_on, "latest": keep_latest_by, "merge": merge, "mapping_order": mapping_order}
+            kept = kept_rows(eng, files, ranks, ids, work, rows_in, small)
+            deduplicated = sum(k["dropped"] for k in kept)
+            incoming = _move_nested(eng, files, task, kept) if merge else [[] for _ in pixels]
             # pixels are chosen from the row counts after de-duplication, as a fresh import would
-            kept = [
-                k["table"][SPATIAL_INDEX_COLUMN].to_numpy()
-                if mask is None
-                else k["table"][SPATIAL_INDEX_COLUMN].to_numpy()[mask]
-                for k, mask in zip(keys, masks, strict=True)
-            ]
-            del keys
-            mapping_order = max(skymap_order, max(o for o, _ in pixels))
             threshold = int(threshold or props.get(Key.MAX_ROWS, 1_000_000))
-            partitions = _repartition(kept, mapping_order, threshold)
+            partitions = _repartition([k["hist"] for k in kept], mapping_order, threshold)
             tasks = [
                 {
                     **task,
                     "order": o,
                     "pixel": p,
                     "files": fs,
-                    "keep": keep_files[i],
-                    "details": details[i],
+                    "keep": kept[i]["keep"],
+                    "details": kept[i]["details"],
                     "incoming": incoming[i],
                     "index": i,
                     "dests": partitions[i],
@@ -382,7 +328,6 @@ def compact(
                 for i, ((o, p), fs) in enumerate(zip(pixels, files, strict=True))
             ]
             labels = [f"Norder={o}/Npix={p}" for o, p in pixels]
-            small = int(props[Key.NROWS]) < SMALL_STAGE_ROWS
             results = eng.map(_compact_pixel, tasks, "Compacting", labels=labels, small=small)
             written = _combine(eng, results, task)
             new_hist = np.zeros_like(histogram)
@@ -406,58 +351,27 @@ def compact(
     return result
 
 
-def _deduplicate(eng: Engine, pixels, files, task: dict, keep_latest_by, batch_ranks, work: AnyPath):
-    """Read every pixel's ids and choose the rows kept (``masks``, saved as ``keep_files``); with
-    nested columns to merge, also where each dropped row's lists go (``details``), and move the
-    lists that leave their pixel (``incoming``: the files each pixel receives). Returns ``keys,
-    masks, keep_files, details, incoming``."""
-    dedupe_on, merge = task["id"], task["merge"]
-    keep_files: list[AnyPath | None] = [None] * len(pixels)
-    details: list[AnyPath | None] = [None] * len(pixels)
-    incoming: list[list[AnyPath]] = [[] for _ in pixels]
-    reads = [
-        {
-            "files": fs,
-            "id": dedupe_on,
-            "latest": keep_latest_by,
-            "ranks": [file_rank(f, batch_ranks) for f in fs],
-        }
-        for fs in files
-    ]
-    labels = [f"Norder={o}/Npix={p}" for o, p in pixels]
-    keys = eng.map(_read_keys, reads, "Reading ids", labels=labels)
-    masks = [None] * len(pixels)
-    if not dedupe_on:
-        return keys, masks, keep_files, details, incoming
-    tables = [k["table"] for k in keys]
-    if merge:
-        masks, ranks, dests = _winners(tables, dedupe_on, keep_latest_by, True)
-    else:
-        masks = _winners(tables, dedupe_on, keep_latest_by)
-    for i, mask in enumerate(masks):
-        keep_files[i] = work / f"keep_{i}.npz"
-        workfiles.write_npz(keep_files[i], keep=mask)
-        if merge:
-            details[i] = work / f"details_{i}.npz"
-            workfiles.write_npz(details[i], rank=ranks[i], dest=dests[i])
-    if merge:
-        exporting = [i for i in range(len(pixels)) if (dests[i] != i).any()]
-        for i in exporting:
-            for d in np.unique(dests[i][dests[i] != i]):
-                incoming[int(d)].append(_nested_in(work, int(d), i))
-        moves = [
-            {
-                "files": files[i],
-                "id": dedupe_on,
-                "merge": merge,
-                "details": details[i],
-                "index": i,
-                "work": work,
-            }
-            for i in exporting
-        ]
-        eng.map(_export_nested, moves, "Moving nested lists")
-    return keys, masks, keep_files, details, incoming
+def _move_nested(eng: Engine, files, task: dict, kept: list[dict]) -> list[list[AnyPath]]:
+    """Send the nested lists of rows that lose to a row of another pixel there; returns the
+    files each pixel receives."""
+    incoming: list[list[AnyPath]] = [[] for _ in files]
+    moves = []
+    for i, k in enumerate(kept):
+        for d in k["exports"]:
+            incoming[d].append(_nested_in(task["work"], d, i))
+        if k["exports"]:
+            moves.append(
+                {
+                    "files": files[i],
+                    "id": task["id"],
+                    "merge": task["merge"],
+                    "details": k["details"],
+                    "index": i,
+                    "work": task["work"],
+                }
+            )
+    eng.map(_export_nested, moves, "Moving nested lists")
+    return incoming
 
 
 def _combine(eng: Engine, results: list[dict], task: dict) -> list[tuple]:
