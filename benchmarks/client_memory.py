@@ -6,7 +6,7 @@ host; each command runs with ``--scheduler`` in a fresh process under ``/usr/bin
 reports its peak resident memory (the client only: the workers are other processes). For each
 size, 8 Parquet inputs of uniform points:
 
-- ``import`` (a HATS catalog),
+- ``import`` (a HATS catalog) and ``compact --dedupe-on id`` of it,
 - ``aggregate`` (count, mean, std, median of one column at order 8; on a scheduler the rows
   are shuffled through ``OUTPUT.work`` by default) and ``aggregate --no-shuffle`` (every row
   gathered by the client: the behaviour before),
@@ -175,6 +175,9 @@ def main() -> None:
             cfg.write_text(yaml.safe_dump(pipeline(inputs, d / "run.parquet"), sort_keys=False))
             res = {
                 "import": measured([*hf, "import", *inputs, "-o", str(d / "cat"), *on], [d / "cat"]),
+                "compact --dedupe-on id": measured(
+                    [*hf, "compact", str(d / "cat"), "--dedupe-on", "id", *on], []
+                ),
                 "aggregate": measured(
                     [*hf, "aggregate", *inputs, "-o", str(d / "a.parquet"), *STATS, *on], [d / "a.parquet"]
                 ),
