@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import lsdb
 import numpy as np
+import pandas as pd
 import pytest
 
 import healforge
@@ -92,6 +93,28 @@ def test_duplicate_ids_are_reported_by_default(tmp_path):
     # unique ids: no warning
     clean = import_cli(write_csv(tmp_path / "ok.csv"), tmp_path / "ok", "--id", "id")
     assert clean.returncode == 0 and "warning" not in clean.stdout
+
+
+@pytest.mark.parametrize("bucket_rows", [5_000_000, 100])  # one bucket of ids, and 10
+def test_duplicate_ids_found_in_hashed_buckets_on_the_workers(tmp_path, monkeypatch, bucket_rows):
+    from healforge.catalog.change import dedupe
+
+    monkeypatch.setattr(dedupe, "BUCKET_ROWS", bucket_rows)
+    many = [(r, r % 7) for r in range(100, 120)] + [(10, 3), (20, 3), (30, 7)]
+
+    def repeat(lines):
+        for row, value in many:
+            lines[row + 1] = f"{value}" + lines[row + 1][lines[row + 1].index(",") :]
+
+    src = write_csv(tmp_path / "dup.csv", edit=repeat)
+    res = healforge.import_catalog([str(src)], tmp_path / "c", id_column="id", synchronous=True, quiet=True)
+    ids = pd.read_csv(src)["id"]
+    counts = ids.value_counts()
+    repeated = counts[counts > 1]
+    want = sorted(((int(v), int(n)) for v, n in repeated.items()), key=lambda e: (-e[1], e[0]))[:5]
+    dup = res.duplicate_ids
+    assert (dup.values, dup.extra_rows) == (len(repeated), int((repeated - 1).sum()))
+    assert dup.examples == want
 
 
 @pytest.mark.slow

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from healforge.catalog.change.dedupe import bucket_count, hash_buckets
+from healforge.engine import Engine
 from healforge.errors import BadInputError, OptionError
 from healforge.io import workfiles
+from healforge.io.storage import AnyPath
 
 MODES = ("error", "report")
 EXAMPLES = 5
@@ -53,25 +56,63 @@ def find_duplicates(ids: pa.ChunkedArray | pa.Array, column: str) -> DuplicateId
     return DuplicateIds(column, len(table), extra, examples)
 
 
-def shard_ids(shards: list[str | Path], column: str) -> pa.ChunkedArray:
-    """The ``column`` of every row of the import's split shards (Arrow IPC files, memory-mapped:
-    only that column's buffers are read)."""
-    chunks, kind = [], None
-    for shard in shards:
-        reader = workfiles.open_ipc(shard)
-        index = reader.schema.get_field_index(column)
-        kind = reader.schema.field(index).type
-        chunks += [reader.get_batch(b).column(index) for b in range(reader.num_record_batches)]
-    return pa.chunked_array(chunks, type=kind or pa.null())
-
-
-def check_shards(shards: list[str | Path], column: str, mode: str) -> DuplicateIds | None:
-    """Duplicates of ``column`` among the rows about to be written; with ``mode="error"`` they
-    stop the import (exit 2) before any data file is written."""
-    dup = find_duplicates(shard_ids(shards, column), column)
-    if dup is not None and mode == "error":
+def check_shards(
+    eng: Engine, shards: list[AnyPath], column: str, mode: str, work: AnyPath, rows: int
+) -> DuplicateIds | None:
+    """Duplicates of ``column`` among the rows about to be written (the import's split shards),
+    found on the workers: the ids shuffled by hash to buckets through ``work``, each bucket's
+    repeated values counted alone; the client gets counts and examples only. With
+    ``mode="error"`` they stop the import (exit 2) before any data file is written."""
+    n = bucket_count(rows, eng.parallelism)
+    scattered = eng.map(
+        _scatter_ids,
+        [(k, s) for k, s in enumerate(shards)],
+        "Checking ids",
+        small=True,
+        column=column,
+        work=work,
+        buckets=n,
+    )
+    pieces: dict[int, list[AnyPath]] = {}
+    for done in scattered:
+        for b, path in done:
+            pieces.setdefault(b, []).append(path)
+    found = eng.map(_repeated, list(pieces.values()), "Counting ids", small=True)
+    values, extra = sum(f["values"] for f in found), sum(f["extra"] for f in found)
+    if not values:
+        return None
+    examples = sorted((e for f in found for e in f["examples"]), key=lambda e: (-e[1], e[0]))[:EXAMPLES]
+    dup = DuplicateIds(column, values, extra, examples)
+    if mode == "error":
         raise BadInputError(f"{dup}; pass --on-duplicate-ids report to import them anyway", column=column)
     return dup
 
 
-__all__ = ["DuplicateIds", "MODES", "check_mode", "check_shards", "find_duplicates", "shard_ids"]
+def _scatter_ids(item: tuple[int, AnyPath], column: str, work: AnyPath, buckets: int) -> list:
+    """One shard's ids (nulls left out) written to one piece per hash bucket."""
+    k, shard = item
+    reader = workfiles.open_ipc(shard)
+    index = reader.schema.get_field_index(column)
+    chunks = [reader.get_batch(b).column(index) for b in range(reader.num_record_batches)]
+    ids = pc.drop_null(pa.chunked_array(chunks, type=reader.schema.field(index).type).combine_chunks())
+    bucket = hash_buckets(ids, buckets)
+    written = []
+    for b in np.unique(bucket).tolist():
+        piece = pa.table({"id": ids.filter(pa.array(bucket == b))})
+        path = work / "ids" / str(b) / f"{k}.arrow"
+        with workfiles.ipc_writer(path, piece.schema) as writer:
+            writer.write_table(piece)
+        written.append((b, path))
+    return written
+
+
+def _repeated(paths: list[AnyPath]) -> dict:
+    """The repeated values of one bucket: how many, the extra rows, the top examples."""
+    ids = pa.concat_tables([workfiles.open_ipc(p).read_all() for p in paths])["id"]
+    dup = find_duplicates(ids, "id")
+    if dup is None:
+        return {"values": 0, "extra": 0, "examples": []}
+    return {"values": dup.values, "extra": dup.extra_rows, "examples": dup.examples}
+
+
+__all__ = ["DuplicateIds", "MODES", "check_mode", "check_shards", "find_duplicates"]

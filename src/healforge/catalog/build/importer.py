@@ -307,7 +307,13 @@ def _run_stages(eng: Engine, args: ImportArguments, plan: _Plan, work: AnyPath, 
         )
     shards = sorted({piece[0] for pieces in slices for piece in pieces})
     try:
-        dup = duplicates.check_shards(shards, id_column, args.on_duplicate_ids) if id_column else None
+        dup = (
+            duplicates.check_shards(
+                eng, shards, id_column, args.on_duplicate_ids, work / "dupids", mapped["rows"]
+            )
+            if id_column
+            else None
+        )
     except BadInputError:
         workfiles.remove_dir(work)  # nothing written: a corrected rerun starts afresh
         raise

@@ -44,7 +44,7 @@ def kept_rows(
     ``task["mapping_order"]``), ``dropped`` (rows de-duplicated away), ``keep`` and ``details``
     (saved keep mask and, with ``task["merge"]``, ranks and winner pixels; ``None`` without
     ``task["id"]``) and ``exports`` (other pixels holding the winner of one of its ids)."""
-    n_buckets = max(eng.parallelism, math.ceil(rows / BUCKET_ROWS)) if task["id"] else 0
+    n_buckets = bucket_count(rows, eng.parallelism) if task["id"] else 0
     scatter = [
         {**task, "files": fs, "ranks": rk, "index": i, "buckets": n_buckets, "work": work}
         for i, (fs, rk) in enumerate(zip(files, ranks, strict=True))
@@ -80,6 +80,20 @@ def kept_rows(
         for i, s in enumerate(scattered)
     ]
     return eng.map(_masks, mask_tasks, "Keep masks", labels=labels, small=small)
+
+
+def hash_buckets(values: pa.Array, n: int) -> np.ndarray:
+    """The bucket (0 to ``n - 1``) of each value: the same for equal values in any process, file
+    or integer width."""
+    values = values.to_numpy(zero_copy_only=False)
+    if values.dtype.kind in "iub":
+        values = values.astype(np.int64)
+    return (pd.util.hash_array(values) % np.uint64(n)).astype(np.int64)
+
+
+def bucket_count(rows: int, parallelism: int) -> int:
+    """Buckets for ``rows`` ids: one per worker at least, about :data:`BUCKET_ROWS` rows each."""
+    return max(parallelism, math.ceil(rows / BUCKET_ROWS))
 
 
 def _piece(work: AnyPath, bucket: int, pixel: int) -> AnyPath:
@@ -119,10 +133,7 @@ def _scatter(task: dict) -> dict:
     columns["pixel"] = pa.array(np.full(len(h29), task["index"], np.int64))
     columns["row"] = pa.array(np.arange(len(h29), dtype=np.int64))
     keyed = pa.table(columns)
-    values = ids.to_numpy(zero_copy_only=False)
-    if values.dtype.kind in "iub":  # one hash per value whatever the integer width of a file
-        values = values.astype(np.int64)
-    bucket = (pd.util.hash_array(values) % np.uint64(task["buckets"])).astype(np.int64)
+    bucket = hash_buckets(ids, task["buckets"])
     order = np.argsort(bucket, kind="stable")
     sorted_buckets = bucket[order]
     starts = np.flatnonzero(np.r_[True, sorted_buckets[1:] != sorted_buckets[:-1]]) if len(order) else []
@@ -203,4 +214,4 @@ def _masks(task: dict) -> dict:
     }
 
 
-__all__ = ["BUCKET_ROWS", "kept_rows"]
+__all__ = ["BUCKET_ROWS", "bucket_count", "hash_buckets", "kept_rows"]
