@@ -210,9 +210,11 @@ def split_file(task: dict) -> dict:
                 table, h29 = table.take(pa.array(good)), h29[good]
             if table.num_rows == 0:
                 continue
-            dest = alignment.lookup(index_to_order(h29, alignment.mapping_order))
-            order = np.argsort(dest, kind="stable")
-            dest_sorted = dest[order]
+            # sorted by _healpix_29 (stable): grouped by destination too, since every destination
+            # is one range of _healpix_29 and destinations are numbered in that order; the
+            # reduce then merges sorted runs instead of sorting again
+            order = np.argsort(h29, kind="stable")
+            dest_sorted = alignment.lookup(index_to_order(h29[order], alignment.mapping_order))
             starts = np.flatnonzero(np.r_[True, dest_sorted[1:] != dest_sorted[:-1]])
             lengths = np.diff(np.r_[starts, len(dest_sorted)])
             table = table.add_column(0, SPATIAL_INDEX_COLUMN, pa.array(h29))
@@ -252,7 +254,10 @@ def reduce_pixel(task: dict) -> dict:
             f"pixel Norder={order} Npix={pixel}: gathered {table.num_rows} rows, expected {expected}"
         )
     sort_cols = [SPATIAL_INDEX_COLUMN, *task["sort_columns"]]
-    indices = pc.sort_indices(table, sort_keys=[(c, "ascending") for c in sort_cols])
+    if task["sort_columns"]:
+        indices = pc.sort_indices(table, sort_keys=[(c, "ascending") for c in sort_cols])
+    else:  # slices already sorted by _healpix_29: a stable sort merges the runs
+        indices = np.argsort(table[SPATIAL_INDEX_COLUMN].to_numpy(), kind="stable")
     table = table.take(indices)
     target = task.get("target") or pixel_file(task["root"], order, pixel)
     starts = None
