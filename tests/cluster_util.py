@@ -38,31 +38,15 @@ def private_tmp_command(workdir: Path) -> tuple[list[str] | None, str]:
     with tempfile.NamedTemporaryFile(dir="/tmp") as marker:
         for mount in MOUNTS:
             mount = mount.format(empty=empty)
-            probe = [
-                unshare,
-                "-m",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                f"{mount} && test ! -e {marker.name}",
-            ]
+            private = [unshare, "-m", "--propagation", "private", "sh", "-c"]
+            probe = [*private, f"{mount} && test ! -e {marker.name}"]
             try:
                 proc = subprocess.run(probe, capture_output=True, text=True, timeout=30)
             except (OSError, subprocess.TimeoutExpired) as exc:
                 errors.append(f"{mount}: {exc}")
                 continue
             if proc.returncode == 0:
-                return [
-                    unshare,
-                    "-m",
-                    "--propagation",
-                    "private",
-                    "sh",
-                    "-c",
-                    f'{mount} && exec "$@"',
-                    "sh",
-                ], ""
+                return [*private, f'{mount} && exec "$@"', "sh"], ""
             errors.append(f"{mount}: rc={proc.returncode} {proc.stderr.strip()}")
     return None, "cannot give workers a private /tmp (" + "; ".join(errors) + ")"
 

@@ -127,6 +127,18 @@ def _steps(cat: str, inputs: list[str], scratch: str | None) -> list[list[str]]:
     ]
 
 
+def _on_s3(tmp_path, s3_options) -> tuple[str, list[Path], list[str], list[str]]:
+    """A fresh S3 prefix, the two local batches, their copies there and the storage options flag."""
+    prefix = f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}"
+    local = _batches(tmp_path)
+    return (
+        prefix,
+        local,
+        put_inputs(local, f"{prefix}/in", s3_options),
+        ["--storage-options", json.dumps(s3_options)],
+    )
+
+
 def _pixel_tables(root, options=None) -> dict:
     """Every partition's rows (the files as lsdb reads them, in order), keyed by pixel."""
     from upath import UPath
@@ -142,10 +154,7 @@ def _pixel_tables(root, options=None) -> dict:
 
 @pytest.mark.slow
 def test_catalog_commands_on_a_cluster_without_shared_disk(private_tmp_cluster, tmp_path, s3_options):
-    prefix = f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}"
-    local = _batches(tmp_path)
-    remote_inputs = put_inputs(local, f"{prefix}/in", s3_options)
-    opts = ["--storage-options", json.dumps(s3_options)]
+    prefix, local, remote_inputs, opts = _on_s3(tmp_path, s3_options)
     # default scratch (beside the output) for the import, a scratch URL for the others
     for args in _steps(f"{prefix}/cat", remote_inputs, f"{prefix}/scratch"):
         proc = run_cli_on(private_tmp_cluster, *args, *opts, "-q")
@@ -176,10 +185,7 @@ def test_catalog_commands_on_a_cluster_without_shared_disk(private_tmp_cluster, 
 
 @pytest.mark.slow
 def test_aggregate_on_a_cluster_without_shared_disk(private_tmp_cluster, tmp_path, s3_options):
-    prefix = f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}"
-    local = _batches(tmp_path)
-    remote_inputs = put_inputs(local, f"{prefix}/in", s3_options)
-    opts = ["--storage-options", json.dumps(s3_options)]
+    prefix, local, remote_inputs, opts = _on_s3(tmp_path, s3_options)
     stats = [
         "--columns",
         "mag",
