@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path, is_local
@@ -104,19 +103,6 @@ def open_ipc(path: AnyPath) -> pa.ipc.RecordBatchFileReader:
     return pa.ipc.open_file(fs.open_input_file(target))
 
 
-def write_parquet(table: pa.Table, path: AnyPath, **options) -> None:
-    """Write ``table`` as one Parquet file at ``path``, atomically."""
-    with storage.atomic_output(path) as tmp:
-        pq.write_table(table, tmp, **options)
-
-
-def read_parquet(path: AnyPath) -> pa.Table:
-    """A whole Parquet file."""
-    path = as_path(path)
-    fs, target = storage.arrow_filesystem(path)
-    return pq.read_table(target, filesystem=fs)
-
-
 def make_dir(path: AnyPath) -> None:
     """Create a local directory (and its parents); object stores need none."""
     if is_local(path):
@@ -151,11 +137,9 @@ __all__ = [
     "make_dir",
     "open_ipc",
     "read_npz",
-    "read_parquet",
     "remove_dir",
     "remove_trash",
     "scratch_base",
     "scratch_dir",
     "write_npz",
-    "write_parquet",
 ]

@@ -41,11 +41,6 @@ def accumulate_part(item: tuple[Source, str], plan: Plan, batch_rows: int, stora
     return {"counts": result.counts.as_dict(), "rejected": rejected is not None}
 
 
-def _merge_group(paths: list[str], out: str, storage_options) -> str:
-    merge_states([State.load(p, storage_options) for p in paths]).save(out, storage_options)
-    return out
-
-
 def merge_parts(eng: Engine, parts: list[str], work: str, storage_options) -> str:
     """Merge the saved states ``parts`` (in order) on the workers; returns the merged part."""
     level = 0
@@ -68,7 +63,10 @@ def merge_parts(eng: Engine, parts: list[str], work: str, storage_options) -> st
 
 
 def _merge_task(item: tuple[list[str], str], storage_options) -> str:
-    return _merge_group(item[0], item[1], storage_options)
+    """Merge the saved states ``item[0]`` into one saved at ``item[1]``."""
+    paths, out = item
+    merge_states([State.load(p, storage_options) for p in paths]).save(out, storage_options)
+    return out
 
 
 def finish_on_worker(eng: Engine, finish: Callable, merged: str, storage_options, **kwargs):

@@ -13,7 +13,7 @@ from healforge.catalog.build.tasks import InputSpec, map_file, reduce_pixel, spl
 from healforge.engine import Engine
 from healforge.errors import BadInputError
 from healforge.hats import layout
-from healforge.io import workfiles
+from healforge.io import storage, workfiles
 from healforge.io.storage import AnyPath
 from healforge.pixel.alignment import HistogramSum
 
@@ -121,7 +121,7 @@ def split_stage(
 def rejected_tables(work: AnyPath, files: list[str]) -> list[pa.Table]:
     """Rows the split stage rejected (quarantine mode)."""
     parts = [work / "split" / f"{k}.rejected.parquet" for k in input_keys(files)]
-    return [workfiles.read_parquet(p) for p in parts if p.exists()]
+    return [storage.read_parquet_table(p) for p in parts if p.exists()]
 
 
 # A reduce stage writing at most this many rows runs in-process when no cluster is up yet (an

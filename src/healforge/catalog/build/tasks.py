@@ -228,7 +228,7 @@ def split_file(task: dict) -> dict:
             b += 1
     n_rejected = sum(t.num_rows for t in rejected)
     if rejected:
-        workfiles.write_parquet(pa.concat_tables(rejected), work / f"{key}.rejected.parquet")
+        storage.write_parquet_table(pa.concat_tables(rejected), work / f"{key}.rejected.parquet")
     cat = lambda xs: np.concatenate(xs) if xs else np.empty(0, np.int64)  # noqa: E731
     workfiles.write_npz(
         work / f"{key}.index.npz",
