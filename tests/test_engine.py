@@ -33,6 +33,30 @@ def test_local_cluster_map_keeps_order_and_names_failures():
             eng.map(_fail, [3], "Failing", labels=["item-3"])
 
 
+def _pid(_):
+    return os.getpid()
+
+
+def test_local_workers_are_threads_unless_processes_are_asked_for(tmp_path):
+    with Engine(workers=2, quiet=True) as eng:
+        assert set(eng.map(_pid, range(4), "Pids")) == {os.getpid()}
+    with Engine(workers=2, quiet=True, processes=True) as eng:
+        pids = set(eng.map(_pid, range(4), "Pids"))
+        assert os.getpid() not in pids and eng.parallelism == 2
+    # the CLI options reach the engine of every command
+    from healforge.cli import build_parser
+    from healforge.commands import engine_kwargs
+
+    for argv in (
+        ["import", "x.parquet", "-o", "c"],
+        ["run", "p.yaml"],
+        ["aggregate", "x", "-o", "m", "--columns", "v"],
+    ):
+        args = build_parser().parse_args([*argv, "--processes", "--wait-workers", "5"])
+        assert engine_kwargs(args) | {"processes": True, "wait_workers": 5.0} == engine_kwargs(args)
+        assert Engine(**engine_kwargs(args)).processes is True
+
+
 def test_small_stage_runs_here_without_starting_a_cluster():
     eng = Engine(workers=2, quiet=True)
     assert eng.map(_square, [1, 2, 3], "Squaring", small=True) == [1, 4, 9]

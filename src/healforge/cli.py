@@ -77,10 +77,6 @@ def user_error_message(exc: BaseException) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "wait_workers", None) is not None:
-        from healforge import engine
-
-        engine.WAIT_WORKERS_S = args.wait_workers  # every engine this command makes
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -53,8 +53,11 @@ class RunOptions(KeywordOptions):
         An :class:`~healforge.engine.Engine` the caller holds (used as it is, left open): a
         command that runs several stages or other commands keeps one engine for all of them.
     workers, scheduler, synchronous
-        Options of the engine made when ``engine`` is ``None``: local worker processes, address
-        of an existing Dask scheduler, or everything in-process one task after the other.
+        Options of the engine made when ``engine`` is ``None``: local workers, address of an
+        existing Dask scheduler, or everything in-process one task after the other.
+    processes
+        Local workers as separate processes rather than threads (see
+        :class:`~healforge.engine.Engine`).
     quiet
         No progress bars.
     wait_workers
@@ -73,13 +76,21 @@ class RunOptions(KeywordOptions):
     synchronous: bool = False
     quiet: bool = False
     wait_workers: float | None = None
+    processes: bool = False
     storage_options: dict | None = None
     tmp_dir: str | os.PathLike | None = None
 
     @contextmanager
     def engine_scope(self) -> Iterator[Engine]:
         """The engine to run on: :attr:`engine`, or a new one closed when the block ends."""
-        options = (self.workers, self.scheduler, self.synchronous, self.quiet, self.wait_workers)
+        options = (
+            self.workers,
+            self.scheduler,
+            self.synchronous,
+            self.quiet,
+            self.wait_workers,
+            self.processes,
+        )
         with owned_engine(self.engine, *options) as eng:
             yield eng
 

@@ -22,7 +22,9 @@ def add_run_args(
 def add_engine_args(parser: argparse.ArgumentParser) -> None:
     """``--workers N | --scheduler ADDR`` plus ``--quiet``."""
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--workers", type=int, default=None, help="local Dask worker processes")
+    group.add_argument(
+        "--workers", type=int, default=None, help="local Dask workers (threads; see --processes)"
+    )
     group.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
     group.add_argument(
         "--synchronous", action="store_true", help="run every task in this process (debugging)"
@@ -35,6 +37,12 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="with --scheduler: how long to wait for a worker before stopping with an error (default 60)",
     )
+    parser.add_argument(
+        "--processes",
+        action="store_true",
+        help="local workers as separate processes (memory isolation, restarted when one dies) "
+        "instead of threads of this process",
+    )
 
 
 def engine_kwargs(args: argparse.Namespace) -> dict:
@@ -44,6 +52,8 @@ def engine_kwargs(args: argparse.Namespace) -> dict:
         "scheduler": args.scheduler,
         "synchronous": args.synchronous,
         "quiet": args.quiet,
+        "wait_workers": args.wait_workers,
+        "processes": args.processes,
     }
 
 

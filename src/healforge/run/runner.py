@@ -239,6 +239,8 @@ def run_pipeline(
     scheduler: str | None = None,
     synchronous: bool = False,
     quiet: bool = False,
+    wait_workers: float | None = None,
+    processes: bool = False,
     restart: bool = False,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     max_files: int | None = None,
@@ -253,7 +255,7 @@ def run_pipeline(
 
     Parameters
     ----------
-    engine, workers, scheduler, synchronous, quiet
+    engine, workers, scheduler, synchronous, quiet, wait_workers, processes
         How input files are processed in parallel (see :class:`~healforge.engine.Engine`).
     restart
         Discard saved progress (also when the configuration changed) and start again.
@@ -300,11 +302,11 @@ def run_pipeline(
             raise OptionError(
                 "max_files applies to streaming runs only (an exact run resumes from its work_dir)"
             )
-        with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
+        with owned_engine(engine, workers, scheduler, synchronous, quiet, wait_workers, processes) as eng:
             summary, maps, rejected = run_shuffled(cfg, plan, eng, shuffled, batch_rows)
         product_metadata = {**(product_metadata or {}), "exact": True, "shard_order": summary["shard_order"]}
         return _publish(cfg, plan, maps, rejected, summary, quiet, product_metadata, map_hook)
-    with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
+    with owned_engine(engine, workers, scheduler, synchronous, quiet, wait_workers, processes) as eng:
         return _stream(cfg, plan, eng, restart, batch_rows, max_files, map_hook, product_metadata)
 
 

@@ -89,6 +89,8 @@ def run_zagg(
     scheduler: str | None = None,
     synchronous: bool = False,
     quiet: bool = False,
+    wait_workers: float | None = None,
+    processes: bool = False,
     batch_rows: int = 1_000_000,
     work_dir: str | None = None,
 ) -> dict[str, Any]:
@@ -109,7 +111,7 @@ def run_zagg(
         on_cluster = bool(scheduler or (engine is not None and engine.scheduler))
         local_scratch = "://" in store_path and not on_cluster  # workers on other hosts need the URL
         work_dir = tempfile.mkdtemp(prefix="healforge-zagg-") if local_scratch else f"{store_path}.work"
-    with owned_engine(engine, workers, scheduler, synchronous, quiet) as eng:
+    with owned_engine(engine, workers, scheduler, synchronous, quiet, wait_workers, processes) as eng:
         return run_pipeline(
             cfg,
             engine=eng,

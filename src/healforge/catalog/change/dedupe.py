@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -88,6 +87,8 @@ def hash_buckets(values: pa.Array, n: int) -> np.ndarray:
     values = values.to_numpy(zero_copy_only=False)
     if values.dtype.kind in "iub":
         values = values.astype(np.int64)
+    import pandas as pd  # only for its hash (pandas takes 0.2 s to import)
+
     return (pd.util.hash_array(values) % np.uint64(n)).astype(np.int64)
 
 
