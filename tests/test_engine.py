@@ -40,6 +40,9 @@ def _pid(_):
 def test_local_workers_are_threads_unless_processes_are_asked_for(tmp_path):
     with Engine(workers=2, quiet=True) as eng:
         assert set(eng.map(_pid, range(4), "Pids")) == {os.getpid()}
+        # no memory limit: dask would weigh the shared process against each thread's share and pause
+        workers = eng.client.scheduler_info(n_workers=-1)["workers"].values()
+        assert [w["memory_limit"] for w in workers] == [0, 0]
     with Engine(workers=2, quiet=True, processes=True) as eng:
         pids = set(eng.map(_pid, range(4), "Pids"))
         assert os.getpid() not in pids and eng.parallelism == 2

@@ -105,7 +105,9 @@ class Engine:
         milliseconds and pass data without copies (an import of 5 M rows on 2 workers took 4.2 s
         on threads, 6.1 s on processes).
     memory_limit
-        Per-worker memory limit for a local cluster (dask syntax, e.g. ``"4GB"``; ``"auto"`` default).
+        Per-worker memory limit of local worker processes (dask syntax, e.g. ``"4GB"``; ``"auto"``
+        default). Threads have none: dask would compare the whole process's memory with each
+        thread's share and pause every worker of a large run.
     quiet
         Silence progress bars.
     wait_workers
@@ -173,7 +175,7 @@ class Engine:
                 n_workers=self.workers,
                 threads_per_worker=self.threads_per_worker,
                 processes=self.processes,
-                memory_limit=self.memory_limit,
+                memory_limit=self.memory_limit if self.processes else 0,
                 dashboard_address=None,
                 silence_logs=50,
             )
