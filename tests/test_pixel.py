@@ -44,6 +44,13 @@ def test_wrap_and_bad_coordinates():
     wrapped = hp.wrap_lon(lon)
     assert np.all((wrapped >= 0) & (wrapped < 360))
     assert wrapped[0] == 180.0 and wrapped[3] == 0.0
+    # the fast path of the usual ranges and np.mod's general one agree bit for bit
+    rng = np.random.default_rng(3)
+    for lo, hi in [(-180, 360), (-360, 720), (-1e5, 1e5)]:
+        x = np.r_[rng.uniform(lo, hi, 100_000), -1e-20, -0.0, 360.0, 720.0, -360.0, -5e-14, np.nan]
+        ref = np.mod(x, 360.0)
+        ref[ref >= 360.0] = 0.0
+        np.testing.assert_array_equal(hp.wrap_lon(x), ref)
     bad = hp.bad_coordinate_mask([10, np.nan, 400, 10, -181, 10], [0, 0, 0, 95, 0, np.inf])
     assert bad.tolist() == [False, True, True, True, True, True]
 

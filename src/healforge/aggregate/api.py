@@ -20,6 +20,8 @@ from healforge.aggregate.core import (
     collect_source,
     column_values,
     exact_statistics,
+    joined,
+    joined_weights,
     merge_tree,
     numeric_columns,
     pyramid,
@@ -249,10 +251,10 @@ def aggregate(
 def _gathered_statistics(engine: Engine, plan, sources, order: int, batch_rows: int):
     """Exact statistics of the rows gathered in this process: cells, columns, rows, rejects."""
     results = run_sources(engine, collect_source, sources, "aggregate", plan=plan, batch_rows=batch_rows)
-    cells = np.concatenate([r.cells for r in results])
-    values = {k: np.concatenate([r.values[k] for r in results]) for k in plan.keys}
+    cells = joined([r.cells for r in results], np.int64)
+    values = {k: joined([r.values[k] for r in results]) for k in plan.keys}
     wkey = plan.state_columns[0].weight.source if plan.state_columns[0].weight is not None else None
-    w = np.concatenate([r.weights.get(wkey, np.ones(r.cells.size)) for r in results])
+    w = joined_weights([r.weights.get(wkey) for r in results], [r.cells.size for r in results])
     cell_ids, out = exact_statistics(cells, values, w, plan, order)
     return cell_ids, out, sum_counts(results).rows_read, [r.rejects for r in results]
 

@@ -272,17 +272,31 @@ def collect_source(source: Source, plan: Plan, batch_rows: int = DEFAULT_BATCH_R
         for wkey, vals in by_weight.items():
             for k, v in vals.items():
                 values[k].append(v)
-            weights.setdefault(wkey, []).append(ws[wkey] if ws[wkey] is not None else np.ones(b.cell.size))
+            weights.setdefault(wkey, []).append(ws[wkey])
     counts.rows_rejected = rejects.count
-    cat = np.concatenate
+    sizes = [c.size for c in cells]
     return SourceResult(
         None,
         counts,
         rejects,
-        cells=cat(cells) if cells else np.empty(0, np.int64),
-        values={k: cat(v) if v else np.empty(0) for k, v in values.items()},
-        weights={k: cat(v) for k, v in weights.items()},
+        cells=joined(cells, np.int64),
+        values={k: joined(v) for k, v in values.items()},
+        weights={k: joined_weights(v, sizes) for k, v in weights.items()},
     )
+
+
+def joined(parts: Sequence[np.ndarray], dtype=np.float64) -> np.ndarray:
+    """The parts end to end (the part itself when there is one: no copy)."""
+    if not parts:
+        return np.empty(0, dtype)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def joined_weights(parts: Sequence[np.ndarray | None], sizes: Sequence[int]) -> np.ndarray | None:
+    """Weights of parts end to end, ones for parts without (``None``: no part has any)."""
+    if all(p is None for p in parts):
+        return None
+    return joined([np.ones(n) if p is None else p for p, n in zip(parts, sizes, strict=True)])
 
 
 def run_sources(
@@ -331,7 +345,7 @@ def pyramid(state: State, orders: Sequence[int]) -> Iterator[State]:
 def exact_statistics(
     cells: np.ndarray,
     values: dict[str, np.ndarray],
-    weights: np.ndarray,
+    weights: np.ndarray | None,
     plan: Plan,
     order: int,
     ddof: int | None = None,

@@ -34,7 +34,7 @@ TWO_THIRDS = 2.0 / 3.0
 BELT_MARGIN = 1e-3
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _spread(v):
     """Bits of ``v`` moved to the even positions (the nested index interleaves x and y)."""
     v = v & 0xFFFFFFFF
@@ -46,7 +46,7 @@ def _spread(v):
     return v
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, nogil=True, inline="always")
 def _chart(nside, x, y, z, phi_ref, mode, sector):
     """Plane coordinates of a unit vector; longitude unwrapped to within pi of ``phi_ref``.
 
@@ -65,7 +65,7 @@ def _chart(nside, x, y, z, phi_ref, mode, sector):
     return nside * (sector + p * s), nside * (-sector - 1.0 + (1.0 - p) * s), t
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def square_cell(order, i, j):
     """Nested index of plane square ``(i, j)`` at ``order``; -1 outside the projection's image."""
     nside = np.int64(1) << order
@@ -85,7 +85,7 @@ def square_cell(order, i, j):
     return (np.int64(face) << (2 * order)) + _spread(ix) + (_spread(iy) << 1)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _grow(a, n):
     if n <= a.size:
         return a
@@ -94,7 +94,7 @@ def _grow(a, n):
     return out
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, nogil=True, inline="always")
 def _arc(a, b, pa, pb, chart, out, k):
     """Write the polyline of a great-circle arc from unit vector ``a`` to ``b`` (plane points
     ``pa``, ``pb`` as ``(U, V, t)``), smooth in the plane (it does not cross ``|z| = 2/3`` in
@@ -126,7 +126,7 @@ def _arc(a, b, pa, pb, chart, out, k):
     return k + n
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _densify(p, i, j, chart, out, k):
     """Write the plane polyline of the edge from vertex ``i`` to vertex ``j`` of ``p`` (``i``
     included, ``j`` not) into ``out`` from position ``k`` (see :func:`_arc`). In polar mode an
@@ -165,7 +165,7 @@ def _densify(p, i, j, chart, out, k):
     return _arc(a, b, pa, pb, chart, out, k)
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, nogil=True, inline="always")
 def _add_segment(x0, y0, x1, y1, scale, area, cover, ncols, nrows, ts):
     """Split a segment at the grid lines and add each piece to the square it lies in."""
     dx, dy = x1 - x0, y1 - y0
@@ -204,7 +204,7 @@ def _add_segment(x0, y0, x1, y1, scale, area, cover, ncols, nrows, ts):
         cover[j * ncols + i] += h
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _polyline(p, ring_off, r0, r1, chart, out, pring):
     """Plane polylines of rings ``r0 .. r1 - 1`` into ``out = (U, V, t, z)``, ring starts in
     ``pring``. Returns the point count, or -1 when the arrays are too short."""
@@ -220,7 +220,7 @@ def _polyline(p, ring_off, r0, r1, chart, out, pring):
     return k
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _polyline_grown(p, ring_off, r0, r1, chart, out, pring):
     """:func:`_polyline`, growing the point arrays until they hold it: ``(count, out)``."""
     while True:
@@ -235,7 +235,7 @@ def _polyline_grown(p, ring_off, r0, r1, chart, out, pring):
         )
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _in_sector(pt, pz, k, sector):
     """Whether the polyline's points lie in polar sector ``sector`` (points at a pole do)."""
     for q in range(k):
@@ -245,7 +245,7 @@ def _in_sector(pt, pz, k, sector):
     return True
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _cover(order, pu, pv, pring, nring, ring_sign, rs0, area, cover, ts, cells, covs, n):
     """Overlap of the plane polygon with each square, appended to ``cells, covs`` from ``n``
     (unnormalised, in cell areas). ``area`` and ``cover`` must hold the bounding box and
@@ -297,7 +297,7 @@ def _cover(order, pu, pv, pring, nring, ring_sign, rs0, area, cover, ts, cells, 
     return n
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _max_abs(a, k):
     m = 0.0
     for q in range(k):
@@ -305,14 +305,14 @@ def _max_abs(a, k):
     return m
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _box_size(pu, pv, k):
     return (int(math.floor(pu[:k].max()) - math.floor(pu[:k].min())) + 1) * (
         int(math.floor(pv[:k].max()) - math.floor(pv[:k].min())) + 1
     )
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _frame(c):
     """East and north unit vectors at ``c`` (any orthonormal pair at a pole)."""
     ex, ey = -c[1], c[0]
@@ -323,7 +323,7 @@ def _frame(c):
     return ex, ey, 0.0, c[1] * 0.0 - c[2] * ey, c[2] * ex - c[0] * 0.0, c[0] * ey - c[1] * ex
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _clip_ring(x, y, a, b, ca, cb, cc):
     """Sutherland-Hodgman: the ring ``x[a:b], y[a:b]`` cut to ``ca + cb x + cc y >= 0``."""
     n = b - a
@@ -344,7 +344,7 @@ def _clip_ring(x, y, a, b, ca, cb, cc):
     return ox[:m], oy[:m]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _lune_piece(p, ring_off, ring_sign, r0, r1, c, sector):
     """The part of a footprint in longitude ``[sector, sector + 1] * pi / 2``, cut in the
     gnomonic plane about ``c``: ``(vectors, ring_off, ring_sign)`` of its non-empty rings."""
@@ -394,7 +394,7 @@ def _lune_piece(p, ring_off, ring_sign, r0, r1, c, sector):
     return out[:m], off[: nr + 1], sign[:nr]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _sort_cells(cells, covs, n):
     """Sort ``cells[:n]`` (with ``covs``) and sum the overlaps of repeated cells; returns the new
     count."""

@@ -332,7 +332,7 @@ def strict_cells(r: Rings, order: int) -> np.ndarray:
     return lonlat_to_pixel(lon, lat, order)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _simple_convex_flags(x, y, ring_off, poly_ring_off):
     """Single-ring footprints whose ring is strictly convex and turns around once (so a valid
     polygon with positive area: no repeated, collinear or crossing vertices)."""

@@ -24,7 +24,7 @@ def cell_index(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cell_ids, inv.astype(np.int64)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def segment_offsets(inv, ncell):
     """Start of each cell's run in cell order (a counting sort's prefix sums), ``ncell + 1`` long."""
     offsets = np.zeros(ncell + 1, np.int64)
@@ -35,7 +35,7 @@ def segment_offsets(inv, ncell):
     return offsets
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def insertion_sort_pairs(keys, values, a, b):
     """Sort ``keys[a:b]`` in place, moving ``values[a:b]`` along (short segments: no allocation)."""
     for k in range(a + 1, b):
@@ -50,7 +50,7 @@ def insertion_sort_pairs(keys, values, a, b):
         values[j + 1] = y
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _group_sort(inv, values, ncell):
     n = inv.size
     offsets = segment_offsets(inv, ncell)
@@ -77,7 +77,7 @@ def _group_sort(inv, values, ncell):
     return perm, offsets, vs
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _segment_mad(v, starts, n, med):
     out = np.full(starts.size, np.nan)
     for s in range(starts.size):
@@ -127,7 +127,7 @@ def group_sort(inv: np.ndarray, values: np.ndarray, ncell: int) -> tuple[np.ndar
     )
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _minmax(ci, v, ncell):
     lo = np.full(ncell, np.nan)
     hi = np.full(ncell, np.nan)
@@ -146,7 +146,7 @@ def minmax(ci: np.ndarray, v: np.ndarray, ncell: int) -> tuple[np.ndarray, np.nd
     return _minmax(np.ascontiguousarray(ci, np.int64), np.ascontiguousarray(v, np.float64), int(ncell))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _group_cells(inv, ncell):
     n = inv.size
     offsets = segment_offsets(inv, ncell)
@@ -159,12 +159,59 @@ def _group_cells(inv, ncell):
     return perm, offsets
 
 
+@numba.njit(cache=True, nogil=True)
+def _group_dense(cells, top):
+    counts = np.zeros(top + 1, np.int64)
+    for i in range(cells.size):
+        counts[cells[i]] += 1
+    ncell = 0
+    for c in range(top + 1):
+        if counts[c] > 0:
+            ncell += 1
+    cell_ids = np.empty(ncell, np.int64)
+    offsets = np.zeros(ncell + 1, np.int64)
+    pos = np.empty(top + 1, np.int64)
+    k = 0
+    for c in range(top + 1):
+        if counts[c] > 0:
+            cell_ids[k] = c
+            pos[c] = offsets[k]
+            offsets[k + 1] = offsets[k] + counts[c]
+            k += 1
+    perm = np.empty(cells.size, np.int64)
+    for i in range(cells.size):
+        c = cells[i]
+        perm[pos[c]] = i
+        pos[c] += 1
+    return cell_ids, perm, offsets
+
+
+def group_by_cell(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted unique cells, and the counting sort of rows by cell (permutation, ``ncell + 1``
+    offsets): :func:`cell_index` then :func:`group_cells` in one pass where cells are small."""
+    cells = np.ascontiguousarray(cells, dtype=np.int64)
+    if cells.size and cells.min() >= 0:
+        top = int(cells.max())
+        if top < _DENSE_LIMIT and top < 64 * cells.size:
+            return _group_dense(cells, top)
+    cell_ids, inv = cell_index(cells)
+    return (cell_ids, *group_cells(inv, cell_ids.size))
+
+
 def group_cells(inv: np.ndarray, ncell: int) -> tuple[np.ndarray, np.ndarray]:
     """Counting sort of rows by cell index: permutation and ``ncell + 1`` offsets."""
     return _group_cells(np.ascontiguousarray(inv, np.int64), int(ncell))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
+def _gather(values, perm):
+    out = np.empty(perm.size, np.float64)
+    for i in range(perm.size):
+        out[i] = values[perm[i]]
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
 def _sort_within(vs, offsets):
     ncell = offsets.size - 1
     out_off = np.zeros(ncell + 1, np.int64)
@@ -207,5 +254,5 @@ def sorted_by_cell(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Non-NaN values ordered by (cell, value) using a cell grouping from :func:`group_cells`,
     and the new ``ncell + 1`` offsets."""
-    vs = np.ascontiguousarray(np.asarray(values, np.float64)[perm])
+    vs = _gather(np.ascontiguousarray(values, np.float64), np.ascontiguousarray(perm, np.int64))
     return _sort_within(vs, np.ascontiguousarray(offsets, np.int64))

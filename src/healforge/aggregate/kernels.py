@@ -12,6 +12,7 @@ so it is as fast as the function). Names never import a module.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numba
@@ -19,7 +20,7 @@ import numpy as np
 
 from healforge.aggregate.grouping import (
     cell_index,
-    group_cells,
+    group_by_cell,
     group_sort,
     minmax,
     segment_mad,
@@ -98,106 +99,142 @@ def cell_statistics(
     moments_only = all(s.function in MOMENTS or s.function in WEIGHTED for s in stats)
     if moments_only and cells.size and cells.min() >= 0 and cells.max() < 64 * cells.size:
         return _dense_moments(cells, values, weights, stats, ddof, min_count)
-    cell_ids, cidx = cell_index(cells)
+    if moments_only or any(s.weighted for s in stats):
+        cell_ids, cidx = cell_index(cells)
+        shared = None
+    else:  # one grouping by cell shared by every column, then in-place sorts per cell
+        cell_ids, *shared = group_by_cell(cells)
+        cidx = None
     ncell = cell_ids.size
+
+    def one(item):
+        col, vals = item
+        return _column_statistics(col, vals, cidx, ncell, stats, weights, ddof, min_count, shared)
+
     out: dict[str, np.ndarray] = {}
-    need_w = any(s.weighted for s in stats)
-    shared = None
-    for col, vals in values.items():
-        vals = np.asarray(vals, dtype=np.float64)
-        valid = ~np.isnan(vals)
-        all_valid = bool(valid.all())
-        idx = None if all_valid else np.flatnonzero(valid)
-        ci = cidx if all_valid else cidx[idx]
-        v = vals if all_valid else vals[idx]
-        if moments_only:
-            wv = None if weights is None else (weights if all_valid else weights[idx])
-            res = _moment_stats(ci, v, wv, ncell, stats, ddof)
-            for s in stats:
-                out[f"{col}_{s.label}"] = _min_count(res[s.label], res["count"], s, min_count)
-            continue
-        w = None
-        if need_w:
-            order, starts_all, v = group_sort(ci, v, ncell)
-            if weights is not None:
-                w = (weights if all_valid else weights[idx])[order]
-        else:  # one grouping by cell shared by all columns, then in-place sorts per cell
-            if shared is None:
-                shared = group_cells(cidx, ncell)
-            v, starts_all = sorted_by_cell(vals, *shared)
-        n = np.diff(starts_all)
-        starts_all = starts_all[:-1]
-        has = n > 0
-        starts = starts_all[has]
-        nh = n[has]
-
-        def full(x, fill=np.nan, has=has):
-            o = np.full(ncell, fill, dtype=np.float64)
-            o[has] = x
-            return o
-
-        sums = np.add.reduceat(v, starts) if starts.size else np.empty(0)
-        mean = sums / nh
-        m2 = None
-        med = None
-        wparts = None
-        res: dict[str, np.ndarray] = {}
-        for s in stats:
-            f = s.function
-            if f == "count":
-                r = n
-            elif f == "sum":
-                r = full(sums, 0.0)
-            elif f == "mean":
-                r = full(mean)
-            elif f in ("var", "std"):
-                if m2 is None:
-                    dev = v - np.repeat(mean, nh)
-                    m2 = np.add.reduceat(dev * dev, starts) if starts.size else np.empty(0)
-                d = s.ddof_or(ddof)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    var = np.where(nh - d > 0, m2 / np.maximum(nh - d, 1), np.nan)
-                r = full(var if f == "var" else np.sqrt(var))
-            elif f == "min":
-                r = full(v[starts])
-            elif f == "max":
-                r = full(v[starts + nh - 1])
-            elif f == "quantile":
-                r = full(_segment_quantile(v, starts, nh, s.q))
-            elif f in ("mad", "robust_std"):
-                if med is None:
-                    med = _segment_quantile(v, starts, nh, 0.5)
-                    mad = segment_mad(v, starts, nh, med)
-                r = full(mad if f == "mad" else MAD_TO_STD * mad)
-            elif s.weighted:
-                if wparts is None:
-                    ww = w if w is not None else np.ones_like(v)
-                    wsum = np.add.reduceat(ww, starts) if starts.size else np.empty(0)
-                    with np.errstate(invalid="ignore", divide="ignore"):
-                        wmean = np.add.reduceat(ww * v, starts) / wsum if starts.size else np.empty(0)
-                    dev = v - np.repeat(wmean, nh)
-                    wm2 = np.add.reduceat(ww * dev * dev, starts) if starts.size else np.empty(0)
-                    wparts = wsum, wmean, wm2
-                wsum, wmean, wm2 = wparts
-                if f == "weighted_sum":
-                    r = full(wsum, 0.0)
-                elif f == "weighted_mean":
-                    r = full(wmean)
-                else:
-                    r = full(_weighted_var(wm2, wsum, s.ddof_or(), f == "weighted_std"))
-            elif f in REGISTERED:
-                r = full(REGISTERED[f].exact(v, starts, nh))
-            else:
-                kind, fn = s.user
-                if kind == "ufunc":
-                    rr = fn.reduceat(v, starts) if starts.size else np.empty(0)
-                else:
-                    rr = np.array([fn(seg) for seg in np.split(v, starts[1:])], dtype=np.float64)
-                r = full(rr)
-            res[s.label] = r
-        for s in stats:
-            out[f"{col}_{s.label}"] = _min_count(res[s.label], n, s, min_count)
+    for part in _over_columns(one, list(values.items()), cells.size):
+        out.update(part)
     return cell_ids, out
+
+
+def _over_columns(fn, items: list, rows: int) -> list:
+    """``fn`` over the columns, on threads when there are several and enough rows: the kernels
+    release the GIL, so columns sort and reduce side by side."""
+    if len(items) < 2 or rows < PARALLEL_ROWS:
+        return [fn(item) for item in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(len(items), os.cpu_count() or 1)) as pool:
+        return list(pool.map(fn, items))
+
+
+#: Rows from which :func:`cell_statistics` computes columns on threads.
+PARALLEL_ROWS = 200_000
+
+
+def _column_statistics(
+    col, vals, cidx, ncell, stats, weights, ddof, min_count, shared
+) -> dict[str, np.ndarray]:
+    """Every statistic of one column: ``{column}_{label}`` -> array over the ``ncell`` cells."""
+    vals = np.asarray(vals, dtype=np.float64)
+    if shared is not None:  # NaNs are dropped by the sort within cells
+        v, starts_all = sorted_by_cell(vals, *shared)
+        return _sorted_statistics(col, v, starts_all, None, ncell, stats, ddof, min_count)
+    out: dict[str, np.ndarray] = {}
+    valid = ~np.isnan(vals)
+    all_valid = bool(valid.all())
+    idx = None if all_valid else np.flatnonzero(valid)
+    ci = cidx if all_valid else cidx[idx]
+    v = vals if all_valid else vals[idx]
+    if all(s.function in MOMENTS or s.function in WEIGHTED for s in stats):
+        wv = None if weights is None else (weights if all_valid else weights[idx])
+        res = _moment_stats(ci, v, wv, ncell, stats, ddof)
+        for s in stats:
+            out[f"{col}_{s.label}"] = _min_count(res[s.label], res["count"], s, min_count)
+        return out
+    # weighted statistics: this column's own sort, weights moved along
+    order, starts_all, v = group_sort(ci, v, ncell)
+    w = None if weights is None else (weights if all_valid else weights[idx])[order]
+    return _sorted_statistics(col, v, starts_all, w, ncell, stats, ddof, min_count)
+
+
+def _sorted_statistics(col, v, starts_all, w, ncell, stats, ddof, min_count) -> dict[str, np.ndarray]:
+    """The statistics of one column from its valid values sorted by (cell, value), the
+    ``ncell + 1`` segment offsets and the weights in the same order (``None``: ones)."""
+    out: dict[str, np.ndarray] = {}
+    n = np.diff(starts_all)
+    starts_all = starts_all[:-1]
+    has = n > 0
+    starts = starts_all[has]
+    nh = n[has]
+
+    def full(x, fill=np.nan, has=has):
+        o = np.full(ncell, fill, dtype=np.float64)
+        o[has] = x
+        return o
+
+    sums = np.add.reduceat(v, starts) if starts.size else np.empty(0)
+    mean = sums / nh
+    m2 = None
+    med = None
+    wparts = None
+    res: dict[str, np.ndarray] = {}
+    for s in stats:
+        f = s.function
+        if f == "count":
+            r = n
+        elif f == "sum":
+            r = full(sums, 0.0)
+        elif f == "mean":
+            r = full(mean)
+        elif f in ("var", "std"):
+            if m2 is None:
+                dev = v - np.repeat(mean, nh)
+                m2 = np.add.reduceat(dev * dev, starts) if starts.size else np.empty(0)
+            d = s.ddof_or(ddof)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                var = np.where(nh - d > 0, m2 / np.maximum(nh - d, 1), np.nan)
+            r = full(var if f == "var" else np.sqrt(var))
+        elif f == "min":
+            r = full(v[starts])
+        elif f == "max":
+            r = full(v[starts + nh - 1])
+        elif f == "quantile":
+            r = full(_segment_quantile(v, starts, nh, s.q))
+        elif f in ("mad", "robust_std"):
+            if med is None:
+                med = _segment_quantile(v, starts, nh, 0.5)
+                mad = segment_mad(v, starts, nh, med)
+            r = full(mad if f == "mad" else MAD_TO_STD * mad)
+        elif s.weighted:
+            if wparts is None:
+                ww = w if w is not None else np.ones_like(v)
+                wsum = np.add.reduceat(ww, starts) if starts.size else np.empty(0)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    wmean = np.add.reduceat(ww * v, starts) / wsum if starts.size else np.empty(0)
+                dev = v - np.repeat(wmean, nh)
+                wm2 = np.add.reduceat(ww * dev * dev, starts) if starts.size else np.empty(0)
+                wparts = wsum, wmean, wm2
+            wsum, wmean, wm2 = wparts
+            if f == "weighted_sum":
+                r = full(wsum, 0.0)
+            elif f == "weighted_mean":
+                r = full(wmean)
+            else:
+                r = full(_weighted_var(wm2, wsum, s.ddof_or(), f == "weighted_std"))
+        elif f in REGISTERED:
+            r = full(REGISTERED[f].exact(v, starts, nh))
+        else:
+            kind, fn = s.user
+            if kind == "ufunc":
+                rr = fn.reduceat(v, starts) if starts.size else np.empty(0)
+            else:
+                rr = np.array([fn(seg) for seg in np.split(v, starts[1:])], dtype=np.float64)
+            r = full(rr)
+        res[s.label] = r
+    for s in stats:
+        out[f"{col}_{s.label}"] = _min_count(res[s.label], n, s, min_count)
+    return out
 
 
 def _min_count(arr: np.ndarray, n: np.ndarray, s: Stat, min_count: int) -> np.ndarray:
@@ -218,8 +255,9 @@ def _dense_moments(cells, values, weights, stats, ddof, min_count):
     ncell = int(cells.max()) + 1
     present = np.bincount(cells, minlength=ncell) > 0
     cell_ids = np.flatnonzero(present).astype(np.int64)
-    out = {}
-    for col, vals in values.items():
+
+    def one(item):
+        col, vals = item
         vals = np.asarray(vals, dtype=np.float64)
         valid = ~np.isnan(vals)
         if valid.all():
@@ -229,12 +267,15 @@ def _dense_moments(cells, values, weights, stats, ddof, min_count):
             w = None if weights is None else weights[valid]
         res = _moment_stats(ci, v, w, ncell, stats, ddof)
         n = res["count"][present]
-        for s in stats:
-            out[f"{col}_{s.label}"] = _min_count(res[s.label][present], n, s, min_count)
+        return {f"{col}_{s.label}": _min_count(res[s.label][present], n, s, min_count) for s in stats}
+
+    out = {}
+    for part in _over_columns(one, list(values.items()), cells.size):
+        out.update(part)
     return cell_ids, out
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _moments_nb(ci, v, ncell):
     """Count, sum, mean and M2 per cell in two passes over the rows (the second pass takes
     deviations from the first pass's mean and corrects both: exact to rounding with large

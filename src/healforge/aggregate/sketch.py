@@ -21,7 +21,7 @@ DEFAULT_DELTA = 200.0
 KEEP_FACTOR = 2.0
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _k(q: float, delta: float) -> float:
     x = 2.0 * q - 1.0
     if x > 1.0:
@@ -31,7 +31,7 @@ def _k(q: float, delta: float) -> float:
     return delta / (2.0 * np.pi) * np.arcsin(x)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _compress(offsets, means, weights, delta, keep):
     nseg = offsets.size - 1
     out_m = np.empty(means.size, dtype=np.float64)
@@ -106,7 +106,7 @@ def from_sorted_values(offsets: np.ndarray, values: np.ndarray, delta: float = D
     return _compress_fresh(offsets, values, np.ones(values.size), delta)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _group_centroids(segment, means, weights, nseg):
     n = segment.size
     offsets = segment_offsets(segment, nseg)
@@ -171,7 +171,7 @@ def merge(
     return _compress_fresh(offsets, m, w, delta)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _quantiles(offsets, means, weights, lo, hi, qs):
     nseg = offsets.size - 1
     out = np.full((nseg, qs.size), np.nan)
@@ -225,7 +225,7 @@ def quantiles(
     )
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _mad(offsets, means, weights, med):
     nseg = offsets.size - 1
     out = np.full(nseg, np.nan)

@@ -388,7 +388,7 @@ def _reduce(states: Sequence[State], keys: Sequence[np.ndarray], order: int) -> 
     )
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _batch_moments(offsets, v, w, mn, mx, dmean, m2, wsum, wdmean, wm2):
     """Exact moments of each segment of values sorted within segments (two passes per segment)."""
     for s in range(offsets.size - 1):
@@ -434,7 +434,7 @@ def _batch_moments(offsets, v, w, mn, mx, dmean, m2, wsum, wdmean, wm2):
             wm2[s] = q
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _combine_nb(starts, end, wt, shift, dmean, m2):
     nseg = starts.size
     W = np.zeros(nseg)
