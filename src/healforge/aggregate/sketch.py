@@ -14,7 +14,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from healforge.aggregate.grouping import insertion_sort_pairs, segment_offsets
+from healforge.aggregate.grouping import insertion_sort_pairs
 
 DEFAULT_DELTA = 200.0
 # Segments with at most KEEP_FACTOR * delta centroids are left as they are (small cells stay exact).
@@ -107,17 +107,27 @@ def from_sorted_values(offsets: np.ndarray, values: np.ndarray, delta: float = D
 
 
 @numba.njit(cache=True, nogil=True)
-def _group_centroids(segment, means, weights, nseg):
-    n = segment.size
-    offsets = segment_offsets(segment, nseg)
-    pos = offsets[:-1].copy()
-    m = np.empty(n)
-    w = np.empty(n)
-    for i in range(n):
-        c = segment[i]
-        m[pos[c]] = means[i]
-        w[pos[c]] = weights[i]
-        pos[c] += 1
+def _merge_runs(means, weights, run_start, run_len, run_order, run_segment, nseg):
+    # runs (the input segments, each sorted by mean) copied in run_order, which groups them by
+    # output segment and keeps input order within one: sequential reads, no scatter
+    offsets = np.zeros(nseg + 1, np.int64)
+    longest = 0
+    for r in range(run_order.size):
+        offsets[run_segment[run_order[r]] + 1] += run_len[run_order[r]]
+    for c in range(nseg):
+        longest = max(longest, offsets[c + 1])
+        offsets[c + 1] += offsets[c]
+    m = np.empty(offsets[nseg])
+    w = np.empty(offsets[nseg])
+    k = 0
+    for r in range(run_order.size):
+        g = run_order[r]
+        for i in range(run_start[g], run_start[g] + run_len[g]):
+            m[k] = means[i]
+            w[k] = weights[i]
+            k += 1
+    tm = np.empty(longest)
+    tw = np.empty(longest)
     for c in range(nseg):
         a = offsets[c]
         b = offsets[c + 1]
@@ -125,47 +135,64 @@ def _group_centroids(segment, means, weights, nseg):
             continue
         if b - a <= 32:
             insertion_sort_pairs(m, w, a, b)
+            continue
+        runs = 0
+        split = a
+        for k in range(a + 1, b):
+            if m[k] < m[k - 1]:
+                runs += 1
+                split = k
+        if runs == 0:
+            continue
+        if runs == 1:  # two sorted runs: merge them linearly
+            n = b - a
+            for i in range(n):
+                tm[i] = m[a + i]
+                tw[i] = w[a + i]
+            i = 0
+            j = split - a
+            mid = split - a
+            for k in range(a, b):
+                if j >= n or (i < mid and tm[i] <= tm[j]):
+                    m[k] = tm[i]
+                    w[k] = tw[i]
+                    i += 1
+                else:
+                    m[k] = tm[j]
+                    w[k] = tw[j]
+                    j += 1
         else:
-            # centroids arrive as sorted runs (one per merged state): merge two runs linearly
-            runs = 0
-            split = a
-            for k in range(a + 1, b):
-                if m[k] < m[k - 1]:
-                    runs += 1
-                    split = k
-            if runs == 0:
-                continue
-            if runs == 1:
-                tm = m[a:b].copy()
-                tw = w[a:b].copy()
-                i = 0
-                j = split - a
-                mid = split - a
-                end = b - a
-                for k in range(a, b):
-                    if j >= end or (i < mid and tm[i] <= tm[j]):
-                        m[k] = tm[i]
-                        w[k] = tw[i]
-                        i += 1
-                    else:
-                        m[k] = tm[j]
-                        w[k] = tw[j]
-                        j += 1
-            else:
-                o = np.argsort(m[a:b])
-                m[a:b] = m[a:b][o]
-                w[a:b] = w[a:b][o]
+            o = np.argsort(m[a:b])
+            m[a:b] = m[a:b][o]
+            w[a:b] = w[a:b][o]
     return offsets, m, w
 
 
 def merge(
-    segment: np.ndarray, means: np.ndarray, weights: np.ndarray, nseg: int, delta: float = DEFAULT_DELTA
+    sets: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    segment_of: np.ndarray,
+    run_order: np.ndarray,
+    nseg: int,
+    delta: float = DEFAULT_DELTA,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Merge centroids labelled by output ``segment`` (any order) into ``nseg`` compressed sketches."""
-    offsets, m, w = _group_centroids(
-        np.ascontiguousarray(segment, dtype=np.int64),
-        np.ascontiguousarray(means, dtype=np.float64),
-        np.ascontiguousarray(weights, dtype=np.float64),
+    """Merge sketch sets (``(offsets, means, weights)`` each) into ``nseg`` compressed sketches.
+
+    ``segment_of``: the output segment of every input segment, the sets' segments end to end;
+    ``run_order``: those input segments ordered by output segment, in input order within one
+    (a stable argsort of ``segment_of``)."""
+    starts, lengths, base = [], [], 0
+    for off, means, _ in sets:
+        off = np.asarray(off, np.int64)
+        starts.append(base + off[:-1])
+        lengths.append(np.diff(off))
+        base += means.size
+    offsets, m, w = _merge_runs(
+        np.concatenate([np.asarray(x[1], np.float64) for x in sets]),
+        np.concatenate([np.asarray(x[2], np.float64) for x in sets]),
+        np.concatenate(starts),
+        np.concatenate(lengths),
+        np.ascontiguousarray(run_order, np.int64),
+        np.ascontiguousarray(segment_of, np.int64),
         int(nseg),
     )
     return _compress_fresh(offsets, m, w, delta)

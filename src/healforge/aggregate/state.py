@@ -356,22 +356,8 @@ def _reduce(states: Sequence[State], keys: Sequence[np.ndarray], order: int) -> 
     for c in first.columns:
         cat = {m: np.concatenate([s.moments[c][m] for s in states])[o] for m in MOMENTS}
         moments[c] = _chan(cat, starts, ncell)
-        # sketches: each centroid's output segment
-        seg_parts, mean_parts, w_parts = [], [], []
-        pos = 0
-        for s, k in zip(states, keys, strict=True):
-            off, means, weights = s.sketches[c]
-            counts = np.diff(off)
-            seg_parts.append(np.repeat(inv[pos : pos + k.size], counts))
-            mean_parts.append(means)
-            w_parts.append(weights)
-            pos += k.size
         sketches[c] = sk.merge(
-            np.concatenate(seg_parts),
-            np.concatenate(mean_parts),
-            np.concatenate(w_parts),
-            ncell,
-            max(s.delta for s in states),
+            [st.sketches[c] for st in states], inv, o, ncell, max(st.delta for st in states)
         )
     return State(
         order=order,
