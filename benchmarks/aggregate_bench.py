@@ -7,8 +7,9 @@ Generates its own data and times, in one run:
    (sidecar + aggregate_by_sidecar, on a capped subset); count/mean/std vs numpy bincount
    (healforge, pandas and numpy: the faster of 2 calls each);
 2. streaming N points in 10 batches with quantile sketches at order 6 (healforge accumulate
-   vs healpyxel accumulate_batch with t-digests on a subset), and state save/load (the fastest
-   of 3 calls for each tool);
+   of all batches in one call, and one call per batch adding to the state, vs healpyxel
+   accumulate_batch with t-digests on a subset), and state save/load (the fastest of 3 calls
+   for each tool);
 3. M 0.5-degree footprints at order 8, fuzzy with area weights (healforge vs healpyxel subset).
 
 Usage: python benchmarks/aggregate_bench.py [--rows 10000000] [--footprints 200000]
@@ -236,6 +237,15 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         r["healforge_s"], st = timed(healforge.accumulate, batches, COLS, order=6, lon="lon", lat="lat")
         r["healforge_rows_per_s"] = args.rows / r["healforge_s"]
+
+        def one_at_a_time():
+            state = None
+            for b in batches:
+                state = healforge.accumulate(b, COLS, order=6, lon="lon", lat="lat", state=state)
+            return state
+
+        r["healforge_batch_by_batch_s"], _ = timed(one_at_a_time)
+        r["batch_by_batch_vs_one_call"] = r["healforge_batch_by_batch_s"] / r["healforge_s"]
         r["healforge_save_s"], _ = timed(st.save, os.path.join(tmp, "state.parquet"))
         r["healforge_load_s"], _ = timed(healforge.State.load, os.path.join(tmp, "state.parquet"))
         r["state_cells"] = int(st.cell_ids.size)
