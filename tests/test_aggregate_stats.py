@@ -116,6 +116,20 @@ def test_exact_points_match_pandas(ddof):
     for s in plain:
         np.testing.assert_allclose(unw[f"v_{s}"], ref[s].loc[got.index], rtol=1e-10, atol=1e-12, err_msg=s)
     np.testing.assert_allclose(unw["sigma_median"], df.groupby(cell_of(df, order)).sigma.median(), rtol=1e-12)
+    # those statistics are found by selection; a user statistic beside them sorts every cell:
+    # the order statistics agree bit for bit, the moments to rounding
+    sort = healforge.aggregate(
+        df, ["v", "sigma"], [*plain, "maximum"], order=order, lon="lon", lat="lat", ddof=ddof
+    )
+    sort = sort.to_pandas().set_index("cell_ids")
+    for c in ("v", "sigma"):
+        for s in plain:
+            if s in ("count", "min", "max", "median", "mad") or s.startswith("q"):
+                np.testing.assert_array_equal(unw[f"{c}_{s}"], sort[f"{c}_{s}"], err_msg=s)
+            else:
+                np.testing.assert_allclose(
+                    unw[f"{c}_{s}"], sort[f"{c}_{s}"], rtol=1e-13, atol=1e-13, err_msg=s
+                )
     # the special cells
     cell = lambda lon: int(lonlat_to_pixel(np.array([lon]), np.array([80.0]), order)[0])  # noqa: E731
     assert got.loc[cell(45.0), "v_count"] == 1 and got.loc[cell(45.0), "v_median"] == 3.5

@@ -249,10 +249,129 @@ def _sort_within(vs, offsets):
     return vs[:k], out_off
 
 
+def gathered(values: np.ndarray, perm: np.ndarray) -> np.ndarray:
+    """``values[perm]`` as float64 (rows grouped by cell with a permutation of :func:`group_cells`)."""
+    return _gather(np.ascontiguousarray(values, np.float64), np.ascontiguousarray(perm, np.int64))
+
+
 def sorted_by_cell(
     values: np.ndarray, perm: np.ndarray, offsets: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Non-NaN values ordered by (cell, value) using a cell grouping from :func:`group_cells`,
     and the new ``ncell + 1`` offsets."""
-    vs = _gather(np.ascontiguousarray(values, np.float64), np.ascontiguousarray(perm, np.int64))
-    return _sort_within(vs, np.ascontiguousarray(offsets, np.int64))
+    return _sort_within(gathered(values, perm), np.ascontiguousarray(offsets, np.int64))
+
+
+@numba.njit(cache=True, nogil=True)
+def _select(a, lo, hi, k):
+    """Reorder ``a[lo:hi]`` so that ``a[k]`` is its k-th smallest, smaller values before it and
+    larger after (Hoare partitions, median-of-three pivots)."""
+    while hi - lo > 1:
+        mid = (lo + hi - 1) // 2
+        x, y, z = a[lo], a[mid], a[hi - 1]
+        pivot = max(min(x, y), min(max(x, y), z))
+        i = lo
+        j = hi - 1
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j + 1
+        elif k >= i:
+            lo = i
+        else:
+            return
+
+
+@numba.njit(cache=True, nogil=True)
+def _rank_pair(buf, m, r):
+    """The r-th and (r+1)-th smallest of ``buf[:m]`` (the same twice at the end)."""
+    _select(buf, 0, m, r)
+    a = buf[r]
+    if r + 1 >= m:
+        return a, a
+    b = buf[r + 1]
+    for i in range(r + 2, m):
+        if buf[i] < b:
+            b = buf[i]
+    return a, b
+
+
+@numba.njit(cache=True, nogil=True)
+def _quantile_of(buf, m, q):
+    pos = q * (m - 1)
+    lo = int(np.floor(pos))
+    frac = pos - lo
+    a, b = _rank_pair(buf, m, lo)
+    return a if frac == 0 else a + frac * (b - a)
+
+
+@numba.njit(cache=True, nogil=True)
+def _segment_select(vs, offsets, qs, want_mad):
+    nseg = offsets.size - 1
+    n = np.zeros(nseg, np.int64)
+    total = np.zeros(nseg)
+    m2 = np.full(nseg, np.nan)
+    lo_v = np.full(nseg, np.nan)
+    hi_v = np.full(nseg, np.nan)
+    quant = np.full((qs.size, nseg), np.nan)
+    mad = np.full(nseg, np.nan)
+    longest = 0
+    for s in range(nseg):
+        longest = max(longest, offsets[s + 1] - offsets[s])
+    buf = np.empty(longest)
+    dev = np.empty(longest)
+    for s in range(nseg):
+        m = 0
+        acc = 0.0
+        for i in range(offsets[s], offsets[s + 1]):
+            x = vs[i]
+            if x == x:
+                buf[m] = x
+                acc += x
+                m += 1
+        n[s] = m
+        total[s] = acc
+        if m == 0:
+            continue
+        mean = acc / m
+        sq = 0.0
+        mn = buf[0]
+        mx = buf[0]
+        for i in range(m):
+            d = buf[i] - mean
+            sq += d * d
+            mn = min(mn, buf[i])
+            mx = max(mx, buf[i])
+        m2[s] = sq
+        lo_v[s] = mn
+        hi_v[s] = mx
+        for j in range(qs.size):
+            quant[j, s] = _quantile_of(buf, m, qs[j])
+        if want_mad:
+            c = _quantile_of(buf, m, 0.5)
+            for i in range(m):
+                dev[i] = abs(buf[i] - c)
+            a, b = _rank_pair(dev, m, (m - 1) // 2)
+            mad[s] = 0.5 * (a + (a if m % 2 else b))
+    return n, total, m2, lo_v, hi_v, quant, mad
+
+
+def segment_select(
+    values: np.ndarray, offsets: np.ndarray, qs: np.ndarray, mad: bool
+) -> tuple[np.ndarray, ...]:
+    """Per segment of ``values`` (grouped, not sorted; NaN = missing) by selection instead of a
+    sort: count, sum, M2 about the mean, min, max, the numpy-linear quantiles ``qs`` (one row
+    each) and, with ``mad``, the median absolute deviation (NaN for empty segments)."""
+    return _segment_select(
+        np.ascontiguousarray(values, np.float64),
+        np.ascontiguousarray(offsets, np.int64),
+        np.ascontiguousarray(qs, np.float64),
+        bool(mad),
+    )
