@@ -108,6 +108,8 @@ def cell_statistics(
         cell_ids, *shared = group_by_cell(cells)
         cidx = None
     ncell = cell_ids.size
+    if shared is not None and all(s.function in SELECTABLE for s in stats):
+        return cell_ids, _selected_columns(values, *shared, stats, ddof, min_count)
 
     def one(item):
         col, vals = item
@@ -139,8 +141,6 @@ def _column_statistics(
 ) -> dict[str, np.ndarray]:
     """Every statistic of one column: ``{column}_{label}`` -> array over the ``ncell`` cells."""
     vals = np.asarray(vals, dtype=np.float64)
-    if shared is not None and all(s.function in SELECTABLE for s in stats):
-        return _selected_statistics(col, gathered(vals, shared[0]), shared[1], stats, ddof, min_count)
     if shared is not None:  # NaNs are dropped by the sort within cells
         v, starts_all = sorted_by_cell(vals, *shared)
         return _sorted_statistics(col, v, starts_all, None, ncell, stats, ddof, min_count)
@@ -166,12 +166,40 @@ def _column_statistics(
 SELECTABLE = (*MOMENTS, "quantile", "mad", "robust_std")
 
 
-def _selected_statistics(col, grouped, offsets, stats, ddof, min_count) -> dict[str, np.ndarray]:
-    """The statistics of one column from its values grouped by cell (``offsets``), each cell's
-    quantiles and MAD by selection: the same values as after a sort, in linear time."""
+def _selected_columns(values, perm, offsets, stats, ddof, min_count) -> dict[str, np.ndarray]:
+    """The statistics of every column from a grouping of the rows by cell (``perm``,
+    ``offsets``), each cell's quantiles and MAD by selection: the same values as after a sort,
+    in linear time. Columns and ranges of cells are computed side by side on threads."""
     qs = sorted({s.q for s in stats if s.function == "quantile"})
     want_mad = any(s.function in ("mad", "robust_std") for s in stats)
-    n, total, m2, lo, hi, quant, mad = segment_select(grouped, offsets, np.asarray(qs, np.float64), want_mad)
+    nseg = offsets.size - 1
+    # ranges of cells holding about equal numbers of rows, one per core
+    cuts = np.searchsorted(offsets, np.linspace(0, offsets[-1], (os.cpu_count() or 1) + 1)[1:-1])
+    bounds = np.unique(np.r_[0, np.minimum(cuts, nseg), nseg])
+    ranges = list(zip(bounds[:-1], bounds[1:], strict=True))
+
+    def one(task):
+        col, a, b = task
+        rows = perm[offsets[a] : offsets[b]]
+        return segment_select(
+            gathered(values[col], rows), offsets[a : b + 1] - offsets[a], np.asarray(qs, np.float64), want_mad
+        )
+
+    values = {col: np.ascontiguousarray(v, np.float64) for col, v in values.items()}
+    tasks = [(col, a, b) for col in values for a, b in ranges]
+    parts = _over_columns(one, tasks, int(offsets[-1]))
+    out: dict[str, np.ndarray] = {}
+    for i, col in enumerate(values):
+        mine = parts[i * len(ranges) : (i + 1) * len(ranges)]
+        joined = [np.concatenate([p[k] for p in mine], axis=-1) for k in range(7)]
+        out.update(_selected_statistics(col, *joined, qs, stats, ddof, min_count))
+    return out
+
+
+def _selected_statistics(
+    col, n, total, m2, lo, hi, quant, mad, qs, stats, ddof, min_count
+) -> dict[str, np.ndarray]:
+    """The statistics of one column from :func:`segment_select`'s per-cell results."""
     res: dict[str, np.ndarray] = {}
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(n > 0, total / np.maximum(n, 1), np.nan)
