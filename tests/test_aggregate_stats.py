@@ -130,6 +130,12 @@ def test_exact_points_match_pandas(ddof):
                 np.testing.assert_allclose(
                     unw[f"{c}_{s}"], sort[f"{c}_{s}"], rtol=1e-13, atol=1e-13, err_msg=s
                 )
+    # the rows in another order give the same numbers (sums accumulated exactly enough)
+    perm = df.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    for stats in (plain, [*plain, "maximum"]):
+        a = healforge.aggregate(df, ["v"], stats, order=order, lon="lon", lat="lat", ddof=ddof)
+        b = healforge.aggregate(perm, ["v"], stats, order=order, lon="lon", lat="lat", ddof=ddof)
+        assert a.to_pandas().equals(b.to_pandas()), stats  # NaN-aware
     # the special cells
     cell = lambda lon: int(lonlat_to_pixel(np.array([lon]), np.array([80.0]), order)[0])  # noqa: E731
     assert got.loc[cell(45.0), "v_count"] == 1 and got.loc[cell(45.0), "v_median"] == 3.5

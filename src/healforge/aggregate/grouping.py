@@ -262,6 +262,51 @@ def sorted_by_cell(
     return _sort_within(gathered(values, perm), np.ascontiguousarray(offsets, np.int64))
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _add(hi, lo, x):
+    """``hi + lo`` plus ``x`` as a sum and its rounding error (TwoSum): summing this way is
+    exact to about 2**-106, so its rounded result does not depend on the order of the values."""
+    s = hi + x
+    t = s - hi
+    return s, lo + ((hi - (s - t)) + (x - t))
+
+
+@numba.njit(cache=True, nogil=True)
+def _sum_and_m2(v, a, b):
+    hi = 0.0
+    lo = 0.0
+    for i in range(a, b):
+        hi, lo = _add(hi, lo, v[i])
+    total = hi + lo
+    mean = total / (b - a)
+    hi = 0.0
+    lo = 0.0
+    for i in range(a, b):
+        d = v[i] - mean
+        hi, lo = _add(hi, lo, d * d)
+    return total, hi + lo
+
+
+@numba.njit(cache=True, nogil=True)
+def _segment_sums(v, starts, n):
+    total = np.zeros(starts.size)
+    m2 = np.zeros(starts.size)
+    for s in range(starts.size):
+        if n[s] > 0:
+            total[s], m2[s] = _sum_and_m2(v, starts[s], starts[s] + n[s])
+    return total, m2
+
+
+def segment_sums(v: np.ndarray, starts: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sum and M2 (squared deviations from the mean) of each segment ``v[starts:starts + n]``,
+    accumulated exactly enough that the order of the values does not change them."""
+    return _segment_sums(
+        np.ascontiguousarray(v, np.float64),
+        np.ascontiguousarray(starts, np.int64),
+        np.ascontiguousarray(n, np.int64),
+    )
+
+
 @numba.njit(cache=True, nogil=True)
 def _select(a, lo, hi, k):
     """Reorder ``a[lo:hi]`` so that ``a[k]`` is its k-th smallest, smaller values before it and
@@ -329,27 +374,20 @@ def _segment_select(vs, offsets, qs, want_mad):
     dev = np.empty(longest)
     for s in range(nseg):
         m = 0
-        acc = 0.0
         for i in range(offsets[s], offsets[s + 1]):
             x = vs[i]
             if x == x:
                 buf[m] = x
-                acc += x
                 m += 1
         n[s] = m
-        total[s] = acc
         if m == 0:
             continue
-        mean = acc / m
-        sq = 0.0
+        total[s], m2[s] = _sum_and_m2(buf, 0, m)
         mn = buf[0]
         mx = buf[0]
         for i in range(m):
-            d = buf[i] - mean
-            sq += d * d
             mn = min(mn, buf[i])
             mx = max(mx, buf[i])
-        m2[s] = sq
         lo_v[s] = mn
         hi_v[s] = mx
         for j in range(qs.size):

@@ -26,6 +26,7 @@ from healforge.aggregate.grouping import (
     minmax,
     segment_mad,
     segment_select,
+    segment_sums,
     sorted_by_cell,
 )
 from healforge.aggregate.statistics import (
@@ -240,9 +241,8 @@ def _sorted_statistics(col, v, starts_all, w, ncell, stats, ddof, min_count) -> 
         o[has] = x
         return o
 
-    sums = np.add.reduceat(v, starts) if starts.size else np.empty(0)
+    sums, m2 = segment_sums(v, starts, nh)  # the same in any row order
     mean = sums / nh
-    m2 = None
     med = None
     wparts = None
     res: dict[str, np.ndarray] = {}
@@ -255,9 +255,6 @@ def _sorted_statistics(col, v, starts_all, w, ncell, stats, ddof, min_count) -> 
         elif f == "mean":
             r = full(mean)
         elif f in ("var", "std"):
-            if m2 is None:
-                dev = v - np.repeat(mean, nh)
-                m2 = np.add.reduceat(dev * dev, starts) if starts.size else np.empty(0)
             d = s.ddof_or(ddof)
             with np.errstate(invalid="ignore", divide="ignore"):
                 var = np.where(nh - d > 0, m2 / np.maximum(nh - d, 1), np.nan)
