@@ -7,8 +7,8 @@ Generates its own data and times, in one run:
    (sidecar + aggregate_by_sidecar, on a capped subset); count/mean/std vs numpy bincount
    (healforge, pandas and numpy: the faster of 2 calls each);
 2. streaming N points in 10 batches with quantile sketches at order 6 (healforge accumulate
-   of all batches in one call, and one call per batch adding to the state, vs healpyxel
-   accumulate_batch with t-digests on a subset), and state save/load (the fastest of 3 calls
+   of all batches in one call, one call per batch adding to the state, and an Accumulator
+   adding one batch at a time, vs healpyxel accumulate_batch with t-digests on a subset), and state save/load (the fastest of 3 calls
    for each tool);
 3. M 0.5-degree footprints at order 8, fuzzy with area weights (healforge vs healpyxel subset).
 
@@ -244,8 +244,16 @@ def main(argv=None) -> int:
                 state = healforge.accumulate(b, COLS, order=6, lon="lon", lat="lat", state=state)
             return state
 
+        def with_accumulator():
+            acc = healforge.Accumulator(COLS, order=6, lon="lon", lat="lat")
+            for b in batches:
+                acc.add(b)
+            return acc.state
+
         r["healforge_batch_by_batch_s"], _ = timed(one_at_a_time)
         r["batch_by_batch_vs_one_call"] = r["healforge_batch_by_batch_s"] / r["healforge_s"]
+        r["healforge_accumulator_s"], _ = timed(with_accumulator)
+        r["accumulator_vs_one_call"] = r["healforge_accumulator_s"] / r["healforge_s"]
         r["healforge_save_s"], _ = timed(st.save, os.path.join(tmp, "state.parquet"))
         r["healforge_load_s"], _ = timed(healforge.State.load, os.path.join(tmp, "state.parquet"))
         r["state_cells"] = int(st.cell_ids.size)

@@ -188,3 +188,41 @@ def test_unit_weight_columns_are_not_stored_twice(tmp_path):
     got = healforge.finalize(State.load(tmp_path / "p.parquet"), stats).to_pandas()
     np.testing.assert_array_equal(got.v_wmean, got.v_mean)
     np.testing.assert_array_equal(got.v_wsum, got.v_count)
+
+
+def test_accumulator_batch_by_batch_is_one_call_number_for_number(tmp_path):
+    df = _data(21, 40000)
+    batches = [df.iloc[i::19].reset_index(drop=True) for i in range(19)]  # 19: three merge levels
+    kw = dict(order=3, lon="lon", lat="lat", weight="1 / sigma**2")
+    one = healforge.accumulate(batches, ["v", "u"], **kw)
+    acc = healforge.Accumulator(["v", "u"], **kw)
+    for b in batches:
+        acc.add(b)
+    got = acc.state
+    assert got.rows_in == one.rows_in == len(df)
+    np.testing.assert_array_equal(got.cell_ids, one.cell_ids)
+    for c in ("v", "u"):
+        for k, v in one.moments[c].items():
+            np.testing.assert_array_equal(got.moments[c][k], v, err_msg=k)
+        for a, b in zip(got.sketches[c], one.sketches[c], strict=True):
+            np.testing.assert_array_equal(a, b)
+    # continuing from a saved state and from files: the state file remembers those files
+    acc.save(tmp_path / "s.parquet")
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"more{i}.parquet")
+        _data(30 + i, 2000).to_parquet(files[-1])
+    more = healforge.Accumulator(
+        ["v", "u"], state=tmp_path / "s.parquet", lon="lon", lat="lat", weight="1 / sigma**2"
+    )
+    for f in files:
+        more.add(str(f))
+    final = more.state
+    assert final.order == 3 and final.rows_in == len(df) + 6000
+    final.save(tmp_path / "s.parquet")
+    again = healforge.accumulate([str(f) for f in files], ["v", "u"], state=tmp_path / "s.parquet", **kw)
+    assert again.already_complete and again.rows_in == final.rows_in  # nothing counted twice
+    with pytest.raises(healforge.OptionError, match="give an order"):
+        healforge.Accumulator(["v"], lon="lon", lat="lat")
+    with pytest.raises(healforge.OptionError, match="nothing accumulated"):
+        _ = healforge.Accumulator(["v"], order=3, lon="lon", lat="lat").state

@@ -44,6 +44,7 @@ _API = {
     "read_sidecar": "healforge.aggregate.sidecar",
     "aggregate": "healforge.aggregate.api",
     "accumulate": "healforge.aggregate.api",
+    "Accumulator": "healforge.aggregate.accumulator",
     "merge_states": "healforge.aggregate.api",
     "finalize": "healforge.aggregate.api",
     "State": "healforge.aggregate.state",
