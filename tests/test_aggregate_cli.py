@@ -206,6 +206,33 @@ def test_longitude_and_latitude_conventions(tmp_path):
     assert meta["indexing_scheme"] == "nested" and meta["healforge_version"] == healforge.__version__
     expected = np.unique(lonlat_to_pixel(lon, geodetic_to_authalic(lat), 6))
     np.testing.assert_array_equal(au.column("cell_ids").to_numpy(), expected)
+    # the same from the command line, the option's value written as the shell user writes it
+    d360.to_parquet(tmp_path / "in.parquet")
+    for form in (["--lon-convention", "-180_180"], ["--lon-convention=-180_180"]):
+        out = tmp_path / f"cli{len(form)}.parquet"
+        run(
+            "aggregate",
+            tmp_path / "in.parquet",
+            "-o",
+            out,
+            "--lon",
+            "lon",
+            "--lat",
+            "lat",
+            "--order",
+            6,
+            "--columns",
+            "v",
+            "--stats",
+            "count",
+            "--latitude",
+            "authalic",
+            *form,
+            "-q",
+        )
+        cli = healforge.read_map(out)
+        assert map_metadata(cli)["lon_convention"] == "-180_180"
+        np.testing.assert_array_equal(cli.column("cell_ids").to_numpy(), expected)
     # authalic latitude: independent closed form check at 45 degrees (WGS84): 44.8717 degrees
     assert abs(geodetic_to_authalic(np.array([45.0]))[0] - 44.87170) < 1e-4
     assert geodetic_to_authalic(np.array([90.0]))[0] == pytest.approx(90.0)

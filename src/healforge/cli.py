@@ -75,8 +75,47 @@ def user_error_message(exc: BaseException) -> str | None:
     return None
 
 
+def _options(parser: argparse.ArgumentParser) -> tuple[set[str], set[str]]:
+    """Option strings of ``parser`` and its subcommands: all of them, and those taking one value."""
+    every, single = set(), set()
+    for action in parser._actions:
+        every.update(action.option_strings)
+        if action.option_strings and action.nargs is None and action.const is None:
+            single.update(action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                e, s = _options(sub)
+                every |= e
+                single |= s
+    return every, single
+
+
+def glue_dash_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """``--option -value`` as ``--option=-value`` for options taking one value, so that values
+    starting with ``-`` (``--lon-convention -180_180``) are not taken for options."""
+    every, single = _options(parser)
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        dash_value = nxt is not None and nxt.startswith("-") and nxt != "-" and nxt.split("=")[0] not in every
+        if tok in single and dash_value:
+            out.append(f"{tok}={nxt}" if tok.startswith("--") else f"{tok}{nxt}")
+            i += 2
+            continue
+        if tok == "--":
+            out.extend(argv[i:])
+            break
+        out.append(tok)
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(glue_dash_values(parser, argv))
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
