@@ -66,6 +66,15 @@ def test_intact_catalogs_pass(pristine):
     assert report.ok and report.rows == 2_400
 
 
+def test_unknown_id_column_is_one_line_naming_the_columns(pristine):
+    for cat in ("single", "dirs"):
+        proc = run_cli("validate", pristine / cat, "--id", "WRONG", check=False)
+        assert proc.returncode == 1
+        lines = [line for line in proc.stderr.splitlines() if line.strip().startswith("- ")]
+        assert len(lines) == 1, proc.stderr
+        assert "'WRONG' is not in the catalog; its columns: id, ra, dec, mag, flag, name" in lines[0]
+
+
 def test_legacy_properties_with_rows_outside_their_pixel(pristine, tmp_path):
     cat = _copy(pristine, "single", tmp_path)
     (cat / "hats.properties").unlink()

@@ -96,6 +96,23 @@ def read_any_properties(root: AnyPath) -> dict[str, str] | None:
     return None
 
 
+def _known_id_column(root: AnyPath, id_column: str | None, problems: list[str]) -> str | None:
+    """``id_column`` when the catalog's schema has it; else one problem naming the columns
+    there are (instead of one per file) and ``None``."""
+    meta = layout.common_metadata_file(root)
+    if id_column is None or not meta.exists():
+        return id_column
+    try:
+        names = storage.parquet_file(meta).schema_arrow.names
+    except Exception:  # an unreadable _common_metadata is reported by hats' checks
+        return id_column
+    if id_column in names:
+        return id_column
+    shown = [n for n in names if n != SPATIAL_INDEX_COLUMN]
+    problems.append(f"id column {id_column!r} is not in the catalog; its columns: {', '.join(shown)}")
+    return None
+
+
 def validate_partitioned(
     path: str | Path,
     id_column: str | None = None,
@@ -115,6 +132,7 @@ def validate_partitioned(
         problems.append("partition_info.csv is missing")
         return report
     _check_disjoint(pixels, problems)
+    id_column = _known_id_column(root, id_column, problems)
 
     ra_col, dec_col = props.get(Key.COL_RA), props.get(Key.COL_DEC)
     # files readers skip (hidden), cannot read as data or would read where healforge does not
