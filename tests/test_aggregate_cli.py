@@ -289,3 +289,33 @@ def test_geoparquet_file_id_column_and_all_rows_rejected(tmp_path):
     )
     assert st.cell_ids.size == 0 and st.rows_in == 2 and st.rows_rejected == 2
     assert healforge.finalize(tmp_path / "st.parquet").num_rows == 0
+
+
+def test_sidecar_of_another_tool(tmp_path):
+    """A healpyxel sidecar (source_id, healpix_id, weight; no metadata) with --nside aggregates to
+    the values of healforge's own sidecar of the same rows."""
+    src = tmp_path / "pts.parquet"
+    _write(src, 8, 3000)
+    ours = tmp_path / "ours.parquet"
+    run("sidecar", src, "-o", ours, "--order", 5, *POINTS, "-q")
+    plain = pq.read_table(ours).replace_schema_metadata(None)
+    assert plain.column_names == ["source_id", "healpix_id", "weight"]
+    theirs = tmp_path / "theirs.parquet"
+    pq.write_table(plain, theirs)
+    stats = ("--columns", "elev", "--stats", "count", "mean", "median", "std")
+    run("aggregate", src, "--sidecar", ours, "-o", tmp_path / "a.parquet", *stats, "-q")
+    run("aggregate", src, "--sidecar", theirs, "--nside", 32, "-o", tmp_path / "b.parquet", *stats, "-q")
+    a, b = (pq.read_table(tmp_path / f"{x}.parquet").to_pandas() for x in "ab")
+    pd.testing.assert_frame_equal(a, b)
+    # and checked as a sidecar: the order is needed, cells must exist at it, columns named
+    proc = run("aggregate", src, "--sidecar", theirs, "-o", tmp_path / "c.parquet", *stats, check=False)
+    assert proc.returncode == 2 and "give its order (--order or --nside)" in proc.stderr
+    proc = run(
+        "aggregate", src, "--sidecar", theirs, "--order", 1, "-o", tmp_path / "c.parquet", *stats, check=False
+    )
+    assert proc.returncode == 2 and "healpix_id out of range for order 1" in proc.stderr
+    pq.write_table(plain.rename_columns(["row", "healpix_id", "weight"]), theirs)
+    proc = run(
+        "aggregate", src, "--sidecar", theirs, "--order", 5, "-o", tmp_path / "c.parquet", *stats, check=False
+    )
+    assert proc.returncode == 2 and "needs columns source_id, healpix_id" in proc.stderr

@@ -32,7 +32,13 @@ from healforge.aggregate.finalize import DEFAULT_STATE_STATS, finalize_state
 from healforge.aggregate.maptable import make_map_table, write_map
 from healforge.aggregate.plan import Assignment, Plan, PlanBuilder, parse_cell_specs
 from healforge.aggregate.shuffle import shuffle_statistics
-from healforge.aggregate.sidecar import gather_rejects, quarantine_target, read_sidecar, sidecar_metadata
+from healforge.aggregate.sidecar import (
+    as_sidecar,
+    gather_rejects,
+    quarantine_target,
+    read_sidecar,
+    sidecar_metadata,
+)
 from healforge.aggregate.sketch import DEFAULT_DELTA
 from healforge.aggregate.sources import Source, default_position, to_sources
 from healforge.aggregate.state import State
@@ -199,7 +205,7 @@ def aggregate(
         sc = (
             read_sidecar(sidecar, order, storage_options)
             if isinstance(sidecar, str | os.PathLike)
-            else sidecar
+            else as_sidecar(sidecar, order)
         )
         meta = sidecar_metadata(sc)
         order = int(meta["order"])

@@ -264,10 +264,80 @@ def sidecar_metadata(table: pa.Table, path: str | None = None) -> dict:
     return json.loads(raw)
 
 
+def as_sidecar(table: pa.Table, order: int | None, path: str | None = None) -> pa.Table:
+    """A sidecar table: healforge's own as it is; another tool's (healpyxel's: ``source_id``,
+    ``healpix_id`` at ``order``, nested, optional ``weight``; no metadata) checked and given
+    healforge's metadata, with source ids taken as row positions of the inputs."""
+    if SIDECAR_KEY in (table.schema.metadata or {}):
+        return table
+    if order is None:
+        raise OptionError(
+            f"{path or 'the sidecar'} has no healforge metadata: give its order (--order or --nside) "
+            "to read it as a plain sidecar (source_id, healpix_id nested at that order, weight)"
+        )
+    order = check_order(order)
+    columns = {"source_id": None, "healpix_id": None}
+    for name in columns:
+        if name not in table.column_names:
+            raise BadInputError(
+                f"a sidecar needs columns source_id, healpix_id (and optionally weight); found "
+                f"{', '.join(table.column_names)}",
+                path=path,
+                column=name,
+            )
+        columns[name] = _id_values(table, name, path)
+    cells = columns["healpix_id"]
+    bad = (cells < 0) | (cells >= 12 * 4**order)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise BadInputError(
+            f"healpix_id out of range for order {order} (0 to {12 * 4**order - 1}): is the order right?",
+            path=path,
+            column="healpix_id",
+            row=i,
+            value=int(cells[i]),
+        )
+    if "weight" in table.column_names:
+        weight = table.column("weight").cast(pa.float64()).to_numpy(zero_copy_only=False)
+        bad = ~np.isfinite(weight) | (weight < 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise BadInputError(
+                "sidecar weights must be finite and >= 0",
+                path=path,
+                column="weight",
+                row=i,
+                value=float(weight[i]),
+            )
+    else:
+        weight = np.ones(cells.size)
+    sid = columns["source_id"]
+    meta = {
+        "order": order,
+        "indexing_scheme": "nested",
+        "mode": "fuzzy" if np.unique(sid).size < sid.size else "point",
+        "source_id": "row",
+        "lon_convention": "0_360",
+        "latitude": "spherical",
+        "inputs": [],
+        "rows_in": None,
+        "rows_rejected": 0,
+        "foreign": path or "table",
+    }
+    return pa.table(
+        {
+            "source_id": pa.array(sid, pa.int64()),
+            "healpix_id": pa.array(cells, pa.int64()),
+            "weight": pa.array(weight, pa.float64()),
+        }
+    ).replace_schema_metadata({SIDECAR_KEY: json.dumps(meta).encode()})
+
+
 def read_sidecar(
     path: str | os.PathLike, order: int | None = None, storage_options: dict | None = None
 ) -> pa.Table:
-    """Read a sidecar file, local or URL (or, from a multi-order directory, the one at ``order``)."""
+    """Read a sidecar file, local or URL (or, from a multi-order directory, the one at ``order``);
+    a file of another tool without healforge's metadata is read at ``order`` (:func:`as_sidecar`)."""
     target = as_path(path, storage_options)
     if target.is_dir():
         if order is None:
@@ -279,5 +349,4 @@ def read_sidecar(
         table = read_parquet_table(target)
     except (pa.ArrowInvalid, OSError) as exc:
         raise BadInputError(f"cannot read sidecar file: {exc}", path=str(target)) from None
-    sidecar_metadata(table, str(target))
-    return table
+    return as_sidecar(table, order, str(target))
