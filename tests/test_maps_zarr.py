@@ -98,11 +98,22 @@ def test_authalic_map_has_ellipsoid_and_geodetic_centres(tmp_path):
     table = make_map_table(cells, {"x_mean": np.arange(cells.size, dtype=float)}, 4, latitude="authalic")
     write_zarr(table, tmp_path / "a.zarr")
     ds = xr.open_zarr(str(tmp_path / "a.zarr"), group="order_04")
-    assert ds.cell_ids.attrs["ellipsoid"] == {
-        "semimajor_axis": 6378137.0,
-        "inverse_flattening": 298.257223563,
-    }
+    wgs84 = {"name": "WGS84", "inverse_flattening": 298.257223563}
+    # the coordinate with xdggs' own names, the dggs block spelled as the Zarr DGGS convention
+    assert ds.cell_ids.attrs["ellipsoid"] == {**wgs84, "semimajor_axis": 6378137.0}
+    assert ds.attrs["dggs"]["ellipsoid"] == {**wgs84, "semi_major_axis": 6378137.0}
     assert set(ds.cell_ids.attrs) == {"grid_name", "level", "indexing_scheme", "ellipsoid"}
+    decoded = xdggs.decode(ds)
+    assert decoded.dggs.grid_info.ellipsoid.semimajor_axis == 6378137.0
+    # what later xdggs releases do with the convention's block: rename the spelled-out keys to
+    # their own, then decode it as the grid
+    block = dict(ds.attrs["dggs"])
+    block["ellipsoid"] = {
+        {"semi_major_axis": "semimajor_axis"}.get(k, k): v for k, v in block["ellipsoid"].items()
+    }
+    z = xdggs.decode(ds, convention="zarr", grid_info=block, name="cell_ids")
+    assert z.dggs.grid_info.ellipsoid.inverse_flattening == 298.257223563
+    assert z.dggs.grid_info.level == 4
     lon, lat = xdggs_centres(ds)
     hlon, hlat = hp.pix2ang(16, cells, nest=True, lonlat=True)  # authalic sphere centres
     np.testing.assert_allclose(np.mod(lon, 360), hlon, atol=1e-9)

@@ -39,7 +39,7 @@ from healforge.maps.table import (
     variables,
     with_metadata,
 )
-from healforge.pixel.latitude import WGS84
+from healforge.pixel.latitude import WGS84, WGS84_DGGS
 
 DGGS_CONVENTION = {
     "uuid": "7b255807-140c-42ca-97f6-7a1cfecdbc38",
@@ -72,7 +72,7 @@ def group_attrs(order: int, meta: Mapping[str, Any]) -> dict[str, Any]:
         "compression": "none",
     }
     if meta.get("latitude") == "authalic":
-        dggs["ellipsoid"] = dict(WGS84)
+        dggs["ellipsoid"] = dict(WGS84_DGGS)
     return {"zarr_conventions": [dict(DGGS_CONVENTION)], "dggs": dggs, "healforge": dict(meta)}
 
 

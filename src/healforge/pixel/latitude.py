@@ -9,8 +9,11 @@ import numpy as np
 LATITUDES = ("spherical", "authalic")
 #: Longitude conventions recorded with a map.
 LON_CONVENTIONS = ("0_360", "-180_180")
-#: WGS84, used with authalic latitude (xdggs ``ellipsoid`` attribute names).
-WGS84 = {"semimajor_axis": 6378137.0, "inverse_flattening": 298.257223563}
+#: WGS84, used with authalic latitude, with xdggs' own attribute names (the ``cell_ids``
+#: coordinate's ``ellipsoid``, which xdggs 0.6 reads).
+WGS84 = {"name": "WGS84", "semimajor_axis": 6378137.0, "inverse_flattening": 298.257223563}
+#: The same ellipsoid spelled as the Zarr DGGS convention (v1) spells it, for its ``dggs`` block.
+WGS84_DGGS = {"name": "WGS84", "semi_major_axis": 6378137.0, "inverse_flattening": 298.257223563}
 
 
 def _authalic_constants(inverse_flattening: float):

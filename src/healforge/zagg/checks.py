@@ -55,7 +55,6 @@ FUNCTIONS: dict[str, tuple[str, dict, bool]] = {
     "percentile": ("quantile", {}, True),
     "nanpercentile": ("quantile", {}, False),
 }
-WGS84 = {"semimajor_axis": 6378137.0, "inverse_flattening": 298.257223563}
 
 
 class Problems:

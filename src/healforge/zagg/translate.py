@@ -16,6 +16,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from healforge.pixel.latitude import WGS84_DGGS
 from healforge.run import ConfigError
 from healforge.zagg.catalog import read_catalog, shard_cells
 from healforge.zagg.checks import (
@@ -25,7 +26,6 @@ from healforge.zagg.checks import (
     OUTPUT,
     READER,
     TOP,
-    WGS84,
     Problems,
     pyramid,
     resolve_path,
@@ -148,7 +148,7 @@ def translate(
         pipeline["filter"] = " and ".join(filt)
     if so:
         pipeline["outputs"]["storage_options"] = so
-    conventions["ellipsoid"] = dict(WGS84)
+    conventions["ellipsoid"] = dict(WGS84_DGGS)
     conventions["mode"] = (
         "exact (rows shuffled by shard)" if exact_flag else "streaming (quantiles from sketches)"
     )
