@@ -30,8 +30,8 @@ def pytest_collection_modifyitems(config, items):
         items[:] = keep
 
 
-def run_cli(*args: str, check: bool = True, env: dict | None = None, timeout: float = 300):
-    """Run ``python -m healforge ARGS``; returns the CompletedProcess."""
+def run_cli(*args: str, check: bool = True, env: dict | None = None, timeout: float = 300, cwd=None):
+    """Run ``python -m healforge ARGS`` (in ``cwd``); returns the CompletedProcess."""
     full_env = dict(os.environ, **(env or {}))
     proc = subprocess.run(
         [sys.executable, "-m", "healforge", *map(str, args)],
@@ -39,6 +39,7 @@ def run_cli(*args: str, check: bool = True, env: dict | None = None, timeout: fl
         text=True,
         env=full_env,
         timeout=timeout,
+        cwd=cwd,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"healforge {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")

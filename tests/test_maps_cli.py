@@ -42,3 +42,25 @@ def test_cli_errors_are_clear(tmp_path):
     from healforge.cli import main
 
     assert main(["export", str(tmp_path / "m.zarr"), "-o", str(tmp_path / "x.tiff")]) == 2
+
+
+def test_export_carries_provenance(tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+    import zarr
+
+    from healforge.maps.table import map_metadata
+
+    prov = {"inputs": ["/data/g1.h5", "/data/g2.h5"], "pipeline": {"name": "atl06", "config": "c.yaml"}}
+    write_zarr(pyramid((2, 4)), tmp_path / "m.zarr", metadata=prov)
+    for out, extra in (("e.zarr", []), ("e.parquet", ["--order", "4"]), ("e.geoparquet", ["--order", "2"])):
+        r = _run("export", str(tmp_path / "m.zarr"), "-o", str(tmp_path / out), *extra)
+        assert r.returncode == 0, r.stderr
+    root = dict(zarr.open_group(str(tmp_path / "e.zarr"), mode="r").attrs["healforge"])
+    one = map_metadata(read_map(tmp_path / "e.parquet"))
+    geo = json.loads(pq.read_schema(tmp_path / "e.geoparquet").metadata[b"healforge"])
+    for meta in (root, one, geo):
+        assert meta["inputs"] == prov["inputs"] and meta["pipeline"] == prov["pipeline"]
+        assert meta["exported_from"] == str(tmp_path / "m.zarr")
+    assert root["orders"] == [2, 4] and one["order"] == 4 and geo["order"] == 2

@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 
 import h5py
@@ -124,9 +126,18 @@ def test_shipped_file_is_byte_identical_copy():
 @pytest.mark.slow
 def test_shipped_atl06_file_runs_via_cli(granules, tmp_path, exact):
     base, files, rows = granules
+    # as a user runs it: the file in its own folder, the granules and the store named relative to
+    # the working directory (not to the file's folder)
+    (tmp_path / "cfg").mkdir()
+    shutil.copy(SHIPPED, tmp_path / "cfg" / "atl06.yaml")
+    (tmp_path / "granules").mkdir()
+    for f in files:
+        shutil.copy(f, tmp_path / "granules")
+    names = [f"granules/{os.path.basename(f)}" for f in files]
     store = tmp_path / "out.zarr"
-    args = ["run", SHIPPED, "--inputs", *files, "--store", store, "--synchronous", "-q"]
-    run_cli(*args, *(["--exact"] if exact else []))
+    args = ["run", "cfg/atl06.yaml", "--inputs", *names, "--store", "out.zarr", "--synchronous", "-q"]
+    run_cli(*args, *(["--exact"] if exact else []), cwd=tmp_path)
+    assert not (tmp_path / "cfg" / "out.zarr").exists()
     ds, decoded = open_level(store, 12)
     assert decoded.dggs.grid_info.level == 12
     # zagg's conventions: authalic latitude -> the ellipsoid is recorded for xdggs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from healforge.commands import add_command
@@ -65,22 +66,27 @@ def _export(args: argparse.Namespace) -> int:
     """
     from healforge.maps.geoparquet import write_geoparquet
     from healforge.maps.parquet import read_map, read_pyramid, write_parquet
-    from healforge.maps.table import MapError
+    from healforge.maps.table import MapError, source_provenance, with_provenance
     from healforge.maps.zarr_store import write_zarr
 
     out = args.output.rstrip("/")
     suffix = out.lower().rsplit(".", 1)[-1] if "." in out else ""
     if suffix not in ("zarr", "parquet", "geoparquet"):
         raise MapError(f"cannot tell the output format of {args.output}: use .zarr, .parquet or .geoparquet")
+    source = args.map if "://" in args.map else os.path.abspath(args.map)
+    provenance = {**source_provenance(args.map), "exported_from": source}
     if suffix == "geoparquet":
         orders = args.order or [None]
         if len(orders) > 1:
             raise MapError("GeoParquet holds one order: give --order once")
-        write_geoparquet(read_map(args.map, orders[0]), out, step=args.edge_points)
+        write_geoparquet(
+            with_provenance(read_map(args.map, orders[0]), provenance), out, step=args.edge_points
+        )
     else:
         maps = read_pyramid(args.map) if not args.order else {k: read_map(args.map, k) for k in args.order}
+        maps = {k: with_provenance(t, provenance) for k, t in maps.items()}
         if suffix == "zarr":
-            write_zarr(maps, out)
+            write_zarr(maps, out, metadata=provenance)
         else:
             write_parquet(next(iter(maps.values())) if len(maps) == 1 else maps, out)
     print(out, file=sys.stdout)

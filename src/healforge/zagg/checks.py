@@ -93,6 +93,12 @@ def resolve_path(path: str, base: str) -> str:
     return os.path.normpath(os.path.join(base, path))
 
 
+def cwd_path(path: str | os.PathLike) -> str:
+    """A path given on the command line: relative to the working directory (URLs as they are)."""
+    path = os.fspath(path)
+    return path if "://" in path else os.path.abspath(path)
+
+
 def function_name(name: Any) -> str | None:
     """zagg's function name normalized (``np.x`` / ``numpy.x`` -> ``x``)."""
     if not isinstance(name, str):

@@ -27,6 +27,7 @@ from healforge.zagg.checks import (
     READER,
     TOP,
     Problems,
+    cwd_path,
     pyramid,
     resolve_path,
 )
@@ -100,7 +101,9 @@ def translate(
     if layout not in (None, "flat"):
         e.add("output.store_layout", f"healforge writes one Zarr store (flat); got {layout!r}")
     orders = pyramid(e, out.get("pyramid"), parent or 0, child or 0) if child is not None else []
-    target = store or out.get("store") or top.get("store")
+    # paths in the file are relative to the file, paths given here (the command line) to the
+    # working directory
+    target = cwd_path(store) if store else out.get("store") or top.get("store")
     if not isinstance(target, str) or not target:
         e.add("output.store", "is required (or give --store)")
         target = ""
@@ -114,7 +117,7 @@ def translate(
     # inputs --------------------------------------------------------------------------------
     paths: list[str] = []
     shard_keys: list[int] = []  # a catalog's shards: zagg writes these only
-    given = list(inputs) if inputs else []
+    given = [cwd_path(p) for p in inputs] if inputs else []
     if not given and top.get("catalog"):
         given = [resolve_path(str(top["catalog"]), base)]
     if not given:
