@@ -319,3 +319,79 @@ def test_sidecar_of_another_tool(tmp_path):
         "aggregate", src, "--sidecar", theirs, "--order", 5, "-o", tmp_path / "c.parquet", *stats, check=False
     )
     assert proc.returncode == 2 and "needs columns source_id, healpix_id" in proc.stderr
+
+
+def _cell_means(ra, dec, values, order):
+    """count and mean of the finite values per cell, plain numpy."""
+    cells = lonlat_to_pixel(ra, dec, order)
+    ok = np.isfinite(values)
+    out = {}
+    for c in np.unique(cells):
+        v = values[(cells == c) & ok]
+        out[int(c)] = (v.size, v.mean() if v.size else np.nan)
+    return out
+
+
+def _check_means(table, column, want):
+    got = table.to_pandas().set_index("cell_ids")
+    for c, (n, mean) in want.items():
+        assert got.loc[c, f"{column}_count"] == n
+        if n:
+            assert got.loc[c, f"{column}_mean"] == pytest.approx(mean, rel=1e-12)
+
+
+def test_fill_values_declared_by_files_and_given_by_the_user(tmp_path):
+    import h5py
+    from astropy.io import fits
+
+    from healforge.aggregate.maptable import map_metadata
+
+    rng = np.random.default_rng(12)
+    n = 4000
+    ra, dec = rng.uniform(0, 40, n), rng.uniform(-20, 20, n)
+    h = rng.normal(100, 5, n).astype(np.float32)
+    k = rng.integers(0, 50, n).astype(np.int16)
+    h_fill, k_fill = rng.random(n) < 0.1, rng.random(n) < 0.05
+    h[h_fill], k[k_fill] = np.float32(3.4028235e38), -9999
+    # HDF5: _FillValue (float32) and missing_value (int16) declared on the datasets
+    with h5py.File(tmp_path / "g.h5", "w") as f:
+        for name, v in (("ra", ra), ("dec", dec), ("h", h), ("k", k)):
+            f.create_dataset(name, data=v)
+        f["h"].attrs["_FillValue"] = np.float32(3.4028235e38)
+        f["k"].attrs["missing_value"] = np.int16(-9999)
+    out = tmp_path / "h5.parquet"
+    proc = run("aggregate", tmp_path / "g.h5", "-o", out, *POINTS, "--order", 4, "--columns", "h", "k",
+               "--stats", "count", "mean")  # fmt: skip
+    assert f"({h_fill.sum() + k_fill.sum()} fill value(s) skipped)" in proc.stderr
+    assert "Warning" not in proc.stderr
+    m = healforge.read_map(out)
+    assert map_metadata(m)["fills_skipped"] == h_fill.sum() + k_fill.sum()
+    _check_means(m, "h", _cell_means(ra, dec, np.where(h_fill, np.nan, h.astype(np.float64)), 4))
+    _check_means(m, "k", _cell_means(ra, dec, np.where(k_fill, np.nan, k.astype(np.float64)), 4))
+    # FITS: TNULL of an integer column
+    cols = [fits.Column(name="ra", format="D", array=ra), fits.Column(name="dec", format="D", array=dec),
+            fits.Column(name="k", format="I", null=-9999, array=k)]  # fmt: skip
+    fits.BinTableHDU.from_columns(cols).writeto(tmp_path / "t.fits")
+    run("aggregate", tmp_path / "t.fits", "-o", tmp_path / "fits.parquet", *POINTS, "--order", 4,
+        "--columns", "k", "--stats", "count", "mean", "-q")  # fmt: skip
+    _check_means(
+        healforge.read_map(tmp_path / "fits.parquet"),
+        "k",
+        _cell_means(ra, dec, np.where(k_fill, np.nan, k.astype(float)), 4),
+    )
+    # parquet knows no fills: given on the command line, as a value and as healpyxel's threshold
+    v = rng.normal(0, 1, n)
+    v[:200], v[200:300] = -999.0, 1e35
+    pq.write_table(pa.table({"ra": ra, "dec": dec, "v": v}), tmp_path / "p.parquet")
+    out = tmp_path / "pq.parquet"
+    proc = run("aggregate", tmp_path / "p.parquet", "-o", out, *POINTS, "--order", 4, "--columns", "v",
+               "--stats", "count", "mean", "--fill-value", "v=-999", "--sentinel-above", "1e30")  # fmt: skip
+    assert "(300 fill value(s) skipped)" in proc.stderr
+    meta = map_metadata(healforge.read_map(out))
+    assert meta["fill_values_given"] == {"v": [-999.0]} and meta["sentinel_above"] == 1e30
+    _check_means(
+        healforge.read_map(out), "v", _cell_means(ra, dec, np.where(np.arange(n) < 300, np.nan, v), 4)
+    )
+    proc = run("aggregate", tmp_path / "p.parquet", "-o", out, *POINTS, "--order", 4, "--columns", "v",
+               "--fill-value", "v", check=False)  # fmt: skip
+    assert proc.returncode == 2 and "must be COLUMN=VALUE" in proc.stderr

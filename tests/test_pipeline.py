@@ -384,3 +384,29 @@ def test_parquet_inputs_bad_rows_and_s3_parquet(tmp_path, s3_options):
         read_map(tmp_path / "q.parquet", 1),
         ["cell_ids", "n", "mag_mean"],
     )
+
+
+def test_fills_key_of_a_pipeline(tmp_path):
+    rng = np.random.default_rng(3)
+    n = 3000
+    df = pd.DataFrame(
+        {"ra": rng.uniform(0, 50, n), "dec": rng.uniform(-10, 10, n), "mag": rng.normal(20, 1, n), "flag": 0}
+    )
+    df.loc[:99, "mag"] = 99.0  # a catalog's "no measurement"
+    df.loc[100:149, "mag"] = 1e32
+    df.to_parquet(tmp_path / "in.parquet")
+    cfg = _points_pipeline([str(tmp_path / "in.parquet")], str(tmp_path / "m.parquet"))
+    cfg["fills"] = {"values": {"mag": 99.0}, "sentinel_above": 1e30}
+    summary = run_pipeline(cfg, synchronous=True, quiet=True)
+    assert summary["fills_skipped"] == 150
+    got = as_frame(read_map(tmp_path / "m.parquet", 3))
+    good = df.iloc[150:]
+    cells = hp.ang2pix(8, good.ra.to_numpy(), good.dec.to_numpy(), nest=True, lonlat=True)
+    want = good.mag.groupby(cells).mean()
+    np.testing.assert_allclose(got.loc[want.index, "mag_mean"], want.to_numpy(), rtol=1e-12)
+    bad = copy.deepcopy(cfg)
+    bad["fills"] = {"values": {"mag": "none"}, "drop_rows": 3, "sentinel_below": 1}
+    with pytest.raises(ConfigError) as err:
+        run_pipeline(bad, synchronous=True, quiet=True)
+    text = str(err.value)
+    assert "fills.values.mag" in text and "fills.drop_rows" in text and "fills.sentinel_below" in text

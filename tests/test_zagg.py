@@ -33,8 +33,9 @@ FILL = np.float32(3.4028235e38)
 VARIABLES = ["count", "h_min", "h_max", "h_mean", "h_sigma", "h_variance", "h_q25", "h_q50", "h_q75"]
 
 
-def make_granule(path, n=250, seed=0, lat0=-75.0, lon0=10.0):
-    """An ATL06-like granule: six beams, flagged rows (quality 1) carry fill values."""
+def make_granule(path, n=250, seed=0, lat0=-75.0, lon0=10.0, fill_good=0.0):
+    """An ATL06-like granule: six beams, flagged rows (quality 1) carry fill values (and a
+    ``fill_good`` fraction of the good rows too)."""
     rng = np.random.default_rng(seed)
     rows = []
     with h5py.File(path, "w") as f:
@@ -46,6 +47,7 @@ def make_granule(path, n=250, seed=0, lat0=-75.0, lon0=10.0):
             sigma = rng.uniform(0.05, 2.0, n).astype(np.float32)
             q = (rng.uniform(size=n) < 0.2).astype(np.int8)
             h[q == 1] = FILL  # bad segments: fill values, removed by the quality filter
+            h[(q == 0) & (rng.uniform(size=n) < fill_good)] = FILL  # fills the filter keeps
             for name, v in (
                 ("latitude", lat),
                 ("longitude", lon),
@@ -60,8 +62,9 @@ def make_granule(path, n=250, seed=0, lat0=-75.0, lon0=10.0):
 
 
 def expected(rows, order):
-    """zagg's definitions per cell: mortie cells (authalic), quality-filtered, numpy statistics."""
-    ok = rows["q"] == 0
+    """zagg's definitions per cell: mortie cells (authalic), quality-filtered, numpy statistics
+    (of the heights that are not fill values)."""
+    ok = (rows["q"] == 0) & (rows["h"] != FILL)
     lat, lon = rows["lat"][ok], rows["lon"][ok]
     h, s = rows["h"][ok].astype(np.float64), rows["s"][ok].astype(np.float64)
     cells, _ = mortie.mort2healpix(mortie.geo2mort(lat, lon, order=order))
@@ -161,6 +164,31 @@ def test_shipped_atl06_file_runs_via_cli(granules, tmp_path, exact):
         assert int(ds_k["count"].sum()) == int((rows["q"] == 0).sum())
     if exact:  # coarser levels are exact too
         check(open_level(store, 8)[0], expected(rows, 8), rtol=2e-7, quantiles_exact=True)
+
+
+@pytest.mark.parametrize("exact", [False, True], ids=["streaming", "exact"])
+def test_fill_values_are_skipped_not_values(tmp_path, exact):
+    """Heights equal to the dataset's _FillValue in rows the quality filter keeps: the cell
+    statistics are numpy's over the other heights, the fills are counted and reported, and no
+    numpy warning reaches the user."""
+    rows = make_granule(tmp_path / "g.h5", n=400, seed=9, fill_good=0.1)
+    n_fills = int(((rows["q"] == 0) & (rows["h"] == FILL)).sum())
+    assert n_fills > 20
+    store = tmp_path / "f.zarr"
+    proc = run_cli(
+        "run", SHIPPED, "--inputs", tmp_path / "g.h5", "--store", store, "--synchronous",
+        *(["--exact"] if exact else []),
+    )  # fmt: skip
+    assert f"{n_fills} fill value(s) skipped" in proc.stderr
+    assert "Warning" not in proc.stderr, proc.stderr
+    ds, _ = open_level(store, 12)
+    check(ds, expected(rows, 12), rtol=2e-7, quantiles_exact=exact)
+    assert float(ds["h_max"].max()) < 3000  # no fill became a height
+    import zarr
+
+    meta = zarr.open_group(str(store), mode="r").attrs["healforge"]
+    assert "skipped" in meta["zagg"]["fills"]
+    assert ds.attrs["healforge"]["fills_skipped"] == n_fills
 
 
 def _centres_geodetic(cells, order):
@@ -562,9 +590,10 @@ def test_exact_run_resumes_after_a_crash_and_restarts_on_a_changed_config(granul
     monkeypatch.setattr(ex, "shard_statistics", real)
     raw2 = copy.deepcopy(raw)
     raw2["data_source"]["quality_filter"]["value"] = 1
-    run_zagg(plan(raw2), synchronous=True, quiet=True, work_dir=str(work))
+    summary = run_zagg(plan(raw2), synchronous=True, quiet=True, work_dir=str(work))
     ds, _ = open_level(tmp_path / "o.zarr", 12)
-    assert int(ds["count"].sum()) == int((rows["q"] == 1).sum())
+    # it keeps the flagged rows, whose heights are all fills: skipped, none becomes a value
+    assert summary["fills_skipped"] == int((rows["q"] == 1).sum()) and int(ds["count"].sum()) == 0
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +28,7 @@ from healforge.aggregate.core import (
     pyramid,
     run_sources,
     sum_counts,
+    without_fills,
 )
 from healforge.aggregate.finalize import DEFAULT_STATE_STATS, finalize_state
 from healforge.aggregate.maptable import make_map_table, write_map
@@ -47,6 +49,7 @@ from healforge.aggregate.statistics import DEFAULT_STATS, resolve_all
 from healforge.engine import Engine
 from healforge.errors import BadInputError, OptionError
 from healforge.expressions import parse_column_spec
+from healforge.io.fills import FillRules
 from healforge.io.readers import DEFAULT_BATCH_ROWS
 from healforge.io.storage import as_path
 from healforge.maps.parquet import write_parquet
@@ -138,6 +141,8 @@ def aggregate(
     work_dir: str | os.PathLike | None = None,
     shard_order: int | None = None,
     shuffle: bool | None = None,
+    fill_values: Mapping[str, Any] | Sequence[str] | None = None,
+    sentinel_above: float | None = None,
 ) -> pa.Table:
     """Exact per-cell statistics of value columns, as a map table.
 
@@ -172,6 +177,12 @@ def aggregate(
         (``area``: the cell's area in steradians, or km2 with ``radius_km``).
     filter
         Row expression; only rows where it is true are aggregated.
+    fill_values, sentinel_above
+        Values that mean "no value": ``{column: value or [values]}`` (or ``["COLUMN=VALUE"]``),
+        and a magnitude above which any value is one (healpyxel's ``sentinel_threshold``). The
+        fills a file declares (HDF5/netCDF ``_FillValue``/``missing_value``, FITS ``TNULL``) are
+        always honoured. Fills become missing values before any statistic and filter; the map
+        metadata counts them (``fills_skipped``).
     storage_options
         fsspec options for URL inputs, sidecar and output (credentials, endpoint).
     work_dir, shard_order, shuffle
@@ -192,9 +203,11 @@ def aggregate(
     ):
         check_choice(name, value, choices)
     builder, names = value_builder(columns, weight, stats, cell_expressions)
+    fills = FillRules.parse(fill_values, sentinel_above)
     sources = to_sources(inputs, storage_options)
     engine = engine or Engine(synchronous=True, quiet=True)
     work_dir = _shuffle_dir(work_dir, shuffle, engine, sidecar, output)
+    n_fills = None
     if sidecar is not None:
         if work_dir is not None:
             raise OptionError("a sidecar cannot be combined with a work directory (shuffled statistics)")
@@ -211,7 +224,13 @@ def aggregate(
         order = int(meta["order"])
         latitude = meta.get("latitude", latitude)
         plan = builder.build(
-            sources, None, filter=_filter(filter), radius_km=radius_km, ddof=ddof, min_count=min_count
+            sources,
+            None,
+            filter=_filter(filter),
+            radius_km=radius_km,
+            ddof=ddof,
+            min_count=min_count,
+            fills=fills,
         )
         cells, values, w, rows_in = _sidecar_rows(plan, sc, sources, engine, id_column, batch_rows)
         rows_rejected = int(meta.get("rows_rejected", 0))
@@ -223,15 +242,22 @@ def aggregate(
             inputs, order, lon, lat, geometry, mode, lon_convention, latitude, on_bad_rows, storage_options
         )
         plan = builder.build(
-            sources, assignment, filter=_filter(filter), radius_km=radius_km, ddof=ddof, min_count=min_count
+            sources,
+            assignment,
+            filter=_filter(filter),
+            radius_km=radius_km,
+            ddof=ddof,
+            min_count=min_count,
+            fills=fills,
         )
         qpath = quarantine_target(on_bad_rows, quarantine, output)
         if work_dir is not None:  # rows shuffled by shard: the same numbers, one shard in memory
             where = {"shard_order": shard_order, "batch_rows": batch_rows, "storage_options": storage_options}
             res = shuffle_statistics(engine, plan, [order], work_dir, **where)
-            (cell_ids, out), rows_in, rejects = res.maps[order], res.counts.rows_read, [res.rejects]
+            (cell_ids, out), counts, rejects = res.maps[order], res.counts, [res.rejects]
         else:
-            cell_ids, out, rows_in, rejects = _gathered_statistics(engine, plan, sources, order, batch_rows)
+            cell_ids, out, counts, rejects = _gathered_statistics(engine, plan, sources, order, batch_rows)
+        rows_in, n_fills = counts.rows_read, counts.fills_skipped
         rows_rejected = gather_rejects(rejects, qpath, engine.quiet).count
     meta = {
         "order": order,
@@ -245,7 +271,10 @@ def aggregate(
         "source": "exact",
         "rows_in": rows_in,
         "rows_rejected": rows_rejected,
+        **fills.describe(),
     }
+    if n_fills is not None:
+        meta["fills_skipped"] = n_fills
     if plan.cell_statistics:
         meta["cell_expressions"] = {c.name: c.expression.source for c in plan.cell_statistics}
     table = make_map_table(cell_ids, out, meta)
@@ -262,7 +291,7 @@ def _gathered_statistics(engine: Engine, plan, sources, order: int, batch_rows: 
     wkey = plan.state_columns[0].weight.source if plan.state_columns[0].weight is not None else None
     w = joined_weights([r.weights.get(wkey) for r in results], [r.cells.size for r in results])
     cell_ids, out = exact_statistics(cells, values, w, plan, order)
-    return cell_ids, out, sum_counts(results).rows_read, [r.rejects for r in results]
+    return cell_ids, out, sum_counts(results), [r.rejects for r in results]
 
 
 def _filter(src: str | None):
@@ -279,7 +308,7 @@ def _values_task(source: Source, plan: Plan, id_column: str | None, batch_rows: 
     for first, table in source.batches(read, batch_rows):
         rows = np.arange(table.num_rows)
         b = Batch(
-            numeric_columns(table, plan.value_names, source.label),
+            without_fills(table, numeric_columns(table, plan.value_names, source.label), plan.fills)[0],
             rows,
             rows,
             None,
@@ -357,6 +386,8 @@ def accumulate(
     cell_expressions: CellSpecs = None,
     filter: str | None = None,
     storage_options: dict | None = None,
+    fill_values: Mapping[str, Any] | Sequence[str] | None = None,
+    sentinel_above: float | None = None,
 ) -> State:
     """Accumulate inputs into a streaming state (moments + quantile sketches per cell and column).
 
@@ -404,7 +435,8 @@ def accumulate(
             base.save(output, storage_options)
         base.skipped_inputs, base.already_complete = [s.label for s in skipped], True
         return base
-    plan = builder.build(sources, assignment, filter=_filter(filter), delta=delta)
+    fills = FillRules.parse(fill_values, sentinel_above)
+    plan = builder.build(sources, assignment, filter=_filter(filter), delta=delta, fills=fills)
     qpath = quarantine_target(on_bad_rows, quarantine, output)
     engine = engine or Engine(synchronous=True, quiet=True)
     results = run_sources(engine, accumulate_source, sources, "accumulate", plan=plan, batch_rows=batch_rows)

@@ -26,6 +26,7 @@ from healforge.aggregate.state import State, merge_states
 from healforge.aggregate.statistics import resolve
 from healforge.engine import Engine
 from healforge.errors import BadInputError
+from healforge.io.fills import FillRules, column_fills, mask_fills
 from healforge.io.readers import DEFAULT_BATCH_ROWS
 
 # States merged at once in the merge tree: one merge of k states costs about as much as one
@@ -49,6 +50,7 @@ class Counts:
     rows_filtered: int = 0
     rows_rejected: int = 0
     rows_assigned: int = 0
+    fills_skipped: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(vars(self))
@@ -103,6 +105,29 @@ def numeric_columns(table: pa.Table, names: Sequence[str], path: str) -> dict[st
     return out
 
 
+def without_fills(
+    table: pa.Table, columns: dict[str, np.ndarray], rules: FillRules
+) -> tuple[dict, int, np.ndarray | None]:
+    """``columns`` of ``table`` with the fill values the file declares and those of ``rules`` as
+    NaN (never a value of a statistic or a filter), how many values were fills, and which rows
+    hold one (``None``: none)."""
+    out, total, rows = dict(columns), 0, None
+    for name, v in columns.items():
+        fills = column_fills(table, name) + list(rules.of(name))
+        if (not fills and rules.sentinel_above is None) or v.dtype.kind == "b":
+            continue
+        typ = table.column(name).type
+        numeric = pa.types.is_integer(typ) or pa.types.is_floating(typ)
+        out[name], n = mask_fills(
+            v, fills, rules.sentinel_above, np.dtype(typ.to_pandas_dtype()) if numeric else None
+        )
+        if n:
+            total += n
+            hit = np.isnan(out[name]) & ~np.isnan(np.asarray(v, dtype=np.float64))
+            rows = hit if rows is None else rows | hit
+    return out, total, rows
+
+
 def _remap_row_error(exc: BadInputError, keep: np.ndarray, first: int) -> BadInputError:
     """The error of a filtered batch with its row index as a row of the file."""
     if exc.row is None:
@@ -146,15 +171,23 @@ def batches(
     for first, table in source.batches(read, batch_rows):
         counts.rows_read += table.num_rows
         keep = None
+        mask = np.ones(table.num_rows, dtype=bool)
         if plan.filter is not None:
-            cols = numeric_columns(table, sorted(plan.filter.names), source.label)
-            mask = np.broadcast_to(
+            cols = without_fills(
+                table, numeric_columns(table, sorted(plan.filter.names), source.label), plan.fills
+            )[0]
+            mask &= np.broadcast_to(
                 np.asarray(plan.filter.evaluate(cols, table.num_rows), dtype=bool), (table.num_rows,)
             )
-            if not mask.all():
-                keep = np.flatnonzero(mask)
-                counts.rows_filtered += table.num_rows - keep.size
-                table = table.take(pa.array(keep))
+            counts.rows_filtered += int(table.num_rows - mask.sum())
+        if plan.fills.drop_rows:  # a row with a fill in any value is dropped whole
+            filled = without_fills(table, numeric_columns(table, names, source.label), plan.fills)[2]
+            if filled is not None:
+                counts.fills_skipped += int((filled & mask).sum())
+                mask &= ~filled
+        if not mask.all():
+            keep = np.flatnonzero(mask)
+            table = table.take(pa.array(keep))
         if table.num_rows == 0:
             continue
         local = Rejects()
@@ -177,8 +210,10 @@ def batches(
         asg = assigned[a.order]
         # points and strict footprints give each row at most one cell
         counts.rows_assigned += _distinct(asg.row) if a.fuzzy else int(asg.row.size)
+        columns, n_fills, _ = without_fills(table, numeric_columns(table, names, source.label), plan.fills)
+        counts.fills_skipped += n_fills
         yield Batch(
-            columns=numeric_columns(table, names, source.label),
+            columns=columns,
             row=asg.row,
             cell=asg.cell,
             area=asg.weight if a.fuzzy else None,

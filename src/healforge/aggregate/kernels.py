@@ -13,6 +13,7 @@ so it is as fast as the function). Names never import a module.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 
 import numba
@@ -177,7 +178,7 @@ def _selected_columns(values, perm, offsets, stats, ddof, min_count) -> dict[str
     # ranges of cells holding about equal numbers of rows, one per core
     cuts = np.searchsorted(offsets, np.linspace(0, offsets[-1], (os.cpu_count() or 1) + 1)[1:-1])
     bounds = np.unique(np.r_[0, np.minimum(cuts, nseg), nseg])
-    ranges = list(zip(bounds[:-1], bounds[1:], strict=True))
+    ranges = list(zip(bounds[:-1], bounds[1:], strict=True)) or [(0, 0)]
 
     def one(task):
         col, a, b = task
@@ -293,7 +294,9 @@ def _sorted_statistics(col, v, starts_all, w, ncell, stats, ddof, min_count) -> 
             if kind == "ufunc":
                 rr = fn.reduceat(v, starts) if starts.size else np.empty(0)
             else:
-                rr = np.array([fn(seg) for seg in np.split(v, starts[1:])], dtype=np.float64)
+                with warnings.catch_warnings(), np.errstate(all="ignore"):  # a cell's NaN is its answer
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    rr = np.array([fn(seg) for seg in np.split(v, starts[1:])], dtype=np.float64)
             r = full(rr)
         res[s.label] = r
     for s in stats:

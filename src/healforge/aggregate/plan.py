@@ -22,6 +22,7 @@ from healforge.aggregate.sources import Source
 from healforge.aggregate.statistics import Stat
 from healforge.errors import OptionError
 from healforge.expressions import CellExpression, RowExpression, parse_cell, parse_row
+from healforge.io.fills import FillRules
 from healforge.pixel.latitude import LATITUDES, LON_CONVENTIONS
 
 ROWS_KEY = "_rows"
@@ -118,6 +119,7 @@ class Plan:
     min_count: int = 1
     radius_km: float | None = None
     name: str = "aggregate"
+    fills: FillRules = FillRules()
 
     @property
     def keys(self) -> list[str]:

@@ -86,6 +86,7 @@ def register(sub) -> None:
     p.add_argument("--min-count", type=int, default=1)
     _add_cell_args(p)
     p.add_argument("--filter", help="row expression; only rows where it holds are aggregated")
+    _add_fill_args(p)
     _add_shuffle_args(p)
 
     p = add_command(sub, _accumulate, "accumulate")
@@ -104,6 +105,7 @@ def register(sub) -> None:
         help="keep the aggregates of a per-cell expression in the state (finalize computes it at every order)",
     )
     p.add_argument("--filter", help="row expression; only rows where it holds are accumulated")
+    _add_fill_args(p)
 
     p = add_command(sub, _merge, "merge-states", run={"engine": False})
     p.add_argument("states", nargs="+", metavar="STATE")
@@ -120,6 +122,26 @@ def register(sub) -> None:
     p.add_argument("--min-count", type=int, default=1)
     _add_cell_args(p)
     _add_order(p, many=False, required=False)
+
+
+def _add_fill_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "fill values (the fills a file declares, HDF5/netCDF _FillValue or missing_value and FITS "
+        "TNULL, are always honoured)"
+    )
+    g.add_argument(
+        "--fill-value",
+        dest="fill_values",
+        action="append",
+        metavar="COL=V",
+        help="a value of COL that means 'no value' (repeatable), e.g. h_li=3.4028235e38",
+    )
+    g.add_argument(
+        "--sentinel-above",
+        type=float,
+        metavar="X",
+        help="any value whose magnitude is above X means 'no value' (healpyxel's sentinel_threshold)",
+    )
 
 
 def _add_shuffle_args(p: argparse.ArgumentParser) -> None:
@@ -200,8 +222,12 @@ def _aggregate(args) -> int:
             shuffle=args.shuffle,
         )
     if not args.quiet:
+        from healforge.aggregate.maptable import map_metadata
+
+        fills = map_metadata(table).get("fills_skipped")
+        skipped = f" ({fills} fill value(s) skipped)" if fills else ""
         print(
-            f"map: {table.num_rows} cells x {table.num_columns - 1} variables -> {args.output}",
+            f"map: {table.num_rows} cells x {table.num_columns - 1} variables -> {args.output}{skipped}",
             file=sys.stderr,
         )
     return 0

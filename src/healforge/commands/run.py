@@ -115,6 +115,8 @@ def _run(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace, summary: dict, head: str, dropped: str) -> int:
     """The one-line summary of a run on stderr (unless quiet), then the outputs, one a line."""
     if not args.quiet:
+        fills = summary.get("fills_skipped") or 0
+        dropped += f", {fills} fill value(s) skipped" if fills else ""
         print(
             f"healforge run: {head}, {summary['rows_read']} rows read, {dropped}; orders {summary['orders']}",
             file=sys.stderr,

@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from healforge.errors import BadInputError
 from healforge.io.columns import check_columns, to_arrow
+from healforge.io.fills import annotated, declared_fills
 
 
 @contextlib.contextmanager
@@ -68,15 +69,12 @@ def expand_groups(h5, templates: Sequence[str], groups: Sequence[str] | str | No
     return out
 
 
-def _column(ds, start: int, stop: int, mask_fill: bool) -> pa.Array:
+def _column(ds, start: int, stop: int) -> pa.Array:
     values = ds[start:stop]
     values = np.asarray(values)
     if values.dtype.kind == "S":
         return pa.array(np.char.decode(values, "ascii").astype(object), type=pa.string())
     values = values.astype(values.dtype.newbyteorder("="), copy=False)
-    if mask_fill and values.dtype.kind == "f" and "_FillValue" in ds.attrs:
-        fill = np.asarray(ds.attrs["_FillValue"]).ravel()[0]
-        values = np.where(values == fill, np.nan, values)
     return pa.array(values)
 
 
@@ -107,7 +105,8 @@ def iter_hdf5_template(
         ``"skip"`` a group with none of the datasets (e.g. an absent beam) or ``"error"``.
         A group holding only some of the datasets is always an error.
     mask_fill
-        Replace float values equal to a dataset's ``_FillValue`` attribute by NaN.
+        Declare each dataset's ``_FillValue`` / ``missing_value`` as the column's fill values
+        (:mod:`healforge.io.fills`): never a value of a statistic.
 
     Raises
     ------
@@ -151,12 +150,13 @@ def iter_hdf5_template(
             if any(len(s) != 1 for s in shapes.values()) or len({s[0] for s in shapes.values()}) > 1:
                 raise BadInputError(f"HDF5 datasets must be 1-D and of equal length: {shapes}", path=path)
             n = next(iter(shapes.values()))[0]
+            fills = {c: declared_fills(d.attrs) for c, d in dsets.items()} if mask_fill else {}
             for start in range(0, n, batch_rows):
                 stop = min(n, start + batch_rows)
-                data = {c: _column(d, start, stop, mask_fill) for c, d in dsets.items()}
+                data = {c: _column(d, start, stop) for c, d in dsets.items()}
                 if group is not None:
                     data[GROUP_COLUMN] = pa.repeat(pa.scalar(group, type=pa.string()), stop - start)
-                yield total, pa.table(data)
+                yield total, annotated(data, fills)
                 total += stop - start
 
 
@@ -187,5 +187,6 @@ def iter_hdf5(path, columns, batch_rows, group="/", storage_options=None, **_):
         if len(set(lengths.values())) > 1:
             raise BadInputError(f"HDF5 columns have different lengths: {lengths}", path=path)
         n = next(iter(lengths.values()), 0)
+        fills = {c: declared_fills(dsets[c].attrs) for c in wanted}
         for start in range(0, n, batch_rows):
-            yield pa.table({c: to_arrow(dsets[c][start : start + batch_rows]) for c in wanted})
+            yield annotated({c: to_arrow(dsets[c][start : start + batch_rows]) for c in wanted}, fills)

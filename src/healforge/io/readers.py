@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from healforge.errors import BadInputError
 from healforge.io.columns import check_columns, to_arrow
+from healforge.io.fills import annotated
 from healforge.io.formats import detect_format, get_format
 
 DEFAULT_BATCH_ROWS = 1_000_000
@@ -260,9 +261,11 @@ def iter_fits(path, columns, batch_rows, hdu=None, storage_options=None, **_):
         check_columns(path, names, columns)
         wanted = columns or names
         n = 0 if data is None else len(data)
+        cols = hdul[ext].columns
+        fills = {c: [float(cols[c].null)] for c in wanted if isinstance(cols[c].null, int | np.integer)}
         for start in range(0, n, batch_rows):
             chunk = data[start : start + batch_rows]
-            yield pa.table({c: to_arrow(chunk.field(c)) for c in wanted})
+            yield annotated({c: to_arrow(chunk.field(c)) for c in wanted}, fills)  # TNULL as fills
 
 
 def _ecsv_column(col) -> pa.Array:

@@ -64,6 +64,7 @@ def run_shuffled(cfg: PipelineConfig, plan: Plan, eng: Engine, opts: Exact, batc
         "exact": True,
         "shard_order": res.shard_order,
         **counts,
+        **cfg.fills.describe(),
     }
     conv = plan.assignment.conventions()
     dtypes = {s.name: s.dtype for s in (*plan.statistics, *plan.cell_statistics)}

@@ -87,4 +87,6 @@ def to_plan(cfg: PipelineConfig):
         latitude=a.latitude,
         on_bad_rows=a.on_bad_rows,
     )
-    return b.build(sources, assignment, filter=cfg.filter, radius_km=a.radius_km, name=cfg.name)
+    return b.build(
+        sources, assignment, filter=cfg.filter, radius_km=a.radius_km, name=cfg.name, fills=cfg.fills
+    )

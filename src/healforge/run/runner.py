@@ -428,6 +428,7 @@ def _pyramid(state, cfg: PipelineConfig, plan: Plan, summary: dict, quiet: bool)
         "inputs": [s.path for s in plan.sources],
         "filter": cfg.filter.source if cfg.filter is not None else None,
         **{k: summary[k] for k in Counts().as_dict()},
+        **cfg.fills.describe(),
     }
     maps: dict[int, pa.Table] = {}
     with Progress(len(needed), "pyramid", quiet=quiet, unit="order") as bar:

@@ -18,6 +18,7 @@ import numpy as np
 from healforge.aggregate.statistics import ALIASES, PARAMETERS, REGISTERED, canonical_name, quantile_level
 from healforge.errors import HealforgeError
 from healforge.expressions import CellExpression, RowExpression
+from healforge.io.fills import FillRules
 
 ASSIGNMENT_MODES = ("points", "strict", "center", "fuzzy", "overlap")
 ON_BAD_ROWS = ("error", "quarantine")
@@ -36,6 +37,7 @@ TOP_KEYS = (
     "outputs",
     "storage_options",
     "exact",
+    "fills",
 )
 INPUT_KEYS = ("paths", "format", "groups", "columns", "options", "storage_options")
 STAT_KEYS = ("function", "column", "expression", "parameters", "dtype")
@@ -275,6 +277,7 @@ class PipelineConfig:
     filter: RowExpression | None = None
     source: str | None = None
     exact: Exact | None = None
+    fills: FillRules = FillRules()
 
     def with_storage_options(self, options: Mapping[str, Any] | None) -> PipelineConfig:
         """This configuration with ``options`` (e.g. ``--storage-options``) for every input and

@@ -11,6 +11,7 @@ from typing import Any
 from healforge.aggregate.sources import is_hats_catalog
 from healforge.aggregate.statistics import streaming_names
 from healforge.expressions import ExpressionError, parse_cell, parse_filter
+from healforge.io.fills import FillRules
 from healforge.io.formats import format_names, suffixes
 from healforge.pixel import MAX_ORDER
 from healforge.pixel.latitude import LATITUDES, LON_CONVENTIONS
@@ -476,6 +477,7 @@ def validate_pipeline(
     if not isinstance(name, str):
         c.error("name", f"must be a string; got {kind(name)}")
     exact = check_exact(c, d.get("exact"), base_dir, min(outputs.orders or [finest or MAX_ORDER]))
+    fills = _check_fills(c, d.get("fills"), known)
     if c.errors:
         raise ConfigError(c.errors, source)
     cfg = PipelineConfig(
@@ -488,9 +490,37 @@ def validate_pipeline(
         filter=filt,
         source=source,
         exact=exact,
+        fills=fills,
     )
     check_runnable(cfg, exact_override)
     return cfg
+
+
+def _check_fills(c: Checker, raw: Any, known: set[str] | None) -> FillRules:
+    """``fills: {values: {column: value or [values]}, sentinel_above: number, drop_rows: bool}``."""
+    if raw is None:
+        return FillRules()
+    d = c.mapping(raw, "fills", ("values", "sentinel_above", "drop_rows"))
+    if d is None:
+        return FillRules()
+    values = {}
+    vd = c.mapping(d.get("values", {}), "fills.values", list(d.get("values") or {}))
+    for col, given in (vd or {}).items():
+        items = given if isinstance(given, list) else [given]
+        if not items or any(c.number(v, f"fills.values.{col}") is None for v in items):
+            continue
+        c.columns_known({str(col)}, f"fills.values.{col}", known)
+        values[str(col)] = [float(v) for v in items]
+    sentinel = d.get("sentinel_above")
+    if sentinel is not None and (c.number(sentinel, "fills.sentinel_above") is None or sentinel <= 0):
+        if isinstance(sentinel, int | float) and not isinstance(sentinel, bool):
+            c.error("fills.sentinel_above", f"must be a positive number; got {sentinel}")
+        sentinel = None
+    drop = d.get("drop_rows", False)
+    if not isinstance(drop, bool):
+        c.error("fills.drop_rows", f"must be true or false; got {kind(drop)}")
+        drop = False
+    return FillRules.parse(values, sentinel, drop)
 
 
 def check_runnable(cfg: PipelineConfig, exact: bool | None = None) -> None:

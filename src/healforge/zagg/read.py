@@ -4,7 +4,8 @@ One table per group (beam): the base-rate coordinate and variable datasets, vari
 levels broadcast to base rows through their ``link`` (``index_beg`` - ``index_base``, ``count``),
 and a boolean ``_zagg_keep`` column: the AND of every structured filter (``op`` eq ne ge le lt gt
 in not_in, ``keep``, a ``column`` of a 2-D dataset, filters of coarser levels expanded through
-the link). Values are read raw, as zagg's h5coro reader gives them (no fill-value masking).
+the link). Values are read raw, as zagg's h5coro reader gives them; unlike zagg, each dataset's
+``_FillValue`` / ``missing_value`` is declared on its column, so fills never become values.
 Rows are filtered later by the pipeline, so every dropped row is counted.
 """
 
@@ -17,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from healforge.errors import BadInputError
+from healforge.io.fills import annotated, declared_fills
 from healforge.io.hdf5 import GROUP_COLUMN, expand_groups, open_hdf5
 
 KEEP = "_zagg_keep"
@@ -127,6 +129,7 @@ def read_group(h5, group: str | None, layout: Mapping[str, Any], file: str) -> p
     if group is not None and not any(p in h5 for p in paths.values()):
         return None
     data = {name: _read(h5, p, file) for name, p in paths.items()}
+    fills = {name: declared_fills(_dataset(h5, p, file).attrs) for name, p in paths.items()}
     shapes = {paths[n]: v.shape for n, v in data.items()}
     if any(len(s) != 1 for s in shapes.values()) or len({s[0] for s in shapes.values()}) > 1:
         raise BadInputError(f"base-rate datasets must be 1-D and of equal length: {shapes}", path=file)
@@ -150,6 +153,7 @@ def read_group(h5, group: str | None, layout: Mapping[str, Any], file: str) -> p
                 )
             fill = np.nan if values.dtype.kind == "f" else 0
             data[name] = _to_base(values, beg, cnt, n, fill)
+            fills[name] = declared_fills(_dataset(h5, template.format(group=g), file).attrs)
     keep = np.ones(n, dtype=bool)
     for f in layout.get("filters") or []:
         path = f["dataset"].format(group=g)
@@ -176,7 +180,7 @@ def read_group(h5, group: str | None, layout: Mapping[str, Any], file: str) -> p
     table[KEEP] = pa.array(keep)
     if group is not None:
         table[GROUP_COLUMN] = pa.repeat(pa.scalar(group, type=pa.string()), n)
-    return pa.table(table)
+    return annotated(table, fills)
 
 
 def iter_granule(

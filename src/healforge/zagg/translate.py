@@ -149,6 +149,11 @@ def translate(
     }
     if filt:
         pipeline["filter"] = " and ".join(filt)
+    # zagg reads fills as values; here a row whose value is a declared fill is left out whole
+    pipeline["fills"] = {"drop_rows": True}
+    conventions["fills"] = (
+        "rows holding a declared _FillValue/missing_value are skipped (zagg reads them as values)"
+    )
     if so:
         pipeline["outputs"]["storage_options"] = so
     conventions["ellipsoid"] = dict(WGS84_DGGS)
