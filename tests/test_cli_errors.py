@@ -216,3 +216,24 @@ def test_incomplete_catalog(tmp_path, small_input, cli_run):
     assert cli_run("import", small_input, "-o", tmp_path / "cat", "-q", "--synchronous").returncode == 0
     (tmp_path / "cat" / "dataset" / "_common_metadata").unlink()
     assert_one_line_error(cli_run("info", tmp_path / "cat"), str(tmp_path / "cat"), "_common_metadata")
+
+
+def test_every_subcommand_help_ends_with_examples_that_parse():
+    import argparse
+    import shlex
+
+    from healforge.cli import build_parser
+    from healforge.commands.examples import EXAMPLES
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(EXAMPLES) == set(sub.choices)  # every subcommand has examples
+    for name, p in sub.choices.items():
+        text = p.format_help()
+        assert text.rstrip().splitlines()[-1].strip().startswith(f"healforge {name}"), name
+        assert "examples:" in text
+        for _, command in EXAMPLES[name]:
+            argv = shlex.split(command)
+            assert argv[:2] == ["healforge", name]
+            args = parser.parse_args(argv[1:])  # runnable as written: every option exists
+            assert args.command == name
