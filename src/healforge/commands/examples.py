@@ -102,6 +102,10 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
             "healforge export albedo.zarr -o albedo.geoparquet --order 6",
         ),
         ("every order as Parquet files", "healforge export albedo.zarr -o albedo.parquet"),
+        (
+            "a 2 km polar stereographic raster of Antarctic heights",
+            "healforge export h.zarr -o h.tif --order 12 --crs EPSG:3031 --resolution 2000 --resampling area",
+        ),
     ],
     "run": [
         ("check a pipeline file, then run it", "healforge run pipeline.yaml --check"),

@@ -31,6 +31,23 @@ def register(subparsers) -> None:
     e.add_argument("-o", "--output", required=True, help="OUT.zarr, OUT.parquet or OUT.geoparquet")
     e.add_argument("--order", type=int, action="append", default=None, help="order(s) to export (repeatable)")
     e.add_argument("--edge-points", type=int, default=1, help="GeoParquet: boundary points per cell edge")
+    g = e.add_argument_group("GeoTIFF (.tif): a raster of one order")
+    g.add_argument("--var", action="append", default=None, help="variable(s) to write as bands (default all)")
+    g.add_argument("--crs", default="EPSG:4326", help="output CRS, e.g. EPSG:3031 (default EPSG:4326)")
+    g.add_argument(
+        "--bounds",
+        nargs=4,
+        type=float,
+        metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
+        help="region in CRS units (default: the map's cells)",
+    )
+    g.add_argument("--resolution", type=float, help="pixel size in CRS units (default: about one cell)")
+    g.add_argument(
+        "--resampling",
+        choices=["nearest", "area"],
+        default="nearest",
+        help="cell under each pixel centre, or the mean over 4 x 4 points of each pixel",
+    )
 
 
 def _plot(args: argparse.Namespace) -> int:
@@ -58,11 +75,11 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    """convert a map to Zarr, Parquet or GeoParquet
+    """convert a map to Zarr, Parquet, GeoParquet or a GeoTIFF raster
 
     Write a map in the format given by the output suffix: .zarr (all orders), .parquet (one
-    order: a file; several: a directory of order_KK.parquet) or .geoparquet (cell polygons, one
-    order).
+    order: a file; several: a directory of order_KK.parquet), .geoparquet (cell polygons, one
+    order) or .tif (a raster of one order in a CRS, region and resolution of your choice).
     """
     from healforge.maps.geoparquet import write_geoparquet
     from healforge.maps.parquet import read_map, read_pyramid, write_parquet
@@ -71,11 +88,31 @@ def _export(args: argparse.Namespace) -> int:
 
     out = args.output.rstrip("/")
     suffix = out.lower().rsplit(".", 1)[-1] if "." in out else ""
-    if suffix not in ("zarr", "parquet", "geoparquet"):
-        raise MapError(f"cannot tell the output format of {args.output}: use .zarr, .parquet or .geoparquet")
+    if suffix not in ("zarr", "parquet", "geoparquet", "tif", "tiff"):
+        raise MapError(
+            f"cannot tell the output format of {args.output}: use .zarr, .parquet, .geoparquet or .tif"
+        )
     source = args.map if "://" in args.map else os.path.abspath(args.map)
     provenance = {**source_provenance(args.map), "exported_from": source}
-    if suffix == "geoparquet":
+    if suffix in ("tif", "tiff"):
+        from healforge.maps.raster import export_geotiff
+
+        orders = args.order or [None]
+        if len(orders) > 1:
+            raise MapError("a GeoTIFF holds one order: give --order once")
+        info = export_geotiff(
+            read_map(args.map, orders[0]),
+            out,
+            variables=args.var,
+            crs=args.crs,
+            bounds=args.bounds,
+            resolution=args.resolution,
+            resampling=args.resampling,
+            provenance=provenance,
+        )
+        if not args.quiet:
+            print(f"{info['width']} x {info['height']} pixels, {info['crs']}", file=sys.stderr)
+    elif suffix == "geoparquet":
         orders = args.order or [None]
         if len(orders) > 1:
             raise MapError("GeoParquet holds one order: give --order once")
