@@ -204,6 +204,8 @@ def aggregate(
         check_choice(name, value, choices)
     builder, names = value_builder(columns, weight, stats, cell_expressions)
     fills = FillRules.parse(fill_values, sentinel_above)
+    plan_options = {"filter": _filter(filter), "radius_km": radius_km, "ddof": ddof, "min_count": min_count}
+    plan_options["fills"] = fills
     sources = to_sources(inputs, storage_options)
     engine = engine or Engine(synchronous=True, quiet=True)
     work_dir = _shuffle_dir(work_dir, shuffle, engine, sidecar, output)
@@ -223,15 +225,7 @@ def aggregate(
         meta = sidecar_metadata(sc)
         order = int(meta["order"])
         latitude = meta.get("latitude", latitude)
-        plan = builder.build(
-            sources,
-            None,
-            filter=_filter(filter),
-            radius_km=radius_km,
-            ddof=ddof,
-            min_count=min_count,
-            fills=fills,
-        )
+        plan = builder.build(sources, None, **plan_options)
         cells, values, w, rows_in = _sidecar_rows(plan, sc, sources, engine, id_column, batch_rows)
         rows_rejected = int(meta.get("rows_rejected", 0))
         cell_ids, out = exact_statistics(cells, values, w, plan, order)
@@ -241,15 +235,7 @@ def aggregate(
         assignment = _assignment(
             inputs, order, lon, lat, geometry, mode, lon_convention, latitude, on_bad_rows, storage_options
         )
-        plan = builder.build(
-            sources,
-            assignment,
-            filter=_filter(filter),
-            radius_km=radius_km,
-            ddof=ddof,
-            min_count=min_count,
-            fills=fills,
-        )
+        plan = builder.build(sources, assignment, **plan_options)
         qpath = quarantine_target(on_bad_rows, quarantine, output)
         if work_dir is not None:  # rows shuffled by shard: the same numbers, one shard in memory
             where = {"shard_order": shard_order, "batch_rows": batch_rows, "storage_options": storage_options}
@@ -259,20 +245,10 @@ def aggregate(
             cell_ids, out, counts, rejects = _gathered_statistics(engine, plan, sources, order, batch_rows)
         rows_in, n_fills = counts.rows_read, counts.fills_skipped
         rows_rejected = gather_rejects(rejects, qpath, engine.quiet).count
-    meta = {
-        "order": order,
-        "lon_convention": lon_convention,
-        "latitude": latitude,
-        "statistics": [s.label for s in resolve_all(stats)],
-        "columns": names,
-        "ddof": ddof,
-        "min_count": min_count,
-        "weight": weight,
-        "source": "exact",
-        "rows_in": rows_in,
-        "rows_rejected": rows_rejected,
-        **fills.describe(),
-    }
+    meta = {"order": order, "lon_convention": lon_convention, "latitude": latitude}
+    meta |= {"statistics": [s.label for s in resolve_all(stats)], "columns": names, "ddof": ddof}
+    meta |= {"min_count": min_count, "weight": weight, "source": "exact", "rows_in": rows_in}
+    meta |= {"rows_rejected": rows_rejected, **fills.describe()}
     if n_fills is not None:
         meta["fills_skipped"] = n_fills
     if plan.cell_statistics:

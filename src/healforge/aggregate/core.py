@@ -26,7 +26,7 @@ from healforge.aggregate.state import State, merge_states
 from healforge.aggregate.statistics import resolve
 from healforge.engine import Engine
 from healforge.errors import BadInputError
-from healforge.io.fills import FillRules, column_fills, mask_fills
+from healforge.io.fills import FillRules, has_declared_fills, mask_fills
 from healforge.io.readers import DEFAULT_BATCH_ROWS
 
 # States merged at once in the merge tree: one merge of k states costs about as much as one
@@ -108,22 +108,27 @@ def numeric_columns(table: pa.Table, names: Sequence[str], path: str) -> dict[st
 def without_fills(
     table: pa.Table, columns: dict[str, np.ndarray], rules: FillRules
 ) -> tuple[dict, int, np.ndarray | None]:
-    """``columns`` of ``table`` with the fill values the file declares and those of ``rules`` as
-    NaN (never a value of a statistic or a filter), how many values were fills, and which rows
-    hold one (``None``: none)."""
+    """``columns`` of ``table`` with the fills of ``rules`` as NaN (those a file declares are
+    nulls already), how many values were fills of either kind, and which rows hold one
+    (``None``: none): never a value of a statistic or a filter."""
     out, total, rows = dict(columns), 0, None
     for name, v in columns.items():
-        fills = column_fills(table, name) + list(rules.of(name))
-        if (not fills and rules.sentinel_above is None) or v.dtype.kind == "b":
-            continue
-        typ = table.column(name).type
-        numeric = pa.types.is_integer(typ) or pa.types.is_floating(typ)
-        out[name], n = mask_fills(
-            v, fills, rules.sentinel_above, np.dtype(typ.to_pandas_dtype()) if numeric else None
-        )
-        if n:
-            total += n
-            hit = np.isnan(out[name]) & ~np.isnan(np.asarray(v, dtype=np.float64))
+        hit = None
+        if has_declared_fills(table, name) and table.column(name).null_count:
+            hit = np.asarray(table.column(name).is_null().to_numpy(zero_copy_only=False))
+        fills = rules.of(name)
+        if (fills or rules.sentinel_above is not None) and v.dtype.kind != "b":
+            typ = table.column(name).type
+            numeric = pa.types.is_integer(typ) or pa.types.is_floating(typ)
+            masked, n = mask_fills(
+                v, fills, rules.sentinel_above, np.dtype(typ.to_pandas_dtype()) if numeric else None
+            )
+            if n:
+                out[name] = masked
+                user = np.isnan(masked) & ~np.isnan(np.asarray(v, dtype=np.float64))
+                hit = user if hit is None else hit | user
+        if hit is not None and hit.any():
+            total += int(hit.sum())
             rows = hit if rows is None else rows | hit
     return out, total, rows
 

@@ -83,7 +83,8 @@ def _export(args: argparse.Namespace) -> int:
     """
     from healforge.maps.geoparquet import write_geoparquet
     from healforge.maps.parquet import read_map, read_pyramid, write_parquet
-    from healforge.maps.table import MapError, source_provenance, with_provenance
+    from healforge.maps.provenance import source_provenance, with_provenance
+    from healforge.maps.table import MapError
     from healforge.maps.zarr_store import write_zarr
 
     out = args.output.rstrip("/")

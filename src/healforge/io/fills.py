@@ -1,10 +1,11 @@
 """Fill values: numbers that mean "no value" and must never enter a statistic.
 
-Readers declare the fills a file states (HDF5 and netCDF ``_FillValue`` / ``missing_value``
-attributes, FITS ``TNULL``) in the Arrow field metadata of the column (:data:`FILL_KEY`), without
-changing the values; users add fills of their own (:class:`FillRules`: ``--fill-value COL=V``,
-``--sentinel-above X``). The aggregation core turns both into missing values before any statistic
-(:func:`mask_fills`) and counts them.
+Readers honour the fills a file states (HDF5 and netCDF ``_FillValue`` / ``missing_value``
+attributes, FITS ``TNULL``): such values are read as nulls, and the column's Arrow field metadata
+(:data:`FILL_KEY`) lists the declared fills, so that its nulls are known to be fills and are
+counted. Users add fills of their own (:class:`FillRules`: ``--fill-value COL=V``,
+``--sentinel-above X``), which the aggregation core turns into missing values
+(:func:`mask_fills`) before any filter or statistic.
 """
 
 from __future__ import annotations
@@ -35,19 +36,28 @@ def declared_fills(attrs: Mapping[str, Any]) -> list[float]:
     return out
 
 
-def annotated(data: Mapping[str, pa.Array], fills: Mapping[str, Sequence[float]]) -> pa.Table:
-    """A table of ``data`` whose columns named in ``fills`` carry their declared fill values."""
-    fields = []
-    for name, arr in data.items():
-        meta = {FILL_KEY: json.dumps([float(v) for v in fills[name]]).encode()} if fills.get(name) else None
+def annotated(data: Mapping[str, Any], fills: Mapping[str, Sequence[float]]) -> pa.Table:
+    """A table of ``data`` (numpy or Arrow arrays) in which the values of a column equal to one
+    of its ``fills`` are nulls, and that column's field metadata lists them."""
+    arrays, fields = [], []
+    for name, values in data.items():
+        declared = [float(v) for v in fills.get(name) or ()]
+        arr = values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values)
+        if declared and (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)):
+            v = np.asarray(arr.to_numpy(zero_copy_only=False))
+            hit = np.zeros(v.shape, dtype=bool)
+            for f in declared:
+                hit |= v == np.asarray(f, dtype=v.dtype)
+            arr = pa.array(v, mask=hit | np.asarray(arr.is_null().to_numpy(zero_copy_only=False)))
+        meta = {FILL_KEY: json.dumps(declared).encode()} if declared else None
+        arrays.append(arr)
         fields.append(pa.field(name, arr.type, metadata=meta))
-    return pa.Table.from_arrays(list(data.values()), schema=pa.schema(fields))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
-def column_fills(table: pa.Table, name: str) -> list[float]:
-    """The fill values a reader found declared for column ``name`` (empty when none)."""
-    meta = table.schema.field(name).metadata or {}
-    return json.loads(meta[FILL_KEY]) if FILL_KEY in meta else []
+def has_declared_fills(table: pa.Table, name: str) -> bool:
+    """Whether column ``name`` came from a reader that read its declared fills as nulls."""
+    return FILL_KEY in (table.schema.field(name).metadata or {})
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ and ``healforge_version``. A multi-order map ("pyramid") is a ``dict`` ``{order:
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -141,35 +140,6 @@ def with_metadata(table: pa.Table, meta: Mapping[str, Any]) -> pa.Table:
     """``table`` with its ``healforge`` metadata replaced by ``meta``."""
     other = {k: v for k, v in (table.schema.metadata or {}).items() if k != METADATA_KEY}
     return table.replace_schema_metadata({**other, METADATA_KEY: json.dumps(dict(meta)).encode()})
-
-
-#: Product metadata a writer computes from the maps themselves; the rest is provenance.
-DERIVED_KEYS = frozenset(
-    {"product", "orders", "groups", "variables", "created", "healforge_version", "order", "n_cells"}
-)
-
-
-def source_provenance(path: str | os.PathLike) -> dict[str, Any]:
-    """What a map product says about where it came from (inputs, pipeline, zagg configuration,
-    ...): a Zarr store's root ``healforge`` attribute, a Parquet map's metadata, without what a
-    writer recomputes."""
-    path = os.fspath(path)
-    meta: dict[str, Any] = {}
-    if path.rstrip("/").endswith(".zarr"):
-        import zarr
-
-        meta = dict(zarr.open_group(path, mode="r").attrs.get("healforge", {}))
-    else:
-        from healforge.maps.parquet import read_map
-
-        meta = map_metadata(read_map(path))
-    return {k: v for k, v in meta.items() if k not in DERIVED_KEYS}
-
-
-def with_provenance(table: pa.Table, provenance: Mapping[str, Any]) -> pa.Table:
-    """``table`` with ``provenance`` added to its metadata (its own entries kept)."""
-    meta = map_metadata(table)
-    return with_metadata(table, {**provenance, **{k: v for k, v in meta.items() if v not in (None, [], {})}})
 
 
 def as_pyramid(maps: pa.Table | Mapping[int, Any]) -> dict[int, Any]:
