@@ -2,12 +2,13 @@ import healpy as hp
 import matplotlib
 import matplotlib.image
 import numpy as np
+import pyarrow as pa
 import pytest
 from pyproj import Proj
 
 from healforge.commands.maps import PROJECTIONS as CLI_PROJECTIONS
 from healforge.maps.plot import EMPTY_COLOUR, PROJECTIONS, lookup_values, plot_map, raster_lonlat
-from healforge.maps.table import make_map_table
+from healforge.maps.table import MapError, make_map_table
 from healforge.maps.zarr_store import open_map, write_zarr
 from healforge.pixel import pixel_centers
 
@@ -67,6 +68,8 @@ def test_plot_from_zarr_path_and_greys_cmap(tmp_path, half_sky_map):
         ("polar-north", "+proj=stere +lat_0=90 +lon_0=-40 +R=1 +k_0=1", (-40.0, 90.0)),
         ("polar-south", "+proj=stere +lat_0=-90 +lon_0=10 +R=1 +k_0=1", (10.0, -90.0)),
         ("orthographic", "+proj=ortho +lat_0=35 +lon_0=120 +R=1", (120.0, 35.0)),
+        ("gnomonic", "+proj=gnom +lat_0=-60 +lon_0=300 +R=1", (300.0, -60.0)),
+        ("cartesian", "+proj=eqc +lon_0=0 +R=1", (45.0, 10.0)),
     ],
 )
 def test_inverse_projection_matches_proj(projection, proj, center):
@@ -117,3 +120,56 @@ def test_lookup_authalic_matches_healpix_geo():
     assert (got == want).mean() > 0.9999  # at most a rare point on a cell edge may differ
     spherical, _ = lookup_values(cells, cells.astype(float), order, lon, lat)
     assert (spherical != want).mean() > 0.01  # the conversion matters
+
+
+def test_sky_frame_mirrors_and_regional_views():
+    body = raster_lonlat("gnomonic", 101, center=(80.0, 20.0), extent=30)
+    sky = raster_lonlat("gnomonic", 101, center=(80.0, 20.0), extent=30, frame="sky")
+    np.testing.assert_allclose(sky[0], body[0][:, ::-1])  # the same view, mirrored
+    assert sky[0][50, 0] > sky[0][50, -1] and body[0][50, 0] < body[0][50, -1]  # RA grows leftwards
+    lon, lat, valid, _ = raster_lonlat("cartesian", 200, center=(10.0, -5.0), extent=40)
+    assert valid.all() and lon.min() == pytest.approx(-9.9) and lat.max() == pytest.approx(14.9)
+
+
+def test_figures_a_scientist_keeps(tmp_path, half_sky_map):
+    """Labelled graticule, sky frame recorded in the PNG, log and percentile colours, panels."""
+    from PIL import Image
+
+    out = plot_map(half_sky_map, "h_mean", width=300, dpi=60, frame="sky", out=tmp_path / "s.png")
+    info = Image.open(out).text["Description"]
+    assert '"frame": "sky"' in info
+    table = half_sky_map.append_column("h_span", pa.array(10 ** np.linspace(0, 6, half_sky_map.num_rows)))
+    fig = plot_map(table, ["h_mean", "h_span"], width=300, dpi=60, out=None, scale="percentile")
+    image_axes = [a for a in fig.axes if a.images]
+    assert len(image_axes) == 2 and len(fig.axes) == 4  # two panels, two colour bars
+    labels = {t.get_text() for a in image_axes for t in a.texts}
+    assert {"30\u00b0E", "60\u00b0N", "30\u00b0S"} <= labels  # graticule labels, body frame
+    bars = [a for a in fig.axes if not a.images]
+    quartiles = np.quantile(table.column("h_span").to_numpy(), [0, 0.25, 0.5, 0.75, 1])
+    assert [t.get_text() for t in bars[1].get_xticklabels()] == [f"{q:.4g}" for q in quartiles]
+    fig = plot_map(table, "h_span", width=200, dpi=60, out=None, scale="log", projection="gnomonic",
+                   center=(60.0, 20.0), extent=30)  # fmt: skip
+    assert type(fig.axes[1]._colorbar.norm).__name__ == "LogNorm"
+    assert "5\u00b0N" in {t.get_text() for t in fig.axes[0].texts} or "20\u00b0N" in {
+        t.get_text() for t in fig.axes[0].texts
+    }
+    with pytest.raises(MapError, match="no positive value"):
+        plot_map(half_sky_map.set_column(1, "h_mean", pa.array(-np.ones(half_sky_map.num_rows))), "h_mean",
+                 scale="log", out=None, width=100)  # fmt: skip
+
+
+def test_catalog_plots_and_import_plots(tmp_path):
+    from conftest import make_points, run_cli, survey_table
+
+    ra, dec = make_points("clustered", 4000, seed=3)
+    import pyarrow.parquet as pq
+
+    pq.write_table(survey_table(ra, dec), tmp_path / "in.parquet")
+    run_cli("import", tmp_path / "in.parquet", "-o", tmp_path / "cat", "--threshold", "600", "--plots", "-q",
+            "--synchronous")  # fmt: skip
+    r = run_cli("plot", tmp_path / "cat", "-o", tmp_path / "figs")
+    for folder in (tmp_path / "cat", tmp_path / "figs"):
+        for name in ("skymap.png", "partition_info.png"):
+            img = matplotlib.image.imread(folder / name)
+            assert len(np.unique(img.reshape(-1, img.shape[-1]), axis=0)) > 20, (folder, name)
+    assert str(tmp_path / "figs" / "skymap.png") in r.stdout

@@ -45,7 +45,24 @@ PIPELINE = {
         "parquet": {"path": "out/map.parquet", "orders": [4]},
         "geoparquet": {"path": "out/map.geoparquet", "order": 2},
         "plots": [
-            {"path": "out/h.png", "variable": "h_mean", "order": 3, "projection": "polar-south", "width": 300}
+            {
+                "path": "out/h.png",
+                "variable": "h_mean",
+                "order": 3,
+                "projection": "polar-south",
+                "width": 300,
+            },
+            {
+                "path": "out/g.png",
+                "variable": "h_std",
+                "order": 4,
+                "projection": "gnomonic",
+                "center": [0, -75],
+                "extent": 12,
+                "scale": "percentile",
+                "frame": "body",
+                "width": 200,
+            },
         ],
     },
 }

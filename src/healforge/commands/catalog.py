@@ -186,6 +186,11 @@ def _add_output_args(p: argparse.ArgumentParser) -> None:
         "--property", action="append", default=[], metavar="KEY=VALUE", help="extra hats.properties entry"
     )
     g.add_argument("--summary", action="store_true", help="write a README.md summary of the catalog")
+    g.add_argument(
+        "--plots",
+        action="store_true",
+        help="write skymap.png (row density) and partition_info.png (partition orders), as hats-import",
+    )
 
 
 def _reader_options(args: argparse.Namespace) -> dict:

@@ -7,15 +7,18 @@ import os
 import sys
 
 from healforge.commands import add_command
-
-# Kept here (not imported from healforge.maps.plot) so that ``healforge --help`` stays fast.
-PROJECTIONS = ("mollweide", "polar-north", "polar-south", "orthographic")
+from healforge.maps.views import FRAMES, PROJECTIONS, SCALES  # a module without imports: fast --help
 
 
 def register(subparsers) -> None:
     p = add_command(subparsers, _plot, "plot", run={"engine": False, "storage": False})
-    p.add_argument("map", metavar="MAP", help="map store (.zarr) or Parquet map (.parquet)")
-    p.add_argument("--var", required=True, help="variable to plot, e.g. h_li_mean")
+    p.add_argument("map", metavar="MAP", help="map store (.zarr), Parquet map (.parquet), or a HATS catalog")
+    p.add_argument(
+        "--var",
+        action="append",
+        default=None,
+        help="variable to plot, e.g. h_li_mean; repeat for panels side by side (maps only)",
+    )
     p.add_argument("--order", type=int, default=None, help="order of a pyramid (default: finest)")
     p.add_argument("--projection", choices=PROJECTIONS, default="mollweide")
     p.add_argument("--center", nargs=2, type=float, metavar=("LON", "LAT"), default=None)
@@ -24,7 +27,22 @@ def register(subparsers) -> None:
     p.add_argument("--bounding-lat", type=float, default=None, help="edge latitude of polar views")
     p.add_argument("--width", type=int, default=2000, help="raster width in pixels")
     p.add_argument("--title", default=None)
-    p.add_argument("-o", "--output", required=True, help="PNG file")
+    p.add_argument(
+        "--frame", choices=FRAMES, default=None, help="sky: RA increasing to the left; body: east right"
+    )
+    p.add_argument("--scale", choices=SCALES, default="linear", help="colour scaling (default linear)")
+    p.add_argument(
+        "--extent", type=float, default=None, help="width in degrees of a gnomonic or cartesian view"
+    )
+    p.add_argument(
+        "--graticule", type=float, default=None, help="meridian/parallel spacing in degrees (0: none)"
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="PNG file (a catalog: a folder for skymap.png and partition_info.png)",
+    )
 
     e = add_command(subparsers, _export, "export", run={"engine": False, "storage": False})
     e.add_argument("map", metavar="MAP", help="map store (.zarr) or Parquet map (.parquet)")
@@ -51,12 +69,28 @@ def register(subparsers) -> None:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    """plot one variable of a map to a PNG
+    """plot a map's variables to a PNG, or a catalog's density and partitions
 
-    Rasterised plot of a Zarr or Parquet map (cells without data in light grey).
+    Rasterised plot of a Zarr or Parquet map (cells without data in light grey), with a labelled
+    graticule, in the sky frame (RA increasing to the left) or a body's (east to the right), on
+    a linear, log or percentile colour scale; whole-sphere, polar or regional (gnomonic,
+    cartesian) views. For a HATS catalog: hats-import's skymap.png (row density) and
+    partition_info.png (partition orders) in the output folder.
     """
+    from healforge.catalog.opener import open_path
+
+    opened = open_path(args.map)
+    if opened.is_hats and opened.kind in ("collection", "catalog", "margin"):
+        from healforge.catalog.build.ancillary import write_plots
+
+        for path in write_plots(opened.table, args.output):
+            print(path)
+        return 0
+    from healforge.errors import OptionError
     from healforge.maps.plot import plot_map
 
+    if not args.var:
+        raise OptionError("give the variable(s) to plot with --var")
     out = plot_map(
         args.map,
         args.var,
@@ -69,6 +103,10 @@ def _plot(args: argparse.Namespace) -> int:
         width=args.width,
         title=args.title,
         out=args.output,
+        frame=args.frame,
+        scale=args.scale,
+        extent=args.extent,
+        graticule=args.graticule,
     )
     print(out)
     return 0

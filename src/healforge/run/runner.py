@@ -510,6 +510,10 @@ def _plot(table: pa.Table, plot, storage_options) -> None:
         vrange=plot.range,
         bounding_lat=plot.bounding_lat,
         width=plot.width,
+        frame=plot.frame,
+        scale=plot.scale,
+        extent=plot.extent,
+        graticule=plot.graticule,
     )
     if is_local(plot.path):
         path = plot.path.removeprefix("file://")

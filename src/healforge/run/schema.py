@@ -22,7 +22,6 @@ from healforge.io.fills import FillRules
 
 ASSIGNMENT_MODES = ("points", "strict", "center", "fuzzy", "overlap")
 ON_BAD_ROWS = ("error", "quarantine")
-PROJECTIONS = ("mollweide", "polar-north", "polar-south", "orthographic")
 DTYPES = ("float64", "float32", "int64", "int32")
 # Built-in statistics (canonical names of the vocabulary) and their parameters: name -> (allowed, required).
 FUNCTIONS: dict[str, tuple[set[str], set[str]]] = PARAMETERS
@@ -200,6 +199,10 @@ class PlotOutput:
     range: tuple[float, float] | None = None
     bounding_lat: float | None = None
     width: int = 2000
+    frame: str | None = None
+    scale: str = "linear"
+    extent: float | None = None
+    graticule: float | None = None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from healforge.aggregate.statistics import streaming_names
 from healforge.expressions import ExpressionError, parse_cell, parse_filter
 from healforge.io.fills import FillRules
 from healforge.io.formats import format_names, suffixes
+from healforge.maps.views import FRAMES, PROJECTIONS, SCALES
 from healforge.pixel import MAX_ORDER
 from healforge.pixel.latitude import LATITUDES, LON_CONVENTIONS
 from healforge.registry import UnknownName, check_reader
@@ -25,7 +26,6 @@ from healforge.run.schema import (
     INPUT_KEYS,
     NAME,
     ON_BAD_ROWS,
-    PROJECTIONS,
     STAT_KEYS,
     TOP_KEYS,
     Assignment,
@@ -307,6 +307,7 @@ def _check_outputs(
         c.error("outputs.plots", f"must be a list of plots; got {kind(raw_plots)}")
         raw_plots = []
     allowed = ("path", "variable", "order", "projection", "center", "cmap", "range", "bounding_lat", "width")
+    allowed += ("frame", "scale", "extent", "graticule")
     for i, entry in enumerate(raw_plots):
         key = f"outputs.plots[{i}]"
         pl = c.mapping(entry, key, allowed, ("path", "variable"))
@@ -355,6 +356,10 @@ def _check_outputs(
         if bl is not None:
             bl = c.number(bl, f"{key}.bounding_lat")
         width = c.integer(pl.get("width", 2000), f"{key}.width", 16, 20000)
+        frame = c.string(pl["frame"], f"{key}.frame", FRAMES) if "frame" in pl else None
+        scale = c.string(pl.get("scale", "linear"), f"{key}.scale", SCALES) or "linear"
+        extent = c.number(pl["extent"], f"{key}.extent") if "extent" in pl else None
+        grat = c.number(pl["graticule"], f"{key}.graticule") if "graticule" in pl else None
         plots.append(
             PlotOutput(
                 resolve_path(path or "", base),
@@ -366,6 +371,10 @@ def _check_outputs(
                 vrange,
                 bl,
                 width or 2000,
+                frame,
+                scale,
+                extent,
+                grat,
             )
         )
     so = d.get("storage_options") or {}

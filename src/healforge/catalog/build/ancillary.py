@@ -126,6 +126,7 @@ def import_outputs(
     summary: bool = False,
     default_columns: Sequence[str] | None = None,
     properties: dict[str, str] | None = None,
+    plots: bool = False,
 ) -> Outputs:
     """Check the optional-output options of an import and return them as :class:`Outputs`.
 
@@ -170,6 +171,7 @@ def import_outputs(
         thumbnail=bool(thumbnail),
         per_partition_stats=bool(per_partition_stats),
         summaries=["markdown"] if summary else [],
+        plots=list(PLOTS) if plots else [],
         default_columns=columns,
         properties=props,
     )
@@ -337,7 +339,22 @@ def _summary(root: AnyPath, scratch: Path, kind: str) -> None:
     storage.copy_file(target, root / SUMMARIES[kind])
 
 
-def _plot(root: AnyPath, scratch: Path, name: str) -> None:
+def write_plots(root: str | AnyPath, folder: str | AnyPath, names: Sequence[str] = PLOTS) -> list[str]:
+    """hats-import's ``skymap.png`` and ``partition_info.png`` of catalog ``root``, written to
+    ``folder``; returns their paths."""
+    folder = as_path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    scratch = storage.local_scratch() / f"healforge-plots-{uuid.uuid4().hex[:8]}"
+    scratch.mkdir(parents=True)
+    try:
+        for name in names:
+            _plot(as_path(root), scratch, name, folder / name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return [str(folder / n) for n in names]
+
+
+def _plot(root: AnyPath, scratch: Path, name: str, target_path: AnyPath | None = None) -> None:
     """``skymap.png`` (density) or ``partition_info.png`` (partitions), as hats-import draws them."""
     import matplotlib.pyplot as plt
     from hats import read_hats
@@ -354,7 +371,7 @@ def _plot(root: AnyPath, scratch: Path, name: str) -> None:
     target = scratch / name
     fig.savefig(target, format="png", bbox_inches="tight")
     plt.close(fig)
-    storage.copy_file(target, root / name)
+    storage.copy_file(target, target_path if target_path is not None else root / name)
 
 
 __all__ = [
@@ -368,4 +385,5 @@ __all__ = [
     "recorded",
     "refresh",
     "write_at_import",
+    "write_plots",
 ]

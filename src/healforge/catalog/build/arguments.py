@@ -92,6 +92,8 @@ class ImportArguments:
         ``highest_order``), ``data_thumbnail.parquet``, ``per_partition_statistics.parquet``,
         ``hats_cols_default``, extra ``hats.properties`` entries, and a ``README.md`` summary.
         Append and compact keep them current (see :mod:`healforge.catalog.build.ancillary`).
+    plots
+        hats-import's ``skymap.png`` (row density) and ``partition_info.png`` (partition orders).
     resume
         ``None``: continue an unfinished run with the same arguments if there is one.
         ``True``: there must be one. ``False``: start afresh (needs ``overwrite`` if output exists).
@@ -152,6 +154,7 @@ class ImportArguments:
     default_columns: Sequence[str] | None = None
     properties: dict[str, str] | None = None
     summary: bool = False
+    plots: bool = False
     resume: bool | None = None
     overwrite: bool = False
     run: RunOptions = field(default_factory=RunOptions)

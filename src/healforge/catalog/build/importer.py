@@ -194,6 +194,7 @@ def _resolve(args: ImportArguments, output: AnyPath) -> _Plan:
         summary=args.summary,
         default_columns=args.default_columns,
         properties=args.properties,
+        plots=args.plots,
     )
     ra, dec, name, id_column = args.ra, args.dec, args.name, args.id_column
     catalog_type, sort_columns, input_format = args.catalog_type, args.sort_columns, args.input_format
