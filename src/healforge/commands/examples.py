@@ -107,6 +107,13 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
             "healforge export h.zarr -o h.tif --order 12 --crs EPSG:3031 --resolution 2000 --resampling area",
         ),
     ],
+    "report": [
+        (
+            "a catalog's page: coverage, partitions, columns, provenance",
+            "healforge report survey_hats -o survey.html",
+        ),
+        ("a map product's page: levels, variables, plots", "healforge report albedo.zarr -o albedo.html"),
+    ],
     "run": [
         ("check a pipeline file, then run it", "healforge run pipeline.yaml --check"),
         (

@@ -44,6 +44,10 @@ def register(subparsers) -> None:
         help="PNG file (a catalog: a folder for skymap.png and partition_info.png)",
     )
 
+    r = add_command(subparsers, _report, "report", run={"engine": False})
+    r.add_argument("path", metavar="CATALOG|MAP", help="a HATS catalog or collection, or a map product")
+    r.add_argument("-o", "--output", required=True, help="HTML file to write (one self-contained page)")
+
     e = add_command(subparsers, _export, "export", run={"engine": False, "storage": False})
     e.add_argument("map", metavar="MAP", help="map store (.zarr) or Parquet map (.parquet)")
     e.add_argument("-o", "--output", required=True, help="OUT.zarr, OUT.parquet or OUT.geoparquet")
@@ -109,6 +113,21 @@ def _plot(args: argparse.Namespace) -> int:
         graticule=args.graticule,
     )
     print(out)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    """one self-contained HTML page about a catalog, collection or map product
+
+    For a catalog: coverage and row density, partition orders, row counts, every column with
+    its type, minimum, maximum and null count, the margins and indexes of its collection, and
+    its provenance. For a map product: its levels, variables, provenance and a plot of each
+    variable. Images are embedded: the page is one file.
+    """
+    from healforge.commands import storage_kwargs
+    from healforge.report import write_report
+
+    print(write_report(args.path, args.output, **storage_kwargs(args)))
     return 0
 
 

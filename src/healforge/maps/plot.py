@@ -157,6 +157,7 @@ def _graticule(ax, lon, lat, valid, lon0: float, step: float, frame: str, projec
         spots = [p for p in (_anchor(field, valid, v, choose) for v in cs.levels) if p is not None]
         if spots:
             for text in ax.clabel(cs, fontsize=7, fmt=fmt, inline=True, manual=spots):
+                text.set_color("0.1")
                 text.set_path_effects([patheffects.withStroke(linewidth=2.5, foreground="white")])
 
 
