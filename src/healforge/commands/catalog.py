@@ -138,9 +138,10 @@ def _import(args: argparse.Namespace) -> int:
     """import point tables into a HATS catalog"""
     from healforge.catalog.build.ancillary import parse_property
 
+    target = "plan_import" if args.plan else "import_catalog"
     result = call_api(
         args,
-        "healforge.catalog.build.importer:import_catalog",
+        f"healforge.catalog.build.importer:{target}",
         "healforge.catalog.build.arguments:ImportArguments",
         drop_empty_siblings=not args.no_drop_empty_siblings,
         reader_options=_reader_options(args),
@@ -149,6 +150,9 @@ def _import(args: argparse.Namespace) -> int:
         properties=dict(parse_property(text) for text in args.property),
         resume=True if args.resume else None,
     )
+    if args.plan:
+        print("\n".join(result.lines()))
+        return 0
     if result.complete:
         print("already complete: " + str(result))
     else:
@@ -186,6 +190,12 @@ def _add_output_args(p: argparse.ArgumentParser) -> None:
         "--property", action="append", default=[], metavar="KEY=VALUE", help="extra hats.properties entry"
     )
     g.add_argument("--summary", action="store_true", help="write a README.md summary of the catalog")
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the partitions, output and scratch size, memory per worker and wall time the "
+        "import would take (one map pass, nothing written) and stop",
+    )
     g.add_argument(
         "--plots",
         action="store_true",

@@ -120,6 +120,25 @@ def import_catalog(
     return run_import(args)
 
 
+def plan_import(
+    inputs: list[str] | str,
+    output: str | os.PathLike,
+    ra: str | None = None,
+    dec: str | None = None,
+    *,
+    run: RunOptions | None = None,
+    **options,
+):
+    """What :func:`import_catalog` with the same arguments would make and cost (partitions,
+    output and scratch size, memory per worker, wall time), from the inputs' footers and one
+    map pass; writes nothing (:mod:`healforge.catalog.build.estimate`)."""
+    from healforge.catalog.build.estimate import estimate_import
+
+    run_fields = {k: options.pop(k) for k in list(options) if k in RUN_FIELDS}
+    args = ImportArguments(inputs, output, ra, dec, run=RunOptions.of(run, **run_fields), **options)
+    return estimate_import(args, _resolve)
+
+
 def run_import(args: ImportArguments) -> ImportResult:
     """Run the import ``args`` describe: resume or start it, or answer that it is complete."""
     if args.collection:
