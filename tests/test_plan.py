@@ -44,3 +44,59 @@ def test_import_plan_matches_the_import(tmp_path):
     assert number("partitions:") == partitions > 12  # exact: the same alignment
     assert 0.5 < number("output: about") * 2**30 / size < 2
     assert 0.5 < number(r"wall time on 2 worker\(s\): about") / wall < 2
+
+
+def _numbers(text: str) -> dict[str, float]:
+    def find(label):
+        return float(re.search(rf"{label}[^0-9]*([0-9][0-9,.e+-]*)", text).group(1).replace(",", ""))
+
+    return {"wall": find(r"wall time on \d+ worker\(s\): about"), "output": find("output: about") * 2**30}
+
+
+def _timed(*args, **kw):
+    t0 = time.perf_counter()
+    proc = run_cli(*args, **kw)
+    return proc, time.perf_counter() - t0
+
+
+@pytest.mark.slow
+def test_margin_aggregate_and_run_plans_match_the_runs(tmp_path):
+    rng = np.random.default_rng(9)
+    n = 400_000
+    for i in range(3):
+        pq.write_table(
+            pa.table({"ra": rng.uniform(0, 360, n), "dec": np.degrees(np.arcsin(rng.uniform(-1, 1, n))),
+                      "mag": rng.normal(20, 1, n)}),
+            tmp_path / f"p{i}.parquet",
+        )  # fmt: skip
+    files = [tmp_path / f"p{i}.parquet" for i in range(3)]
+    run_cli("import", *files, "-o", tmp_path / "cat", "--threshold", "150000", "-q", "--workers", "2")
+    # margin: its rows (from the skymap) and time
+    plan = run_cli("margin", tmp_path / "cat", "--radius", "30", "--plan", "--workers", "2").stdout
+    assert not (tmp_path / "cat_30arcs").exists()
+    proc, wall = _timed("margin", tmp_path / "cat", "-o", tmp_path / "m", "--radius", "30", "--workers", "2")
+    got = int(re.search(r"([0-9]+) margin rows", proc.stdout).group(1))
+    est = float(re.search(r"margin rows: about ([0-9,]+)", plan).group(1).replace(",", ""))
+    assert 0.5 < est / got < 2 and 0.5 < _numbers(plan)["wall"] / wall < 2
+    # aggregate: exact cells, output size and time
+    args = ("aggregate", *files, "--lon", "ra", "--lat", "dec", "--order", "6", "--columns", "mag",
+            "--stats", "count", "mean", "median", "--workers", "2")  # fmt: skip
+    plan = run_cli(*args, "-o", tmp_path / "a.parquet", "--plan").stdout
+    assert not (tmp_path / "a.parquet").exists()
+    _, wall = _timed(*args, "-o", tmp_path / "a.parquet", "-q")
+    cells = pq.read_metadata(tmp_path / "a.parquet").num_rows
+    assert f"cells at order 6: {cells:,}" in plan
+    est = _numbers(plan)
+    assert 0.5 < est["output"] / (tmp_path / "a.parquet").stat().st_size < 2 and 0.5 < est["wall"] / wall < 2
+    # run: a streaming pipeline with two orders
+    (tmp_path / "p.yaml").write_text(
+        "inputs: [{paths: [p*.parquet]}]\ncoordinates: {lon: ra, lat: dec}\nassignment: {order: 6}\n"
+        "statistics: {n: {function: count}, m: {function: mean, column: mag}}\n"
+        "outputs: {zarr: {path: r.zarr, orders: [6, 4]}}\n"
+    )
+    plan = run_cli("run", tmp_path / "p.yaml", "--plan", "--workers", "2").stdout
+    assert not (tmp_path / "r.zarr").exists()
+    _, wall = _timed("run", tmp_path / "p.yaml", "-q", "--workers", "2")
+    size = sum(p.stat().st_size for p in (tmp_path / "r.zarr").rglob("*") if p.is_file())
+    est = _numbers(plan)
+    assert 0.5 < est["wall"] / wall < 2 and 0.4 < est["output"] / size < 2.5

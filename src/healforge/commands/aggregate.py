@@ -88,6 +88,12 @@ def register(sub) -> None:
     p.add_argument("--filter", help="row expression; only rows where it holds are aggregated")
     _add_fill_args(p)
     _add_shuffle_args(p)
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the cells, output size, peak memory and wall time (one pass over the "
+        "coordinates, nothing written) and stop",
+    )
 
     p = add_command(sub, _accumulate, "accumulate")
     p.add_argument("inputs", nargs="+", metavar="INPUT")
@@ -209,6 +215,12 @@ def _sidecar(args) -> int:
 
 def _aggregate(args) -> int:
     """exact per-cell statistics into a map (parquet)"""
+    if args.plan:
+        from healforge.aggregate.estimate import aggregate_plan
+
+        plan = aggregate_plan(args, _split(args.columns), _split(args.stats), _orders(args, many=False))
+        print("\n".join(plan.lines()))
+        return 0
     with _engine(args) as engine:
         table = call_api(
             args,

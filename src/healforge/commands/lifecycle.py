@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from healforge.commands import add_command, call_api
+from healforge.commands import add_command, call_api, storage_kwargs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = add_command(subparsers, _margin, "margin", run={"tmp_dir": True})
     _member_args(p, "margin", "margin directory to create (default in a collection: <name>_<R>arcs)")
     p.add_argument("--radius", type=float, required=True, help="margin threshold in arcseconds")
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the margin's rows, size, memory per worker and wall time (from the catalog's "
+        "metadata; nothing read or written) and stop",
+    )
 
     p = add_command(subparsers, _index, "index", run={"tmp_dir": True})
     _member_args(
@@ -53,6 +59,14 @@ def _margin(args: argparse.Namespace) -> int:
     Write a margin catalog: for every partition, the rows of other partitions closer than RADIUS
     arcseconds to its boundary (exact angular distance).
     """
+    if args.plan:
+        from healforge.catalog.derived.margin_plan import estimate_margin
+
+        plan = estimate_margin(
+            args.catalog, args.radius, args.workers, storage_kwargs(args).get("storage_options")
+        )
+        print("\n".join(plan.lines()))
+        return 0
     print(call_api(args, "healforge.catalog.derived.margin:margin", radius_arcsec=args.radius))
     return 0
 

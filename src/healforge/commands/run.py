@@ -21,6 +21,12 @@ def register(subparsers) -> None:
         help="stop after accumulating this many new input files (progress kept; rerun to continue)",
     )
     p.add_argument("--check", action="store_true", help="only validate the configuration")
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the cells, output size, peak memory and wall time of a healforge pipeline of "
+        "points (one pass over the coordinates, nothing written) and stop",
+    )
     zagg = p.add_argument_group("zagg pipeline files (data_source / aggregation / output)")
     zagg.add_argument(
         "--inputs", nargs="+", default=None, help="granule files, or a zagg granule catalog JSON"
@@ -92,6 +98,17 @@ def _run(args: argparse.Namespace) -> int:
     exact = exact_options(cfg, True if args.exact else None, args.work_dir, args.shard_order) is not None
     if args.check:
         print(f"{args.pipeline}: configuration is valid")
+        return 0
+    if args.plan:
+        from healforge.aggregate.estimate import run_plan
+
+        print(
+            "\n".join(
+                run_plan(
+                    cfg.with_storage_options(storage_kwargs(args).get("storage_options")), args.workers, exact
+                ).lines()
+            )
+        )
         return 0
     summary = run_pipeline(
         cfg,
