@@ -12,6 +12,10 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
             "healforge import survey/*.csv -o survey_hats --ra ra --dec dec --id objid",
         ),
         (
+            "what it will make and cost, before running it",
+            "healforge import survey/*.csv -o survey_hats --plan",
+        ),
+        (
             "the same with a 10 arcsec margin, on an existing Dask cluster",
             "healforge import survey/*.csv -o survey_hats --margin 10 --scheduler tcp://head:8786",
         ),
