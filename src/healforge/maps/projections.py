@@ -38,10 +38,9 @@ def _stereo(x: np.ndarray, y: np.ndarray, lon0: float, north: bool, rho_max: flo
     return lon, lat, valid
 
 
-def _orthographic(x: np.ndarray, y: np.ndarray, lon0: float, lat0: float):
+def _azimuthal(x: np.ndarray, y: np.ndarray, c: np.ndarray, lon0: float, lat0: float):
+    """Lon/lat of plane points at distance angle ``c`` from the centre (azimuthal projections)."""
     rho = np.hypot(x, y)
-    valid = rho <= 1.0
-    c = np.arcsin(np.clip(rho, 0, 1))
     phi0 = np.radians(lat0)
     with np.errstate(divide="ignore", invalid="ignore"):
         s = np.where(rho > 0, y * np.sin(c) * np.cos(phi0) / rho, 0.0)
@@ -49,19 +48,17 @@ def _orthographic(x: np.ndarray, y: np.ndarray, lon0: float, lat0: float):
     lon = lon0 + np.degrees(
         np.arctan2(x * np.sin(c), rho * np.cos(c) * np.cos(phi0) - y * np.sin(c) * np.sin(phi0))
     )
-    return lon, lat, valid
+    return lon, lat
+
+
+def _orthographic(x: np.ndarray, y: np.ndarray, lon0: float, lat0: float):
+    rho = np.hypot(x, y)
+    lon, lat = _azimuthal(x, y, np.arcsin(np.clip(rho, 0, 1)), lon0, lat0)
+    return lon, lat, rho <= 1.0
 
 
 def _gnomonic(x: np.ndarray, y: np.ndarray, lon0: float, lat0: float):
-    rho = np.hypot(x, y)
-    c = np.arctan(rho)
-    phi0 = np.radians(lat0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s = np.where(rho > 0, y * np.sin(c) * np.cos(phi0) / rho, 0.0)
-    lat = np.degrees(np.arcsin(np.clip(np.cos(c) * np.sin(phi0) + s, -1, 1)))
-    lon = lon0 + np.degrees(
-        np.arctan2(x * np.sin(c), rho * np.cos(c) * np.cos(phi0) - y * np.sin(c) * np.sin(phi0))
-    )
+    lon, lat = _azimuthal(x, y, np.arctan(np.hypot(x, y)), lon0, lat0)
     return lon, lat, np.ones(x.shape, dtype=bool)
 
 

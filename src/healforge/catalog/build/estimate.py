@@ -13,9 +13,8 @@ import uuid
 from dataclasses import dataclass, field
 
 from healforge.catalog.build.arguments import ImportArguments
-from healforge.catalog.build.stages import common_schema, map_stage
+from healforge.catalog.build.stages import alignment_of, common_schema, map_stage
 from healforge.io import storage, workfiles
-from healforge.pixel.alignment import generate_alignment
 
 #: Seconds per row and core of map + split + reduce for rows of REFERENCE_ROW_BYTES (measured:
 #: 5 M rows of 76 bytes on 2 thread workers of a 2-core machine, 2026-12-06).
@@ -106,16 +105,7 @@ def estimate_import(args: ImportArguments, resolve) -> ImportEstimate:
     finally:
         workfiles.remove_dir(work)
     schema = common_schema(files, mapped["schemas"])
-    alignment = generate_alignment(
-        mapped["pixels"],
-        mapped["counts"],
-        args.highest_order,
-        args.lowest_order,
-        args.max_bytes or args.threshold,
-        args.drop_empty_siblings,
-        weights=mapped.get("bytes"),
-    )
-    destinations = alignment.destinations()
+    destinations = alignment_of(mapped, args).destinations()
     by_order: dict[int, int] = {}
     for o, _, _ in destinations:
         by_order[o] = by_order.get(o, 0) + 1

@@ -33,6 +33,7 @@ from healforge.catalog.build.importrun import (
 )
 from healforge.catalog.build.reimport import SourceCatalog, source_catalog
 from healforge.catalog.build.stages import (
+    alignment_of,
     common_schema,
     map_stage,
     reduce_stage,
@@ -51,7 +52,7 @@ from healforge.io import storage, workfiles
 from healforge.io.readers import expand_inputs
 from healforge.io.storage import AnyPath, as_path
 from healforge.options import RunOptions
-from healforge.pixel.alignment import Alignment, dense_histogram, generate_alignment
+from healforge.pixel.alignment import Alignment, dense_histogram
 
 WORK_DIR = ".healforge-import"
 RUN_FIELDS = {f.name for f in fields(RunOptions)}
@@ -304,15 +305,7 @@ def _run_stages(eng: Engine, args: ImportArguments, plan: _Plan, work: AnyPath, 
     if align_file.exists():
         alignment = Alignment.from_arrays(workfiles.read_npz(align_file))
     else:
-        alignment = generate_alignment(
-            mapped["pixels"],
-            mapped["counts"],
-            args.highest_order,
-            args.lowest_order,
-            args.max_bytes or args.threshold,
-            args.drop_empty_siblings,
-            weights=mapped.get("bytes"),
-        )
+        alignment = alignment_of(mapped, args)
         workfiles.write_npz(align_file, **alignment.arrays())
     destinations = alignment.destinations()
     binning.update()

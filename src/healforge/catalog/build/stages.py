@@ -15,7 +15,7 @@ from healforge.errors import BadInputError
 from healforge.hats import layout
 from healforge.io import storage, workfiles
 from healforge.io.storage import AnyPath
-from healforge.pixel.alignment import HistogramSum
+from healforge.pixel.alignment import Alignment, HistogramSum, generate_alignment
 
 
 def input_keys(files: list[str]) -> list[str]:
@@ -169,4 +169,17 @@ def reduce_stage(
         "Reducing",
         labels=[f"Norder={t['order']}/Npix={t['pixel']}" for t in todo],
         small=sum(t["rows"] for t in todo) <= SMALL_REDUCE_ROWS,
+    )
+
+
+def alignment_of(mapped: dict, args) -> Alignment:
+    """The partitions of an import (``args``: its ImportArguments) from the map stage's result."""
+    return generate_alignment(
+        mapped["pixels"],
+        mapped["counts"],
+        args.highest_order,
+        args.lowest_order,
+        args.max_bytes or args.threshold,
+        args.drop_empty_siblings,
+        weights=mapped.get("bytes"),
     )
