@@ -100,7 +100,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{args.pipeline}: configuration is valid")
         return 0
     if args.plan:
-        from healforge.aggregate.estimate import run_plan
+        from healforge.run.estimate import run_plan
 
         print(
             "\n".join(
