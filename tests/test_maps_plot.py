@@ -138,6 +138,15 @@ def test_figures_a_scientist_keeps(tmp_path, half_sky_map):
     out = plot_map(half_sky_map, "h_mean", width=300, dpi=60, frame="sky", out=tmp_path / "s.png")
     info = Image.open(out).text["Description"]
     assert '"frame": "sky"' in info
+    # a map made with --frame sky is drawn so without being told
+    import healforge
+
+    pts = pa.table(
+        {"ra": np.array([10.0, 50.0, 200.0]), "dec": np.array([0.0, 10.0, -20.0]), "v": np.ones(3)}
+    )
+    sky = healforge.aggregate(pts, ["v"], ["count"], order=3, lon="ra", lat="dec", frame="sky")
+    out = plot_map(sky, "v_count", width=200, dpi=60, out=tmp_path / "auto.png")
+    assert '"frame": "sky"' in Image.open(out).text["Description"]
     table = half_sky_map.append_column("h_span", pa.array(10 ** np.linspace(0, 6, half_sky_map.num_rows)))
     fig = plot_map(table, ["h_mean", "h_span"], width=300, dpi=60, out=None, scale="percentile")
     image_axes = [a for a in fig.axes if a.images]

@@ -53,6 +53,7 @@ from healforge.io.fills import FillRules
 from healforge.io.readers import DEFAULT_BATCH_ROWS
 from healforge.io.storage import as_path
 from healforge.maps.parquet import write_parquet
+from healforge.maps.views import FRAMES
 from healforge.pixel import check_order
 from healforge.pixel.latitude import LATITUDES, LON_CONVENTIONS
 
@@ -143,6 +144,7 @@ def aggregate(
     shuffle: bool | None = None,
     fill_values: Mapping[str, Any] | Sequence[str] | None = None,
     sentinel_above: float | None = None,
+    frame: str | None = None,
 ) -> pa.Table:
     """Exact per-cell statistics of value columns, as a map table.
 
@@ -185,6 +187,9 @@ def aggregate(
         metadata counts them (``fills_skipped``).
     storage_options
         fsspec options for URL inputs, sidecar and output (credentials, endpoint).
+    frame
+        ``"sky"`` (celestial data: plots draw right ascension increasing to the left) or
+        ``"body"`` (a planet or the Earth, east to the right), recorded in the map metadata.
     work_dir, shard_order, shuffle
         Rows shuffled by shard (pixels at ``shard_order``) through ``work_dir`` (default
         ``OUTPUT.work``), each shard aggregated alone on a worker: the same numbers, with no row
@@ -249,6 +254,8 @@ def aggregate(
     meta |= {"statistics": [s.label for s in resolve_all(stats)], "columns": names, "ddof": ddof}
     meta |= {"min_count": min_count, "weight": weight, "source": "exact", "rows_in": rows_in}
     meta |= {"rows_rejected": rows_rejected, **fills.describe()}
+    if frame is not None:
+        meta["frame"] = check_choice("frame", frame, FRAMES)
     if n_fills is not None:
         meta["fills_skipped"] = n_fills
     if plan.cell_statistics:

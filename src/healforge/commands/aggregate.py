@@ -86,6 +86,11 @@ def register(sub) -> None:
     p.add_argument("--min-count", type=int, default=1)
     _add_cell_args(p)
     p.add_argument("--filter", help="row expression; only rows where it holds are aggregated")
+    p.add_argument(
+        "--frame",
+        choices=["sky", "body"],
+        help="recorded in the map: sky (plots draw RA increasing to the left) or body (east right)",
+    )
     _add_fill_args(p)
     _add_shuffle_args(p)
     p.add_argument(
