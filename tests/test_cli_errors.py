@@ -34,6 +34,7 @@ MISSING_PATH_ARGS = {
     "finalize": ["finalize", MISSING + ".parquet", "-o", "{tmp}/x.zarr"],
     "plot": ["plot", MISSING + ".zarr", "--var", "x", "-o", "{tmp}/p.png"],
     "export": ["export", MISSING + ".zarr", "-o", "{tmp}/x.parquet"],
+    "report": ["report", MISSING, "-o", "{tmp}/r.html"],
     "run": ["run", MISSING + ".yaml"],
     "demo": ["demo", MISSING, "-q"],
 }  # fmt: skip

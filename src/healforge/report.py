@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from healforge.catalog.opener import open_path
-from healforge.errors import OptionError
+from healforge.errors import BadInputError, OptionError
 from healforge.hats import layout
 from healforge.io import storage
 
@@ -218,6 +218,8 @@ def write_report(
     from healforge.maps.parquet import map_format
 
     opened = open_path(path, storage_options)
+    if opened.kind == "missing":
+        raise BadInputError("not found", path=os.fspath(path))
     if opened.is_hats:
         text = catalog_report(path, storage_options)
     elif opened.kind in ("directory", "file") and map_format(path) in ("zarr", "parquet"):
