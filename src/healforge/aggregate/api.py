@@ -254,8 +254,7 @@ def aggregate(
     meta |= {"statistics": [s.label for s in resolve_all(stats)], "columns": names, "ddof": ddof}
     meta |= {"min_count": min_count, "weight": weight, "source": "exact", "rows_in": rows_in}
     meta |= {"rows_rejected": rows_rejected, **fills.describe()}
-    if frame is not None:
-        meta["frame"] = check_choice("frame", frame, FRAMES)
+    meta |= {"frame": check_choice("frame", frame, FRAMES)} if frame is not None else {}
     if n_fills is not None:
         meta["fills_skipped"] = n_fills
     if plan.cell_statistics:
