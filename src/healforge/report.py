@@ -14,7 +14,7 @@ import base64
 import html
 import io
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -97,7 +97,7 @@ def column_summary(metadata: Any, schema: pa.Schema) -> list[tuple[str, str, Any
     return out
 
 
-def _catalog_maps(root, props: Mapping[str, str], pixels: list[tuple[int, int]]) -> str:
+def _catalog_maps(root, pixels: list[tuple[int, int]]) -> str:
     """Row density (the skymap) and partition orders, drawn as maps."""
     from healforge.maps.plot import plot_map
     from healforge.maps.table import make_map_table
@@ -154,7 +154,7 @@ def catalog_report(path: str | os.PathLike, storage_options: dict | None = None)
     ]
     sections = [
         ("Overview", _table(["", "value"], overview)),
-        ("Coverage and row density; partition orders", _catalog_maps(root, props, pixels)),
+        ("Coverage and row density; partition orders", _catalog_maps(root, pixels)),
         ("Partitions by order", _table(["order", "partitions"], sorted(by_order.items()))),
         ("Columns", _table(["column", "type", "min", "max", "nulls"], column_summary(meta, schema))),
     ]

@@ -185,14 +185,17 @@ def batches(
                 np.asarray(plan.filter.evaluate(cols, table.num_rows), dtype=bool), (table.num_rows,)
             )
             counts.rows_filtered += int(table.num_rows - mask.sum())
+        values = None  # the value columns, when read before the filtering (drop_rows)
         if plan.fills.drop_rows:  # a row with a fill in any value is dropped whole
-            filled = without_fills(table, numeric_columns(table, names, source.label), plan.fills)[2]
+            values, _, filled = without_fills(table, numeric_columns(table, names, source.label), plan.fills)
             if filled is not None:
                 counts.fills_skipped += int((filled & mask).sum())
                 mask &= ~filled
         if not mask.all():
             keep = np.flatnonzero(mask)
             table = table.take(pa.array(keep))
+            if values is not None:
+                values = {k: v[keep] for k, v in values.items()}
         if table.num_rows == 0:
             continue
         local = Rejects()
@@ -215,10 +218,11 @@ def batches(
         asg = assigned[a.order]
         # points and strict footprints give each row at most one cell
         counts.rows_assigned += _distinct(asg.row) if a.fuzzy else int(asg.row.size)
-        columns, n_fills, _ = without_fills(table, numeric_columns(table, names, source.label), plan.fills)
-        counts.fills_skipped += n_fills
+        if values is None:
+            values, n_fills, _ = without_fills(table, numeric_columns(table, names, source.label), plan.fills)
+            counts.fills_skipped += n_fills
         yield Batch(
-            columns=columns,
+            columns=values,
             row=asg.row,
             cell=asg.cell,
             area=asg.weight if a.fuzzy else None,

@@ -42,21 +42,19 @@ def default_resolution(order: int, geographic: bool) -> float:
     return math.degrees(side_rad) if geographic else side_rad * AUTHALIC_RADIUS_M
 
 
-def _sample(table: pa.Table, variables: Sequence[str], lon, lat, order: int, authalic: bool):
-    """Values of ``variables`` at lon/lat (degrees, geodetic), NaN off the map."""
+def _sample(ids: np.ndarray, columns: Sequence[np.ndarray], lon, lat, order: int, authalic: bool):
+    """Values of each of ``columns`` (float64, aligned with the map's sorted cell ``ids``) at
+    lon/lat (degrees, geodetic), NaN off the map."""
     ok = np.isfinite(lon) & np.isfinite(lat) & (np.abs(lat) <= 90)
     lat_ = np.where(ok, lat, 0.0)
     if authalic:
         lat_ = geodetic_to_authalic(lat_)
     cells = lonlat_to_pixel(wrap_lon(np.where(ok, lon, 0.0)), lat_, order)
-    ids = table.column(CELL_IDS).to_numpy()
-    pos = np.minimum(np.searchsorted(ids, cells), max(ids.size - 1, 0))
-    hit = ok & (ids[pos] == cells) if ids.size else np.zeros(cells.shape, bool)
-    out = []
-    for v in variables:
-        vals = table.column(v).to_numpy(zero_copy_only=False).astype(np.float64)
-        out.append(np.where(hit, vals[pos] if ids.size else np.nan, np.nan))
-    return out
+    if not ids.size:
+        return [np.full(cells.shape, np.nan) for _ in columns]
+    pos = np.minimum(np.searchsorted(ids, cells), ids.size - 1)
+    hit = ok & (ids[pos] == cells)
+    return [np.where(hit, vals[pos], np.nan) for vals in columns]
 
 
 def export_geotiff(
@@ -130,6 +128,8 @@ def export_geotiff(
         raise MapError(f"a {width} x {height} raster is too large: give a coarser --resolution")
     k = supersample if resampling == "area" else 1
     offsets = (np.arange(k) + 0.5) / k
+    ids = table.column(CELL_IDS).to_numpy()
+    columns = [table.column(v).to_numpy(zero_copy_only=False).astype(np.float64) for v in variables]
     sums = [np.zeros((height, width)) for _ in variables]
     hits = [np.zeros((height, width)) for _ in variables]
     rows = np.arange(height)
@@ -140,7 +140,7 @@ def export_geotiff(
             gx, gy = np.meshgrid(xs, ys)
             lon, lat = to_lonlat.transform(gx.ravel(), gy.ravel())
             for i, vals in enumerate(
-                _sample(table, variables, np.asarray(lon), np.asarray(lat), order, authalic)
+                _sample(ids, columns, np.asarray(lon), np.asarray(lat), order, authalic)
             ):
                 vals = vals.reshape(height, width)
                 good = np.isfinite(vals)

@@ -99,9 +99,7 @@ def estimate_import(args: ImportArguments, resolve) -> ImportEstimate:
     try:
         with args.run.engine_scope() as eng:
             mapped = map_stage(eng, files, plan.spec, args.highest_order, work)
-            workers = (
-                eng.parallelism if eng.client is not None else (eng.workers if not eng.synchronous else 1)
-            )
+            workers = eng.parallelism
     finally:
         workfiles.remove_dir(work)
     schema = common_schema(files, mapped["schemas"])

@@ -116,9 +116,13 @@ def import_catalog(
     -------
     ImportResult
     """
+    return run_import(_arguments(inputs, output, ra, dec, run, options))
+
+
+def _arguments(inputs, output, ra, dec, run: RunOptions | None, options: dict) -> ImportArguments:
+    """The checked arguments of an import: the run options split from the import's own."""
     run_fields = {k: options.pop(k) for k in list(options) if k in RUN_FIELDS}
-    args = ImportArguments(inputs, output, ra, dec, run=RunOptions.of(run, **run_fields), **options)
-    return run_import(args)
+    return ImportArguments(inputs, output, ra, dec, run=RunOptions.of(run, **run_fields), **options)
 
 
 def plan_import(
@@ -135,9 +139,7 @@ def plan_import(
     map pass; writes nothing (:mod:`healforge.catalog.build.estimate`)."""
     from healforge.catalog.build.estimate import estimate_import
 
-    run_fields = {k: options.pop(k) for k in list(options) if k in RUN_FIELDS}
-    args = ImportArguments(inputs, output, ra, dec, run=RunOptions.of(run, **run_fields), **options)
-    return estimate_import(args, _resolve)
+    return estimate_import(_arguments(inputs, output, ra, dec, run, options), _resolve)
 
 
 def run_import(args: ImportArguments) -> ImportResult:
