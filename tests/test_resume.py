@@ -42,7 +42,7 @@ def test_sigkill_then_rerun(inputs, kill_at):
     (work / "split" / ".in00005.deadbeef.arrow.tmp").write_bytes(b"\x00" * 100)
     if kill_at.startswith("Splitting"):
         (work / "split" / "in00004.arrow").write_bytes(b"ARROW1 truncated")
-        assert not (work / "split" / "in00004.index.npz").exists()
+        assert not (work / "split" / "in00004.hist.npz").exists()
     else:
         done = {p.name for p in (work / "reduce").iterdir()}
         pending = next(
@@ -66,7 +66,9 @@ def test_sigkill_then_rerun(inputs, kill_at):
 def test_resume_with_other_arguments_is_refused(inputs):
     folder, args, _, _ = inputs
     out = folder / "killed-other"
-    run_cli("import", folder / "in", "-o", out, *args, env={"HEALFORGE_KILL_AFTER": "Mapping:2"}, check=False)
+    run_cli(
+        "import", folder / "in", "-o", out, *args, env={"HEALFORGE_KILL_AFTER": "Splitting:2"}, check=False
+    )
     proc = run_cli(
         "import",
         folder / "in",

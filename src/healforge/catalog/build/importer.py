@@ -35,10 +35,10 @@ from healforge.catalog.build.reimport import SourceCatalog, source_catalog
 from healforge.catalog.build.stages import (
     alignment_of,
     common_schema,
-    map_stage,
     reduce_stage,
     rejected_tables,
-    split_stage,
+    slices_of,
+    sort_stage,
 )
 from healforge.catalog.build.tasks import InputSpec
 from healforge.catalog.change.snapshot import CatalogSnapshot
@@ -289,8 +289,8 @@ def _run_stages(eng: Engine, args: ImportArguments, plan: _Plan, work: AnyPath, 
     ``destinations``, ``rejected``, ``targets``, ``duplicates``)."""
     files, id_column = plan.files, plan.record["id_column"]
     t0 = time.perf_counter()
-    mapped = map_stage(eng, files, plan.spec, args.highest_order, work)
-    timings["map"] = time.perf_counter() - t0
+    mapped = sort_stage(eng, files, plan.spec, args.highest_order, work)
+    timings["sort"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     binning = Progress(1, "Binning", quiet=args.run.quiet)
@@ -315,11 +315,7 @@ def _run_stages(eng: Engine, args: ImportArguments, plan: _Plan, work: AnyPath, 
     timings["binning"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    slices, n_rejected = split_stage(eng, files, plan.spec, work, align_file, schema)
-    if n_rejected != mapped["bad"]:
-        raise RuntimeError(
-            f"split rejected {n_rejected} rows but mapping found {mapped['bad']}: did the inputs change?"
-        )
+    slices, n_rejected = slices_of(work, files, alignment), mapped["bad"]
     shards = sorted({piece[0] for pieces in slices for piece in pieces})
     try:
         dup = (
@@ -332,7 +328,7 @@ def _run_stages(eng: Engine, args: ImportArguments, plan: _Plan, work: AnyPath, 
     except BadInputError:
         workfiles.remove_dir(work)  # nothing written: a corrected rerun starts afresh
         raise
-    timings["split"] = time.perf_counter() - t0
+    timings["slices"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     output = args.run.path(args.output)

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pyarrow as pa
 
-from healforge.catalog.build.tasks import InputSpec, map_file, reduce_pixel, split_file
+from healforge.catalog.build.tasks import InputSpec, map_file, reduce_pixel, sort_file, split_file
 from healforge.engine import Engine
 from healforge.errors import BadInputError
 from healforge.hats import layout
@@ -25,25 +26,36 @@ def input_keys(files: list[str]) -> list[str]:
 
 def map_stage(eng: Engine, files: list[str], spec: InputSpec, order: int, work: AnyPath) -> dict:
     """Histogram every input at ``order``; returns pixels, counts, rows, bad rows and schemas."""
+    return _histogram_pass(eng, map_file, "Mapping", files, spec, order, work / "map", ".npz")
+
+
+def sort_stage(eng: Engine, files: list[str], spec: InputSpec, order: int, work: AnyPath) -> dict:
+    """The one pass of an import over its inputs: every file's rows sorted into a shard under
+    ``work/split`` with its histograms (:func:`~healforge.catalog.build.tasks.sort_file`).
+    Returns what :func:`map_stage` returns; :func:`slices_of` then finds the destinations' rows."""
+    return _histogram_pass(eng, sort_file, "Splitting", files, spec, order, work / "split", ".hist.npz")
+
+
+def _histogram_pass(eng, task_fn, title, files, spec, order, folder: AnyPath, suffix: str) -> dict:
     keys = input_keys(files)
-    workfiles.make_dir(work / "map")
-    schemas_file = work / "schemas.json"
+    workfiles.make_dir(folder)
+    schemas_file = folder.parent / "schemas.json"
     schemas = json.loads(schemas_file.read_text()) if schemas_file.exists() else {}
     todo = [
-        {"path": f, "order": order, "spec": spec, "out": work / "map" / f"{k}.npz"}
+        {"path": f, "key": k, "order": order, "spec": spec, "work": folder, "out": folder / f"{k}{suffix}"}
         for f, k in zip(files, keys, strict=True)
-        if not ((work / "map" / f"{k}.npz").exists() and f in schemas)
+        if not ((folder / f"{k}{suffix}").exists() and f in schemas)
     ]
 
     def record_schema(i, res):
         schemas[todo[i]["path"]] = res["schema"].serialize().to_pybytes().hex()
         layout.atomic_write_text(schemas_file, json.dumps(schemas))
 
-    eng.map(map_file, todo, "Mapping", labels=[t["path"] for t in todo], on_result=record_schema)
+    eng.map(task_fn, todo, title, labels=[t["path"] for t in todo], on_result=record_schema)
     # one file's histogram at a time: memory bounded by the order, not by the rows
     histos, sizes, n_rows, n_bad = HistogramSum(order), HistogramSum(order), 0, 0
     for k in keys:
-        z = workfiles.read_npz(work / "map" / f"{k}.npz")
+        z = workfiles.read_npz(folder / f"{k}{suffix}")
         histos.add(z["pixels"], z["counts"])
         if "bytes" in z:
             sizes.add(z["pixels"], z["bytes"])
@@ -55,6 +67,32 @@ def map_stage(eng: Engine, files: list[str], spec: InputSpec, order: int, work: 
     if spec.measure_bytes:
         out["bytes"] = sizes.at(pixels)
     return out
+
+
+def slices_of(work: AnyPath, files: list[str], alignment: Alignment) -> list[list]:
+    """Every destination's slices ``(shard, batch, start, length)`` of the shards of
+    :func:`sort_stage`: a batch's rows are sorted, so a run of its histogram's pixels that share a
+    destination is one slice, starting after the counts of the pixels before it."""
+    slices: dict[int, list] = {}
+    for k in input_keys(files):
+        z = workfiles.read_npz(work / "split" / f"{k}.hist.npz")
+        batch, count = z["batch"], z["count"]
+        if not len(batch):
+            continue
+        shift = 2 * (int(z["order"]) - alignment.mapping_order)
+        dest = alignment.lookup(z["pixel"] >> shift)
+        new_batch = np.r_[True, batch[1:] != batch[:-1]]
+        first = np.flatnonzero(np.r_[True, (dest[1:] != dest[:-1]) | new_batch[1:]])
+        ends = np.cumsum(count)
+        offsets = ends - count  # rows before each pixel, counted from the file's start
+        batch_start = offsets[np.flatnonzero(new_batch)][np.cumsum(new_batch) - 1]
+        lengths = np.add.reduceat(count, first)
+        shard = work / "split" / f"{k}.arrow"
+        for b, d, s, n in zip(
+            batch[first], dest[first], (offsets - batch_start)[first], lengths, strict=True
+        ):
+            slices.setdefault(int(d), []).append((shard, int(b), int(s), int(n)))
+    return [slices.get(i, []) for i in range(max(slices, default=-1) + 1)]
 
 
 def common_schema(files: list[str], schemas: list[pa.Schema], required=()) -> pa.Schema:

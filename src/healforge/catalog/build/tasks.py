@@ -169,76 +169,130 @@ def map_file(task: dict) -> dict:
     return {"rows": n_rows, "bad": n_bad, "schema": schema}
 
 
-def split_file(task: dict) -> dict:
-    """Split stage: one input file, rows sorted by destination into an Arrow IPC shard file.
+def _sorted_batches(spec: InputSpec, path: str, schema: pa.Schema, rejected: list, sizes: list | None = None):
+    """Every input batch of ``path`` cast to ``schema``, rows sorted by ``_healpix_29`` (stable)
+    and that column first: ``(h29, table)``. Rows with bad coordinates (quarantine mode) go to
+    ``rejected`` with their file and row; with ``sizes``, the estimated bytes of the batch's rows
+    as read (hats' estimator), in the sorted order, are appended to it."""
+    file_names = read_schema(path, spec.fmt, storage_options=spec.storage_options, **spec.options).names
+    check_columns(path, file_names, [spec.ra, spec.dec])
+    names = spec.selected(file_names, path)
+    for first, table in iter_batches(
+        path, names, spec.batch_rows, spec.fmt, spec.storage_options, **spec.options
+    ):
+        ra, dec, bad = coordinates(table, spec, path, first)
+        h29 = row_index(table, ra, dec, path, first)
+        if SPATIAL_INDEX_COLUMN in table.column_names:
+            table = table.drop_columns([SPATIAL_INDEX_COLUMN])
+        if table.schema.names != schema.names:
+            raise BadInputError("columns changed inside the file", path=path)
+        table = cast_checked(table, schema, path, first)
+        size = row_bytes(table) if sizes is not None else None
+        if bad.any():
+            bad_idx = np.flatnonzero(bad)
+            rej = table.take(pa.array(bad_idx))
+            rej = rej.append_column("_source_file", pa.array([path] * len(bad_idx), pa.string()))
+            rejected.append(rej.append_column("_source_row", pa.array(first + bad_idx, pa.int64())))
+            good = np.flatnonzero(~bad)
+            table, h29 = table.take(pa.array(good)), h29[good]
+            size = size[good] if size is not None else None
+        if table.num_rows == 0:
+            continue
+        # sorted by _healpix_29: grouped by destination too, since every destination is one range
+        # of _healpix_29 and destinations are numbered in that order; the reduce then merges
+        # sorted runs instead of sorting again
+        order = np.argsort(h29, kind="stable")
+        h29 = h29[order]
+        if sizes is not None:
+            sizes.append(size[order])
+        table = table.take(pa.array(order)).add_column(0, SPATIAL_INDEX_COLUMN, pa.array(h29))
+        yield h29, table.combine_chunks()
 
-    Writes ``<key>.arrow`` (one record batch per input batch, ``_healpix_29`` first, rows grouped
-    by destination) and ``<key>.index.npz`` (batch, destination, start, length of each group);
-    the index file is written last and marks the task as done. Rejected rows (quarantine mode)
-    go to ``<key>.rejected.parquet``.
-    """
-    spec: InputSpec = task["spec"]
-    path, work = task["path"], task["work"]
-    alignment = Alignment.from_arrays(workfiles.read_npz(task["alignment"]))
-    schema: pa.Schema = task["schema"]
-    key = task["key"]
-    shard = work / f"{key}.arrow"
-    out_schema = pa.schema([pa.field(SPATIAL_INDEX_COLUMN, pa.int64())] + list(schema)).with_metadata(None)
-    idx_batch, idx_dest, idx_start, idx_len = [], [], [], []
-    rejected = []
-    with workfiles.ipc_writer(shard, out_schema) as writer:
-        b = 0
-        names = spec.selected(
-            read_schema(path, spec.fmt, storage_options=spec.storage_options, **spec.options).names, path
-        )
-        for first, table in iter_batches(
-            path, names, spec.batch_rows, spec.fmt, spec.storage_options, **spec.options
-        ):
-            ra, dec, bad = coordinates(table, spec, path, first)
-            h29 = row_index(table, ra, dec, path, first)
-            if SPATIAL_INDEX_COLUMN in table.column_names:
-                table = table.drop_columns([SPATIAL_INDEX_COLUMN])
-            if table.schema.names != schema.names:
-                raise BadInputError("columns changed inside the file", path=path)
-            table = cast_checked(table, schema, path, first)
-            if bad.any():
-                bad_idx = np.flatnonzero(bad)
-                rej = table.take(pa.array(bad_idx))
-                rej = rej.append_column("_source_file", pa.array([path] * len(bad_idx), pa.string()))
-                rejected.append(rej.append_column("_source_row", pa.array(first + bad_idx, pa.int64())))
-                good = np.flatnonzero(~bad)
-                table, h29 = table.take(pa.array(good)), h29[good]
-            if table.num_rows == 0:
-                continue
-            # sorted by _healpix_29 (stable): grouped by destination too, since every destination
-            # is one range of _healpix_29 and destinations are numbered in that order; the
-            # reduce then merges sorted runs instead of sorting again
-            order = np.argsort(h29, kind="stable")
-            dest_sorted = alignment.lookup(index_to_order(h29[order], alignment.mapping_order))
-            starts = np.flatnonzero(np.r_[True, dest_sorted[1:] != dest_sorted[:-1]])
-            lengths = np.diff(np.r_[starts, len(dest_sorted)])
-            table = table.add_column(0, SPATIAL_INDEX_COLUMN, pa.array(h29))
-            table = table.take(pa.array(order))
-            for batch in table.combine_chunks().to_batches(max_chunksize=table.num_rows):
-                writer.write_batch(batch)
-            idx_batch.append(np.full(len(starts), b))
-            idx_dest.append(dest_sorted[starts])
-            idx_start.append(starts)
-            idx_len.append(lengths)
-            b += 1
+
+def _shard_schema(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([pa.field(SPATIAL_INDEX_COLUMN, pa.int64())] + list(schema)).with_metadata(None)
+
+
+def _write_rejected(rejected: list, work, key: str) -> int:
     n_rejected = sum(t.num_rows for t in rejected)
     if rejected:
         storage.write_parquet_table(pa.concat_tables(rejected), work / f"{key}.rejected.parquet")
-    cat = lambda xs: np.concatenate(xs) if xs else np.empty(0, np.int64)  # noqa: E731
+    return n_rejected
+
+
+def _cat(parts: list) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.empty(0, np.int64)
+
+
+def split_file(task: dict) -> dict:
+    """Split stage: one input file, rows sorted by ``_healpix_29`` into an Arrow IPC shard file.
+
+    Writes ``<key>.arrow`` (one record batch per input batch, ``_healpix_29`` first) and
+    ``<key>.index.npz`` (batch, destination, start, length of each destination's run); the index
+    file is written last and marks the task as done. Rejected rows (quarantine mode) go to
+    ``<key>.rejected.parquet``.
+    """
+    spec: InputSpec = task["spec"]
+    path, work, key = task["path"], task["work"], task["key"]
+    alignment = Alignment.from_arrays(workfiles.read_npz(task["alignment"]))
+    schema: pa.Schema = task["schema"]
+    idx_batch, idx_dest, idx_start, idx_len, rejected = [], [], [], [], []
+    with workfiles.ipc_writer(work / f"{key}.arrow", _shard_schema(schema)) as writer:
+        for b, (h29, table) in enumerate(_sorted_batches(spec, path, schema, rejected)):
+            dest_sorted = alignment.lookup(index_to_order(h29, alignment.mapping_order))
+            starts = np.flatnonzero(np.r_[True, dest_sorted[1:] != dest_sorted[:-1]])
+            writer.write_batch(table.to_batches(max_chunksize=table.num_rows)[0])
+            idx_batch.append(np.full(len(starts), b))
+            idx_dest.append(dest_sorted[starts])
+            idx_start.append(starts)
+            idx_len.append(np.diff(np.r_[starts, len(dest_sorted)]))
+    n_rejected = _write_rejected(rejected, work, key)
     workfiles.write_npz(
         work / f"{key}.index.npz",
-        batch=cat(idx_batch),
-        dest=cat(idx_dest),
-        start=cat(idx_start),
-        length=cat(idx_len),
+        batch=_cat(idx_batch),
+        dest=_cat(idx_dest),
+        start=_cat(idx_start),
+        length=_cat(idx_len),
         rejected=n_rejected,
     )
     return {"rejected": n_rejected}
+
+
+def sort_file(task: dict) -> dict:
+    """First and only pass over an input file of an import: its rows sorted by ``_healpix_29``
+    into an Arrow IPC shard (``<key>.arrow``, one record batch per input batch) and the histogram
+    of each batch at the mapping order (``<key>.hist.npz``: ``batch``, ``pixel``, ``count``; the
+    file's totals as ``pixels``/``counts`` and, with ``spec.measure_bytes``, ``bytes``). Since the
+    rows are sorted, a pixel's rows in a batch start where the earlier pixels' counts end: the
+    driver finds every destination's slices from the histograms alone (:func:`slices_of`).
+    The histogram file is written last and marks the task as done.
+    """
+    spec: InputSpec = task["spec"]
+    path, work, key, order = task["path"], task["work"], task["key"], task["order"]
+    file_schema = read_schema(path, spec.fmt, storage_options=spec.storage_options, **spec.options)
+    schema = spec.target_schema(file_schema, path)
+    hb, hp, hc, hw, rejected = [], [], [], [], []
+    sizes = [] if spec.measure_bytes else None
+    n_rows = 0
+    with workfiles.ipc_writer(work / f"{key}.arrow", _shard_schema(schema)) as writer:
+        for b, (h29, table) in enumerate(_sorted_batches(spec, path, schema, rejected, sizes)):
+            pix = index_to_order(h29, order)
+            starts = np.flatnonzero(np.r_[True, pix[1:] != pix[:-1]])
+            hb.append(np.full(len(starts), b))
+            hp.append(pix[starts])
+            hc.append(np.diff(np.r_[starts, len(pix)]))
+            if sizes is not None:
+                hw.append(np.add.reduceat(sizes[-1], starts))
+            n_rows += table.num_rows
+            writer.write_batch(table.to_batches(max_chunksize=table.num_rows)[0])
+    n_bad = _write_rejected(rejected, work, key)
+    pixels, inverse = np.unique(_cat(hp), return_inverse=True)
+    counts = np.bincount(inverse, weights=_cat(hc), minlength=len(pixels)).astype(np.int64)
+    arrays = {"batch": _cat(hb), "pixel": _cat(hp), "count": _cat(hc), "pixels": pixels, "counts": counts}
+    if spec.measure_bytes:  # summed per file, then truncated, as the map stage does
+        arrays["bytes"] = np.bincount(inverse, weights=_cat(hw), minlength=len(pixels)).astype(np.int64)
+    workfiles.write_npz(work / f"{key}.hist.npz", **arrays, n_rows=n_rows + n_bad, n_bad=n_bad, order=order)
+    return {"rows": n_rows + n_bad, "bad": n_bad, "schema": schema}
 
 
 def reduce_pixel(task: dict) -> dict:
