@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -100,13 +101,18 @@ def points():
 @pytest.fixture(scope="session")
 def s3_options():
     """Start moto's standalone S3 server on 127.0.0.1; yield s3fs storage options for it."""
-    moto_server = pytest.importorskip("moto.server")
+    pytest.importorskip("moto.server")
     s3fs = pytest.importorskip("s3fs")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    # its own process: in a thread of this one it would share the GIL with the in-process runs
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_for_port(port, server)
     mp = pytest.MonkeyPatch()
     for var, val in {
         "AWS_ACCESS_KEY_ID": "testing",
@@ -127,4 +133,18 @@ def s3_options():
     finally:
         s3fs.S3FileSystem.clear_instance_cache()
         mp.undo()
-        server.stop()
+        server.terminate()
+        server.wait(30)
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Until something listens on ``port`` (the S3 server started), or fail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the S3 server exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError("the S3 server did not start")

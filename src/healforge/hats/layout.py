@@ -273,8 +273,13 @@ def require_catalog(root: str | AnyPath) -> AnyPath:
 
 def read_properties(root: str | AnyPath) -> dict[str, str]:
     """Raw ``hats.properties`` as a dict of strings."""
+    return parse_properties(properties_file(root).read_text())
+
+
+def parse_properties(text: str) -> dict[str, str]:
+    """The ``key=value`` lines of a Java-style properties text, comments left out."""
     out = {}
-    for line in properties_file(root).read_text().splitlines():
+    for line in text.splitlines():
         if "=" in line and not line.lstrip().startswith("#"):
             k, v = line.split("=", 1)
             out[k.strip()] = v.strip()

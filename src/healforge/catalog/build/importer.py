@@ -12,7 +12,6 @@ import os
 import time
 from dataclasses import dataclass, field, fields, replace
 from functools import partial
-from pathlib import PurePosixPath
 
 import numpy as np
 import pyarrow as pa
@@ -42,7 +41,13 @@ from healforge.catalog.build.stages import (
 )
 from healforge.catalog.build.tasks import InputSpec
 from healforge.catalog.change.snapshot import CatalogSnapshot
-from healforge.catalog.derived.collection import COLLECTION_FILE, index_name, margin_name, write_collection
+from healforge.catalog.derived.collection import (
+    COLLECTION_FILE,
+    index_name,
+    margin_name,
+    open_collection,
+    write_collection,
+)
 from healforge.catalog.derived.index import build_index
 from healforge.catalog.derived.margin import build_margin
 from healforge.engine import Engine, Progress
@@ -444,11 +449,9 @@ def _import_collection(args: ImportArguments) -> ImportResult:
 
 def _check_collection_members(root: AnyPath, cat_name: str, margins: list, indexes: list) -> None:
     """A finished collection import rerun: it must hold the margins and indexes asked for."""
-    from hats.catalog.dataset.collection_properties import CollectionProperties
-
-    props = CollectionProperties.read_from_dir(str(root) if storage.is_local(root) else root)
-    have_margins = {PurePosixPath(m).name for m in props.all_margins or []}
-    have_indexes = set(props.all_indexes or {})
+    coll = open_collection(root)
+    have_margins = {m.name for m in coll.margins.values()}
+    have_indexes = set(coll.indexes)
     missing = [margin_name(cat_name, r) for r in margins if margin_name(cat_name, r) not in have_margins]
     missing += [f"index on {c}" for c in indexes if c not in have_indexes]
     if missing:

@@ -8,15 +8,16 @@ sub-catalog directory, named as hats-import names them: ``<name>``, ``<name>_<R>
 
 from __future__ import annotations
 
+import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from healforge import __version__
 from healforge.errors import CatalogError
-from healforge.hats import Key
+from healforge.hats import Key, layout
 from healforge.io import storage
 from healforge.io.storage import AnyPath, as_path
 
@@ -68,25 +69,53 @@ def _inner(root: AnyPath, value: str) -> AnyPath:
 
 
 def open_collection(path: str | os.PathLike, storage_options: dict | None = None) -> Collection:
-    """Read ``collection.properties`` (with hats' own parser) and resolve its members."""
-    from hats.catalog.dataset.collection_properties import CollectionProperties
-
+    """Read ``collection.properties`` (the fields and checks of hats' ``CollectionProperties``,
+    without importing hats) and resolve its members."""
     root = as_path(path, storage_options)
     if not is_collection(root):
         raise CatalogError(f"{root} is not a HATS collection (no {COLLECTION_FILE})")
     try:
-        props = CollectionProperties.read_from_dir(str(root) if storage.is_local(root) else root)
-    except Exception as exc:
+        props = parse_collection((root / COLLECTION_FILE).read_text())
+    except (ValueError, KeyError) as exc:
         raise CatalogError(f"{root / COLLECTION_FILE} is invalid: {exc}") from exc
     return Collection(
         path=root,
-        name=props.name,
-        primary=_inner(root, props.hats_primary_table_url),
-        margins={m: _inner(root, m) for m in props.all_margins or []},
-        default_margin=props.default_margin,
-        indexes={col: _inner(root, d) for col, d in (props.all_indexes or {}).items()},
-        default_index=props.default_index,
+        name=props["name"],
+        primary=_inner(root, props["primary"]),
+        margins={m: _inner(root, m) for m in props["margins"]},
+        default_margin=props["default_margin"],
+        indexes={col: _inner(root, d) for col, d in props["indexes"].items()},
+        default_index=props["default_index"],
     )
+
+
+def _words(value: str | None) -> list[str]:
+    return [w for w in re.split(r"[; ,\n]", value or "") if w]
+
+
+def parse_collection(text: str) -> dict:
+    """The fields of a ``collection.properties`` text as hats reads them: lists split on spaces,
+    commas or semicolons, indexes as pairs of column and path, defaults among the listed."""
+    raw = layout.parse_properties(text)
+    for key in ("obs_collection", "hats_primary_table_url"):
+        if not raw.get(key):
+            raise ValueError(f"{key} is missing")
+    words = _words(raw.get("all_indexes"))
+    if len(words) % 2:
+        raise ValueError("all_indexes should contain pairs of name and path")
+    out = {
+        "name": raw["obs_collection"],
+        "primary": raw["hats_primary_table_url"],
+        "margins": _words(raw.get("all_margins")),
+        "default_margin": raw.get("default_margin") or None,
+        "indexes": dict(zip(words[::2], words[1::2], strict=True)),
+        "default_index": raw.get("default_index") or None,
+    }
+    if out["default_margin"] is not None and out["default_margin"] not in out["margins"]:
+        raise ValueError(f"default_margin `{out['default_margin']}` not found in all_margins")
+    if out["default_index"] is not None and out["default_index"] not in out["indexes"]:
+        raise ValueError(f"default_index `{out['default_index']}` not found in all_indexes")
+    return out
 
 
 def resolve_catalog(path: str | os.PathLike, storage_options: dict | None = None) -> AnyPath:
@@ -141,32 +170,53 @@ def write_collection(
     indexes: dict[str, str] | None = None,
     default_index: str | None = None,
 ) -> None:
-    """Write ``collection.properties`` (members relative to the collection, as hats-import does)."""
-    from hats.catalog.dataset.collection_properties import CollectionProperties
-    from hats.catalog.dataset.table_properties import TableProperties
-
-    from healforge.hats.layout import atomic_write_text
+    """Write ``collection.properties`` (members relative to the collection, as hats-import does),
+    in the format and with the provenance of hats' ``CollectionProperties``."""
+    from healforge.hats.layout import atomic_write_text, dir_size
 
     root = as_path(path)
+    lists = {
+        "all_margins": list(margins or []),
+        "all_indexes": [w for pair in (indexes or {}).items() for w in pair],
+    }
+    for word in [name, primary, *lists["all_margins"], *lists["all_indexes"]]:
+        if not word or re.search(r"[\s,;=]", str(word)):
+            raise CatalogError(
+                f"invalid collection properties for {root}: {word!r} cannot be listed in "
+                f"{COLLECTION_FILE} (empty, or holds a space, comma, semicolon or '=')"
+            )
     info = {
         "obs_collection": name,
         Key.PRIMARY_TABLE_URL: primary,
-        "all_margins": list(margins) if margins else None,
+        "all_margins": " ".join(lists["all_margins"]) or None,
         "default_margin": default_margin,
-        "all_indexes": dict(indexes) if indexes else None,
+        "all_indexes": " ".join(lists["all_indexes"]) or None,
         "default_index": default_index,
+        Key.BUILDER: f"healforge v{__version__}, hats v{_hats_version()}",
+        Key.CREATION_DATE: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M%Z"),
+        Key.ESTSIZE: int(math.ceil(dir_size(root) / 1024)) if root.exists() else 0,
+        "hats_release_date": HATS_RELEASE_DATE,
+        Key.VERSION: "v1.0",
     }
-    info = {k: v for k, v in info.items() if v is not None}
-    info |= TableProperties.new_provenance_dict(
-        str(root) if storage.is_local(root) else root, builder=f"healforge v{__version__}"
-    )
+    text = "#HATS Collection\n" + "".join(f"{k}={v}\n" for k, v in info.items() if v is not None)
     try:
-        props = CollectionProperties(**info)
-    except Exception as exc:
+        parse_collection(text)
+    except ValueError as exc:
         raise CatalogError(f"invalid collection properties for {root}: {exc}") from exc
-    with tempfile.TemporaryDirectory(prefix="healforge-collection-") as tmp:
-        props.to_properties_file(tmp)
-        atomic_write_text(root / COLLECTION_FILE, (Path(tmp) / COLLECTION_FILE).read_text())
+    atomic_write_text(root / COLLECTION_FILE, text)
+
+
+#: The HATS format release hats 0.11 writes in ``hats_release_date``.
+HATS_RELEASE_DATE = "2025-08-22"
+
+
+def _hats_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hats")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _relative(root: AnyPath, member: str | os.PathLike) -> str:
