@@ -151,9 +151,8 @@ def skymap_fits(histogram: np.ndarray) -> bytes:
     cards += [_card(k, v) for k, v in columns + [("PIXTYPE", "HEALPIX"), *scheme]]
     cards.append(_card("CREATOR", "healforge"))
     primary = _block([_card("SIMPLE", True), _card("BITPIX", 8), _card("NAXIS", 0), _card("EXTEND", True)])
-    body = data.tobytes()
-    body += b"\0" * (-len(body) % _FITS_BLOCK)
-    return primary + _block(cards) + body
+    body = memoryview(np.ascontiguousarray(data)).cast("B")
+    return b"".join([primary, _block(cards), body, b"\0" * (-len(body) % _FITS_BLOCK)])
 
 
 _FITS_TYPES = {"K": ">i8", "J": ">i4", "I": ">i2", "B": "u1", "D": ">f8", "E": ">f4"}

@@ -212,9 +212,10 @@ def write_metadata_unordered(root: str | AnyPath) -> int:
 def write_skymaps(root: str | AnyPath, histogram: np.ndarray) -> None:
     """``point_map.fits`` and ``skymap.fits`` from the row-count histogram at the mapping order."""
     root = as_path(root)
-    image = files.skymap_fits(np.asarray(histogram, dtype=np.int64))
-    storage.atomic_write_bytes(root / POINT_MAP_FILE, image)
-    storage.atomic_write_bytes(root / SKYMAP_FILE, image)
+    storage.atomic_write_bytes(
+        root / POINT_MAP_FILE, files.skymap_fits(np.asarray(histogram, dtype=np.int64))
+    )
+    storage.link_file(root / POINT_MAP_FILE, root / SKYMAP_FILE)
 
 
 def read_histogram(root: str | AnyPath) -> np.ndarray:

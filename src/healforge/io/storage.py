@@ -339,6 +339,20 @@ def copy_file(src: AnyPath, dst: AnyPath) -> None:
         shutil.copyfileobj(fin, fout, 16 * 2**20)
 
 
+def link_file(src: AnyPath, dst: AnyPath) -> None:
+    """``dst`` as a second name of the file ``src`` (a hard link, appearing atomically) on one
+    local filesystem, else a copy. Only for files replaced whole, never written in place."""
+    src, dst = as_path(src), as_path(dst)
+    if is_local(src) and is_local(dst):
+        try:
+            with atomic_output(dst) as tmp:
+                os.link(src, tmp)
+            return
+        except OSError:
+            pass  # another device, or no hard links there
+    copy_file(src, dst)
+
+
 def rmtree(path: AnyPath, missing_ok: bool = True) -> None:
     """Delete a directory tree (or a single file) at ``path``."""
     path = as_path(path)
@@ -409,6 +423,7 @@ __all__ = [
     "atomic_write_text",
     "clean_leftovers",
     "copy_file",
+    "link_file",
     "create_exclusive",
     "filesystem_of",
     "is_empty_dir",

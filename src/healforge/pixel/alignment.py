@@ -188,7 +188,10 @@ def generate_alignment(
     sums = {highest_order: (pixels, counts, weights)}
     for order in range(highest_order - 1, lowest_order - 1, -1):
         pix, cnt, wgt = sums[order + 1]
-        sums[order] = (*coarsen_histogram(pix, cnt), coarsen_histogram(pix, wgt)[1])
+        parents = pix >> 2
+        starts = np.flatnonzero(np.r_[True, parents[1:] != parents[:-1]]) if len(pix) else np.empty(0, int)
+        total = np.add.reduceat(cnt, starts) if len(starts) else cnt[:0]
+        sums[order] = (parents[starts], total, total if wgt is cnt else np.add.reduceat(wgt, starts))
 
     if use_lower_order:
         effective = highest_order

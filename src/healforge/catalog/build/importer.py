@@ -320,7 +320,7 @@ def _run_stages(eng: Engine, args: ImportArguments, plan: _Plan, work: AnyPath, 
     timings["binning"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    slices, n_rejected = slices_of(work, files, alignment), mapped["bad"]
+    slices, n_rejected = slices_of(eng, work, files, destinations), mapped["bad"]
     shards = sorted({piece[0] for pieces in slices for piece in pieces})
     try:
         dup = (

@@ -10,7 +10,14 @@ import json
 import numpy as np
 import pyarrow as pa
 
-from healforge.catalog.build.tasks import InputSpec, map_file, reduce_pixel, sort_file, split_file
+from healforge.catalog.build.tasks import (
+    InputSpec,
+    index_shard,
+    map_file,
+    reduce_pixel,
+    sort_file,
+    split_file,
+)
 from healforge.engine import Engine
 from healforge.errors import BadInputError
 from healforge.hats import layout
@@ -69,30 +76,24 @@ def _histogram_pass(eng, task_fn, title, files, spec, order, folder: AnyPath, su
     return out
 
 
-def slices_of(work: AnyPath, files: list[str], alignment: Alignment) -> list[list]:
-    """Every destination's slices ``(shard, batch, start, length)`` of the shards of
-    :func:`sort_stage`: a batch's rows are sorted, so a run of its histogram's pixels that share a
-    destination is one slice, starting after the counts of the pixels before it."""
-    slices: dict[int, list] = {}
-    for k in input_keys(files):
-        z = workfiles.read_npz(work / "split" / f"{k}.hist.npz")
-        batch, count = z["batch"], z["count"]
-        if not len(batch):
-            continue
-        shift = 2 * (int(z["order"]) - alignment.mapping_order)
-        dest = alignment.lookup(z["pixel"] >> shift)
-        new_batch = np.r_[True, batch[1:] != batch[:-1]]
-        first = np.flatnonzero(np.r_[True, (dest[1:] != dest[:-1]) | new_batch[1:]])
-        ends = np.cumsum(count)
-        offsets = ends - count  # rows before each pixel, counted from the file's start
-        batch_start = offsets[np.flatnonzero(new_batch)][np.cumsum(new_batch) - 1]
-        lengths = np.add.reduceat(count, first)
-        shard = work / "split" / f"{k}.arrow"
-        for b, d, s, n in zip(
-            batch[first], dest[first], (offsets - batch_start)[first], lengths, strict=True
-        ):
-            slices.setdefault(int(d), []).append((shard, int(b), int(s), int(n)))
-    return [slices.get(i, []) for i in range(max(slices, default=-1) + 1)]
+def slices_of(
+    eng: Engine, work: AnyPath, files: list[str], destinations: list[tuple[int, int, int]]
+) -> list[list]:
+    """Every destination's slices ``(shard, batch, start, length)`` in the shards of
+    :func:`sort_stage`, found on the workers (:func:`~healforge.catalog.build.tasks.index_shard`):
+    the client gets one entry per (batch, destination) pair, never per row."""
+    shift = np.array([2 * (29 - o) for o, _, _ in destinations], dtype=np.int64)
+    pixel = np.array([p for _, p, _ in destinations], dtype=np.int64)
+    low, high = pixel << shift, (pixel + 1) << shift
+    shards = [work / "split" / f"{k}.arrow" for k in input_keys(files)]
+    found = eng.map(
+        index_shard, [{"shard": s, "low": low, "high": high} for s in shards], "Indexing", small=True
+    )
+    slices: list[list] = [[] for _ in destinations]
+    for shard, z in zip(shards, found, strict=True):
+        for b, d, s, n in zip(z["batch"], z["dest"], z["start"], z["length"], strict=True):
+            slices[int(d)].append((shard, int(b), int(s), int(n)))
+    return slices
 
 
 def common_schema(files: list[str], schemas: list[pa.Schema], required=()) -> pa.Schema:

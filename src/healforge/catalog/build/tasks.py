@@ -260,39 +260,61 @@ def split_file(task: dict) -> dict:
 
 def sort_file(task: dict) -> dict:
     """First and only pass over an input file of an import: its rows sorted by ``_healpix_29``
-    into an Arrow IPC shard (``<key>.arrow``, one record batch per input batch) and the histogram
-    of each batch at the mapping order (``<key>.hist.npz``: ``batch``, ``pixel``, ``count``; the
-    file's totals as ``pixels``/``counts`` and, with ``spec.measure_bytes``, ``bytes``). Since the
-    rows are sorted, a pixel's rows in a batch start where the earlier pixels' counts end: the
-    driver finds every destination's slices from the histograms alone (:func:`slices_of`).
-    The histogram file is written last and marks the task as done.
+    into an Arrow IPC shard (``<key>.arrow``, one record batch per input batch) and the file's
+    histogram at the mapping order (``<key>.hist.npz``: ``pixels``, ``counts`` and, with
+    ``spec.measure_bytes``, ``bytes``), written last: it marks the task as done. Since every
+    batch is sorted, a destination's rows in it are one run, found later by :func:`index_shard`.
     """
     spec: InputSpec = task["spec"]
     path, work, key, order = task["path"], task["work"], task["key"], task["order"]
     file_schema = read_schema(path, spec.fmt, storage_options=spec.storage_options, **spec.options)
     schema = spec.target_schema(file_schema, path)
-    hb, hp, hc, hw, rejected = [], [], [], [], []
+    pix_parts, count_parts, byte_parts, rejected = [], [], [], []
     sizes = [] if spec.measure_bytes else None
     n_rows = 0
     with workfiles.ipc_writer(work / f"{key}.arrow", _shard_schema(schema)) as writer:
-        for b, (h29, table) in enumerate(_sorted_batches(spec, path, schema, rejected, sizes)):
+        for h29, table in _sorted_batches(spec, path, schema, rejected, sizes):
             pix = index_to_order(h29, order)
             starts = np.flatnonzero(np.r_[True, pix[1:] != pix[:-1]])
-            hb.append(np.full(len(starts), b))
-            hp.append(pix[starts])
-            hc.append(np.diff(np.r_[starts, len(pix)]))
+            pix_parts.append(pix[starts])
+            count_parts.append(np.diff(np.r_[starts, len(pix)]))
             if sizes is not None:
-                hw.append(np.add.reduceat(sizes[-1], starts))
+                byte_parts.append(np.add.reduceat(sizes[-1], starts))
             n_rows += table.num_rows
             writer.write_batch(table.to_batches(max_chunksize=table.num_rows)[0])
     n_bad = _write_rejected(rejected, work, key)
-    pixels, inverse = np.unique(_cat(hp), return_inverse=True)
-    counts = np.bincount(inverse, weights=_cat(hc), minlength=len(pixels)).astype(np.int64)
-    arrays = {"batch": _cat(hb), "pixel": _cat(hp), "count": _cat(hc), "pixels": pixels, "counts": counts}
-    if spec.measure_bytes:  # summed per file, then truncated, as the map stage does
-        arrays["bytes"] = np.bincount(inverse, weights=_cat(hw), minlength=len(pixels)).astype(np.int64)
-    workfiles.write_npz(work / f"{key}.hist.npz", **arrays, n_rows=n_rows + n_bad, n_bad=n_bad, order=order)
+    pixels, inverse = np.unique(_cat(pix_parts), return_inverse=True)
+    arrays = {
+        "pixels": pixels,
+        "counts": np.bincount(inverse, weights=_cat(count_parts), minlength=len(pixels)).astype(np.int64),
+    }
+    if sizes is not None:  # summed per file, then truncated, as the map stage does
+        arrays["bytes"] = np.bincount(inverse, weights=_cat(byte_parts), minlength=len(pixels)).astype(
+            np.int64
+        )
+    workfiles.write_npz(work / f"{key}.hist.npz", **arrays, n_rows=n_rows + n_bad, n_bad=n_bad)
     return {"rows": n_rows + n_bad, "bad": n_bad, "schema": schema}
+
+
+def index_shard(task: dict) -> dict[str, np.ndarray]:
+    """Where each destination's rows are in a shard of :func:`sort_file`: ``batch``, ``dest``,
+    ``start``, ``length`` of every non-empty run, found by binary search of the destinations'
+    ``_healpix_29`` ranges (``low``, ``high``, ascending) in each batch's sorted index column.
+    Every row must fall in a destination."""
+    low, high = task["low"], task["high"]
+    reader = workfiles.open_ipc(task["shard"])
+    out: dict[str, list] = {"batch": [], "dest": [], "start": [], "length": []}
+    for b in range(reader.num_record_batches):
+        h29 = reader.get_batch(b).column(0).to_numpy()
+        start, end = np.searchsorted(h29, low), np.searchsorted(h29, high)
+        found = np.flatnonzero(end > start)
+        if int((end - start).sum()) != len(h29):
+            raise RuntimeError(f"{task['shard']}: rows outside every partition: did the inputs change?")
+        out["batch"].append(np.full(len(found), b))
+        out["dest"].append(found)
+        out["start"].append(start[found])
+        out["length"].append((end - start)[found])
+    return {k: _cat(v) for k, v in out.items()}
 
 
 def reduce_pixel(task: dict) -> dict:
