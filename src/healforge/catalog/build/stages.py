@@ -202,6 +202,7 @@ def reduce_stage(
                 "done": done,
             }
         )
+    todo.sort(key=lambda t: -t["rows"])  # the largest first: no large pixel left for the end
     eng.map(
         reduce_pixel,
         todo,
