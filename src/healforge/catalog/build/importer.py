@@ -48,8 +48,6 @@ from healforge.catalog.derived.collection import (
     open_collection,
     write_collection,
 )
-from healforge.catalog.derived.index import build_index
-from healforge.catalog.derived.margin import build_margin
 from healforge.engine import Engine, Progress
 from healforge.errors import BadInputError, CatalogError, OptionError
 from healforge.hats import Key, layout
@@ -419,6 +417,9 @@ def _import_collection(args: ImportArguments) -> ImportResult:
             return result
         if result.complete:  # a kill while building the members: they are built again
             result.complete, result.resumed = False, True
+        from healforge.catalog.derived.index import build_index  # margins bring pandas: only here
+        from healforge.catalog.derived.margin import build_margin
+
         margin_dirs, index_dirs = [], {}
         for radius in margins:
             target = root / margin_name(cat_name, radius)

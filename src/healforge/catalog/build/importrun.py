@@ -13,8 +13,6 @@ import json
 import os
 import time
 
-from healforge.catalog.derived.index import index_catalog
-from healforge.catalog.derived.margin import margin
 from healforge.errors import CatalogError
 from healforge.hats import layout
 from healforge.io import storage, workfiles
@@ -53,6 +51,10 @@ def build_members(
     timings = result.stage_seconds
     if not (margin_arcsec or indexes):
         return result
+    # imported here: a plain import needs neither (margins bring pandas)
+    from healforge.catalog.derived.index import index_catalog
+    from healforge.catalog.derived.margin import margin
+
     if margin_arcsec:
         target = run.path(margin_path) if margin_path else output.with_name(output.name + "_margin")
         t0 = time.perf_counter()
