@@ -23,6 +23,7 @@ from healforge.errors import BadInputError
 from healforge.hats import layout
 from healforge.io import storage, workfiles
 from healforge.io.storage import AnyPath
+from healforge.pixel import index29_range
 from healforge.pixel.alignment import Alignment, HistogramSum, generate_alignment
 
 
@@ -82,9 +83,10 @@ def slices_of(
     """Every destination's slices ``(shard, batch, start, length)`` in the shards of
     :func:`sort_stage`, found on the workers (:func:`~healforge.catalog.build.tasks.index_shard`):
     the client gets one entry per (batch, destination) pair, never per row."""
-    shift = np.array([2 * (29 - o) for o, _, _ in destinations], dtype=np.int64)
-    pixel = np.array([p for _, p, _ in destinations], dtype=np.int64)
-    low, high = pixel << shift, (pixel + 1) << shift
+    low, high = index29_range(
+        np.array([p for _, p, _ in destinations], dtype=np.int64),
+        np.array([o for o, _, _ in destinations], dtype=np.int64),
+    )
     shards = [work / "split" / f"{k}.arrow" for k in input_keys(files)]
     found = eng.map(
         index_shard, [{"shard": s, "low": low, "high": high} for s in shards], "Indexing", small=True
