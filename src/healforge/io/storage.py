@@ -353,6 +353,24 @@ def link_file(src: AnyPath, dst: AnyPath) -> None:
     copy_file(src, dst)
 
 
+def remove_files(paths: list[AnyPath]) -> None:
+    """Delete files that may not exist; on an object store in one request, so that a reader
+    never sees some of them gone and the others still there for longer than that request."""
+    paths = [as_path(p) for p in paths]
+    remote = [p for p in paths if not is_local(p)]
+    for p in paths:
+        if is_local(p):
+            Path(p).unlink(missing_ok=True)
+    if remote:
+        fs, _ = filesystem_of(remote[0])
+        targets = [filesystem_of(p)[1] for p in remote]
+        try:
+            fs.rm(targets)
+        except FileNotFoundError:
+            pass
+        fs.invalidate_cache()
+
+
 def rmtree(path: AnyPath, missing_ok: bool = True) -> None:
     """Delete a directory tree (or a single file) at ``path``."""
     path = as_path(path)
@@ -424,6 +442,7 @@ __all__ = [
     "clean_leftovers",
     "copy_file",
     "link_file",
+    "remove_files",
     "create_exclusive",
     "filesystem_of",
     "is_empty_dir",

@@ -16,12 +16,12 @@ from healforge.catalog.build.arguments import ImportArguments
 from healforge.catalog.build.stages import alignment_of, common_schema, map_stage
 from healforge.io import storage, workfiles
 
-#: Seconds per row and core of map + split + reduce for rows of REFERENCE_ROW_BYTES (measured:
-#: 5 M rows of 76 bytes on 2 thread workers of a 2-core machine, 2026-12-06).
-SECONDS_PER_ROW = 0.9e-6
+#: Seconds per row and core of the split pass + reduce for rows of REFERENCE_ROW_BYTES (measured:
+#: 5 M rows of 76 bytes on 2 thread workers of a 2-core machine, 2026-12-06, one-pass import).
+SECONDS_PER_ROW = 0.8e-6
 REFERENCE_ROW_BYTES = 76
 #: Imports, starting the workers, binning and finishing.
-FIXED_SECONDS = 1.5
+FIXED_SECONDS = 0.8
 #: Memory of a worker beyond its batches: the interpreter, pyarrow, numpy, healforge.
 BASE_MEMORY = 300 * 2**20
 #: Compressed size / uncompressed size of the output when the inputs do not say (zstd level 3).

@@ -331,8 +331,7 @@ def finish_switch(home: AnyPath) -> None:
     """Remove a converted stand-alone catalog's root properties (which hats would read first)."""
     if is_collection(home) and any((home / n).exists() for n in ROOT_PROPERTIES):
         if _converted(home):
-            for n in ROOT_PROPERTIES:
-                storage.rmtree(home / n)
+            storage.remove_files([home / n for n in ROOT_PROPERTIES])
 
 
 def cleanup(root: str | os.PathLike, now: float | None = None) -> list[str]:
