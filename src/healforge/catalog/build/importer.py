@@ -1,4 +1,4 @@
-"""``import_catalog``: point tables -> HATS catalog (map, binning, split, reduce, finish).
+"""``import_catalog``: point tables -> HATS catalog (one split pass, binning, reduce, finish).
 
 The run keeps its state in ``OUTPUT/.healforge-import/``: the arguments (``plan.json``), one
 histogram per input file (map), the alignment (binning), one shard and index per input file
@@ -288,7 +288,7 @@ def _resolve(args: ImportArguments, output: AnyPath) -> _Plan:
 
 
 def _run_stages(eng: Engine, args: ImportArguments, plan: _Plan, work: AnyPath, timings: dict) -> dict:
-    """Map, binning, split and reduce; returns what the finish needs (``mapped``,
+    """Split (the one pass over the inputs), binning, indexing and reduce; returns what the finish needs (``mapped``,
     ``destinations``, ``rejected``, ``targets``, ``duplicates``)."""
     files, id_column = plan.files, plan.record["id_column"]
     t0 = time.perf_counter()

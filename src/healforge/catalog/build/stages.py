@@ -1,4 +1,5 @@
-"""The map, split and reduce stages as driver-side steps, shared by import and append.
+"""The stages as driver-side steps: import's one pass (sort + histogram), and the map + split of
+append (which checks the batch against the catalog first); reduce is shared.
 
 Each step skips the tasks whose outputs already exist in the work directory, so a rerun resumes.
 """
@@ -215,7 +216,7 @@ def reduce_stage(
 
 
 def alignment_of(mapped: dict, args) -> Alignment:
-    """The partitions of an import (``args``: its ImportArguments) from the map stage's result."""
+    """The partitions of an import (``args``: its ImportArguments) from its histogram pass."""
     return generate_alignment(
         mapped["pixels"],
         mapped["counts"],

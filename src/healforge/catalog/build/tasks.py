@@ -1,4 +1,5 @@
-"""Import stage tasks (map, split, reduce): plain functions run on Dask workers.
+"""Import stage tasks (sort, index, reduce; map and split for appends): plain functions run on
+Dask workers.
 
 Each task writes its result under the run's work directory with a temporary name and a rename,
 so a task either finished (its output exists) or is redone on resume.
