@@ -94,13 +94,16 @@ def ipc_writer(
         yield writer
 
 
-def open_ipc(path: AnyPath) -> pa.ipc.RecordBatchFileReader:
-    """A reader of an Arrow IPC file: memory-mapped locally, random access remotely."""
+def open_ipc(path: AnyPath, fields: list[int] | None = None) -> pa.ipc.RecordBatchFileReader:
+    """A reader of an Arrow IPC file: memory-mapped locally, random access remotely. With
+    ``fields`` (column positions) its batches hold those columns alone, and only their bytes
+    are read."""
     path = as_path(path)
+    options = pa.ipc.IpcReadOptions(included_fields=fields) if fields else None
     if is_local(path):
-        return pa.ipc.open_file(pa.memory_map(str(path), "r"))
+        return pa.ipc.open_file(pa.memory_map(str(path), "r"), options=options)
     fs, target = storage.arrow_filesystem(path)
-    return pa.ipc.open_file(fs.open_input_file(target))
+    return pa.ipc.open_file(fs.open_input_file(target), options=options)
 
 
 def make_dir(path: AnyPath) -> None:

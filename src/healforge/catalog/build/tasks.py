@@ -314,7 +314,7 @@ def index_shard(task: dict) -> dict[str, np.ndarray]:
     ``_healpix_29`` ranges (``low``, ``high``, ascending) in each batch's sorted index column.
     Every row must fall in a destination."""
     low, high = task["low"], task["high"]
-    reader = workfiles.open_ipc(task["shard"])
+    reader = workfiles.open_ipc(task["shard"], fields=[0])  # _healpix_29 alone: remote shards too
     out: dict[str, list] = {"batch": [], "dest": [], "start": [], "length": []}
     for b in range(reader.num_record_batches):
         h29 = reader.get_batch(b).column(0).to_numpy()
